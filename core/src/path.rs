@@ -1,0 +1,490 @@
+//! Usergrid resource paths: what a URL or a frame's `path` names.
+//!
+//! Two layers: [`ConnectPath`] reads the socket URL (`/{org}/{app}/…` or the app-only
+//! `/{app}/…`), whose split can only be settled by asking which apps exist, so it offers both
+//! readings; [`ResourcePath`] reads a path inside one application (`/users/me/feed`).
+
+use crate::inflector::collection_name;
+use crate::wire::Params;
+use std::fmt;
+
+/// Longest path segment accepted, in bytes after decoding.
+pub const MAX_SEGMENT_LEN: usize = 1024;
+/// Most segments accepted in one path.
+pub const MAX_SEGMENTS: usize = 32;
+
+/// Why a path cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// `.` or `..` segments are never resolved; send the canonical path.
+    #[error("path segment {0:?} is not allowed")]
+    DotSegment(String),
+    /// A segment decoded to something with `/`, `\` or a control character.
+    #[error("path segment {0:?} contains a forbidden character")]
+    ForbiddenChar(String),
+    /// A segment's percent-encoding is not UTF-8.
+    #[error("path segment is not valid UTF-8 once decoded")]
+    NotUtf8,
+    /// A segment is longer than [`MAX_SEGMENT_LEN`].
+    #[error("path segment is longer than {MAX_SEGMENT_LEN} bytes")]
+    SegmentTooLong,
+    /// More than [`MAX_SEGMENTS`] segments.
+    #[error("path has more than {MAX_SEGMENTS} segments")]
+    TooDeep,
+    /// The socket URL names no application.
+    #[error("the URL must name an application: /{{org}}/{{app}}/… or /{{app}}/…")]
+    NoApplication,
+    /// The path is deeper than any resource the API serves.
+    #[error("no resource at {0:?}")]
+    Unsupported(String),
+    /// The path names no resource at all (it is `/`).
+    #[error("the path names no resource")]
+    Empty,
+}
+
+/// Splits and percent-decodes a path; empty segments (`//`) are skipped.
+pub fn split_segments(path: &str) -> Result<Vec<String>, PathError> {
+    let mut out = Vec::new();
+    for raw in path.split('/').filter(|s| !s.is_empty()) {
+        let seg = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| PathError::NotUtf8)?
+            .into_owned();
+        if seg == "." || seg == ".." {
+            return Err(PathError::DotSegment(seg));
+        }
+        if seg.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+            return Err(PathError::ForbiddenChar(seg));
+        }
+        if seg.len() > MAX_SEGMENT_LEN {
+            return Err(PathError::SegmentTooLong);
+        }
+        out.push(seg);
+        if out.len() > MAX_SEGMENTS {
+            return Err(PathError::TooDeep);
+        }
+    }
+    Ok(out)
+}
+
+/// How one entity is named in a path.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EntityRef {
+    /// By UUID (canonical lower-case form).
+    Uuid(String),
+    /// By name (a user's username, a group's path, any entity's `name`).
+    Name(String),
+    /// `users/me`: the user the token belongs to.
+    Me,
+}
+
+impl EntityRef {
+    /// Reads a path segment; `me` only means [`EntityRef::Me`] where `allow_me` is set (users).
+    pub fn parse(segment: &str, allow_me: bool) -> EntityRef {
+        if is_uuid(segment) {
+            EntityRef::Uuid(segment.to_ascii_lowercase())
+        } else if allow_me && segment == "me" {
+            EntityRef::Me
+        } else {
+            EntityRef::Name(segment.to_owned())
+        }
+    }
+}
+
+impl fmt::Display for EntityRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntityRef::Uuid(u) => f.write_str(u),
+            EntityRef::Name(n) => f.write_str(n),
+            EntityRef::Me => f.write_str("me"),
+        }
+    }
+}
+
+/// True for the 8-4-4-4-12 hex form of a UUID.
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// The other end of a relation path: `/users/a/following/users/b` → `users`, `b`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelationTarget {
+    /// The target's collection, when the path names it.
+    pub collection: Option<String>,
+    /// The target entity.
+    pub entity: EntityRef,
+}
+
+/// What a path inside an application names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// `/books`: a collection.
+    Collection {
+        /// Canonical (plural, lower-case) collection name.
+        collection: String,
+    },
+    /// `/books/{uuid|name}`, `/users/me`.
+    Entity {
+        /// Canonical collection name.
+        collection: String,
+        /// Which entity.
+        entity: EntityRef,
+    },
+    /// `/{coll}/{id}/{relation}[/{target coll}]/{target}`: connections (`following`, `likes`),
+    /// linked collections (`groups/g/users`), `activities`, `feed` (alias `inbox`), `roles`,
+    /// `permissions`.
+    Related {
+        /// Canonical collection of the owner.
+        collection: String,
+        /// The owner.
+        entity: EntityRef,
+        /// The relation name; `inbox` is read as `feed`, `connecting/{verb}` as inbound.
+        relation: String,
+        /// True for `connecting/{verb}` (and `followers`): entities pointing at the owner.
+        inbound: bool,
+        /// The related entity, when the path names one.
+        target: Option<RelationTarget>,
+    },
+    /// `/queues[/{queue path}][/transactions/{id}|/subscribers[/{other}]|/properties]`.
+    Queue {
+        /// Normalized queue path (`/a/b`), `/` for the list of queues.
+        queue: String,
+        /// Which part of the queue.
+        part: QueuePart,
+    },
+    /// `/token`: the application's token endpoint.
+    Token,
+    /// `/credentials`: the application's client id and secret.
+    Credentials,
+}
+
+/// The part of a queue a path names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueuePart {
+    /// The messages of the queue.
+    Messages,
+    /// One consumer transaction (`…/transactions/{id}`).
+    Transaction(String),
+    /// The queue's subscriber queues, or one of them.
+    Subscribers(Option<String>),
+    /// The queue's properties.
+    Properties,
+}
+
+/// A parsed path inside one application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourcePath {
+    /// The decoded segments, as given.
+    pub segments: Vec<String>,
+    /// What they name.
+    pub resource: Resource,
+}
+
+impl ResourcePath {
+    /// Parses a path relative to an application (`/users/johndoe`).
+    pub fn parse(path: &str) -> Result<ResourcePath, PathError> {
+        let segments = split_segments(path)?;
+        let resource = Self::classify(&segments, path)?;
+        Ok(ResourcePath { segments, resource })
+    }
+
+    /// Builds the resource of already-split segments.
+    pub fn from_segments(segments: Vec<String>) -> Result<ResourcePath, PathError> {
+        let joined = format!("/{}", segments.join("/"));
+        let resource = Self::classify(&segments, &joined)?;
+        Ok(ResourcePath { segments, resource })
+    }
+
+    fn classify(segments: &[String], original: &str) -> Result<Resource, PathError> {
+        let Some(first) = segments.first() else {
+            return Err(PathError::Empty);
+        };
+        let lower = first.to_ascii_lowercase();
+        match lower.as_str() {
+            "queues" => return Ok(classify_queue(&segments[1..])),
+            "token" if segments.len() == 1 => return Ok(Resource::Token),
+            "credentials" if segments.len() == 1 => return Ok(Resource::Credentials),
+            _ => {}
+        }
+        let collection = collection_name(&lower);
+        let allow_me = collection == "users";
+        match segments.len() {
+            1 => Ok(Resource::Collection { collection }),
+            2 => Ok(Resource::Entity {
+                entity: EntityRef::parse(&segments[1], allow_me),
+                collection,
+            }),
+            _ => {
+                let entity = EntityRef::parse(&segments[1], allow_me);
+                let mut rest = &segments[2..];
+                let mut relation = rest[0].to_ascii_lowercase();
+                let mut inbound = false;
+                rest = &rest[1..];
+                if relation == "connecting" {
+                    let Some(verb) = rest.first() else {
+                        return Err(PathError::Unsupported(original.to_owned()));
+                    };
+                    relation = verb.to_ascii_lowercase();
+                    inbound = true;
+                    rest = &rest[1..];
+                } else if relation == "inbox" {
+                    relation = "feed".into();
+                } else if relation == "followers" {
+                    relation = "following".into();
+                    inbound = true;
+                }
+                let target = match rest {
+                    [] => None,
+                    [one] => Some(RelationTarget {
+                        collection: None,
+                        entity: EntityRef::parse(one, false),
+                    }),
+                    [coll, one] => {
+                        let coll = collection_name(coll);
+                        let allow_me = coll == "users";
+                        Some(RelationTarget {
+                            entity: EntityRef::parse(one, allow_me),
+                            collection: Some(coll),
+                        })
+                    }
+                    _ => return Err(PathError::Unsupported(original.to_owned())),
+                };
+                Ok(Resource::Related {
+                    collection,
+                    entity,
+                    relation,
+                    inbound,
+                    target,
+                })
+            }
+        }
+    }
+}
+
+fn classify_queue(rest: &[String]) -> Resource {
+    let (queue_segs, part) = match rest {
+        [q @ .., t, id] if !q.is_empty() && t == "transactions" => {
+            (q, QueuePart::Transaction(id.clone()))
+        }
+        [q @ .., s] if !q.is_empty() && s == "subscribers" => (q, QueuePart::Subscribers(None)),
+        [q @ .., s, other] if !q.is_empty() && s == "subscribers" => {
+            (q, QueuePart::Subscribers(Some(normalize_queue_path(other))))
+        }
+        [q @ .., p] if !q.is_empty() && p == "properties" => (q, QueuePart::Properties),
+        q => (q, QueuePart::Messages),
+    };
+    Resource::Queue {
+        queue: format!("/{}", queue_segs.join("/")),
+        part,
+    }
+}
+
+/// Normalizes a queue path as Usergrid does: `"///a/b/"` → `"/a/b"`.
+pub fn normalize_queue_path(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// Which application a socket URL names; the host settles it against the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppCandidate {
+    /// Organization name, or `None` for the server's default organization.
+    pub org: Option<String>,
+    /// Application name.
+    pub app: String,
+    /// The resource path that follows, relative to the app (may be empty).
+    pub rest: Vec<String>,
+}
+
+/// A socket URL: `/{org}/{app}[/…]` or `/{app}[/…]`, with its query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectPath {
+    segments: Vec<String>,
+    /// The URL's query parameters (`access_token`, `client_id`, …).
+    pub params: Params,
+}
+
+impl ConnectPath {
+    /// Parses the request target of the WebSocket upgrade (`/org/app/users?access_token=…`).
+    pub fn parse(target: &str) -> Result<ConnectPath, PathError> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let segments = split_segments(path)?;
+        if segments.is_empty() {
+            return Err(PathError::NoApplication);
+        }
+        Ok(ConnectPath {
+            segments,
+            params: Params::from_query_string(query),
+        })
+    }
+
+    /// The readings to try, in order: `{org}/{app}` first, then `{app}` of the default org.
+    pub fn candidates(&self) -> Vec<AppCandidate> {
+        let mut out = Vec::with_capacity(2);
+        if self.segments.len() >= 2 {
+            out.push(AppCandidate {
+                org: Some(self.segments[0].clone()),
+                app: self.segments[1].clone(),
+                rest: self.segments[2..].to_vec(),
+            });
+        }
+        out.push(AppCandidate {
+            org: None,
+            app: self.segments[0].clone(),
+            rest: self.segments[1..].to_vec(),
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(p: &str) -> Resource {
+        ResourcePath::parse(p).unwrap().resource
+    }
+
+    #[test]
+    fn collections_and_entities() {
+        assert_eq!(
+            res("/Book"),
+            Resource::Collection {
+                collection: "books".into()
+            }
+        );
+        assert_eq!(
+            res("/users/me"),
+            Resource::Entity {
+                collection: "users".into(),
+                entity: EntityRef::Me
+            }
+        );
+        let uuid = "6E2C0E2A-0000-11E0-8000-000000000001";
+        assert_eq!(
+            res(&format!("/books/{uuid}")),
+            Resource::Entity {
+                collection: "books".into(),
+                entity: EntityRef::Uuid(uuid.to_ascii_lowercase())
+            }
+        );
+        assert_eq!(
+            res("/books/me"),
+            Resource::Entity {
+                collection: "books".into(),
+                entity: EntityRef::Name("me".into())
+            }
+        );
+        assert_eq!(
+            res("/people/John%20Doe"),
+            Resource::Entity {
+                collection: "people".into(),
+                entity: EntityRef::Name("John Doe".into())
+            }
+        );
+    }
+
+    #[test]
+    fn relations_feed_and_inbox() {
+        let feed = res("/users/johndoe/feed");
+        assert_eq!(res("/users/johndoe/inbox"), feed);
+        assert!(
+            matches!(feed, Resource::Related { ref relation, inbound: false, target: None, .. } if relation == "feed")
+        );
+        match res("/users/a/following/users/b") {
+            Resource::Related {
+                relation, target, ..
+            } => {
+                assert_eq!(relation, "following");
+                let t = target.unwrap();
+                assert_eq!(t.collection.as_deref(), Some("users"));
+                assert_eq!(t.entity, EntityRef::Name("b".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            res("/users/a/followers"),
+            Resource::Related { inbound: true, .. }
+        ));
+        assert!(
+            matches!(res("/users/a/connecting/likes"), Resource::Related { inbound: true, ref relation, .. } if relation == "likes")
+        );
+        assert!(ResourcePath::parse("/a/b/c/d/e/f").is_err());
+    }
+
+    #[test]
+    fn queues() {
+        assert_eq!(
+            res("/queues/a/b"),
+            Resource::Queue {
+                queue: "/a/b".into(),
+                part: QueuePart::Messages
+            }
+        );
+        assert_eq!(
+            res("/queues/a/transactions/t1"),
+            Resource::Queue {
+                queue: "/a".into(),
+                part: QueuePart::Transaction("t1".into())
+            }
+        );
+        assert_eq!(
+            res("/queues/a/subscribers/b"),
+            Resource::Queue {
+                queue: "/a".into(),
+                part: QueuePart::Subscribers(Some("/b".into()))
+            }
+        );
+        assert_eq!(
+            res("/queues"),
+            Resource::Queue {
+                queue: "/".into(),
+                part: QueuePart::Messages
+            }
+        );
+    }
+
+    #[test]
+    fn hostile_paths_are_rejected() {
+        assert!(matches!(
+            ResourcePath::parse("/users/../x"),
+            Err(PathError::DotSegment(_))
+        ));
+        assert!(matches!(
+            ResourcePath::parse("/users/a%2Fb"),
+            Err(PathError::ForbiddenChar(_))
+        ));
+        assert!(matches!(
+            ResourcePath::parse("/users/%2e%2e"),
+            Err(PathError::DotSegment(_))
+        ));
+        assert!(matches!(
+            ResourcePath::parse("/users/%ff"),
+            Err(PathError::NotUtf8)
+        ));
+        assert!(matches!(ResourcePath::parse("/"), Err(PathError::Empty)));
+        assert!(matches!(
+            ResourcePath::parse(&"/a".repeat(40)),
+            Err(PathError::TooDeep)
+        ));
+    }
+
+    #[test]
+    fn connect_paths_offer_both_readings() {
+        let c = ConnectPath::parse("/chatapp/users/johndoe/inbox?access_token=abc").unwrap();
+        assert_eq!(c.params.get("access_token"), Some("abc"));
+        let cands = c.candidates();
+        assert_eq!(cands[0].org.as_deref(), Some("chatapp"));
+        assert_eq!(cands[0].app, "users");
+        assert_eq!(cands[1].org, None);
+        assert_eq!(cands[1].app, "chatapp");
+        assert_eq!(cands[1].rest, ["users", "johndoe", "inbox"]);
+        assert_eq!(ConnectPath::parse("/?x=1"), Err(PathError::NoApplication));
+    }
+}

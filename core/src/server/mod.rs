@@ -1,0 +1,23 @@
+//! The server side of one socket: frames in, requests to execute and frames out.
+
+mod session;
+
+pub use session::{OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession};
+
+/// WebSocket close codes the server uses, with their meaning for the client.
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is going away (shutdown); reconnect later.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame was larger than the server accepts.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server restarts; reconnect (and resume) right away.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// The token is missing, bad, expired or revoked; get a new one before reconnecting.
+    pub const UNAUTHORIZED: u16 = 4401;
+    /// The organization or application in the URL does not exist.
+    pub const NOT_FOUND: u16 = 4404;
+    /// The server is at its connection limit; retry with backoff.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}

@@ -1,0 +1,411 @@
+//! Wire types: the JSON frames that cross the socket, and the request they carry.
+//!
+//! A request frame is `{"id", "method", "path", "params"?, "body"?}`; a response frame is
+//! `{"id", "status", "body"}` where `body` is byte for byte what the REST API returns for the
+//! same request. See `docs/PROTOCOL.md`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt::{self, Write as _};
+
+/// The id a client puts on a request frame; echoed verbatim on the response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FrameId {
+    /// A JSON number, echoed as it was written.
+    Number(serde_json::Number),
+    /// A JSON string.
+    Text(String),
+}
+
+impl fmt::Display for FrameId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameId::Number(n) => write!(f, "{n}"),
+            FrameId::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// The operation a request asks for: the REST verbs, carried over the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// Read an entity, a collection page, a queue or a feed.
+    Get,
+    /// Create an entity, a connection, a message, a token.
+    Post,
+    /// Update (merge) an entity.
+    Put,
+    /// Delete an entity or a connection.
+    Delete,
+}
+
+impl Method {
+    /// The HTTP method name, upper case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    /// The Usergrid `action` of a response: the method name in lower case.
+    pub fn action(self) -> &'static str {
+        match self {
+            Method::Get => "get",
+            Method::Post => "post",
+            Method::Put => "put",
+            Method::Delete => "delete",
+        }
+    }
+
+    /// Parses an HTTP method name; `None` for methods the API does not serve.
+    pub fn from_http(name: &str) -> Option<Method> {
+        match name {
+            "GET" => Some(Method::Get),
+            "POST" => Some(Method::Post),
+            "PUT" => Some(Method::Put),
+            "DELETE" => Some(Method::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// Query parameters of a request, in order, each name possibly repeated.
+///
+/// REST gets them from the URL query string, the socket from the frame's `params` object; both
+/// end up here so the service layer sees one shape.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// No parameters.
+    pub fn new() -> Self {
+        Params(Vec::new())
+    }
+
+    /// Appends one `name=value` pair.
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// Removes every value of `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| n != name);
+    }
+
+    /// True when there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Parses an `application/x-www-form-urlencoded` string (a URL query).
+    pub fn from_query_string(query: &str) -> Self {
+        let mut params = Params::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            params.push(form_decode(name), form_decode(value));
+        }
+        params
+    }
+
+    /// Builds params from a frame's `params` object: strings, numbers and booleans become
+    /// strings, arrays become repeated values; `null` is skipped.
+    pub fn from_json(map: &Map<String, Value>) -> Result<Self, FrameError> {
+        let mut params = Params::new();
+        for (name, value) in map {
+            match value {
+                Value::Array(items) => {
+                    for item in items {
+                        params.push(name, scalar_param(name, item)?);
+                    }
+                }
+                Value::Null => {}
+                other => params.push(name, scalar_param(name, other)?),
+            }
+        }
+        Ok(params)
+    }
+}
+
+fn scalar_param(name: &str, value: &Value) -> Result<String, FrameError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(FrameError::BadParam(name.to_owned())),
+    }
+}
+
+fn form_decode(s: &str) -> String {
+    let plus_free = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_free)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// One API call, whether it came over REST or the socket: what the service layer executes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiRequest {
+    /// The verb.
+    pub method: Method,
+    /// The path relative to the application (`/users/johndoe`), not yet parsed.
+    pub path: String,
+    /// Query parameters (`ql`, `limit`, `cursor`, …).
+    pub params: Params,
+    /// The JSON body, if any.
+    pub body: Option<Value>,
+}
+
+/// A request frame from a client, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestFrame {
+    /// The client's id, echoed on the response.
+    pub id: FrameId,
+    /// The call itself.
+    pub request: ApiRequest,
+}
+
+/// Why a text frame is not a valid request; sent back as a 400 `invalid_frame` error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The frame is not JSON at all; the client should send one JSON object per text frame.
+    #[error("frame is not valid JSON: {0}")]
+    NotJson(String),
+    /// The frame is JSON but not an object.
+    #[error("frame must be a JSON object")]
+    NotObject,
+    /// The object has no usable `id`.
+    #[error("missing or invalid \"id\": it must be a string or a number")]
+    BadId,
+    /// `method` is missing or not one the protocol knows.
+    #[error("missing or unknown \"method\": expected GET, POST, PUT or DELETE")]
+    BadMethod,
+    /// `path` is missing or not a string.
+    #[error("missing or invalid \"path\": it must be a string")]
+    BadPath,
+    /// `params` is not an object.
+    #[error("\"params\" must be an object")]
+    BadParams,
+    /// One parameter has a value that is not a string, number, boolean or array of those.
+    #[error("parameter {0:?} must be a string, number, boolean or an array of those")]
+    BadParam(String),
+    /// A binary frame arrived; the protocol is JSON text only.
+    #[error("binary frames are not supported: send JSON text frames")]
+    Binary,
+}
+
+/// A rejected frame: the error, and the frame's id if it could be read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RejectedFrame {
+    /// The id of the frame, when it had a readable one.
+    pub id: Option<FrameId>,
+    /// What was wrong.
+    pub error: FrameError,
+}
+
+/// The fast path: a well-formed frame deserializes straight into this.
+#[derive(Deserialize)]
+struct WellFormed {
+    id: FrameId,
+    method: Method,
+    path: String,
+    #[serde(default)]
+    params: Option<Map<String, Value>>,
+    #[serde(default)]
+    body: Option<Value>,
+}
+
+/// Decodes one text frame into a request, or says precisely what is wrong with it.
+pub fn decode_request(text: &str) -> Result<RequestFrame, RejectedFrame> {
+    if let Ok(frame) = serde_json::from_str::<WellFormed>(text) {
+        let params = match &frame.params {
+            Some(map) => Params::from_json(map).map_err(|error| RejectedFrame {
+                id: Some(frame.id.clone()),
+                error,
+            })?,
+            None => Params::new(),
+        };
+        return Ok(RequestFrame {
+            id: frame.id,
+            request: ApiRequest {
+                method: frame.method,
+                path: frame.path,
+                params,
+                body: frame.body,
+            },
+        });
+    }
+    // Slow path, only for bad frames: find the id and the first thing that is wrong.
+    let value: Value = serde_json::from_str(text).map_err(|e| RejectedFrame {
+        id: None,
+        error: FrameError::NotJson(e.to_string()),
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(RejectedFrame {
+            id: None,
+            error: FrameError::NotObject,
+        });
+    };
+    let id = match obj.get("id") {
+        Some(Value::Number(n)) => Some(FrameId::Number(n.clone())),
+        Some(Value::String(s)) => Some(FrameId::Text(s.clone())),
+        _ => None,
+    };
+    let reject = |error| RejectedFrame {
+        id: id.clone(),
+        error,
+    };
+    if id.is_none() {
+        return Err(reject(FrameError::BadId));
+    }
+    let method_ok = obj
+        .get("method")
+        .and_then(Value::as_str)
+        .and_then(Method::from_http)
+        .is_some();
+    if !method_ok {
+        return Err(reject(FrameError::BadMethod));
+    }
+    if !matches!(obj.get("path"), Some(Value::String(_))) {
+        return Err(reject(FrameError::BadPath));
+    }
+    match obj.get("params") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            Params::from_json(map).map_err(reject)?;
+        }
+        Some(_) => return Err(reject(FrameError::BadParams)),
+    }
+    // Every field checked above is fine, so serde's complaint was about something else.
+    Err(reject(FrameError::NotJson("unexpected frame shape".into())))
+}
+
+/// Encodes a response frame around a body that is already JSON text.
+///
+/// The body is spliced in unchanged, so a socket response carries exactly the bytes the REST
+/// API would have sent for the same request.
+pub fn encode_response(id: &FrameId, status: u16, body_json: &str) -> String {
+    let mut out = String::with_capacity(body_json.len() + 40);
+    out.push_str("{\"id\":");
+    write_id(&mut out, Some(id));
+    let _ = write!(out, ",\"status\":{status},\"body\":");
+    out.push_str(body_json);
+    out.push('}');
+    out
+}
+
+/// Encodes the 400 reply to a frame that is not a valid request.
+pub fn encode_rejection(rejected: &RejectedFrame) -> String {
+    let body = error_body_json("invalid_frame", &rejected.error.to_string());
+    let mut out = String::with_capacity(body.len() + 40);
+    out.push_str("{\"id\":");
+    write_id(&mut out, rejected.id.as_ref());
+    out.push_str(",\"status\":400,\"body\":");
+    out.push_str(&body);
+    out.push('}');
+    out
+}
+
+/// A Usergrid error body `{"error", "error_description"}` as JSON text.
+pub fn error_body_json(error: &str, description: &str) -> String {
+    serde_json::json!({ "error": error, "error_description": description }).to_string()
+}
+
+fn write_id(out: &mut String, id: Option<&FrameId>) {
+    match id {
+        Some(FrameId::Number(n)) => {
+            let _ = write!(out, "{n}");
+        }
+        Some(FrameId::Text(s)) => out.push_str(&Value::String(s.clone()).to_string()),
+        None => out.push_str("null"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_full_request() {
+        let f = decode_request(
+            r#"{"id":7,"method":"GET","path":"/users","params":{"ql":"select *","limit":5,"x":[1,"a"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.id, FrameId::Number(7.into()));
+        assert_eq!(f.request.method, Method::Get);
+        assert_eq!(f.request.params.get("limit"), Some("5"));
+        assert_eq!(
+            f.request.params.get_all("x").collect::<Vec<_>>(),
+            ["1", "a"]
+        );
+    }
+
+    #[test]
+    fn rejects_with_the_id_when_readable() {
+        let r = decode_request(r#"{"id":"a","method":"PATCH","path":"/x"}"#).unwrap_err();
+        assert_eq!(r.id, Some(FrameId::Text("a".into())));
+        assert_eq!(r.error, FrameError::BadMethod);
+        let r = decode_request("{nope").unwrap_err();
+        assert_eq!(r.id, None);
+        assert!(matches!(r.error, FrameError::NotJson(_)));
+        let r = decode_request(r#"{"id":1,"method":"GET","path":3}"#).unwrap_err();
+        assert_eq!(r.error, FrameError::BadPath);
+        let r =
+            decode_request(r#"{"id":1,"method":"GET","path":"/a","params":{"q":{}}}"#).unwrap_err();
+        assert_eq!(r.error, FrameError::BadParam("q".into()));
+        let r = decode_request(r#"{"method":"GET","path":"/a"}"#).unwrap_err();
+        assert_eq!(r.error, FrameError::BadId);
+        let r = decode_request("[1]").unwrap_err();
+        assert_eq!(r.error, FrameError::NotObject);
+    }
+
+    #[test]
+    fn encodes_frames() {
+        let id = FrameId::Text("q\"1".into());
+        assert_eq!(
+            encode_response(&id, 200, "{}"),
+            r#"{"id":"q\"1","status":200,"body":{}}"#
+        );
+        let r = RejectedFrame {
+            id: None,
+            error: FrameError::Binary,
+        };
+        let v: Value = serde_json::from_str(&encode_rejection(&r)).unwrap();
+        assert_eq!(v["id"], Value::Null);
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["body"]["error"], "invalid_frame");
+    }
+
+    #[test]
+    fn parses_query_strings() {
+        let p = Params::from_query_string("ql=select+*+where+a%3D1&limit=2&flag");
+        assert_eq!(p.get("ql"), Some("select * where a=1"));
+        assert_eq!(p.get("flag"), Some(""));
+    }
+}
