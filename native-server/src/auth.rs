@@ -1,0 +1,191 @@
+//! Credentials, password hashing and access tokens.
+//!
+//! Tokens are 256 random bits, base64url; only their SHA-256 is stored, so a copy of the
+//! database lets no one in. Passwords are hashed with Argon2id.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use gridsocket_core::Params;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// What a request presented to prove who it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// Nothing: the caller is a guest.
+    None,
+    /// An access token (query `access_token` first, then `Authorization: Bearer`).
+    Token(String),
+    /// A client id and secret (query params or `Authorization: Basic`).
+    Client {
+        /// Client id.
+        id: String,
+        /// Client secret.
+        secret: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never print a secret, even in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+            Credentials::Client { id, .. } => write!(f, "Client({id}, <redacted>)"),
+        }
+    }
+}
+
+impl Credentials {
+    /// Reads credentials the way Usergrid does: `access_token` param, then the bearer header,
+    /// then `client_id` + `client_secret`, then basic auth.
+    pub fn from_request(params: &Params, authorization: Option<&str>) -> Credentials {
+        if let Some(t) = params.get("access_token").filter(|t| !t.is_empty()) {
+            return Credentials::Token(t.to_owned());
+        }
+        let header = authorization.map(str::trim).unwrap_or("");
+        if let Some(t) = strip_scheme(header, "bearer") {
+            return Credentials::Token(t.to_owned());
+        }
+        if let (Some(id), Some(secret)) = (params.get("client_id"), params.get("client_secret")) {
+            return Credentials::Client {
+                id: id.to_owned(),
+                secret: secret.to_owned(),
+            };
+        }
+        if let Some(b64) = strip_scheme(header, "basic")
+            && let Ok(raw) = STANDARD.decode(b64)
+            && let Ok(text) = String::from_utf8(raw)
+            && let Some((id, secret)) = text.split_once(':')
+        {
+            return Credentials::Client {
+                id: id.to_owned(),
+                secret: secret.to_owned(),
+            };
+        }
+        Credentials::None
+    }
+}
+
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = header.split_once(' ')?;
+    (s.eq_ignore_ascii_case(scheme) && !rest.trim().is_empty()).then(|| rest.trim())
+}
+
+/// Hashes a password with Argon2id and a random salt (PHC string).
+pub fn hash_password(password: &str) -> String {
+    let mut salt = [0u8; 16];
+    fill_random(&mut salt);
+    let salt = SaltString::encode_b64(&salt).unwrap_or_else(|_| SaltString::from_b64("c2FsdHNhbHRzYWx0").expect("static salt"));
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
+/// True when `password` matches the PHC hash.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .unwrap_or(false)
+}
+
+/// Fills a buffer from the OS random source.
+pub fn fill_random(buf: &mut [u8]) {
+    // The OS source failing is not recoverable for a server that issues secrets.
+    getrandom::fill(buf).expect("the operating system's random source failed");
+}
+
+/// A new random secret: `bytes` random bytes, base64url.
+pub fn random_secret(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    fill_random(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// The stored form of a token.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn secrets_equal(a: &str, b: &str) -> bool {
+    let (a, b) = (token_hash(a), token_hash(b));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A bounded map from token hash to what it resolved to, so that a REST call with a known
+/// token skips the database. When full it is emptied (tokens then reload on use).
+pub struct TokenCache<V> {
+    map: Mutex<HashMap<[u8; 32], V>>,
+    capacity: usize,
+}
+
+impl<V: Clone> TokenCache<V> {
+    /// A cache of at most `capacity` tokens.
+    pub fn new(capacity: usize) -> Self {
+        TokenCache {
+            map: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// The cached value of a token.
+    pub fn get(&self, hash: &[u8; 32]) -> Option<V> {
+        self.lock().get(hash).cloned()
+    }
+
+    /// Caches a value.
+    pub fn insert(&self, hash: [u8; 32], value: V) {
+        let mut map = self.lock();
+        if map.len() >= self.capacity {
+            map.clear();
+        }
+        map.insert(hash, value);
+    }
+
+    /// Drops every entry the predicate selects (revocation).
+    pub fn remove_where(&self, mut pred: impl FnMut(&V) -> bool) {
+        self.lock().retain(|_, v| !pred(v));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], V>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_precedence() {
+        let p = Params::from_query_string("access_token=q&client_id=i&client_secret=s");
+        assert_eq!(Credentials::from_request(&p, Some("Bearer h")), Credentials::Token("q".into()));
+        let p = Params::from_query_string("client_id=i&client_secret=s");
+        assert_eq!(Credentials::from_request(&p, Some("Bearer h")), Credentials::Token("h".into()));
+        assert_eq!(
+            Credentials::from_request(&p, None),
+            Credentials::Client { id: "i".into(), secret: "s".into() }
+        );
+        let basic = format!("Basic {}", STANDARD.encode("a:b"));
+        assert_eq!(
+            Credentials::from_request(&Params::new(), Some(&basic)),
+            Credentials::Client { id: "a".into(), secret: "b".into() }
+        );
+        assert_eq!(Credentials::from_request(&Params::new(), Some("Bearer ")), Credentials::None);
+        assert_eq!(format!("{:?}", Credentials::Token("secret".into())), "Token(<redacted>)");
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("s3cret");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("s3cret", &h));
+        assert!(!verify_password("other", &h));
+        assert!(!verify_password("s3cret", "garbage"));
+    }
+}

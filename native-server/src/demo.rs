@@ -1,0 +1,69 @@
+//! `gridsocket serve --demo`: an organization, a chat app and a few users to try things with.
+
+use crate::service::{ApiError, Service};
+use gridsocket_core::{ApiRequest, Method, Params};
+use serde_json::json;
+
+/// The demo organization.
+pub const ORG: &str = "demo";
+/// The demo application.
+pub const APP: &str = "chatapp";
+/// The demo users; each has the password [`USER_PASSWORD`].
+pub const USERS: &[(&str, &str)] = &[
+    ("johndoe", "John Doe"),
+    ("janedoe", "Jane Doe"),
+    ("alice", "Alice"),
+    ("bob", "Bob"),
+];
+/// Password of every demo user.
+pub const USER_PASSWORD: &str = "password";
+/// The demo admin's name and password.
+pub const ADMIN: (&str, &str) = ("demo", "demo-admin");
+/// The group every demo user is in: the demo's chat room.
+pub const ROOM: &str = "lobby";
+
+/// Creates what is missing of the demo data; running it again changes nothing.
+pub async fn seed(service: &Service) -> Result<(), ApiError> {
+    let org = service
+        .bootstrap_org(ORG, ADMIN.0, "demo@example.com", ADMIN.1)
+        .await?;
+    let app = match service.find_app(Some(ORG), APP).await? {
+        Some(app) => app,
+        None => {
+            service.create_app(&org, APP).await?;
+            service
+                .find_app(Some(ORG), APP)
+                .await?
+                .ok_or_else(|| ApiError::AppNotFound(format!("{ORG}/{APP}")))?
+        }
+    };
+    let call = |method, path: String, body| ApiRequest {
+        method,
+        path,
+        params: Params::new(),
+        body,
+    };
+    for (username, name) in USERS {
+        let exists = service
+            .admin_request(&app, call(Method::Get, format!("/users/{username}"), None))
+            .await
+            .status
+            == 200;
+        if !exists {
+            let body = json!({"username": username, "name": name, "password": USER_PASSWORD,
+                              "email": format!("{username}@example.com")});
+            service
+                .admin_request(&app, call(Method::Post, "/users".into(), Some(body)))
+                .await;
+        }
+    }
+    service
+        .admin_request(&app, call(Method::Put, format!("/groups/{ROOM}"), Some(json!({"title": "Lobby"}))))
+        .await;
+    for (username, _) in USERS {
+        service
+            .admin_request(&app, call(Method::Post, format!("/groups/{ROOM}/users/{username}"), None))
+            .await;
+    }
+    Ok(())
+}

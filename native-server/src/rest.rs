@@ -1,0 +1,126 @@
+//! REST glue: HTTP/1.1 requests in, [`Service::handle_rest`] responses out.
+
+use crate::service::{ApiResponse, Service};
+use crate::settings::Settings;
+use bytes::Bytes;
+use gridsocket_core::{Method, Params};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Map, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// Serves one HTTP connection until it closes or the server shuts down.
+pub async fn serve_connection(
+    stream: TcpStream,
+    service: Arc<Service>,
+    settings: Arc<Settings>,
+    cancel: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let svc = service_fn(move |req| {
+        let (service, settings) = (service.clone(), settings.clone());
+        async move { Ok::<_, Infallible>(handle(req, &service, &settings).await) }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        }
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn json_response(status: u16, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    resp
+}
+
+fn error(status: u16, code: &str, description: &str) -> Response<Full<Bytes>> {
+    json_response(status, gridsocket_core::wire::error_body_json(code, description))
+}
+
+async fn handle(req: Request<Incoming>, service: &Service, settings: &Settings) -> Response<Full<Bytes>> {
+    if req.method() == hyper::Method::OPTIONS {
+        // CORS preflight: browsers may call the API from any origin with a bearer token.
+        let mut resp = json_response(204, String::new());
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        return resp;
+    }
+    let Some(method) = Method::from_http(req.method().as_str()) else {
+        return error(405, "unsupported_rest_operation", "use GET, POST, PUT or DELETE");
+    };
+    let path = req.uri().path().to_owned();
+    if method == Method::Get && (path == "/status" || path == "/healthz") {
+        return json_response(200, serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}).to_string());
+    }
+    let params = Params::from_query_string(req.uri().query().unwrap_or(""));
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let bytes = match Limited::new(req.into_body(), settings.max_frame_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return error(413, "request_entity_too_large", &format!(
+                "the body is larger than {} bytes, or the upload broke off",
+                settings.max_frame_bytes
+            ));
+        }
+    };
+    let body = parse_body(&bytes, is_form);
+    let ApiResponse { status, body } = service
+        .handle_rest(method, &path, params, body, authorization.as_deref())
+        .await;
+    json_response(status, body)
+}
+
+/// The request body as JSON: nothing, a JSON document, or a form turned into an object.
+fn parse_body(bytes: &[u8], is_form: bool) -> Result<Option<Value>, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    // Usergrid's own examples post JSON with curl's default form content type: a body that
+    // looks like JSON is read as JSON.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if is_form && !matches!(first, Some(b'{' | b'[')) {
+        let text = std::str::from_utf8(bytes).map_err(|_| "the form body is not UTF-8".to_owned())?;
+        let params = Params::from_query_string(text);
+        let map: Map<String, Value> = params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+            .collect();
+        return Ok(Some(Value::Object(map)));
+    }
+    serde_json::from_slice(bytes)
+        .map(Some)
+        .map_err(|e| format!("the body is not valid JSON: {e}"))
+}

@@ -1,0 +1,210 @@
+//! The process: opens the store, binds both listeners, accepts until shutdown.
+
+use crate::service::{Service, ServiceConfig};
+use crate::settings::Settings;
+use crate::store::{SqliteStore, Store, StoreError};
+use crate::{demo, rest, ws};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened (bad data dir, corrupt or read-only file).
+    #[error("cannot open the store in {dir}: {source}")]
+    Store {
+        /// The data dir.
+        dir: String,
+        /// The cause.
+        #[source]
+        source: StoreError,
+    },
+    /// A listener could not bind (port in use, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The demo data could not be created.
+    #[error("cannot create the demo data: {0}")]
+    Demo(String),
+}
+
+/// A bound, ready server.
+pub struct Server {
+    http: TcpListener,
+    ws: TcpListener,
+    service: Arc<Service>,
+    settings: Arc<Settings>,
+}
+
+impl Server {
+    /// Opens the store and binds both listeners; with `--demo`, seeds the demo data.
+    pub async fn bind(mut settings: Settings) -> Result<Server, StartError> {
+        let store = SqliteStore::open(&settings.data_dir).map_err(|source| StartError::Store {
+            dir: settings.data_dir.display().to_string(),
+            source,
+        })?;
+        Self::bind_with_store(Arc::new(store), {
+            if settings.demo && settings.default_org.is_none() {
+                settings.default_org = Some(demo::ORG.into());
+            }
+            settings
+        })
+        .await
+    }
+
+    /// Binds with a given store.
+    pub async fn bind_with_store(store: Arc<dyn Store>, settings: Settings) -> Result<Server, StartError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let http = bind(settings.http_addr).await?;
+        let ws = bind(settings.ws_addr).await?;
+        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.http_addr,
+            source,
+        })?;
+        let config = ServiceConfig {
+            base_url: settings
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{http_addr}"))
+                .trim_end_matches('/')
+                .to_owned(),
+            default_org: settings.default_org.clone(),
+            superuser: settings.superuser_pair(),
+            token_ttl: Duration::from_secs(settings.token_ttl_secs),
+            ..ServiceConfig::default()
+        };
+        let service = Service::new(store, config);
+        if settings.demo {
+            demo::seed(&service).await.map_err(|e| StartError::Demo(e.to_string()))?;
+        }
+        Ok(Server {
+            http,
+            ws,
+            service,
+            settings: Arc::new(settings),
+        })
+    }
+
+    /// Where REST listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.settings.http_addr)
+    }
+
+    /// Where the WebSocket API listens.
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws.local_addr().unwrap_or(self.settings.ws_addr)
+    }
+
+    /// The service layer (for embedding and tests).
+    pub fn service(&self) -> Arc<Service> {
+        self.service.clone()
+    }
+
+    /// Serves until `shutdown` completes, then closes every socket with 1012 (reconnect) and
+    /// waits a little for requests in flight to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let http_task = tokio::spawn(accept_http(
+            self.http,
+            self.service.clone(),
+            self.settings.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        let ws_task = tokio::spawn(accept_ws(
+            self.ws,
+            self.service.clone(),
+            self.settings.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        shutdown.await;
+        tracing::info!("shutting down");
+        cancel.cancel();
+        let _ = http_task.await;
+        let _ = ws_task.await;
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+            tracing::warn!("some connections did not finish within 5 s");
+        }
+    }
+}
+
+async fn accept_http(
+    listener: TcpListener,
+    service: Arc<Service>,
+    settings: Arc<Settings>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(settings.max_http_connections));
+    loop {
+        // At the limit, stop accepting until a connection ends (the kernel queues the rest).
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = cancel.cancelled() => return,
+        };
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => return,
+        };
+        let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
+        tracker.spawn(async move {
+            rest::serve_connection(stream, service, settings, cancel).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn accept_ws(
+    listener: TcpListener,
+    service: Arc<Service>,
+    settings: Arc<Settings>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(settings.max_connections));
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let permit = limit.clone().try_acquire_owned().ok();
+        let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
+        tracker.spawn(async move {
+            ws::serve_socket(stream, service, settings, cancel, permit.is_some()).await;
+            drop(permit);
+        });
+    }
+}

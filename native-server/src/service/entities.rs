@@ -1,0 +1,715 @@
+//! Collections, entities and relations: the generic part of the Usergrid API.
+
+use super::envelope::{Envelope, render_entity};
+use super::{ApiError, Caller, Service, now_ms};
+use crate::auth::{hash_password, verify_password};
+use crate::store::{AppRecord, Direction, Entity, EntityKey, PageQuery};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gridsocket_core::inflector::{collection_name, singularize};
+use gridsocket_core::path::{RelationTarget, is_uuid};
+use gridsocket_core::query::Select;
+use gridsocket_core::{ApiRequest, EntityRef, Method, Permission, Query, Resource, ResourcePath};
+use serde_json::{Map, Value};
+
+/// Default page size (Usergrid's `DEFAULT_LIMIT`).
+pub const DEFAULT_LIMIT: usize = 10;
+/// Largest page size (Usergrid's `MAX_LIMIT`); larger asks are cut to it.
+pub const MAX_LIMIT: usize = 1000;
+/// Longest entity name accepted.
+const MAX_NAME_LEN: usize = 256;
+
+/// Properties the server owns; a body cannot set them.
+const RESERVED: &[&str] = &["uuid", "type", "created", "modified", "metadata"];
+
+type Reply = Result<(u16, Envelope), ApiError>;
+
+/// The property that names entities of a collection, and whether it is required.
+fn name_property(collection: &str) -> (&'static str, bool) {
+    match collection {
+        "users" => ("username", true),
+        "groups" => ("path", true),
+        "roles" => ("name", true),
+        _ => ("name", false),
+    }
+}
+
+/// Collections whose membership is kept on both sides: `(owner, relation) → reverse relation`.
+fn linked_reverse(owner_collection: &str, relation: &str) -> Option<&'static str> {
+    match (owner_collection, relation) {
+        ("groups", "users") => Some("groups"),
+        ("users", "groups") => Some("users"),
+        ("roles", "users") => Some("roles"),
+        ("users", "roles") => Some("users"),
+        _ => None,
+    }
+}
+
+/// The collection a relation's targets live in when the path names only the target.
+fn implied_target_collection(owner_collection: &str, relation: &str) -> Option<&'static str> {
+    match (owner_collection, relation) {
+        (_, "following") => Some("users"),
+        ("groups" | "roles", "users") => Some("users"),
+        ("users", "groups") => Some("groups"),
+        ("users", "roles") => Some("roles"),
+        _ => None,
+    }
+}
+
+/// Relations that change what someone may do.
+fn affects_grants(collection: &str, relation: &str) -> bool {
+    matches!(collection, "users" | "groups" | "roles")
+        && matches!(relation, "users" | "groups" | "roles" | "permissions")
+}
+
+fn encode_cursor(offset: usize) -> String {
+    URL_SAFE_NO_PAD.encode(format!("o:{offset}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<usize, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|s| s.strip_prefix("o:").and_then(|n| n.parse().ok()))
+        .ok_or_else(|| ApiError::IllegalArgument("invalid cursor: pass back the cursor of the previous page unchanged".into()))
+}
+
+/// `limit`, `cursor` and `ql` of a read.
+struct Paging {
+    query: Option<Query>,
+    limit: usize,
+    offset: usize,
+}
+
+impl Paging {
+    fn from_request(request: &ApiRequest) -> Result<Paging, ApiError> {
+        let limit = match request.params.get("limit") {
+            None | Some("") => DEFAULT_LIMIT,
+            Some(s) => match s.parse::<i64>() {
+                Ok(n) if n >= 1 => (n as usize).min(MAX_LIMIT),
+                _ => {
+                    return Err(ApiError::IllegalArgument(format!(
+                        "limit must be a whole number from 1 to {MAX_LIMIT}, got {s:?}"
+                    )));
+                }
+            },
+        };
+        let offset = match request.params.get("cursor") {
+            None | Some("") => 0,
+            Some(c) => decode_cursor(c)?,
+        };
+        let query = match request.params.get("ql") {
+            None => None,
+            Some(ql) if ql.trim().is_empty() => None,
+            Some(ql) => Some(Query::parse(ql)?),
+        };
+        Ok(Paging {
+            query,
+            limit,
+            offset,
+        })
+    }
+
+    fn page_query(&self) -> PageQuery<'_> {
+        PageQuery {
+            query: self.query.as_ref(),
+            limit: self.limit,
+            offset: self.offset,
+        }
+    }
+}
+
+fn body_object(request: &ApiRequest) -> Result<Map<String, Value>, ApiError> {
+    match &request.body {
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(ApiError::BadBody("the body must be a JSON object".into())),
+        None => Ok(Map::new()),
+    }
+}
+
+fn validate_name(collection: &str, prop: &str, value: &Value) -> Result<String, ApiError> {
+    let Value::String(name) = value else {
+        return Err(ApiError::IllegalArgument(format!("{prop} must be a string")));
+    };
+    let bad = name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || name.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+        || name == "."
+        || name == ".."
+        || is_uuid(name)
+        || (collection == "users" && name == "me");
+    if bad {
+        return Err(ApiError::IllegalArgument(format!(
+            "{prop} {name:?} is not a valid name: 1 to {MAX_NAME_LEN} characters, no '/', not a uuid{}",
+            if collection == "users" { ", not \"me\"" } else { "" }
+        )));
+    }
+    Ok(name.clone())
+}
+
+impl Service {
+    pub(super) async fn dispatch(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        request: &ApiRequest,
+        path: &ResourcePath,
+    ) -> Reply {
+        let method = request.method;
+        let env = |action: &str| {
+            Envelope::for_app(action, app, &self.config.base_url, &request.path, &request.params)
+        };
+        // Roles and permissions are the app's security settings: only its admins change them.
+        if method != Method::Get && touches_security(&path.resource) {
+            self.require_app_admin(app, caller)?;
+        }
+        match &path.resource {
+            Resource::Collection { collection } => match method {
+                Method::Get => self.get_collection(app, request, collection, env("get")).await,
+                Method::Post => self.post_collection(app, request, collection, env("post")).await,
+                Method::Delete => {
+                    self.delete_collection(app, request, collection, env("delete")).await
+                }
+                Method::Put => Err(ApiError::MethodNotAllowed("PUT")),
+            },
+            Resource::Entity { collection, entity } => {
+                let key = key_of(caller, entity)?;
+                match method {
+                    Method::Get => {
+                        let e = self.load(app, collection, &key).await?;
+                        Ok(with_entities(env("get"), &[e], &format!("/{collection}")))
+                    }
+                    Method::Put | Method::Post => {
+                        let action = if method == Method::Put { "put" } else { "post" };
+                        self.update_entity(app, request, collection, &key, env(action)).await
+                    }
+                    Method::Delete => {
+                        let e = self.load(app, collection, &key).await?;
+                        self.delete_one(app, &e).await?;
+                        Ok(with_entities(env("delete"), &[e], &format!("/{collection}")))
+                    }
+                }
+            }
+            Resource::Related {
+                collection,
+                entity,
+                relation,
+                inbound,
+                target,
+            } => {
+                let key = key_of(caller, entity)?;
+                let owner = self.load(app, collection, &key).await?;
+                let call = RelatedCall {
+                    app,
+                    caller,
+                    request,
+                    owner: &owner,
+                    relation,
+                    inbound: *inbound,
+                    target: target.as_ref(),
+                };
+                self.related(call, env).await
+            }
+            Resource::Queue { .. } | Resource::Token | Resource::Credentials => Err(ApiError::NoSuchResource(
+                format!("{} is not served here", request.path),
+            )),
+        }
+    }
+
+    /// Reads one entity or answers 404.
+    pub(super) async fn load(&self, app: &AppRecord, collection: &str, key: &Key) -> Result<Entity, ApiError> {
+        let found = match key {
+            Key::Uuid(u) => self.store.entity(&app.uuid, Some(collection), EntityKey::Uuid(u)).await?,
+            Key::Name(n) => {
+                let by_name = self.store.entity(&app.uuid, Some(collection), EntityKey::Name(n)).await?;
+                match by_name {
+                    None if collection == "users" && n.contains('@') => {
+                        self.store.user_by_email(&app.uuid, n).await?
+                    }
+                    other => other,
+                }
+            }
+        };
+        found.ok_or_else(|| ApiError::NotFound(format!("{collection}/{} not found", key.text())))
+    }
+
+    async fn get_collection(&self, app: &AppRecord, request: &ApiRequest, collection: &str, mut env: Envelope) -> Reply {
+        let paging = Paging::from_request(request)?;
+        let page = self.store.query(&app.uuid, collection, &paging.page_query()).await?;
+        if page.more {
+            env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
+        }
+        env.count = Some(page.entities.len());
+        let access_path = format!("/{collection}");
+        match paging.query.as_ref().map(|q| &q.select) {
+            Some(select @ (Select::Fields(_) | Select::Rename(_))) => {
+                let q = Query {
+                    select: select.clone(),
+                    ..Query::default()
+                };
+                env.list = Some(
+                    page.entities
+                        .iter()
+                        .map(|e| q.project(&Value::Object(e.data.clone())))
+                        .collect(),
+                );
+                Ok((200, env))
+            }
+            _ => Ok(with_entities(env, &page.entities, &access_path)),
+        }
+    }
+
+    async fn post_collection(&self, app: &AppRecord, request: &ApiRequest, collection: &str, env: Envelope) -> Reply {
+        let items: Vec<Map<String, Value>> = match &request.body {
+            Some(Value::Object(m)) => vec![m.clone()],
+            Some(Value::Array(list)) => {
+                if list.len() > MAX_LIMIT {
+                    return Err(ApiError::IllegalArgument(format!(
+                        "at most {MAX_LIMIT} entities per request"
+                    )));
+                }
+                list.iter()
+                    .map(|v| match v {
+                        Value::Object(m) => Ok(m.clone()),
+                        _ => Err(ApiError::BadBody("every item of the array must be a JSON object".into())),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            Some(_) => return Err(ApiError::BadBody("the body must be a JSON object or an array of objects".into())),
+            None => return Err(ApiError::BadBody("POST needs a JSON body".into())),
+        };
+        let mut created = Vec::with_capacity(items.len());
+        for props in items {
+            created.push(self.create_entity(app, collection, props).await?);
+        }
+        Ok(with_entities(env, &created, &format!("/{collection}")))
+    }
+
+    /// Creates one entity in a collection from the properties a client sent.
+    pub(super) async fn create_entity(&self, app: &AppRecord, collection: &str, mut props: Map<String, Value>) -> Result<Entity, ApiError> {
+        if collection == "queues" {
+            return Err(ApiError::NoSuchResource("queues are not an entity collection".into()));
+        }
+        let (name_prop, required) = name_property(collection);
+        let name = match props.get(name_prop) {
+            Some(v) if !v.is_null() => Some(validate_name(collection, name_prop, v)?),
+            _ if required => return Err(ApiError::RequiredProperty(name_prop)),
+            _ => None,
+        };
+        let mut secret = None;
+        if collection == "users" {
+            if let Some(pw) = props.remove("password") {
+                let Value::String(pw) = pw else {
+                    return Err(ApiError::IllegalArgument("password must be a string".into()));
+                };
+                if pw.is_empty() {
+                    return Err(ApiError::IllegalArgument("password must not be empty".into()));
+                }
+                secret = Some(hash_blocking(pw).await?);
+            }
+            if let Some(email) = props.get("email") {
+                let Value::String(email) = email else {
+                    return Err(ApiError::IllegalArgument("email must be a string".into()));
+                };
+                if self.store.user_by_email(&app.uuid, email).await?.is_some() {
+                    return Err(ApiError::Duplicate(format!("a user with email {email:?}")));
+                }
+            }
+            props.entry("activated").or_insert(Value::Bool(true));
+        }
+        let now = now_ms();
+        let uuid = uuid::Uuid::now_v7().to_string();
+        let mut data = Map::new();
+        data.insert("uuid".into(), Value::String(uuid.clone()));
+        data.insert("type".into(), Value::String(singularize(collection)));
+        if let Some(n) = &name {
+            data.insert(name_prop.into(), Value::String(n.clone()));
+        }
+        data.insert("created".into(), now.into());
+        data.insert("modified".into(), now.into());
+        for (k, v) in props {
+            if !RESERVED.contains(&k.as_str()) && !v.is_null() && !data.contains_key(&k) {
+                data.insert(k, v);
+            }
+        }
+        let entity = Entity {
+            uuid,
+            collection: collection.to_owned(),
+            name,
+            data,
+        };
+        self.store
+            .insert_entity(&app.uuid, &entity, secret.as_deref())
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Duplicate(_) => ApiError::Duplicate(format!(
+                    "{} with {name_prop} {:?}",
+                    singularize(collection),
+                    entity.name.clone().unwrap_or_default()
+                )),
+                other => other.into(),
+            })?;
+        Ok(entity)
+    }
+
+    async fn update_entity(&self, app: &AppRecord, request: &ApiRequest, collection: &str, key: &Key, env: Envelope) -> Reply {
+        let mut props = body_object(request)?;
+        if collection == "users" && props.contains_key("password") {
+            return Err(ApiError::IllegalArgument(
+                "change a password with PUT /users/{user}/password {\"oldpassword\", \"newpassword\"}".into(),
+            ));
+        }
+        let existing = match key {
+            Key::Name(n) => {
+                match self.load(app, collection, key).await {
+                    Ok(e) => e,
+                    // PUT to a free name creates the entity, as Usergrid does.
+                    Err(ApiError::NotFound(_)) if request.method == Method::Put => {
+                        let (name_prop, _) = name_property(collection);
+                        props.insert(name_prop.into(), Value::String(n.clone()));
+                        let e = self.create_entity(app, collection, props).await?;
+                        return Ok(with_entities(env, &[e], &format!("/{collection}")));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Key::Uuid(_) => self.load(app, collection, key).await?,
+        };
+        let mut entity = existing;
+        let (name_prop, required) = name_property(collection);
+        for (k, v) in props {
+            if RESERVED.contains(&k.as_str()) {
+                continue;
+            }
+            if k == name_prop {
+                if v.is_null() {
+                    if required {
+                        return Err(ApiError::RequiredProperty(name_prop));
+                    }
+                    entity.name = None;
+                } else {
+                    entity.name = Some(validate_name(collection, name_prop, &v)?);
+                }
+            }
+            if v.is_null() {
+                entity.data.remove(&k);
+            } else {
+                entity.data.insert(k, v);
+            }
+        }
+        entity.data.insert("modified".into(), now_ms().into());
+        self.store.replace_entity(&app.uuid, &entity).await?;
+        Ok(with_entities(env, &[entity], &format!("/{collection}")))
+    }
+
+    async fn delete_one(&self, app: &AppRecord, entity: &Entity) -> Result<(), ApiError> {
+        if !self.store.delete_entity(&app.uuid, &entity.uuid).await? {
+            return Err(ApiError::NotFound(format!("{}/{} not found", entity.collection, entity.uuid)));
+        }
+        if entity.collection == "users" {
+            self.revoke_subject(&entity.uuid).await?;
+        }
+        if matches!(entity.collection.as_str(), "users" | "groups" | "roles") {
+            self.bump_grants();
+        }
+        Ok(())
+    }
+
+    async fn delete_collection(&self, app: &AppRecord, request: &ApiRequest, collection: &str, env: Envelope) -> Reply {
+        let mut paging = Paging::from_request(request)?;
+        paging.offset = 0;
+        let page = self.store.query(&app.uuid, collection, &paging.page_query()).await?;
+        for e in &page.entities {
+            self.delete_one(app, e).await?;
+        }
+        Ok(with_entities(env, &page.entities, &format!("/{collection}")))
+    }
+
+    async fn related(&self, call: RelatedCall<'_>, env: impl Fn(&str) -> Envelope) -> Reply {
+        let RelatedCall {
+            app,
+            caller,
+            request,
+            owner,
+            relation,
+            inbound,
+            target,
+        } = call;
+        let method = request.method;
+        match (relation, target) {
+            ("permissions", None) if !inbound => {
+                return self.permissions_call(app, request, owner, env(method.action())).await;
+            }
+            ("password", None) if owner.collection == "users" && method == Method::Put => {
+                return self.change_password(app, caller, request, owner, env("set user password")).await;
+            }
+            ("revoketokens", None) if owner.collection == "users" && method == Method::Put => {
+                if caller.user_uuid() != Some(owner.uuid.as_str()) {
+                    self.require_app_admin(app, caller)?;
+                }
+                self.revoke_subject(&owner.uuid).await?;
+                return Ok((200, env("revoked user tokens")));
+            }
+            ("feed" | "activities", _) => {
+                return Err(ApiError::NoSuchResource(format!(
+                    "{} is not served yet",
+                    request.path
+                )));
+            }
+            _ => {}
+        }
+        let access_path = request.path.trim_end_matches('/').to_owned();
+        let direction = if inbound { Direction::Inbound } else { Direction::Outbound };
+        let Some(target) = target else {
+            return match method {
+                Method::Get => {
+                    let paging = Paging::from_request(request)?;
+                    let page = self
+                        .store
+                        .related(&app.uuid, &owner.uuid, relation, direction, &paging.page_query())
+                        .await?;
+                    let mut env = env("get");
+                    if page.more {
+                        env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
+                    }
+                    env.count = Some(page.entities.len());
+                    Ok(with_entities(env, &page.entities, &access_path))
+                }
+                Method::Post if !inbound => {
+                    // POST /users/fred/devices {…}: create in that collection, then connect.
+                    let props = match &request.body {
+                        Some(Value::Object(m)) => m.clone(),
+                        _ => return Err(ApiError::BadBody("POST needs a JSON object body".into())),
+                    };
+                    let collection = implied_target_collection(&owner.collection, relation)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| collection_name(relation));
+                    let created = self.create_entity(app, &collection, props).await?;
+                    self.connect(app, owner, relation, &created).await?;
+                    Ok(with_entities(env("post"), &[created], &access_path))
+                }
+                _ => Err(ApiError::MethodNotAllowed(method.as_str())),
+            };
+        };
+        let target_entity = self.load_target(app, caller, owner, relation, target).await?;
+        let access_path = access_path
+            .rsplit_once('/')
+            .map(|(head, _)| head.to_owned())
+            .unwrap_or_default();
+        match method {
+            Method::Get => {
+                let linked = self
+                    .store
+                    .related_uuids(&app.uuid, &owner.uuid, relation, direction)
+                    .await?
+                    .contains(&target_entity.uuid);
+                if !linked {
+                    return Err(ApiError::NotFound(format!(
+                        "{} is not related to {} by {relation}",
+                        target_entity.uuid, owner.uuid
+                    )));
+                }
+                Ok(with_entities(env("get"), &[target_entity], &access_path))
+            }
+            Method::Post if !inbound => {
+                self.connect(app, owner, relation, &target_entity).await?;
+                Ok(with_entities(env("post"), &[target_entity], &access_path))
+            }
+            Method::Delete if !inbound => {
+                let removed = self
+                    .store
+                    .remove_relation(&app.uuid, &owner.uuid, relation, &target_entity.uuid)
+                    .await?;
+                if !removed {
+                    return Err(ApiError::NotFound(format!(
+                        "{} is not related to {} by {relation}",
+                        target_entity.uuid, owner.uuid
+                    )));
+                }
+                if let Some(reverse) = linked_reverse(&owner.collection, relation) {
+                    self.store
+                        .remove_relation(&app.uuid, &target_entity.uuid, reverse, &owner.uuid)
+                        .await?;
+                }
+                if affects_grants(&owner.collection, relation) {
+                    self.bump_grants();
+                }
+                Ok(with_entities(env("delete"), &[target_entity], &access_path))
+            }
+            _ => Err(ApiError::MethodNotAllowed(method.as_str())),
+        }
+    }
+
+    async fn connect(&self, app: &AppRecord, owner: &Entity, relation: &str, target: &Entity) -> Result<(), ApiError> {
+        if let Some(expected) = implied_target_collection(&owner.collection, relation)
+            && target.collection != expected
+        {
+            return Err(ApiError::IllegalArgument(format!(
+                "{relation} of a {} must be {expected}, not {}",
+                singularize(&owner.collection),
+                target.collection
+            )));
+        }
+        self.store
+            .add_relation(&app.uuid, &owner.uuid, relation, &target.uuid)
+            .await?;
+        if let Some(reverse) = linked_reverse(&owner.collection, relation) {
+            self.store
+                .add_relation(&app.uuid, &target.uuid, reverse, &owner.uuid)
+                .await?;
+        }
+        if affects_grants(&owner.collection, relation) {
+            self.bump_grants();
+        }
+        Ok(())
+    }
+
+    async fn load_target(&self, app: &AppRecord, caller: &Caller, owner: &Entity, relation: &str, target: &RelationTarget) -> Result<Entity, ApiError> {
+        let collection = target
+            .collection
+            .clone()
+            .or_else(|| implied_target_collection(&owner.collection, relation).map(str::to_owned));
+        let key = key_of(caller, &target.entity)?;
+        match (collection, &key) {
+            (Some(c), _) => self.load(app, &c, &key).await,
+            (None, Key::Uuid(u)) => self
+                .store
+                .entity(&app.uuid, None, EntityKey::Uuid(u))
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("{u} not found"))),
+            (None, Key::Name(n)) => Err(ApiError::IllegalArgument(format!(
+                "name the collection of {n:?}: /{}/{}/{relation}/{{collection}}/{n}",
+                owner.collection, owner.uuid
+            ))),
+        }
+    }
+
+    async fn permissions_call(&self, app: &AppRecord, request: &ApiRequest, owner: &Entity, mut env: Envelope) -> Reply {
+        if !matches!(owner.collection.as_str(), "users" | "groups" | "roles") {
+            return Err(ApiError::NoSuchResource("only users, groups and roles have permissions".into()));
+        }
+        let permission_arg = |text: Option<&str>| -> Result<String, ApiError> {
+            let text = text.ok_or(ApiError::RequiredProperty("permission"))?;
+            let parsed = Permission::parse(text).map_err(|e| ApiError::IllegalArgument(e.to_string()))?;
+            Ok(parsed.to_string())
+        };
+        match request.method {
+            Method::Get => {
+                let perms = self.store.permissions(&app.uuid, &owner.uuid).await?;
+                env.data = Some(Value::from(perms));
+            }
+            Method::Post | Method::Put => {
+                let body = body_object(request)?;
+                let perm = permission_arg(body.get("permission").and_then(Value::as_str))?;
+                self.store.add_permission(&app.uuid, &owner.uuid, &perm).await?;
+                self.bump_grants();
+                env.data = Some(Value::from(vec![perm]));
+            }
+            Method::Delete => {
+                let perm = permission_arg(request.params.get("permission"))?;
+                if !self.store.remove_permission(&app.uuid, &owner.uuid, &perm).await? {
+                    return Err(ApiError::NotFound(format!("permission {perm:?} is not granted")));
+                }
+                self.bump_grants();
+                env.data = Some(Value::from(vec![perm]));
+            }
+        }
+        Ok((200, env))
+    }
+
+    async fn change_password(&self, app: &AppRecord, caller: &Caller, request: &ApiRequest, user: &Entity, env: Envelope) -> Reply {
+        let body = body_object(request)?;
+        let new = body
+            .get("newpassword")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .ok_or(ApiError::RequiredProperty("newpassword"))?
+            .to_owned();
+        if !self.is_app_admin(app, caller) {
+            if caller.user_uuid() != Some(user.uuid.as_str()) {
+                return Err(ApiError::Forbidden("only the user or an admin may change a password".into()));
+            }
+            let old = body
+                .get("oldpassword")
+                .and_then(Value::as_str)
+                .ok_or(ApiError::RequiredProperty("oldpassword"))?
+                .to_owned();
+            let stored = self.store.user_secret(&app.uuid, &user.uuid).await?.unwrap_or_default();
+            if !verify_blocking(old, stored).await? {
+                return Err(ApiError::InvalidGrant("old password is wrong".into()));
+            }
+        }
+        let hash = hash_blocking(new).await?;
+        self.store.set_user_secret(&app.uuid, &user.uuid, &hash).await?;
+        Ok((200, env))
+    }
+}
+
+/// Hashes a password off the async threads (Argon2 is slow on purpose).
+pub(super) async fn hash_blocking(password: String) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Store(crate::store::StoreError::Backend(Box::new(e))))
+}
+
+/// Verifies a password off the async threads.
+pub(super) async fn verify_blocking(password: String, hash: String) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .map_err(|e| ApiError::Store(crate::store::StoreError::Backend(Box::new(e))))
+}
+
+struct RelatedCall<'a> {
+    app: &'a AppRecord,
+    caller: &'a Caller,
+    request: &'a ApiRequest,
+    owner: &'a Entity,
+    relation: &'a str,
+    inbound: bool,
+    target: Option<&'a RelationTarget>,
+}
+
+/// An entity reference with `me` resolved.
+pub(super) enum Key {
+    Uuid(String),
+    Name(String),
+}
+
+impl Key {
+    fn text(&self) -> &str {
+        match self {
+            Key::Uuid(s) | Key::Name(s) => s,
+        }
+    }
+}
+
+fn key_of(caller: &Caller, entity: &EntityRef) -> Result<Key, ApiError> {
+    Ok(match entity {
+        EntityRef::Uuid(u) => Key::Uuid(u.clone()),
+        EntityRef::Name(n) => Key::Name(n.clone()),
+        EntityRef::Me => Key::Uuid(
+            caller
+                .user_uuid()
+                .ok_or_else(|| ApiError::Unauthorized("/users/me needs a user's access token".into()))?
+                .to_owned(),
+        ),
+    })
+}
+
+fn touches_security(resource: &Resource) -> bool {
+    match resource {
+        Resource::Collection { collection } | Resource::Entity { collection, .. } => collection == "roles",
+        Resource::Related {
+            collection,
+            relation,
+            ..
+        } => collection == "roles" || relation == "permissions" || relation == "roles",
+        _ => false,
+    }
+}
+
+fn with_entities(mut env: Envelope, entities: &[Entity], access_path: &str) -> (u16, Envelope) {
+    env.entities = Some(entities.iter().map(|e| render_entity(e, access_path)).collect());
+    (200, env)
+}

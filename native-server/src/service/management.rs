@@ -1,0 +1,427 @@
+//! Organizations, applications, admins and the token endpoints.
+
+use super::entities::{hash_blocking, verify_blocking};
+use super::envelope::{Envelope, render_entity};
+use super::{ApiError, Caller, Principal, Service, now_ms};
+use crate::auth::{Credentials, random_secret, secrets_equal};
+use crate::store::{AdminRecord, AppRecord, Entity, EntityKey, OrgRecord, TokenKind};
+use gridsocket_core::{ApiRequest, Method, Params};
+use serde_json::{Map, Value, json};
+
+/// A response body: the Usergrid envelope, or plain JSON (token grants).
+pub(crate) enum Body {
+    Envelope(Envelope),
+    Json(Value),
+}
+
+pub(super) type Reply = Result<(u16, Body), ApiError>;
+
+/// Names that cannot be organizations or applications: they are routes.
+const RESERVED_NAMES: &[&str] = &["management", "status", "healthz", "metrics", "demo-assets"];
+
+/// The default roles of a new application (Usergrid's `resetRoles`).
+const DEFAULT_ROLES: &[(&str, &str, &[&str])] = &[
+    ("admin", "Administrator", &[]),
+    ("default", "Default", &["get,put,post,delete:/**"]),
+    ("guest", "Guest", &["post:/users", "post:/devices", "put:/devices/*"]),
+];
+
+fn valid_name(kind: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !RESERVED_NAMES.contains(&name.to_ascii_lowercase().as_str());
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::IllegalArgument(format!(
+            "{kind} name {name:?} must be 1 to 64 letters, digits, '-' or '_', and not a reserved word"
+        )))
+    }
+}
+
+/// A grant's fields, read from the JSON body first, then the query.
+struct GrantArgs<'a> {
+    body: Map<String, Value>,
+    params: &'a Params,
+}
+
+impl GrantArgs<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        match self.body.get(name) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => self.params.get(name).map(str::to_owned),
+        }
+    }
+
+    fn require(&self, name: &'static str) -> Result<String, ApiError> {
+        self.get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or(ApiError::RequiredProperty(name))
+    }
+
+    fn ttl_ms(&self) -> Result<Option<u64>, ApiError> {
+        match self.get("ttl") {
+            None => Ok(None),
+            Some(t) => t
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| ApiError::IllegalArgument("ttl must be a whole number of milliseconds".into())),
+        }
+    }
+}
+
+fn grant_args<'a>(body: Option<Value>, params: &'a Params) -> Result<GrantArgs<'a>, ApiError> {
+    let body = match body {
+        None => Map::new(),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(ApiError::BadBody("the body must be a JSON object".into())),
+    };
+    Ok(GrantArgs { body, params })
+}
+
+fn plain_env(action: &str, params: &Params) -> Envelope {
+    Envelope {
+        action: action.to_owned(),
+        params: super::envelope::params_echo(params),
+        ..Envelope::default()
+    }
+}
+
+fn admin_json(admin: &AdminRecord, orgs: &[OrgRecord]) -> Value {
+    let organizations: Map<String, Value> = orgs
+        .iter()
+        .map(|o| (o.name.clone(), json!({"uuid": o.uuid, "name": o.name})))
+        .collect();
+    json!({
+        "uuid": admin.uuid, "type": "user", "username": admin.username, "email": admin.email,
+        "name": admin.name, "activated": true, "created": admin.created,
+        "organizations": organizations,
+    })
+}
+
+impl Service {
+    /// `/management/…`: tokens, organizations, applications.
+    pub(super) async fn management(
+        &self,
+        method: Method,
+        segments: &[String],
+        params: &Params,
+        body: Option<Value>,
+        creds: &Credentials,
+    ) -> Reply {
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        match (method, segs.as_slice()) {
+            (Method::Get | Method::Post, ["token"]) => {
+                let args = grant_args(body, params)?;
+                self.management_token(&args, creds).await
+            }
+            (Method::Post, ["orgs" | "organizations"]) => {
+                let caller = self.authenticate(creds, None).await?;
+                if caller != Principal::Superuser {
+                    return Err(ApiError::Unauthorized(
+                        "creating an organization needs the superuser's token".into(),
+                    ));
+                }
+                let args = grant_args(body, params)?;
+                self.create_org(&args, params).await
+            }
+            (Method::Get, ["orgs" | "organizations", org]) => {
+                let org = self.org_for_admin(org, creds).await?;
+                let mut env = plain_env("get organization", params);
+                env.data = Some(json!({"uuid": org.uuid, "name": org.name, "created": org.created}));
+                Ok((200, Body::Envelope(env)))
+            }
+            (Method::Get, ["orgs" | "organizations", org, "credentials"]) => {
+                let org = self.org_for_admin(org, creds).await?;
+                let mut env = plain_env("get organization client credentials", params);
+                env.credentials = Some(json!({"client_id": org.client_id, "client_secret": org.client_secret}));
+                Ok((200, Body::Envelope(env)))
+            }
+            (Method::Get, ["orgs" | "organizations", org, "apps" | "applications"]) => {
+                let org = self.org_for_admin(org, creds).await?;
+                let apps = self.store.apps_of_org(&org.uuid).await?;
+                let data: Map<String, Value> = apps
+                    .iter()
+                    .map(|a| (format!("{}/{}", org.name, a.name), Value::String(a.uuid.clone())))
+                    .collect();
+                let mut env = plain_env("get organization application", params);
+                env.data = Some(Value::Object(data));
+                Ok((200, Body::Envelope(env)))
+            }
+            (Method::Post, ["orgs" | "organizations", org, "apps" | "applications"]) => {
+                let org = self.org_for_admin(org, creds).await?;
+                let args = grant_args(body, params)?;
+                let name = args.require("name")?;
+                let app = self.create_app(&org, &name).await?;
+                let mut env = plain_env("new application", params);
+                env.data = Some(json!({ format!("{}/{}", org.name, app.name): app.uuid }));
+                env.credentials = Some(json!({"client_id": app.client_id, "client_secret": app.client_secret}));
+                Ok((200, Body::Envelope(env)))
+            }
+            (Method::Get, ["orgs" | "organizations", org, "apps" | "applications", app, "credentials"]) => {
+                let org = self.org_for_admin(org, creds).await?;
+                let app = self
+                    .store
+                    .app_by_name(&org.uuid, app)
+                    .await?
+                    .ok_or_else(|| ApiError::AppNotFound(format!("{}/{app}", org.name)))?;
+                let mut env = plain_env("get application client credentials", params);
+                env.credentials = Some(json!({"client_id": app.client_id, "client_secret": app.client_secret}));
+                Ok((200, Body::Envelope(env)))
+            }
+            (_, ["token" | "orgs" | "organizations", ..]) => Err(ApiError::MethodNotAllowed(method.as_str())),
+            _ => Err(ApiError::NoSuchResource(format!("/management/{}", segs.join("/")))),
+        }
+    }
+
+    async fn org_for_admin(&self, name: &str, creds: &Credentials) -> Result<OrgRecord, ApiError> {
+        let caller = self.authenticate(creds, None).await?;
+        let org = self.store.org_by_name(name).await?;
+        let allowed = |org: &OrgRecord| match &caller {
+            Principal::Superuser => true,
+            Principal::Admin { orgs, .. } => orgs.contains(&org.uuid),
+            Principal::OrgClient { org: o } => *o == org.uuid,
+            _ => false,
+        };
+        match org {
+            Some(org) if allowed(&org) => Ok(org),
+            // Do not tell strangers which organizations exist.
+            _ if caller == Principal::Guest => Err(ApiError::Unauthorized(
+                "organization management needs an admin token".into(),
+            )),
+            Some(_) => Err(ApiError::Forbidden(format!("not an admin of organization {name:?}"))),
+            None => Err(ApiError::AppNotFound(name.to_owned())),
+        }
+    }
+
+    async fn management_token(&self, args: &GrantArgs<'_>, creds: &Credentials) -> Reply {
+        let grant = args.require("grant_type")?;
+        let ttl = args.ttl_ms()?;
+        match grant.as_str() {
+            "password" => {
+                let username = args.require("username")?;
+                let password = args.require("password")?;
+                if let Some((su_name, su_pass)) = &self.config.superuser
+                    && secrets_equal(su_name, &username)
+                {
+                    if !secrets_equal(su_pass, &password) {
+                        return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                    }
+                    let (token, expires_in) = self.issue_token(TokenKind::Superuser, "superuser", "", ttl).await?;
+                    return Ok((200, Body::Json(json!({
+                        "access_token": token, "expires_in": expires_in,
+                        "user": {"username": su_name, "type": "user", "superuser": true},
+                    }))));
+                }
+                let admin = self.store.admin_by_login(&username).await?;
+                let hash = admin.as_ref().map(|a| a.password_hash.clone()).unwrap_or_default();
+                if !verify_blocking(password, hash).await? {
+                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                }
+                let Some(admin) = admin else {
+                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                };
+                let orgs = self.store.admin_orgs(&admin.uuid).await?;
+                let (token, expires_in) = self.issue_token(TokenKind::Admin, &admin.uuid, "", ttl).await?;
+                Ok((200, Body::Json(json!({
+                    "access_token": token, "expires_in": expires_in, "user": admin_json(&admin, &orgs),
+                }))))
+            }
+            "client_credentials" => {
+                let (id, secret) = client_pair(args, creds)?;
+                let org = self.store.org_by_client_id(&id).await?;
+                let Some(org) = org.filter(|o| secrets_equal(&o.client_secret, &secret)) else {
+                    return Err(ApiError::InvalidClient);
+                };
+                let (token, expires_in) = self.issue_token(TokenKind::OrgClient, &org.uuid, &org.uuid, ttl).await?;
+                Ok((200, Body::Json(json!({
+                    "access_token": token, "expires_in": expires_in,
+                    "organization": {"uuid": org.uuid, "name": org.name},
+                }))))
+            }
+            other => Err(ApiError::UnsupportedGrant(other.to_owned())),
+        }
+    }
+
+    /// `/{org}/{app}/token`: app users (password) and the app's client (client_credentials).
+    pub(super) async fn app_token(&self, app: &AppRecord, request: &ApiRequest) -> Reply {
+        if !matches!(request.method, Method::Get | Method::Post) {
+            return Err(ApiError::MethodNotAllowed(request.method.as_str()));
+        }
+        let args = grant_args(request.body.clone(), &request.params)?;
+        let grant = args.require("grant_type")?;
+        let ttl = args.ttl_ms()?;
+        match grant.as_str() {
+            "password" => {
+                let username = args.require("username")?;
+                let password = args.require("password")?;
+                let by_name = self
+                    .store
+                    .entity(&app.uuid, Some("users"), EntityKey::Name(&username))
+                    .await?;
+                let user = match by_name {
+                    None if username.contains('@') => self.store.user_by_email(&app.uuid, &username).await?,
+                    other => other,
+                };
+                let hash = match &user {
+                    Some(u) => self.store.user_secret(&app.uuid, &u.uuid).await?.unwrap_or_default(),
+                    None => String::new(),
+                };
+                if !verify_blocking(password, hash).await? {
+                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                }
+                let Some(user) = user else {
+                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                };
+                if user.data.get("activated") == Some(&Value::Bool(false)) {
+                    return Err(ApiError::InvalidGrant("user not activated".into()));
+                }
+                if user.data.get("disabled") == Some(&Value::Bool(true)) {
+                    return Err(ApiError::InvalidGrant("user disabled".into()));
+                }
+                let (token, expires_in) = self.issue_token(TokenKind::AppUser, &user.uuid, &app.uuid, ttl).await?;
+                Ok((200, Body::Json(json!({
+                    "access_token": token, "expires_in": expires_in,
+                    "user": render_entity(&user, "/users"),
+                }))))
+            }
+            "client_credentials" => {
+                let (id, secret) = client_pair(&args, &Credentials::None)?;
+                if !(secrets_equal(&app.client_id, &id) && secrets_equal(&app.client_secret, &secret)) {
+                    return Err(ApiError::InvalidClient);
+                }
+                let (token, expires_in) = self.issue_token(TokenKind::AppClient, &app.uuid, &app.uuid, ttl).await?;
+                Ok((200, Body::Json(json!({
+                    "access_token": token, "expires_in": expires_in,
+                    "application": {"uuid": app.uuid, "name": app.name, "organization": app.org_name},
+                }))))
+            }
+            other => Err(ApiError::UnsupportedGrant(other.to_owned())),
+        }
+    }
+
+    pub(super) fn app_credentials_envelope(&self, app: &AppRecord, request: &ApiRequest) -> Envelope {
+        let mut env = Envelope::for_app("get application client credentials", app, &self.config.base_url, &request.path, &request.params);
+        env.credentials = Some(json!({"client_id": app.client_id, "client_secret": app.client_secret}));
+        env
+    }
+
+    async fn create_org(&self, args: &GrantArgs<'_>, params: &Params) -> Reply {
+        let org_name = args.require("organization")?;
+        valid_name("organization", &org_name)?;
+        let username = args.require("username")?;
+        let email = args.require("email")?;
+        let password = args.require("password")?;
+        let name = args.get("name").unwrap_or_else(|| username.clone());
+        let now = now_ms();
+        let org = OrgRecord {
+            uuid: uuid::Uuid::now_v7().to_string(),
+            name: org_name.clone(),
+            client_id: format!("b3U6{}", random_secret(16)),
+            client_secret: format!("b3U6{}", random_secret(24)),
+            created: now,
+        };
+        let admin = AdminRecord {
+            uuid: uuid::Uuid::now_v7().to_string(),
+            username,
+            email,
+            name,
+            password_hash: hash_blocking(password).await?,
+            created: now,
+        };
+        self.store.create_org(&org, &admin).await.map_err(|e| match e {
+            crate::store::StoreError::Duplicate(what) => ApiError::Conflict(what),
+            other => other.into(),
+        })?;
+        let mut env = plain_env("new organization", params);
+        env.data = Some(json!({
+            "owner": admin_json(&admin, std::slice::from_ref(&org)),
+            "organization": {"uuid": org.uuid, "name": org.name},
+        }));
+        env.credentials = Some(json!({"client_id": org.client_id, "client_secret": org.client_secret}));
+        Ok((200, Body::Envelope(env)))
+    }
+
+    /// Creates an application with its default roles.
+    pub async fn create_app(&self, org: &OrgRecord, name: &str) -> Result<AppRecord, ApiError> {
+        valid_name("application", name)?;
+        let now = now_ms();
+        let app = AppRecord {
+            uuid: uuid::Uuid::now_v7().to_string(),
+            org_uuid: org.uuid.clone(),
+            org_name: org.name.clone(),
+            name: name.to_owned(),
+            client_id: format!("YXA6{}", random_secret(16)),
+            client_secret: format!("YXA6{}", random_secret(24)),
+            created: now,
+        };
+        let mut roles = Vec::new();
+        let mut permissions = Vec::new();
+        for (role, title, perms) in DEFAULT_ROLES {
+            let uuid = uuid::Uuid::now_v7().to_string();
+            let mut data = Map::new();
+            data.insert("uuid".into(), Value::String(uuid.clone()));
+            data.insert("type".into(), Value::String("role".into()));
+            data.insert("name".into(), Value::String((*role).into()));
+            data.insert("roleName".into(), Value::String((*role).into()));
+            data.insert("title".into(), Value::String((*title).into()));
+            data.insert("created".into(), now.into());
+            data.insert("modified".into(), now.into());
+            for p in *perms {
+                permissions.push((uuid.clone(), (*p).to_owned()));
+            }
+            roles.push(Entity {
+                uuid,
+                collection: "roles".into(),
+                name: Some((*role).into()),
+                data,
+            });
+        }
+        self.store
+            .create_app(&app, &roles, &permissions)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Duplicate(_) => {
+                    ApiError::Conflict(format!("application {}/{name}", org.name))
+                }
+                other => other.into(),
+            })?;
+        Ok(app)
+    }
+
+    /// Creates an organization and its admin directly (bootstrap and demo data).
+    pub async fn bootstrap_org(&self, org_name: &str, username: &str, email: &str, password: &str) -> Result<OrgRecord, ApiError> {
+        if let Some(org) = self.store.org_by_name(org_name).await? {
+            return Ok(org);
+        }
+        let params = Params::new();
+        let mut body = Map::new();
+        for (k, v) in [("organization", org_name), ("username", username), ("email", email), ("password", password)] {
+            body.insert(k.into(), Value::String(v.into()));
+        }
+        let args = GrantArgs { body, params: &params };
+        self.create_org(&args, &params).await?;
+        self.store
+            .org_by_name(org_name)
+            .await?
+            .ok_or_else(|| ApiError::AppNotFound(org_name.to_owned()))
+    }
+
+    /// Executes a request in an app as its admin (for bootstrap and demo data).
+    pub async fn admin_request(&self, app: &AppRecord, request: ApiRequest) -> super::ApiResponse {
+        let caller = Caller::new(Principal::Superuser);
+        self.handle_app(app, &caller, request, std::time::Instant::now()).await
+    }
+}
+
+fn client_pair(args: &GrantArgs<'_>, creds: &Credentials) -> Result<(String, String), ApiError> {
+    if let (Some(id), Some(secret)) = (args.get("client_id"), args.get("client_secret")) {
+        return Ok((id, secret));
+    }
+    if let Credentials::Client { id, secret } = creds {
+        return Ok((id.clone(), secret.clone()));
+    }
+    Err(ApiError::RequiredProperty("client_id"))
+}

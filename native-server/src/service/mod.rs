@@ -1,0 +1,465 @@
+//! The service layer: one implementation of the Usergrid API that REST and the socket share.
+//!
+//! REST authenticates every request (the token, then the caller's permissions); a socket does
+//! that once when it connects and keeps the result in an [`Caller`], whose grants are reloaded
+//! only when some permission in the server changes. Both end in [`Service::handle_app`], so the
+//! same request gets the same status and body either way.
+
+mod access;
+mod entities;
+mod envelope;
+mod error;
+mod management;
+
+pub use access::{Caller, Principal};
+pub use error::ApiError;
+
+use crate::auth::{Credentials, TokenCache, token_hash};
+use crate::store::{AppRecord, Store, TokenKind, TokenRecord};
+use envelope::error_json;
+use management::Body;
+use gridsocket_core::path::split_segments;
+use gridsocket_core::{ApiRequest, ConnectPath, Method, Params, Resource, ResourcePath, close_code};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A finished request: HTTP status and the JSON body as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: String,
+}
+
+/// Settings of the service layer.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Base of the `uri` field (`http://127.0.0.1:8080`).
+    pub base_url: String,
+    /// Organization of the app-only URL form `/{app}/…`.
+    pub default_org: Option<String>,
+    /// Bootstrap superuser `(name, password)`.
+    pub superuser: Option<(String, String)>,
+    /// Lifetime of a token when the request asks for none.
+    pub token_ttl: Duration,
+    /// Longest lifetime a request may ask for.
+    pub max_token_ttl: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            base_url: "http://127.0.0.1:8080".into(),
+            default_org: None,
+            superuser: None,
+            token_ttl: Duration::from_secs(24 * 3600),
+            max_token_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// What a socket is bound to once its handshake succeeds.
+pub struct SocketContext {
+    /// The application named by the URL.
+    pub app: Arc<AppRecord>,
+    /// Who connected, with cached grants.
+    pub caller: Arc<Caller>,
+    /// The resource path in the URL after the app, if any (`/users/johndoe/inbox`).
+    pub resource: Option<String>,
+}
+
+/// A refused socket handshake: the error frame's status and body, and the close code.
+#[derive(Debug)]
+pub struct ConnectRefusal {
+    /// HTTP-style status of the error frame.
+    pub status: u16,
+    /// Usergrid error body, JSON text.
+    pub body: String,
+    /// WebSocket close code (4401, 4404, …).
+    pub close_code: u16,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    principal: Principal,
+    subject: String,
+    expires: i64,
+}
+
+/// The Usergrid API over a [`Store`].
+pub struct Service {
+    store: Arc<dyn Store>,
+    config: ServiceConfig,
+    tokens: TokenCache<CachedToken>,
+    apps: Mutex<HashMap<(String, String), Arc<AppRecord>>>,
+    /// Bumped whenever a permission, role or group membership changes anywhere, so cached
+    /// grants know to reload.
+    grants_generation: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
+}
+
+impl Service {
+    /// A service over a store.
+    pub fn new(store: Arc<dyn Store>, config: ServiceConfig) -> Arc<Service> {
+        Arc::new(Service {
+            store,
+            config,
+            tokens: TokenCache::new(100_000),
+            apps: Mutex::new(HashMap::new()),
+            grants_generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    fn error_response(&self, err: ApiError, started: Instant) -> ApiResponse {
+        if let ApiError::Store(e) = &err {
+            tracing::error!(error = %e, "store failure");
+        }
+        ApiResponse {
+            status: err.status(),
+            body: error_json(&err, now_ms(), elapsed_ms(started)),
+        }
+    }
+
+    fn respond(&self, result: management::Reply, started: Instant) -> ApiResponse {
+        match result {
+            Ok((status, Body::Envelope(mut env))) => {
+                env.timestamp = now_ms();
+                env.duration = elapsed_ms(started);
+                ApiResponse {
+                    status,
+                    body: serde_json::to_string(&env).unwrap_or_default(),
+                }
+            }
+            Ok((status, Body::Json(value))) => ApiResponse {
+                status,
+                body: value.to_string(),
+            },
+            Err(e) => self.error_response(e, started),
+        }
+    }
+
+    /// A REST request: `path` is the whole URL path; `body` is the parsed JSON body, or the
+    /// reason it could not be parsed.
+    pub async fn handle_rest(
+        &self,
+        method: Method,
+        path: &str,
+        params: Params,
+        body: Result<Option<Value>, String>,
+        authorization: Option<&str>,
+    ) -> ApiResponse {
+        let started = Instant::now();
+        let body = match body {
+            Ok(b) => b,
+            Err(why) => return self.error_response(ApiError::BadBody(why), started),
+        };
+        let segments = match split_segments(path) {
+            Ok(s) => s,
+            Err(e) => return self.error_response(e.into(), started),
+        };
+        let creds = Credentials::from_request(&params, authorization);
+        match segments.first().map(String::as_str) {
+            None => self.respond(Ok((200, Body::Envelope(self.root_envelope()))), started),
+            Some("management") => {
+                let result = self
+                    .management(method, &segments[1..], &params, body, &creds)
+                    .await;
+                self.respond(result, started)
+            }
+            Some(_) => {
+                let (app, rest) = match self.resolve_app_path(&segments).await {
+                    Ok(found) => found,
+                    Err(e) => return self.error_response(e, started),
+                };
+                let caller = match self.authenticate(&creds, Some(&app)).await {
+                    Ok(p) => Caller::new(p),
+                    Err(e) => return self.error_response(e, started),
+                };
+                let request = ApiRequest {
+                    method,
+                    path: format!("/{}", rest.join("/")),
+                    params,
+                    body,
+                };
+                self.handle_app(&app, &caller, request, started).await
+            }
+        }
+    }
+
+    fn root_envelope(&self) -> envelope::Envelope {
+        envelope::Envelope {
+            action: "get".into(),
+            data: Some(serde_json::json!({"name": "gridsocket", "version": env!("CARGO_PKG_VERSION")})),
+            ..Default::default()
+        }
+    }
+
+    /// Opens a socket: resolves the app in the URL and authenticates once.
+    pub async fn open_socket(
+        &self,
+        target: &str,
+        authorization: Option<&str>,
+    ) -> Result<SocketContext, ConnectRefusal> {
+        let started = Instant::now();
+        let refuse = |err: ApiError, code: u16| ConnectRefusal {
+            status: err.status(),
+            body: error_json(&err, now_ms(), elapsed_ms(started)),
+            close_code: code,
+        };
+        let connect = ConnectPath::parse(target).map_err(|e| refuse(e.into(), close_code::NOT_FOUND))?;
+        let mut found = None;
+        for cand in connect.candidates() {
+            match self.find_app(cand.org.as_deref(), &cand.app).await {
+                Ok(Some(app)) => {
+                    found = Some((app, cand.rest));
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(refuse(e, close_code::TRY_AGAIN_LATER)),
+            }
+        }
+        let Some((app, rest)) = found else {
+            return Err(refuse(
+                ApiError::AppNotFound(target.split('?').next().unwrap_or("").to_owned()),
+                close_code::NOT_FOUND,
+            ));
+        };
+        let creds = Credentials::from_request(&connect.params, authorization);
+        let principal = self
+            .authenticate(&creds, Some(&app))
+            .await
+            .map_err(|e| refuse(e, close_code::UNAUTHORIZED))?;
+        let caller = Arc::new(Caller::new(principal));
+        let resource = if rest.is_empty() {
+            None
+        } else {
+            let path = format!("/{}", rest.join("/"));
+            let parsed = ResourcePath::parse(&path).map_err(|e| refuse(e.into(), close_code::NOT_FOUND))?;
+            // A socket opened on a resource must be allowed to read it.
+            self.check_access(&app, &caller, Method::Get, &parsed)
+                .await
+                .map_err(|e| refuse(e, close_code::UNAUTHORIZED))?;
+            Some(path)
+        };
+        Ok(SocketContext {
+            app,
+            caller,
+            resource,
+        })
+    }
+
+    /// Executes one request inside an application, as `caller`. REST and sockets both end here.
+    pub async fn handle_app(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        request: ApiRequest,
+        started: Instant,
+    ) -> ApiResponse {
+        let result = self.app_call(app, caller, &request).await;
+        self.respond(result, started)
+    }
+
+    async fn app_call(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        request: &ApiRequest,
+    ) -> management::Reply {
+        let path = ResourcePath::parse(&request.path)?;
+        match &path.resource {
+            Resource::Token => return self.app_token(app, request).await,
+            Resource::Credentials => {
+                self.require_app_admin(app, caller)?;
+                return Ok((200, Body::Envelope(self.app_credentials_envelope(app, request))));
+            }
+            _ => {}
+        }
+        self.check_access(app, caller, request.method, &path).await?;
+        let (status, env) = self.dispatch(app, caller, request, &path).await?;
+        Ok((status, Body::Envelope(env)))
+    }
+
+    /// Finds the app a REST URL names: `/{org}/{app}/…` first, then `/{app}/…` of the default
+    /// organization. Returns it with the rest of the path.
+    async fn resolve_app_path(
+        &self,
+        segments: &[String],
+    ) -> Result<(Arc<AppRecord>, Vec<String>), ApiError> {
+        if segments.len() >= 2
+            && let Some(app) = self.find_app(Some(&segments[0]), &segments[1]).await?
+        {
+            return Ok((app, segments[2..].to_vec()));
+        }
+        if let Some(app) = self.find_app(None, &segments[0]).await? {
+            return Ok((app, segments[1..].to_vec()));
+        }
+        Err(ApiError::AppNotFound(format!("/{}", segments.iter().take(2).cloned().collect::<Vec<_>>().join("/"))))
+    }
+
+    /// Looks an app up by org name (or the default org) and app name, through a cache.
+    pub async fn find_app(&self, org: Option<&str>, app: &str) -> Result<Option<Arc<AppRecord>>, ApiError> {
+        let Some(org) = org.or(self.config.default_org.as_deref()) else {
+            return Ok(None);
+        };
+        let key = (org.to_lowercase(), app.to_lowercase());
+        if let Some(hit) = self.apps.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(Some(hit.clone()));
+        }
+        let Some(org_rec) = self.store.org_by_name(org).await? else {
+            return Ok(None);
+        };
+        let Some(found) = self.store.app_by_name(&org_rec.uuid, app).await? else {
+            return Ok(None);
+        };
+        let found = Arc::new(found);
+        self.apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, found.clone());
+        Ok(Some(found))
+    }
+
+    /// Resolves credentials to a principal. `app` is the application being called, if any:
+    /// client credentials are checked against it.
+    pub async fn authenticate(&self, creds: &Credentials, app: Option<&AppRecord>) -> Result<Principal, ApiError> {
+        match creds {
+            Credentials::None => Ok(Principal::Guest),
+            Credentials::Token(token) => self.principal_of_token(token).await,
+            Credentials::Client { id, secret } => {
+                if let Some(found) = self.store.app_by_client_id(id).await?
+                    && crate::auth::secrets_equal(&found.client_secret, secret)
+                    && app.is_none_or(|a| a.uuid == found.uuid)
+                {
+                    return Ok(Principal::AppClient { app: found.uuid });
+                }
+                if let Some(org) = self.store.org_by_client_id(id).await?
+                    && crate::auth::secrets_equal(&org.client_secret, secret)
+                {
+                    return Ok(Principal::OrgClient { org: org.uuid });
+                }
+                Err(ApiError::InvalidClient)
+            }
+        }
+    }
+
+    async fn principal_of_token(&self, token: &str) -> Result<Principal, ApiError> {
+        let hash = token_hash(token);
+        let now = now_ms();
+        if let Some(hit) = self.tokens.get(&hash) {
+            if hit.expires <= now {
+                return Err(ApiError::ExpiredToken);
+            }
+            return Ok(hit.principal);
+        }
+        let Some(rec) = self.store.token(&hash).await? else {
+            return Err(ApiError::BadToken);
+        };
+        if rec.expires <= now {
+            return Err(ApiError::ExpiredToken);
+        }
+        let principal = match rec.kind {
+            TokenKind::Superuser => Principal::Superuser,
+            TokenKind::Admin => {
+                let orgs = self.store.admin_orgs(&rec.subject).await?;
+                Principal::Admin {
+                    uuid: rec.subject.clone(),
+                    orgs: orgs.into_iter().map(|o| o.uuid).collect(),
+                }
+            }
+            TokenKind::OrgClient => Principal::OrgClient {
+                org: rec.subject.clone(),
+            },
+            TokenKind::AppClient => Principal::AppClient {
+                app: rec.subject.clone(),
+            },
+            TokenKind::AppUser => {
+                let Some(user) = self
+                    .store
+                    .entity(&rec.scope, Some("users"), crate::store::EntityKey::Uuid(&rec.subject))
+                    .await?
+                else {
+                    return Err(ApiError::BadToken);
+                };
+                Principal::AppUser {
+                    app: rec.scope.clone(),
+                    uuid: user.uuid,
+                    username: user.name.unwrap_or_default(),
+                }
+            }
+        };
+        self.tokens.insert(
+            hash,
+            CachedToken {
+                principal: principal.clone(),
+                subject: rec.subject,
+                expires: rec.expires,
+            },
+        );
+        Ok(principal)
+    }
+
+    /// Issues a token and stores its hash. `ttl_ms` is the caller's wish (0 or absent: the
+    /// default), capped at the configured maximum. Returns the token and its lifetime in seconds.
+    async fn issue_token(
+        &self,
+        kind: TokenKind,
+        subject: &str,
+        scope: &str,
+        ttl_ms: Option<u64>,
+    ) -> Result<(String, u64), ApiError> {
+        let ttl = match ttl_ms {
+            Some(ms) if ms > 0 => Duration::from_millis(ms).min(self.config.max_token_ttl),
+            _ => self.config.token_ttl,
+        };
+        let token = crate::auth::random_secret(32);
+        let now = now_ms();
+        self.store
+            .put_token(&TokenRecord {
+                hash: token_hash(&token),
+                kind,
+                subject: subject.to_owned(),
+                scope: scope.to_owned(),
+                created: now,
+                expires: now + ttl.as_millis() as i64,
+            })
+            .await?;
+        Ok((token, ttl.as_secs()))
+    }
+
+    /// Revokes every token of a subject (a user or admin uuid).
+    async fn revoke_subject(&self, subject: &str) -> Result<u64, ApiError> {
+        let n = self.store.revoke_tokens(subject).await?;
+        self.tokens.remove_where(|t| t.subject == subject);
+        Ok(n)
+    }
+
+    fn bump_grants(&self) {
+        self.grants_generation.fetch_add(1, Ordering::Relaxed);
+    }
+}

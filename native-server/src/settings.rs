@@ -1,0 +1,82 @@
+//! Server settings, from flags or environment variables (`gridsocket serve --help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `gridsocket serve` can be told.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Settings {
+    /// Address of the REST API.
+    #[arg(long, env = "GRIDSOCKET_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Address of the WebSocket API.
+    #[arg(long, env = "GRIDSOCKET_WS_ADDR", default_value = "127.0.0.1:8088")]
+    pub ws_addr: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, env = "GRIDSOCKET_DATA_DIR", default_value = "./gridsocket-data")]
+    pub data_dir: PathBuf,
+    /// Bootstrap superuser as NAME:PASSWORD; it can create organizations.
+    #[arg(long, env = "GRIDSOCKET_SUPERUSER")]
+    pub superuser: Option<String>,
+    /// Organization served by the app-only URL form `/{app}/…`.
+    #[arg(long, env = "GRIDSOCKET_DEFAULT_ORG")]
+    pub default_org: Option<String>,
+    /// Base URL put in responses' `uri` field (default: http://HTTP_ADDR).
+    #[arg(long, env = "GRIDSOCKET_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Create the demo organization, app and users, and make `demo` the default org.
+    #[arg(long)]
+    pub demo: bool,
+    /// Most WebSocket connections at once; more are closed with 1013.
+    #[arg(long, env = "GRIDSOCKET_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Most concurrent REST connections; more wait to be accepted.
+    #[arg(long, env = "GRIDSOCKET_MAX_HTTP_CONNECTIONS", default_value_t = 4_096)]
+    pub max_http_connections: usize,
+    /// Largest WebSocket message and REST body, in bytes.
+    #[arg(long, env = "GRIDSOCKET_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
+    pub max_frame_bytes: usize,
+    /// Most requests executing at once on one socket; more are answered 429.
+    #[arg(long, env = "GRIDSOCKET_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Seconds a request may run before the socket answers 504.
+    #[arg(long, env = "GRIDSOCKET_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Lifetime of access tokens, seconds.
+    #[arg(long, env = "GRIDSOCKET_TOKEN_TTL_SECS", default_value_t = 86_400)]
+    pub token_ttl_secs: u64,
+}
+
+impl Settings {
+    /// Settings for tests and embedding: ephemeral ports on loopback, data in `data_dir`.
+    pub fn ephemeral(data_dir: PathBuf) -> Settings {
+        Settings {
+            http_addr: "127.0.0.1:0".parse().expect("literal address"),
+            ws_addr: "127.0.0.1:0".parse().expect("literal address"),
+            data_dir,
+            superuser: None,
+            default_org: None,
+            public_url: None,
+            demo: false,
+            max_connections: 20_000,
+            max_http_connections: 4_096,
+            max_frame_bytes: 1 << 20,
+            max_in_flight: 256,
+            request_timeout_secs: 30,
+            token_ttl_secs: 86_400,
+        }
+    }
+
+    /// The superuser as `(name, password)`, if it is set and well formed.
+    pub fn superuser_pair(&self) -> Option<(String, String)> {
+        let s = self.superuser.as_deref()?;
+        let (name, pass) = s.split_once(':')?;
+        (!name.is_empty() && !pass.is_empty()).then(|| (name.to_owned(), pass.to_owned()))
+    }
+
+    /// How long a request may run.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}

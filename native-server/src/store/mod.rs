@@ -1,0 +1,287 @@
+//! Storage behind a trait: the embedded SQLite store by default, others (PostgreSQL) later.
+//!
+//! The store knows records and pages, not HTTP: the service layer turns requests into these
+//! calls. Every write that returns `Ok` is durable.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use gridsocket_core::Query;
+use serde_json::{Map, Value};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A unique name (org, app, username, entity name) is taken.
+    #[error("{0} already exists")]
+    Duplicate(String),
+    /// The backend failed; the request can be retried.
+    #[error("storage failure: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An organization.
+#[derive(Clone, Debug)]
+pub struct OrgRecord {
+    /// Its uuid.
+    pub uuid: String,
+    /// Its unique name.
+    pub name: String,
+    /// Organization client id (`client_credentials` grant on `/management/token`).
+    pub client_id: String,
+    /// Organization client secret.
+    pub client_secret: String,
+    /// Creation time, ms since the epoch.
+    pub created: i64,
+}
+
+/// An organization administrator.
+#[derive(Clone, Debug)]
+pub struct AdminRecord {
+    /// Its uuid.
+    pub uuid: String,
+    /// Unique login name.
+    pub username: String,
+    /// Unique email.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// PHC-format password hash.
+    pub password_hash: String,
+    /// Creation time, ms since the epoch.
+    pub created: i64,
+}
+
+/// An application inside an organization.
+#[derive(Clone, Debug)]
+pub struct AppRecord {
+    /// Its uuid.
+    pub uuid: String,
+    /// The owning organization's uuid.
+    pub org_uuid: String,
+    /// The owning organization's name.
+    pub org_name: String,
+    /// Its name, unique in the organization.
+    pub name: String,
+    /// Application client id (`client_credentials` grant on `/{org}/{app}/token`).
+    pub client_id: String,
+    /// Application client secret.
+    pub client_secret: String,
+    /// Creation time, ms since the epoch.
+    pub created: i64,
+}
+
+/// Who a token speaks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// The server's bootstrap superuser.
+    Superuser,
+    /// An organization admin (subject: admin uuid).
+    Admin,
+    /// An organization client (subject: org uuid).
+    OrgClient,
+    /// An application client (subject: app uuid).
+    AppClient,
+    /// An application user (subject: user uuid, scope: app uuid).
+    AppUser,
+}
+
+impl TokenKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Superuser => "superuser",
+            TokenKind::Admin => "admin",
+            TokenKind::OrgClient => "org_client",
+            TokenKind::AppClient => "app_client",
+            TokenKind::AppUser => "app_user",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        Some(match s {
+            "superuser" => TokenKind::Superuser,
+            "admin" => TokenKind::Admin,
+            "org_client" => TokenKind::OrgClient,
+            "app_client" => TokenKind::AppClient,
+            "app_user" => TokenKind::AppUser,
+            _ => return None,
+        })
+    }
+}
+
+/// An issued access token; only its SHA-256 is stored, never the token.
+#[derive(Clone, Debug)]
+pub struct TokenRecord {
+    /// SHA-256 of the token string.
+    pub hash: [u8; 32],
+    /// Whose token it is.
+    pub kind: TokenKind,
+    /// The principal's uuid (see [`TokenKind`]).
+    pub subject: String,
+    /// The app or org the token is for (empty for the superuser).
+    pub scope: String,
+    /// Issue time, ms since the epoch.
+    pub created: i64,
+    /// Expiry, ms since the epoch.
+    pub expires: i64,
+}
+
+/// One stored entity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entity {
+    /// Its uuid.
+    pub uuid: String,
+    /// Canonical collection name.
+    pub collection: String,
+    /// Its unique name in the collection (username for users, path for groups), if any.
+    pub name: Option<String>,
+    /// Every property, including `uuid`, `type`, `created`, `modified`.
+    pub data: Map<String, Value>,
+}
+
+/// How a lookup names an entity.
+#[derive(Clone, Debug)]
+pub enum EntityKey<'a> {
+    /// By uuid.
+    Uuid(&'a str),
+    /// By unique name.
+    Name(&'a str),
+}
+
+/// A page request over a collection or relation.
+#[derive(Clone, Debug)]
+pub struct PageQuery<'a> {
+    /// The `ql` filter and order, if any.
+    pub query: Option<&'a Query>,
+    /// Page size.
+    pub limit: usize,
+    /// Entities to skip (decoded from the cursor).
+    pub offset: usize,
+}
+
+/// One page of entities.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    /// The entities, in order.
+    pub entities: Vec<Entity>,
+    /// True when more entities follow this page.
+    pub more: bool,
+}
+
+/// Which side of a relation to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Entities the owner points at (`/users/a/following`).
+    Outbound,
+    /// Entities pointing at the owner (`/users/a/followers`).
+    Inbound,
+}
+
+/// The storage interface the service layer runs on.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an organization with its first admin; `Duplicate` if either name is taken.
+    async fn create_org(&self, org: &OrgRecord, admin: &AdminRecord) -> StoreResult<()>;
+    /// Looks an organization up by name (case-insensitive).
+    async fn org_by_name(&self, name: &str) -> StoreResult<Option<OrgRecord>>;
+    /// Looks an organization up by uuid.
+    async fn org_by_uuid(&self, uuid: &str) -> StoreResult<Option<OrgRecord>>;
+    /// Looks an organization up by its client id.
+    async fn org_by_client_id(&self, client_id: &str) -> StoreResult<Option<OrgRecord>>;
+    /// Looks an admin up by username or email.
+    async fn admin_by_login(&self, login: &str) -> StoreResult<Option<AdminRecord>>;
+    /// Looks an admin up by uuid.
+    async fn admin_by_uuid(&self, uuid: &str) -> StoreResult<Option<AdminRecord>>;
+    /// The organizations an admin administers.
+    async fn admin_orgs(&self, admin_uuid: &str) -> StoreResult<Vec<OrgRecord>>;
+    /// Creates an application and, in the same transaction, its seed entities (roles) and
+    /// their permissions `(owner uuid, permission)`.
+    async fn create_app(
+        &self,
+        app: &AppRecord,
+        seed: &[Entity],
+        permissions: &[(String, String)],
+    ) -> StoreResult<()>;
+    /// Looks an application up by organization uuid and name.
+    async fn app_by_name(&self, org_uuid: &str, name: &str) -> StoreResult<Option<AppRecord>>;
+    /// Looks an application up by its client id.
+    async fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<AppRecord>>;
+    /// The applications of an organization.
+    async fn apps_of_org(&self, org_uuid: &str) -> StoreResult<Vec<AppRecord>>;
+    /// Stores an issued token.
+    async fn put_token(&self, token: &TokenRecord) -> StoreResult<()>;
+    /// Finds a token by the hash of its string.
+    async fn token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
+    /// Deletes every token of a subject; returns how many.
+    async fn revoke_tokens(&self, subject: &str) -> StoreResult<u64>;
+    /// Inserts a new entity, with a password hash for users; `Duplicate` if its name is taken.
+    async fn insert_entity(&self, app: &str, entity: &Entity, secret: Option<&str>)
+    -> StoreResult<()>;
+    /// Reads one entity of a collection (`collection: None` looks a uuid up in any).
+    async fn entity(
+        &self,
+        app: &str,
+        collection: Option<&str>,
+        key: EntityKey<'_>,
+    ) -> StoreResult<Option<Entity>>;
+    /// Finds a user by email (case-insensitive).
+    async fn user_by_email(&self, app: &str, email: &str) -> StoreResult<Option<Entity>>;
+    /// A user's password hash.
+    async fn user_secret(&self, app: &str, uuid: &str) -> StoreResult<Option<String>>;
+    /// Sets a user's password hash.
+    async fn set_user_secret(&self, app: &str, uuid: &str, secret: &str) -> StoreResult<()>;
+    /// Replaces an entity's name and properties; `Duplicate` if the new name is taken.
+    async fn replace_entity(&self, app: &str, entity: &Entity) -> StoreResult<()>;
+    /// Deletes an entity with its relations and permissions; false if it did not exist.
+    async fn delete_entity(&self, app: &str, uuid: &str) -> StoreResult<bool>;
+    /// A page of a collection, filtered and ordered by the query, oldest first by default.
+    async fn query(&self, app: &str, collection: &str, page: &PageQuery<'_>) -> StoreResult<Page>;
+    /// Adds `source -relation-> target`; false if it already existed.
+    async fn add_relation(
+        &self,
+        app: &str,
+        source: &str,
+        relation: &str,
+        target: &str,
+    ) -> StoreResult<bool>;
+    /// Removes `source -relation-> target`; false if it did not exist.
+    async fn remove_relation(
+        &self,
+        app: &str,
+        source: &str,
+        relation: &str,
+        target: &str,
+    ) -> StoreResult<bool>;
+    /// A page of the entities related to `owner` by `relation`, in the given direction.
+    async fn related(
+        &self,
+        app: &str,
+        owner: &str,
+        relation: &str,
+        direction: Direction,
+        page: &PageQuery<'_>,
+    ) -> StoreResult<Page>;
+    /// The uuids related to `owner` by `relation` (for permission and fan-out lookups).
+    async fn related_uuids(
+        &self,
+        app: &str,
+        owner: &str,
+        relation: &str,
+        direction: Direction,
+    ) -> StoreResult<Vec<String>>;
+    /// The permissions granted directly to a user, group or role.
+    async fn permissions(&self, app: &str, owner: &str) -> StoreResult<Vec<String>>;
+    /// Grants a permission; false if it was already granted.
+    async fn add_permission(&self, app: &str, owner: &str, permission: &str) -> StoreResult<bool>;
+    /// Revokes a permission; false if it was not granted.
+    async fn remove_permission(&self, app: &str, owner: &str, permission: &str)
+    -> StoreResult<bool>;
+}

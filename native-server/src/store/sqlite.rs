@@ -1,0 +1,752 @@
+//! The embedded default store: one SQLite file in the data dir, WAL mode, `synchronous=FULL`
+//! so that an answered write survives `kill -9` and power loss.
+
+use super::{
+    AdminRecord, AppRecord, Direction, Entity, EntityKey, OrgRecord, Page, PageQuery, Store,
+    StoreError, StoreResult, TokenKind, TokenRecord,
+};
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, ErrorCode, params};
+use serde_json::{Map, Value};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS orgs(
+    uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    client_id TEXT NOT NULL UNIQUE, client_secret TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS admins(
+    uuid TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    email TEXT NOT NULL UNIQUE COLLATE NOCASE, name TEXT NOT NULL,
+    password_hash TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS org_admins(
+    org_uuid TEXT NOT NULL, admin_uuid TEXT NOT NULL, PRIMARY KEY(org_uuid, admin_uuid));
+CREATE TABLE IF NOT EXISTS apps(
+    uuid TEXT PRIMARY KEY, org_uuid TEXT NOT NULL, name TEXT NOT NULL COLLATE NOCASE,
+    client_id TEXT NOT NULL UNIQUE, client_secret TEXT NOT NULL, created INTEGER NOT NULL,
+    UNIQUE(org_uuid, name));
+CREATE TABLE IF NOT EXISTS tokens(
+    hash BLOB PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, scope TEXT NOT NULL,
+    created INTEGER NOT NULL, expires INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tokens_subject ON tokens(subject);
+CREATE TABLE IF NOT EXISTS entities(
+    app TEXT NOT NULL, uuid TEXT NOT NULL, collection TEXT NOT NULL, name TEXT COLLATE NOCASE,
+    data TEXT NOT NULL, secret TEXT, PRIMARY KEY(app, uuid));
+CREATE UNIQUE INDEX IF NOT EXISTS entities_name ON entities(app, collection, name)
+    WHERE name IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entities_collection ON entities(app, collection, uuid);
+CREATE TABLE IF NOT EXISTS relations(
+    id INTEGER PRIMARY KEY, app TEXT NOT NULL, source TEXT NOT NULL, relation TEXT NOT NULL,
+    target TEXT NOT NULL, UNIQUE(app, source, relation, target));
+CREATE INDEX IF NOT EXISTS relations_target ON relations(app, target, relation);
+CREATE TABLE IF NOT EXISTS permissions(
+    app TEXT NOT NULL, owner TEXT NOT NULL, permission TEXT NOT NULL,
+    PRIMARY KEY(app, owner, permission));
+"#;
+
+/// The SQLite store. One connection, used from blocking threads.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn sql_err(e: rusqlite::Error, what: &str) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => StoreError::Duplicate(what.to_owned()),
+        _ => backend(e),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `gridsocket.db` in `dir` and applies the schema.
+    pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(dir).map_err(backend)?;
+        let conn = Connection::open(dir.join("gridsocket.db")).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn call<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite inconsistent: keep going.
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn org_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrgRecord> {
+    Ok(OrgRecord {
+        uuid: r.get(0)?,
+        name: r.get(1)?,
+        client_id: r.get(2)?,
+        client_secret: r.get(3)?,
+        created: r.get(4)?,
+    })
+}
+
+fn admin_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminRecord> {
+    Ok(AdminRecord {
+        uuid: r.get(0)?,
+        username: r.get(1)?,
+        email: r.get(2)?,
+        name: r.get(3)?,
+        password_hash: r.get(4)?,
+        created: r.get(5)?,
+    })
+}
+
+const APP_COLS: &str = "a.uuid, a.org_uuid, o.name, a.name, a.client_id, a.client_secret, a.created";
+
+fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
+    Ok(AppRecord {
+        uuid: r.get(0)?,
+        org_uuid: r.get(1)?,
+        org_name: r.get(2)?,
+        name: r.get(3)?,
+        client_id: r.get(4)?,
+        client_secret: r.get(5)?,
+        created: r.get(6)?,
+    })
+}
+
+/// Reads `(uuid, collection, name, data)` columns into an entity.
+fn entity_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Option<String>, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_entity(row: (String, String, Option<String>, String)) -> StoreResult<Entity> {
+    let (uuid, collection, name, data) = row;
+    let data: Map<String, Value> = serde_json::from_str(&data).map_err(backend)?;
+    Ok(Entity {
+        uuid,
+        collection,
+        name,
+        data,
+    })
+}
+
+/// Applies the query's filter and order to rows, then cuts the page.
+fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> Page {
+    let mut rows = rows;
+    if let Some(q) = page.query {
+        rows.retain(|e| q.matches(&Value::Object(e.data.clone())));
+        if !q.order.is_empty() {
+            let mut values: Vec<(Value, Entity)> = rows
+                .into_iter()
+                .map(|e| (Value::Object(e.data.clone()), e))
+                .collect();
+            values.sort_by(|(a, _), (b, _)| {
+                for key in &q.order {
+                    let ord = gridsocket_core::query::compare_values(
+                        gridsocket_core::query::lookup(a, &key.property),
+                        gridsocket_core::query::lookup(b, &key.property),
+                    );
+                    let ord = if key.descending { ord.reverse() } else { ord };
+                    if ord.is_ne() {
+                        return ord;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+            rows = values.into_iter().map(|(_, e)| e).collect();
+        }
+    }
+    let total = rows.len();
+    let entities: Vec<Entity> = rows.into_iter().skip(page.offset).take(page.limit).collect();
+    Page {
+        more: page.offset.saturating_add(entities.len()) < total,
+        entities,
+    }
+}
+
+fn collect_entities(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> StoreResult<Vec<Entity>> {
+    let rows = stmt.query_map(params, entity_row).map_err(backend)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(to_entity(row.map_err(backend)?)?);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_org(&self, org: &OrgRecord, admin: &AdminRecord) -> StoreResult<()> {
+        let (org, admin) = (org.clone(), admin.clone());
+        self.call(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            tx.execute(
+                "INSERT INTO orgs VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![org.uuid, org.name, org.client_id, org.client_secret, org.created],
+            )
+            .map_err(|e| sql_err(e, "organization"))?;
+            tx.execute(
+                "INSERT INTO admins VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    admin.uuid,
+                    admin.username,
+                    admin.email,
+                    admin.name,
+                    admin.password_hash,
+                    admin.created
+                ],
+            )
+            .map_err(|e| sql_err(e, "admin username or email"))?;
+            tx.execute(
+                "INSERT INTO org_admins VALUES (?1, ?2)",
+                params![org.uuid, admin.uuid],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn org_by_name(&self, name: &str) -> StoreResult<Option<OrgRecord>> {
+        let name = name.to_owned();
+        self.call(move |c| {
+            c.query_row("SELECT * FROM orgs WHERE name = ?1", [name], org_row)
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn org_by_uuid(&self, uuid: &str) -> StoreResult<Option<OrgRecord>> {
+        let uuid = uuid.to_owned();
+        self.call(move |c| {
+            c.query_row("SELECT * FROM orgs WHERE uuid = ?1", [uuid], org_row)
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn org_by_client_id(&self, client_id: &str) -> StoreResult<Option<OrgRecord>> {
+        let id = client_id.to_owned();
+        self.call(move |c| {
+            c.query_row("SELECT * FROM orgs WHERE client_id = ?1", [id], org_row)
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn admin_by_login(&self, login: &str) -> StoreResult<Option<AdminRecord>> {
+        let login = login.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT * FROM admins WHERE username = ?1 OR email = ?1",
+                [login],
+                admin_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn admin_by_uuid(&self, uuid: &str) -> StoreResult<Option<AdminRecord>> {
+        let uuid = uuid.to_owned();
+        self.call(move |c| {
+            c.query_row("SELECT * FROM admins WHERE uuid = ?1", [uuid], admin_row)
+                .optional()
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn admin_orgs(&self, admin_uuid: &str) -> StoreResult<Vec<OrgRecord>> {
+        let uuid = admin_uuid.to_owned();
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT o.* FROM orgs o JOIN org_admins m ON m.org_uuid = o.uuid
+                     WHERE m.admin_uuid = ?1 ORDER BY o.created",
+                )
+                .map_err(backend)?;
+            let rows = stmt.query_map([uuid], org_row).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn create_app(
+        &self,
+        app: &AppRecord,
+        seed: &[Entity],
+        permissions: &[(String, String)],
+    ) -> StoreResult<()> {
+        let (app, seed, permissions) = (app.clone(), seed.to_vec(), permissions.to_vec());
+        self.call(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            tx.execute(
+                "INSERT INTO apps VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    app.uuid,
+                    app.org_uuid,
+                    app.name,
+                    app.client_id,
+                    app.client_secret,
+                    app.created
+                ],
+            )
+            .map_err(|e| sql_err(e, "application"))?;
+            for e in &seed {
+                let data = Value::Object(e.data.clone()).to_string();
+                tx.execute(
+                    "INSERT INTO entities VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+                    params![app.uuid, e.uuid, e.collection, e.name, data],
+                )
+                .map_err(|err| sql_err(err, "entity"))?;
+            }
+            for (owner, perm) in &permissions {
+                tx.execute(
+                    "INSERT OR IGNORE INTO permissions VALUES (?1, ?2, ?3)",
+                    params![app.uuid, owner, perm],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn app_by_name(&self, org_uuid: &str, name: &str) -> StoreResult<Option<AppRecord>> {
+        let (org, name) = (org_uuid.to_owned(), name.to_owned());
+        self.call(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
+                     WHERE a.org_uuid = ?1 AND a.name = ?2"
+                ),
+                [org, name],
+                app_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<AppRecord>> {
+        let id = client_id.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                &format!(
+                    "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
+                     WHERE a.client_id = ?1"
+                ),
+                [id],
+                app_row,
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn apps_of_org(&self, org_uuid: &str) -> StoreResult<Vec<AppRecord>> {
+        let org = org_uuid.to_owned();
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
+                     WHERE a.org_uuid = ?1 ORDER BY a.created"
+                ))
+                .map_err(backend)?;
+            let rows = stmt.query_map([org], app_row).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn put_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let t = token.clone();
+        self.call(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO tokens VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    t.hash.as_slice(),
+                    t.kind.as_str(),
+                    t.subject,
+                    t.scope,
+                    t.created,
+                    t.expires
+                ],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>> {
+        let hash = *hash;
+        self.call(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT kind, subject, scope, created, expires FROM tokens WHERE hash = ?1",
+                    [hash.as_slice()],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(backend)?;
+            Ok(row.and_then(|(kind, subject, scope, created, expires)| {
+                Some(TokenRecord {
+                    hash,
+                    kind: TokenKind::parse(&kind)?,
+                    subject,
+                    scope,
+                    created,
+                    expires,
+                })
+            }))
+        })
+        .await
+    }
+
+    async fn revoke_tokens(&self, subject: &str) -> StoreResult<u64> {
+        let subject = subject.to_owned();
+        self.call(move |c| {
+            let n = c
+                .execute("DELETE FROM tokens WHERE subject = ?1", [subject])
+                .map_err(backend)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn insert_entity(
+        &self,
+        app: &str,
+        entity: &Entity,
+        secret: Option<&str>,
+    ) -> StoreResult<()> {
+        let (app, e, secret) = (app.to_owned(), entity.clone(), secret.map(str::to_owned));
+        self.call(move |c| {
+            let data = Value::Object(e.data).to_string();
+            c.prepare_cached("INSERT INTO entities VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .and_then(|mut s| s.execute(params![app, e.uuid, e.collection, e.name, data, secret]))
+                .map_err(|err| sql_err(err, &format!("an entity named {:?}", e.name.unwrap_or_default())))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn entity(
+        &self,
+        app: &str,
+        collection: Option<&str>,
+        key: EntityKey<'_>,
+    ) -> StoreResult<Option<Entity>> {
+        let app = app.to_owned();
+        let collection = collection.map(str::to_owned);
+        let (by_uuid, value) = match key {
+            EntityKey::Uuid(u) => (true, u.to_owned()),
+            EntityKey::Name(n) => (false, n.to_owned()),
+        };
+        self.call(move |c| {
+            let sql = match (by_uuid, collection.is_some()) {
+                (true, true) => "SELECT uuid, collection, name, data FROM entities WHERE app = ?1 AND uuid = ?2 AND collection = ?3",
+                (true, false) => "SELECT uuid, collection, name, data FROM entities WHERE app = ?1 AND uuid = ?2 AND ?3 IS NULL",
+                (false, _) => "SELECT uuid, collection, name, data FROM entities WHERE app = ?1 AND name = ?2 AND collection = ?3",
+            };
+            let mut stmt = c.prepare_cached(sql).map_err(backend)?;
+            let row = stmt
+                .query_row(params![app, value, collection], entity_row)
+                .optional()
+                .map_err(backend)?;
+            row.map(to_entity).transpose()
+        })
+        .await
+    }
+
+    async fn user_by_email(&self, app: &str, email: &str) -> StoreResult<Option<Entity>> {
+        let (app, email) = (app.to_owned(), email.to_owned());
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT uuid, collection, name, data FROM entities
+                     WHERE app = ?1 AND collection = 'users'
+                       AND lower(json_extract(data, '$.email')) = lower(?2)",
+                )
+                .map_err(backend)?;
+            let row = stmt
+                .query_row(params![app, email], entity_row)
+                .optional()
+                .map_err(backend)?;
+            row.map(to_entity).transpose()
+        })
+        .await
+    }
+
+    async fn user_secret(&self, app: &str, uuid: &str) -> StoreResult<Option<String>> {
+        let (app, uuid) = (app.to_owned(), uuid.to_owned());
+        self.call(move |c| {
+            c.query_row(
+                "SELECT secret FROM entities WHERE app = ?1 AND uuid = ?2",
+                [app, uuid],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_user_secret(&self, app: &str, uuid: &str, secret: &str) -> StoreResult<()> {
+        let args = [app, uuid, secret].map(str::to_owned);
+        self.call(move |c| {
+            c.execute("UPDATE entities SET secret = ?3 WHERE app = ?1 AND uuid = ?2", args)
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn replace_entity(&self, app: &str, entity: &Entity) -> StoreResult<()> {
+        let (app, e) = (app.to_owned(), entity.clone());
+        self.call(move |c| {
+            let data = Value::Object(e.data).to_string();
+            c.prepare_cached("UPDATE entities SET name = ?3, data = ?4 WHERE app = ?1 AND uuid = ?2")
+                .and_then(|mut s| s.execute(params![app, e.uuid, e.name, data]))
+                .map_err(|err| sql_err(err, &format!("an entity named {:?}", e.name.unwrap_or_default())))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_entity(&self, app: &str, uuid: &str) -> StoreResult<bool> {
+        let (app, uuid) = (app.to_owned(), uuid.to_owned());
+        self.call(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let n = tx
+                .execute("DELETE FROM entities WHERE app = ?1 AND uuid = ?2", [&app, &uuid])
+                .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM relations WHERE app = ?1 AND (source = ?2 OR target = ?2)",
+                [&app, &uuid],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM permissions WHERE app = ?1 AND owner = ?2",
+                [&app, &uuid],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn query(&self, app: &str, collection: &str, page: &PageQuery<'_>) -> StoreResult<Page> {
+        let (app, collection) = (app.to_owned(), collection.to_owned());
+        let plain = page.query.is_none_or(|q| q.filter.is_none() && q.order.is_empty());
+        if plain {
+            // Keyed by uuid (time-ordered): the database does the paging.
+            let (limit, offset) = (page.limit, page.offset);
+            return self
+                .call(move |c| {
+                    let mut stmt = c
+                        .prepare_cached(
+                            "SELECT uuid, collection, name, data FROM entities
+                             WHERE app = ?1 AND collection = ?2 ORDER BY uuid LIMIT ?3 OFFSET ?4",
+                        )
+                        .map_err(backend)?;
+                    let mut entities = collect_entities(
+                        &mut stmt,
+                        params![app, collection, (limit + 1) as i64, offset as i64],
+                    )?;
+                    let more = entities.len() > limit;
+                    entities.truncate(limit);
+                    Ok(Page { entities, more })
+                })
+                .await;
+        }
+        let rows = self
+            .call(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT uuid, collection, name, data FROM entities
+                         WHERE app = ?1 AND collection = ?2 ORDER BY uuid",
+                    )
+                    .map_err(backend)?;
+                collect_entities(&mut stmt, params![app, collection])
+            })
+            .await?;
+        Ok(page_of(rows, page))
+    }
+
+    async fn add_relation(
+        &self,
+        app: &str,
+        source: &str,
+        relation: &str,
+        target: &str,
+    ) -> StoreResult<bool> {
+        let args = [app, source, relation, target].map(str::to_owned);
+        self.call(move |c| {
+            let n = c
+                .execute(
+                    "INSERT OR IGNORE INTO relations(app, source, relation, target)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    args,
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn remove_relation(
+        &self,
+        app: &str,
+        source: &str,
+        relation: &str,
+        target: &str,
+    ) -> StoreResult<bool> {
+        let args = [app, source, relation, target].map(str::to_owned);
+        self.call(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM relations WHERE app = ?1 AND source = ?2 AND relation = ?3
+                     AND target = ?4",
+                    args,
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn related(
+        &self,
+        app: &str,
+        owner: &str,
+        relation: &str,
+        direction: Direction,
+        page: &PageQuery<'_>,
+    ) -> StoreResult<Page> {
+        let args = [app, owner, relation].map(str::to_owned);
+        let rows = self
+            .call(move |c| {
+                let sql = match direction {
+                    Direction::Outbound => {
+                        "SELECT e.uuid, e.collection, e.name, e.data FROM relations r
+                         JOIN entities e ON e.app = r.app AND e.uuid = r.target
+                         WHERE r.app = ?1 AND r.source = ?2 AND r.relation = ?3 ORDER BY r.id"
+                    }
+                    Direction::Inbound => {
+                        "SELECT e.uuid, e.collection, e.name, e.data FROM relations r
+                         JOIN entities e ON e.app = r.app AND e.uuid = r.source
+                         WHERE r.app = ?1 AND r.target = ?2 AND r.relation = ?3 ORDER BY r.id"
+                    }
+                };
+                let mut stmt = c.prepare_cached(sql).map_err(backend)?;
+                collect_entities(&mut stmt, args)
+            })
+            .await?;
+        Ok(page_of(rows, page))
+    }
+
+    async fn related_uuids(
+        &self,
+        app: &str,
+        owner: &str,
+        relation: &str,
+        direction: Direction,
+    ) -> StoreResult<Vec<String>> {
+        let args = [app, owner, relation].map(str::to_owned);
+        self.call(move |c| {
+            let sql = match direction {
+                Direction::Outbound => {
+                    "SELECT target FROM relations WHERE app = ?1 AND source = ?2 AND relation = ?3 ORDER BY id"
+                }
+                Direction::Inbound => {
+                    "SELECT source FROM relations WHERE app = ?1 AND target = ?2 AND relation = ?3 ORDER BY id"
+                }
+            };
+            let mut stmt = c.prepare_cached(sql).map_err(backend)?;
+            let rows = stmt.query_map(args, |r| r.get(0)).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn permissions(&self, app: &str, owner: &str) -> StoreResult<Vec<String>> {
+        let args = [app, owner].map(str::to_owned);
+        self.call(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT permission FROM permissions WHERE app = ?1 AND owner = ?2
+                     ORDER BY permission",
+                )
+                .map_err(backend)?;
+            let rows = stmt.query_map(args, |r| r.get(0)).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn add_permission(&self, app: &str, owner: &str, permission: &str) -> StoreResult<bool> {
+        let args = [app, owner, permission].map(str::to_owned);
+        self.call(move |c| {
+            let n = c
+                .execute("INSERT OR IGNORE INTO permissions VALUES (?1, ?2, ?3)", args)
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn remove_permission(
+        &self,
+        app: &str,
+        owner: &str,
+        permission: &str,
+    ) -> StoreResult<bool> {
+        let args = [app, owner, permission].map(str::to_owned);
+        self.call(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM permissions WHERE app = ?1 AND owner = ?2 AND permission = ?3",
+                    args,
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}
