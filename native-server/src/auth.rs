@@ -3,8 +3,8 @@
 //! Tokens are 256 random bits, base64url; only their SHA-256 is stored, so a copy of the
 //! database lets no one in. Passwords are hashed with Argon2id.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use gridsocket_core::Params;
@@ -79,7 +79,8 @@ fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
 pub fn hash_password(password: &str) -> String {
     let mut salt = [0u8; 16];
     fill_random(&mut salt);
-    let salt = SaltString::encode_b64(&salt).unwrap_or_else(|_| SaltString::from_b64("c2FsdHNhbHRzYWx0").expect("static salt"));
+    let salt = SaltString::encode_b64(&salt)
+        .unwrap_or_else(|_| SaltString::from_b64("c2FsdHNhbHRzYWx0").expect("static salt"));
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -89,7 +90,11 @@ pub fn hash_password(password: &str) -> String {
 /// True when `password` matches the PHC hash.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -114,7 +119,10 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 /// Compares secrets in time independent of where they differ.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     let (a, b) = (token_hash(a), token_hash(b));
-    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// A bounded map from token hash to what it resolved to, so that a REST call with a known
@@ -164,20 +172,38 @@ mod tests {
     #[test]
     fn credentials_precedence() {
         let p = Params::from_query_string("access_token=q&client_id=i&client_secret=s");
-        assert_eq!(Credentials::from_request(&p, Some("Bearer h")), Credentials::Token("q".into()));
+        assert_eq!(
+            Credentials::from_request(&p, Some("Bearer h")),
+            Credentials::Token("q".into())
+        );
         let p = Params::from_query_string("client_id=i&client_secret=s");
-        assert_eq!(Credentials::from_request(&p, Some("Bearer h")), Credentials::Token("h".into()));
+        assert_eq!(
+            Credentials::from_request(&p, Some("Bearer h")),
+            Credentials::Token("h".into())
+        );
         assert_eq!(
             Credentials::from_request(&p, None),
-            Credentials::Client { id: "i".into(), secret: "s".into() }
+            Credentials::Client {
+                id: "i".into(),
+                secret: "s".into()
+            }
         );
         let basic = format!("Basic {}", STANDARD.encode("a:b"));
         assert_eq!(
             Credentials::from_request(&Params::new(), Some(&basic)),
-            Credentials::Client { id: "a".into(), secret: "b".into() }
+            Credentials::Client {
+                id: "a".into(),
+                secret: "b".into()
+            }
         );
-        assert_eq!(Credentials::from_request(&Params::new(), Some("Bearer ")), Credentials::None);
-        assert_eq!(format!("{:?}", Credentials::Token("secret".into())), "Token(<redacted>)");
+        assert_eq!(
+            Credentials::from_request(&Params::new(), Some("Bearer ")),
+            Credentials::None
+        );
+        assert_eq!(
+            format!("{:?}", Credentials::Token("secret".into())),
+            "Token(<redacted>)"
+        );
     }
 
     #[test]

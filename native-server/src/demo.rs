@@ -58,11 +58,25 @@ pub async fn seed(service: &Service) -> Result<(), ApiError> {
         }
     }
     service
-        .admin_request(&app, call(Method::Put, format!("/groups/{ROOM}"), Some(json!({"title": "Lobby"}))))
+        .admin_request(
+            &app,
+            call(
+                Method::Put,
+                format!("/groups/{ROOM}"),
+                Some(json!({"title": "Lobby"})),
+            ),
+        )
         .await;
     for (username, _) in USERS {
         service
-            .admin_request(&app, call(Method::Post, format!("/groups/{ROOM}/users/{username}"), None))
+            .admin_request(
+                &app,
+                call(
+                    Method::Post,
+                    format!("/groups/{ROOM}/users/{username}"),
+                    None,
+                ),
+            )
             .await;
     }
     Ok(())

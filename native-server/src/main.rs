@@ -22,7 +22,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let Command::Serve(settings) = Cli::parse().command;
     let demo = settings.demo;
@@ -39,13 +41,37 @@ async fn main() -> ExitCode {
     println!("  WebSocket  ws://{ws}");
     if demo {
         println!();
-        println!("Demo organization {:?}, app {:?}; users {} (password {:?}).", demo::ORG, demo::APP,
-            demo::USERS.iter().map(|(u, _)| *u).collect::<Vec<_>>().join(", "), demo::USER_PASSWORD);
-        println!("  Log in:   curl -s 'http://{http}/{}/{}/token' -H 'content-type: application/json' \\", demo::ORG, demo::APP);
-        println!("              -d '{{\"grant_type\":\"password\",\"username\":\"johndoe\",\"password\":\"{}\"}}'", demo::USER_PASSWORD);
-        println!("  Connect:  ws://{ws}/{}/{}?access_token=TOKEN", demo::ORG, demo::APP);
+        println!(
+            "Demo organization {:?}, app {:?}; users {} (password {:?}).",
+            demo::ORG,
+            demo::APP,
+            demo::USERS
+                .iter()
+                .map(|(u, _)| *u)
+                .collect::<Vec<_>>()
+                .join(", "),
+            demo::USER_PASSWORD
+        );
+        println!(
+            "  Log in:   curl -s 'http://{http}/{}/{}/token' -H 'content-type: application/json' \\",
+            demo::ORG,
+            demo::APP
+        );
+        println!(
+            "              -d '{{\"grant_type\":\"password\",\"username\":\"johndoe\",\"password\":\"{}\"}}'",
+            demo::USER_PASSWORD
+        );
+        println!(
+            "  Connect:  ws://{ws}/{}/{}?access_token=TOKEN",
+            demo::ORG,
+            demo::APP
+        );
         println!("  Send:     {{\"id\":1,\"method\":\"GET\",\"path\":\"/users/me\"}}");
-        println!("  Admin:    {} / {} at POST http://{http}/management/token", demo::ADMIN.0, demo::ADMIN.1);
+        println!(
+            "  Admin:    {} / {} at POST http://{http}/management/token",
+            demo::ADMIN.0,
+            demo::ADMIN.1
+        );
     }
     server.run(shutdown_signal()).await;
     ExitCode::SUCCESS

@@ -50,31 +50,60 @@ fn json_response(status: u16, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     resp
 }
 
 fn error(status: u16, code: &str, description: &str) -> Response<Full<Bytes>> {
-    json_response(status, gridsocket_core::wire::error_body_json(code, description))
+    json_response(
+        status,
+        gridsocket_core::wire::error_body_json(code, description),
+    )
 }
 
-async fn handle(req: Request<Incoming>, service: &Service, settings: &Settings) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    service: &Service,
+    settings: &Settings,
+) -> Response<Full<Bytes>> {
     if req.method() == hyper::Method::OPTIONS {
         // CORS preflight: browsers may call the API from any origin with a bearer token.
         let mut resp = json_response(204, String::new());
         let h = resp.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
         return resp;
     }
     let Some(method) = Method::from_http(req.method().as_str()) else {
-        return error(405, "unsupported_rest_operation", "use GET, POST, PUT or DELETE");
+        return error(
+            405,
+            "unsupported_rest_operation",
+            "use GET, POST, PUT or DELETE",
+        );
     };
     let path = req.uri().path().to_owned();
     if method == Method::Get && (path == "/status" || path == "/healthz") {
-        return json_response(200, serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}).to_string());
+        return json_response(
+            200,
+            serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}).to_string(),
+        );
     }
     let params = Params::from_query_string(req.uri().query().unwrap_or(""));
     let authorization = req
@@ -87,13 +116,20 @@ async fn handle(req: Request<Incoming>, service: &Service, settings: &Settings) 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    let bytes = match Limited::new(req.into_body(), settings.max_frame_bytes).collect().await {
+    let bytes = match Limited::new(req.into_body(), settings.max_frame_bytes)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
-            return error(413, "request_entity_too_large", &format!(
-                "the body is larger than {} bytes, or the upload broke off",
-                settings.max_frame_bytes
-            ));
+            return error(
+                413,
+                "request_entity_too_large",
+                &format!(
+                    "the body is larger than {} bytes, or the upload broke off",
+                    settings.max_frame_bytes
+                ),
+            );
         }
     };
     let body = parse_body(&bytes, is_form);
@@ -112,7 +148,8 @@ fn parse_body(bytes: &[u8], is_form: bool) -> Result<Option<Value>, String> {
     // looks like JSON is read as JSON.
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     if is_form && !matches!(first, Some(b'{' | b'[')) {
-        let text = std::str::from_utf8(bytes).map_err(|_| "the form body is not UTF-8".to_owned())?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| "the form body is not UTF-8".to_owned())?;
         let params = Params::from_query_string(text);
         let map: Map<String, Value> = params
             .iter()

@@ -64,7 +64,10 @@ impl Server {
     }
 
     /// Binds with a given store.
-    pub async fn bind_with_store(store: Arc<dyn Store>, settings: Settings) -> Result<Server, StartError> {
+    pub async fn bind_with_store(
+        store: Arc<dyn Store>,
+        settings: Settings,
+    ) -> Result<Server, StartError> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -90,7 +93,9 @@ impl Server {
         };
         let service = Service::new(store, config);
         if settings.demo {
-            demo::seed(&service).await.map_err(|e| StartError::Demo(e.to_string()))?;
+            demo::seed(&service)
+                .await
+                .map_err(|e| StartError::Demo(e.to_string()))?;
         }
         Ok(Server {
             http,
@@ -140,7 +145,10 @@ impl Server {
         let _ = http_task.await;
         let _ = ws_task.await;
         tracker.close();
-        if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections did not finish within 5 s");
         }
     }

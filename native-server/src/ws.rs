@@ -40,6 +40,8 @@ pub async fn serve_socket(
 ) {
     let mut target = String::new();
     let mut authorization = None;
+    // The error type is tungstenite's, fixed by its callback signature.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
         target = req
             .uri()
@@ -53,7 +55,11 @@ pub async fn serve_socket(
             .map(str::to_owned);
         Ok(resp)
     };
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config(&settings)));
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(ws_config(&settings)),
+    );
     let mut ws = match handshake.await {
         Ok(ws) => ws,
         Err(e) => {
@@ -71,7 +77,10 @@ pub async fn serve_socket(
             "too_many_connections",
             "the server is at its connection limit; retry with backoff",
         );
-        (ServerSession::reject(config, 503, &body, close_code::TRY_AGAIN_LATER), None)
+        (
+            ServerSession::reject(config, 503, &body, close_code::TRY_AGAIN_LATER),
+            None,
+        )
     } else {
         match service.open_socket(&target, authorization.as_deref()).await {
             Ok(ctx) => (ServerSession::accept(config), Some(ctx)),
@@ -81,16 +90,24 @@ pub async fn serve_socket(
             ),
         }
     };
-    let (done_tx, mut done_rx) = mpsc::channel::<(RequestHandle, ApiResponse)>(settings.max_in_flight.max(1));
+    let (done_tx, mut done_rx) =
+        mpsc::channel::<(RequestHandle, ApiResponse)>(settings.max_in_flight.max(1));
     loop {
         while let Some(ServerEvent::Request { handle, request }) = session.poll_event() {
             let Some(SocketContext { app, caller, .. }) = context.as_ref() else {
                 continue;
             };
-            let (service, app, caller, done) = (service.clone(), app.clone(), caller.clone(), done_tx.clone());
+            let (service, app, caller, done) = (
+                service.clone(),
+                app.clone(),
+                caller.clone(),
+                done_tx.clone(),
+            );
             tokio::spawn(async move {
                 let caller: &Caller = &caller;
-                let resp = service.handle_app(&app, caller, request, std::time::Instant::now()).await;
+                let resp = service
+                    .handle_app(&app, caller, request, std::time::Instant::now())
+                    .await;
                 // The socket may be gone; the request's effects stand either way.
                 let _ = done.send((handle, resp)).await;
             });

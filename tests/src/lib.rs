@@ -1,1 +1,409 @@
-//! Test helpers.
+//! Helpers for gridsocket's end-to-end tests: a real server on ephemeral loopback ports with a
+//! temporary data dir, a REST client, and a WebSocket client that speaks the JSON frames.
+
+use futures_util::{SinkExt, StreamExt};
+use gridsocket_server::{Server, Settings};
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The superuser every test server is started with.
+pub const SUPERUSER: (&str, &str) = ("root", "root-password");
+/// How long a test waits for any one frame or response.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in this process.
+pub struct TestServer {
+    /// REST address.
+    pub http: SocketAddr,
+    /// WebSocket address.
+    pub ws: SocketAddr,
+    /// The data dir (kept for restarts).
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh temporary data dir.
+    pub async fn start() -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut s = Self::start_with(Settings::ephemeral(temp.path().to_path_buf())).await;
+        s._temp = Some(temp);
+        s
+    }
+
+    /// Starts a server with given settings (the superuser is always set).
+    pub async fn start_with(mut settings: Settings) -> TestServer {
+        settings.superuser = Some(format!("{}:{}", SUPERUSER.0, SUPERUSER.1));
+        let data_dir = settings.data_dir.clone();
+        let server = Server::bind(settings).await.expect("server starts");
+        let (http, ws) = (server.http_addr(), server.ws_addr());
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            http,
+            ws,
+            data_dir,
+            shutdown: Some(tx),
+            task: Some(task),
+            _temp: None,
+        }
+    }
+
+    /// Stops the server gracefully and returns its temp dir so a restart can reuse it.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self._temp.take()
+    }
+
+    /// A REST URL for a path (`/management/token`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// A WebSocket URL for a path.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.ws)
+    }
+}
+
+/// A REST call; returns the status and the JSON body (`Null` when empty).
+pub async fn rest(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method.parse().expect("method"), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("REST request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("REST body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("REST body is not JSON ({e}): {text}"))
+    };
+    (status, value)
+}
+
+/// An organization with one app, its admin, and two users, made through the public API.
+pub struct Fixture {
+    /// The server.
+    pub server: TestServer,
+    /// Organization name.
+    pub org: String,
+    /// Application name.
+    pub app: String,
+    /// Admin token (full access to the app).
+    pub admin_token: String,
+    /// The app's client id and secret.
+    pub client: (String, String),
+    /// Token of user `john`.
+    pub john: String,
+    /// Token of user `jane`.
+    pub jane: String,
+}
+
+impl Fixture {
+    /// Starts a server and creates org `acme`, app `shop`, users john and jane.
+    pub async fn new() -> Fixture {
+        Self::on(TestServer::start().await).await
+    }
+
+    /// Creates the fixture's data on a running server.
+    pub async fn on(server: TestServer) -> Fixture {
+        let (status, body) = rest(
+            "POST",
+            &server.url("/management/token"),
+            None,
+            Some(
+                json!({"grant_type": "password", "username": SUPERUSER.0, "password": SUPERUSER.1}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "superuser login: {body}");
+        let su = body["access_token"].as_str().expect("token").to_owned();
+        let (status, body) = rest(
+            "POST",
+            &server.url("/management/orgs"),
+            Some(&su),
+            Some(
+                json!({"organization": "acme", "username": "boss", "email": "boss@acme.test",
+                        "password": "boss-password"}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "create org: {body}");
+        let (status, body) = rest(
+            "POST",
+            &server.url("/management/token"),
+            None,
+            Some(
+                json!({"grant_type": "password", "username": "boss", "password": "boss-password"}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "admin login: {body}");
+        let admin_token = body["access_token"].as_str().expect("token").to_owned();
+        let (status, body) = rest(
+            "POST",
+            &server.url("/management/orgs/acme/apps"),
+            Some(&admin_token),
+            Some(json!({"name": "shop"})),
+        )
+        .await;
+        assert_eq!(status, 200, "create app: {body}");
+        let client = (
+            body["credentials"]["client_id"]
+                .as_str()
+                .expect("client id")
+                .to_owned(),
+            body["credentials"]["client_secret"]
+                .as_str()
+                .expect("secret")
+                .to_owned(),
+        );
+        let mut f = Fixture {
+            server,
+            org: "acme".into(),
+            app: "shop".into(),
+            admin_token,
+            client,
+            john: String::new(),
+            jane: String::new(),
+        };
+        f.john = f.create_user("john", "john-password").await;
+        f.jane = f.create_user("jane", "jane-password").await;
+        f
+    }
+
+    /// `/{org}/{app}{path}` on the REST port.
+    pub fn app_url(&self, path: &str) -> String {
+        self.server
+            .url(&format!("/{}/{}{path}", self.org, self.app))
+    }
+
+    /// `ws://…/{org}/{app}{path_and_query}`.
+    pub fn ws_url(&self, path_and_query: &str) -> String {
+        self.server
+            .ws_url(&format!("/{}/{}{path_and_query}", self.org, self.app))
+    }
+
+    /// Creates a user (as admin) and returns a fresh token for them.
+    pub async fn create_user(&self, username: &str, password: &str) -> String {
+        let (status, body) = rest(
+            "POST",
+            &self.app_url("/users"),
+            Some(&self.admin_token),
+            Some(json!({"username": username, "password": password, "email": format!("{username}@acme.test")})),
+        )
+        .await;
+        assert_eq!(status, 200, "create user: {body}");
+        self.login(username, password).await
+    }
+
+    /// Logs a user in and returns the token.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let (status, body) = rest(
+            "POST",
+            &self.app_url("/token"),
+            None,
+            Some(json!({"grant_type": "password", "username": username, "password": password})),
+        )
+        .await;
+        assert_eq!(status, 200, "login: {body}");
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// Opens a socket on the app as `token`.
+    pub async fn socket(&self, token: &str) -> WsClient {
+        WsClient::connect(&self.ws_url(&format!("?access_token={token}")))
+            .await
+            .expect("socket opens")
+    }
+}
+
+/// A WebSocket client that speaks gridsocket frames.
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Frames read while waiting for something else.
+    backlog: VecDeque<Value>,
+}
+
+impl WsClient {
+    /// Connects to a URL.
+    pub async fn connect(url: &str) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+        let (stream, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(WsClient {
+            stream,
+            backlog: VecDeque::new(),
+        })
+    }
+
+    /// Connects with a prepared handshake request (custom headers).
+    pub async fn from_request(
+        req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Result<WsClient, tokio_tungstenite::tungstenite::Error> {
+        let (stream, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(WsClient {
+            stream,
+            backlog: VecDeque::new(),
+        })
+    }
+
+    /// Sends a text frame as is.
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("send text");
+    }
+
+    /// Sends a raw message.
+    pub async fn send_message(&mut self, msg: Message) {
+        self.stream.send(msg).await.expect("send message");
+    }
+
+    /// Sends a JSON frame.
+    pub async fn send_json(&mut self, frame: &Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    /// The next JSON frame (from the backlog first).
+    pub async fn recv(&mut self) -> Value {
+        if let Some(v) = self.backlog.pop_front() {
+            return v;
+        }
+        self.recv_wire().await
+    }
+
+    async fn recv_wire(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a frame within the wait")
+                .expect("socket still open")
+                .expect("frame readable");
+            match msg {
+                Message::Text(t) => {
+                    return serde_json::from_str(t.as_str()).expect("frames are JSON");
+                }
+                Message::Close(c) => panic!("socket closed: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends a request frame and returns the response with the same id (other frames wait in
+    /// the backlog).
+    pub async fn request(
+        &mut self,
+        id: Value,
+        method: &str,
+        path: &str,
+        params: Option<Value>,
+        body: Option<Value>,
+    ) -> Value {
+        let mut frame = json!({"id": id, "method": method, "path": path});
+        if let Some(p) = params {
+            frame["params"] = p;
+        }
+        if let Some(b) = body {
+            frame["body"] = b;
+        }
+        self.send_json(&frame).await;
+        self.response_to(&id).await
+    }
+
+    /// Waits for the response whose id is `id`.
+    pub async fn response_to(&mut self, id: &Value) -> Value {
+        if let Some(pos) = self
+            .backlog
+            .iter()
+            .position(|v| v.get("id") == Some(id) && v.get("status").is_some())
+        {
+            return self.backlog.remove(pos).expect("position is valid");
+        }
+        loop {
+            let v = self.recv_wire().await;
+            if v.get("id") == Some(id) && v.get("status").is_some() {
+                return v;
+            }
+            self.backlog.push_back(v);
+        }
+    }
+
+    /// Reads until the server closes; returns every JSON frame before the close and the close
+    /// frame itself.
+    pub async fn until_close(&mut self) -> (Vec<Value>, Option<CloseFrame>) {
+        let mut frames: Vec<Value> = self.backlog.drain(..).collect();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("the server closes within the wait");
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    frames.push(serde_json::from_str(t.as_str()).expect("JSON"))
+                }
+                Some(Ok(Message::Close(c))) => return (frames, c),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return (frames, None),
+            }
+        }
+    }
+
+    /// Closes the socket.
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}
+
+/// A response body without the fields that differ between two identical requests.
+pub fn stable(mut body: Value) -> Value {
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("timestamp");
+        obj.remove("duration");
+    }
+    body
+}
+
+/// The `gridsocket` binary next to this test executable (built by `cargo build --workspace`).
+pub fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir layout: target/<profile>/deps/<test>");
+    let bin = dir.join(format!("gridsocket{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}

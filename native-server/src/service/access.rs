@@ -86,13 +86,19 @@ impl Service {
         }
     }
 
-    pub(super) fn require_app_admin(&self, app: &AppRecord, caller: &Caller) -> Result<(), ApiError> {
-        if self.is_app_admin(app, caller) {
-            Ok(())
-        } else {
-            Err(ApiError::Unauthorized(
+    pub(super) fn require_app_admin(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+    ) -> Result<(), ApiError> {
+        match &caller.principal {
+            _ if self.is_app_admin(app, caller) => Ok(()),
+            Principal::AppUser { app: a, .. } if *a == app.uuid => Err(ApiError::Forbidden(
+                "only the application's admins may do this".into(),
+            )),
+            _ => Err(ApiError::Unauthorized(
                 "this needs an organization admin or application client token".into(),
-            ))
+            )),
         }
     }
 
@@ -108,9 +114,11 @@ impl Service {
             return Ok(());
         }
         let me = match &caller.principal {
-            Principal::AppUser { app: a, uuid, username } if *a == app.uuid => {
-                Some(PermCaller { uuid, username })
-            }
+            Principal::AppUser {
+                app: a,
+                uuid,
+                username,
+            } if *a == app.uuid => Some(PermCaller { uuid, username }),
             Principal::Guest => None,
             _ => {
                 return Err(ApiError::Unauthorized(
@@ -142,7 +150,8 @@ impl Service {
             && method == Method::Get
             && segments.len() == 2
             && segments[0].eq_ignore_ascii_case("users")
-            && (segments[1].eq_ignore_ascii_case(c.uuid) || segments[1].eq_ignore_ascii_case(c.username))
+            && (segments[1].eq_ignore_ascii_case(c.uuid)
+                || segments[1].eq_ignore_ascii_case(c.username))
         {
             return Ok(());
         }
@@ -167,7 +176,11 @@ impl Service {
             return Ok(g.clone());
         }
         let mut owners = Vec::new();
-        let role_name = if caller.user_uuid().is_some() { "default" } else { "guest" };
+        let role_name = if caller.user_uuid().is_some() {
+            "default"
+        } else {
+            "guest"
+        };
         if let Some(role) = self
             .store
             .entity(&app.uuid, Some("roles"), EntityKey::Name(role_name))
@@ -177,15 +190,25 @@ impl Service {
         }
         if let Some(user) = caller.user_uuid() {
             owners.push(user.to_owned());
-            owners.extend(self.store.related_uuids(&app.uuid, user, "roles", Direction::Outbound).await?);
-            owners.extend(self.store.related_uuids(&app.uuid, user, "groups", Direction::Outbound).await?);
+            owners.extend(
+                self.store
+                    .related_uuids(&app.uuid, user, "roles", Direction::Outbound)
+                    .await?,
+            );
+            owners.extend(
+                self.store
+                    .related_uuids(&app.uuid, user, "groups", Direction::Outbound)
+                    .await?,
+            );
         }
         let mut permissions = Vec::new();
         for owner in owners {
             for text in self.store.permissions(&app.uuid, &owner).await? {
                 match Permission::parse(&text) {
                     Ok(p) => permissions.push(p),
-                    Err(e) => tracing::warn!(permission = %text, error = %e, "ignoring stored permission"),
+                    Err(e) => {
+                        tracing::warn!(permission = %text, error = %e, "ignoring stored permission")
+                    }
                 }
             }
         }

@@ -72,7 +72,11 @@ fn decode_cursor(cursor: &str) -> Result<usize, ApiError> {
         .ok()
         .and_then(|raw| String::from_utf8(raw).ok())
         .and_then(|s| s.strip_prefix("o:").and_then(|n| n.parse().ok()))
-        .ok_or_else(|| ApiError::IllegalArgument("invalid cursor: pass back the cursor of the previous page unchanged".into()))
+        .ok_or_else(|| {
+            ApiError::IllegalArgument(
+                "invalid cursor: pass back the cursor of the previous page unchanged".into(),
+            )
+        })
 }
 
 /// `limit`, `cursor` and `ql` of a read.
@@ -130,11 +134,15 @@ fn body_object(request: &ApiRequest) -> Result<Map<String, Value>, ApiError> {
 
 fn validate_name(collection: &str, prop: &str, value: &Value) -> Result<String, ApiError> {
     let Value::String(name) = value else {
-        return Err(ApiError::IllegalArgument(format!("{prop} must be a string")));
+        return Err(ApiError::IllegalArgument(format!(
+            "{prop} must be a string"
+        )));
     };
     let bad = name.is_empty()
         || name.len() > MAX_NAME_LEN
-        || name.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+        || name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
         || name == "."
         || name == ".."
         || is_uuid(name)
@@ -142,7 +150,11 @@ fn validate_name(collection: &str, prop: &str, value: &Value) -> Result<String, 
     if bad {
         return Err(ApiError::IllegalArgument(format!(
             "{prop} {name:?} is not a valid name: 1 to {MAX_NAME_LEN} characters, no '/', not a uuid{}",
-            if collection == "users" { ", not \"me\"" } else { "" }
+            if collection == "users" {
+                ", not \"me\""
+            } else {
+                ""
+            }
         )));
     }
     Ok(name.clone())
@@ -158,7 +170,13 @@ impl Service {
     ) -> Reply {
         let method = request.method;
         let env = |action: &str| {
-            Envelope::for_app(action, app, &self.config.base_url, &request.path, &request.params)
+            Envelope::for_app(
+                action,
+                app,
+                &self.config.base_url,
+                &request.path,
+                &request.params,
+            )
         };
         // Roles and permissions are the app's security settings: only its admins change them.
         if method != Method::Get && touches_security(&path.resource) {
@@ -166,10 +184,17 @@ impl Service {
         }
         match &path.resource {
             Resource::Collection { collection } => match method {
-                Method::Get => self.get_collection(app, request, collection, env("get")).await,
-                Method::Post => self.post_collection(app, request, collection, env("post")).await,
+                Method::Get => {
+                    self.get_collection(app, request, collection, env("get"))
+                        .await
+                }
+                Method::Post => {
+                    self.post_collection(app, request, collection, env("post"))
+                        .await
+                }
                 Method::Delete => {
-                    self.delete_collection(app, request, collection, env("delete")).await
+                    self.delete_collection(app, request, collection, env("delete"))
+                        .await
                 }
                 Method::Put => Err(ApiError::MethodNotAllowed("PUT")),
             },
@@ -182,12 +207,17 @@ impl Service {
                     }
                     Method::Put | Method::Post => {
                         let action = if method == Method::Put { "put" } else { "post" };
-                        self.update_entity(app, request, collection, &key, env(action)).await
+                        self.update_entity(app, request, collection, &key, env(action))
+                            .await
                     }
                     Method::Delete => {
                         let e = self.load(app, collection, &key).await?;
                         self.delete_one(app, &e).await?;
-                        Ok(with_entities(env("delete"), &[e], &format!("/{collection}")))
+                        Ok(with_entities(
+                            env("delete"),
+                            &[e],
+                            &format!("/{collection}"),
+                        ))
                     }
                 }
             }
@@ -211,18 +241,30 @@ impl Service {
                 };
                 self.related(call, env).await
             }
-            Resource::Queue { .. } | Resource::Token | Resource::Credentials => Err(ApiError::NoSuchResource(
-                format!("{} is not served here", request.path),
-            )),
+            Resource::Queue { .. } | Resource::Token | Resource::Credentials => Err(
+                ApiError::NoSuchResource(format!("{} is not served here", request.path)),
+            ),
         }
     }
 
     /// Reads one entity or answers 404.
-    pub(super) async fn load(&self, app: &AppRecord, collection: &str, key: &Key) -> Result<Entity, ApiError> {
+    pub(super) async fn load(
+        &self,
+        app: &AppRecord,
+        collection: &str,
+        key: &Key,
+    ) -> Result<Entity, ApiError> {
         let found = match key {
-            Key::Uuid(u) => self.store.entity(&app.uuid, Some(collection), EntityKey::Uuid(u)).await?,
+            Key::Uuid(u) => {
+                self.store
+                    .entity(&app.uuid, Some(collection), EntityKey::Uuid(u))
+                    .await?
+            }
             Key::Name(n) => {
-                let by_name = self.store.entity(&app.uuid, Some(collection), EntityKey::Name(n)).await?;
+                let by_name = self
+                    .store
+                    .entity(&app.uuid, Some(collection), EntityKey::Name(n))
+                    .await?;
                 match by_name {
                     None if collection == "users" && n.contains('@') => {
                         self.store.user_by_email(&app.uuid, n).await?
@@ -234,9 +276,18 @@ impl Service {
         found.ok_or_else(|| ApiError::NotFound(format!("{collection}/{} not found", key.text())))
     }
 
-    async fn get_collection(&self, app: &AppRecord, request: &ApiRequest, collection: &str, mut env: Envelope) -> Reply {
+    async fn get_collection(
+        &self,
+        app: &AppRecord,
+        request: &ApiRequest,
+        collection: &str,
+        mut env: Envelope,
+    ) -> Reply {
         let paging = Paging::from_request(request)?;
-        let page = self.store.query(&app.uuid, collection, &paging.page_query()).await?;
+        let page = self
+            .store
+            .query(&app.uuid, collection, &paging.page_query())
+            .await?;
         if page.more {
             env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
         }
@@ -260,7 +311,13 @@ impl Service {
         }
     }
 
-    async fn post_collection(&self, app: &AppRecord, request: &ApiRequest, collection: &str, env: Envelope) -> Reply {
+    async fn post_collection(
+        &self,
+        app: &AppRecord,
+        request: &ApiRequest,
+        collection: &str,
+        env: Envelope,
+    ) -> Reply {
         let items: Vec<Map<String, Value>> = match &request.body {
             Some(Value::Object(m)) => vec![m.clone()],
             Some(Value::Array(list)) => {
@@ -272,11 +329,17 @@ impl Service {
                 list.iter()
                     .map(|v| match v {
                         Value::Object(m) => Ok(m.clone()),
-                        _ => Err(ApiError::BadBody("every item of the array must be a JSON object".into())),
+                        _ => Err(ApiError::BadBody(
+                            "every item of the array must be a JSON object".into(),
+                        )),
                     })
                     .collect::<Result<_, _>>()?
             }
-            Some(_) => return Err(ApiError::BadBody("the body must be a JSON object or an array of objects".into())),
+            Some(_) => {
+                return Err(ApiError::BadBody(
+                    "the body must be a JSON object or an array of objects".into(),
+                ));
+            }
             None => return Err(ApiError::BadBody("POST needs a JSON body".into())),
         };
         let mut created = Vec::with_capacity(items.len());
@@ -287,9 +350,16 @@ impl Service {
     }
 
     /// Creates one entity in a collection from the properties a client sent.
-    pub(super) async fn create_entity(&self, app: &AppRecord, collection: &str, mut props: Map<String, Value>) -> Result<Entity, ApiError> {
+    pub(super) async fn create_entity(
+        &self,
+        app: &AppRecord,
+        collection: &str,
+        mut props: Map<String, Value>,
+    ) -> Result<Entity, ApiError> {
         if collection == "queues" {
-            return Err(ApiError::NoSuchResource("queues are not an entity collection".into()));
+            return Err(ApiError::NoSuchResource(
+                "queues are not an entity collection".into(),
+            ));
         }
         let (name_prop, required) = name_property(collection);
         let name = match props.get(name_prop) {
@@ -301,10 +371,14 @@ impl Service {
         if collection == "users" {
             if let Some(pw) = props.remove("password") {
                 let Value::String(pw) = pw else {
-                    return Err(ApiError::IllegalArgument("password must be a string".into()));
+                    return Err(ApiError::IllegalArgument(
+                        "password must be a string".into(),
+                    ));
                 };
                 if pw.is_empty() {
-                    return Err(ApiError::IllegalArgument("password must not be empty".into()));
+                    return Err(ApiError::IllegalArgument(
+                        "password must not be empty".into(),
+                    ));
                 }
                 secret = Some(hash_blocking(pw).await?);
             }
@@ -353,7 +427,14 @@ impl Service {
         Ok(entity)
     }
 
-    async fn update_entity(&self, app: &AppRecord, request: &ApiRequest, collection: &str, key: &Key, env: Envelope) -> Reply {
+    async fn update_entity(
+        &self,
+        app: &AppRecord,
+        request: &ApiRequest,
+        collection: &str,
+        key: &Key,
+        env: Envelope,
+    ) -> Reply {
         let mut props = body_object(request)?;
         if collection == "users" && props.contains_key("password") {
             return Err(ApiError::IllegalArgument(
@@ -405,7 +486,10 @@ impl Service {
 
     async fn delete_one(&self, app: &AppRecord, entity: &Entity) -> Result<(), ApiError> {
         if !self.store.delete_entity(&app.uuid, &entity.uuid).await? {
-            return Err(ApiError::NotFound(format!("{}/{} not found", entity.collection, entity.uuid)));
+            return Err(ApiError::NotFound(format!(
+                "{}/{} not found",
+                entity.collection, entity.uuid
+            )));
         }
         if entity.collection == "users" {
             self.revoke_subject(&entity.uuid).await?;
@@ -416,14 +500,27 @@ impl Service {
         Ok(())
     }
 
-    async fn delete_collection(&self, app: &AppRecord, request: &ApiRequest, collection: &str, env: Envelope) -> Reply {
+    async fn delete_collection(
+        &self,
+        app: &AppRecord,
+        request: &ApiRequest,
+        collection: &str,
+        env: Envelope,
+    ) -> Reply {
         let mut paging = Paging::from_request(request)?;
         paging.offset = 0;
-        let page = self.store.query(&app.uuid, collection, &paging.page_query()).await?;
+        let page = self
+            .store
+            .query(&app.uuid, collection, &paging.page_query())
+            .await?;
         for e in &page.entities {
             self.delete_one(app, e).await?;
         }
-        Ok(with_entities(env, &page.entities, &format!("/{collection}")))
+        Ok(with_entities(
+            env,
+            &page.entities,
+            &format!("/{collection}"),
+        ))
     }
 
     async fn related(&self, call: RelatedCall<'_>, env: impl Fn(&str) -> Envelope) -> Reply {
@@ -439,10 +536,14 @@ impl Service {
         let method = request.method;
         match (relation, target) {
             ("permissions", None) if !inbound => {
-                return self.permissions_call(app, request, owner, env(method.action())).await;
+                return self
+                    .permissions_call(app, request, owner, env(method.action()))
+                    .await;
             }
             ("password", None) if owner.collection == "users" && method == Method::Put => {
-                return self.change_password(app, caller, request, owner, env("set user password")).await;
+                return self
+                    .change_password(app, caller, request, owner, env("set user password"))
+                    .await;
             }
             ("revoketokens", None) if owner.collection == "users" && method == Method::Put => {
                 if caller.user_uuid() != Some(owner.uuid.as_str()) {
@@ -460,14 +561,24 @@ impl Service {
             _ => {}
         }
         let access_path = request.path.trim_end_matches('/').to_owned();
-        let direction = if inbound { Direction::Inbound } else { Direction::Outbound };
+        let direction = if inbound {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
         let Some(target) = target else {
             return match method {
                 Method::Get => {
                     let paging = Paging::from_request(request)?;
                     let page = self
                         .store
-                        .related(&app.uuid, &owner.uuid, relation, direction, &paging.page_query())
+                        .related(
+                            &app.uuid,
+                            &owner.uuid,
+                            relation,
+                            direction,
+                            &paging.page_query(),
+                        )
                         .await?;
                     let mut env = env("get");
                     if page.more {
@@ -492,7 +603,9 @@ impl Service {
                 _ => Err(ApiError::MethodNotAllowed(method.as_str())),
             };
         };
-        let target_entity = self.load_target(app, caller, owner, relation, target).await?;
+        let target_entity = self
+            .load_target(app, caller, owner, relation, target)
+            .await?;
         let access_path = access_path
             .rsplit_once('/')
             .map(|(head, _)| head.to_owned())
@@ -541,7 +654,13 @@ impl Service {
         }
     }
 
-    async fn connect(&self, app: &AppRecord, owner: &Entity, relation: &str, target: &Entity) -> Result<(), ApiError> {
+    async fn connect(
+        &self,
+        app: &AppRecord,
+        owner: &Entity,
+        relation: &str,
+        target: &Entity,
+    ) -> Result<(), ApiError> {
         if let Some(expected) = implied_target_collection(&owner.collection, relation)
             && target.collection != expected
         {
@@ -565,7 +684,14 @@ impl Service {
         Ok(())
     }
 
-    async fn load_target(&self, app: &AppRecord, caller: &Caller, owner: &Entity, relation: &str, target: &RelationTarget) -> Result<Entity, ApiError> {
+    async fn load_target(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        owner: &Entity,
+        relation: &str,
+        target: &RelationTarget,
+    ) -> Result<Entity, ApiError> {
         let collection = target
             .collection
             .clone()
@@ -585,13 +711,22 @@ impl Service {
         }
     }
 
-    async fn permissions_call(&self, app: &AppRecord, request: &ApiRequest, owner: &Entity, mut env: Envelope) -> Reply {
+    async fn permissions_call(
+        &self,
+        app: &AppRecord,
+        request: &ApiRequest,
+        owner: &Entity,
+        mut env: Envelope,
+    ) -> Reply {
         if !matches!(owner.collection.as_str(), "users" | "groups" | "roles") {
-            return Err(ApiError::NoSuchResource("only users, groups and roles have permissions".into()));
+            return Err(ApiError::NoSuchResource(
+                "only users, groups and roles have permissions".into(),
+            ));
         }
         let permission_arg = |text: Option<&str>| -> Result<String, ApiError> {
             let text = text.ok_or(ApiError::RequiredProperty("permission"))?;
-            let parsed = Permission::parse(text).map_err(|e| ApiError::IllegalArgument(e.to_string()))?;
+            let parsed =
+                Permission::parse(text).map_err(|e| ApiError::IllegalArgument(e.to_string()))?;
             Ok(parsed.to_string())
         };
         match request.method {
@@ -602,14 +737,22 @@ impl Service {
             Method::Post | Method::Put => {
                 let body = body_object(request)?;
                 let perm = permission_arg(body.get("permission").and_then(Value::as_str))?;
-                self.store.add_permission(&app.uuid, &owner.uuid, &perm).await?;
+                self.store
+                    .add_permission(&app.uuid, &owner.uuid, &perm)
+                    .await?;
                 self.bump_grants();
                 env.data = Some(Value::from(vec![perm]));
             }
             Method::Delete => {
                 let perm = permission_arg(request.params.get("permission"))?;
-                if !self.store.remove_permission(&app.uuid, &owner.uuid, &perm).await? {
-                    return Err(ApiError::NotFound(format!("permission {perm:?} is not granted")));
+                if !self
+                    .store
+                    .remove_permission(&app.uuid, &owner.uuid, &perm)
+                    .await?
+                {
+                    return Err(ApiError::NotFound(format!(
+                        "permission {perm:?} is not granted"
+                    )));
                 }
                 self.bump_grants();
                 env.data = Some(Value::from(vec![perm]));
@@ -618,7 +761,14 @@ impl Service {
         Ok((200, env))
     }
 
-    async fn change_password(&self, app: &AppRecord, caller: &Caller, request: &ApiRequest, user: &Entity, env: Envelope) -> Reply {
+    async fn change_password(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        request: &ApiRequest,
+        user: &Entity,
+        env: Envelope,
+    ) -> Reply {
         let body = body_object(request)?;
         let new = body
             .get("newpassword")
@@ -628,20 +778,28 @@ impl Service {
             .to_owned();
         if !self.is_app_admin(app, caller) {
             if caller.user_uuid() != Some(user.uuid.as_str()) {
-                return Err(ApiError::Forbidden("only the user or an admin may change a password".into()));
+                return Err(ApiError::Forbidden(
+                    "only the user or an admin may change a password".into(),
+                ));
             }
             let old = body
                 .get("oldpassword")
                 .and_then(Value::as_str)
                 .ok_or(ApiError::RequiredProperty("oldpassword"))?
                 .to_owned();
-            let stored = self.store.user_secret(&app.uuid, &user.uuid).await?.unwrap_or_default();
+            let stored = self
+                .store
+                .user_secret(&app.uuid, &user.uuid)
+                .await?
+                .unwrap_or_default();
             if !verify_blocking(old, stored).await? {
                 return Err(ApiError::InvalidGrant("old password is wrong".into()));
             }
         }
         let hash = hash_blocking(new).await?;
-        self.store.set_user_secret(&app.uuid, &user.uuid, &hash).await?;
+        self.store
+            .set_user_secret(&app.uuid, &user.uuid, &hash)
+            .await?;
         Ok((200, env))
     }
 }
@@ -691,7 +849,9 @@ fn key_of(caller: &Caller, entity: &EntityRef) -> Result<Key, ApiError> {
         EntityRef::Me => Key::Uuid(
             caller
                 .user_uuid()
-                .ok_or_else(|| ApiError::Unauthorized("/users/me needs a user's access token".into()))?
+                .ok_or_else(|| {
+                    ApiError::Unauthorized("/users/me needs a user's access token".into())
+                })?
                 .to_owned(),
         ),
     })
@@ -699,7 +859,9 @@ fn key_of(caller: &Caller, entity: &EntityRef) -> Result<Key, ApiError> {
 
 fn touches_security(resource: &Resource) -> bool {
     match resource {
-        Resource::Collection { collection } | Resource::Entity { collection, .. } => collection == "roles",
+        Resource::Collection { collection } | Resource::Entity { collection, .. } => {
+            collection == "roles"
+        }
         Resource::Related {
             collection,
             relation,
@@ -710,6 +872,11 @@ fn touches_security(resource: &Resource) -> bool {
 }
 
 fn with_entities(mut env: Envelope, entities: &[Entity], access_path: &str) -> (u16, Envelope) {
-    env.entities = Some(entities.iter().map(|e| render_entity(e, access_path)).collect());
+    env.entities = Some(
+        entities
+            .iter()
+            .map(|e| render_entity(e, access_path))
+            .collect(),
+    );
     (200, env)
 }

@@ -87,7 +87,13 @@ pub struct Envelope {
 
 impl Envelope {
     /// An envelope for a call inside an application.
-    pub fn for_app(action: &str, app: &AppRecord, base_url: &str, path: &str, params: &Params) -> Envelope {
+    pub fn for_app(
+        action: &str,
+        app: &AppRecord,
+        base_url: &str,
+        path: &str,
+        params: &Params,
+    ) -> Envelope {
         Envelope {
             action: action.to_owned(),
             application: Some(app.uuid.clone()),
@@ -107,7 +113,15 @@ pub fn render_entity(entity: &Entity, access_path: &str) -> Value {
     let self_path = format!("{access_path}/{}", entity.uuid);
     let mut metadata = Map::new();
     let collections: &[&str] = match entity.collection.as_str() {
-        "users" => &["activities", "devices", "feed", "groups", "roles", "following", "followers"],
+        "users" => &[
+            "activities",
+            "devices",
+            "feed",
+            "groups",
+            "roles",
+            "following",
+            "followers",
+        ],
         "groups" => &["activities", "feed", "roles", "users"],
         "roles" => &["groups", "users"],
         _ => &[],

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 /// A response body: the Usergrid envelope, or plain JSON (token grants).
 pub(crate) enum Body {
-    Envelope(Envelope),
+    Envelope(Box<Envelope>),
     Json(Value),
 }
 
@@ -23,13 +23,19 @@ const RESERVED_NAMES: &[&str] = &["management", "status", "healthz", "metrics", 
 const DEFAULT_ROLES: &[(&str, &str, &[&str])] = &[
     ("admin", "Administrator", &[]),
     ("default", "Default", &["get,put,post,delete:/**"]),
-    ("guest", "Guest", &["post:/users", "post:/devices", "put:/devices/*"]),
+    (
+        "guest",
+        "Guest",
+        &["post:/users", "post:/devices", "put:/devices/*"],
+    ),
 ];
 
 fn valid_name(kind: &str, name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && !RESERVED_NAMES.contains(&name.to_ascii_lowercase().as_str());
     if ok {
         Ok(())
@@ -64,10 +70,9 @@ impl GrantArgs<'_> {
     fn ttl_ms(&self) -> Result<Option<u64>, ApiError> {
         match self.get("ttl") {
             None => Ok(None),
-            Some(t) => t
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| ApiError::IllegalArgument("ttl must be a whole number of milliseconds".into())),
+            Some(t) => t.parse::<u64>().map(Some).map_err(|_| {
+                ApiError::IllegalArgument("ttl must be a whole number of milliseconds".into())
+            }),
         }
     }
 }
@@ -130,25 +135,32 @@ impl Service {
             (Method::Get, ["orgs" | "organizations", org]) => {
                 let org = self.org_for_admin(org, creds).await?;
                 let mut env = plain_env("get organization", params);
-                env.data = Some(json!({"uuid": org.uuid, "name": org.name, "created": org.created}));
-                Ok((200, Body::Envelope(env)))
+                env.data =
+                    Some(json!({"uuid": org.uuid, "name": org.name, "created": org.created}));
+                Ok((200, Body::Envelope(Box::new(env))))
             }
             (Method::Get, ["orgs" | "organizations", org, "credentials"]) => {
                 let org = self.org_for_admin(org, creds).await?;
                 let mut env = plain_env("get organization client credentials", params);
-                env.credentials = Some(json!({"client_id": org.client_id, "client_secret": org.client_secret}));
-                Ok((200, Body::Envelope(env)))
+                env.credentials =
+                    Some(json!({"client_id": org.client_id, "client_secret": org.client_secret}));
+                Ok((200, Body::Envelope(Box::new(env))))
             }
             (Method::Get, ["orgs" | "organizations", org, "apps" | "applications"]) => {
                 let org = self.org_for_admin(org, creds).await?;
                 let apps = self.store.apps_of_org(&org.uuid).await?;
                 let data: Map<String, Value> = apps
                     .iter()
-                    .map(|a| (format!("{}/{}", org.name, a.name), Value::String(a.uuid.clone())))
+                    .map(|a| {
+                        (
+                            format!("{}/{}", org.name, a.name),
+                            Value::String(a.uuid.clone()),
+                        )
+                    })
                     .collect();
                 let mut env = plain_env("get organization application", params);
                 env.data = Some(Value::Object(data));
-                Ok((200, Body::Envelope(env)))
+                Ok((200, Body::Envelope(Box::new(env))))
             }
             (Method::Post, ["orgs" | "organizations", org, "apps" | "applications"]) => {
                 let org = self.org_for_admin(org, creds).await?;
@@ -157,10 +169,20 @@ impl Service {
                 let app = self.create_app(&org, &name).await?;
                 let mut env = plain_env("new application", params);
                 env.data = Some(json!({ format!("{}/{}", org.name, app.name): app.uuid }));
-                env.credentials = Some(json!({"client_id": app.client_id, "client_secret": app.client_secret}));
-                Ok((200, Body::Envelope(env)))
+                env.credentials =
+                    Some(json!({"client_id": app.client_id, "client_secret": app.client_secret}));
+                Ok((200, Body::Envelope(Box::new(env))))
             }
-            (Method::Get, ["orgs" | "organizations", org, "apps" | "applications", app, "credentials"]) => {
+            (
+                Method::Get,
+                [
+                    "orgs" | "organizations",
+                    org,
+                    "apps" | "applications",
+                    app,
+                    "credentials",
+                ],
+            ) => {
                 let org = self.org_for_admin(org, creds).await?;
                 let app = self
                     .store
@@ -168,11 +190,17 @@ impl Service {
                     .await?
                     .ok_or_else(|| ApiError::AppNotFound(format!("{}/{app}", org.name)))?;
                 let mut env = plain_env("get application client credentials", params);
-                env.credentials = Some(json!({"client_id": app.client_id, "client_secret": app.client_secret}));
-                Ok((200, Body::Envelope(env)))
+                env.credentials =
+                    Some(json!({"client_id": app.client_id, "client_secret": app.client_secret}));
+                Ok((200, Body::Envelope(Box::new(env))))
             }
-            (_, ["token" | "orgs" | "organizations", ..]) => Err(ApiError::MethodNotAllowed(method.as_str())),
-            _ => Err(ApiError::NoSuchResource(format!("/management/{}", segs.join("/")))),
+            (_, ["token" | "orgs" | "organizations", ..]) => {
+                Err(ApiError::MethodNotAllowed(method.as_str()))
+            }
+            _ => Err(ApiError::NoSuchResource(format!(
+                "/management/{}",
+                segs.join("/")
+            ))),
         }
     }
 
@@ -191,7 +219,9 @@ impl Service {
             _ if caller == Principal::Guest => Err(ApiError::Unauthorized(
                 "organization management needs an admin token".into(),
             )),
-            Some(_) => Err(ApiError::Forbidden(format!("not an admin of organization {name:?}"))),
+            Some(_) => Err(ApiError::Forbidden(format!(
+                "not an admin of organization {name:?}"
+            ))),
             None => Err(ApiError::AppNotFound(name.to_owned())),
         }
     }
@@ -207,27 +237,46 @@ impl Service {
                     && secrets_equal(su_name, &username)
                 {
                     if !secrets_equal(su_pass, &password) {
-                        return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                        return Err(ApiError::InvalidGrant(
+                            "invalid username or password".into(),
+                        ));
                     }
-                    let (token, expires_in) = self.issue_token(TokenKind::Superuser, "superuser", "", ttl).await?;
-                    return Ok((200, Body::Json(json!({
-                        "access_token": token, "expires_in": expires_in,
-                        "user": {"username": su_name, "type": "user", "superuser": true},
-                    }))));
+                    let (token, expires_in) = self
+                        .issue_token(TokenKind::Superuser, "superuser", "", ttl)
+                        .await?;
+                    return Ok((
+                        200,
+                        Body::Json(json!({
+                            "access_token": token, "expires_in": expires_in,
+                            "user": {"username": su_name, "type": "user", "superuser": true},
+                        })),
+                    ));
                 }
                 let admin = self.store.admin_by_login(&username).await?;
-                let hash = admin.as_ref().map(|a| a.password_hash.clone()).unwrap_or_default();
+                let hash = admin
+                    .as_ref()
+                    .map(|a| a.password_hash.clone())
+                    .unwrap_or_default();
                 if !verify_blocking(password, hash).await? {
-                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                    return Err(ApiError::InvalidGrant(
+                        "invalid username or password".into(),
+                    ));
                 }
                 let Some(admin) = admin else {
-                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                    return Err(ApiError::InvalidGrant(
+                        "invalid username or password".into(),
+                    ));
                 };
                 let orgs = self.store.admin_orgs(&admin.uuid).await?;
-                let (token, expires_in) = self.issue_token(TokenKind::Admin, &admin.uuid, "", ttl).await?;
-                Ok((200, Body::Json(json!({
-                    "access_token": token, "expires_in": expires_in, "user": admin_json(&admin, &orgs),
-                }))))
+                let (token, expires_in) = self
+                    .issue_token(TokenKind::Admin, &admin.uuid, "", ttl)
+                    .await?;
+                Ok((
+                    200,
+                    Body::Json(json!({
+                        "access_token": token, "expires_in": expires_in, "user": admin_json(&admin, &orgs),
+                    })),
+                ))
             }
             "client_credentials" => {
                 let (id, secret) = client_pair(args, creds)?;
@@ -235,11 +284,16 @@ impl Service {
                 let Some(org) = org.filter(|o| secrets_equal(&o.client_secret, &secret)) else {
                     return Err(ApiError::InvalidClient);
                 };
-                let (token, expires_in) = self.issue_token(TokenKind::OrgClient, &org.uuid, &org.uuid, ttl).await?;
-                Ok((200, Body::Json(json!({
-                    "access_token": token, "expires_in": expires_in,
-                    "organization": {"uuid": org.uuid, "name": org.name},
-                }))))
+                let (token, expires_in) = self
+                    .issue_token(TokenKind::OrgClient, &org.uuid, &org.uuid, ttl)
+                    .await?;
+                Ok((
+                    200,
+                    Body::Json(json!({
+                        "access_token": token, "expires_in": expires_in,
+                        "organization": {"uuid": org.uuid, "name": org.name},
+                    })),
+                ))
             }
             other => Err(ApiError::UnsupportedGrant(other.to_owned())),
         }
@@ -262,18 +316,28 @@ impl Service {
                     .entity(&app.uuid, Some("users"), EntityKey::Name(&username))
                     .await?;
                 let user = match by_name {
-                    None if username.contains('@') => self.store.user_by_email(&app.uuid, &username).await?,
+                    None if username.contains('@') => {
+                        self.store.user_by_email(&app.uuid, &username).await?
+                    }
                     other => other,
                 };
                 let hash = match &user {
-                    Some(u) => self.store.user_secret(&app.uuid, &u.uuid).await?.unwrap_or_default(),
+                    Some(u) => self
+                        .store
+                        .user_secret(&app.uuid, &u.uuid)
+                        .await?
+                        .unwrap_or_default(),
                     None => String::new(),
                 };
                 if !verify_blocking(password, hash).await? {
-                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                    return Err(ApiError::InvalidGrant(
+                        "invalid username or password".into(),
+                    ));
                 }
                 let Some(user) = user else {
-                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                    return Err(ApiError::InvalidGrant(
+                        "invalid username or password".into(),
+                    ));
                 };
                 if user.data.get("activated") == Some(&Value::Bool(false)) {
                     return Err(ApiError::InvalidGrant("user not activated".into()));
@@ -281,30 +345,53 @@ impl Service {
                 if user.data.get("disabled") == Some(&Value::Bool(true)) {
                     return Err(ApiError::InvalidGrant("user disabled".into()));
                 }
-                let (token, expires_in) = self.issue_token(TokenKind::AppUser, &user.uuid, &app.uuid, ttl).await?;
-                Ok((200, Body::Json(json!({
-                    "access_token": token, "expires_in": expires_in,
-                    "user": render_entity(&user, "/users"),
-                }))))
+                let (token, expires_in) = self
+                    .issue_token(TokenKind::AppUser, &user.uuid, &app.uuid, ttl)
+                    .await?;
+                Ok((
+                    200,
+                    Body::Json(json!({
+                        "access_token": token, "expires_in": expires_in,
+                        "user": render_entity(&user, "/users"),
+                    })),
+                ))
             }
             "client_credentials" => {
                 let (id, secret) = client_pair(&args, &Credentials::None)?;
-                if !(secrets_equal(&app.client_id, &id) && secrets_equal(&app.client_secret, &secret)) {
+                if !(secrets_equal(&app.client_id, &id)
+                    && secrets_equal(&app.client_secret, &secret))
+                {
                     return Err(ApiError::InvalidClient);
                 }
-                let (token, expires_in) = self.issue_token(TokenKind::AppClient, &app.uuid, &app.uuid, ttl).await?;
-                Ok((200, Body::Json(json!({
-                    "access_token": token, "expires_in": expires_in,
-                    "application": {"uuid": app.uuid, "name": app.name, "organization": app.org_name},
-                }))))
+                let (token, expires_in) = self
+                    .issue_token(TokenKind::AppClient, &app.uuid, &app.uuid, ttl)
+                    .await?;
+                Ok((
+                    200,
+                    Body::Json(json!({
+                        "access_token": token, "expires_in": expires_in,
+                        "application": {"uuid": app.uuid, "name": app.name, "organization": app.org_name},
+                    })),
+                ))
             }
             other => Err(ApiError::UnsupportedGrant(other.to_owned())),
         }
     }
 
-    pub(super) fn app_credentials_envelope(&self, app: &AppRecord, request: &ApiRequest) -> Envelope {
-        let mut env = Envelope::for_app("get application client credentials", app, &self.config.base_url, &request.path, &request.params);
-        env.credentials = Some(json!({"client_id": app.client_id, "client_secret": app.client_secret}));
+    pub(super) fn app_credentials_envelope(
+        &self,
+        app: &AppRecord,
+        request: &ApiRequest,
+    ) -> Envelope {
+        let mut env = Envelope::for_app(
+            "get application client credentials",
+            app,
+            &self.config.base_url,
+            &request.path,
+            &request.params,
+        );
+        env.credentials =
+            Some(json!({"client_id": app.client_id, "client_secret": app.client_secret}));
         env
     }
 
@@ -331,17 +418,21 @@ impl Service {
             password_hash: hash_blocking(password).await?,
             created: now,
         };
-        self.store.create_org(&org, &admin).await.map_err(|e| match e {
-            crate::store::StoreError::Duplicate(what) => ApiError::Conflict(what),
-            other => other.into(),
-        })?;
+        self.store
+            .create_org(&org, &admin)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Duplicate(what) => ApiError::Conflict(what),
+                other => other.into(),
+            })?;
         let mut env = plain_env("new organization", params);
         env.data = Some(json!({
             "owner": admin_json(&admin, std::slice::from_ref(&org)),
             "organization": {"uuid": org.uuid, "name": org.name},
         }));
-        env.credentials = Some(json!({"client_id": org.client_id, "client_secret": org.client_secret}));
-        Ok((200, Body::Envelope(env)))
+        env.credentials =
+            Some(json!({"client_id": org.client_id, "client_secret": org.client_secret}));
+        Ok((200, Body::Envelope(Box::new(env))))
     }
 
     /// Creates an application with its default roles.
@@ -392,16 +483,30 @@ impl Service {
     }
 
     /// Creates an organization and its admin directly (bootstrap and demo data).
-    pub async fn bootstrap_org(&self, org_name: &str, username: &str, email: &str, password: &str) -> Result<OrgRecord, ApiError> {
+    pub async fn bootstrap_org(
+        &self,
+        org_name: &str,
+        username: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<OrgRecord, ApiError> {
         if let Some(org) = self.store.org_by_name(org_name).await? {
             return Ok(org);
         }
         let params = Params::new();
         let mut body = Map::new();
-        for (k, v) in [("organization", org_name), ("username", username), ("email", email), ("password", password)] {
+        for (k, v) in [
+            ("organization", org_name),
+            ("username", username),
+            ("email", email),
+            ("password", password),
+        ] {
             body.insert(k.into(), Value::String(v.into()));
         }
-        let args = GrantArgs { body, params: &params };
+        let args = GrantArgs {
+            body,
+            params: &params,
+        };
         self.create_org(&args, &params).await?;
         self.store
             .org_by_name(org_name)
@@ -412,7 +517,8 @@ impl Service {
     /// Executes a request in an app as its admin (for bootstrap and demo data).
     pub async fn admin_request(&self, app: &AppRecord, request: ApiRequest) -> super::ApiResponse {
         let caller = Caller::new(Principal::Superuser);
-        self.handle_app(app, &caller, request, std::time::Instant::now()).await
+        self.handle_app(app, &caller, request, std::time::Instant::now())
+            .await
     }
 }
 

@@ -17,9 +17,11 @@ pub use error::ApiError;
 use crate::auth::{Credentials, TokenCache, token_hash};
 use crate::store::{AppRecord, Store, TokenKind, TokenRecord};
 use envelope::error_json;
-use management::Body;
 use gridsocket_core::path::split_segments;
-use gridsocket_core::{ApiRequest, ConnectPath, Method, Params, Resource, ResourcePath, close_code};
+use gridsocket_core::{
+    ApiRequest, ConnectPath, Method, Params, Resource, ResourcePath, close_code,
+};
+use management::Body;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,7 +186,7 @@ impl Service {
         };
         let creds = Credentials::from_request(&params, authorization);
         match segments.first().map(String::as_str) {
-            None => self.respond(Ok((200, Body::Envelope(self.root_envelope()))), started),
+            None => self.respond(Ok((200, Body::Envelope(Box::new(self.root_envelope())))), started),
             Some("management") => {
                 let result = self
                     .management(method, &segments[1..], &params, body, &creds)
@@ -214,7 +216,9 @@ impl Service {
     fn root_envelope(&self) -> envelope::Envelope {
         envelope::Envelope {
             action: "get".into(),
-            data: Some(serde_json::json!({"name": "gridsocket", "version": env!("CARGO_PKG_VERSION")})),
+            data: Some(
+                serde_json::json!({"name": "gridsocket", "version": env!("CARGO_PKG_VERSION")}),
+            ),
             ..Default::default()
         }
     }
@@ -231,7 +235,8 @@ impl Service {
             body: error_json(&err, now_ms(), elapsed_ms(started)),
             close_code: code,
         };
-        let connect = ConnectPath::parse(target).map_err(|e| refuse(e.into(), close_code::NOT_FOUND))?;
+        let connect =
+            ConnectPath::parse(target).map_err(|e| refuse(e.into(), close_code::NOT_FOUND))?;
         let mut found = None;
         for cand in connect.candidates() {
             match self.find_app(cand.org.as_deref(), &cand.app).await {
@@ -259,7 +264,8 @@ impl Service {
             None
         } else {
             let path = format!("/{}", rest.join("/"));
-            let parsed = ResourcePath::parse(&path).map_err(|e| refuse(e.into(), close_code::NOT_FOUND))?;
+            let parsed =
+                ResourcePath::parse(&path).map_err(|e| refuse(e.into(), close_code::NOT_FOUND))?;
             // A socket opened on a resource must be allowed to read it.
             self.check_access(&app, &caller, Method::Get, &parsed)
                 .await
@@ -296,13 +302,17 @@ impl Service {
             Resource::Token => return self.app_token(app, request).await,
             Resource::Credentials => {
                 self.require_app_admin(app, caller)?;
-                return Ok((200, Body::Envelope(self.app_credentials_envelope(app, request))));
+                return Ok((
+                    200,
+                    Body::Envelope(Box::new(self.app_credentials_envelope(app, request))),
+                ));
             }
             _ => {}
         }
-        self.check_access(app, caller, request.method, &path).await?;
+        self.check_access(app, caller, request.method, &path)
+            .await?;
         let (status, env) = self.dispatch(app, caller, request, &path).await?;
-        Ok((status, Body::Envelope(env)))
+        Ok((status, Body::Envelope(Box::new(env))))
     }
 
     /// Finds the app a REST URL names: `/{org}/{app}/…` first, then `/{app}/…` of the default
@@ -319,16 +329,33 @@ impl Service {
         if let Some(app) = self.find_app(None, &segments[0]).await? {
             return Ok((app, segments[1..].to_vec()));
         }
-        Err(ApiError::AppNotFound(format!("/{}", segments.iter().take(2).cloned().collect::<Vec<_>>().join("/"))))
+        Err(ApiError::AppNotFound(format!(
+            "/{}",
+            segments
+                .iter()
+                .take(2)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("/")
+        )))
     }
 
     /// Looks an app up by org name (or the default org) and app name, through a cache.
-    pub async fn find_app(&self, org: Option<&str>, app: &str) -> Result<Option<Arc<AppRecord>>, ApiError> {
+    pub async fn find_app(
+        &self,
+        org: Option<&str>,
+        app: &str,
+    ) -> Result<Option<Arc<AppRecord>>, ApiError> {
         let Some(org) = org.or(self.config.default_org.as_deref()) else {
             return Ok(None);
         };
         let key = (org.to_lowercase(), app.to_lowercase());
-        if let Some(hit) = self.apps.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(hit) = self
+            .apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(Some(hit.clone()));
         }
         let Some(org_rec) = self.store.org_by_name(org).await? else {
@@ -347,7 +374,11 @@ impl Service {
 
     /// Resolves credentials to a principal. `app` is the application being called, if any:
     /// client credentials are checked against it.
-    pub async fn authenticate(&self, creds: &Credentials, app: Option<&AppRecord>) -> Result<Principal, ApiError> {
+    pub async fn authenticate(
+        &self,
+        creds: &Credentials,
+        app: Option<&AppRecord>,
+    ) -> Result<Principal, ApiError> {
         match creds {
             Credentials::None => Ok(Principal::Guest),
             Credentials::Token(token) => self.principal_of_token(token).await,
@@ -401,7 +432,11 @@ impl Service {
             TokenKind::AppUser => {
                 let Some(user) = self
                     .store
-                    .entity(&rec.scope, Some("users"), crate::store::EntityKey::Uuid(&rec.subject))
+                    .entity(
+                        &rec.scope,
+                        Some("users"),
+                        crate::store::EntityKey::Uuid(&rec.subject),
+                    )
                     .await?
                 else {
                     return Err(ApiError::BadToken);

@@ -223,8 +223,12 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes every token of a subject; returns how many.
     async fn revoke_tokens(&self, subject: &str) -> StoreResult<u64>;
     /// Inserts a new entity, with a password hash for users; `Duplicate` if its name is taken.
-    async fn insert_entity(&self, app: &str, entity: &Entity, secret: Option<&str>)
-    -> StoreResult<()>;
+    async fn insert_entity(
+        &self,
+        app: &str,
+        entity: &Entity,
+        secret: Option<&str>,
+    ) -> StoreResult<()>;
     /// Reads one entity of a collection (`collection: None` looks a uuid up in any).
     async fn entity(
         &self,
@@ -282,6 +286,10 @@ pub trait Store: Send + Sync + 'static {
     /// Grants a permission; false if it was already granted.
     async fn add_permission(&self, app: &str, owner: &str, permission: &str) -> StoreResult<bool>;
     /// Revokes a permission; false if it was not granted.
-    async fn remove_permission(&self, app: &str, owner: &str, permission: &str)
-    -> StoreResult<bool>;
+    async fn remove_permission(
+        &self,
+        app: &str,
+        owner: &str,
+        permission: &str,
+    ) -> StoreResult<bool>;
 }

@@ -6,7 +6,7 @@ use super::{
     StoreError, StoreResult, TokenKind, TokenRecord,
 };
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, ErrorCode, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde_json::{Map, Value};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -115,7 +115,8 @@ fn admin_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminRecord> {
     })
 }
 
-const APP_COLS: &str = "a.uuid, a.org_uuid, o.name, a.name, a.client_id, a.client_secret, a.created";
+const APP_COLS: &str =
+    "a.uuid, a.org_uuid, o.name, a.name, a.client_id, a.client_secret, a.created";
 
 fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
     Ok(AppRecord {
@@ -172,7 +173,11 @@ fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> Page {
         }
     }
     let total = rows.len();
-    let entities: Vec<Entity> = rows.into_iter().skip(page.offset).take(page.limit).collect();
+    let entities: Vec<Entity> = rows
+        .into_iter()
+        .skip(page.offset)
+        .take(page.limit)
+        .collect();
     Page {
         more: page.offset.saturating_add(entities.len()) < total,
         entities,
@@ -199,7 +204,13 @@ impl Store for SqliteStore {
             let tx = c.transaction().map_err(backend)?;
             tx.execute(
                 "INSERT INTO orgs VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![org.uuid, org.name, org.client_id, org.client_secret, org.created],
+                params![
+                    org.uuid,
+                    org.name,
+                    org.client_id,
+                    org.client_secret,
+                    org.created
+                ],
             )
             .map_err(|e| sql_err(e, "organization"))?;
             tx.execute(
@@ -457,8 +468,15 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let data = Value::Object(e.data).to_string();
             c.prepare_cached("INSERT INTO entities VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-                .and_then(|mut s| s.execute(params![app, e.uuid, e.collection, e.name, data, secret]))
-                .map_err(|err| sql_err(err, &format!("an entity named {:?}", e.name.unwrap_or_default())))?;
+                .and_then(|mut s| {
+                    s.execute(params![app, e.uuid, e.collection, e.name, data, secret])
+                })
+                .map_err(|err| {
+                    sql_err(
+                        err,
+                        &format!("an entity named {:?}", e.name.unwrap_or_default()),
+                    )
+                })?;
             Ok(())
         })
         .await
@@ -529,8 +547,11 @@ impl Store for SqliteStore {
     async fn set_user_secret(&self, app: &str, uuid: &str, secret: &str) -> StoreResult<()> {
         let args = [app, uuid, secret].map(str::to_owned);
         self.call(move |c| {
-            c.execute("UPDATE entities SET secret = ?3 WHERE app = ?1 AND uuid = ?2", args)
-                .map_err(backend)?;
+            c.execute(
+                "UPDATE entities SET secret = ?3 WHERE app = ?1 AND uuid = ?2",
+                args,
+            )
+            .map_err(backend)?;
             Ok(())
         })
         .await
@@ -540,9 +561,16 @@ impl Store for SqliteStore {
         let (app, e) = (app.to_owned(), entity.clone());
         self.call(move |c| {
             let data = Value::Object(e.data).to_string();
-            c.prepare_cached("UPDATE entities SET name = ?3, data = ?4 WHERE app = ?1 AND uuid = ?2")
-                .and_then(|mut s| s.execute(params![app, e.uuid, e.name, data]))
-                .map_err(|err| sql_err(err, &format!("an entity named {:?}", e.name.unwrap_or_default())))?;
+            c.prepare_cached(
+                "UPDATE entities SET name = ?3, data = ?4 WHERE app = ?1 AND uuid = ?2",
+            )
+            .and_then(|mut s| s.execute(params![app, e.uuid, e.name, data]))
+            .map_err(|err| {
+                sql_err(
+                    err,
+                    &format!("an entity named {:?}", e.name.unwrap_or_default()),
+                )
+            })?;
             Ok(())
         })
         .await
@@ -553,7 +581,10 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction().map_err(backend)?;
             let n = tx
-                .execute("DELETE FROM entities WHERE app = ?1 AND uuid = ?2", [&app, &uuid])
+                .execute(
+                    "DELETE FROM entities WHERE app = ?1 AND uuid = ?2",
+                    [&app, &uuid],
+                )
                 .map_err(backend)?;
             tx.execute(
                 "DELETE FROM relations WHERE app = ?1 AND (source = ?2 OR target = ?2)",
@@ -573,7 +604,9 @@ impl Store for SqliteStore {
 
     async fn query(&self, app: &str, collection: &str, page: &PageQuery<'_>) -> StoreResult<Page> {
         let (app, collection) = (app.to_owned(), collection.to_owned());
-        let plain = page.query.is_none_or(|q| q.filter.is_none() && q.order.is_empty());
+        let plain = page
+            .query
+            .is_none_or(|q| q.filter.is_none() && q.order.is_empty());
         if plain {
             // Keyed by uuid (time-ordered): the database does the paging.
             let (limit, offset) = (page.limit, page.offset);
@@ -724,7 +757,10 @@ impl Store for SqliteStore {
         let args = [app, owner, permission].map(str::to_owned);
         self.call(move |c| {
             let n = c
-                .execute("INSERT OR IGNORE INTO permissions VALUES (?1, ?2, ?3)", args)
+                .execute(
+                    "INSERT OR IGNORE INTO permissions VALUES (?1, ?2, ?3)",
+                    args,
+                )
                 .map_err(backend)?;
             Ok(n > 0)
         })

@@ -1,0 +1,327 @@
+//! Authentication over REST and at socket connect: grants, bad tokens, unknown apps.
+
+use gridsocket_e2e::{Fixture, TestServer, WsClient, rest};
+use gridsocket_server::Settings;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_grant_type_yields_a_working_token() {
+    let f = Fixture::new().await;
+    // Application client credentials.
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/token"),
+        None,
+        Some(json!({"grant_type": "client_credentials", "client_id": f.client.0, "client_secret": f.client.1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["application"]["name"], "shop");
+    let app_token = body["access_token"].as_str().unwrap().to_owned();
+    let (status, body) = rest("GET", &f.app_url("/users"), Some(&app_token), None).await;
+    assert_eq!((status, body["count"].clone()), (200, json!(2)));
+    // Organization client credentials.
+    let (status, body) = rest(
+        "GET",
+        &f.server.url("/management/orgs/acme/credentials"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (id, secret) = (
+        body["credentials"]["client_id"].clone(),
+        body["credentials"]["client_secret"].clone(),
+    );
+    let (status, body) = rest(
+        "POST",
+        &f.server.url("/management/token"),
+        None,
+        Some(json!({"grant_type": "client_credentials", "client_id": id, "client_secret": secret})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let org_token = body["access_token"].as_str().unwrap().to_owned();
+    let (status, body) = rest(
+        "GET",
+        &f.server.url("/management/orgs/acme/apps"),
+        Some(&org_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["data"]["acme/shop"].is_string());
+    // Client id and secret as query parameters on any call.
+    let url = format!(
+        "{}?client_id={}&client_secret={}",
+        f.app_url("/users/jane"),
+        f.client.0,
+        f.client.1
+    );
+    let (status, _) = rest("GET", &url, None, None).await;
+    assert_eq!(status, 200);
+    // Email works as a login name, and the user is returned without any password.
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/token"),
+        None,
+        Some(json!({"grant_type": "password", "username": "jane@acme.test", "password": "jane-password"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["username"], "jane");
+    assert!(body["user"].get("password").is_none());
+    assert!(!body.to_string().contains("jane-password"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_refused() {
+    let f = Fixture::new().await;
+    for (user, pass) in [("jane", "nope"), ("nobody", "jane-password")] {
+        let (status, body) = rest(
+            "POST",
+            &f.app_url("/token"),
+            None,
+            Some(json!({"grant_type": "password", "username": user, "password": pass})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].clone()),
+            (400, json!("invalid_grant")),
+            "{body}"
+        );
+    }
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/token"),
+        None,
+        Some(json!({"grant_type": "magic"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("unsupported_grant_type"))
+    );
+    let (status, body) = rest("GET", &f.app_url("/users"), Some("not-a-token"), None).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (401, json!("auth_bad_access_token"))
+    );
+    let (status, body) = rest(
+        "GET",
+        &format!(
+            "{}?client_id={}&client_secret=wrong",
+            f.app_url("/users"),
+            f.client.0
+        ),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (401, json!("invalid_client"))
+    );
+    // Only the superuser creates organizations.
+    let (status, _) = rest(
+        "POST",
+        &f.server.url("/management/orgs"),
+        Some(&f.admin_token),
+        Some(json!({"organization": "evil", "username": "e", "email": "e@e", "password": "p"})),
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+async fn refused(url: &str) -> (Value, u16) {
+    let mut ws = WsClient::connect(url)
+        .await
+        .expect("the handshake itself succeeds");
+    let (frames, close) = ws.until_close().await;
+    assert_eq!(frames.len(), 1, "exactly one error frame: {frames:?}");
+    let code = u16::from(close.expect("a close frame").code);
+    (frames[0].clone(), code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_close_the_socket_with_4401() {
+    let f = Fixture::new().await;
+    let (frame, code) = refused(&f.ws_url("?access_token=forged")).await;
+    assert_eq!(code, 4401);
+    assert_eq!(frame["id"], Value::Null);
+    assert_eq!(frame["status"], 401);
+    assert_eq!(frame["body"]["error"], "auth_bad_access_token");
+    assert!(frame["body"]["timestamp"].is_number());
+
+    // A token that has expired: a 1 ms lifetime.
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/token"),
+        None,
+        Some(json!({"grant_type": "password", "username": "jane", "password": "jane-password", "ttl": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let short = body["access_token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (frame, code) = refused(&f.ws_url(&format!("?access_token={short}"))).await;
+    assert_eq!(
+        (code, frame["body"]["error"].clone()),
+        (4401, json!("expired_token"))
+    );
+    let (status, body) = rest("GET", &f.app_url("/users/me"), Some(&short), None).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (401, json!("expired_token"))
+    );
+
+    // A valid token of another application of the same org.
+    let (status, _) = rest(
+        "POST",
+        &f.server.url("/management/orgs/acme/apps"),
+        Some(&f.admin_token),
+        Some(json!({"name": "other"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let other = f.server.url("/acme/other");
+    let (status, _) = rest(
+        "POST",
+        &format!("{other}/users"),
+        Some(&f.admin_token),
+        Some(json!({"username": "mallory", "password": "m-password"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, body) = rest(
+        "POST",
+        &format!("{other}/token"),
+        None,
+        Some(json!({"grant_type": "password", "username": "mallory", "password": "m-password"})),
+    )
+    .await;
+    let mallory = body["access_token"].as_str().unwrap().to_owned();
+    let (status, body) = rest("GET", &f.app_url("/users"), Some(&mallory), None).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (401, json!("unauthorized")),
+        "{body}"
+    );
+    let mut ws = WsClient::connect(&f.ws_url(&format!("?access_token={mallory}")))
+        .await
+        .unwrap();
+    let resp = ws.request(json!(1), "GET", "/users", None, None).await;
+    assert_eq!(resp["status"], 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_org_or_app_closes_with_4404() {
+    let f = Fixture::new().await;
+    let (frame, code) = refused(
+        &f.server
+            .ws_url(&format!("/acme/nope?access_token={}", f.john)),
+    )
+    .await;
+    assert_eq!(code, 4404);
+    assert_eq!(frame["status"], 404);
+    assert_eq!(frame["body"]["error"], "organization_application_not_found");
+    let (status, body) = rest(
+        "GET",
+        &f.server.url("/acme/nope/users"),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (404, json!("organization_application_not_found"))
+    );
+    let (_, code) = refused(&f.server.ws_url("/")).await;
+    assert_eq!(code, 4404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_by_header_and_client_params_on_the_socket() {
+    let f = Fixture::new().await;
+    let mut req = f.ws_url("").into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", f.jane).parse().unwrap(),
+    );
+    let mut ws = WsClient::from_request(req).await.unwrap();
+    let me = ws
+        .request(json!("h1"), "GET", "/users/me", None, None)
+        .await;
+    assert_eq!(me["body"]["entities"][0]["username"], "jane");
+
+    let url = f.ws_url(&format!(
+        "?client_id={}&client_secret={}",
+        f.client.0, f.client.1
+    ));
+    let mut ws = WsClient::connect(&url).await.unwrap();
+    let users = ws.request(json!(2), "GET", "/users", None, None).await;
+    assert_eq!(
+        (users["status"].clone(), users["body"]["count"].clone()),
+        (json!(200), json!(2))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_may_sign_up_and_log_in_over_the_socket() {
+    let f = Fixture::new().await;
+    let mut ws = WsClient::connect(&f.ws_url("")).await.unwrap();
+    let denied = ws.request(json!(1), "GET", "/users", None, None).await;
+    assert_eq!(
+        (denied["status"].clone(), denied["body"]["error"].clone()),
+        (json!(401), json!("unauthorized"))
+    );
+    let signup = ws
+        .request(
+            json!(2),
+            "POST",
+            "/users",
+            None,
+            Some(json!({"username": "newbie", "password": "pw-newbie"})),
+        )
+        .await;
+    assert_eq!(signup["status"], 200, "{signup}");
+    let login = ws
+        .request(
+            json!(3),
+            "POST",
+            "/token",
+            None,
+            Some(json!({"grant_type": "password", "username": "newbie", "password": "pw-newbie"})),
+        )
+        .await;
+    assert_eq!(login["status"], 200, "{login}");
+    assert!(login["body"]["access_token"].is_string());
+    // A guest socket opened on a resource it may not read is refused at once.
+    let (frame, code) = refused(&f.ws_url("/users")).await;
+    assert_eq!((code, frame["status"].clone()), (4401, json!(401)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_only_urls_use_the_default_org() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.default_org = Some("acme".into());
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let (status, body) = rest("GET", &f.server.url("/shop/users/me"), Some(&f.john), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entities"][0]["username"], "john");
+    let mut ws = WsClient::connect(&f.server.ws_url(&format!("/shop?access_token={}", f.john)))
+        .await
+        .unwrap();
+    let me = ws.request(json!(1), "GET", "/users/me", None, None).await;
+    assert_eq!(me["body"]["entities"][0]["username"], "john");
+    // The org-qualified form still works.
+    let mut ws = WsClient::connect(&f.ws_url(&format!("?access_token={}", f.john)))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.request(json!(1), "GET", "/users/me", None, None).await["status"],
+        200
+    );
+}

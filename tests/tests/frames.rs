@@ -1,0 +1,141 @@
+//! Bad frames get a structured 400 and the socket stays usable; oversize frames close with 1009.
+
+use gridsocket_e2e::{Fixture, TestServer, WsClient};
+use gridsocket_server::Settings;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_frame_is_answered_and_the_socket_survives() {
+    let f = Fixture::new().await;
+    let mut ws = f.socket(&f.john).await;
+    let cases: &[(&str, Value)] = &[
+        ("not json at all", Value::Null),
+        (
+            r#"{"id": 5, "method": "GET", "path": "/users/me""#,
+            Value::Null,
+        ),
+        ("[1, 2, 3]", Value::Null),
+        ("42", Value::Null),
+        (r#"{"method": "GET", "path": "/users/me"}"#, Value::Null),
+        (
+            r#"{"id": {"nested": 1}, "method": "GET", "path": "/x"}"#,
+            Value::Null,
+        ),
+        (r#"{"id": 1, "method": "FLY", "path": "/x"}"#, json!(1)),
+        (r#"{"id": 2, "method": "get", "path": "/x"}"#, json!(2)),
+        (r#"{"id": "a", "method": "GET"}"#, json!("a")),
+        (r#"{"id": 3, "method": "GET", "path": 7}"#, json!(3)),
+        (
+            r#"{"id": 4, "method": "GET", "path": "/x", "params": [1]}"#,
+            json!(4),
+        ),
+        (
+            r#"{"id": 5, "method": "GET", "path": "/x", "params": {"ql": {"a": 1}}}"#,
+            json!(5),
+        ),
+        (r#"{"id": 6.5, "method": 1, "path": "/x"}"#, json!(6.5)),
+        ("", Value::Null),
+    ];
+    for (i, (frame, id)) in cases.iter().enumerate() {
+        ws.send_text(frame).await;
+        let reply = ws.recv().await;
+        assert_eq!(reply["status"], 400, "{frame}: {reply}");
+        assert_eq!(reply["id"], *id, "{frame}");
+        assert_eq!(reply["body"]["error"], "invalid_frame", "{frame}");
+        assert!(
+            reply["body"]["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty())
+        );
+        let ok = ws
+            .request(json!(format!("ok-{i}")), "GET", "/users/me", None, None)
+            .await;
+        assert_eq!(ok["status"], 200, "socket still works after {frame}");
+    }
+    ws.send_message(Message::binary(vec![0u8, 159, 146, 150]))
+        .await;
+    let reply = ws.recv().await;
+    assert_eq!(
+        (reply["status"].clone(), reply["body"]["error"].clone()),
+        (json!(400), json!("invalid_frame"))
+    );
+    // Well-formed frames with bad contents get the REST error for them.
+    for (path, error) in [
+        ("/users/..", "illegal_argument"),
+        ("/users/a%2Fb", "illegal_argument"),
+        ("/", "illegal_argument"),
+    ] {
+        let r = ws.request(json!(path), "GET", path, None, None).await;
+        assert_eq!(
+            (r["status"].clone(), r["body"]["error"].clone()),
+            (json!(400), json!(error)),
+            "{path}"
+        );
+    }
+    let r = ws
+        .request(
+            json!("big"),
+            "GET",
+            "/users/me",
+            Some(json!({"limit": 1e300})),
+            None,
+        )
+        .await;
+    assert_eq!(r["status"], 200, "unused parameters are ignored");
+    let r = ws
+        .request(
+            json!("lim"),
+            "GET",
+            "/users",
+            Some(json!({"limit": 1e300})),
+            None,
+        )
+        .await;
+    assert_eq!(r["status"], 400);
+    let ok = ws
+        .request(json!("end"), "GET", "/users/me", None, None)
+        .await;
+    assert_eq!(ok["status"], 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_frames_close_with_1009_and_others_are_unaffected() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.max_frame_bytes = 4096;
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let mut bystander = f.socket(&f.jane).await;
+    let mut ws = f.socket(&f.john).await;
+    let fits = format!(
+        r#"{{"id":1,"method":"POST","path":"/notes","body":{{"text":"{}"}}}}"#,
+        "x".repeat(3000)
+    );
+    ws.send_text(&fits).await;
+    assert_eq!(ws.recv().await["status"], 200);
+    let huge = format!(
+        r#"{{"id":2,"method":"POST","path":"/notes","body":{{"text":"{}"}}}}"#,
+        "x".repeat(10_000)
+    );
+    ws.send_text(&huge).await;
+    let (frames, close) = ws.until_close().await;
+    assert!(frames.is_empty(), "{frames:?}");
+    assert_eq!(u16::from(close.expect("close frame").code), 1009);
+    let still = bystander
+        .request(json!(1), "GET", "/notes", None, None)
+        .await;
+    assert_eq!(
+        still["body"]["count"], 1,
+        "the oversize write was not applied"
+    );
+    // A fresh socket from the same client works.
+    let mut again = WsClient::connect(&f.ws_url(&format!("?access_token={}", f.john)))
+        .await
+        .unwrap();
+    assert_eq!(
+        again
+            .request(json!(1), "GET", "/users/me", None, None)
+            .await["status"],
+        200
+    );
+}

@@ -1,0 +1,179 @@
+//! Durability: data and tokens survive restarts, also `kill -9` of the real binary; SIGTERM
+//! closes sockets with 1012.
+
+use gridsocket_e2e::{Fixture, TestServer, WsClient, rest, server_binary};
+use gridsocket_server::Settings;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_and_tokens_survive_a_restart() {
+    let f = Fixture::new().await;
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/books"),
+        Some(&f.john),
+        Some(json!({"name": "kept", "n": 1})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let john = f.john.clone();
+    let temp = f.server.stop().await.expect("temp dir");
+    let server = TestServer::start_with(Settings::ephemeral(temp.path().to_path_buf())).await;
+    let url = server.url("/acme/shop/books/kept");
+    let (status, body) = rest("GET", &url, Some(&john), None).await;
+    assert_eq!(
+        (status, body["entities"][0]["n"].clone()),
+        (200, json!(1)),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+/// The real binary in a child process.
+struct Proc {
+    child: Child,
+    http: String,
+    ws: String,
+}
+
+fn spawn_server(dir: &std::path::Path, demo: bool) -> Proc {
+    let mut cmd = Command::new(server_binary());
+    cmd.args([
+        "serve",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--ws-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(dir)
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    if demo {
+        cmd.arg("--demo");
+    }
+    let mut child = cmd.spawn().expect("spawn gridsocket");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut http, mut ws) = (String::new(), String::new());
+    for line in lines.by_ref() {
+        let line = line.expect("stdout line");
+        if let Some(rest) = line.trim().strip_prefix("REST") {
+            http = rest.trim().to_owned();
+        }
+        if let Some(rest) = line.trim().strip_prefix("WebSocket") {
+            ws = rest.trim().to_owned();
+            break;
+        }
+    }
+    assert!(
+        !http.is_empty() && !ws.is_empty(),
+        "the server prints its addresses"
+    );
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, http, ws }
+}
+
+async fn demo_login(http: &str) -> String {
+    let (status, body) = rest(
+        "POST",
+        &format!("{http}/demo/chatapp/token"),
+        None,
+        Some(json!({"grant_type": "password", "username": "johndoe", "password": "password"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut total = 0;
+    for round in 0..3 {
+        let mut p = spawn_server(dir.path(), true);
+        let token = demo_login(&p.http).await;
+        // The app-only URL form works for the demo's default organization.
+        let mut ws = WsClient::connect(&format!("{}/chatapp?access_token={token}", p.ws))
+            .await
+            .unwrap();
+        let count = ws
+            .request(
+                json!("count"),
+                "GET",
+                "/notes",
+                Some(json!({"limit": 1000})),
+                None,
+            )
+            .await;
+        assert_eq!(
+            count["body"]["count"], total,
+            "round {round}: every acknowledged write is there"
+        );
+        for i in 0..20 {
+            let r = ws
+                .request(
+                    json!(i),
+                    "POST",
+                    "/notes",
+                    None,
+                    Some(json!({"round": round, "i": i})),
+                )
+                .await;
+            assert_eq!(r["status"], 200);
+            total += 1;
+        }
+        p.child.kill().expect("SIGKILL");
+        p.child.wait().expect("reaped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_sockets_with_1012_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn_server(dir.path(), true);
+    let token = demo_login(&p.http).await;
+    let mut ws = WsClient::connect(&format!("{}/demo/chatapp?access_token={token}", p.ws))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.request(json!(1), "GET", "/users/me", None, None).await["status"],
+        200
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (_, close) = ws.until_close().await;
+    assert_eq!(u16::from(close.expect("close frame").code), 1012);
+    let exit = p.child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_seeding_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let server = TestServer::start_with({
+            let mut s = Settings::ephemeral(dir.path().to_path_buf());
+            s.demo = true;
+            s
+        })
+        .await;
+        let token = demo_login(&format!("http://{}", server.http)).await;
+        let (status, body) = rest(
+            "GET",
+            &server.url("/chatapp/groups/lobby/users"),
+            Some(&token),
+            None,
+        )
+        .await;
+        assert_eq!((status, body["count"].clone()), (200, json!(4)), "{body}");
+        server.stop().await;
+    }
+}
