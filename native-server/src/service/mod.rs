@@ -186,7 +186,10 @@ impl Service {
         };
         let creds = Credentials::from_request(&params, authorization);
         match segments.first().map(String::as_str) {
-            None => self.respond(Ok((200, Body::Envelope(Box::new(self.root_envelope())))), started),
+            None => self.respond(
+                Ok((200, Body::Envelope(Box::new(self.root_envelope())))),
+                started,
+            ),
             Some("management") => {
                 let result = self
                     .management(method, &segments[1..], &params, body, &creds)
