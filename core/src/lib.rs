@@ -10,6 +10,8 @@
 //! - [`inflector`]: plural collection names, singular entity types.
 //! - [`query`]: the Usergrid query language (`select * where price < 10 order by title`).
 //! - [`permission`]: Usergrid permissions (`get,post:/users/${user}/**`).
+//! - [`subscription`]: what a subscription watches, and the index that matches changes to
+//!   subscriptions.
 //! - [`server`]: [`ServerSession`], the protocol state machine of one server-side socket.
 //!
 //! ## Driving a session
@@ -17,7 +19,7 @@
 //!
 //! ```no_run
 //! use gridsocket_core::{ServerConfig, ServerEvent, ServerSession, OutFrame, Instant};
-//! let mut session = ServerSession::accept(ServerConfig::default());
+//! let mut session = ServerSession::accept(ServerConfig::default(), Instant::now());
 //! // 1. Feed what the socket read, with the current time.
 //! session.handle_text(Instant::now(), r#"{"id":1,"method":"GET","path":"/users/me"}"#);
 //! // 2. Execute the requests it asks for, and hand each result back.
@@ -26,7 +28,7 @@
 //! }
 //! // 3. Write out every queued frame.
 //! while let Some(frame) = session.poll_transmit() {
-//!     match frame { OutFrame::Text(_text) => {}, OutFrame::Close { .. } => break }
+//!     match frame { OutFrame::Text(_) | OutFrame::Ping => {}, OutFrame::Close { .. } => break }
 //! }
 //! // 4. Arm one timer at `poll_timeout()`; call `handle_timeout(now)` when it fires.
 //! let _deadline = session.poll_timeout();
@@ -40,12 +42,16 @@ pub mod path;
 pub mod permission;
 pub mod query;
 pub mod server;
+pub mod subscription;
 pub mod time;
 pub mod wire;
 
 pub use path::{ConnectPath, EntityRef, PathError, Resource, ResourcePath};
 pub use permission::Permission;
 pub use query::{Query, QueryError};
-pub use server::{OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code};
+pub use server::{
+    OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, SubscriptionId, close_code,
+};
+pub use subscription::{EventKind, SubscriptionIndex, Target};
 pub use time::Instant;
-pub use wire::{ApiRequest, FrameError, FrameId, Method, Params, RequestFrame};
+pub use wire::{ApiRequest, Command, FrameError, FrameId, Method, Params, RequestFrame};

@@ -181,13 +181,69 @@ pub struct ApiRequest {
     pub body: Option<Value>,
 }
 
+/// What a request frame asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// A REST call (GET, POST, PUT, DELETE).
+    Api(ApiRequest),
+    /// `SUBSCRIBE`: watch a path and get its changes pushed.
+    Subscribe {
+        /// The path to watch.
+        path: String,
+        /// `ql` filter, `snapshot`, `consumer`, …
+        params: Params,
+        /// Resume after this log position.
+        since: Option<u64>,
+    },
+    /// `UNSUBSCRIBE`: by subscription id, or every subscription of a path.
+    Unsubscribe {
+        /// The path whose subscriptions end.
+        path: Option<String>,
+        /// The subscription that ends.
+        subscription: Option<String>,
+    },
+    /// `AUTH`: replace the connection's token (in-band refresh).
+    Auth {
+        /// The new token.
+        access_token: String,
+    },
+}
+
 /// A request frame from a client, decoded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequestFrame {
     /// The client's id, echoed on the response.
     pub id: FrameId,
-    /// The call itself.
-    pub request: ApiRequest,
+    /// What it asks for.
+    pub command: Command,
+}
+
+/// Every method a frame may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+enum FrameMethod {
+    Get,
+    Post,
+    Put,
+    Delete,
+    Subscribe,
+    Unsubscribe,
+    Auth,
+}
+
+impl FrameMethod {
+    fn parse(name: &str) -> Option<FrameMethod> {
+        Some(match name {
+            "GET" => FrameMethod::Get,
+            "POST" => FrameMethod::Post,
+            "PUT" => FrameMethod::Put,
+            "DELETE" => FrameMethod::Delete,
+            "SUBSCRIBE" => FrameMethod::Subscribe,
+            "UNSUBSCRIBE" => FrameMethod::Unsubscribe,
+            "AUTH" => FrameMethod::Auth,
+            _ => return None,
+        })
+    }
 }
 
 /// Why a text frame is not a valid request; sent back as a 400 `invalid_frame` error.
@@ -204,11 +260,22 @@ pub enum FrameError {
     #[error("missing or invalid \"id\": it must be a string or a number")]
     BadId,
     /// `method` is missing or not one the protocol knows.
-    #[error("missing or unknown \"method\": expected GET, POST, PUT or DELETE")]
+    #[error(
+        "missing or unknown \"method\": expected GET, POST, PUT, DELETE, SUBSCRIBE, UNSUBSCRIBE or AUTH"
+    )]
     BadMethod,
     /// `path` is missing or not a string.
     #[error("missing or invalid \"path\": it must be a string")]
     BadPath,
+    /// `since` is not a non-negative whole number.
+    #[error("\"since\" must be a non-negative whole number (a seq from an earlier event)")]
+    BadSince,
+    /// `UNSUBSCRIBE` names neither a path nor a subscription.
+    #[error("UNSUBSCRIBE needs \"path\" or \"subscription\" (a string)")]
+    BadUnsubscribe,
+    /// `AUTH` has no token.
+    #[error("AUTH needs \"body\": {{\"access_token\": \"…\"}}")]
+    BadAuth,
     /// `params` is not an object.
     #[error("\"params\" must be an object")]
     BadParams,
@@ -233,33 +300,79 @@ pub struct RejectedFrame {
 #[derive(Deserialize)]
 struct WellFormed {
     id: FrameId,
-    method: Method,
-    path: String,
+    method: FrameMethod,
+    #[serde(default)]
+    path: Option<String>,
     #[serde(default)]
     params: Option<Map<String, Value>>,
     #[serde(default)]
     body: Option<Value>,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default)]
+    subscription: Option<String>,
+}
+
+impl WellFormed {
+    fn into_command(self) -> Result<Command, FrameError> {
+        let params = match &self.params {
+            Some(map) => Params::from_json(map)?,
+            None => Params::new(),
+        };
+        let api = |method| match self.path.clone() {
+            Some(path) => Ok(Command::Api(ApiRequest {
+                method,
+                path,
+                params: params.clone(),
+                body: self.body.clone(),
+            })),
+            None => Err(FrameError::BadPath),
+        };
+        match self.method {
+            FrameMethod::Get => api(Method::Get),
+            FrameMethod::Post => api(Method::Post),
+            FrameMethod::Put => api(Method::Put),
+            FrameMethod::Delete => api(Method::Delete),
+            FrameMethod::Subscribe => Ok(Command::Subscribe {
+                path: self.path.ok_or(FrameError::BadPath)?,
+                params,
+                since: self.since,
+            }),
+            FrameMethod::Unsubscribe => {
+                if self.path.is_none() && self.subscription.is_none() {
+                    return Err(FrameError::BadUnsubscribe);
+                }
+                Ok(Command::Unsubscribe {
+                    path: self.path,
+                    subscription: self.subscription,
+                })
+            }
+            FrameMethod::Auth => match self
+                .body
+                .as_ref()
+                .and_then(|b| b.get("access_token"))
+                .and_then(Value::as_str)
+            {
+                Some(t) if !t.is_empty() => Ok(Command::Auth {
+                    access_token: t.to_owned(),
+                }),
+                _ => Err(FrameError::BadAuth),
+            },
+        }
+    }
 }
 
 /// Decodes one text frame into a request, or says precisely what is wrong with it.
 pub fn decode_request(text: &str) -> Result<RequestFrame, RejectedFrame> {
     if let Ok(frame) = serde_json::from_str::<WellFormed>(text) {
-        let params = match &frame.params {
-            Some(map) => Params::from_json(map).map_err(|error| RejectedFrame {
-                id: Some(frame.id.clone()),
+        let id = frame.id.clone();
+        return match frame.into_command() {
+            Ok(command) => Ok(RequestFrame { id, command }),
+            Err(error) => Err(RejectedFrame {
+                id: Some(id),
                 error,
-            })?,
-            None => Params::new(),
+            }),
         };
-        return Ok(RequestFrame {
-            id: frame.id,
-            request: ApiRequest {
-                method: frame.method,
-                path: frame.path,
-                params,
-                body: frame.body,
-            },
-        });
     }
     // Slow path, only for bad frames: find the id and the first thing that is wrong.
     let value: Value = serde_json::from_str(text).map_err(|e| RejectedFrame {
@@ -284,15 +397,15 @@ pub fn decode_request(text: &str) -> Result<RequestFrame, RejectedFrame> {
     if id.is_none() {
         return Err(reject(FrameError::BadId));
     }
-    let method_ok = obj
+    if obj
         .get("method")
         .and_then(Value::as_str)
-        .and_then(Method::from_http)
-        .is_some();
-    if !method_ok {
+        .and_then(FrameMethod::parse)
+        .is_none()
+    {
         return Err(reject(FrameError::BadMethod));
     }
-    if !matches!(obj.get("path"), Some(Value::String(_))) {
+    if !matches!(obj.get("path"), None | Some(Value::String(_))) {
         return Err(reject(FrameError::BadPath));
     }
     match obj.get("params") {
@@ -302,18 +415,27 @@ pub fn decode_request(text: &str) -> Result<RequestFrame, RejectedFrame> {
         }
         Some(_) => return Err(reject(FrameError::BadParams)),
     }
+    if !matches!(obj.get("since"), None | Some(Value::Null))
+        && obj.get("since").and_then(Value::as_u64).is_none()
+    {
+        return Err(reject(FrameError::BadSince));
+    }
+    if !matches!(obj.get("subscription"), None | Some(Value::Null) | Some(Value::String(_))) {
+        return Err(reject(FrameError::BadUnsubscribe));
+    }
     // Every field checked above is fine, so serde's complaint was about something else.
     Err(reject(FrameError::NotJson("unexpected frame shape".into())))
 }
 
-/// Encodes a response frame around a body that is already JSON text.
+/// Encodes a response frame around a body that is already JSON text (`id: None` is `null`,
+/// for frames that answer no request).
 ///
 /// The body is spliced in unchanged, so a socket response carries exactly the bytes the REST
 /// API would have sent for the same request.
-pub fn encode_response(id: &FrameId, status: u16, body_json: &str) -> String {
+pub fn encode_response(id: Option<&FrameId>, status: u16, body_json: &str) -> String {
     let mut out = String::with_capacity(body_json.len() + 40);
     out.push_str("{\"id\":");
-    write_id(&mut out, Some(id));
+    write_id(&mut out, id);
     let _ = write!(out, ",\"status\":{status},\"body\":");
     out.push_str(body_json);
     out.push('}');
@@ -358,12 +480,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.id, FrameId::Number(7.into()));
-        assert_eq!(f.request.method, Method::Get);
-        assert_eq!(f.request.params.get("limit"), Some("5"));
-        assert_eq!(
-            f.request.params.get_all("x").collect::<Vec<_>>(),
-            ["1", "a"]
-        );
+        let Command::Api(req) = f.command else {
+            panic!("an API call")
+        };
+        assert_eq!(req.method, Method::Get);
+        assert_eq!(req.params.get("limit"), Some("5"));
+        assert_eq!(req.params.get_all("x").collect::<Vec<_>>(), ["1", "a"]);
+    }
+
+    #[test]
+    fn decodes_realtime_commands() {
+        let f = decode_request(
+            r#"{"id":7,"method":"SUBSCRIBE","path":"/books","params":{"ql":"select * where price < 10"},"since":42}"#,
+        )
+        .unwrap();
+        assert!(matches!(f.command, Command::Subscribe { since: Some(42), ref path, .. } if path == "/books"));
+        let f = decode_request(r#"{"id":8,"method":"UNSUBSCRIBE","subscription":"s1"}"#).unwrap();
+        assert!(matches!(f.command, Command::Unsubscribe { subscription: Some(_), path: None }));
+        let f = decode_request(r#"{"id":9,"method":"AUTH","body":{"access_token":"t"}}"#).unwrap();
+        assert_eq!(f.command, Command::Auth { access_token: "t".into() });
+        for (frame, error) in [
+            (r#"{"id":1,"method":"SUBSCRIBE"}"#, FrameError::BadPath),
+            (r#"{"id":1,"method":"GET"}"#, FrameError::BadPath),
+            (r#"{"id":1,"method":"SUBSCRIBE","path":"/a","since":-1}"#, FrameError::BadSince),
+            (r#"{"id":1,"method":"SUBSCRIBE","path":"/a","since":"x"}"#, FrameError::BadSince),
+            (r#"{"id":1,"method":"UNSUBSCRIBE"}"#, FrameError::BadUnsubscribe),
+            (r#"{"id":1,"method":"AUTH","body":{}}"#, FrameError::BadAuth),
+            (r#"{"id":1,"method":"AUTH"}"#, FrameError::BadAuth),
+        ] {
+            assert_eq!(decode_request(frame).unwrap_err().error, error, "{frame}");
+        }
     }
 
     #[test]
@@ -389,7 +535,7 @@ mod tests {
     fn encodes_frames() {
         let id = FrameId::Text("q\"1".into());
         assert_eq!(
-            encode_response(&id, 200, "{}"),
+            encode_response(Some(&id), 200, "{}"),
             r#"{"id":"q\"1","status":200,"body":{}}"#
         );
         let r = RejectedFrame {

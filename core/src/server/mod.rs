@@ -2,7 +2,9 @@
 
 mod session;
 
-pub use session::{OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession};
+pub use session::{
+    OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, SubscriptionId,
+};
 
 /// WebSocket close codes the server uses, with their meaning for the client.
 pub mod close_code {
@@ -18,6 +20,8 @@ pub mod close_code {
     pub const UNAUTHORIZED: u16 = 4401;
     /// The organization or application in the URL does not exist.
     pub const NOT_FOUND: u16 = 4404;
+    /// The socket did not read its events fast enough; reconnect and resume with `since`.
+    pub const SLOW_CONSUMER: u16 = 4008;
     /// The server is at its connection limit; retry with backoff.
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }

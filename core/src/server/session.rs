@@ -1,16 +1,18 @@
 //! [`ServerSession`]: the protocol state of one accepted socket, sans IO.
 
+use crate::subscription::encode_revoked;
 use crate::time::Instant;
 use crate::wire::{
-    ApiRequest, FrameError, FrameId, RejectedFrame, decode_request, encode_rejection,
-    encode_response, error_body_json,
+    ApiRequest, Command, FrameError, FrameId, Params, RejectedFrame, decode_request,
+    encode_rejection, encode_response, error_body_json,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
 use std::time::Duration;
 
 use super::close_code;
 
-/// Limits of one server-side session.
+/// Limits and timers of one server-side session.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     /// Largest text frame accepted; a larger one closes the socket with 1009.
@@ -19,6 +21,14 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// How long a request may execute before the client is answered 504.
     pub request_timeout: Duration,
+    /// Most subscriptions one socket may hold; one more is answered 429.
+    pub max_subscriptions: usize,
+    /// Most events held for subscriptions awaiting confirmation; more closes with 4008.
+    pub max_buffered_events: usize,
+    /// Ping a socket idle this long; close it when idle twice as long. `None`: never.
+    pub ping_interval: Option<Duration>,
+    /// How long after its token expires a socket may send `AUTH` before it is closed.
+    pub auth_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -27,6 +37,10 @@ impl Default for ServerConfig {
             max_frame_len: 1 << 20,
             max_in_flight: 256,
             request_timeout: Duration::from_secs(30),
+            max_subscriptions: 1000,
+            max_buffered_events: 10_000,
+            ping_interval: Some(Duration::from_secs(25)),
+            auth_grace: Duration::from_secs(30),
         }
     }
 }
@@ -34,6 +48,23 @@ impl Default for ServerConfig {
 /// Names one request the host is executing; hand it back to [`ServerSession::complete`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestHandle(pub u64);
+
+/// Names one subscription of this socket; on the wire it is the string `s{n}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubscriptionId(pub u64);
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+impl SubscriptionId {
+    /// Reads the wire form `s{n}`.
+    pub fn parse(s: &str) -> Option<SubscriptionId> {
+        s.strip_prefix('s')?.parse().ok().map(SubscriptionId)
+    }
+}
 
 /// Work for the host.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +78,34 @@ pub enum ServerEvent {
         /// What to execute.
         request: ApiRequest,
     },
+    /// Check access, start delivering changes of `path` for `subscription`, then call
+    /// [`ServerSession::confirm_subscription`] (or `complete` with an error).
+    Subscribe {
+        /// Pass back to `confirm_subscription` or `complete`.
+        handle: RequestHandle,
+        /// The id the session gave the subscription.
+        subscription: SubscriptionId,
+        /// What to watch.
+        path: String,
+        /// `ql`, `snapshot`, `consumer`, …
+        params: Params,
+        /// Resume after this log position.
+        since: Option<u64>,
+    },
+    /// Stop delivering changes for this subscription (the client unsubscribed, it was revoked,
+    /// or it failed before confirmation). Idempotent for the host.
+    Unsubscribed {
+        /// The subscription that ended.
+        subscription: SubscriptionId,
+    },
+    /// Validate this token and, if it is good, call [`ServerSession::set_token_expiry`] and
+    /// `complete` with 200; otherwise `complete` with the error.
+    Auth {
+        /// Pass back to `complete`.
+        handle: RequestHandle,
+        /// The new token.
+        access_token: String,
+    },
 }
 
 /// A frame for the host to write to the socket.
@@ -55,6 +114,8 @@ pub enum ServerEvent {
 pub enum OutFrame {
     /// A JSON text frame.
     Text(String),
+    /// A WebSocket ping (heartbeat).
+    Ping,
     /// A close frame; after it the host writes nothing more and ends the connection.
     Close {
         /// WebSocket close code (see [`close_code`]).
@@ -65,47 +126,82 @@ pub enum OutFrame {
 }
 
 struct Pending {
-    id: FrameId,
+    id: Option<FrameId>,
     deadline: Instant,
+    subscription: Option<SubscriptionId>,
+}
+
+enum SubState {
+    /// Awaiting confirmation; live events wait here.
+    Pending { buffered: Vec<(u64, String)> },
+    /// Confirmed; events up to `last_seq` were delivered.
+    Active { last_seq: u64 },
+}
+
+struct Sub {
+    path: String,
+    state: SubState,
 }
 
 /// The protocol state of one socket on the server.
 ///
-/// Drive it like this: feed every frame the socket reads to [`handle_text`](Self::handle_text)
-/// or [`handle_binary`](Self::handle_binary), and every finished request to
-/// [`complete`](Self::complete); after each call drain [`poll_event`](Self::poll_event) (work to
-/// do) and [`poll_transmit`](Self::poll_transmit) (frames to write) until `None`; arm one timer
-/// at [`poll_timeout`](Self::poll_timeout) and call [`handle_timeout`](Self::handle_timeout) when
-/// it fires. Once [`is_closed`](Self::is_closed), write what is queued and drop the socket.
+/// Drive it like this: feed every frame the socket reads to [`handle_text`](Self::handle_text),
+/// [`handle_binary`](Self::handle_binary) or [`handle_pong`](Self::handle_pong), every finished
+/// request to [`complete`](Self::complete) or [`confirm_subscription`](Self::confirm_subscription),
+/// and every change event for a subscription to [`handle_push`](Self::handle_push); after each
+/// call drain [`poll_event`](Self::poll_event) (work to do) and
+/// [`poll_transmit`](Self::poll_transmit) (frames to write) until `None`; arm one timer at
+/// [`poll_timeout`](Self::poll_timeout) and call [`handle_timeout`](Self::handle_timeout) when it
+/// fires. Once [`is_closed`](Self::is_closed), write what is queued and drop the socket.
 pub struct ServerSession {
     config: ServerConfig,
     next_handle: u64,
+    next_subscription: u64,
     // Handles grow and the timeout is fixed, so the first entry always has the earliest deadline.
     pending: BTreeMap<RequestHandle, Pending>,
+    subs: HashMap<SubscriptionId, Sub>,
+    buffered_events: usize,
     transmits: VecDeque<OutFrame>,
     events: VecDeque<ServerEvent>,
     closed: bool,
+    last_seen: Instant,
+    ping_sent: bool,
+    token_expiry: Option<Instant>,
+    expiry_close_at: Option<Instant>,
 }
 
 impl ServerSession {
     /// A session for a connection whose handshake (URL and credentials) succeeded.
-    pub fn accept(config: ServerConfig) -> Self {
+    pub fn accept(config: ServerConfig, now: Instant) -> Self {
         ServerSession {
             config,
             next_handle: 0,
+            next_subscription: 1,
             pending: BTreeMap::new(),
+            subs: HashMap::new(),
+            buffered_events: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             closed: false,
+            last_seen: now,
+            ping_sent: false,
+            token_expiry: None,
+            expiry_close_at: None,
         }
     }
 
     /// A session for a connection refused at the handshake: it sends one error frame
     /// (`{"id":null,"status":…,"body":…}`) and closes with `close_code` (4401, 4404, …).
-    pub fn reject(config: ServerConfig, status: u16, body_json: &str, close_code: u16) -> Self {
-        let mut s = Self::accept(config);
+    pub fn reject(
+        config: ServerConfig,
+        now: Instant,
+        status: u16,
+        body_json: &str,
+        close_code: u16,
+    ) -> Self {
+        let mut s = Self::accept(config, now);
         s.transmits
-            .push_back(OutFrame::Text(encode_null_id(status, body_json)));
+            .push_back(OutFrame::Text(encode_response(None, status, body_json)));
         s.close_with(close_code, reason_for(close_code));
         s
     }
@@ -115,6 +211,7 @@ impl ServerSession {
         if self.closed {
             return;
         }
+        self.seen(now);
         if text.len() > self.config.max_frame_len {
             self.close_with(close_code::MESSAGE_TOO_BIG, "frame too large");
             return;
@@ -123,15 +220,39 @@ impl ServerSession {
             Err(rejected) => self
                 .transmits
                 .push_back(OutFrame::Text(encode_rejection(&rejected))),
-            Ok(frame) => self.start(now, frame.id, frame.request),
+            Ok(frame) => match frame.command {
+                Command::Api(request) => {
+                    if let Some(handle) = self.start(now, Some(frame.id), None) {
+                        self.events
+                            .push_back(ServerEvent::Request { handle, request });
+                    }
+                }
+                Command::Subscribe {
+                    path,
+                    params,
+                    since,
+                } => self.subscribe(now, Some(frame.id), path, params, since),
+                Command::Unsubscribe { path, subscription } => {
+                    self.unsubscribe(frame.id, path, subscription)
+                }
+                Command::Auth { access_token } => {
+                    if let Some(handle) = self.start(now, Some(frame.id), None) {
+                        self.events.push_back(ServerEvent::Auth {
+                            handle,
+                            access_token,
+                        });
+                    }
+                }
+            },
         }
     }
 
     /// A binary frame of `len` bytes arrived; the protocol has none, so it is answered 400.
-    pub fn handle_binary(&mut self, _now: Instant, len: usize) {
+    pub fn handle_binary(&mut self, now: Instant, len: usize) {
         if self.closed {
             return;
         }
+        self.seen(now);
         if len > self.config.max_frame_len {
             self.close_with(close_code::MESSAGE_TOO_BIG, "frame too large");
             return;
@@ -144,21 +265,33 @@ impl ServerSession {
             .push_back(OutFrame::Text(encode_rejection(&rejected)));
     }
 
+    /// A pong (or ping) arrived: the peer is alive.
+    pub fn handle_pong(&mut self, now: Instant) {
+        self.seen(now);
+    }
+
+    /// Subscribes as if the client had sent `SUBSCRIBE` for `path` (a socket opened on a
+    /// resource URL). The confirmation goes out with `"id": null`.
+    pub fn subscribe_on_connect(&mut self, now: Instant, path: String, params: Params) {
+        self.subscribe(now, None, path, params, None);
+    }
+
     /// The peer closed the socket, or it broke: nothing more is sent, answers are dropped.
     pub fn handle_disconnect(&mut self, _now: Instant) {
         self.closed = true;
         self.pending.clear();
-        self.events.clear();
+        self.end_all_subscriptions();
     }
 
-    /// The host closes the connection (shutdown, limits): queues a close frame.
+    /// The host closes the connection (shutdown, limits, slow consumer): queues a close frame.
     pub fn close(&mut self, _now: Instant, code: u16, reason: &str) {
         if !self.closed {
             self.close_with(code, reason);
         }
     }
 
-    /// The host finished executing a request: queues its response frame.
+    /// The host finished a request (or refused a subscription or an `AUTH`): queues its
+    /// response frame.
     ///
     /// Returns false when the request is no longer awaited (it timed out, or the socket closed);
     /// the answer is then dropped.
@@ -172,24 +305,147 @@ impl ServerSession {
         let Some(pending) = self.pending.remove(&handle) else {
             return false;
         };
+        if let Some(sub) = pending.subscription {
+            // A subscription answered with anything but its confirmation did not start.
+            self.drop_subscription(sub);
+        }
         if self.closed {
             return false;
         }
         self.transmits.push_back(OutFrame::Text(encode_response(
-            &pending.id,
+            pending.id.as_ref(),
             status,
             body_json,
         )));
         true
     }
 
-    /// Time passed: requests past their deadline are answered 504 `request_timeout`.
+    /// The host started a subscription: queues the confirmation `body_json`, then the
+    /// `replay` events (those after `position`, in order), then any live events that arrived
+    /// meanwhile. Events up to `position` are treated as delivered.
+    ///
+    /// Returns false when the subscription is no longer awaited; the host then drops it.
+    pub fn confirm_subscription(
+        &mut self,
+        _now: Instant,
+        handle: RequestHandle,
+        position: u64,
+        body_json: &str,
+        replay: impl IntoIterator<Item = (u64, String)>,
+    ) -> bool {
+        let Some(pending) = self.pending.remove(&handle) else {
+            return false;
+        };
+        let Some(sub_id) = pending.subscription else {
+            return false;
+        };
+        let Some(sub) = self.subs.get_mut(&sub_id) else {
+            return false;
+        };
+        let buffered = match std::mem::replace(
+            &mut sub.state,
+            SubState::Active {
+                last_seq: position,
+            },
+        ) {
+            SubState::Pending { buffered } => buffered,
+            SubState::Active { .. } => Vec::new(),
+        };
+        self.buffered_events -= buffered.len();
+        if self.closed {
+            return false;
+        }
+        self.transmits.push_back(OutFrame::Text(encode_response(
+            pending.id.as_ref(),
+            200,
+            body_json,
+        )));
+        let mut last = position;
+        for (seq, frame) in replay.into_iter().chain(buffered) {
+            if seq > last {
+                last = seq;
+                self.transmits.push_back(OutFrame::Text(frame));
+            }
+        }
+        if let Some(sub) = self.subs.get_mut(&sub_id) {
+            sub.state = SubState::Active { last_seq: last };
+        }
+        true
+    }
+
+    /// A change event for a subscription, already encoded. Delivered once and in order:
+    /// an event at or before the last delivered `seq` is dropped.
+    pub fn handle_push(&mut self, _now: Instant, subscription: SubscriptionId, seq: u64, frame: String) {
+        if self.closed {
+            return;
+        }
+        let Some(sub) = self.subs.get_mut(&subscription) else {
+            return;
+        };
+        match &mut sub.state {
+            SubState::Active { last_seq } => {
+                if seq > *last_seq {
+                    *last_seq = seq;
+                    self.transmits.push_back(OutFrame::Text(frame));
+                }
+            }
+            SubState::Pending { buffered } => {
+                if self.buffered_events >= self.config.max_buffered_events {
+                    self.close_with(close_code::SLOW_CONSUMER, "slow consumer");
+                    return;
+                }
+                self.buffered_events += 1;
+                buffered.push((seq, frame));
+            }
+        }
+    }
+
+    /// A delivery that is not part of the ordered change stream (a queue message handed to a
+    /// consumer, possibly again after its transaction timed out): sent as is if the
+    /// subscription is active.
+    pub fn handle_delivery(&mut self, _now: Instant, subscription: SubscriptionId, frame: String) -> bool {
+        let active = matches!(
+            self.subs.get(&subscription).map(|s| &s.state),
+            Some(SubState::Active { .. })
+        );
+        if self.closed || !active {
+            return false;
+        }
+        self.transmits.push_back(OutFrame::Text(frame));
+        true
+    }
+
+    /// The subscriber lost read access: sends `{"event":"revoked",…}` and ends the subscription.
+    pub fn revoke(&mut self, _now: Instant, subscription: SubscriptionId, reason: &str) {
+        let Some(sub) = self.subs.get(&subscription) else {
+            return;
+        };
+        if !self.closed {
+            let frame = encode_revoked(&subscription.to_string(), &sub.path, reason);
+            self.transmits.push_back(OutFrame::Text(frame));
+        }
+        self.drop_subscription(subscription);
+    }
+
+    /// When the connection's token expires (`None`: never). Setting a later time after the
+    /// expiry was announced (a successful `AUTH`) cancels the close.
+    pub fn set_token_expiry(&mut self, _now: Instant, expiry: Option<Instant>) {
+        self.token_expiry = expiry;
+        self.expiry_close_at = None;
+    }
+
+    /// Time passed: requests past their deadline are answered 504, an expired token is
+    /// announced and, after the grace period, the socket closed with 4401; idle sockets are
+    /// pinged, and closed when silent for two ping intervals.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(entry) = self.pending.first_entry() {
             if entry.get().deadline > now {
                 break;
             }
             let pending = entry.remove();
+            if let Some(sub) = pending.subscription {
+                self.drop_subscription(sub);
+            }
             if !self.closed {
                 let body = error_body_json(
                     "request_timeout",
@@ -198,29 +454,76 @@ impl ServerSession {
                         self.config.request_timeout.as_millis()
                     ),
                 );
-                self.transmits
-                    .push_back(OutFrame::Text(encode_response(&pending.id, 504, &body)));
+                self.transmits.push_back(OutFrame::Text(encode_response(
+                    pending.id.as_ref(),
+                    504,
+                    &body,
+                )));
+            }
+        }
+        if self.closed {
+            return;
+        }
+        if let Some(close_at) = self.expiry_close_at {
+            if now >= close_at {
+                self.close_with(close_code::UNAUTHORIZED, "token expired");
+                return;
+            }
+        } else if let Some(expiry) = self.token_expiry
+            && now >= expiry
+        {
+            let body = error_body_json(
+                "expired_token",
+                &format!(
+                    "the access token has expired; send AUTH with a new one within {} s or the socket closes",
+                    self.config.auth_grace.as_secs()
+                ),
+            );
+            self.transmits
+                .push_back(OutFrame::Text(encode_response(None, 401, &body)));
+            self.expiry_close_at = Some(now + self.config.auth_grace);
+        }
+        if let Some(interval) = self.config.ping_interval {
+            if now >= self.last_seen + interval * 2 {
+                self.close_with(close_code::GOING_AWAY, "ping timeout");
+            } else if !self.ping_sent && now >= self.last_seen + interval {
+                self.ping_sent = true;
+                self.transmits.push_back(OutFrame::Ping);
             }
         }
     }
 
-    /// The next request to execute. Changes after `handle_text`.
+    /// The next piece of work for the host. Changes after `handle_text`, `revoke`, timeouts
+    /// and disconnects.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
     }
 
-    /// The next frame to write. Changes after every `handle_*`, `complete` and `close`.
+    /// The next frame to write. Changes after every input.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<OutFrame> {
         self.transmits.pop_front()
     }
 
-    /// When to call [`handle_timeout`](Self::handle_timeout): the earliest request deadline.
-    /// Changes when a request starts or completes.
+    /// When to call [`handle_timeout`](Self::handle_timeout): the earliest of the request
+    /// deadlines, the token expiry (or the close after it) and the next heartbeat. Changes
+    /// after every input.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pending.values().next().map(|p| p.deadline)
+        if self.closed {
+            return None;
+        }
+        let request = self.pending.values().next().map(|p| p.deadline);
+        let token = self.expiry_close_at.or(self.token_expiry);
+        let ping = self.config.ping_interval.map(|i| {
+            if self.ping_sent {
+                self.last_seen + i * 2
+            } else {
+                self.last_seen + i
+            }
+        });
+        [request, token, ping].into_iter().flatten().min()
     }
 
     /// True once a close frame is queued or the peer is gone.
@@ -233,7 +536,22 @@ impl ServerSession {
         self.pending.len()
     }
 
-    fn start(&mut self, now: Instant, id: FrameId, request: ApiRequest) {
+    /// How many subscriptions the socket holds (confirmed or not).
+    pub fn subscriptions(&self) -> usize {
+        self.subs.len()
+    }
+
+    fn seen(&mut self, now: Instant) {
+        self.last_seen = now;
+        self.ping_sent = false;
+    }
+
+    fn start(
+        &mut self,
+        now: Instant,
+        id: Option<FrameId>,
+        subscription: Option<SubscriptionId>,
+    ) -> Option<RequestHandle> {
         if self.pending.len() >= self.config.max_in_flight {
             let body = error_body_json(
                 "too_many_requests",
@@ -243,8 +561,8 @@ impl ServerSession {
                 ),
             );
             self.transmits
-                .push_back(OutFrame::Text(encode_response(&id, 429, &body)));
-            return;
+                .push_back(OutFrame::Text(encode_response(id.as_ref(), 429, &body)));
+            return None;
         }
         let handle = RequestHandle(self.next_handle);
         self.next_handle += 1;
@@ -253,16 +571,121 @@ impl ServerSession {
             Pending {
                 id,
                 deadline: now + self.config.request_timeout,
+                subscription,
             },
         );
-        self.events
-            .push_back(ServerEvent::Request { handle, request });
+        Some(handle)
+    }
+
+    fn subscribe(
+        &mut self,
+        now: Instant,
+        id: Option<FrameId>,
+        path: String,
+        params: Params,
+        since: Option<u64>,
+    ) {
+        if self.subs.len() >= self.config.max_subscriptions {
+            let body = error_body_json(
+                "too_many_subscriptions",
+                &format!(
+                    "at most {} subscriptions per socket; unsubscribe first",
+                    self.config.max_subscriptions
+                ),
+            );
+            self.transmits
+                .push_back(OutFrame::Text(encode_response(id.as_ref(), 429, &body)));
+            return;
+        }
+        let sub_id = SubscriptionId(self.next_subscription);
+        let Some(handle) = self.start(now, id, Some(sub_id)) else {
+            return;
+        };
+        self.next_subscription += 1;
+        self.subs.insert(
+            sub_id,
+            Sub {
+                path: path.clone(),
+                state: SubState::Pending {
+                    buffered: Vec::new(),
+                },
+            },
+        );
+        self.events.push_back(ServerEvent::Subscribe {
+            handle,
+            subscription: sub_id,
+            path,
+            params,
+            since,
+        });
+    }
+
+    fn unsubscribe(&mut self, id: FrameId, path: Option<String>, subscription: Option<String>) {
+        let targets: Vec<SubscriptionId> = match (&subscription, &path) {
+            (Some(s), _) => SubscriptionId::parse(s)
+                .filter(|sid| self.subs.contains_key(sid))
+                .into_iter()
+                .collect(),
+            (None, Some(p)) => {
+                let wanted = normalize_path(p);
+                let mut ids: Vec<_> = self
+                    .subs
+                    .iter()
+                    .filter(|(_, s)| normalize_path(&s.path) == wanted)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.sort();
+                ids
+            }
+            (None, None) => Vec::new(),
+        };
+        if targets.is_empty() {
+            let what = subscription
+                .map(|s| format!("subscription {s:?}"))
+                .or(path.map(|p| format!("a subscription of {p:?}")))
+                .unwrap_or_default();
+            let body = error_body_json("subscription_not_found", &format!("no {what} on this socket"));
+            self.transmits
+                .push_back(OutFrame::Text(encode_response(Some(&id), 404, &body)));
+            return;
+        }
+        let ended: Vec<String> = targets.iter().map(ToString::to_string).collect();
+        let paths: Vec<String> = targets
+            .iter()
+            .filter_map(|t| self.subs.get(t).map(|s| s.path.clone()))
+            .collect();
+        for t in targets {
+            // A pending subscription's request stays in flight and is answered when it ends.
+            self.drop_subscription(t);
+        }
+        let body = serde_json::json!({"unsubscribed": ended, "path": paths.first()}).to_string();
+        self.transmits
+            .push_back(OutFrame::Text(encode_response(Some(&id), 200, &body)));
+    }
+
+    fn drop_subscription(&mut self, sub: SubscriptionId) {
+        if let Some(s) = self.subs.remove(&sub) {
+            if let SubState::Pending { buffered } = s.state {
+                self.buffered_events -= buffered.len();
+            }
+            self.events
+                .push_back(ServerEvent::Unsubscribed { subscription: sub });
+        }
+    }
+
+    fn end_all_subscriptions(&mut self) {
+        let mut ids: Vec<_> = self.subs.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            self.drop_subscription(id);
+        }
     }
 
     fn close_with(&mut self, code: u16, reason: &str) {
         self.closed = true;
         self.pending.clear();
         self.events.clear();
+        self.end_all_subscriptions();
         self.transmits.push_back(OutFrame::Close {
             code,
             reason: reason.to_owned(),
@@ -270,8 +693,13 @@ impl ServerSession {
     }
 }
 
-fn encode_null_id(status: u16, body_json: &str) -> String {
-    format!("{{\"id\":null,\"status\":{status},\"body\":{body_json}}}")
+fn normalize_path(p: &str) -> String {
+    let parts: Vec<String> = p
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    format!("/{}", parts.join("/"))
 }
 
 fn reason_for(code: u16) -> &'static str {
@@ -284,150 +712,4 @@ fn reason_for(code: u16) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wire::Method;
-    use serde_json::Value;
-
-    // Any origin will do: every later instant is derived from it.
-    #[allow(clippy::disallowed_methods)]
-    fn session() -> (ServerSession, Instant) {
-        let config = ServerConfig {
-            max_frame_len: 200,
-            max_in_flight: 2,
-            request_timeout: Duration::from_secs(5),
-        };
-        (ServerSession::accept(config), Instant::now())
-    }
-
-    fn text(s: &mut ServerSession) -> Value {
-        match s.poll_transmit() {
-            Some(OutFrame::Text(t)) => serde_json::from_str(&t).unwrap(),
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-
-    fn request(s: &mut ServerSession) -> (RequestHandle, ApiRequest) {
-        match s.poll_event() {
-            Some(ServerEvent::Request { handle, request }) => (handle, request),
-            None => panic!("expected a request"),
-        }
-    }
-
-    #[test]
-    fn correlates_out_of_order_responses() {
-        let (mut s, now) = session();
-        s.handle_text(now, r#"{"id":1,"method":"GET","path":"/a"}"#);
-        s.handle_text(
-            now,
-            r#"{"id":"two","method":"POST","path":"/b","body":{"x":1}}"#,
-        );
-        let (h1, r1) = request(&mut s);
-        let (h2, r2) = request(&mut s);
-        assert_eq!(r1.method, Method::Get);
-        assert_eq!(r2.body, Some(serde_json::json!({"x":1})));
-        assert!(s.poll_transmit().is_none());
-        assert!(s.complete(now, h2, 201, r#"{"ok":2}"#));
-        assert!(s.complete(now, h1, 200, r#"{"ok":1}"#));
-        let a = text(&mut s);
-        assert_eq!(
-            (a["id"].clone(), a["status"].clone()),
-            ("two".into(), 201.into())
-        );
-        let b = text(&mut s);
-        assert_eq!(
-            (b["id"].clone(), b["body"]["ok"].clone()),
-            (1.into(), 1.into())
-        );
-        assert!(!s.complete(now, h1, 200, "{}"), "a handle completes once");
-        assert_eq!(s.in_flight(), 0);
-    }
-
-    #[test]
-    fn bad_frames_are_answered_and_the_session_survives() {
-        let (mut s, now) = session();
-        for bad in [
-            "nope",
-            "[]",
-            r#"{"id":3}"#,
-            r#"{"id":4,"method":"FLY","path":"/"}"#,
-        ] {
-            s.handle_text(now, bad);
-            let v = text(&mut s);
-            assert_eq!(v["status"], 400, "{bad}");
-            assert_eq!(v["body"]["error"], "invalid_frame");
-        }
-        s.handle_binary(now, 3);
-        assert_eq!(text(&mut s)["body"]["error"], "invalid_frame");
-        assert!(!s.is_closed());
-        s.handle_text(now, r#"{"id":5,"method":"GET","path":"/a"}"#);
-        let _ = request(&mut s);
-    }
-
-    #[test]
-    fn limits_in_flight_requests() {
-        let (mut s, now) = session();
-        for id in 0..3 {
-            s.handle_text(now, &format!(r#"{{"id":{id},"method":"GET","path":"/a"}}"#));
-        }
-        let (h0, _) = request(&mut s);
-        let _ = request(&mut s);
-        assert!(s.poll_event().is_none());
-        let v = text(&mut s);
-        assert_eq!(
-            (v["id"].clone(), v["status"].clone()),
-            (2.into(), 429.into())
-        );
-        assert!(s.complete(now, h0, 200, "{}"));
-        s.handle_text(now, r#"{"id":9,"method":"GET","path":"/a"}"#);
-        let _ = request(&mut s);
-    }
-
-    #[test]
-    fn oversize_frames_close_with_1009() {
-        let (mut s, now) = session();
-        s.handle_text(now, &"x".repeat(201));
-        assert!(matches!(
-            s.poll_transmit(),
-            Some(OutFrame::Close { code: 1009, .. })
-        ));
-        assert!(s.is_closed());
-        s.handle_text(now, r#"{"id":1,"method":"GET","path":"/a"}"#);
-        assert!(s.poll_event().is_none());
-    }
-
-    #[test]
-    fn requests_time_out_in_simulated_time() {
-        let (mut s, now) = session();
-        s.handle_text(now, r#"{"id":1,"method":"GET","path":"/a"}"#);
-        let (h, _) = request(&mut s);
-        let deadline = s.poll_timeout().unwrap();
-        assert_eq!(deadline, now + Duration::from_secs(5));
-        s.handle_timeout(deadline - Duration::from_millis(1));
-        assert!(s.poll_transmit().is_none());
-        s.handle_timeout(deadline);
-        let v = text(&mut s);
-        assert_eq!(v["status"], 504);
-        assert_eq!(v["body"]["error"], "request_timeout");
-        assert!(!s.complete(deadline, h, 200, "{}"));
-        assert_eq!(s.poll_timeout(), None);
-    }
-
-    #[test]
-    fn rejected_handshake_sends_one_error_then_closes() {
-        let mut s = ServerSession::reject(
-            ServerConfig::default(),
-            401,
-            r#"{"error":"auth_bad_access_token"}"#,
-            close_code::UNAUTHORIZED,
-        );
-        let v = text(&mut s);
-        assert_eq!(v["id"], Value::Null);
-        assert_eq!(v["status"], 401);
-        assert!(matches!(
-            s.poll_transmit(),
-            Some(OutFrame::Close { code: 4401, .. })
-        ));
-        assert!(s.is_closed());
-    }
-}
+mod tests;

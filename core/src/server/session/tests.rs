@@ -1,0 +1,316 @@
+//! Deterministic tests of the server session: frames in, frames and work out, simulated time.
+
+use super::*;
+use crate::wire::Method;
+use serde_json::{Value, json};
+
+// Any origin will do: every later instant is derived from it.
+#[allow(clippy::disallowed_methods)]
+fn origin() -> Instant {
+    Instant::now()
+}
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        max_frame_len: 200,
+        max_in_flight: 2,
+        request_timeout: Duration::from_secs(5),
+        max_subscriptions: 3,
+        max_buffered_events: 4,
+        ping_interval: Some(Duration::from_secs(20)),
+        auth_grace: Duration::from_secs(10),
+    }
+}
+
+fn session() -> (ServerSession, Instant) {
+    let now = origin();
+    (ServerSession::accept(config(), now), now)
+}
+
+fn text(s: &mut ServerSession) -> Value {
+    match s.poll_transmit() {
+        Some(OutFrame::Text(t)) => serde_json::from_str(&t).unwrap(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+fn request(s: &mut ServerSession) -> (RequestHandle, ApiRequest) {
+    match s.poll_event() {
+        Some(ServerEvent::Request { handle, request }) => (handle, request),
+        other => panic!("expected a request, got {other:?}"),
+    }
+}
+
+fn subscribe(s: &mut ServerSession, now: Instant, id: u32, path: &str) -> (RequestHandle, SubscriptionId) {
+    s.handle_text(now, &format!(r#"{{"id":{id},"method":"SUBSCRIBE","path":"{path}"}}"#));
+    match s.poll_event() {
+        Some(ServerEvent::Subscribe { handle, subscription, .. }) => (handle, subscription),
+        other => panic!("expected a subscribe, got {other:?}"),
+    }
+}
+
+fn event(seq: u64) -> String {
+    json!({"event": "create", "subscription": "s1", "seq": seq}).to_string()
+}
+
+fn drain(s: &mut ServerSession) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some(f) = s.poll_transmit() {
+        if let OutFrame::Text(t) = f {
+            out.push(serde_json::from_str(&t).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn correlates_out_of_order_responses() {
+    let (mut s, now) = session();
+    s.handle_text(now, r#"{"id":1,"method":"GET","path":"/a"}"#);
+    s.handle_text(now, r#"{"id":"two","method":"POST","path":"/b","body":{"x":1}}"#);
+    let (h1, r1) = request(&mut s);
+    let (h2, r2) = request(&mut s);
+    assert_eq!(r1.method, Method::Get);
+    assert_eq!(r2.body, Some(json!({"x":1})));
+    assert!(s.poll_transmit().is_none());
+    assert!(s.complete(now, h2, 201, r#"{"ok":2}"#));
+    assert!(s.complete(now, h1, 200, r#"{"ok":1}"#));
+    let a = text(&mut s);
+    assert_eq!((a["id"].clone(), a["status"].clone()), ("two".into(), 201.into()));
+    let b = text(&mut s);
+    assert_eq!((b["id"].clone(), b["body"]["ok"].clone()), (1.into(), 1.into()));
+    assert!(!s.complete(now, h1, 200, "{}"), "a handle completes once");
+    assert_eq!(s.in_flight(), 0);
+}
+
+#[test]
+fn bad_frames_are_answered_and_the_session_survives() {
+    let (mut s, now) = session();
+    for bad in ["nope", "[]", r#"{"id":3}"#, r#"{"id":4,"method":"FLY","path":"/"}"#] {
+        s.handle_text(now, bad);
+        let v = text(&mut s);
+        assert_eq!(v["status"], 400, "{bad}");
+        assert_eq!(v["body"]["error"], "invalid_frame");
+    }
+    s.handle_binary(now, 3);
+    assert_eq!(text(&mut s)["body"]["error"], "invalid_frame");
+    assert!(!s.is_closed());
+    s.handle_text(now, r#"{"id":5,"method":"GET","path":"/a"}"#);
+    let _ = request(&mut s);
+}
+
+#[test]
+fn limits_in_flight_requests() {
+    let (mut s, now) = session();
+    for id in 0..3 {
+        s.handle_text(now, &format!(r#"{{"id":{id},"method":"GET","path":"/a"}}"#));
+    }
+    let (h0, _) = request(&mut s);
+    let _ = request(&mut s);
+    assert!(s.poll_event().is_none());
+    let v = text(&mut s);
+    assert_eq!((v["id"].clone(), v["status"].clone()), (2.into(), 429.into()));
+    assert!(s.complete(now, h0, 200, "{}"));
+    s.handle_text(now, r#"{"id":9,"method":"GET","path":"/a"}"#);
+    let _ = request(&mut s);
+}
+
+#[test]
+fn oversize_frames_close_with_1009() {
+    let (mut s, now) = session();
+    s.handle_text(now, &"x".repeat(201));
+    assert!(matches!(s.poll_transmit(), Some(OutFrame::Close { code: 1009, .. })));
+    assert!(s.is_closed());
+    s.handle_text(now, r#"{"id":1,"method":"GET","path":"/a"}"#);
+    assert!(s.poll_event().is_none());
+}
+
+#[test]
+fn requests_time_out_in_simulated_time() {
+    let (mut s, now) = session();
+    s.handle_text(now, r#"{"id":1,"method":"GET","path":"/a"}"#);
+    let (h, _) = request(&mut s);
+    let deadline = s.poll_timeout().unwrap();
+    assert_eq!(deadline, now + Duration::from_secs(5));
+    s.handle_timeout(deadline - Duration::from_millis(1));
+    assert!(s.poll_transmit().is_none());
+    s.handle_timeout(deadline);
+    let v = text(&mut s);
+    assert_eq!(v["status"], 504);
+    assert_eq!(v["body"]["error"], "request_timeout");
+    assert!(!s.complete(deadline, h, 200, "{}"));
+}
+
+#[test]
+fn rejected_handshake_sends_one_error_then_closes() {
+    let now = origin();
+    let mut s = ServerSession::reject(
+        ServerConfig::default(),
+        now,
+        401,
+        r#"{"error":"auth_bad_access_token"}"#,
+        close_code::UNAUTHORIZED,
+    );
+    let v = text(&mut s);
+    assert_eq!(v["id"], Value::Null);
+    assert_eq!(v["status"], 401);
+    assert!(matches!(s.poll_transmit(), Some(OutFrame::Close { code: 4401, .. })));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn events_wait_for_the_confirmation_and_arrive_once_in_order() {
+    let (mut s, now) = session();
+    let (h, sub) = subscribe(&mut s, now, 7, "/books");
+    assert_eq!(sub.to_string(), "s1");
+    // Live events race ahead of the confirmation: they wait.
+    s.handle_push(now, sub, 12, event(12));
+    s.handle_push(now, sub, 13, event(13));
+    assert!(s.poll_transmit().is_none());
+    // Resume from 9: the replay covers 10..=12; 12 is also live, and is sent once.
+    let replay = vec![(10, event(10)), (11, event(11)), (12, event(12))];
+    assert!(s.confirm_subscription(now, h, 9, r#"{"subscription":"s1","seq":12}"#, replay));
+    let frames = drain(&mut s);
+    assert_eq!(frames[0]["id"], 7);
+    assert_eq!(frames[0]["body"]["subscription"], "s1");
+    let seqs: Vec<u64> = frames[1..].iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [10, 11, 12, 13]);
+    // Old and repeated events are dropped; new ones pass.
+    s.handle_push(now, sub, 13, event(13));
+    s.handle_push(now, sub, 5, event(5));
+    s.handle_push(now, sub, 14, event(14));
+    let seqs: Vec<u64> = drain(&mut s).iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [14]);
+}
+
+#[test]
+fn unsubscribe_by_id_or_path_and_limits() {
+    let (mut s, now) = session();
+    let (h1, s1) = subscribe(&mut s, now, 1, "/books");
+    let (h2, s2) = subscribe(&mut s, now, 2, "/users/me");
+    assert!(s.confirm_subscription(now, h1, 0, "{}", vec![]));
+    assert!(s.confirm_subscription(now, h2, 0, "{}", vec![]));
+    drain(&mut s);
+    s.handle_text(now, r#"{"id":3,"method":"UNSUBSCRIBE","path":"/Books/"}"#);
+    assert_eq!(s.poll_event(), Some(ServerEvent::Unsubscribed { subscription: s1 }));
+    let v = text(&mut s);
+    assert_eq!((v["status"].clone(), v["body"]["unsubscribed"].clone()), (json!(200), json!(["s1"])));
+    s.handle_push(now, s1, 1, event(1));
+    assert!(s.poll_transmit().is_none(), "no events after unsubscribing");
+    s.handle_text(now, r#"{"id":4,"method":"UNSUBSCRIBE","subscription":"s9"}"#);
+    assert_eq!(text(&mut s)["status"], 404);
+    s.handle_text(now, &format!(r#"{{"id":5,"method":"UNSUBSCRIBE","subscription":"{s2}"}}"#));
+    assert_eq!(s.poll_event(), Some(ServerEvent::Unsubscribed { subscription: s2 }));
+    assert_eq!(text(&mut s)["status"], 200);
+    assert_eq!(s.subscriptions(), 0);
+    for i in 0..3 {
+        let (h, _) = subscribe(&mut s, now, 10 + i, "/a");
+        assert!(s.confirm_subscription(now, h, 0, "{}", vec![]));
+    }
+    drain(&mut s);
+    s.handle_text(now, r#"{"id":20,"method":"SUBSCRIBE","path":"/b"}"#);
+    let v = text(&mut s);
+    assert_eq!((v["status"].clone(), v["body"]["error"].clone()), (json!(429), json!("too_many_subscriptions")));
+}
+
+#[test]
+fn a_refused_subscription_ends_and_the_host_is_told() {
+    let (mut s, now) = session();
+    let (h, sub) = subscribe(&mut s, now, 1, "/users/jane/feed");
+    s.handle_push(now, sub, 3, event(3));
+    assert!(s.complete(now, h, 403, r#"{"error":"forbidden"}"#));
+    assert_eq!(s.poll_event(), Some(ServerEvent::Unsubscribed { subscription: sub }));
+    assert_eq!(text(&mut s)["status"], 403);
+    assert!(s.poll_transmit().is_none(), "buffered events of a refused subscription are dropped");
+}
+
+#[test]
+fn a_pending_subscription_that_buffers_too_much_closes_with_4008() {
+    let (mut s, now) = session();
+    let (_, sub) = subscribe(&mut s, now, 1, "/books");
+    for seq in 1..=4 {
+        s.handle_push(now, sub, seq, event(seq));
+    }
+    assert!(!s.is_closed());
+    s.handle_push(now, sub, 5, event(5));
+    assert!(s.is_closed());
+    assert!(matches!(s.poll_transmit(), Some(OutFrame::Close { code: 4008, .. })));
+}
+
+#[test]
+fn revoked_subscriptions_say_why_and_go_quiet() {
+    let (mut s, now) = session();
+    let (h, sub) = subscribe(&mut s, now, 1, "/books");
+    assert!(s.confirm_subscription(now, h, 0, "{}", vec![]));
+    drain(&mut s);
+    s.revoke(now, sub, "forbidden");
+    let v = text(&mut s);
+    assert_eq!(v, json!({"event": "revoked", "subscription": "s1", "path": "/books", "reason": "forbidden"}));
+    assert_eq!(s.poll_event(), Some(ServerEvent::Unsubscribed { subscription: sub }));
+    s.handle_push(now, sub, 1, event(1));
+    assert!(s.poll_transmit().is_none());
+}
+
+#[test]
+fn connecting_to_a_resource_subscribes_with_a_null_id() {
+    let (mut s, now) = session();
+    s.subscribe_on_connect(now, "/users/john/inbox".into(), Params::new());
+    let Some(ServerEvent::Subscribe { handle, path, .. }) = s.poll_event() else {
+        panic!("a subscribe")
+    };
+    assert_eq!(path, "/users/john/inbox");
+    assert!(s.confirm_subscription(now, handle, 4, r#"{"subscription":"s1"}"#, vec![]));
+    let v = text(&mut s);
+    assert_eq!((v["id"].clone(), v["status"].clone()), (Value::Null, json!(200)));
+}
+
+#[test]
+fn expired_tokens_get_a_grace_period_and_auth_renews() {
+    let (mut s, now) = session();
+    let expiry = now + Duration::from_secs(60);
+    s.set_token_expiry(now, Some(expiry));
+    s.handle_pong(expiry - Duration::from_secs(1));
+    assert_eq!(s.poll_timeout(), Some(expiry));
+    s.handle_timeout(expiry);
+    let v = text(&mut s);
+    assert_eq!((v["status"].clone(), v["body"]["error"].clone()), (json!(401), json!("expired_token")));
+    assert_eq!(s.poll_timeout(), Some(expiry + Duration::from_secs(10)));
+    // AUTH arrives in time: the host validates it and sets the new expiry.
+    s.handle_text(expiry + Duration::from_secs(5), r#"{"id":"a","method":"AUTH","body":{"access_token":"new"}}"#);
+    let Some(ServerEvent::Auth { handle, access_token }) = s.poll_event() else {
+        panic!("an AUTH")
+    };
+    assert_eq!(access_token, "new");
+    s.set_token_expiry(expiry, Some(expiry + Duration::from_secs(3600)));
+    assert!(s.complete(expiry, handle, 200, "{}"));
+    drain(&mut s);
+    s.handle_timeout(expiry + Duration::from_secs(11));
+    assert!(!s.is_closed());
+    // Without AUTH the socket closes with 4401 after the grace period.
+    let (mut s, now) = session();
+    s.set_token_expiry(now, Some(now));
+    s.handle_timeout(now);
+    drain(&mut s);
+    s.handle_timeout(now + Duration::from_secs(10));
+    assert!(s.is_closed());
+    assert!(matches!(s.poll_transmit(), Some(OutFrame::Close { code: 4401, .. })));
+}
+
+#[test]
+fn idle_sockets_are_pinged_then_closed_when_silent() {
+    let (mut s, now) = session();
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(20)));
+    s.handle_timeout(now + Duration::from_secs(20));
+    assert_eq!(s.poll_transmit(), Some(OutFrame::Ping));
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(40)));
+    // A pong resets the clock.
+    s.handle_pong(now + Duration::from_secs(21));
+    s.handle_timeout(now + Duration::from_secs(40));
+    assert!(!s.is_closed());
+    assert_eq!(s.poll_transmit(), None);
+    s.handle_timeout(now + Duration::from_secs(41));
+    assert_eq!(s.poll_transmit(), Some(OutFrame::Ping));
+    s.handle_timeout(now + Duration::from_secs(61));
+    assert!(s.is_closed());
+    assert!(matches!(s.poll_transmit(), Some(OutFrame::Close { code: 1001, .. })));
+}
