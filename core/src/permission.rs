@@ -76,6 +76,11 @@ impl Permission {
         Ok(Permission { ops, pattern })
     }
 
+    /// True when the pattern has `segment` literally (not through a wildcard).
+    pub fn names(&self, segment: &str) -> bool {
+        self.pattern.iter().any(|p| p.eq_ignore_ascii_case(segment))
+    }
+
     /// True when this permission lets `caller` do `method` on the path of `segments`.
     pub fn allows(&self, method: Method, segments: &[String], caller: Option<Caller<'_>>) -> bool {
         self.ops & op_bit(method) != 0 && match_segments(&self.pattern, segments, caller)

@@ -226,7 +226,11 @@ impl<K: Clone + Eq + Hash> SubscriptionIndex<K> {
                 name,
             } => {
                 if let Some(u) = uuid {
-                    add(&mut self.entity_uuid, (collection.clone(), u.clone()), key.clone());
+                    add(
+                        &mut self.entity_uuid,
+                        (collection.clone(), u.clone()),
+                        key.clone(),
+                    );
                 }
                 if let Some(n) = name {
                     add(
@@ -322,9 +326,7 @@ impl<K: Clone + Eq + Hash> SubscriptionIndex<K> {
                 check(self.collections.get(change.collection), out);
             }
             ChangeKind::FeedItem => check(change.feed_owner.and_then(|o| self.feeds.get(o)), out),
-            ChangeKind::QueueMessage => {
-                check(change.queue.and_then(|q| self.queues.get(q)), out)
-            }
+            ChangeKind::QueueMessage => check(change.queue.and_then(|q| self.queues.get(q)), out),
         }
     }
 }
@@ -403,13 +405,28 @@ mod tests {
         let cheap = json!({"name": "a", "price": 5});
         let dear = json!({"name": "a", "price": 50});
         let ev = |kind, e, p| t.event_for(&change(kind, "books", "u1", e, p));
-        assert_eq!(ev(ChangeKind::Create, &cheap, None), Some(EventKind::Create));
+        assert_eq!(
+            ev(ChangeKind::Create, &cheap, None),
+            Some(EventKind::Create)
+        );
         assert_eq!(ev(ChangeKind::Create, &dear, None), None);
-        assert_eq!(ev(ChangeKind::Update, &dear, Some(&cheap)), Some(EventKind::Leave));
-        assert_eq!(ev(ChangeKind::Update, &cheap, Some(&dear)), Some(EventKind::Enter));
-        assert_eq!(ev(ChangeKind::Update, &cheap, Some(&cheap)), Some(EventKind::Update));
+        assert_eq!(
+            ev(ChangeKind::Update, &dear, Some(&cheap)),
+            Some(EventKind::Leave)
+        );
+        assert_eq!(
+            ev(ChangeKind::Update, &cheap, Some(&dear)),
+            Some(EventKind::Enter)
+        );
+        assert_eq!(
+            ev(ChangeKind::Update, &cheap, Some(&cheap)),
+            Some(EventKind::Update)
+        );
         assert_eq!(ev(ChangeKind::Update, &dear, Some(&dear)), None);
-        assert_eq!(ev(ChangeKind::Delete, &cheap, None), Some(EventKind::Delete));
+        assert_eq!(
+            ev(ChangeKind::Delete, &cheap, None),
+            Some(EventKind::Delete)
+        );
         assert_eq!(ev(ChangeKind::Delete, &dear, None), None);
         let other = t.event_for(&change(ChangeKind::Create, "cars", "u1", &cheap, None));
         assert_eq!(other, None);
@@ -442,7 +459,12 @@ mod tests {
                 name: Some("emma".into()),
             },
         );
-        idx.insert(5, Target::Feed { owner: "john".into() });
+        idx.insert(
+            5,
+            Target::Feed {
+                owner: "john".into(),
+            },
+        );
         idx.insert(6, Target::Queue { queue: "/q".into() });
         for i in 100..10_100 {
             idx.insert(
@@ -456,12 +478,25 @@ mod tests {
         }
         let dune = json!({"name": "Dune", "price": 5});
         let mut out = Vec::new();
-        idx.matches(&change(ChangeKind::Update, "books", "u1", &dune, Some(&dune)), &mut out);
+        idx.matches(
+            &change(ChangeKind::Update, "books", "u1", &dune, Some(&dune)),
+            &mut out,
+        );
         out.sort_by_key(|(k, _)| *k);
-        assert_eq!(out, [(1, EventKind::Update), (2, EventKind::Update), (3, EventKind::Update)]);
+        assert_eq!(
+            out,
+            [
+                (1, EventKind::Update),
+                (2, EventKind::Update),
+                (3, EventKind::Update)
+            ]
+        );
         let emma = json!({"name": "emma", "price": 20});
         out.clear();
-        idx.matches(&change(ChangeKind::Create, "books", "u9", &emma, None), &mut out);
+        idx.matches(
+            &change(ChangeKind::Create, "books", "u9", &emma, None),
+            &mut out,
+        );
         out.sort_by_key(|(k, _)| *k);
         assert_eq!(out, [(2, EventKind::Create), (4, EventKind::Create)]);
         let activity = json!({"content": "hi"});
@@ -479,7 +514,10 @@ mod tests {
         assert!(idx.remove(&3).is_some());
         assert!(idx.remove(&3).is_none());
         out.clear();
-        idx.matches(&change(ChangeKind::Update, "books", "u1", &dune, Some(&dune)), &mut out);
+        idx.matches(
+            &change(ChangeKind::Update, "books", "u1", &dune, Some(&dune)),
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
     }
 

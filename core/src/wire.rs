@@ -420,7 +420,10 @@ pub fn decode_request(text: &str) -> Result<RequestFrame, RejectedFrame> {
     {
         return Err(reject(FrameError::BadSince));
     }
-    if !matches!(obj.get("subscription"), None | Some(Value::Null) | Some(Value::String(_))) {
+    if !matches!(
+        obj.get("subscription"),
+        None | Some(Value::Null) | Some(Value::String(_))
+    ) {
         return Err(reject(FrameError::BadUnsubscribe));
     }
     // Every field checked above is fine, so serde's complaint was about something else.
@@ -494,17 +497,39 @@ mod tests {
             r#"{"id":7,"method":"SUBSCRIBE","path":"/books","params":{"ql":"select * where price < 10"},"since":42}"#,
         )
         .unwrap();
-        assert!(matches!(f.command, Command::Subscribe { since: Some(42), ref path, .. } if path == "/books"));
+        assert!(
+            matches!(f.command, Command::Subscribe { since: Some(42), ref path, .. } if path == "/books")
+        );
         let f = decode_request(r#"{"id":8,"method":"UNSUBSCRIBE","subscription":"s1"}"#).unwrap();
-        assert!(matches!(f.command, Command::Unsubscribe { subscription: Some(_), path: None }));
+        assert!(matches!(
+            f.command,
+            Command::Unsubscribe {
+                subscription: Some(_),
+                path: None
+            }
+        ));
         let f = decode_request(r#"{"id":9,"method":"AUTH","body":{"access_token":"t"}}"#).unwrap();
-        assert_eq!(f.command, Command::Auth { access_token: "t".into() });
+        assert_eq!(
+            f.command,
+            Command::Auth {
+                access_token: "t".into()
+            }
+        );
         for (frame, error) in [
             (r#"{"id":1,"method":"SUBSCRIBE"}"#, FrameError::BadPath),
             (r#"{"id":1,"method":"GET"}"#, FrameError::BadPath),
-            (r#"{"id":1,"method":"SUBSCRIBE","path":"/a","since":-1}"#, FrameError::BadSince),
-            (r#"{"id":1,"method":"SUBSCRIBE","path":"/a","since":"x"}"#, FrameError::BadSince),
-            (r#"{"id":1,"method":"UNSUBSCRIBE"}"#, FrameError::BadUnsubscribe),
+            (
+                r#"{"id":1,"method":"SUBSCRIBE","path":"/a","since":-1}"#,
+                FrameError::BadSince,
+            ),
+            (
+                r#"{"id":1,"method":"SUBSCRIBE","path":"/a","since":"x"}"#,
+                FrameError::BadSince,
+            ),
+            (
+                r#"{"id":1,"method":"UNSUBSCRIBE"}"#,
+                FrameError::BadUnsubscribe,
+            ),
             (r#"{"id":1,"method":"AUTH","body":{}}"#, FrameError::BadAuth),
             (r#"{"id":1,"method":"AUTH"}"#, FrameError::BadAuth),
         ] {

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod demo;
+pub mod hub;
 pub mod rest;
 pub mod server;
 pub mod service;

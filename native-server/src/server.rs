@@ -139,9 +139,17 @@ impl Server {
             cancel.clone(),
             tracker.clone(),
         ));
+        let dispatcher = tokio::spawn(self.service.clone().run_dispatcher(cancel.clone()));
+        let pruner = tokio::spawn(prune_log(
+            self.service.clone(),
+            Duration::from_secs(self.settings.log_retention_secs),
+            cancel.clone(),
+        ));
         shutdown.await;
         tracing::info!("shutting down");
         cancel.cancel();
+        let _ = dispatcher.await;
+        let _ = pruner.await;
         let _ = http_task.await;
         let _ = ws_task.await;
         tracker.close();
@@ -150,6 +158,17 @@ impl Server {
             .is_err()
         {
             tracing::warn!("some connections did not finish within 5 s");
+        }
+    }
+}
+
+/// Forgets changes older than the retention, once a minute.
+async fn prune_log(service: Arc<Service>, retention: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => service.prune_log(retention).await,
+            _ = cancel.cancelled() => return,
         }
     }
 }

@@ -43,6 +43,21 @@ pub struct Settings {
     /// Seconds a request may run before the socket answers 504.
     #[arg(long, env = "GRIDSOCKET_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// Most subscriptions per socket; more are answered 429.
+    #[arg(long, env = "GRIDSOCKET_MAX_SUBSCRIPTIONS", default_value_t = 1_000)]
+    pub max_subscriptions: usize,
+    /// Events queued for one socket before it counts as a slow consumer (closed with 4008).
+    #[arg(long, env = "GRIDSOCKET_MAX_QUEUED_EVENTS", default_value_t = 4_096)]
+    pub max_queued_events: usize,
+    /// Seconds of silence before a socket is pinged; twice that and it is closed. 0: never.
+    #[arg(long, env = "GRIDSOCKET_PING_INTERVAL_SECS", default_value_t = 25)]
+    pub ping_interval_secs: u64,
+    /// Seconds a socket whose token expired has to send AUTH before it is closed with 4401.
+    #[arg(long, env = "GRIDSOCKET_AUTH_GRACE_SECS", default_value_t = 30)]
+    pub auth_grace_secs: u64,
+    /// How long the change log keeps changes for resuming subscriptions, seconds.
+    #[arg(long, env = "GRIDSOCKET_LOG_RETENTION_SECS", default_value_t = 86_400)]
+    pub log_retention_secs: u64,
     /// Lifetime of access tokens, seconds.
     #[arg(long, env = "GRIDSOCKET_TOKEN_TTL_SECS", default_value_t = 86_400)]
     pub token_ttl_secs: u64,
@@ -64,6 +79,11 @@ impl Settings {
             max_frame_bytes: 1 << 20,
             max_in_flight: 256,
             request_timeout_secs: 30,
+            max_subscriptions: 1_000,
+            max_queued_events: 4_096,
+            ping_interval_secs: 25,
+            auth_grace_secs: 30,
+            log_retention_secs: 86_400,
             token_ttl_secs: 86_400,
         }
     }

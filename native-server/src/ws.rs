@@ -1,15 +1,18 @@
-//! WebSocket glue: drives one socket's [`ServerSession`] with frames, finished requests and
-//! time, and writes what it says.
+//! WebSocket glue: drives one socket's [`ServerSession`] with frames, finished requests,
+//! pushed events and time, and writes what it says.
 
-use crate::service::{ApiResponse, Caller, Service, SocketContext};
+use crate::hub::{ConnHandle, ConnId, Push, SlowFlag};
+use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
 use crate::settings::Settings;
 use futures_util::{SinkExt, StreamExt};
 use gridsocket_core::{
     Instant, OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
 };
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -27,6 +30,20 @@ fn ws_config(settings: &Settings) -> WebSocketConfig {
         .max_write_buffer_size(4 * settings.max_frame_bytes.max(READ_BUFFER))
         .max_message_size(Some(settings.max_frame_bytes))
         .max_frame_size(Some(settings.max_frame_bytes))
+}
+
+/// What a spawned task hands back to the socket's loop.
+enum Done {
+    Response(RequestHandle, ApiResponse),
+    Subscribed(RequestHandle, SubscribeOk),
+    Authenticated(RequestHandle, Option<i64>),
+}
+
+/// Converts a wall-clock expiry (ms since the epoch) into the session's clock.
+fn expiry_instant(expires_ms: Option<i64>) -> Option<Instant> {
+    let ms = expires_ms?;
+    let left = (ms - now_ms()).max(0) as u64;
+    Some(Instant::now() + Duration::from_millis(left))
 }
 
 /// Serves one WebSocket connection. `admitted` is false when the server is at its connection
@@ -71,49 +88,95 @@ pub async fn serve_socket(
         max_frame_len: settings.max_frame_bytes,
         max_in_flight: settings.max_in_flight,
         request_timeout: settings.request_timeout(),
+        max_subscriptions: settings.max_subscriptions,
+        max_buffered_events: settings.max_queued_events,
+        ping_interval: (settings.ping_interval_secs > 0)
+            .then(|| Duration::from_secs(settings.ping_interval_secs)),
+        auth_grace: Duration::from_secs(settings.auth_grace_secs),
     };
+    let now = Instant::now();
     let (mut session, context) = if !admitted {
         let body = gridsocket_core::wire::error_body_json(
             "too_many_connections",
             "the server is at its connection limit; retry with backoff",
         );
-        (
-            ServerSession::reject(config, 503, &body, close_code::TRY_AGAIN_LATER),
-            None,
-        )
+        let s = ServerSession::reject(config, now, 503, &body, close_code::TRY_AGAIN_LATER);
+        (s, None)
     } else {
         match service.open_socket(&target, authorization.as_deref()).await {
-            Ok(ctx) => (ServerSession::accept(config), Some(ctx)),
-            Err(refusal) => (
-                ServerSession::reject(config, refusal.status, &refusal.body, refusal.close_code),
-                None,
-            ),
+            Ok(ctx) => (ServerSession::accept(config, now), Some(ctx)),
+            Err(refusal) => {
+                let s = ServerSession::reject(
+                    config,
+                    now,
+                    refusal.status,
+                    &refusal.body,
+                    refusal.close_code,
+                );
+                (s, None)
+            }
         }
     };
-    let (done_tx, mut done_rx) =
-        mpsc::channel::<(RequestHandle, ApiResponse)>(settings.max_in_flight.max(1));
-    loop {
-        while let Some(ServerEvent::Request { handle, request }) = session.poll_event() {
-            let Some(SocketContext { app, caller, .. }) = context.as_ref() else {
-                continue;
-            };
-            let (service, app, caller, done) = (
-                service.clone(),
-                app.clone(),
-                caller.clone(),
-                done_tx.clone(),
-            );
-            tokio::spawn(async move {
-                let caller: &Caller = &caller;
-                let resp = service
-                    .handle_app(&app, caller, request, std::time::Instant::now())
-                    .await;
-                // The socket may be gone; the request's effects stand either way.
-                let _ = done.send((handle, resp)).await;
-            });
+    let (push_tx, mut push_rx) = mpsc::channel::<Push>(settings.max_queued_events.max(1));
+    let slow = Arc::new(SlowFlag::default());
+    let conn = context.as_ref().map(|ctx| {
+        service.hub().register(ConnHandle {
+            sender: push_tx,
+            slow: slow.clone(),
+            caller: ctx.caller.clone(),
+            app: ctx.app.clone(),
+        })
+    });
+    if let Some(ctx) = &context {
+        session.set_token_expiry(now, expiry_instant(ctx.expires));
+        if let Some(path) = &ctx.resource {
+            session.subscribe_on_connect(now, path.clone(), ctx.params.clone());
         }
-        if flush(&mut ws, &mut session).await.is_err() || session.is_closed() {
-            break;
+    }
+    drive(
+        &mut ws,
+        &mut session,
+        &service,
+        context.as_ref(),
+        conn,
+        &mut push_rx,
+        &slow,
+        &cancel,
+        &settings,
+    )
+    .await;
+    if let Some(conn) = conn {
+        service.hub().unregister(conn);
+    }
+    let _ = ws.close(None).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    ws: &mut WebSocketStream<TcpStream>,
+    session: &mut ServerSession,
+    service: &Arc<Service>,
+    context: Option<&SocketContext>,
+    conn: Option<ConnId>,
+    push_rx: &mut mpsc::Receiver<Push>,
+    slow: &SlowFlag,
+    cancel: &CancellationToken,
+    settings: &Settings,
+) {
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(settings.max_in_flight.max(1));
+    loop {
+        while let Some(event) = session.poll_event() {
+            handle_event(event, service, context, conn, &done_tx);
+        }
+        // A peer that stops reading blocks the write; once its queue overflowed too, give up
+        // on it instead of waiting forever.
+        let flushed = tokio::select! {
+            biased;
+            r = flush(ws, session) => r.is_ok(),
+            _ = slow.raised() => false,
+        };
+        if !flushed || session.is_closed() {
+            return;
         }
         let deadline = session.poll_timeout();
         tokio::select! {
@@ -122,10 +185,11 @@ pub async fn serve_socket(
                 match msg {
                     Some(Ok(Message::Text(text))) => session.handle_text(now, text.as_str()),
                     Some(Ok(Message::Binary(bytes))) => session.handle_binary(now, bytes.len()),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.handle_pong(now),
+                    Some(Ok(Message::Frame(_))) => {}
                     Some(Ok(Message::Close(_))) | None => {
                         session.handle_disconnect(now);
-                        break;
+                        return;
                     }
                     Some(Err(WsError::Capacity(e))) => {
                         tracing::debug!(error = %e, "oversize frame");
@@ -134,12 +198,39 @@ pub async fn serve_socket(
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read failed");
                         session.handle_disconnect(now);
-                        break;
+                        return;
                     }
                 }
             }
-            Some((handle, resp)) = done_rx.recv() => {
-                session.complete(Instant::now(), handle, resp.status, &resp.body);
+            Some(done) = done_rx.recv() => {
+                let now = Instant::now();
+                match done {
+                    Done::Response(handle, resp) => {
+                        session.complete(now, handle, resp.status, &resp.body);
+                    }
+                    Done::Subscribed(handle, ok) => {
+                        session.confirm_subscription(now, handle, ok.position, &ok.body, ok.replay);
+                    }
+                    Done::Authenticated(handle, expires) => {
+                        session.set_token_expiry(now, expiry_instant(expires));
+                        let body = serde_json::json!({
+                            "action": "auth",
+                            "expires_in": expires.map(|e| (e - now_ms()).max(0) / 1000),
+                        });
+                        session.complete(now, handle, 200, &body.to_string());
+                    }
+                }
+            }
+            Some(push) = push_rx.recv() => {
+                let now = Instant::now();
+                apply_push(session, now, push);
+                // Drain what else is queued before writing: one flush for many events.
+                while let Ok(push) = push_rx.try_recv() {
+                    apply_push(session, now, push);
+                }
+            }
+            _ = slow.raised() => {
+                session.close(Instant::now(), close_code::SLOW_CONSUMER, "slow consumer: resume with since");
             }
             _ = sleep_until(deadline) => session.handle_timeout(Instant::now()),
             _ = cancel.cancelled() => {
@@ -147,7 +238,92 @@ pub async fn serve_socket(
             }
         }
     }
-    let _ = ws.close(None).await;
+}
+
+fn apply_push(session: &mut ServerSession, now: Instant, push: Push) {
+    match push {
+        Push::Event {
+            subscription,
+            seq,
+            frame,
+        } => session.handle_push(now, subscription, seq, frame),
+        Push::Delivery {
+            subscription,
+            frame,
+        } => {
+            session.handle_delivery(now, subscription, frame);
+        }
+        Push::Revoke {
+            subscription,
+            reason,
+        } => session.revoke(now, subscription, reason),
+        Push::Close { code, reason } => session.close(now, code, reason),
+    }
+}
+
+/// Starts the work an event asks for; results come back through `done`.
+fn handle_event(
+    event: ServerEvent,
+    service: &Arc<Service>,
+    context: Option<&SocketContext>,
+    conn: Option<ConnId>,
+    done: &mpsc::Sender<Done>,
+) {
+    let (Some(ctx), Some(conn)) = (context, conn) else {
+        return;
+    };
+    let (service, app, caller, done) = (
+        service.clone(),
+        ctx.app.clone(),
+        ctx.caller.clone(),
+        done.clone(),
+    );
+    match event {
+        ServerEvent::Request { handle, request } => {
+            tokio::spawn(async move {
+                let resp = service
+                    .handle_app(&app, &caller, request, std::time::Instant::now())
+                    .await;
+                // The socket may be gone; the request's effects stand either way.
+                let _ = done.send(Done::Response(handle, resp)).await;
+            });
+        }
+        ServerEvent::Subscribe {
+            handle,
+            subscription,
+            path,
+            params,
+            since,
+        } => {
+            tokio::spawn(async move {
+                let result = service
+                    .subscribe(&app, &caller, conn, subscription, &path, &params, since)
+                    .await;
+                let msg = match result {
+                    Ok(ok) => Done::Subscribed(handle, ok),
+                    Err(resp) => Done::Response(handle, resp),
+                };
+                if done.send(msg).await.is_err() {
+                    service.hub().remove(&app.uuid, (conn, subscription));
+                }
+            });
+        }
+        ServerEvent::Unsubscribed { subscription } => {
+            service.hub().remove(&app.uuid, (conn, subscription));
+        }
+        ServerEvent::Auth {
+            handle,
+            access_token,
+        } => {
+            tokio::spawn(async move {
+                let msg = match service.reauthenticate(&caller, &access_token).await {
+                    Ok(expires) => Done::Authenticated(handle, expires),
+                    Err(resp) => Done::Response(handle, resp),
+                };
+                let _ = done.send(msg).await;
+            });
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -159,12 +335,13 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Writes every queued frame, then flushes once (coalescing them into few writes).
 async fn flush(
-    ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<TcpStream>,
     session: &mut ServerSession,
 ) -> Result<(), WsError> {
     while let Some(frame) = session.poll_transmit() {
         match frame {
             OutFrame::Text(text) => ws.feed(Message::text(text)).await?,
+            OutFrame::Ping => ws.feed(Message::Ping(Default::default())).await?,
             OutFrame::Close { code, reason } => {
                 ws.feed(Message::Close(Some(CloseFrame {
                     code: CloseCode::from(code),

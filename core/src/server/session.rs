@@ -132,8 +132,10 @@ struct Pending {
 }
 
 enum SubState {
-    /// Awaiting confirmation; live events wait here.
-    Pending { buffered: Vec<(u64, String)> },
+    /// Awaiting confirmation; live events (with their seq) and deliveries (without) wait here.
+    Pending {
+        buffered: Vec<(Option<u64>, String)>,
+    },
     /// Confirmed; events up to `last_seq` were delivered.
     Active { last_seq: u64 },
 }
@@ -342,15 +344,11 @@ impl ServerSession {
         let Some(sub) = self.subs.get_mut(&sub_id) else {
             return false;
         };
-        let buffered = match std::mem::replace(
-            &mut sub.state,
-            SubState::Active {
-                last_seq: position,
-            },
-        ) {
-            SubState::Pending { buffered } => buffered,
-            SubState::Active { .. } => Vec::new(),
-        };
+        let buffered =
+            match std::mem::replace(&mut sub.state, SubState::Active { last_seq: position }) {
+                SubState::Pending { buffered } => buffered,
+                SubState::Active { .. } => Vec::new(),
+            };
         self.buffered_events -= buffered.len();
         if self.closed {
             return false;
@@ -361,10 +359,15 @@ impl ServerSession {
             body_json,
         )));
         let mut last = position;
-        for (seq, frame) in replay.into_iter().chain(buffered) {
-            if seq > last {
-                last = seq;
-                self.transmits.push_back(OutFrame::Text(frame));
+        let replay = replay.into_iter().map(|(seq, frame)| (Some(seq), frame));
+        for (seq, frame) in replay.chain(buffered) {
+            match seq {
+                Some(seq) if seq <= last => {}
+                Some(seq) => {
+                    last = seq;
+                    self.transmits.push_back(OutFrame::Text(frame));
+                }
+                None => self.transmits.push_back(OutFrame::Text(frame)),
             }
         }
         if let Some(sub) = self.subs.get_mut(&sub_id) {
@@ -375,7 +378,13 @@ impl ServerSession {
 
     /// A change event for a subscription, already encoded. Delivered once and in order:
     /// an event at or before the last delivered `seq` is dropped.
-    pub fn handle_push(&mut self, _now: Instant, subscription: SubscriptionId, seq: u64, frame: String) {
+    pub fn handle_push(
+        &mut self,
+        _now: Instant,
+        subscription: SubscriptionId,
+        seq: u64,
+        frame: String,
+    ) {
         if self.closed {
             return;
         }
@@ -395,24 +404,39 @@ impl ServerSession {
                     return;
                 }
                 self.buffered_events += 1;
-                buffered.push((seq, frame));
+                buffered.push((Some(seq), frame));
             }
         }
     }
 
     /// A delivery that is not part of the ordered change stream (a queue message handed to a
-    /// consumer, possibly again after its transaction timed out): sent as is if the
-    /// subscription is active.
-    pub fn handle_delivery(&mut self, _now: Instant, subscription: SubscriptionId, frame: String) -> bool {
-        let active = matches!(
-            self.subs.get(&subscription).map(|s| &s.state),
-            Some(SubState::Active { .. })
-        );
-        if self.closed || !active {
+    /// consumer, possibly again after its transaction timed out): sent as is, after the
+    /// confirmation if that is still to come. False if the subscription is gone.
+    pub fn handle_delivery(
+        &mut self,
+        _now: Instant,
+        subscription: SubscriptionId,
+        frame: String,
+    ) -> bool {
+        if self.closed {
             return false;
         }
-        self.transmits.push_back(OutFrame::Text(frame));
-        true
+        match self.subs.get_mut(&subscription).map(|s| &mut s.state) {
+            Some(SubState::Active { .. }) => {
+                self.transmits.push_back(OutFrame::Text(frame));
+                true
+            }
+            Some(SubState::Pending { buffered }) => {
+                if self.buffered_events >= self.config.max_buffered_events {
+                    self.close_with(close_code::SLOW_CONSUMER, "slow consumer");
+                    return false;
+                }
+                self.buffered_events += 1;
+                buffered.push((None, frame));
+                true
+            }
+            None => false,
+        }
     }
 
     /// The subscriber lost read access: sends `{"event":"revoked",…}` and ends the subscription.
@@ -644,7 +668,10 @@ impl ServerSession {
                 .map(|s| format!("subscription {s:?}"))
                 .or(path.map(|p| format!("a subscription of {p:?}")))
                 .unwrap_or_default();
-            let body = error_body_json("subscription_not_found", &format!("no {what} on this socket"));
+            let body = error_body_json(
+                "subscription_not_found",
+                &format!("no {what} on this socket"),
+            );
             self.transmits
                 .push_back(OutFrame::Text(encode_response(Some(&id), 404, &body)));
             return;

@@ -138,6 +138,31 @@ impl Service {
             }
         }
         let grants = self.grants(app, caller).await?;
+        // A user's feed is their inbox: private to them unless a permission names it
+        // (`get:/users/*/feed`); the default role's `/**` does not open it.
+        if segments.len() >= 3
+            && segments[0].eq_ignore_ascii_case("users")
+            && matches!(segments[2].to_ascii_lowercase().as_str(), "feed" | "inbox")
+        {
+            if let Some(c) = me
+                && (segments[1].eq_ignore_ascii_case(c.uuid)
+                    || segments[1].eq_ignore_ascii_case(c.username))
+            {
+                return Ok(());
+            }
+            let named = grants
+                .permissions
+                .iter()
+                .any(|p| p.names("feed") && p.allows(method, &segments, me));
+            return if named {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(format!(
+                    "the feed of /{}/{} is private to its owner",
+                    segments[0], segments[1]
+                )))
+            };
+        }
         if grants
             .permissions
             .iter()

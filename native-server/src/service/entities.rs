@@ -552,11 +552,43 @@ impl Service {
                 self.revoke_subject(&owner.uuid).await?;
                 return Ok((200, env("revoked user tokens")));
             }
-            ("feed" | "activities", _) => {
-                return Err(ApiError::NoSuchResource(format!(
-                    "{} is not served yet",
-                    request.path
-                )));
+            ("feed" | "activities", None)
+                if !inbound && matches!(owner.collection.as_str(), "users" | "groups") =>
+            {
+                return match method {
+                    Method::Get => {
+                        let mut paging = Paging::from_request(request)?;
+                        // Feeds read newest first unless the query orders them.
+                        let q = paging.query.get_or_insert_with(Query::default);
+                        if q.order.is_empty() {
+                            q.order.push(gridsocket_core::query::OrderBy {
+                                property: "published".into(),
+                                descending: true,
+                            });
+                        }
+                        let page = self
+                            .store
+                            .related(
+                                &app.uuid,
+                                &owner.uuid,
+                                relation,
+                                Direction::Outbound,
+                                &paging.page_query(),
+                            )
+                            .await?;
+                        let mut env = env("get");
+                        if page.more {
+                            env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
+                        }
+                        env.count = Some(page.entities.len());
+                        Ok(with_entities(env, &page.entities, "/activities"))
+                    }
+                    Method::Post if relation == "activities" => {
+                        let activity = self.post_activity(app, caller, owner, request).await?;
+                        Ok(with_entities(env("post"), &[activity], "/activities"))
+                    }
+                    _ => Err(ApiError::MethodNotAllowed(method.as_str())),
+                };
             }
             _ => {}
         }
@@ -654,6 +686,77 @@ impl Service {
         }
     }
 
+    /// `POST /users/{u}/activities` or `/groups/{g}/activities`: creates the activity and
+    /// delivers it to the owner's feed and to the feeds of the user's followers or the
+    /// group's members.
+    async fn post_activity(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        owner: &Entity,
+        request: &ApiRequest,
+    ) -> Result<Entity, ApiError> {
+        let mut props = match &request.body {
+            Some(Value::Object(m)) => m.clone(),
+            _ => return Err(ApiError::BadBody("an activity is a JSON object".into())),
+        };
+        let poster = if owner.collection == "users" {
+            Some(owner.clone())
+        } else if let Some(uuid) = caller.user_uuid() {
+            self.store
+                .entity(&app.uuid, Some("users"), EntityKey::Uuid(uuid))
+                .await?
+        } else {
+            None
+        };
+        if let Some(user) = &poster {
+            let username = user.data.get("username").cloned().unwrap_or(Value::Null);
+            let display = user
+                .data
+                .get("name")
+                .cloned()
+                .unwrap_or_else(|| username.clone());
+            let actor = props
+                .entry("actor")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(a) = actor {
+                a.entry("uuid").or_insert(Value::String(user.uuid.clone()));
+                a.entry("username").or_insert(username);
+                a.entry("displayName").or_insert(display);
+                if let Some(email) = user.data.get("email") {
+                    a.entry("email").or_insert(email.clone());
+                }
+            }
+        }
+        if !props.get("actor").is_some_and(Value::is_object) {
+            return Err(ApiError::RequiredProperty("actor"));
+        }
+        props.entry("verb").or_insert(Value::String("post".into()));
+        props.entry("published").or_insert(now_ms().into());
+        let activity = self.create_entity(app, "activities", props).await?;
+        self.store
+            .add_relation(&app.uuid, &owner.uuid, "activities", &activity.uuid)
+            .await?;
+        let mut owners = vec![owner.uuid.clone()];
+        let audience = match owner.collection.as_str() {
+            "users" => {
+                self.store
+                    .related_uuids(&app.uuid, &owner.uuid, "following", Direction::Inbound)
+                    .await?
+            }
+            _ => {
+                self.store
+                    .related_uuids(&app.uuid, &owner.uuid, "users", Direction::Outbound)
+                    .await?
+            }
+        };
+        owners.extend(audience);
+        self.store
+            .deliver_to_feeds(&app.uuid, &activity, &owners)
+            .await?;
+        Ok(activity)
+    }
+
     async fn connect(
         &self,
         app: &AppRecord,
@@ -680,6 +783,29 @@ impl Service {
         }
         if affects_grants(&owner.collection, relation) {
             self.bump_grants();
+        }
+        if relation == "following" && target.collection == "users" {
+            // Usergrid copies the followed user's activities into the follower's feed.
+            let all = PageQuery {
+                query: None,
+                limit: MAX_LIMIT,
+                offset: 0,
+            };
+            let past = self
+                .store
+                .related(
+                    &app.uuid,
+                    &target.uuid,
+                    "activities",
+                    Direction::Outbound,
+                    &all,
+                )
+                .await?;
+            for activity in past.entities {
+                self.store
+                    .deliver_to_feeds(&app.uuid, &activity, std::slice::from_ref(&owner.uuid))
+                    .await?;
+            }
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ pub(crate) enum Body {
     Json(Value),
 }
 
-pub(super) type Reply = Result<(u16, Body), ApiError>;
+pub(crate) type Reply = Result<(u16, Body), ApiError>;
 
 /// Names that cannot be organizations or applications: they are routes.
 const RESERVED_NAMES: &[&str] = &["management", "status", "healthz", "metrics", "demo-assets"];

@@ -10,11 +10,15 @@ mod entities;
 mod envelope;
 mod error;
 mod management;
+mod queues;
+mod realtime;
 
 pub use access::{Caller, Principal};
 pub use error::ApiError;
+pub use realtime::{DEFAULT_QUEUE_TIMEOUT_MS, MAX_REPLAY, SubscribeOk};
 
 use crate::auth::{Credentials, TokenCache, token_hash};
+use crate::hub::Hub;
 use crate::store::{AppRecord, Store, TokenKind, TokenRecord};
 use envelope::error_json;
 use gridsocket_core::path::split_segments;
@@ -25,7 +29,7 @@ use management::Body;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A finished request: HTTP status and the JSON body as text.
@@ -70,8 +74,13 @@ pub struct SocketContext {
     pub app: Arc<AppRecord>,
     /// Who connected, with cached grants.
     pub caller: Arc<Caller>,
-    /// The resource path in the URL after the app, if any (`/users/johndoe/inbox`).
+    /// The resource path in the URL after the app, if any (`/users/johndoe/inbox`): the
+    /// socket subscribes to it at once.
     pub resource: Option<String>,
+    /// The URL's query parameters (`ql`, `consumer`, … for that subscription).
+    pub params: Params,
+    /// When the connection's token expires, ms since the epoch.
+    pub expires: Option<i64>,
 }
 
 /// A refused socket handshake: the error frame's status and body, and the close code.
@@ -101,6 +110,10 @@ pub struct Service {
     /// Bumped whenever a permission, role or group membership changes anywhere, so cached
     /// grants know to reload.
     grants_generation: AtomicU64,
+    /// Sockets and their subscriptions.
+    hub: Hub,
+    /// This service, for the tasks it spawns.
+    me: Weak<Service>,
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -118,13 +131,20 @@ fn elapsed_ms(started: Instant) -> u64 {
 impl Service {
     /// A service over a store.
     pub fn new(store: Arc<dyn Store>, config: ServiceConfig) -> Arc<Service> {
-        Arc::new(Service {
+        Arc::new_cyclic(|me| Service {
             store,
             config,
             tokens: TokenCache::new(100_000),
             apps: Mutex::new(HashMap::new()),
             grants_generation: AtomicU64::new(0),
+            hub: Hub::default(),
+            me: me.clone(),
         })
+    }
+
+    /// Sockets and their subscriptions.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// The store underneath.
@@ -137,7 +157,7 @@ impl Service {
         &self.config
     }
 
-    fn error_response(&self, err: ApiError, started: Instant) -> ApiResponse {
+    pub(crate) fn error_response(&self, err: ApiError, started: Instant) -> ApiResponse {
         if let ApiError::Store(e) = &err {
             tracing::error!(error = %e, "store failure");
         }
@@ -262,6 +282,10 @@ impl Service {
             .authenticate(&creds, Some(&app))
             .await
             .map_err(|e| refuse(e, close_code::UNAUTHORIZED))?;
+        let expires = match &creds {
+            Credentials::Token(t) => self.token_expiry(t),
+            _ => None,
+        };
         let caller = Arc::new(Caller::new(principal));
         let resource = if rest.is_empty() {
             None
@@ -279,6 +303,8 @@ impl Service {
             app,
             caller,
             resource,
+            params: connect.params,
+            expires,
         })
     }
 
@@ -314,8 +340,18 @@ impl Service {
         }
         self.check_access(app, caller, request.method, &path)
             .await?;
-        let (status, env) = self.dispatch(app, caller, request, &path).await?;
-        Ok((status, Body::Envelope(Box::new(env))))
+        let result = match &path.resource {
+            Resource::Queue { queue, part } => self.queue_call(app, request, queue, part).await,
+            _ => self
+                .dispatch(app, caller, request, &path)
+                .await
+                .map(|(status, env)| (status, Body::Envelope(Box::new(env)))),
+        };
+        if request.method != Method::Get {
+            // Writes log their changes; the dispatcher reads them from there.
+            self.hub.notify(&app.uuid);
+        }
+        result
     }
 
     /// Finds the app a REST URL names: `/{org}/{app}/…` first, then `/{app}/…` of the default
@@ -402,7 +438,7 @@ impl Service {
         }
     }
 
-    async fn principal_of_token(&self, token: &str) -> Result<Principal, ApiError> {
+    pub(crate) async fn principal_of_token(&self, token: &str) -> Result<Principal, ApiError> {
         let hash = token_hash(token);
         let now = now_ms();
         if let Some(hit) = self.tokens.get(&hash) {
@@ -490,14 +526,21 @@ impl Service {
         Ok((token, ttl.as_secs()))
     }
 
-    /// Revokes every token of a subject (a user or admin uuid).
+    /// Revokes every token of a subject (a user or admin uuid) and ends that user's sockets.
     async fn revoke_subject(&self, subject: &str) -> Result<u64, ApiError> {
         let n = self.store.revoke_tokens(subject).await?;
         self.tokens.remove_where(|t| t.subject == subject);
+        self.close_user_sockets(subject);
         Ok(n)
+    }
+
+    /// When a token expires (ms since the epoch), if it is known.
+    pub(crate) fn token_expiry(&self, token: &str) -> Option<i64> {
+        self.tokens.get(&token_hash(token)).map(|t| t.expires)
     }
 
     fn bump_grants(&self) {
         self.grants_generation.fetch_add(1, Ordering::Relaxed);
+        self.hub.request_revalidation();
     }
 }

@@ -9,6 +9,7 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use gridsocket_core::Query;
+use gridsocket_core::subscription::{Change, ChangeKind};
 use serde_json::{Map, Value};
 
 /// A storage failure.
@@ -185,6 +186,104 @@ pub enum Direction {
     Inbound,
 }
 
+/// One entry of an application's change log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangeRecord {
+    /// Position in the application's log: strictly increasing, gap-free per application.
+    pub seq: u64,
+    /// When it was written, ms since the epoch.
+    pub created: i64,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The entity's collection (`activities` for feed items; empty for queue messages).
+    pub collection: String,
+    /// The entity's or message's uuid.
+    pub uuid: String,
+    /// The entity's name, if any.
+    pub name: Option<String>,
+    /// The entity after the change (before it, for a delete), or the message.
+    pub entity: Map<String, Value>,
+    /// The entity before an update.
+    pub previous: Option<Map<String, Value>>,
+    /// The feed an activity was delivered to (owner uuid).
+    pub feed_owner: Option<String>,
+    /// The queue a message was posted to.
+    pub queue: Option<String>,
+}
+
+/// A change with its JSON views, ready for matching.
+pub struct ChangeView {
+    /// The record.
+    pub record: ChangeRecord,
+    /// `entity` as a JSON value.
+    pub entity: Value,
+    /// `previous` as a JSON value.
+    pub previous: Option<Value>,
+}
+
+impl ChangeView {
+    /// Wraps a record.
+    pub fn new(record: ChangeRecord) -> ChangeView {
+        ChangeView {
+            entity: Value::Object(record.entity.clone()),
+            previous: record.previous.clone().map(Value::Object),
+            record,
+        }
+    }
+
+    /// The matcher's view of it.
+    pub fn change(&self) -> Change<'_> {
+        let r = &self.record;
+        Change {
+            seq: r.seq,
+            kind: r.kind,
+            collection: &r.collection,
+            uuid: &r.uuid,
+            name: r.name.as_deref(),
+            entity: &self.entity,
+            previous: self.previous.as_ref(),
+            feed_owner: r.feed_owner.as_deref(),
+            queue: r.queue.as_deref(),
+        }
+    }
+}
+
+/// Changes read from the log.
+#[derive(Clone, Debug, Default)]
+pub struct ChangeBatch {
+    /// The changes after the asked position, in order.
+    pub changes: Vec<ChangeRecord>,
+    /// The lowest position whose change is still retained: asking for changes after anything
+    /// below `first_retained - 1` cannot be answered completely.
+    pub first_retained: u64,
+    /// The newest position of the log.
+    pub position: u64,
+}
+
+/// A queue message as read, with its position in the change log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuedMessage {
+    /// The log position of its posting.
+    pub seq: u64,
+    /// The message (with `transaction` when read in one).
+    pub message: Value,
+}
+
+/// How a queue read positions itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueRead {
+    /// From the oldest message, without moving any pointer.
+    Start,
+    /// After the consumer's pointer, moving it; with a timeout, in transactions that hide the
+    /// messages from that consumer until committed or timed out (then they come again).
+    Consumer {
+        /// Consumer id.
+        consumer: String,
+        /// Transaction timeout in ms; 0 for none.
+        timeout_ms: u64,
+    },
+}
+
 /// The storage interface the service layer runs on.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -222,7 +321,8 @@ pub trait Store: Send + Sync + 'static {
     async fn token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
     /// Deletes every token of a subject; returns how many.
     async fn revoke_tokens(&self, subject: &str) -> StoreResult<u64>;
-    /// Inserts a new entity, with a password hash for users; `Duplicate` if its name is taken.
+    /// Inserts a new entity, with a password hash for users, and logs its creation;
+    /// `Duplicate` if its name is taken.
     async fn insert_entity(
         &self,
         app: &str,
@@ -242,12 +342,67 @@ pub trait Store: Send + Sync + 'static {
     async fn user_secret(&self, app: &str, uuid: &str) -> StoreResult<Option<String>>;
     /// Sets a user's password hash.
     async fn set_user_secret(&self, app: &str, uuid: &str, secret: &str) -> StoreResult<()>;
-    /// Replaces an entity's name and properties; `Duplicate` if the new name is taken.
+    /// Replaces an entity's name and properties and logs the update; `Duplicate` if the new
+    /// name is taken.
     async fn replace_entity(&self, app: &str, entity: &Entity) -> StoreResult<()>;
-    /// Deletes an entity with its relations and permissions; false if it did not exist.
+    /// Deletes an entity with its relations and permissions and logs it; false if it did not
+    /// exist.
     async fn delete_entity(&self, app: &str, uuid: &str) -> StoreResult<bool>;
     /// A page of a collection, filtered and ordered by the query, oldest first by default.
     async fn query(&self, app: &str, collection: &str, page: &PageQuery<'_>) -> StoreResult<Page>;
+    /// Adds an activity to the feeds of `owners` and logs one feed item per owner.
+    async fn deliver_to_feeds(
+        &self,
+        app: &str,
+        activity: &Entity,
+        owners: &[String],
+    ) -> StoreResult<()>;
+    /// The newest position of an application's change log (0 when empty).
+    async fn log_position(&self, app: &str) -> StoreResult<u64>;
+    /// At most `limit` changes after `after`, in order.
+    async fn changes_since(&self, app: &str, after: u64, limit: usize) -> StoreResult<ChangeBatch>;
+    /// Forgets changes written before `before_ms` (retention); returns how many.
+    async fn prune_changes(&self, before_ms: i64) -> StoreResult<u64>;
+    /// Posts messages to a queue and to its subscriber queues, logging each; returns the
+    /// stored messages of `queue` itself.
+    async fn queue_post(
+        &self,
+        app: &str,
+        queue: &str,
+        messages: &[Map<String, Value>],
+        now: i64,
+    ) -> StoreResult<Vec<Value>>;
+    /// Reads messages of a queue (see [`QueueRead`]); with a consumer and timeout each message
+    /// carries its `transaction` id.
+    async fn queue_read(
+        &self,
+        app: &str,
+        queue: &str,
+        read: &QueueRead,
+        limit: usize,
+        now: i64,
+    ) -> StoreResult<Vec<QueuedMessage>>;
+    /// Commits (deletes) a transaction; false if it does not exist (any more).
+    async fn queue_commit(&self, app: &str, queue: &str, transaction: &str) -> StoreResult<bool>;
+    /// The earliest expiry of a consumer's open transactions, if any.
+    async fn queue_next_expiry(
+        &self,
+        app: &str,
+        queue: &str,
+        consumer: &str,
+    ) -> StoreResult<Option<i64>>;
+    /// The subscriber queues of a queue.
+    async fn queue_subscribers(&self, app: &str, queue: &str) -> StoreResult<Vec<String>>;
+    /// Adds or removes a subscriber queue; false if nothing changed.
+    async fn queue_subscribe(
+        &self,
+        app: &str,
+        queue: &str,
+        subscriber: &str,
+        add: bool,
+    ) -> StoreResult<bool>;
+    /// The queues of an application that have ever had a message.
+    async fn queues(&self, app: &str) -> StoreResult<Vec<String>>;
     /// Adds `source -relation-> target`; false if it already existed.
     async fn add_relation(
         &self,

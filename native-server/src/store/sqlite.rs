@@ -2,10 +2,13 @@
 //! so that an answered write survives `kill -9` and power loss.
 
 use super::{
-    AdminRecord, AppRecord, Direction, Entity, EntityKey, OrgRecord, Page, PageQuery, Store,
-    StoreError, StoreResult, TokenKind, TokenRecord,
+    AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
+    Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult, TokenKind,
+    TokenRecord,
 };
 use async_trait::async_trait;
+use gridsocket_core::subscription::ChangeKind;
+use rusqlite::Transaction;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -39,6 +42,26 @@ CREATE TABLE IF NOT EXISTS relations(
     id INTEGER PRIMARY KEY, app TEXT NOT NULL, source TEXT NOT NULL, relation TEXT NOT NULL,
     target TEXT NOT NULL, UNIQUE(app, source, relation, target));
 CREATE INDEX IF NOT EXISTS relations_target ON relations(app, target, relation);
+CREATE TABLE IF NOT EXISTS app_seq(app TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS changes(
+    app TEXT NOT NULL, seq INTEGER NOT NULL, created INTEGER NOT NULL, kind TEXT NOT NULL,
+    collection TEXT NOT NULL, uuid TEXT NOT NULL, name TEXT, entity TEXT NOT NULL,
+    previous TEXT, feed_owner TEXT, queue TEXT, PRIMARY KEY(app, seq));
+CREATE INDEX IF NOT EXISTS changes_created ON changes(created);
+CREATE TABLE IF NOT EXISTS queue_messages(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, app TEXT NOT NULL, queue TEXT NOT NULL,
+    uuid TEXT NOT NULL, seq INTEGER NOT NULL, created INTEGER NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS queue_messages_queue ON queue_messages(app, queue, id);
+CREATE TABLE IF NOT EXISTS queue_consumers(
+    app TEXT NOT NULL, queue TEXT NOT NULL, consumer TEXT NOT NULL, position INTEGER NOT NULL,
+    PRIMARY KEY(app, queue, consumer));
+CREATE TABLE IF NOT EXISTS queue_tx(
+    id TEXT PRIMARY KEY, app TEXT NOT NULL, queue TEXT NOT NULL, consumer TEXT NOT NULL,
+    message_id INTEGER NOT NULL, expires INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS queue_tx_consumer ON queue_tx(app, queue, consumer, expires);
+CREATE TABLE IF NOT EXISTS queue_subs(
+    app TEXT NOT NULL, queue TEXT NOT NULL, subscriber TEXT NOT NULL,
+    PRIMARY KEY(app, queue, subscriber));
 CREATE TABLE IF NOT EXISTS permissions(
     app TEXT NOT NULL, owner TEXT NOT NULL, permission TEXT NOT NULL,
     PRIMARY KEY(app, owner, permission));
@@ -128,6 +151,100 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
         client_secret: r.get(5)?,
         created: r.get(6)?,
     })
+}
+
+fn kind_name(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Create => "create",
+        ChangeKind::Update => "update",
+        ChangeKind::Delete => "delete",
+        ChangeKind::FeedItem => "feed_item",
+        ChangeKind::QueueMessage => "queue_message",
+    }
+}
+
+fn kind_of(name: &str) -> Option<ChangeKind> {
+    Some(match name {
+        "create" => ChangeKind::Create,
+        "update" => ChangeKind::Update,
+        "delete" => ChangeKind::Delete,
+        "feed_item" => ChangeKind::FeedItem,
+        "queue_message" => ChangeKind::QueueMessage,
+        _ => return None,
+    })
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Appends a change inside the writer's transaction and returns its position: the entity write
+/// and its log entry commit together or not at all.
+fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> StoreResult<u64> {
+    tx.execute(
+        "INSERT INTO app_seq(app, seq) VALUES (?1, 1) ON CONFLICT(app) DO UPDATE SET seq = seq + 1",
+        [app],
+    )
+    .map_err(backend)?;
+    let seq: i64 = tx
+        .query_row("SELECT seq FROM app_seq WHERE app = ?1", [app], |r| {
+            r.get(0)
+        })
+        .map_err(backend)?;
+    tx.prepare_cached("INSERT INTO changes VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")
+        .and_then(|mut st| {
+            st.execute(params![
+                app,
+                seq,
+                rec.created,
+                kind_name(rec.kind),
+                rec.collection,
+                rec.uuid,
+                rec.name,
+                Value::Object(rec.entity.clone()).to_string(),
+                rec.previous
+                    .as_ref()
+                    .map(|p| Value::Object(p.clone()).to_string()),
+                rec.feed_owner,
+                rec.queue,
+            ])
+        })
+        .map_err(backend)?;
+    Ok(seq as u64)
+}
+
+fn entity_change(
+    kind: ChangeKind,
+    e: &Entity,
+    previous: Option<Map<String, Value>>,
+) -> ChangeRecord {
+    ChangeRecord {
+        seq: 0,
+        created: wall_ms(),
+        kind,
+        collection: e.collection.clone(),
+        uuid: e.uuid.clone(),
+        name: e.name.clone(),
+        entity: e.data.clone(),
+        previous,
+        feed_owner: None,
+        queue: None,
+    }
+}
+
+fn load_for_update(tx: &Transaction<'_>, app: &str, uuid: &str) -> StoreResult<Option<Entity>> {
+    let row = tx
+        .query_row(
+            "SELECT uuid, collection, name, data FROM entities WHERE app = ?1 AND uuid = ?2",
+            [app, uuid],
+            entity_row,
+        )
+        .optional()
+        .map_err(backend)?;
+    row.map(to_entity).transpose()
 }
 
 /// Reads `(uuid, collection, name, data)` columns into an entity.
@@ -560,18 +677,27 @@ impl Store for SqliteStore {
     async fn replace_entity(&self, app: &str, entity: &Entity) -> StoreResult<()> {
         let (app, e) = (app.to_owned(), entity.clone());
         self.call(move |c| {
-            let data = Value::Object(e.data).to_string();
-            c.prepare_cached(
+            let tx = c.transaction().map_err(backend)?;
+            let Some(before) = load_for_update(&tx, &app, &e.uuid)? else {
+                return Ok(());
+            };
+            let data = Value::Object(e.data.clone()).to_string();
+            tx.prepare_cached(
                 "UPDATE entities SET name = ?3, data = ?4 WHERE app = ?1 AND uuid = ?2",
             )
             .and_then(|mut s| s.execute(params![app, e.uuid, e.name, data]))
             .map_err(|err| {
                 sql_err(
                     err,
-                    &format!("an entity named {:?}", e.name.unwrap_or_default()),
+                    &format!("an entity named {:?}", e.name.clone().unwrap_or_default()),
                 )
             })?;
-            Ok(())
+            append_change(
+                &tx,
+                &app,
+                &entity_change(ChangeKind::Update, &e, Some(before.data)),
+            )?;
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -580,12 +706,16 @@ impl Store for SqliteStore {
         let (app, uuid) = (app.to_owned(), uuid.to_owned());
         self.call(move |c| {
             let tx = c.transaction().map_err(backend)?;
+            let Some(before) = load_for_update(&tx, &app, &uuid)? else {
+                return Ok(false);
+            };
             let n = tx
                 .execute(
                     "DELETE FROM entities WHERE app = ?1 AND uuid = ?2",
                     [&app, &uuid],
                 )
                 .map_err(backend)?;
+            append_change(&tx, &app, &entity_change(ChangeKind::Delete, &before, None))?;
             tx.execute(
                 "DELETE FROM relations WHERE app = ?1 AND (source = ?2 OR target = ?2)",
                 [&app, &uuid],
@@ -640,6 +770,432 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(page_of(rows, page))
+    }
+
+    async fn deliver_to_feeds(
+        &self,
+        app: &str,
+        activity: &Entity,
+        owners: &[String],
+    ) -> StoreResult<()> {
+        let (app, activity, owners) = (app.to_owned(), activity.clone(), owners.to_vec());
+        self.call(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            for owner in &owners {
+                let added = tx
+                    .execute(
+                        "INSERT OR IGNORE INTO relations(app, source, relation, target)
+                         VALUES (?1, ?2, 'feed', ?3)",
+                        params![app, owner, activity.uuid],
+                    )
+                    .map_err(backend)?;
+                if added > 0 {
+                    let mut rec = entity_change(ChangeKind::FeedItem, &activity, None);
+                    rec.feed_owner = Some(owner.clone());
+                    append_change(&tx, &app, &rec)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn log_position(&self, app: &str) -> StoreResult<u64> {
+        let app = app.to_owned();
+        self.call(move |c| {
+            let seq: Option<i64> = c
+                .query_row("SELECT seq FROM app_seq WHERE app = ?1", [app], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(backend)?;
+            Ok(seq.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    async fn changes_since(&self, app: &str, after: u64, limit: usize) -> StoreResult<ChangeBatch> {
+        let app = app.to_owned();
+        self.call(move |c| {
+            // One read transaction: the batch, the retention floor and the position agree.
+            let tx = c.transaction().map_err(backend)?;
+            let position: i64 = tx
+                .query_row("SELECT seq FROM app_seq WHERE app = ?1", [&app], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(backend)?
+                .unwrap_or(0);
+            let oldest: Option<i64> = tx
+                .query_row("SELECT MIN(seq) FROM changes WHERE app = ?1", [&app], |r| {
+                    r.get(0)
+                })
+                .map_err(backend)?;
+            let mut changes = Vec::new();
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "SELECT seq, created, kind, collection, uuid, name, entity, previous,
+                                feed_owner, queue
+                         FROM changes WHERE app = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    )
+                    .map_err(backend)?;
+                let rows = st
+                    .query_map(params![app, after as i64, limit as i64], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, Option<String>>(5)?,
+                            r.get::<_, String>(6)?,
+                            r.get::<_, Option<String>>(7)?,
+                            r.get::<_, Option<String>>(8)?,
+                            r.get::<_, Option<String>>(9)?,
+                        ))
+                    })
+                    .map_err(backend)?;
+                for row in rows {
+                    let (
+                        seq,
+                        created,
+                        kind,
+                        collection,
+                        uuid,
+                        name,
+                        entity,
+                        previous,
+                        feed_owner,
+                        queue,
+                    ) = row.map_err(backend)?;
+                    let kind = kind_of(&kind).ok_or_else(|| {
+                        backend(std::io::Error::other(format!(
+                            "unknown change kind {kind:?}"
+                        )))
+                    })?;
+                    let entity: Map<String, Value> =
+                        serde_json::from_str(&entity).map_err(backend)?;
+                    let previous = previous
+                        .map(|p| serde_json::from_str::<Map<String, Value>>(&p))
+                        .transpose()
+                        .map_err(backend)?;
+                    changes.push(ChangeRecord {
+                        seq: seq as u64,
+                        created,
+                        kind,
+                        collection,
+                        uuid,
+                        name,
+                        entity,
+                        previous,
+                        feed_owner,
+                        queue,
+                    });
+                }
+            }
+            Ok(ChangeBatch {
+                changes,
+                first_retained: oldest.map(|o| o as u64).unwrap_or(position as u64 + 1),
+                position: position as u64,
+            })
+        })
+        .await
+    }
+
+    async fn prune_changes(&self, before_ms: i64) -> StoreResult<u64> {
+        self.call(move |c| {
+            let n = c
+                .execute("DELETE FROM changes WHERE created < ?1", [before_ms])
+                .map_err(backend)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn queue_post(
+        &self,
+        app: &str,
+        queue: &str,
+        messages: &[Map<String, Value>],
+        now: i64,
+    ) -> StoreResult<Vec<Value>> {
+        let (app, queue, messages) = (app.to_owned(), queue.to_owned(), messages.to_vec());
+        self.call(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let mut targets = vec![queue.clone()];
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "SELECT subscriber FROM queue_subs WHERE app = ?1 AND queue = ?2",
+                    )
+                    .map_err(backend)?;
+                let rows = st
+                    .query_map([&app, &queue], |r| r.get::<_, String>(0))
+                    .map_err(backend)?;
+                for r in rows {
+                    let sub = r.map_err(backend)?;
+                    if !targets.contains(&sub) {
+                        targets.push(sub);
+                    }
+                }
+            }
+            let mut posted = Vec::with_capacity(messages.len());
+            for props in messages {
+                let uuid = uuid::Uuid::now_v7().to_string();
+                let mut data = Map::new();
+                data.insert("uuid".into(), Value::String(uuid.clone()));
+                data.insert("type".into(), Value::String("message".into()));
+                data.insert("timestamp".into(), now.into());
+                for (k, v) in props {
+                    if !matches!(k.as_str(), "uuid" | "timestamp" | "transaction" | "type") {
+                        data.insert(k, v);
+                    }
+                }
+                for target in &targets {
+                    let rec = ChangeRecord {
+                        seq: 0,
+                        created: now,
+                        kind: ChangeKind::QueueMessage,
+                        collection: String::new(),
+                        uuid: uuid.clone(),
+                        name: None,
+                        entity: data.clone(),
+                        previous: None,
+                        feed_owner: None,
+                        queue: Some(target.clone()),
+                    };
+                    let seq = append_change(&tx, &app, &rec)?;
+                    tx.execute(
+                        "INSERT INTO queue_messages(app, queue, uuid, seq, created, data)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![
+                            app,
+                            target,
+                            uuid,
+                            seq as i64,
+                            now,
+                            Value::Object(data.clone()).to_string()
+                        ],
+                    )
+                    .map_err(backend)?;
+                }
+                posted.push(Value::Object(data));
+            }
+            tx.commit().map_err(backend)?;
+            Ok(posted)
+        })
+        .await
+    }
+
+    async fn queue_read(
+        &self,
+        app: &str,
+        queue: &str,
+        read: &QueueRead,
+        limit: usize,
+        now: i64,
+    ) -> StoreResult<Vec<QueuedMessage>> {
+        let (app, queue, read) = (app.to_owned(), queue.to_owned(), read.clone());
+        self.call(move |c| {
+            let tx = c.transaction().map_err(backend)?;
+            let mut out = Vec::new();
+            let message = |id: i64, tx: &Transaction<'_>| -> StoreResult<Option<(u64, Value)>> {
+                let row = tx
+                    .query_row(
+                        "SELECT seq, data FROM queue_messages WHERE id = ?1",
+                        [id],
+                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                row.map(|(seq, data)| Ok((seq as u64, serde_json::from_str(&data).map_err(backend)?)))
+                    .transpose()
+            };
+            match &read {
+                QueueRead::Start => {
+                    let mut st = tx
+                        .prepare_cached(
+                            "SELECT seq, data FROM queue_messages WHERE app = ?1 AND queue = ?2
+                             ORDER BY id LIMIT ?3",
+                        )
+                        .map_err(backend)?;
+                    let rows = st
+                        .query_map(params![app, queue, limit as i64], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                        })
+                        .map_err(backend)?;
+                    for r in rows {
+                        let (seq, data) = r.map_err(backend)?;
+                        out.push(QueuedMessage {
+                            seq: seq as u64,
+                            message: serde_json::from_str(&data).map_err(backend)?,
+                        });
+                    }
+                }
+                QueueRead::Consumer { consumer, timeout_ms } => {
+                    let timeout = *timeout_ms as i64;
+                    // Timed-out transactions of this consumer come first, in a new transaction.
+                    if timeout > 0 {
+                        let expired: Vec<(String, i64)> = {
+                            let mut st = tx
+                                .prepare_cached(
+                                    "SELECT id, message_id FROM queue_tx WHERE app = ?1 AND queue = ?2
+                                     AND consumer = ?3 AND expires <= ?4 ORDER BY message_id LIMIT ?5",
+                                )
+                                .map_err(backend)?;
+                            let rows = st
+                                .query_map(params![app, queue, consumer, now, limit as i64], |r| {
+                                    Ok((r.get(0)?, r.get(1)?))
+                                })
+                                .map_err(backend)?;
+                            rows.collect::<Result<_, _>>().map_err(backend)?
+                        };
+                        for (old, message_id) in expired {
+                            tx.execute("DELETE FROM queue_tx WHERE id = ?1", [&old]).map_err(backend)?;
+                            let Some((seq, mut data)) = message(message_id, &tx)? else {
+                                continue;
+                            };
+                            let id = uuid::Uuid::now_v7().to_string();
+                            tx.execute(
+                                "INSERT INTO queue_tx VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                params![id, app, queue, consumer, message_id, now + timeout],
+                            )
+                            .map_err(backend)?;
+                            data["transaction"] = Value::String(id);
+                            out.push(QueuedMessage { seq, message: data });
+                        }
+                    }
+                    let position: i64 = tx
+                        .query_row(
+                            "SELECT position FROM queue_consumers WHERE app = ?1 AND queue = ?2 AND consumer = ?3",
+                            params![app, queue, consumer],
+                            |r| r.get(0),
+                        )
+                        .optional()
+                        .map_err(backend)?
+                        .unwrap_or(0);
+                    let fresh: Vec<(i64, i64, String)> = {
+                        let mut st = tx
+                            .prepare_cached(
+                                "SELECT id, seq, data FROM queue_messages WHERE app = ?1 AND queue = ?2
+                                 AND id > ?3 ORDER BY id LIMIT ?4",
+                            )
+                            .map_err(backend)?;
+                        let rows = st
+                            .query_map(
+                                params![app, queue, position, limit.saturating_sub(out.len()) as i64],
+                                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                            )
+                            .map_err(backend)?;
+                        rows.collect::<Result<_, _>>().map_err(backend)?
+                    };
+                    let mut last = position;
+                    for (id, seq, data) in fresh {
+                        last = id;
+                        let mut data: Value = serde_json::from_str(&data).map_err(backend)?;
+                        if timeout > 0 {
+                            let tx_id = uuid::Uuid::now_v7().to_string();
+                            tx.execute(
+                                "INSERT INTO queue_tx VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                params![tx_id, app, queue, consumer, id, now + timeout],
+                            )
+                            .map_err(backend)?;
+                            data["transaction"] = Value::String(tx_id);
+                        }
+                        out.push(QueuedMessage { seq: seq as u64, message: data });
+                    }
+                    tx.execute(
+                        "INSERT INTO queue_consumers VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(app, queue, consumer) DO UPDATE SET position = ?4",
+                        params![app, queue, consumer, last],
+                    )
+                    .map_err(backend)?;
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_commit(&self, app: &str, queue: &str, transaction: &str) -> StoreResult<bool> {
+        let args = [app, queue, transaction].map(str::to_owned);
+        self.call(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM queue_tx WHERE app = ?1 AND queue = ?2 AND id = ?3",
+                    args,
+                )
+                .map_err(backend)?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn queue_next_expiry(
+        &self,
+        app: &str,
+        queue: &str,
+        consumer: &str,
+    ) -> StoreResult<Option<i64>> {
+        let args = [app, queue, consumer].map(str::to_owned);
+        self.call(move |c| {
+            c.query_row(
+                "SELECT MIN(expires) FROM queue_tx WHERE app = ?1 AND queue = ?2 AND consumer = ?3",
+                args,
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn queue_subscribers(&self, app: &str, queue: &str) -> StoreResult<Vec<String>> {
+        let args = [app, queue].map(str::to_owned);
+        self.call(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT subscriber FROM queue_subs WHERE app = ?1 AND queue = ?2 ORDER BY subscriber",
+                )
+                .map_err(backend)?;
+            let rows = st.query_map(args, |r| r.get(0)).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    async fn queue_subscribe(
+        &self,
+        app: &str,
+        queue: &str,
+        subscriber: &str,
+        add: bool,
+    ) -> StoreResult<bool> {
+        let args = [app, queue, subscriber].map(str::to_owned);
+        self.call(move |c| {
+            let sql = if add {
+                "INSERT OR IGNORE INTO queue_subs VALUES (?1, ?2, ?3)"
+            } else {
+                "DELETE FROM queue_subs WHERE app = ?1 AND queue = ?2 AND subscriber = ?3"
+            };
+            Ok(c.execute(sql, args).map_err(backend)? > 0)
+        })
+        .await
+    }
+
+    async fn queues(&self, app: &str) -> StoreResult<Vec<String>> {
+        let app = app.to_owned();
+        self.call(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT DISTINCT queue FROM queue_messages WHERE app = ?1 ORDER BY queue",
+                )
+                .map_err(backend)?;
+            let rows = st.query_map([app], |r| r.get(0)).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
     }
 
     async fn add_relation(

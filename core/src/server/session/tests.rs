@@ -41,10 +41,22 @@ fn request(s: &mut ServerSession) -> (RequestHandle, ApiRequest) {
     }
 }
 
-fn subscribe(s: &mut ServerSession, now: Instant, id: u32, path: &str) -> (RequestHandle, SubscriptionId) {
-    s.handle_text(now, &format!(r#"{{"id":{id},"method":"SUBSCRIBE","path":"{path}"}}"#));
+fn subscribe(
+    s: &mut ServerSession,
+    now: Instant,
+    id: u32,
+    path: &str,
+) -> (RequestHandle, SubscriptionId) {
+    s.handle_text(
+        now,
+        &format!(r#"{{"id":{id},"method":"SUBSCRIBE","path":"{path}"}}"#),
+    );
     match s.poll_event() {
-        Some(ServerEvent::Subscribe { handle, subscription, .. }) => (handle, subscription),
+        Some(ServerEvent::Subscribe {
+            handle,
+            subscription,
+            ..
+        }) => (handle, subscription),
         other => panic!("expected a subscribe, got {other:?}"),
     }
 }
@@ -67,7 +79,10 @@ fn drain(s: &mut ServerSession) -> Vec<Value> {
 fn correlates_out_of_order_responses() {
     let (mut s, now) = session();
     s.handle_text(now, r#"{"id":1,"method":"GET","path":"/a"}"#);
-    s.handle_text(now, r#"{"id":"two","method":"POST","path":"/b","body":{"x":1}}"#);
+    s.handle_text(
+        now,
+        r#"{"id":"two","method":"POST","path":"/b","body":{"x":1}}"#,
+    );
     let (h1, r1) = request(&mut s);
     let (h2, r2) = request(&mut s);
     assert_eq!(r1.method, Method::Get);
@@ -76,9 +91,15 @@ fn correlates_out_of_order_responses() {
     assert!(s.complete(now, h2, 201, r#"{"ok":2}"#));
     assert!(s.complete(now, h1, 200, r#"{"ok":1}"#));
     let a = text(&mut s);
-    assert_eq!((a["id"].clone(), a["status"].clone()), ("two".into(), 201.into()));
+    assert_eq!(
+        (a["id"].clone(), a["status"].clone()),
+        ("two".into(), 201.into())
+    );
     let b = text(&mut s);
-    assert_eq!((b["id"].clone(), b["body"]["ok"].clone()), (1.into(), 1.into()));
+    assert_eq!(
+        (b["id"].clone(), b["body"]["ok"].clone()),
+        (1.into(), 1.into())
+    );
     assert!(!s.complete(now, h1, 200, "{}"), "a handle completes once");
     assert_eq!(s.in_flight(), 0);
 }
@@ -86,7 +107,12 @@ fn correlates_out_of_order_responses() {
 #[test]
 fn bad_frames_are_answered_and_the_session_survives() {
     let (mut s, now) = session();
-    for bad in ["nope", "[]", r#"{"id":3}"#, r#"{"id":4,"method":"FLY","path":"/"}"#] {
+    for bad in [
+        "nope",
+        "[]",
+        r#"{"id":3}"#,
+        r#"{"id":4,"method":"FLY","path":"/"}"#,
+    ] {
         s.handle_text(now, bad);
         let v = text(&mut s);
         assert_eq!(v["status"], 400, "{bad}");
@@ -109,7 +135,10 @@ fn limits_in_flight_requests() {
     let _ = request(&mut s);
     assert!(s.poll_event().is_none());
     let v = text(&mut s);
-    assert_eq!((v["id"].clone(), v["status"].clone()), (2.into(), 429.into()));
+    assert_eq!(
+        (v["id"].clone(), v["status"].clone()),
+        (2.into(), 429.into())
+    );
     assert!(s.complete(now, h0, 200, "{}"));
     s.handle_text(now, r#"{"id":9,"method":"GET","path":"/a"}"#);
     let _ = request(&mut s);
@@ -119,7 +148,10 @@ fn limits_in_flight_requests() {
 fn oversize_frames_close_with_1009() {
     let (mut s, now) = session();
     s.handle_text(now, &"x".repeat(201));
-    assert!(matches!(s.poll_transmit(), Some(OutFrame::Close { code: 1009, .. })));
+    assert!(matches!(
+        s.poll_transmit(),
+        Some(OutFrame::Close { code: 1009, .. })
+    ));
     assert!(s.is_closed());
     s.handle_text(now, r#"{"id":1,"method":"GET","path":"/a"}"#);
     assert!(s.poll_event().is_none());
@@ -154,7 +186,10 @@ fn rejected_handshake_sends_one_error_then_closes() {
     let v = text(&mut s);
     assert_eq!(v["id"], Value::Null);
     assert_eq!(v["status"], 401);
-    assert!(matches!(s.poll_transmit(), Some(OutFrame::Close { code: 4401, .. })));
+    assert!(matches!(
+        s.poll_transmit(),
+        Some(OutFrame::Close { code: 4401, .. })
+    ));
     assert!(s.is_closed());
 }
 
@@ -173,13 +208,19 @@ fn events_wait_for_the_confirmation_and_arrive_once_in_order() {
     let frames = drain(&mut s);
     assert_eq!(frames[0]["id"], 7);
     assert_eq!(frames[0]["body"]["subscription"], "s1");
-    let seqs: Vec<u64> = frames[1..].iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = frames[1..]
+        .iter()
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, [10, 11, 12, 13]);
     // Old and repeated events are dropped; new ones pass.
     s.handle_push(now, sub, 13, event(13));
     s.handle_push(now, sub, 5, event(5));
     s.handle_push(now, sub, 14, event(14));
-    let seqs: Vec<u64> = drain(&mut s).iter().map(|f| f["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = drain(&mut s)
+        .iter()
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, [14]);
 }
 
@@ -192,15 +233,30 @@ fn unsubscribe_by_id_or_path_and_limits() {
     assert!(s.confirm_subscription(now, h2, 0, "{}", vec![]));
     drain(&mut s);
     s.handle_text(now, r#"{"id":3,"method":"UNSUBSCRIBE","path":"/Books/"}"#);
-    assert_eq!(s.poll_event(), Some(ServerEvent::Unsubscribed { subscription: s1 }));
+    assert_eq!(
+        s.poll_event(),
+        Some(ServerEvent::Unsubscribed { subscription: s1 })
+    );
     let v = text(&mut s);
-    assert_eq!((v["status"].clone(), v["body"]["unsubscribed"].clone()), (json!(200), json!(["s1"])));
+    assert_eq!(
+        (v["status"].clone(), v["body"]["unsubscribed"].clone()),
+        (json!(200), json!(["s1"]))
+    );
     s.handle_push(now, s1, 1, event(1));
     assert!(s.poll_transmit().is_none(), "no events after unsubscribing");
-    s.handle_text(now, r#"{"id":4,"method":"UNSUBSCRIBE","subscription":"s9"}"#);
+    s.handle_text(
+        now,
+        r#"{"id":4,"method":"UNSUBSCRIBE","subscription":"s9"}"#,
+    );
     assert_eq!(text(&mut s)["status"], 404);
-    s.handle_text(now, &format!(r#"{{"id":5,"method":"UNSUBSCRIBE","subscription":"{s2}"}}"#));
-    assert_eq!(s.poll_event(), Some(ServerEvent::Unsubscribed { subscription: s2 }));
+    s.handle_text(
+        now,
+        &format!(r#"{{"id":5,"method":"UNSUBSCRIBE","subscription":"{s2}"}}"#),
+    );
+    assert_eq!(
+        s.poll_event(),
+        Some(ServerEvent::Unsubscribed { subscription: s2 })
+    );
     assert_eq!(text(&mut s)["status"], 200);
     assert_eq!(s.subscriptions(), 0);
     for i in 0..3 {
@@ -210,7 +266,10 @@ fn unsubscribe_by_id_or_path_and_limits() {
     drain(&mut s);
     s.handle_text(now, r#"{"id":20,"method":"SUBSCRIBE","path":"/b"}"#);
     let v = text(&mut s);
-    assert_eq!((v["status"].clone(), v["body"]["error"].clone()), (json!(429), json!("too_many_subscriptions")));
+    assert_eq!(
+        (v["status"].clone(), v["body"]["error"].clone()),
+        (json!(429), json!("too_many_subscriptions"))
+    );
 }
 
 #[test]
@@ -219,9 +278,15 @@ fn a_refused_subscription_ends_and_the_host_is_told() {
     let (h, sub) = subscribe(&mut s, now, 1, "/users/jane/feed");
     s.handle_push(now, sub, 3, event(3));
     assert!(s.complete(now, h, 403, r#"{"error":"forbidden"}"#));
-    assert_eq!(s.poll_event(), Some(ServerEvent::Unsubscribed { subscription: sub }));
+    assert_eq!(
+        s.poll_event(),
+        Some(ServerEvent::Unsubscribed { subscription: sub })
+    );
     assert_eq!(text(&mut s)["status"], 403);
-    assert!(s.poll_transmit().is_none(), "buffered events of a refused subscription are dropped");
+    assert!(
+        s.poll_transmit().is_none(),
+        "buffered events of a refused subscription are dropped"
+    );
 }
 
 #[test]
@@ -234,7 +299,10 @@ fn a_pending_subscription_that_buffers_too_much_closes_with_4008() {
     assert!(!s.is_closed());
     s.handle_push(now, sub, 5, event(5));
     assert!(s.is_closed());
-    assert!(matches!(s.poll_transmit(), Some(OutFrame::Close { code: 4008, .. })));
+    assert!(matches!(
+        s.poll_transmit(),
+        Some(OutFrame::Close { code: 4008, .. })
+    ));
 }
 
 #[test]
@@ -245,8 +313,14 @@ fn revoked_subscriptions_say_why_and_go_quiet() {
     drain(&mut s);
     s.revoke(now, sub, "forbidden");
     let v = text(&mut s);
-    assert_eq!(v, json!({"event": "revoked", "subscription": "s1", "path": "/books", "reason": "forbidden"}));
-    assert_eq!(s.poll_event(), Some(ServerEvent::Unsubscribed { subscription: sub }));
+    assert_eq!(
+        v,
+        json!({"event": "revoked", "subscription": "s1", "path": "/books", "reason": "forbidden"})
+    );
+    assert_eq!(
+        s.poll_event(),
+        Some(ServerEvent::Unsubscribed { subscription: sub })
+    );
     s.handle_push(now, sub, 1, event(1));
     assert!(s.poll_transmit().is_none());
 }
@@ -261,7 +335,10 @@ fn connecting_to_a_resource_subscribes_with_a_null_id() {
     assert_eq!(path, "/users/john/inbox");
     assert!(s.confirm_subscription(now, handle, 4, r#"{"subscription":"s1"}"#, vec![]));
     let v = text(&mut s);
-    assert_eq!((v["id"].clone(), v["status"].clone()), (Value::Null, json!(200)));
+    assert_eq!(
+        (v["id"].clone(), v["status"].clone()),
+        (Value::Null, json!(200))
+    );
 }
 
 #[test]
@@ -273,11 +350,21 @@ fn expired_tokens_get_a_grace_period_and_auth_renews() {
     assert_eq!(s.poll_timeout(), Some(expiry));
     s.handle_timeout(expiry);
     let v = text(&mut s);
-    assert_eq!((v["status"].clone(), v["body"]["error"].clone()), (json!(401), json!("expired_token")));
+    assert_eq!(
+        (v["status"].clone(), v["body"]["error"].clone()),
+        (json!(401), json!("expired_token"))
+    );
     assert_eq!(s.poll_timeout(), Some(expiry + Duration::from_secs(10)));
     // AUTH arrives in time: the host validates it and sets the new expiry.
-    s.handle_text(expiry + Duration::from_secs(5), r#"{"id":"a","method":"AUTH","body":{"access_token":"new"}}"#);
-    let Some(ServerEvent::Auth { handle, access_token }) = s.poll_event() else {
+    s.handle_text(
+        expiry + Duration::from_secs(5),
+        r#"{"id":"a","method":"AUTH","body":{"access_token":"new"}}"#,
+    );
+    let Some(ServerEvent::Auth {
+        handle,
+        access_token,
+    }) = s.poll_event()
+    else {
         panic!("an AUTH")
     };
     assert_eq!(access_token, "new");
@@ -293,7 +380,10 @@ fn expired_tokens_get_a_grace_period_and_auth_renews() {
     drain(&mut s);
     s.handle_timeout(now + Duration::from_secs(10));
     assert!(s.is_closed());
-    assert!(matches!(s.poll_transmit(), Some(OutFrame::Close { code: 4401, .. })));
+    assert!(matches!(
+        s.poll_transmit(),
+        Some(OutFrame::Close { code: 4401, .. })
+    ));
 }
 
 #[test]
@@ -312,5 +402,8 @@ fn idle_sockets_are_pinged_then_closed_when_silent() {
     assert_eq!(s.poll_transmit(), Some(OutFrame::Ping));
     s.handle_timeout(now + Duration::from_secs(61));
     assert!(s.is_closed());
-    assert!(matches!(s.poll_transmit(), Some(OutFrame::Close { code: 1001, .. })));
+    assert!(matches!(
+        s.poll_transmit(),
+        Some(OutFrame::Close { code: 1001, .. })
+    ));
 }

@@ -1,0 +1,286 @@
+//! The realtime hub: which sockets watch what, and the state the dispatcher works from.
+//!
+//! Every write lands in the application's change log (in the same transaction); a write marks
+//! its application dirty here; the dispatcher (in [`crate::service`]) reads the log after the
+//! last position it dispatched, in order, matches each change against the application's
+//! [`SubscriptionIndex`] and pushes encoded events into each socket's bounded queue. A socket
+//! whose queue is full is told to close with 4008 (slow consumer) and resumes with `since`:
+//! nobody waits for it and its memory stays bounded.
+
+use crate::service::Caller;
+use crate::store::AppRecord;
+use gridsocket_core::{SubscriptionId, SubscriptionIndex, Target};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, mpsc};
+
+/// Names one socket.
+pub type ConnId = u64;
+
+/// Names one subscription in the hub.
+pub type SubKey = (ConnId, SubscriptionId);
+
+/// What the hub sends a socket.
+#[derive(Debug)]
+pub enum Push {
+    /// An event of the ordered change stream.
+    Event {
+        /// Which subscription.
+        subscription: SubscriptionId,
+        /// Its log position.
+        seq: u64,
+        /// The encoded event frame.
+        frame: String,
+    },
+    /// A queue message handed to this socket as its consumer (outside the ordered stream:
+    /// a redelivery repeats an earlier `seq`).
+    Delivery {
+        /// Which subscription.
+        subscription: SubscriptionId,
+        /// The encoded event frame.
+        frame: String,
+    },
+    /// The subscription lost read access.
+    Revoke {
+        /// Which subscription.
+        subscription: SubscriptionId,
+        /// Why (`forbidden`, `token_revoked`).
+        reason: &'static str,
+    },
+    /// Close the socket (its credentials were revoked).
+    Close {
+        /// Close code.
+        code: u16,
+        /// Reason.
+        reason: &'static str,
+    },
+}
+
+/// The hub's handle on one socket.
+pub struct ConnHandle {
+    /// The socket's bounded queue.
+    pub sender: mpsc::Sender<Push>,
+    /// Set when the queue overflowed; the socket closes with 4008.
+    pub slow: Arc<SlowFlag>,
+    /// Who is connected.
+    pub caller: Arc<Caller>,
+    /// The application.
+    pub app: Arc<AppRecord>,
+}
+
+/// Raised once when a socket's queue overflows.
+#[derive(Default)]
+pub struct SlowFlag {
+    raised: AtomicBool,
+    notify: Notify,
+}
+
+impl SlowFlag {
+    /// Marks the socket slow and wakes it.
+    pub fn raise(&self) {
+        if !self.raised.swap(true, Ordering::AcqRel) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Waits until raised.
+    pub async fn raised(&self) {
+        loop {
+            if self.raised.load(Ordering::Acquire) {
+                return;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+impl ConnHandle {
+    /// Queues a push without waiting; a full queue marks the socket slow.
+    pub fn push(&self, push: Push) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.sender.try_send(push) {
+            self.slow.raise();
+        }
+    }
+}
+
+/// A consumer subscription to a queue: messages go to one socket per consumer id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConsumerKey {
+    /// Application uuid.
+    pub app: String,
+    /// Queue path.
+    pub queue: String,
+    /// Consumer id.
+    pub consumer: String,
+}
+
+/// One subscription's details.
+pub struct SubEntry {
+    /// The path as the client wrote it (echoed in events).
+    pub path: String,
+    /// The wire id (`s1`).
+    pub wire_id: String,
+    /// For queue consumers: which consumer, with the transaction timeout in ms.
+    pub consumer: Option<(ConsumerKey, u64)>,
+}
+
+/// The subscriptions of one application.
+#[derive(Default)]
+pub struct AppSubs {
+    /// Matching index.
+    pub index: SubscriptionIndex<SubKey>,
+    /// Details by key.
+    pub entries: HashMap<SubKey, SubEntry>,
+    /// The last log position dispatched, once known.
+    pub dispatched: Option<u64>,
+}
+
+/// A running consumer pump.
+pub struct Pump {
+    /// Wakes it (a message arrived).
+    pub wake: Arc<Notify>,
+    /// Sockets subscribed as this consumer, in delivery rotation.
+    pub members: Vec<SubKey>,
+    /// Next member to hand a message to.
+    pub next: usize,
+    /// Stops it.
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+/// Hub state behind one lock.
+#[derive(Default)]
+pub struct HubState {
+    /// Sockets.
+    pub conns: HashMap<ConnId, ConnHandle>,
+    /// Subscriptions per application uuid.
+    pub apps: HashMap<String, AppSubs>,
+    /// Queue consumer pumps.
+    pub pumps: HashMap<ConsumerKey, Pump>,
+}
+
+/// The hub.
+#[derive(Default)]
+pub struct Hub {
+    state: Mutex<HubState>,
+    dirty: Mutex<HashSet<String>>,
+    revalidate: AtomicBool,
+    wake: Notify,
+    next_conn: AtomicU64,
+}
+
+impl Hub {
+    /// Locks the state.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a socket; returns its id.
+    pub fn register(&self, handle: ConnHandle) -> ConnId {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        self.state().conns.insert(id, handle);
+        id
+    }
+
+    /// Forgets a socket and every subscription it had.
+    pub fn unregister(&self, conn: ConnId) {
+        let mut st = self.state();
+        let Some(handle) = st.conns.remove(&conn) else {
+            return;
+        };
+        let app = handle.app.uuid.clone();
+        let keys: Vec<SubKey> = st
+            .apps
+            .get(&app)
+            .map(|a| a.entries.keys().filter(|k| k.0 == conn).copied().collect())
+            .unwrap_or_default();
+        for key in keys {
+            remove_locked(&mut st, &app, key);
+        }
+    }
+
+    /// Adds a subscription to the index.
+    pub fn add(&self, app: &str, key: SubKey, target: Target, entry: SubEntry) {
+        let mut st = self.state();
+        if let Some((consumer, _)) = &entry.consumer
+            && let Some(pump) = st.pumps.get_mut(consumer)
+        {
+            pump.members.push(key);
+        }
+        let subs = st.apps.entry(app.to_owned()).or_default();
+        subs.index.insert(key, target);
+        subs.entries.insert(key, entry);
+    }
+
+    /// Removes a subscription (idempotent).
+    pub fn remove(&self, app: &str, key: SubKey) {
+        remove_locked(&mut self.state(), app, key);
+    }
+
+    /// Marks an application's log as having new changes.
+    pub fn notify(&self, app: &str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(app.to_owned());
+        self.wake.notify_one();
+    }
+
+    /// Asks the dispatcher to re-check every subscription's access (permissions changed).
+    pub fn request_revalidation(&self) {
+        self.revalidate.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Waits for work; returns the dirty applications and whether to revalidate.
+    pub async fn next_work(&self) -> (HashSet<String>, bool) {
+        self.wake.notified().await;
+        self.take_work()
+    }
+
+    /// Takes pending work without waiting.
+    pub fn take_work(&self) -> (HashSet<String>, bool) {
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        (dirty, self.revalidate.swap(false, Ordering::AcqRel))
+    }
+
+    /// The applications that have subscribers.
+    pub fn watched_apps(&self) -> Vec<String> {
+        self.state()
+            .apps
+            .iter()
+            .filter(|(_, a)| !a.entries.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Pushes to one socket, if it is still there.
+    pub fn push_to(&self, conn: ConnId, push: Push) {
+        if let Some(h) = self.state().conns.get(&conn) {
+            h.push(push);
+        }
+    }
+
+    /// How many sockets are registered.
+    pub fn connections(&self) -> usize {
+        self.state().conns.len()
+    }
+}
+
+fn remove_locked(st: &mut HubState, app: &str, key: SubKey) {
+    let Some(subs) = st.apps.get_mut(app) else {
+        return;
+    };
+    subs.index.remove(&key);
+    let entry = subs.entries.remove(&key);
+    if let Some((consumer, _)) = entry.and_then(|e| e.consumer)
+        && let Some(pump) = st.pumps.get_mut(&consumer)
+    {
+        pump.members.retain(|k| *k != key);
+        if pump.members.is_empty()
+            && let Some(p) = st.pumps.remove(&consumer)
+        {
+            p.stop.cancel();
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Usergrid's message queues (`/queues/{path}`): post, read by consumer with transactions,
+//! commit, and subscriber queues that receive copies.
+
+use super::entities::MAX_LIMIT;
+use super::management::{Body, Reply};
+use super::{ApiError, Service, now_ms};
+use crate::store::{AppRecord, QueueRead};
+use gridsocket_core::path::QueuePart;
+use gridsocket_core::{ApiRequest, Method};
+use serde_json::{Map, Value, json};
+
+impl Service {
+    pub(super) async fn queue_call(
+        &self,
+        app: &AppRecord,
+        request: &ApiRequest,
+        queue: &str,
+        part: &QueuePart,
+    ) -> Reply {
+        let method = request.method;
+        let ok = |v: Value| Ok((200, Body::Json(v)));
+        match (part, method) {
+            (QueuePart::Messages, Method::Get) if queue == "/" => {
+                let queues = self.store.queues(&app.uuid).await?;
+                let list: Vec<Value> = queues.into_iter().map(|q| json!({"path": q})).collect();
+                ok(json!({"path": "/queues", "queues": list}))
+            }
+            (QueuePart::Messages, Method::Post) if queue != "/" => {
+                let messages: Vec<Map<String, Value>> = match &request.body {
+                    Some(Value::Object(m)) => vec![m.clone()],
+                    Some(Value::Array(items)) if items.len() <= MAX_LIMIT => items
+                        .iter()
+                        .map(|v| match v {
+                            Value::Object(m) => Ok(m.clone()),
+                            _ => Err(ApiError::BadBody(
+                                "every message must be a JSON object".into(),
+                            )),
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(Value::Array(_)) => {
+                        return Err(ApiError::IllegalArgument(format!(
+                            "at most {MAX_LIMIT} messages per request"
+                        )));
+                    }
+                    _ => {
+                        return Err(ApiError::BadBody(
+                            "post a JSON object or an array of objects".into(),
+                        ));
+                    }
+                };
+                let posted = self
+                    .store
+                    .queue_post(&app.uuid, queue, &messages, now_ms())
+                    .await?;
+                ok(json!({"path": queue, "count": posted.len(), "messages": posted}))
+            }
+            (QueuePart::Messages, Method::Get) => {
+                let limit = match request.params.get("limit") {
+                    None => 10,
+                    Some(l) => l
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| {
+                            ApiError::IllegalArgument(
+                                "limit must be a positive whole number".into(),
+                            )
+                        })?
+                        .min(MAX_LIMIT),
+                };
+                let consumer = request.params.get("consumer").filter(|c| !c.is_empty());
+                let read = match (consumer, request.params.get("pos")) {
+                    (Some(c), _) => QueueRead::Consumer {
+                        consumer: c.to_owned(),
+                        timeout_ms: match request.params.get("timeout") {
+                            None => 0,
+                            Some(t) => t.parse().map_err(|_| {
+                                ApiError::IllegalArgument(
+                                    "timeout must be a whole number of ms".into(),
+                                )
+                            })?,
+                        },
+                    },
+                    (None, Some("start")) => QueueRead::Start,
+                    _ => {
+                        return Err(ApiError::IllegalArgument(
+                            "You must specify a valid position or query: consumer=ID or pos=start"
+                                .into(),
+                        ));
+                    }
+                };
+                let messages: Vec<Value> = self
+                    .store
+                    .queue_read(&app.uuid, queue, &read, limit, now_ms())
+                    .await?
+                    .into_iter()
+                    .map(|m| m.message)
+                    .collect();
+                let mut body = json!({"path": queue, "messages": messages});
+                if let Some(last) = body["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .map(|m| m["uuid"].clone())
+                {
+                    body["last"] = last;
+                }
+                if let Some(c) = consumer {
+                    body["consumer"] = Value::String(c.to_owned());
+                }
+                ok(body)
+            }
+            (QueuePart::Transaction(id), Method::Delete) => {
+                if !self.store.queue_commit(&app.uuid, queue, id).await? {
+                    return Err(ApiError::NotFound(format!(
+                        "transaction {id} not found: already committed, or timed out and redelivered"
+                    )));
+                }
+                ok(json!({"path": queue, "transaction": id}))
+            }
+            (QueuePart::Subscribers(None), Method::Get) => {
+                let subs = self.store.queue_subscribers(&app.uuid, queue).await?;
+                ok(json!({"path": queue, "subscribers": subs}))
+            }
+            (QueuePart::Subscribers(Some(other)), Method::Post | Method::Put) => {
+                if other == queue || other == "/" {
+                    return Err(ApiError::IllegalArgument(
+                        "a queue cannot subscribe to itself or to /".into(),
+                    ));
+                }
+                self.store
+                    .queue_subscribe(&app.uuid, queue, other, true)
+                    .await?;
+                ok(json!({"path": queue, "subscriber": other}))
+            }
+            (QueuePart::Subscribers(Some(other)), Method::Delete) => {
+                if !self
+                    .store
+                    .queue_subscribe(&app.uuid, queue, other, false)
+                    .await?
+                {
+                    return Err(ApiError::NotFound(format!(
+                        "{other} does not subscribe to {queue}"
+                    )));
+                }
+                ok(json!({"path": queue, "subscriber": other}))
+            }
+            (QueuePart::Properties, _) => Err(ApiError::NoSuchResource(
+                "queue properties are not served".into(),
+            )),
+            (_, m) => Err(ApiError::MethodNotAllowed(m.as_str())),
+        }
+    }
+}

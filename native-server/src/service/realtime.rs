@@ -1,0 +1,711 @@
+//! Subscriptions: starting them (access, target, replay, snapshot), the dispatcher that pushes
+//! each application's changes in log order, revocation, and queue consumers.
+
+use super::envelope::render_entity;
+use super::{ApiError, ApiResponse, Caller, Service, now_ms};
+use crate::hub::{ConnId, ConsumerKey, Push, SubEntry, SubKey};
+use crate::store::{AppRecord, ChangeRecord, ChangeView, Entity, EntityKey, QueueRead, StoreError};
+use gridsocket_core::subscription::{ChangeKind, encode_event};
+use gridsocket_core::{
+    ApiRequest, EntityRef, EventKind, Method, Params, Query, Resource, ResourcePath,
+    SubscriptionId, Target, close_code,
+};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Most missed changes a resume replays; further back, the reply says `"recovered": false`.
+pub const MAX_REPLAY: usize = 10_000;
+/// Changes the dispatcher reads from the log at a time.
+const DISPATCH_BATCH: usize = 512;
+/// Messages a queue consumer pump takes at a time.
+const PUMP_BATCH: usize = 100;
+/// Default transaction timeout of a queue consumer subscription, ms.
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 30_000;
+
+/// A started subscription, for [`gridsocket_core::ServerSession::confirm_subscription`].
+pub struct SubscribeOk {
+    /// Events up to here count as delivered.
+    pub position: u64,
+    /// The confirmation body.
+    pub body: String,
+    /// Missed events to send first, in order.
+    pub replay: Vec<(u64, String)>,
+}
+
+/// The JSON of an event's `entity`: the entity as REST shows it, or the queue message.
+fn event_entity_json(rec: &ChangeRecord) -> String {
+    match rec.kind {
+        ChangeKind::QueueMessage => Value::Object(rec.entity.clone()).to_string(),
+        _ => {
+            let entity = Entity {
+                uuid: rec.uuid.clone(),
+                collection: rec.collection.clone(),
+                name: rec.name.clone(),
+                data: rec.entity.clone(),
+            };
+            render_entity(&entity, &format!("/{}", rec.collection)).to_string()
+        }
+    }
+}
+
+impl Service {
+    /// Starts a subscription for socket `conn`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn subscribe(
+        &self,
+        app: &Arc<AppRecord>,
+        caller: &Caller,
+        conn: ConnId,
+        subscription: SubscriptionId,
+        path: &str,
+        params: &Params,
+        since: Option<u64>,
+    ) -> Result<SubscribeOk, ApiResponse> {
+        let started = Instant::now();
+        let result = self
+            .start_subscription(app, caller, conn, subscription, path, params, since)
+            .await;
+        result.map_err(|e| {
+            self.hub.remove(&app.uuid, (conn, subscription));
+            self.error_response(e, started)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_subscription(
+        &self,
+        app: &Arc<AppRecord>,
+        caller: &Caller,
+        conn: ConnId,
+        subscription: SubscriptionId,
+        path: &str,
+        params: &Params,
+        since: Option<u64>,
+    ) -> Result<SubscribeOk, ApiError> {
+        let parsed = ResourcePath::parse(path)?;
+        self.check_access(app, caller, Method::Get, &parsed).await?;
+        let (target, consumer) = self.target_of(app, caller, &parsed, params).await?;
+        // The dispatcher must know where the log stands before the subscription exists, so
+        // that every later change is matched against it.
+        self.ensure_dispatch_position(&app.uuid).await?;
+        if let Some((key, timeout)) = &consumer {
+            self.ensure_pump(key.clone(), *timeout);
+        }
+        let wire_id = subscription.to_string();
+        self.hub.add(
+            &app.uuid,
+            (conn, subscription),
+            target.clone(),
+            SubEntry {
+                path: path.to_owned(),
+                wire_id: wire_id.clone(),
+                consumer: consumer.clone(),
+            },
+        );
+        let mut body = json!({"subscription": wire_id, "path": path});
+        let snapshot = params.get("snapshot") == Some("true");
+        let (position, replay) = if snapshot {
+            let (position, page) = self.snapshot(app, caller, path, params).await?;
+            body["snapshot"] = page;
+            (position, Vec::new())
+        } else if let (Some(since), None) = (since, &consumer) {
+            let batch = self
+                .store
+                .changes_since(&app.uuid, since, MAX_REPLAY + 1)
+                .await?;
+            let recovered = since <= batch.position
+                && since + 1 >= batch.first_retained
+                && batch.changes.len() <= MAX_REPLAY;
+            body["recovered"] = Value::Bool(recovered);
+            if recovered {
+                let mut replay = Vec::new();
+                for rec in batch.changes {
+                    let view = ChangeView::new(rec);
+                    let Some(kind) = target.event_for(&view.change()) else {
+                        continue;
+                    };
+                    if !self.may_read(app, caller, &view.record, kind).await {
+                        continue;
+                    }
+                    let frame = encode_event(
+                        kind,
+                        &wire_id,
+                        path,
+                        view.record.seq,
+                        &event_entity_json(&view.record),
+                    );
+                    replay.push((view.record.seq, frame));
+                }
+                (since, replay)
+            } else {
+                (batch.position, Vec::new())
+            }
+        } else {
+            (self.store.log_position(&app.uuid).await?, Vec::new())
+        };
+        let current = replay
+            .last()
+            .map(|(s, _)| *s)
+            .unwrap_or(position)
+            .max(position);
+        body["seq"] = json!(current);
+        if let Some((key, _)) = &consumer {
+            body["consumer"] = Value::String(key.consumer.clone());
+            self.wake_pump(key);
+        }
+        Ok(SubscribeOk {
+            position,
+            body: body.to_string(),
+            replay,
+        })
+    }
+
+    /// The current result page of `path` (as GET returns it) with the log position it shows.
+    async fn snapshot(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        path: &str,
+        params: &Params,
+    ) -> Result<(u64, Value), ApiError> {
+        let mut get_params = params.clone();
+        get_params.remove("snapshot");
+        get_params.remove("consumer");
+        for _ in 0..8 {
+            let before = self.store.log_position(&app.uuid).await?;
+            let request = ApiRequest {
+                method: Method::Get,
+                path: path.to_owned(),
+                params: get_params.clone(),
+                body: None,
+            };
+            let resp = self.handle_app(app, caller, request, Instant::now()).await;
+            let after = self.store.log_position(&app.uuid).await?;
+            // No change committed between the two reads: the page is exactly the state at it.
+            if before == after {
+                let page = serde_json::from_str(&resp.body).unwrap_or(Value::Null);
+                return Ok((before, page));
+            }
+        }
+        Err(ApiError::Store(StoreError::Backend(Box::new(
+            std::io::Error::other("the log kept moving while taking a snapshot; retry"),
+        ))))
+    }
+
+    async fn target_of(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        path: &ResourcePath,
+        params: &Params,
+    ) -> Result<(Target, Option<(ConsumerKey, u64)>), ApiError> {
+        let unsupported = || {
+            ApiError::IllegalArgument(format!(
+                "cannot subscribe to /{}: subscribe to an entity, a collection, a user's or group's feed, or a queue",
+                path.segments.join("/")
+            ))
+        };
+        match &path.resource {
+            Resource::Entity { collection, entity } => {
+                let target = match entity {
+                    EntityRef::Me => Target::Entity {
+                        collection: collection.clone(),
+                        uuid: Some(
+                            caller
+                                .user_uuid()
+                                .ok_or(ApiError::Unauthorized(
+                                    "/users/me needs a user's token".into(),
+                                ))?
+                                .to_owned(),
+                        ),
+                        name: None,
+                    },
+                    EntityRef::Uuid(u) => Target::Entity {
+                        collection: collection.clone(),
+                        uuid: Some(u.clone()),
+                        name: None,
+                    },
+                    EntityRef::Name(n) => {
+                        // It may not exist yet: watch the name, and its uuid if it does.
+                        let found = self
+                            .store
+                            .entity(&app.uuid, Some(collection), EntityKey::Name(n))
+                            .await?;
+                        Target::Entity {
+                            collection: collection.clone(),
+                            uuid: found.map(|e| e.uuid),
+                            name: Some(n.to_ascii_lowercase()),
+                        }
+                    }
+                };
+                Ok((target, None))
+            }
+            Resource::Collection { collection } => {
+                let filter = match params.get("ql").filter(|q| !q.trim().is_empty()) {
+                    Some(ql) => {
+                        let q = Query::parse(ql)?;
+                        q.filter.is_some().then(|| Arc::new(q))
+                    }
+                    None => None,
+                };
+                Ok((
+                    Target::Collection {
+                        collection: collection.clone(),
+                        filter,
+                    },
+                    None,
+                ))
+            }
+            Resource::Related {
+                collection,
+                entity,
+                relation,
+                inbound: false,
+                target: None,
+            } if relation == "feed" && matches!(collection.as_str(), "users" | "groups") => {
+                let key = match entity {
+                    EntityRef::Me => EntityKey::Uuid(caller.user_uuid().unwrap_or_default()),
+                    EntityRef::Uuid(u) => EntityKey::Uuid(u),
+                    EntityRef::Name(n) => EntityKey::Name(n),
+                };
+                let owner = self
+                    .store
+                    .entity(&app.uuid, Some(collection), key)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::NotFound(format!("/{} not found", path.segments[..2].join("/")))
+                    })?;
+                Ok((Target::Feed { owner: owner.uuid }, None))
+            }
+            Resource::Queue {
+                queue,
+                part: gridsocket_core::path::QueuePart::Messages,
+            } if queue != "/" => {
+                let consumer = match params.get("consumer").filter(|c| !c.is_empty()) {
+                    None => None,
+                    Some(c) => {
+                        let timeout = match params.get("timeout") {
+                            None => DEFAULT_QUEUE_TIMEOUT_MS,
+                            Some(t) => {
+                                t.parse::<u64>().ok().filter(|t| *t > 0).ok_or_else(|| {
+                                    ApiError::IllegalArgument(
+                                        "timeout must be a positive number of ms".into(),
+                                    )
+                                })?
+                            }
+                        };
+                        Some((
+                            ConsumerKey {
+                                app: app.uuid.clone(),
+                                queue: queue.clone(),
+                                consumer: c.to_owned(),
+                            },
+                            timeout,
+                        ))
+                    }
+                };
+                Ok((
+                    Target::Queue {
+                        queue: queue.clone(),
+                    },
+                    consumer,
+                ))
+            }
+            _ => Err(unsupported()),
+        }
+    }
+
+    /// May this caller see this change? Entities are checked as a GET of their path; feed
+    /// items and queue messages were checked when subscribing.
+    async fn may_read(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        rec: &ChangeRecord,
+        _kind: EventKind,
+    ) -> bool {
+        if self.is_app_admin(app, caller)
+            || matches!(rec.kind, ChangeKind::FeedItem | ChangeKind::QueueMessage)
+        {
+            return true;
+        }
+        match ResourcePath::from_segments(vec![rec.collection.clone(), rec.uuid.clone()]) {
+            Ok(path) => self
+                .check_access(app, caller, Method::Get, &path)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    async fn ensure_dispatch_position(&self, app: &str) -> Result<(), ApiError> {
+        let known = self
+            .hub
+            .state()
+            .apps
+            .get(app)
+            .and_then(|a| a.dispatched)
+            .is_some();
+        if !known {
+            let position = self.store.log_position(app).await?;
+            let mut st = self.hub.state();
+            let subs = st.apps.entry(app.to_owned()).or_default();
+            if subs.dispatched.is_none() {
+                subs.dispatched = Some(position);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the dispatcher until `cancel`: pushes every application's changes in log order.
+    pub async fn run_dispatcher(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let (mut dirty, revalidate) = tokio::select! {
+                work = self.hub.next_work() => work,
+                _ = tick.tick() => self.hub.take_work(),
+                _ = cancel.cancelled() => return,
+            };
+            // A safety net: look at every watched app now and then, whoever wrote to it.
+            dirty.extend(self.hub.watched_apps());
+            if revalidate {
+                self.revalidate().await;
+            }
+            for app in dirty {
+                if let Err(e) = self.dispatch_app(&app).await {
+                    tracing::warn!(error = %e, "dispatch failed; retrying");
+                    self.hub.notify(&app);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn dispatch_app(&self, app_uuid: &str) -> Result<(), StoreError> {
+        loop {
+            let (from, has_subs) = {
+                let st = self.hub.state();
+                match st.apps.get(app_uuid) {
+                    Some(a) => (a.dispatched, !a.entries.is_empty()),
+                    None => return Ok(()),
+                }
+            };
+            let Some(from) = from else {
+                return Ok(());
+            };
+            if !has_subs {
+                let position = self.store.log_position(app_uuid).await?;
+                if let Some(a) = self.hub.state().apps.get_mut(app_uuid) {
+                    a.dispatched = Some(position.max(from));
+                }
+                return Ok(());
+            }
+            let batch = self
+                .store
+                .changes_since(app_uuid, from, DISPATCH_BATCH)
+                .await?;
+            let n = batch.changes.len();
+            for rec in batch.changes {
+                self.dispatch_change(app_uuid, ChangeView::new(rec)).await;
+            }
+            if n < DISPATCH_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn dispatch_change(&self, app_uuid: &str, view: ChangeView) {
+        let seq = view.record.seq;
+        struct Delivery {
+            key: SubKey,
+            kind: EventKind,
+            path: String,
+            wire_id: String,
+            consumer: Option<ConsumerKey>,
+            caller: Arc<Caller>,
+            app: Arc<AppRecord>,
+        }
+        let deliveries: Vec<Delivery> = {
+            let st = self.hub.state();
+            let mut matched = Vec::new();
+            if let Some(subs) = st.apps.get(app_uuid) {
+                subs.index.matches(&view.change(), &mut matched);
+            }
+            matched
+                .into_iter()
+                .filter_map(|(key, kind)| {
+                    let entry = st.apps.get(app_uuid)?.entries.get(&key)?;
+                    let conn = st.conns.get(&key.0)?;
+                    Some(Delivery {
+                        key,
+                        kind,
+                        path: entry.path.clone(),
+                        wire_id: entry.wire_id.clone(),
+                        consumer: entry.consumer.as_ref().map(|(c, _)| c.clone()),
+                        caller: conn.caller.clone(),
+                        app: conn.app.clone(),
+                    })
+                })
+                .collect()
+        };
+        if !deliveries.is_empty() {
+            // Serialized once per change; each subscriber only wraps it.
+            let entity_json = event_entity_json(&view.record);
+            for d in deliveries {
+                if let Some(consumer) = &d.consumer {
+                    self.wake_pump(consumer);
+                    continue;
+                }
+                if !self.may_read(&d.app, &d.caller, &view.record, d.kind).await {
+                    continue;
+                }
+                let frame = encode_event(d.kind, &d.wire_id, &d.path, seq, &entity_json);
+                self.hub.push_to(
+                    d.key.0,
+                    Push::Event {
+                        subscription: d.key.1,
+                        seq,
+                        frame,
+                    },
+                );
+            }
+        }
+        if let Some(a) = self.hub.state().apps.get_mut(app_uuid) {
+            a.dispatched = Some(a.dispatched.unwrap_or(0).max(seq));
+        }
+    }
+
+    /// Re-checks every subscription of non-admin callers after a permission change; those that
+    /// lost read access are revoked.
+    async fn revalidate(&self) {
+        let subs: Vec<(Arc<AppRecord>, Arc<Caller>, SubKey, String)> = {
+            let st = self.hub.state();
+            st.apps
+                .values()
+                .flat_map(|a| a.entries.iter())
+                .filter_map(|(key, entry)| {
+                    let conn = st.conns.get(&key.0)?;
+                    Some((
+                        conn.app.clone(),
+                        conn.caller.clone(),
+                        *key,
+                        entry.path.clone(),
+                    ))
+                })
+                .collect()
+        };
+        for (app, caller, key, path) in subs {
+            if self.is_app_admin(&app, &caller) {
+                continue;
+            }
+            let allowed = match ResourcePath::parse(&path) {
+                Ok(p) => self
+                    .check_access(&app, &caller, Method::Get, &p)
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            };
+            if !allowed {
+                self.hub.remove(&app.uuid, key);
+                self.hub.push_to(
+                    key.0,
+                    Push::Revoke {
+                        subscription: key.1,
+                        reason: "forbidden",
+                    },
+                );
+            }
+        }
+    }
+
+    /// Ends every socket of a user whose tokens were revoked: each subscription gets a
+    /// `revoked` event, then the socket closes with 4401.
+    pub(super) fn close_user_sockets(&self, user_uuid: &str) {
+        let mut st = self.hub.state();
+        let conns: Vec<ConnId> = st
+            .conns
+            .iter()
+            .filter(|(_, c)| c.caller.user_uuid() == Some(user_uuid))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in conns {
+            let app = match st.conns.get(&conn) {
+                Some(c) => c.app.uuid.clone(),
+                None => continue,
+            };
+            let keys: Vec<SubKey> = st
+                .apps
+                .get(&app)
+                .map(|a| a.entries.keys().filter(|k| k.0 == conn).copied().collect())
+                .unwrap_or_default();
+            if let Some(handle) = st.conns.get(&conn) {
+                for key in &keys {
+                    handle.push(Push::Revoke {
+                        subscription: key.1,
+                        reason: "token_revoked",
+                    });
+                }
+                handle.push(Push::Close {
+                    code: close_code::UNAUTHORIZED,
+                    reason: "token revoked",
+                });
+            }
+            if let Some(a) = st.apps.get_mut(&app) {
+                for key in keys {
+                    a.index.remove(&key);
+                    a.entries.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Checks a token sent with `AUTH` on a socket: it must speak for the same principal.
+    /// Returns its expiry (ms since the epoch).
+    pub async fn reauthenticate(
+        &self,
+        caller: &Caller,
+        token: &str,
+    ) -> Result<Option<i64>, ApiResponse> {
+        let started = Instant::now();
+        let principal = match self.principal_of_token(token).await {
+            Ok(p) => p,
+            Err(e) => return Err(self.error_response(e, started)),
+        };
+        if principal != caller.principal {
+            return Err(self.error_response(
+                ApiError::Forbidden(
+                    "AUTH must keep the same user; open a new socket for another".into(),
+                ),
+                started,
+            ));
+        }
+        Ok(self.token_expiry(token))
+    }
+
+    /// Drops changes older than the retention.
+    pub async fn prune_log(&self, retention: Duration) {
+        let before = now_ms() - retention.as_millis() as i64;
+        match self.store.prune_changes(before).await {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "change log pruned"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning the change log failed"),
+        }
+    }
+
+    fn ensure_pump(&self, key: ConsumerKey, timeout_ms: u64) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let mut st = self.hub.state();
+        if st.pumps.contains_key(&key) {
+            return;
+        }
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let stop = CancellationToken::new();
+        st.pumps.insert(
+            key.clone(),
+            crate::hub::Pump {
+                wake: wake.clone(),
+                members: Vec::new(),
+                next: 0,
+                stop: stop.clone(),
+            },
+        );
+        tokio::spawn(me.pump(key, timeout_ms, wake, stop));
+    }
+
+    fn wake_pump(&self, key: &ConsumerKey) {
+        if let Some(p) = self.hub.state().pumps.get(key) {
+            p.wake.notify_one();
+        }
+    }
+
+    /// Hands a queue's messages to the sockets subscribed as one consumer, one socket per
+    /// message, each in a transaction that times out into a redelivery unless acknowledged.
+    async fn pump(
+        self: Arc<Self>,
+        key: ConsumerKey,
+        timeout_ms: u64,
+        wake: Arc<tokio::sync::Notify>,
+        stop: CancellationToken,
+    ) {
+        let read = QueueRead::Consumer {
+            consumer: key.consumer.clone(),
+            timeout_ms,
+        };
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let batch = match self
+                .store
+                .queue_read(&key.app, &key.queue, &read, PUMP_BATCH, now_ms())
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "queue read failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let full = batch.len() == PUMP_BATCH;
+            for m in batch {
+                let member = {
+                    let mut st = self.hub.state();
+                    let Some(pump) = st.pumps.get_mut(&key) else {
+                        return;
+                    };
+                    if pump.members.is_empty() {
+                        None
+                    } else {
+                        let k = pump.members[pump.next % pump.members.len()];
+                        pump.next = pump.next.wrapping_add(1);
+                        st.apps
+                            .get(&key.app)
+                            .and_then(|a| a.entries.get(&k))
+                            .map(|e| (k, e.path.clone(), e.wire_id.clone()))
+                    }
+                };
+                // Nobody to hand it to: its transaction times out and it comes again later.
+                let Some((k, path, wire_id)) = member else {
+                    continue;
+                };
+                let frame = encode_event(
+                    EventKind::Create,
+                    &wire_id,
+                    &path,
+                    m.seq,
+                    &m.message.to_string(),
+                );
+                self.hub.push_to(
+                    k.0,
+                    Push::Delivery {
+                        subscription: k.1,
+                        frame,
+                    },
+                );
+            }
+            if full {
+                continue;
+            }
+            let next = self
+                .store
+                .queue_next_expiry(&key.app, &key.queue, &key.consumer)
+                .await
+                .ok()
+                .flatten();
+            let wait = next
+                .map(|e| Duration::from_millis((e - now_ms()).max(0) as u64 + 5))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
