@@ -268,13 +268,19 @@ impl ResourcePath {
 }
 
 fn classify_queue(rest: &[String]) -> Resource {
+    let subscribers = rest
+        .iter()
+        .position(|s| s == "subscribers")
+        .filter(|p| *p > 0);
     let (queue_segs, part) = match rest {
         [q @ .., t, id] if !q.is_empty() && t == "transactions" => {
             (q, QueuePart::Transaction(id.clone()))
         }
-        [q @ .., s] if !q.is_empty() && s == "subscribers" => (q, QueuePart::Subscribers(None)),
-        [q @ .., s, other] if !q.is_empty() && s == "subscribers" => {
-            (q, QueuePart::Subscribers(Some(normalize_queue_path(other))))
+        _ if subscribers.is_some() => {
+            let at = subscribers.unwrap_or_default();
+            let other = &rest[at + 1..];
+            let other = (!other.is_empty()).then(|| normalize_queue_path(&other.join("/")));
+            (&rest[..at], QueuePart::Subscribers(other))
         }
         [q @ .., p] if !q.is_empty() && p == "properties" => (q, QueuePart::Properties),
         q => (q, QueuePart::Messages),
@@ -439,6 +445,13 @@ mod tests {
             Resource::Queue {
                 queue: "/a".into(),
                 part: QueuePart::Subscribers(Some("/b".into()))
+            }
+        );
+        assert_eq!(
+            res("/queues/news/subscribers/inbox/john"),
+            Resource::Queue {
+                queue: "/news".into(),
+                part: QueuePart::Subscribers(Some("/inbox/john".into()))
             }
         );
         assert_eq!(

@@ -28,6 +28,8 @@ pub struct TestServer {
     pub ws: SocketAddr,
     /// The data dir (kept for restarts).
     pub data_dir: PathBuf,
+    /// The service layer, for tests that need to reach inside (log pruning).
+    pub service: std::sync::Arc<gridsocket_server::service::Service>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _temp: Option<tempfile::TempDir>,
@@ -48,6 +50,7 @@ impl TestServer {
         let data_dir = settings.data_dir.clone();
         let server = Server::bind(settings).await.expect("server starts");
         let (http, ws) = (server.http_addr(), server.ws_addr());
+        let service = server.service();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
             let _ = rx.await;
@@ -56,6 +59,7 @@ impl TestServer {
             http,
             ws,
             data_dir,
+            service,
             shutdown: Some(tx),
             task: Some(task),
             _temp: None,
@@ -315,6 +319,60 @@ impl WsClient {
                 }
                 Message::Close(c) => panic!("socket closed: {c:?}"),
                 _ => continue,
+            }
+        }
+    }
+
+    /// The next event frame (`{"event": …}`); responses met on the way wait in the backlog.
+    pub async fn next_event(&mut self) -> Value {
+        if let Some(pos) = self.backlog.iter().position(|v| v.get("event").is_some()) {
+            return self.backlog.remove(pos).expect("position is valid");
+        }
+        loop {
+            let v = self.recv_wire().await;
+            if v.get("event").is_some() {
+                return v;
+            }
+            self.backlog.push_back(v);
+        }
+    }
+
+    /// Subscribes and returns the confirmation body (panics on an error status).
+    pub async fn subscribe(
+        &mut self,
+        id: Value,
+        path: &str,
+        params: Option<Value>,
+        since: Option<u64>,
+    ) -> Value {
+        let mut frame = json!({"id": id, "method": "SUBSCRIBE", "path": path});
+        if let Some(p) = params {
+            frame["params"] = p;
+        }
+        if let Some(s) = since {
+            frame["since"] = json!(s);
+        }
+        self.send_json(&frame).await;
+        let reply = self.response_to(&id).await;
+        assert_eq!(reply["status"], 200, "subscribe to {path}: {reply}");
+        reply["body"].clone()
+    }
+
+    /// Waits up to `wait` for another frame; `None` if none came.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        if let Some(v) = self.backlog.pop_front() {
+            return Some(v);
+        }
+        loop {
+            match tokio::time::timeout(wait, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Some(serde_json::from_str(t.as_str()).expect("frames are JSON"));
+                }
+                Ok(Some(Ok(Message::Close(c)))) => panic!("socket closed: {c:?}"),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => panic!("socket failed: {e}"),
+                Ok(None) => panic!("socket ended"),
             }
         }
     }

@@ -583,18 +583,18 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (app, e, secret) = (app.to_owned(), entity.clone(), secret.map(str::to_owned));
         self.call(move |c| {
-            let data = Value::Object(e.data).to_string();
-            c.prepare_cached("INSERT INTO entities VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            let tx = c.transaction().map_err(backend)?;
+            let data = Value::Object(e.data.clone()).to_string();
+            tx.prepare_cached("INSERT INTO entities VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                 .and_then(|mut s| {
                     s.execute(params![app, e.uuid, e.collection, e.name, data, secret])
                 })
                 .map_err(|err| {
-                    sql_err(
-                        err,
-                        &format!("an entity named {:?}", e.name.unwrap_or_default()),
-                    )
+                    let name = e.name.clone().unwrap_or_default();
+                    sql_err(err, &format!("an entity named {name:?}"))
                 })?;
-            Ok(())
+            append_change(&tx, &app, &entity_change(ChangeKind::Create, &e, None))?;
+            tx.commit().map_err(backend)
         })
         .await
     }
