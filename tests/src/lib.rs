@@ -363,8 +363,9 @@ impl WsClient {
         if let Some(v) = self.backlog.pop_front() {
             return Some(v);
         }
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout(wait, self.stream.next()).await {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
                 Err(_) => return None,
                 Ok(Some(Ok(Message::Text(t)))) => {
                     return Some(serde_json::from_str(t.as_str()).expect("frames are JSON"));

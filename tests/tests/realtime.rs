@@ -560,3 +560,65 @@ async fn a_client_that_stops_reading_is_cut_off_and_nobody_else_waits() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(f.server.service.hub().connections(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_the_subscriber_may_not_read_are_never_sent() {
+    let f = Fixture::new().await;
+    let perms = f.app_url("/roles/default/permissions");
+    rest(
+        "DELETE",
+        &format!("{perms}?permission=get,put,post,delete:/**"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    for p in ["get:/books", "get:/books/sf-*"] {
+        let (status, _) = rest(
+            "POST",
+            &perms,
+            Some(&f.admin_token),
+            Some(json!({"permission": p})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let mut ws = f.socket(&f.john).await;
+    ws.subscribe(json!(1), "/books", None, None).await;
+    for name in ["sf-dune", "romance-emma", "sf-solaris"] {
+        rest(
+            "POST",
+            &f.app_url("/books"),
+            Some(&f.admin_token),
+            Some(json!({"name": name})),
+        )
+        .await;
+    }
+    assert_eq!(ws.next_event().await["entity"]["name"], "sf-dune");
+    assert_eq!(ws.next_event().await["entity"]["name"], "sf-solaris");
+    assert!(ws.try_recv(Duration::from_millis(200)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_are_pinged_and_kept_while_they_answer() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.ping_interval_secs = 1;
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let mut ws = f.socket(&f.john).await;
+    let mut mute = f.socket(&f.jane).await;
+    // John's client reads, and so answers pings; Jane's reads nothing, so her pongs never come.
+    assert!(ws.try_recv(Duration::from_millis(3200)).await.is_none());
+    assert_eq!(
+        ws.request(json!(1), "GET", "/users/me", None, None).await["status"],
+        200
+    );
+    let (_, close) = mute.until_close().await;
+    if let Some(c) = close {
+        assert_eq!(u16::from(c.code), 1001);
+    }
+    assert_eq!(
+        f.server.service.hub().connections(),
+        1,
+        "only the answering socket is left"
+    );
+}

@@ -317,8 +317,8 @@ impl Service {
         }
     }
 
-    /// May this caller see this change? Entities are checked as a GET of their path; feed
-    /// items and queue messages were checked when subscribing.
+    /// May this caller see this change? Entities are checked as a GET of their path, by uuid
+    /// or by name; feed items and queue messages were checked when subscribing.
     async fn may_read(
         &self,
         app: &AppRecord,
@@ -331,13 +331,17 @@ impl Service {
         {
             return true;
         }
-        match ResourcePath::from_segments(vec![rec.collection.clone(), rec.uuid.clone()]) {
-            Ok(path) => self
-                .check_access(app, caller, Method::Get, &path)
-                .await
-                .is_ok(),
-            Err(_) => false,
+        for id in std::iter::once(&rec.uuid).chain(rec.name.as_ref()) {
+            if let Ok(path) = ResourcePath::from_segments(vec![rec.collection.clone(), id.clone()])
+                && self
+                    .check_access(app, caller, Method::Get, &path)
+                    .await
+                    .is_ok()
+            {
+                return true;
+            }
         }
+        false
     }
 
     async fn ensure_dispatch_position(&self, app: &str) -> Result<(), ApiError> {
