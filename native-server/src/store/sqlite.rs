@@ -115,6 +115,55 @@ impl SqliteStore {
         .await
         .map_err(backend)?
     }
+    /// The first row of a query with text parameters, if any.
+    async fn one<T: Send + 'static>(
+        &self,
+        sql: impl Into<String>,
+        args: Vec<String>,
+        row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Option<T>> {
+        let sql = sql.into();
+        self.call(move |c| {
+            c.prepare_cached(&sql)
+                .and_then(|mut st| {
+                    st.query_row(rusqlite::params_from_iter(args), row)
+                        .optional()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    /// Every row of a query with text parameters.
+    async fn all<T: Send + 'static>(
+        &self,
+        sql: String,
+        args: Vec<String>,
+        row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<Vec<T>> {
+        self.call(move |c| {
+            let mut st = c.prepare_cached(&sql).map_err(backend)?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), row)
+                .map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        })
+        .await
+    }
+
+    /// Executes a statement with text parameters; returns how many rows it changed.
+    async fn exec(&self, sql: &'static str, args: Vec<String>) -> StoreResult<usize> {
+        self.call(move |c| {
+            c.prepare_cached(sql)
+                .and_then(|mut st| st.execute(rusqlite::params_from_iter(args)))
+                .map_err(backend)
+        })
+        .await
+    }
+}
+
+fn strs_vec(values: &[&str]) -> Vec<String> {
+    values.iter().map(|v| (*v).to_owned()).collect()
 }
 
 fn org_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrgRecord> {
@@ -353,72 +402,48 @@ impl Store for SqliteStore {
     }
 
     async fn org_by_name(&self, name: &str) -> StoreResult<Option<OrgRecord>> {
-        let name = name.to_owned();
-        self.call(move |c| {
-            c.query_row("SELECT * FROM orgs WHERE name = ?1", [name], org_row)
-                .optional()
-                .map_err(backend)
-        })
+        self.one(
+            "SELECT * FROM orgs WHERE name = ?1",
+            vec![name.to_owned()],
+            org_row,
+        )
         .await
     }
 
     async fn org_by_uuid(&self, uuid: &str) -> StoreResult<Option<OrgRecord>> {
-        let uuid = uuid.to_owned();
-        self.call(move |c| {
-            c.query_row("SELECT * FROM orgs WHERE uuid = ?1", [uuid], org_row)
-                .optional()
-                .map_err(backend)
-        })
+        self.one(
+            "SELECT * FROM orgs WHERE uuid = ?1",
+            vec![uuid.to_owned()],
+            org_row,
+        )
         .await
     }
 
     async fn org_by_client_id(&self, client_id: &str) -> StoreResult<Option<OrgRecord>> {
-        let id = client_id.to_owned();
-        self.call(move |c| {
-            c.query_row("SELECT * FROM orgs WHERE client_id = ?1", [id], org_row)
-                .optional()
-                .map_err(backend)
-        })
-        .await
+        let args = vec![client_id.to_owned()];
+        self.one("SELECT * FROM orgs WHERE client_id = ?1", args, org_row)
+            .await
     }
 
     async fn admin_by_login(&self, login: &str) -> StoreResult<Option<AdminRecord>> {
-        let login = login.to_owned();
-        self.call(move |c| {
-            c.query_row(
-                "SELECT * FROM admins WHERE username = ?1 OR email = ?1",
-                [login],
-                admin_row,
-            )
-            .optional()
-            .map_err(backend)
-        })
-        .await
+        let sql = "SELECT * FROM admins WHERE username = ?1 OR email = ?1";
+        self.one(sql, vec![login.to_owned()], admin_row).await
     }
 
     async fn admin_by_uuid(&self, uuid: &str) -> StoreResult<Option<AdminRecord>> {
-        let uuid = uuid.to_owned();
-        self.call(move |c| {
-            c.query_row("SELECT * FROM admins WHERE uuid = ?1", [uuid], admin_row)
-                .optional()
-                .map_err(backend)
-        })
+        self.one(
+            "SELECT * FROM admins WHERE uuid = ?1",
+            vec![uuid.to_owned()],
+            admin_row,
+        )
         .await
     }
 
     async fn admin_orgs(&self, admin_uuid: &str) -> StoreResult<Vec<OrgRecord>> {
-        let uuid = admin_uuid.to_owned();
-        self.call(move |c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT o.* FROM orgs o JOIN org_admins m ON m.org_uuid = o.uuid
-                     WHERE m.admin_uuid = ?1 ORDER BY o.created",
-                )
-                .map_err(backend)?;
-            let rows = stmt.query_map([uuid], org_row).map_err(backend)?;
-            rows.collect::<Result<_, _>>().map_err(backend)
-        })
-        .await
+        let sql = "SELECT o.* FROM orgs o JOIN org_admins m ON m.org_uuid = o.uuid
+                   WHERE m.admin_uuid = ?1 ORDER BY o.created";
+        self.all(sql.into(), vec![admin_uuid.to_owned()], org_row)
+            .await
     }
 
     async fn create_app(
@@ -463,52 +488,26 @@ impl Store for SqliteStore {
     }
 
     async fn app_by_name(&self, org_uuid: &str, name: &str) -> StoreResult<Option<AppRecord>> {
-        let (org, name) = (org_uuid.to_owned(), name.to_owned());
-        self.call(move |c| {
-            c.query_row(
-                &format!(
-                    "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
-                     WHERE a.org_uuid = ?1 AND a.name = ?2"
-                ),
-                [org, name],
-                app_row,
-            )
-            .optional()
-            .map_err(backend)
-        })
-        .await
+        let sql = format!(
+            "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
+             WHERE a.org_uuid = ?1 AND a.name = ?2"
+        );
+        self.one(sql, strs_vec(&[org_uuid, name]), app_row).await
     }
 
     async fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<AppRecord>> {
-        let id = client_id.to_owned();
-        self.call(move |c| {
-            c.query_row(
-                &format!(
-                    "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
-                     WHERE a.client_id = ?1"
-                ),
-                [id],
-                app_row,
-            )
-            .optional()
-            .map_err(backend)
-        })
-        .await
+        let sql = format!(
+            "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid WHERE a.client_id = ?1"
+        );
+        self.one(sql, vec![client_id.to_owned()], app_row).await
     }
 
     async fn apps_of_org(&self, org_uuid: &str) -> StoreResult<Vec<AppRecord>> {
-        let org = org_uuid.to_owned();
-        self.call(move |c| {
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
-                     WHERE a.org_uuid = ?1 ORDER BY a.created"
-                ))
-                .map_err(backend)?;
-            let rows = stmt.query_map([org], app_row).map_err(backend)?;
-            rows.collect::<Result<_, _>>().map_err(backend)
-        })
-        .await
+        let sql = format!(
+            "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
+             WHERE a.org_uuid = ?1 ORDER BY a.created"
+        );
+        self.all(sql, vec![org_uuid.to_owned()], app_row).await
     }
 
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<()> {
@@ -565,14 +564,13 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_tokens(&self, subject: &str) -> StoreResult<u64> {
-        let subject = subject.to_owned();
-        self.call(move |c| {
-            let n = c
-                .execute("DELETE FROM tokens WHERE subject = ?1", [subject])
-                .map_err(backend)?;
-            Ok(n as u64)
-        })
-        .await
+        let n = self
+            .exec(
+                "DELETE FROM tokens WHERE subject = ?1",
+                vec![subject.to_owned()],
+            )
+            .await?;
+        Ok(n as u64)
     }
 
     async fn insert_entity(
@@ -647,31 +645,19 @@ impl Store for SqliteStore {
     }
 
     async fn user_secret(&self, app: &str, uuid: &str) -> StoreResult<Option<String>> {
-        let (app, uuid) = (app.to_owned(), uuid.to_owned());
-        self.call(move |c| {
-            c.query_row(
-                "SELECT secret FROM entities WHERE app = ?1 AND uuid = ?2",
-                [app, uuid],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()
-            .map(Option::flatten)
-            .map_err(backend)
-        })
-        .await
+        let sql = "SELECT secret FROM entities WHERE app = ?1 AND uuid = ?2";
+        let found = self
+            .one(sql, strs_vec(&[app, uuid]), |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .await?;
+        Ok(found.flatten())
     }
 
     async fn set_user_secret(&self, app: &str, uuid: &str, secret: &str) -> StoreResult<()> {
-        let args = [app, uuid, secret].map(str::to_owned);
-        self.call(move |c| {
-            c.execute(
-                "UPDATE entities SET secret = ?3 WHERE app = ?1 AND uuid = ?2",
-                args,
-            )
-            .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        let sql = "UPDATE entities SET secret = ?3 WHERE app = ?1 AND uuid = ?2";
+        self.exec(sql, strs_vec(&[app, uuid, secret])).await?;
+        Ok(())
     }
 
     async fn replace_entity(&self, app: &str, entity: &Entity) -> StoreResult<()> {
@@ -1120,17 +1106,8 @@ impl Store for SqliteStore {
     }
 
     async fn queue_commit(&self, app: &str, queue: &str, transaction: &str) -> StoreResult<bool> {
-        let args = [app, queue, transaction].map(str::to_owned);
-        self.call(move |c| {
-            let n = c
-                .execute(
-                    "DELETE FROM queue_tx WHERE app = ?1 AND queue = ?2 AND id = ?3",
-                    args,
-                )
-                .map_err(backend)?;
-            Ok(n > 0)
-        })
-        .await
+        let sql = "DELETE FROM queue_tx WHERE app = ?1 AND queue = ?2 AND id = ?3";
+        Ok(self.exec(sql, strs_vec(&[app, queue, transaction])).await? > 0)
     }
 
     async fn queue_next_expiry(
@@ -1139,30 +1116,21 @@ impl Store for SqliteStore {
         queue: &str,
         consumer: &str,
     ) -> StoreResult<Option<i64>> {
-        let args = [app, queue, consumer].map(str::to_owned);
-        self.call(move |c| {
-            c.query_row(
-                "SELECT MIN(expires) FROM queue_tx WHERE app = ?1 AND queue = ?2 AND consumer = ?3",
-                args,
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map_err(backend)
-        })
-        .await
+        let sql =
+            "SELECT MIN(expires) FROM queue_tx WHERE app = ?1 AND queue = ?2 AND consumer = ?3";
+        let found = self
+            .one(sql, strs_vec(&[app, queue, consumer]), |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .await?;
+        Ok(found.flatten())
     }
 
     async fn queue_subscribers(&self, app: &str, queue: &str) -> StoreResult<Vec<String>> {
-        let args = [app, queue].map(str::to_owned);
-        self.call(move |c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT subscriber FROM queue_subs WHERE app = ?1 AND queue = ?2 ORDER BY subscriber",
-                )
-                .map_err(backend)?;
-            let rows = st.query_map(args, |r| r.get(0)).map_err(backend)?;
-            rows.collect::<Result<_, _>>().map_err(backend)
-        })
-        .await
+        let sql =
+            "SELECT subscriber FROM queue_subs WHERE app = ?1 AND queue = ?2 ORDER BY subscriber";
+        self.all(sql.into(), strs_vec(&[app, queue]), |r| r.get(0))
+            .await
     }
 
     async fn queue_subscribe(
@@ -1172,30 +1140,18 @@ impl Store for SqliteStore {
         subscriber: &str,
         add: bool,
     ) -> StoreResult<bool> {
-        let args = [app, queue, subscriber].map(str::to_owned);
-        self.call(move |c| {
-            let sql = if add {
-                "INSERT OR IGNORE INTO queue_subs VALUES (?1, ?2, ?3)"
-            } else {
-                "DELETE FROM queue_subs WHERE app = ?1 AND queue = ?2 AND subscriber = ?3"
-            };
-            Ok(c.execute(sql, args).map_err(backend)? > 0)
-        })
-        .await
+        let sql = if add {
+            "INSERT OR IGNORE INTO queue_subs VALUES (?1, ?2, ?3)"
+        } else {
+            "DELETE FROM queue_subs WHERE app = ?1 AND queue = ?2 AND subscriber = ?3"
+        };
+        Ok(self.exec(sql, strs_vec(&[app, queue, subscriber])).await? > 0)
     }
 
     async fn queues(&self, app: &str) -> StoreResult<Vec<String>> {
-        let app = app.to_owned();
-        self.call(move |c| {
-            let mut st = c
-                .prepare_cached(
-                    "SELECT DISTINCT queue FROM queue_messages WHERE app = ?1 ORDER BY queue",
-                )
-                .map_err(backend)?;
-            let rows = st.query_map([app], |r| r.get(0)).map_err(backend)?;
-            rows.collect::<Result<_, _>>().map_err(backend)
-        })
-        .await
+        let sql = "SELECT DISTINCT queue FROM queue_messages WHERE app = ?1 ORDER BY queue";
+        self.all(sql.into(), vec![app.to_owned()], |r| r.get(0))
+            .await
     }
 
     async fn add_relation(
@@ -1205,18 +1161,12 @@ impl Store for SqliteStore {
         relation: &str,
         target: &str,
     ) -> StoreResult<bool> {
-        let args = [app, source, relation, target].map(str::to_owned);
-        self.call(move |c| {
-            let n = c
-                .execute(
-                    "INSERT OR IGNORE INTO relations(app, source, relation, target)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    args,
-                )
-                .map_err(backend)?;
-            Ok(n > 0)
-        })
-        .await
+        let sql = "INSERT OR IGNORE INTO relations(app, source, relation, target)
+                   VALUES (?1, ?2, ?3, ?4)";
+        Ok(self
+            .exec(sql, strs_vec(&[app, source, relation, target]))
+            .await?
+            > 0)
     }
 
     async fn remove_relation(
@@ -1226,18 +1176,12 @@ impl Store for SqliteStore {
         relation: &str,
         target: &str,
     ) -> StoreResult<bool> {
-        let args = [app, source, relation, target].map(str::to_owned);
-        self.call(move |c| {
-            let n = c
-                .execute(
-                    "DELETE FROM relations WHERE app = ?1 AND source = ?2 AND relation = ?3
-                     AND target = ?4",
-                    args,
-                )
-                .map_err(backend)?;
-            Ok(n > 0)
-        })
-        .await
+        let sql = "DELETE FROM relations WHERE app = ?1 AND source = ?2 AND relation = ?3
+                   AND target = ?4";
+        Ok(self
+            .exec(sql, strs_vec(&[app, source, relation, target]))
+            .await?
+            > 0)
     }
 
     async fn related(
@@ -1277,50 +1221,28 @@ impl Store for SqliteStore {
         relation: &str,
         direction: Direction,
     ) -> StoreResult<Vec<String>> {
-        let args = [app, owner, relation].map(str::to_owned);
-        self.call(move |c| {
-            let sql = match direction {
-                Direction::Outbound => {
-                    "SELECT target FROM relations WHERE app = ?1 AND source = ?2 AND relation = ?3 ORDER BY id"
-                }
-                Direction::Inbound => {
-                    "SELECT source FROM relations WHERE app = ?1 AND target = ?2 AND relation = ?3 ORDER BY id"
-                }
-            };
-            let mut stmt = c.prepare_cached(sql).map_err(backend)?;
-            let rows = stmt.query_map(args, |r| r.get(0)).map_err(backend)?;
-            rows.collect::<Result<_, _>>().map_err(backend)
-        })
-        .await
+        let sql = match direction {
+            Direction::Outbound => {
+                "SELECT target FROM relations WHERE app = ?1 AND source = ?2 AND relation = ?3 ORDER BY id"
+            }
+            Direction::Inbound => {
+                "SELECT source FROM relations WHERE app = ?1 AND target = ?2 AND relation = ?3 ORDER BY id"
+            }
+        };
+        self.all(sql.into(), strs_vec(&[app, owner, relation]), |r| r.get(0))
+            .await
     }
 
     async fn permissions(&self, app: &str, owner: &str) -> StoreResult<Vec<String>> {
-        let args = [app, owner].map(str::to_owned);
-        self.call(move |c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT permission FROM permissions WHERE app = ?1 AND owner = ?2
-                     ORDER BY permission",
-                )
-                .map_err(backend)?;
-            let rows = stmt.query_map(args, |r| r.get(0)).map_err(backend)?;
-            rows.collect::<Result<_, _>>().map_err(backend)
-        })
-        .await
+        let sql = "SELECT permission FROM permissions WHERE app = ?1 AND owner = ?2
+                   ORDER BY permission";
+        self.all(sql.into(), strs_vec(&[app, owner]), |r| r.get(0))
+            .await
     }
 
     async fn add_permission(&self, app: &str, owner: &str, permission: &str) -> StoreResult<bool> {
-        let args = [app, owner, permission].map(str::to_owned);
-        self.call(move |c| {
-            let n = c
-                .execute(
-                    "INSERT OR IGNORE INTO permissions VALUES (?1, ?2, ?3)",
-                    args,
-                )
-                .map_err(backend)?;
-            Ok(n > 0)
-        })
-        .await
+        let sql = "INSERT OR IGNORE INTO permissions VALUES (?1, ?2, ?3)";
+        Ok(self.exec(sql, strs_vec(&[app, owner, permission])).await? > 0)
     }
 
     async fn remove_permission(
@@ -1329,16 +1251,7 @@ impl Store for SqliteStore {
         owner: &str,
         permission: &str,
     ) -> StoreResult<bool> {
-        let args = [app, owner, permission].map(str::to_owned);
-        self.call(move |c| {
-            let n = c
-                .execute(
-                    "DELETE FROM permissions WHERE app = ?1 AND owner = ?2 AND permission = ?3",
-                    args,
-                )
-                .map_err(backend)?;
-            Ok(n > 0)
-        })
-        .await
+        let sql = "DELETE FROM permissions WHERE app = ?1 AND owner = ?2 AND permission = ?3";
+        Ok(self.exec(sql, strs_vec(&[app, owner, permission])).await? > 0)
     }
 }
