@@ -13,6 +13,7 @@
 //! - [`subscription`]: what a subscription watches, and the index that matches changes to
 //!   subscriptions.
 //! - [`server`]: [`ServerSession`], the protocol state machine of one server-side socket.
+//! - [`client`]: [`ClientSession`], one client's requests, subscriptions and reconnects.
 //!
 //! ## Driving a session
 //! A host owns the socket and the clock. After every input it drains the outputs:
@@ -37,6 +38,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::disallowed_methods)]
 
+pub mod client;
 pub mod inflector;
 pub mod path;
 pub mod permission;
@@ -46,6 +48,9 @@ pub mod subscription;
 pub mod time;
 pub mod wire;
 
+pub use client::{
+    ClientConfig, ClientError, ClientEvent, ClientSession, ConnectionState, RequestId, SubId,
+};
 pub use path::{ConnectPath, EntityRef, PathError, Resource, ResourcePath};
 pub use permission::Permission;
 pub use query::{Query, QueryError};

@@ -99,6 +99,12 @@ async fn handle(
         );
     };
     let path = req.uri().path().to_owned();
+    if settings.demo
+        && method == Method::Get
+        && let Some(resp) = demo_asset(&path, settings).await
+    {
+        return resp;
+    }
     if method == Method::Get && (path == "/status" || path == "/healthz") {
         return json_response(
             200,
@@ -137,6 +143,56 @@ async fn handle(
         .handle_rest(method, &path, params, body, authorization.as_deref())
         .await;
     json_response(status, body)
+}
+
+/// The demo page's files: `/demo/` and `/demo/{file}.{ext}` from the demo folder,
+/// `/demo/pkg/…` from the built package, `/demo/config.json` made here. Anything else (such as
+/// `/demo/chatapp/…`, the API of the demo app) is not an asset.
+async fn demo_asset(path: &str, settings: &Settings) -> Option<Response<Full<Bytes>>> {
+    let rest = path
+        .strip_prefix("/demo/")
+        .or((path == "/demo").then_some(""))?;
+    if rest == "config.json" {
+        let ws = settings.public_ws_url.clone().unwrap_or_default();
+        let body = serde_json::json!({"ws": ws, "org": crate::demo::ORG, "app": crate::demo::APP});
+        return Some(json_response(200, body.to_string()));
+    }
+    let (dir, file) = match rest {
+        "" | "index.html" => (&settings.demo_dir, "index.html".to_owned()),
+        _ if rest.starts_with("pkg/") => (&settings.demo_pkg_dir, rest["pkg/".len()..].to_owned()),
+        _ if !rest.contains('/') && rest.contains('.') => (&settings.demo_dir, rest.to_owned()),
+        _ => return None,
+    };
+    // The same path checks as API paths: no `..`, no encoded slashes.
+    let segments = gridsocket_core::path::split_segments(&file).ok()?;
+    let full = segments.iter().fold(dir.clone(), |p, s| p.join(s));
+    let content_type = match full.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("wasm") => "application/wasm",
+        Some("json") => "application/json",
+        Some("png") => "image/png",
+        Some("svg") => "image/svg+xml",
+        _ => "application/octet-stream",
+    };
+    let resp = match tokio::fs::read(&full).await {
+        Ok(bytes) => {
+            let mut r = Response::new(Full::new(Bytes::from(bytes)));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+        Err(_) if dir == &settings.demo_pkg_dir => error(
+            404,
+            "not_built",
+            "the JavaScript package is not built: run ./scripts/build-wasm.sh",
+        ),
+        Err(_) => error(404, "not_found", &format!("no demo file {rest:?}")),
+    };
+    Some(resp)
 }
 
 /// The request body as JSON: nothing, a JSON document, or a form turned into an object.

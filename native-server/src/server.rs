@@ -66,7 +66,7 @@ impl Server {
     /// Binds with a given store.
     pub async fn bind_with_store(
         store: Arc<dyn Store>,
-        settings: Settings,
+        mut settings: Settings,
     ) -> Result<Server, StartError> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -92,6 +92,11 @@ impl Server {
             ..ServiceConfig::default()
         };
         let service = Service::new(store, config);
+        if settings.public_ws_url.is_none()
+            && let Ok(addr) = ws.local_addr()
+        {
+            settings.public_ws_url = Some(format!("ws://{addr}"));
+        }
         if settings.demo {
             demo::seed(&service)
                 .await

@@ -25,9 +25,23 @@ pub struct Settings {
     /// Base URL put in responses' `uri` field (default: http://HTTP_ADDR).
     #[arg(long, env = "GRIDSOCKET_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Create the demo organization, app and users, and make `demo` the default org.
+    /// Create the demo organization, app and users, make `demo` the default org, and serve
+    /// the demo page at http://HTTP_ADDR/demo/.
     #[arg(long)]
     pub demo: bool,
+    /// Folder of the demo page.
+    #[arg(long, env = "GRIDSOCKET_DEMO_DIR", default_value = "web-demo")]
+    pub demo_dir: PathBuf,
+    /// Folder of the built JavaScript package (scripts/build-wasm.sh).
+    #[arg(
+        long,
+        env = "GRIDSOCKET_DEMO_PKG_DIR",
+        default_value = "wasm-client/pkg"
+    )]
+    pub demo_pkg_dir: PathBuf,
+    /// WebSocket URL the demo page connects to (default: ws://WS_ADDR).
+    #[arg(long, env = "GRIDSOCKET_PUBLIC_WS_URL")]
+    pub public_ws_url: Option<String>,
     /// Most WebSocket connections at once; more are closed with 1013.
     #[arg(long, env = "GRIDSOCKET_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
@@ -74,6 +88,9 @@ impl Settings {
             default_org: None,
             public_url: None,
             demo: false,
+            demo_dir: PathBuf::from("web-demo"),
+            demo_pkg_dir: PathBuf::from("wasm-client/pkg"),
+            public_ws_url: None,
             max_connections: 20_000,
             max_http_connections: 4_096,
             max_frame_bytes: 1 << 20,

@@ -129,8 +129,18 @@ pub async fn serve_socket(
     });
     if let Some(ctx) = &context {
         session.set_token_expiry(now, expiry_instant(ctx.expires));
-        if let Some(path) = &ctx.resource {
-            session.subscribe_on_connect(now, path.clone(), ctx.params.clone());
+        match &ctx.resource {
+            Some(path) => session.subscribe_on_connect(now, path.clone(), ctx.params.clone()),
+            None => {
+                let body = serde_json::json!({
+                    "connected": true,
+                    "organization": ctx.app.org_name,
+                    "applicationName": ctx.app.name,
+                    "user": ctx.caller.user_uuid(),
+                    "expires_in": ctx.expires.map(|e| (e - now_ms()).max(0) / 1000),
+                });
+                session.welcome(now, &body.to_string());
+            }
         }
     }
     drive(

@@ -244,11 +244,19 @@ impl Fixture {
         body["access_token"].as_str().expect("token").to_owned()
     }
 
-    /// Opens a socket on the app as `token`.
+    /// Opens a socket on the app as `token` and reads its welcome frame.
     pub async fn socket(&self, token: &str) -> WsClient {
-        WsClient::connect(&self.ws_url(&format!("?access_token={token}")))
+        let mut ws = WsClient::connect(&self.ws_url(&format!("?access_token={token}")))
             .await
-            .expect("socket opens")
+            .expect("socket opens");
+        let welcome = ws.recv().await;
+        assert_eq!(
+            (welcome["id"].clone(), welcome["status"].clone()),
+            (Value::Null, json!(200)),
+            "{welcome}"
+        );
+        assert_eq!(welcome["body"]["connected"], true, "{welcome}");
+        ws
     }
 }
 

@@ -314,6 +314,15 @@ async fn app_only_urls_use_the_default_org() {
     let mut ws = WsClient::connect(&f.server.ws_url(&format!("/shop?access_token={}", f.john)))
         .await
         .unwrap();
+    let welcome = ws.recv().await;
+    assert_eq!(
+        (welcome["id"].clone(), welcome["status"].clone()),
+        (Value::Null, json!(200))
+    );
+    assert_eq!(welcome["body"]["organization"], "acme");
+    assert_eq!(welcome["body"]["applicationName"], "shop");
+    assert!(welcome["body"]["user"].is_string());
+    assert!(welcome["body"]["expires_in"].as_i64().unwrap() > 3600);
     let me = ws.request(json!(1), "GET", "/users/me", None, None).await;
     assert_eq!(me["body"]["entities"][0]["username"], "john");
     // The org-qualified form still works.

@@ -287,6 +287,11 @@ async fn competing_consumers_share_messages_and_survive_restarts() {
     );
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut again = gridsocket_e2e::WsClient::connect(&ws_url).await.unwrap();
+    assert_eq!(
+        again.recv().await["body"]["connected"],
+        true,
+        "the welcome comes first"
+    );
     again
         .subscribe(json!(1), "/queues/work", Some(params), None)
         .await;

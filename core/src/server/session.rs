@@ -208,6 +208,16 @@ impl ServerSession {
         s
     }
 
+    /// Greets an accepted connection: `{"id":null,"status":200,"body":…}` is its first frame,
+    /// so a client knows the handshake succeeded (a refused one gets an error frame instead).
+    /// A connection opened on a resource URL is greeted by its subscription's confirmation.
+    pub fn welcome(&mut self, _now: Instant, body_json: &str) {
+        if !self.closed {
+            self.transmits
+                .push_back(OutFrame::Text(encode_response(None, 200, body_json)));
+        }
+    }
+
     /// A text frame arrived.
     pub fn handle_text(&mut self, now: Instant, text: &str) {
         if self.closed {
