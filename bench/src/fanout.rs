@@ -1,0 +1,386 @@
+//! `fanout`: N sockets subscribed to one collection, one writer posting to it at a set rate or
+//! as fast as the server acknowledges. Measures delivered events/s, latency from the writer's
+//! POST to each receipt, and every lost or repeated event.
+
+use crate::client::{self, ClientError, Target};
+use crate::measure::CpuWindow;
+use crate::report::{Goal, Row};
+use crate::{Run, latency_rows, micros_since_start};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How fast the writer posts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    /// Events per second, evenly spaced.
+    PerSecond(f64),
+    /// As fast as the server acknowledges, with a window of posts in flight.
+    Max,
+}
+
+/// One fan-out run: `subscribers@rate` on the command line (`1000@max`, `10000@10`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FanoutCase {
+    /// Subscribed sockets.
+    pub subscribers: usize,
+    /// Writer rate.
+    pub rate: Rate,
+}
+
+impl std::str::FromStr for FanoutCase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (n, rate) = s
+            .split_once('@')
+            .ok_or_else(|| format!("{s:?}: expected SUBSCRIBERS@RATE, e.g. 1000@max"))?;
+        let subscribers = n.parse().map_err(|_| format!("{n:?} is not a count"))?;
+        let rate = match rate {
+            "max" => Rate::Max,
+            r => match r.parse::<f64>() {
+                Ok(v) if v > 0.0 && v.is_finite() => Rate::PerSecond(v),
+                _ => return Err(format!("{r:?}: a rate is events/s or `max`")),
+            },
+        };
+        Ok(FanoutCase { subscribers, rate })
+    }
+}
+
+/// Posts in flight when the writer runs at full speed.
+const MAX_RATE_WINDOW: usize = 64;
+
+/// What one subscriber saw.
+struct Seen {
+    distinct: u64,
+    repeated: u64,
+    in_window: u64,
+    latency: Histogram<u64>,
+    closed: Option<String>,
+    bits: Vec<u64>,
+}
+
+impl Seen {
+    fn mark(&mut self, n: u64) -> bool {
+        let (word, bit) = ((n / 64) as usize, n % 64);
+        if self.bits.len() <= word {
+            self.bits.resize(word + 1, 0);
+        }
+        let fresh = self.bits[word] & (1 << bit) == 0;
+        self.bits[word] |= 1 << bit;
+        fresh
+    }
+}
+
+/// Shared between the subscribers and the run.
+struct Shared {
+    distinct: AtomicU64,
+    /// Events written before this (µs since start) are warm-up: not in latency figures.
+    measure_from_us: u64,
+    window: (Instant, Instant),
+}
+
+/// Runs one case and returns its rows.
+pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, ClientError> {
+    let target = &run.target;
+    let collection = format!(
+        "bench{}x{}messages",
+        std::process::id(),
+        micros_since_start()
+    );
+    let setup = format!(
+        "{} subscribers, {}",
+        case.subscribers,
+        match case.rate {
+            Rate::Max => "writer at max rate".to_owned(),
+            Rate::PerSecond(r) => format!("{} events/s", crate::report::human(r)),
+        }
+    );
+    // 1. Subscribers, each by connecting straight to the collection's URL.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let subscribe_url = format!(
+        "/{}/{}/{collection}?access_token={token}",
+        target.org, target.app
+    );
+    let mut pending = FuturesUnordered::new();
+    let mut sockets = Vec::with_capacity(case.subscribers);
+    for i in 0..case.subscribers {
+        pending.push(subscribe(target, &subscribe_url));
+        if pending.len() >= 256 || i + 1 == case.subscribers {
+            while let Some(ws) = pending.next().await {
+                sockets.push(ws?);
+            }
+        }
+    }
+    let warm_end = Instant::now() + run.warmup;
+    let window = (warm_end, warm_end + run.duration);
+    let shared = Arc::new(Shared {
+        distinct: AtomicU64::new(0),
+        measure_from_us: micros_since_start() + run.warmup.as_micros() as u64,
+        window,
+    });
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|ws| tokio::spawn(read_events(ws, shared.clone(), stop_rx.clone())))
+        .collect();
+
+    // 2. The writer, for warm-up plus the measured window.
+    let writer_url = format!("/{}/{}?access_token={token}", target.org, target.app);
+    let writer = client::websocket(target, &writer_url).await?;
+    let cpu_start = tokio::spawn({
+        let pid = run.server_pid;
+        async move {
+            tokio::time::sleep_until(window.0.into()).await;
+            let cpu = CpuWindow::start(pid);
+            tokio::time::sleep_until(window.1.into()).await;
+            cpu.finish()
+        }
+    });
+    let posted = write(writer, &collection, case.rate, window.1).await?;
+    let cpu = cpu_start
+        .await
+        .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+
+    // 3. Let the last events arrive, then stop the subscribers.
+    let expected = posted * case.subscribers as u64;
+    let drain_until = Instant::now() + Duration::from_secs(10);
+    while shared.distinct.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut latency = crate::latency_histogram();
+    let (mut lost, mut repeated, mut in_window, mut closed) = (0u64, 0u64, 0u64, 0u64);
+    let mut close_reasons = std::collections::BTreeSet::new();
+    for r in readers {
+        let seen = r
+            .await
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        lost += posted.saturating_sub(seen.distinct);
+        repeated += seen.repeated;
+        in_window += seen.in_window;
+        let _ = latency.add(&seen.latency);
+        if let Some(why) = seen.closed {
+            closed += 1;
+            close_reasons.insert(why);
+        }
+    }
+    let limited = cpu.limiter(run.server_cores, run.client_cores);
+    let delivered = in_window as f64 / run.duration.as_secs_f64();
+    let mut rows = vec![
+        Row::new(
+            "fanout",
+            &setup,
+            "events posted",
+            posted as f64,
+            None,
+            &limited,
+        ),
+        Row::new(
+            "fanout",
+            &setup,
+            "delivered events/s",
+            delivered,
+            (case.rate == Rate::Max && case.subscribers == 1000)
+                .then_some(Goal::AtLeast(800_000.0 * run.server_cores)),
+            &limited,
+        ),
+    ];
+    let p99_goal =
+        matches!(case.rate, Rate::PerSecond(r) if r <= 10.0) && case.subscribers >= 10_000;
+    let p50_goal = matches!(case.rate, Rate::PerSecond(r) if r <= 10.0) && case.subscribers <= 1000;
+    rows.extend(latency_rows(
+        "fanout",
+        &setup,
+        &latency,
+        &[50.0, 99.0],
+        Some(&|p| match p {
+            50.0 if p50_goal => Some(Goal::AtMost(2.0)),
+            99.0 if p99_goal => Some(Goal::AtMost(100.0)),
+            _ => None,
+        }),
+    ));
+    rows.push(Row::new(
+        "fanout",
+        &setup,
+        "lost events",
+        lost as f64,
+        Some(Goal::AtMost(0.0)),
+        &limited,
+    ));
+    rows.push(Row::new(
+        "fanout",
+        &setup,
+        "duplicated events",
+        repeated as f64,
+        Some(Goal::AtMost(0.0)),
+        &limited,
+    ));
+    if closed > 0 {
+        let reasons: Vec<_> = close_reasons.into_iter().collect();
+        rows.push(Row::new(
+            "fanout",
+            &setup,
+            "subscribers closed by the server",
+            closed as f64,
+            None,
+            &reasons.join(", "),
+        ));
+    }
+    Ok(rows)
+}
+
+async fn subscribe(
+    target: &Target,
+    url: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, ClientError> {
+    let mut ws = client::websocket(target, url).await?;
+    match ws.next().await {
+        Some(Ok(Message::Text(t)))
+            if t.contains("\"status\":200") && t.contains("\"subscription\"") =>
+        {
+            Ok(ws)
+        }
+        other => Err(ClientError::Unexpected(format!(
+            "subscription refused: {other:?}"
+        ))),
+    }
+}
+
+async fn read_events(
+    mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Seen {
+    let mut seen = Seen {
+        distinct: 0,
+        repeated: 0,
+        in_window: 0,
+        latency: crate::latency_histogram(),
+        closed: None,
+        bits: Vec::new(),
+    };
+    loop {
+        let msg = tokio::select! {
+            m = ws.next() => m,
+            _ = stop.changed() => break,
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(frame))) => {
+                seen.closed = Some(frame.map_or("closed".into(), |f| {
+                    format!("{} {}", u16::from(f.code), f.reason)
+                }));
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                seen.closed = Some(e.to_string());
+                break;
+            }
+            None => {
+                seen.closed = Some("connection ended".into());
+                break;
+            }
+        };
+        let now = Instant::now();
+        let now_us = micros_since_start();
+        let (Some(n), Some(t)) = (
+            client::field_u64(&text, "\"bench_n\":"),
+            client::field_u64(&text, "\"bench_t\":"),
+        ) else {
+            continue;
+        };
+        if !seen.mark(n) {
+            seen.repeated += 1;
+            continue;
+        }
+        seen.distinct += 1;
+        shared.distinct.fetch_add(1, Ordering::Relaxed);
+        if now >= shared.window.0 && now < shared.window.1 {
+            seen.in_window += 1;
+        }
+        if t >= shared.measure_from_us {
+            let _ = seen.latency.record(now_us.saturating_sub(t).max(1));
+        }
+    }
+    let _ = ws.close(None).await;
+    seen
+}
+
+/// Posts until `until`; returns how many posts the server acknowledged with 200.
+async fn write(
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    collection: &str,
+    rate: Rate,
+    until: Instant,
+) -> Result<u64, ClientError> {
+    let (mut sink, mut stream) = ws.split();
+    // The welcome frame.
+    let _ = stream.next().await;
+    let frame = |n: u64| {
+        format!(
+            r#"{{"id":{n},"method":"POST","path":"/{collection}","body":{{"bench_n":{n},"bench_t":{}}}}}"#,
+            micros_since_start()
+        )
+    };
+    let acked = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(match rate {
+        Rate::Max => MAX_RATE_WINDOW,
+        Rate::PerSecond(_) => 10_000,
+    }));
+    let reader = tokio::spawn({
+        let (acked, failed, in_flight) = (acked.clone(), failed.clone(), in_flight.clone());
+        async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                if let Message::Text(t) = msg
+                    && let Some((_, status)) = client::response_id_status(&t)
+                {
+                    if status == 200 {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    in_flight.add_permits(1);
+                }
+            }
+        }
+    });
+    let mut n = 0u64;
+    let mut tick = match rate {
+        Rate::PerSecond(r) => Some(tokio::time::interval(Duration::from_secs_f64(1.0 / r))),
+        Rate::Max => None,
+    };
+    while Instant::now() < until {
+        if let Some(tick) = tick.as_mut() {
+            tick.tick().await;
+        }
+        let permit = tokio::select! {
+            p = in_flight.acquire() => p,
+            _ = tokio::time::sleep_until(until.into()) => break,
+        };
+        permit
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?
+            .forget();
+        sink.send(Message::text(frame(n))).await?;
+        n += 1;
+    }
+    // Wait for the answers to every post.
+    let answered_by = Instant::now() + Duration::from_secs(10);
+    while acked.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n
+        && Instant::now() < answered_by
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = sink.close().await;
+    reader.abort();
+    let failed = failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(ClientError::Unexpected(format!("{failed} posts failed")));
+    }
+    Ok(acked.load(Ordering::Relaxed))
+}

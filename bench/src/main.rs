@@ -1,0 +1,290 @@
+//! `gridsocket-bench`: drives a running gridsocket server over loopback and reports
+//! request/response throughput (socket against REST), fan-out delivery and latency, and memory
+//! per idle connection, each against the project's goals. Every run is bounded in time and
+//! count. `scripts/bench.sh` starts a server pinned to one core and runs this on the other.
+
+mod client;
+mod fanout;
+mod idle;
+mod measure;
+mod report;
+mod rr;
+
+use clap::Parser;
+use client::{ClientError, Target};
+use fanout::FanoutCase;
+use hdrhistogram::Histogram;
+use report::{Goal, Row};
+use rr::{RrCase, Transport};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Load generator for a running gridsocket server.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Scenarios to run, in order: rr, fanout, idle (all when none is named).
+    scenarios: Vec<String>,
+    /// The server's REST address.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    http: String,
+    /// The server's WebSocket address.
+    #[arg(long, default_value = "ws://127.0.0.1:8088")]
+    ws: String,
+    /// Organization of the app under test.
+    #[arg(long, default_value = "demo")]
+    org: String,
+    /// Application under test.
+    #[arg(long, default_value = "chatapp")]
+    app: String,
+    /// App user to log in as (the `serve --demo` users work as they are).
+    #[arg(long, default_value = "johndoe")]
+    username: String,
+    /// That user's password.
+    #[arg(long, default_value = "password")]
+    password: String,
+    /// The server's process id: its CPU use and memory are read from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of warm-up before each measured run.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Client worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Loopback source addresses (127.0.0.2, …) to spread sockets over, at most 250.
+    #[arg(long, default_value_t = 16)]
+    sources: usize,
+    /// rr: connection counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    rr_connections: Vec<usize>,
+    /// rr: requests in flight per socket (REST always has one).
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    rr_depths: Vec<usize>,
+    /// fanout: runs as SUBSCRIBERS@RATE (events/s or `max`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000@10,1000@max,10000@10"
+    )]
+    fanout: Vec<FanoutCase>,
+    /// idle: how many sockets to hold open.
+    #[arg(long, default_value_t = 19_000)]
+    idle: usize,
+    /// Where to write the results as JSON.
+    #[arg(long, default_value = "target/gridsocket-bench/results.json")]
+    json: PathBuf,
+}
+
+/// Settings every scenario shares.
+pub struct Run {
+    /// The server.
+    pub target: Target,
+    /// Its pid, for /proc readings.
+    pub server_pid: Option<u32>,
+    /// Warm-up before measuring.
+    pub warmup: Duration,
+    /// The measured window.
+    pub duration: Duration,
+    /// How many CPUs the server may use (its affinity), for the per-core goals.
+    pub server_cores: f64,
+    /// How many CPUs this client may use.
+    pub client_cores: f64,
+}
+
+/// Microseconds since this process started measuring: the clock that event timestamps use,
+/// shared by the writer and the subscribers of one process.
+pub fn micros_since_start() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// A latency histogram in microseconds, up to a minute.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid")
+}
+
+/// Rows for percentiles of a histogram, in milliseconds, with optional goals per percentile.
+pub fn latency_rows(
+    scenario: &str,
+    setup: &str,
+    hist: &Histogram<u64>,
+    percentiles: &[f64],
+    goals: Option<&dyn Fn(f64) -> Option<Goal>>,
+) -> Vec<Row> {
+    if hist.is_empty() {
+        return Vec::new();
+    }
+    percentiles
+        .iter()
+        .map(|&p| {
+            let ms = hist.value_at_quantile(p / 100.0) as f64 / 1000.0;
+            let goal = goals.and_then(|g| g(p));
+            Row::new(scenario, setup, &format!("p{p} ms"), ms, goal, "")
+        })
+        .collect()
+}
+
+fn cores(list: Option<String>) -> Option<f64> {
+    let list = list?;
+    let mut n = 0usize;
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().ok()? - a.parse::<usize>().ok()? + 1,
+            None => 1,
+        };
+    }
+    Some(n as f64)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gridsocket-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_all(&cli)) {
+        Ok(rows) => {
+            print!("{}", report::table(&rows));
+            let missed = rows.iter().filter(|r| r.met == Some(false)).count();
+            println!(
+                "\n{} figures, {} goals met, {missed} missed",
+                rows.len(),
+                rows.iter().filter(|r| r.met == Some(true)).count()
+            );
+            if let Err(e) = write_json(&cli, &rows) {
+                eprintln!("gridsocket-bench: cannot write {}: {e}", cli.json.display());
+                return ExitCode::FAILURE;
+            }
+            println!("results: {}", cli.json.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gridsocket-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn write_json(cli: &Cli, rows: &[Row]) -> std::io::Result<()> {
+    if let Some(dir) = cli.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let doc = serde_json::json!({
+        "tool": concat!("gridsocket-bench ", env!("CARGO_PKG_VERSION")),
+        "server_cpus": cli.server_pid.and_then(measure::allowed_cpus),
+        "client_cpus": measure::allowed_cpus(std::process::id()),
+        "client_threads": cli.threads,
+        "duration_secs": cli.duration,
+        "rows": rows,
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?;
+    std::fs::write(&cli.json, text)
+}
+
+async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
+    micros_since_start();
+    let open_files = measure::raise_open_file_limit();
+    let target = Target {
+        http: client::parse_addr(&cli.http)?,
+        ws: client::parse_addr(&cli.ws)?,
+        org: cli.org.clone(),
+        app: cli.app.clone(),
+        sources: cli.sources.min(250),
+    };
+    let run = Run {
+        target,
+        server_pid: cli.server_pid,
+        warmup: Duration::from_secs_f64(cli.warmup.max(0.0)),
+        duration: Duration::from_secs_f64(cli.duration.max(0.1)),
+        server_cores: cores(cli.server_pid.and_then(measure::allowed_cpus)).unwrap_or(1.0),
+        client_cores: (cli.threads.max(1) as f64)
+            .min(cores(measure::allowed_cpus(std::process::id())).unwrap_or(f64::MAX)),
+    };
+    eprintln!(
+        "server pid {:?} on CPUs {:?}; client on CPUs {:?} with {} thread(s); open-file limit {open_files}",
+        cli.server_pid,
+        cli.server_pid.and_then(measure::allowed_cpus),
+        measure::allowed_cpus(std::process::id()),
+        cli.threads
+    );
+    let token = client::login(&run.target, &cli.username, &cli.password).await?;
+    let all = ["rr", "fanout", "idle"];
+    let chosen: Vec<&str> = if cli.scenarios.is_empty() {
+        all.to_vec()
+    } else {
+        cli.scenarios.iter().map(String::as_str).collect()
+    };
+    let mut rows = Vec::new();
+    for scenario in chosen {
+        eprintln!("running {scenario}");
+        match scenario {
+            "rr" => rows.extend(rr_runs(cli, &run, &token).await?),
+            "fanout" => {
+                for case in &cli.fanout {
+                    eprintln!("  fanout {case:?}");
+                    rows.extend(fanout::run(&run, &token, *case).await?);
+                }
+            }
+            "idle" => rows.extend(idle::run(&run, &token, &cli.username, cli.idle).await?),
+            other => {
+                return Err(ClientError::Unexpected(format!(
+                    "unknown scenario {other:?}: use rr, fanout or idle"
+                )));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+async fn rr_runs(cli: &Cli, run: &Run, token: &str) -> Result<Vec<Row>, ClientError> {
+    let path = format!("/users/{}", cli.username);
+    let mut rows = Vec::new();
+    for &connections in &cli.rr_connections {
+        let mut ws_rate = None;
+        for &depth in &cli.rr_depths {
+            eprintln!("  rr ws C={connections} depth={depth}");
+            let case = RrCase {
+                transport: Transport::Ws,
+                connections,
+                depth: depth.max(1),
+            };
+            let (r, rate) = rr::run(run, token, &path, case).await?;
+            rows.extend(r);
+            if depth <= 1 {
+                ws_rate = Some(rate);
+            }
+        }
+        eprintln!("  rr rest C={connections}");
+        let case = RrCase {
+            transport: Transport::Rest,
+            connections,
+            depth: 1,
+        };
+        let (r, rest_rate) = rr::run(run, token, &path, case).await?;
+        rows.extend(r);
+        if let Some(ws_rate) = ws_rate {
+            rows.push(Row::new(
+                "rr",
+                format!("C={connections} depth=1"),
+                "socket/REST throughput",
+                ws_rate / rest_rate.max(1e-9),
+                Some(Goal::AtLeast(2.0)),
+                "",
+            ));
+        }
+    }
+    Ok(rows)
+}
