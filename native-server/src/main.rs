@@ -5,6 +5,11 @@ use gridsocket_server::{Server, Settings, demo};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: the server allocates many small, short-lived buffers per request and event;
+/// measured here it spends markedly less time in the allocator than glibc's malloc.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// gridsocket: the realtime WebSocket API of a Usergrid-style Backend-as-a-Service.
 #[derive(Parser)]
 #[command(version, about)]

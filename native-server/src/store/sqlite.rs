@@ -9,9 +9,9 @@ use super::{
 use async_trait::async_trait;
 use gridsocket_core::subscription::ChangeKind;
 use rusqlite::Transaction;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 const SCHEMA: &str = r#"
@@ -67,10 +67,47 @@ CREATE TABLE IF NOT EXISTS permissions(
     PRIMARY KEY(app, owner, permission));
 "#;
 
-/// The SQLite store. One connection, used from blocking threads.
+/// The SQLite store: one writer connection, used from blocking threads (a commit waits for
+/// fsync), and a pool of read-only connections. In WAL mode readers never wait for the writer.
+/// Point reads (a row by key, short lists) run on the caller's thread: from SQLite's page
+/// cache they take microseconds, less than handing them to another thread would. Scans run on
+/// blocking threads.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<ReaderPool>,
+}
+
+/// Idle read-only connections, opened on demand. At most [`MAX_IDLE_READERS`] are kept; a
+/// burst beyond that opens extra ones that are closed after use.
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Read connections kept open between uses.
+const MAX_IDLE_READERS: usize = 16;
+
+impl ReaderPool {
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match idle {
+            Some(c) => c,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let c = Connection::open_with_flags(&self.path, flags).map_err(backend)?;
+                c.busy_timeout(std::time::Duration::from_secs(5))
+                    .map_err(backend)?;
+                c
+            }
+        };
+        let out = f(&mut conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        out
+    }
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -88,7 +125,8 @@ impl SqliteStore {
     /// Opens (creating if needed) `gridsocket.db` in `dir` and applies the schema.
     pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(backend)?;
-        let conn = Connection::open(dir.join("gridsocket.db")).map_err(backend)?;
+        let path = dir.join("gridsocket.db");
+        let conn = Connection::open(&path).map_err(backend)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -98,6 +136,10 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(backend)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(ReaderPool {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
         })
     }
 
@@ -115,40 +157,54 @@ impl SqliteStore {
         .await
         .map_err(backend)?
     }
-    /// The first row of a query with text parameters, if any.
-    async fn one<T: Send + 'static>(
+    /// A point read on a pooled read connection, on this thread (see [`SqliteStore`]).
+    fn read<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+        self.readers.with(f)
+    }
+
+    /// A scan on a pooled read connection, on a blocking thread.
+    async fn scan<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(backend)?
+    }
+
+    /// The first row of a keyed query with text parameters, if any.
+    async fn one<T>(
         &self,
-        sql: impl Into<String>,
+        sql: &str,
         args: Vec<String>,
         row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> StoreResult<Option<T>> {
-        let sql = sql.into();
-        self.call(move |c| {
-            c.prepare_cached(&sql)
+        self.read(|c| {
+            c.prepare_cached(sql)
                 .and_then(|mut st| {
                     st.query_row(rusqlite::params_from_iter(args), row)
                         .optional()
                 })
                 .map_err(backend)
         })
-        .await
     }
 
-    /// Every row of a query with text parameters.
-    async fn all<T: Send + 'static>(
+    /// Every row of a keyed query with text parameters (a short list: permissions, roles).
+    async fn all<T>(
         &self,
-        sql: String,
+        sql: &str,
         args: Vec<String>,
         row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> StoreResult<Vec<T>> {
-        self.call(move |c| {
-            let mut st = c.prepare_cached(&sql).map_err(backend)?;
+        self.read(|c| {
+            let mut st = c.prepare_cached(sql).map_err(backend)?;
             let rows = st
                 .query_map(rusqlite::params_from_iter(args), row)
                 .map_err(backend)?;
             rows.collect::<Result<_, _>>().map_err(backend)
         })
-        .await
     }
 
     /// Executes a statement with text parameters; returns how many rows it changed.
@@ -442,8 +498,7 @@ impl Store for SqliteStore {
     async fn admin_orgs(&self, admin_uuid: &str) -> StoreResult<Vec<OrgRecord>> {
         let sql = "SELECT o.* FROM orgs o JOIN org_admins m ON m.org_uuid = o.uuid
                    WHERE m.admin_uuid = ?1 ORDER BY o.created";
-        self.all(sql.into(), vec![admin_uuid.to_owned()], org_row)
-            .await
+        self.all(sql, vec![admin_uuid.to_owned()], org_row).await
     }
 
     async fn create_app(
@@ -492,14 +547,14 @@ impl Store for SqliteStore {
             "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
              WHERE a.org_uuid = ?1 AND a.name = ?2"
         );
-        self.one(sql, strs_vec(&[org_uuid, name]), app_row).await
+        self.one(&sql, strs_vec(&[org_uuid, name]), app_row).await
     }
 
     async fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<AppRecord>> {
         let sql = format!(
             "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid WHERE a.client_id = ?1"
         );
-        self.one(sql, vec![client_id.to_owned()], app_row).await
+        self.one(&sql, vec![client_id.to_owned()], app_row).await
     }
 
     async fn apps_of_org(&self, org_uuid: &str) -> StoreResult<Vec<AppRecord>> {
@@ -507,7 +562,7 @@ impl Store for SqliteStore {
             "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
              WHERE a.org_uuid = ?1 ORDER BY a.created"
         );
-        self.all(sql, vec![org_uuid.to_owned()], app_row).await
+        self.all(&sql, vec![org_uuid.to_owned()], app_row).await
     }
 
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<()> {
@@ -532,7 +587,7 @@ impl Store for SqliteStore {
 
     async fn token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>> {
         let hash = *hash;
-        self.call(move |c| {
+        self.read(move |c| {
             let row = c
                 .query_row(
                     "SELECT kind, subject, scope, created, expires FROM tokens WHERE hash = ?1",
@@ -560,7 +615,6 @@ impl Store for SqliteStore {
                 })
             }))
         })
-        .await
     }
 
     async fn revoke_tokens(&self, subject: &str) -> StoreResult<u64> {
@@ -609,7 +663,7 @@ impl Store for SqliteStore {
             EntityKey::Uuid(u) => (true, u.to_owned()),
             EntityKey::Name(n) => (false, n.to_owned()),
         };
-        self.call(move |c| {
+        self.read(move |c| {
             let sql = match (by_uuid, collection.is_some()) {
                 (true, true) => "SELECT uuid, collection, name, data FROM entities WHERE app = ?1 AND uuid = ?2 AND collection = ?3",
                 (true, false) => "SELECT uuid, collection, name, data FROM entities WHERE app = ?1 AND uuid = ?2 AND ?3 IS NULL",
@@ -622,12 +676,11 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             row.map(to_entity).transpose()
         })
-        .await
     }
 
     async fn user_by_email(&self, app: &str, email: &str) -> StoreResult<Option<Entity>> {
         let (app, email) = (app.to_owned(), email.to_owned());
-        self.call(move |c| {
+        self.scan(move |c| {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT uuid, collection, name, data FROM entities
@@ -727,7 +780,7 @@ impl Store for SqliteStore {
             // Keyed by uuid (time-ordered): the database does the paging.
             let (limit, offset) = (page.limit, page.offset);
             return self
-                .call(move |c| {
+                .scan(move |c| {
                     let mut stmt = c
                         .prepare_cached(
                             "SELECT uuid, collection, name, data FROM entities
@@ -745,7 +798,7 @@ impl Store for SqliteStore {
                 .await;
         }
         let rows = self
-            .call(move |c| {
+            .scan(move |c| {
                 let mut stmt = c
                     .prepare_cached(
                         "SELECT uuid, collection, name, data FROM entities
@@ -788,7 +841,7 @@ impl Store for SqliteStore {
 
     async fn log_position(&self, app: &str) -> StoreResult<u64> {
         let app = app.to_owned();
-        self.call(move |c| {
+        self.read(move |c| {
             let seq: Option<i64> = c
                 .query_row("SELECT seq FROM app_seq WHERE app = ?1", [app], |r| {
                     r.get(0)
@@ -797,12 +850,11 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             Ok(seq.unwrap_or(0) as u64)
         })
-        .await
     }
 
     async fn changes_since(&self, app: &str, after: u64, limit: usize) -> StoreResult<ChangeBatch> {
         let app = app.to_owned();
-        self.call(move |c| {
+        self.scan(move |c| {
             // One read transaction: the batch, the retention floor and the position agree.
             let tx = c.transaction().map_err(backend)?;
             let position: i64 = tx
@@ -1129,8 +1181,7 @@ impl Store for SqliteStore {
     async fn queue_subscribers(&self, app: &str, queue: &str) -> StoreResult<Vec<String>> {
         let sql =
             "SELECT subscriber FROM queue_subs WHERE app = ?1 AND queue = ?2 ORDER BY subscriber";
-        self.all(sql.into(), strs_vec(&[app, queue]), |r| r.get(0))
-            .await
+        self.all(sql, strs_vec(&[app, queue]), |r| r.get(0)).await
     }
 
     async fn queue_subscribe(
@@ -1150,8 +1201,7 @@ impl Store for SqliteStore {
 
     async fn queues(&self, app: &str) -> StoreResult<Vec<String>> {
         let sql = "SELECT DISTINCT queue FROM queue_messages WHERE app = ?1 ORDER BY queue";
-        self.all(sql.into(), vec![app.to_owned()], |r| r.get(0))
-            .await
+        self.all(sql, vec![app.to_owned()], |r| r.get(0)).await
     }
 
     async fn add_relation(
@@ -1194,7 +1244,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Page> {
         let args = [app, owner, relation].map(str::to_owned);
         let rows = self
-            .call(move |c| {
+            .scan(move |c| {
                 let sql = match direction {
                     Direction::Outbound => {
                         "SELECT e.uuid, e.collection, e.name, e.data FROM relations r
@@ -1229,15 +1279,14 @@ impl Store for SqliteStore {
                 "SELECT source FROM relations WHERE app = ?1 AND target = ?2 AND relation = ?3 ORDER BY id"
             }
         };
-        self.all(sql.into(), strs_vec(&[app, owner, relation]), |r| r.get(0))
+        self.all(sql, strs_vec(&[app, owner, relation]), |r| r.get(0))
             .await
     }
 
     async fn permissions(&self, app: &str, owner: &str) -> StoreResult<Vec<String>> {
         let sql = "SELECT permission FROM permissions WHERE app = ?1 AND owner = ?2
                    ORDER BY permission";
-        self.all(sql.into(), strs_vec(&[app, owner]), |r| r.get(0))
-            .await
+        self.all(sql, strs_vec(&[app, owner]), |r| r.get(0)).await
     }
 
     async fn add_permission(&self, app: &str, owner: &str, permission: &str) -> StoreResult<bool> {
