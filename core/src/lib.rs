@@ -29,7 +29,7 @@
 //! }
 //! // 3. Write out every queued frame.
 //! while let Some(frame) = session.poll_transmit() {
-//!     match frame { OutFrame::Text(_) | OutFrame::Ping => {}, OutFrame::Close { .. } => break }
+//!     match frame { OutFrame::Text(_) | OutFrame::Event(_) | OutFrame::Ping => {}, OutFrame::Close { .. } => break }
 //! }
 //! // 4. Arm one timer at `poll_timeout()`; call `handle_timeout(now)` when it fires.
 //! let _deadline = session.poll_timeout();

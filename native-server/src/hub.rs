@@ -30,8 +30,8 @@ pub enum Push {
         subscription: SubscriptionId,
         /// Its log position.
         seq: u64,
-        /// The encoded event frame.
-        frame: String,
+        /// The encoded event frame, shared with every subscriber that gets the same bytes.
+        frame: Arc<str>,
     },
     /// A queue message handed to this socket as its consumer (outside the ordered stream:
     /// a redelivery repeats an earlier `seq`).
@@ -39,7 +39,7 @@ pub enum Push {
         /// Which subscription.
         subscription: SubscriptionId,
         /// The encoded event frame.
-        frame: String,
+        frame: Arc<str>,
     },
     /// The subscription lost read access.
     Revoke {
@@ -118,9 +118,9 @@ pub struct ConsumerKey {
 /// One subscription's details.
 pub struct SubEntry {
     /// The path as the client wrote it (echoed in events).
-    pub path: String,
+    pub path: Arc<str>,
     /// The wire id (`s1`).
-    pub wire_id: String,
+    pub wire_id: Arc<str>,
     /// For queue consumers: which consumer, with the transaction timeout in ms.
     pub consumer: Option<(ConsumerKey, u64)>,
 }
@@ -258,6 +258,16 @@ impl Hub {
     pub fn push_to(&self, conn: ConnId, push: Push) {
         if let Some(h) = self.state().conns.get(&conn) {
             h.push(push);
+        }
+    }
+
+    /// Queues many pushes under one lock, in order.
+    pub fn push_all(&self, pushes: impl IntoIterator<Item = (ConnId, Push)>) {
+        let st = self.state();
+        for (conn, push) in pushes {
+            if let Some(h) = st.conns.get(&conn) {
+                h.push(push);
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 use crate::hub::{ConnHandle, ConnId, Push, SlowFlag};
 use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
 use crate::settings::Settings;
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gridsocket_core::{
     Instant, OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
@@ -16,18 +17,22 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 /// The read buffer per socket: tungstenite's default (128 KiB, zero-filled) would cost that
 /// much memory for every idle connection.
 const READ_BUFFER: usize = 4096;
 
+/// Frames are gathered up to this many bytes before a write: a burst of events becomes a few
+/// large writes instead of one system call each. The buffer grows only as far as it is used.
+const WRITE_BATCH: usize = 16 * 1024;
+
 fn ws_config(settings: &Settings) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
-        .max_write_buffer_size(4 * settings.max_frame_bytes.max(READ_BUFFER))
+        .write_buffer_size(WRITE_BATCH)
+        .max_write_buffer_size(4 * settings.max_frame_bytes.max(WRITE_BATCH))
         .max_message_size(Some(settings.max_frame_bytes))
         .max_frame_size(Some(settings.max_frame_bytes))
 }
@@ -343,6 +348,20 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// An event frame shared between subscribers, as a text payload without copying it.
+fn shared_text(frame: Arc<str>) -> Utf8Bytes {
+    struct Shared(Arc<str>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            self.0.as_bytes()
+        }
+    }
+    // The bytes came from a `str`, so they are UTF-8 and the conversion cannot fail; the
+    // fallback only keeps this free of `unwrap`.
+    Utf8Bytes::try_from(Bytes::from_owner(Shared(frame.clone())))
+        .unwrap_or_else(|_| Utf8Bytes::from(frame.to_string()))
+}
+
 /// Writes every queued frame, then flushes once (coalescing them into few writes).
 async fn flush(
     ws: &mut WebSocketStream<TcpStream>,
@@ -351,6 +370,7 @@ async fn flush(
     while let Some(frame) = session.poll_transmit() {
         match frame {
             OutFrame::Text(text) => ws.feed(Message::text(text)).await?,
+            OutFrame::Event(shared) => ws.feed(Message::Text(shared_text(shared))).await?,
             OutFrame::Ping => ws.feed(Message::Ping(Default::default())).await?,
             OutFrame::Close { code, reason } => {
                 ws.feed(Message::Close(Some(CloseFrame {

@@ -8,6 +8,7 @@ use crate::wire::{
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::close_code;
@@ -114,6 +115,9 @@ pub enum ServerEvent {
 pub enum OutFrame {
     /// A JSON text frame.
     Text(String),
+    /// An event frame encoded once and shared by every subscriber it goes to; written as a
+    /// text frame like [`OutFrame::Text`].
+    Event(Arc<str>),
     /// A WebSocket ping (heartbeat).
     Ping,
     /// A close frame; after it the host writes nothing more and ends the connection.
@@ -125,6 +129,17 @@ pub enum OutFrame {
     },
 }
 
+impl OutFrame {
+    /// The JSON text of a text or event frame; `None` for pings and closes.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            OutFrame::Text(t) => Some(t),
+            OutFrame::Event(t) => Some(t),
+            OutFrame::Ping | OutFrame::Close { .. } => None,
+        }
+    }
+}
+
 struct Pending {
     id: Option<FrameId>,
     deadline: Instant,
@@ -134,7 +149,7 @@ struct Pending {
 enum SubState {
     /// Awaiting confirmation; live events (with their seq) and deliveries (without) wait here.
     Pending {
-        buffered: Vec<(Option<u64>, String)>,
+        buffered: Vec<(Option<u64>, Arc<str>)>,
     },
     /// Confirmed; events up to `last_seq` were delivered.
     Active { last_seq: u64 },
@@ -343,7 +358,7 @@ impl ServerSession {
         handle: RequestHandle,
         position: u64,
         body_json: &str,
-        replay: impl IntoIterator<Item = (u64, String)>,
+        replay: impl IntoIterator<Item = (u64, Arc<str>)>,
     ) -> bool {
         let Some(pending) = self.pending.remove(&handle) else {
             return false;
@@ -375,9 +390,9 @@ impl ServerSession {
                 Some(seq) if seq <= last => {}
                 Some(seq) => {
                     last = seq;
-                    self.transmits.push_back(OutFrame::Text(frame));
+                    self.transmits.push_back(OutFrame::Event(frame));
                 }
-                None => self.transmits.push_back(OutFrame::Text(frame)),
+                None => self.transmits.push_back(OutFrame::Event(frame)),
             }
         }
         if let Some(sub) = self.subs.get_mut(&sub_id) {
@@ -393,7 +408,7 @@ impl ServerSession {
         _now: Instant,
         subscription: SubscriptionId,
         seq: u64,
-        frame: String,
+        frame: Arc<str>,
     ) {
         if self.closed {
             return;
@@ -405,7 +420,7 @@ impl ServerSession {
             SubState::Active { last_seq } => {
                 if seq > *last_seq {
                     *last_seq = seq;
-                    self.transmits.push_back(OutFrame::Text(frame));
+                    self.transmits.push_back(OutFrame::Event(frame));
                 }
             }
             SubState::Pending { buffered } => {
@@ -426,14 +441,14 @@ impl ServerSession {
         &mut self,
         _now: Instant,
         subscription: SubscriptionId,
-        frame: String,
+        frame: Arc<str>,
     ) -> bool {
         if self.closed {
             return false;
         }
         match self.subs.get_mut(&subscription).map(|s| &mut s.state) {
             Some(SubState::Active { .. }) => {
-                self.transmits.push_back(OutFrame::Text(frame));
+                self.transmits.push_back(OutFrame::Event(frame));
                 true
             }
             Some(SubState::Pending { buffered }) => {

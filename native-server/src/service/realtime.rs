@@ -11,6 +11,7 @@ use gridsocket_core::{
     SubscriptionId, Target, close_code,
 };
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -31,7 +32,7 @@ pub struct SubscribeOk {
     /// The confirmation body.
     pub body: String,
     /// Missed events to send first, in order.
-    pub replay: Vec<(u64, String)>,
+    pub replay: Vec<(u64, Arc<str>)>,
 }
 
 /// The JSON of an event's `entity`: the entity as REST shows it, or the queue message.
@@ -99,8 +100,8 @@ impl Service {
             (conn, subscription),
             target.clone(),
             SubEntry {
-                path: path.to_owned(),
-                wire_id: wire_id.clone(),
+                path: path.into(),
+                wire_id: wire_id.as_str().into(),
                 consumer: consumer.clone(),
             },
         );
@@ -136,7 +137,7 @@ impl Service {
                         view.record.seq,
                         &event_entity_json(&view.record),
                     );
-                    replay.push((view.record.seq, frame));
+                    replay.push((view.record.seq, frame.into()));
                 }
                 (since, replay)
             } else {
@@ -426,8 +427,8 @@ impl Service {
         struct Delivery {
             key: SubKey,
             kind: EventKind,
-            path: String,
-            wire_id: String,
+            path: Arc<str>,
+            wire_id: Arc<str>,
             consumer: Option<ConsumerKey>,
             caller: Arc<Caller>,
             app: Arc<AppRecord>,
@@ -456,26 +457,48 @@ impl Service {
                 .collect()
         };
         if !deliveries.is_empty() {
-            // Serialized once per change; each subscriber only wraps it.
+            // The entity is serialized once per change, and each distinct frame (kind,
+            // subscription id, path) once: subscribers that get the same bytes share them.
             let entity_json = event_entity_json(&view.record);
+            let mut frames: HashMap<(EventKind, Arc<str>, Arc<str>), Arc<str>> = HashMap::new();
+            // Whether a user may read this change depends only on who they are: asked once
+            // per user, not once per socket.
+            let mut readable: HashMap<Option<String>, bool> = HashMap::new();
+            let mut pushes = Vec::with_capacity(deliveries.len());
             for d in deliveries {
                 if let Some(consumer) = &d.consumer {
                     self.wake_pump(consumer);
                     continue;
                 }
-                if !self.may_read(&d.app, &d.caller, &view.record, d.kind).await {
+                let who = (!self.is_app_admin(&d.app, &d.caller))
+                    .then(|| d.caller.user_uuid().unwrap_or("").to_owned());
+                let allowed = match readable.get(&who) {
+                    Some(&known) => known,
+                    None => {
+                        let ok = self.may_read(&d.app, &d.caller, &view.record, d.kind).await;
+                        readable.insert(who, ok);
+                        ok
+                    }
+                };
+                if !allowed {
                     continue;
                 }
-                let frame = encode_event(d.kind, &d.wire_id, &d.path, seq, &entity_json);
-                self.hub.push_to(
+                let frame = frames
+                    .entry((d.kind, d.wire_id.clone(), d.path.clone()))
+                    .or_insert_with(|| {
+                        encode_event(d.kind, &d.wire_id, &d.path, seq, &entity_json).into()
+                    })
+                    .clone();
+                pushes.push((
                     d.key.0,
                     Push::Event {
                         subscription: d.key.1,
                         seq,
                         frame,
                     },
-                );
+                ));
             }
+            self.hub.push_all(pushes);
         }
         if let Some(a) = self.hub.state().apps.get_mut(app_uuid) {
             a.dispatched = Some(a.dispatched.unwrap_or(0).max(seq));
@@ -485,7 +508,9 @@ impl Service {
     /// Re-checks every subscription of non-admin callers after a permission change; those that
     /// lost read access are revoked.
     async fn revalidate(&self) {
-        let subs: Vec<(Arc<AppRecord>, Arc<Caller>, SubKey, String)> = {
+        /// One subscription to re-check: its app, subscriber, key and path.
+        type Check = (Arc<AppRecord>, Arc<Caller>, SubKey, Arc<str>);
+        let subs: Vec<Check> = {
             let st = self.hub.state();
             st.apps
                 .values()
@@ -689,7 +714,7 @@ impl Service {
                     k.0,
                     Push::Delivery {
                         subscription: k.1,
-                        frame,
+                        frame: frame.into(),
                     },
                 );
             }

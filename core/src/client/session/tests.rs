@@ -1,7 +1,7 @@
 //! Client session tests in simulated time, against the real server session with a fake host.
 
 use super::*;
-use crate::server::{OutFrame, ServerConfig, ServerEvent, ServerSession, SubscriptionId};
+use crate::server::{ServerConfig, ServerEvent, ServerSession, SubscriptionId};
 use crate::subscription::{EventKind, encode_event};
 
 // Any origin will do: every later instant is derived from it.
@@ -88,7 +88,7 @@ impl Pair {
                         } => {
                             let current = self.log.len() as u64;
                             let position = since.unwrap_or(current);
-                            let replay: Vec<(u64, String)> = self
+                            let replay: Vec<(u64, std::sync::Arc<str>)> = self
                                 .log
                                 .iter()
                                 .enumerate()
@@ -103,7 +103,8 @@ impl Pair {
                                             &path,
                                             seq,
                                             &e.to_string(),
-                                        ),
+                                        )
+                                        .into(),
                                     )
                                 })
                                 .collect();
@@ -127,9 +128,9 @@ impl Pair {
                 }
                 while let Some(frame) = s.poll_transmit() {
                     moved = true;
-                    if let OutFrame::Text(t) = frame {
+                    if let Some(t) = frame.text() {
                         self.client
-                            .handle_frame(self.now, &t)
+                            .handle_frame(self.now, t)
                             .expect("server frames are valid");
                     }
                 }
@@ -156,7 +157,7 @@ impl Pair {
                     seq,
                     &entity.to_string(),
                 );
-                s.handle_push(self.now, *sub, seq, frame);
+                s.handle_push(self.now, *sub, seq, frame.into());
             }
         }
         self.step();

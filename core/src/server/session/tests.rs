@@ -29,7 +29,7 @@ fn session() -> (ServerSession, Instant) {
 
 fn text(s: &mut ServerSession) -> Value {
     match s.poll_transmit() {
-        Some(OutFrame::Text(t)) => serde_json::from_str(&t).unwrap(),
+        Some(f) if f.text().is_some() => serde_json::from_str(f.text().unwrap()).unwrap(),
         other => panic!("expected a text frame, got {other:?}"),
     }
 }
@@ -61,15 +61,17 @@ fn subscribe(
     }
 }
 
-fn event(seq: u64) -> String {
-    json!({"event": "create", "subscription": "s1", "seq": seq}).to_string()
+fn event(seq: u64) -> Arc<str> {
+    json!({"event": "create", "subscription": "s1", "seq": seq})
+        .to_string()
+        .into()
 }
 
 fn drain(s: &mut ServerSession) -> Vec<Value> {
     let mut out = Vec::new();
     while let Some(f) = s.poll_transmit() {
-        if let OutFrame::Text(t) = f {
-            out.push(serde_json::from_str(&t).unwrap());
+        if let Some(t) = f.text() {
+            out.push(serde_json::from_str(t).unwrap());
         }
     }
     out
