@@ -11,8 +11,8 @@ use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 /// How fast the writer posts.
@@ -64,6 +64,19 @@ struct Seen {
     bits: Vec<u64>,
 }
 
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            distinct: 0,
+            repeated: 0,
+            in_window: 0,
+            latency: crate::latency_histogram(),
+            closed: None,
+            bits: Vec::new(),
+        }
+    }
+}
+
 impl Seen {
     fn mark(&mut self, n: u64) -> bool {
         let (word, bit) = ((n / 64) as usize, n % 64);
@@ -101,7 +114,6 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
         }
     );
     // 1. Subscribers, each by connecting straight to the collection's URL.
-    let (stop_tx, stop_rx) = watch::channel(false);
     let subscribe_url = format!(
         "/{}/{}/{collection}?access_token={token}",
         target.org, target.app
@@ -125,7 +137,11 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
     });
     let readers: Vec<_> = sockets
         .into_iter()
-        .map(|ws| tokio::spawn(read_events(ws, shared.clone(), stop_rx.clone())))
+        .map(|ws| {
+            let seen = Arc::new(Mutex::new(Seen::default()));
+            let task = tokio::spawn(read_events(ws, shared.clone(), seen.clone()));
+            (task, seen)
+        })
         .collect();
 
     // 2. The writer, for warm-up plus the measured window.
@@ -151,14 +167,14 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
     while shared.distinct.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = stop_tx.send(true);
     let mut latency = crate::latency_histogram();
     let (mut lost, mut repeated, mut in_window, mut closed) = (0u64, 0u64, 0u64, 0u64);
     let mut close_reasons = std::collections::BTreeSet::new();
-    for r in readers {
-        let seen = r
-            .await
-            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+    for (task, seen) in readers {
+        // Aborting drops the socket; the server sees the disconnect.
+        task.abort();
+        let _ = task.await;
+        let seen = std::mem::take(&mut *lock(&seen));
         lost += posted.saturating_sub(seen.distinct);
         repeated += seen.repeated;
         in_window += seen.in_window;
@@ -250,40 +266,27 @@ async fn subscribe(
     }
 }
 
+/// Reads events until the socket ends or the task is aborted; what it saw stays in `seen`,
+/// which the run reads after aborting it. (One task per socket, nothing else to wait on: at
+/// ten thousand sockets the client's cost per event decides whether it keeps up.)
 async fn read_events(
     mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) -> Seen {
-    let mut seen = Seen {
-        distinct: 0,
-        repeated: 0,
-        in_window: 0,
-        latency: crate::latency_histogram(),
-        closed: None,
-        bits: Vec::new(),
-    };
-    loop {
-        let msg = tokio::select! {
-            m = ws.next() => m,
-            _ = stop.changed() => break,
-        };
+    seen: Arc<Mutex<Seen>>,
+) {
+    while let Some(msg) = ws.next().await {
         let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(frame))) => {
-                seen.closed = Some(frame.map_or("closed".into(), |f| {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(frame)) => {
+                lock(&seen).closed = Some(frame.map_or("closed".into(), |f| {
                     format!("{} {}", u16::from(f.code), f.reason)
                 }));
-                break;
+                return;
             }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => {
-                seen.closed = Some(e.to_string());
-                break;
-            }
-            None => {
-                seen.closed = Some("connection ended".into());
-                break;
+            Ok(_) => continue,
+            Err(e) => {
+                lock(&seen).closed = Some(e.to_string());
+                return;
             }
         };
         let now = Instant::now();
@@ -294,6 +297,7 @@ async fn read_events(
         ) else {
             continue;
         };
+        let mut seen = lock(&seen);
         if !seen.mark(n) {
             seen.repeated += 1;
             continue;
@@ -307,8 +311,11 @@ async fn read_events(
             let _ = seen.latency.record(now_us.saturating_sub(t).max(1));
         }
     }
-    let _ = ws.close(None).await;
-    seen
+    lock(&seen).closed = Some("connection ended".into());
+}
+
+fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
+    seen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Posts until `until`; returns how many posts the server acknowledged with 200.

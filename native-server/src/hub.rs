@@ -84,6 +84,11 @@ impl SlowFlag {
         }
     }
 
+    /// Whether the socket was marked slow.
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
     /// Waits until raised.
     pub async fn raised(&self) {
         loop {

@@ -5,7 +5,7 @@ use crate::hub::{ConnHandle, ConnId, Push, SlowFlag};
 use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
 use crate::settings::Settings;
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use gridsocket_core::{
     Instant, OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
 };
@@ -179,21 +179,38 @@ async fn drive(
     settings: &Settings,
 ) {
     let (done_tx, mut done_rx) = mpsc::channel::<Done>(settings.max_in_flight.max(1));
+    // Futures that live as long as the socket are made once: re-registering a timer and two
+    // wakers on every event costs more than the event itself at ten thousand sockets.
+    let slow_raised = slow.raised().fuse();
+    let cancelled = cancel.cancelled().fuse();
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(slow_raised, cancelled, timer);
+    let mut armed: Option<Instant> = None;
     loop {
         while let Some(event) = session.poll_event() {
             handle_event(event, service, context, conn, &done_tx);
         }
         // A peer that stops reading blocks the write; once its queue overflowed too, give up
-        // on it instead of waiting forever.
-        let flushed = tokio::select! {
-            biased;
-            r = flush(ws, session) => r.is_ok(),
-            _ = slow.raised() => false,
+        // on it instead of waiting forever (and once cut off, write only what fits at once).
+        let flushed = if slow.is_raised() {
+            flush(ws, session).now_or_never().is_some_and(|r| r.is_ok())
+        } else {
+            tokio::select! {
+                biased;
+                r = flush(ws, session) => r.is_ok(),
+                _ = &mut slow_raised => false,
+            }
         };
         if !flushed || session.is_closed() {
             return;
         }
         let deadline = session.poll_timeout();
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d.into());
+            }
+            armed = deadline;
+        }
         tokio::select! {
             msg = ws.next() => {
                 let now = Instant::now();
@@ -244,11 +261,14 @@ async fn drive(
                     apply_push(session, now, push);
                 }
             }
-            _ = slow.raised() => {
+            _ = &mut slow_raised => {
                 session.close(Instant::now(), close_code::SLOW_CONSUMER, "slow consumer: resume with since");
             }
-            _ = sleep_until(deadline) => session.handle_timeout(Instant::now()),
-            _ = cancel.cancelled() => {
+            _ = &mut timer, if armed.is_some() => {
+                armed = None;
+                session.handle_timeout(Instant::now());
+            }
+            _ = &mut cancelled => {
                 session.close(Instant::now(), close_code::SERVICE_RESTART, "server restarting");
             }
         }
@@ -338,13 +358,6 @@ fn handle_event(
                 let _ = done.send(msg).await;
             });
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
     }
 }
 
