@@ -69,9 +69,7 @@ impl Server {
         mut settings: Settings,
     ) -> Result<Server, StartError> {
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
+            listen(addr).map_err(|source| StartError::Bind { addr, source })
         };
         let http = bind(settings.http_addr).await?;
         let ws = bind(settings.ws_addr).await?;
@@ -165,6 +163,22 @@ impl Server {
             tracing::warn!("some connections did not finish within 5 s");
         }
     }
+}
+
+/// Connections the kernel queues for accepting. After a restart every client reconnects at
+/// once; the default of 128 would drop most of those SYNs and leave clients waiting a second
+/// or more for their retry. The kernel caps it at `net.core.somaxconn`.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// Forgets changes older than the retention, once a minute.
