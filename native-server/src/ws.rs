@@ -5,6 +5,7 @@ use crate::hub::{ConnHandle, ConnId, Push, SlowFlag};
 use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
 use crate::settings::Settings;
 use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use gridsocket_core::{
     Instant, OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
@@ -12,7 +13,7 @@ use gridsocket_core::{
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -157,7 +158,6 @@ pub async fn serve_socket(
         &mut push_rx,
         &slow,
         &cancel,
-        &settings,
     )
     .await;
     if let Some(conn) = conn {
@@ -176,9 +176,10 @@ async fn drive(
     push_rx: &mut mpsc::Receiver<Push>,
     slow: &SlowFlag,
     cancel: &CancellationToken,
-    settings: &Settings,
 ) {
-    let (done_tx, mut done_rx) = mpsc::channel::<Done>(settings.max_in_flight.max(1));
+    // Answers of requests in flight, one single-use channel each: nothing is allocated for
+    // a socket with nothing in flight. The session caps how many there are (max_in_flight).
+    let mut in_flight: FuturesUnordered<oneshot::Receiver<Done>> = FuturesUnordered::new();
     // Futures that live as long as the socket are made once: re-registering a timer and two
     // wakers on every event costs more than the event itself at ten thousand sockets.
     let slow_raised = slow.raised().fuse();
@@ -188,7 +189,7 @@ async fn drive(
     let mut armed: Option<Instant> = None;
     loop {
         while let Some(event) = session.poll_event() {
-            handle_event(event, service, context, conn, &done_tx);
+            handle_event(event, service, context, conn, &mut in_flight);
         }
         // A peer that stops reading blocks the write; once its queue overflowed too, give up
         // on it instead of waiting forever (and once cut off, write only what fits at once).
@@ -234,7 +235,10 @@ async fn drive(
                     }
                 }
             }
-            Some(done) = done_rx.recv() => {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                // A task that died without answering leaves its request to the session's
+                // timeout (504).
+                let Ok(done) = done else { continue };
                 let now = Instant::now();
                 match done {
                     Done::Response(handle, resp) => {
@@ -302,25 +306,26 @@ fn handle_event(
     service: &Arc<Service>,
     context: Option<&SocketContext>,
     conn: Option<ConnId>,
-    done: &mpsc::Sender<Done>,
+    in_flight: &mut FuturesUnordered<oneshot::Receiver<Done>>,
 ) {
     let (Some(ctx), Some(conn)) = (context, conn) else {
         return;
     };
-    let (service, app, caller, done) = (
-        service.clone(),
-        ctx.app.clone(),
-        ctx.caller.clone(),
-        done.clone(),
-    );
+    let (service, app, caller) = (service.clone(), ctx.app.clone(), ctx.caller.clone());
+    let answer = || {
+        let (tx, rx) = oneshot::channel();
+        in_flight.push(rx);
+        tx
+    };
     match event {
         ServerEvent::Request { handle, request } => {
+            let done = answer();
             tokio::spawn(async move {
                 let resp = service
                     .handle_app(&app, &caller, request, std::time::Instant::now())
                     .await;
                 // The socket may be gone; the request's effects stand either way.
-                let _ = done.send(Done::Response(handle, resp)).await;
+                let _ = done.send(Done::Response(handle, resp));
             });
         }
         ServerEvent::Subscribe {
@@ -330,6 +335,7 @@ fn handle_event(
             params,
             since,
         } => {
+            let done = answer();
             tokio::spawn(async move {
                 let result = service
                     .subscribe(&app, &caller, conn, subscription, &path, &params, since)
@@ -338,7 +344,7 @@ fn handle_event(
                     Ok(ok) => Done::Subscribed(handle, ok),
                     Err(resp) => Done::Response(handle, resp),
                 };
-                if done.send(msg).await.is_err() {
+                if done.send(msg).is_err() {
                     service.hub().remove(&app.uuid, (conn, subscription));
                 }
             });
@@ -350,12 +356,13 @@ fn handle_event(
             handle,
             access_token,
         } => {
+            let done = answer();
             tokio::spawn(async move {
                 let msg = match service.reauthenticate(&caller, &access_token).await {
                     Ok(expires) => Done::Authenticated(handle, expires),
                     Err(resp) => Done::Response(handle, resp),
                 };
-                let _ = done.send(msg).await;
+                let _ = done.send(msg);
             });
         }
     }
