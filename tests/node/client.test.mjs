@@ -73,24 +73,28 @@ test("subscriptions resume across drops with every event once and in order", asy
     if (e.type === "create") seen.push(e.entity.i);
   });
   assert.equal(sub.path, "/notes");
+  // Five rounds of writes; in the last four the connection drops halfway through the round,
+  // with events of the round on the wire and more still to be written. Each round waits until
+  // the client has seen everything written so far, so every drop lands mid-stream.
   const TOTAL = 120;
-  const writer = (async () => {
-    for (let i = 0; i < TOTAL; i++) {
-      const r = await server.rest("POST", "/notes", jane, { i });
+  const ROUNDS = 5;
+  const PER_ROUND = TOTAL / ROUNDS;
+  let written = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let k = 0; k < PER_ROUND; k++) {
+      if (round > 0 && k === PER_ROUND / 2) {
+        client.dropConnectionForTesting();
+      }
+      const r = await server.rest("POST", "/notes", jane, { i: written++ });
       assert.equal(r.status, 200);
     }
-  })();
-  let drops = 0;
-  while (seen.length < TOTAL) {
-    await new Promise((r) => setTimeout(r, 15));
-    if (drops < 4 && seen.length > (drops + 1) * 20) {
-      client.dropConnectionForTesting();
-      drops++;
+    const deadline = Date.now() + 10_000;
+    while (seen.length < written) {
+      assert.ok(Date.now() < deadline, `round ${round}: saw ${seen.length} of ${written} events`);
+      await new Promise((r) => setTimeout(r, 10));
     }
   }
-  await writer;
   await new Promise((r) => setTimeout(r, 200));
-  assert.equal(drops, 4);
   assert.deepEqual(seen, Array.from({ length: TOTAL }, (_, i) => i));
   assert.ok(sub.lastSeq >= sub.seq + TOTAL);
   sub.unsubscribe();
