@@ -43,6 +43,10 @@ status=0
 step "Rust tests (core, server, end to end)"
 cargo test --workspace --no-fail-fast 2>&1 | tee -a "$log" || status=1
 
+step "benchmarks, once each as a smoke test (correctness, no speed assertion)"
+cargo test -p gridsocket-core --bench matcher 2>&1 | tee -a "$log" || status=1
+./scripts/bench.sh --smoke 2>&1 | tee -a "$log" || status=1
+
 step "the JavaScript package under Node, against the real server"
 node_flags=""
 [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 22 ] && node_flags="--experimental-websocket"

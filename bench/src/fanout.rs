@@ -219,22 +219,28 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
             _ => None,
         }),
     ));
-    rows.push(Row::new(
-        "fanout",
-        &setup,
-        "lost events",
-        lost as f64,
-        Some(Goal::AtMost(0.0)),
-        &limited,
-    ));
-    rows.push(Row::new(
-        "fanout",
-        &setup,
-        "duplicated events",
-        repeated as f64,
-        Some(Goal::AtMost(0.0)),
-        &limited,
-    ));
+    rows.push(
+        Row::new(
+            "fanout",
+            &setup,
+            "lost events",
+            lost as f64,
+            Some(Goal::AtMost(0.0)),
+            &limited,
+        )
+        .must_hold(),
+    );
+    rows.push(
+        Row::new(
+            "fanout",
+            &setup,
+            "duplicated events",
+            repeated as f64,
+            Some(Goal::AtMost(0.0)),
+            &limited,
+        )
+        .must_hold(),
+    );
     if closed > 0 {
         let reasons: Vec<_> = close_reasons.into_iter().collect();
         rows.push(Row::new(

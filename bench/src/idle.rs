@@ -110,7 +110,8 @@ pub async fn run(
             alive as f64,
             Some(Goal::AtLeast(connections as f64)),
             "",
-        ),
+        )
+        .must_hold(),
     ])
 }
 

@@ -169,7 +169,20 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             println!("results: {}", cli.json.display());
-            ExitCode::SUCCESS
+            let broken: Vec<&Row> = rows.iter().filter(|r| r.is_broken()).collect();
+            if broken.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            for r in broken {
+                eprintln!(
+                    "gridsocket-bench: correctness goal missed: {} {} {} = {}",
+                    r.scenario,
+                    r.setup,
+                    r.metric,
+                    report::human(r.value)
+                );
+            }
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("gridsocket-bench: {e}");

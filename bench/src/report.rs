@@ -45,6 +45,9 @@ pub struct Row {
     pub met: Option<bool>,
     /// Which side's CPU bounded the run, with both sides' use.
     pub limited_by: String,
+    /// A correctness figure (lost or duplicated events, dropped sockets): missing its goal
+    /// fails the run, where a missed speed goal is only reported.
+    pub must_hold: bool,
 }
 
 impl Row {
@@ -65,7 +68,19 @@ impl Row {
             goal,
             met: goal.map(|g| g.met(value)),
             limited_by: limited_by.into(),
+            must_hold: false,
         }
+    }
+
+    /// Marks the row as a correctness figure: the run fails when it misses its goal.
+    pub fn must_hold(mut self) -> Row {
+        self.must_hold = true;
+        self
+    }
+
+    /// True for a correctness figure that missed its goal.
+    pub fn is_broken(&self) -> bool {
+        self.must_hold && self.met == Some(false)
     }
 }
 
