@@ -7,13 +7,14 @@
 //! whose queue is full is told to close with 4008 (slow consumer) and resumes with `since`:
 //! nobody waits for it and its memory stays bounded.
 
+use crate::push_queue::PushQueue;
 use crate::service::Caller;
 use crate::store::AppRecord;
 use gridsocket_core::{SubscriptionId, SubscriptionIndex, Target};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 /// Names one socket.
 pub type ConnId = u64;
@@ -59,53 +60,18 @@ pub enum Push {
 
 /// The hub's handle on one socket.
 pub struct ConnHandle {
-    /// The socket's bounded queue.
-    pub sender: mpsc::Sender<Push>,
-    /// Set when the queue overflowed; the socket closes with 4008.
-    pub slow: Arc<SlowFlag>,
+    /// The socket's bounded queue; when it overflows the socket closes with 4008.
+    pub queue: Arc<PushQueue>,
     /// Who is connected.
     pub caller: Arc<Caller>,
     /// The application.
     pub app: Arc<AppRecord>,
 }
 
-/// Raised once when a socket's queue overflows.
-#[derive(Default)]
-pub struct SlowFlag {
-    raised: AtomicBool,
-    notify: Notify,
-}
-
-impl SlowFlag {
-    /// Marks the socket slow and wakes it.
-    pub fn raise(&self) {
-        if !self.raised.swap(true, Ordering::AcqRel) {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Whether the socket was marked slow.
-    pub fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::Acquire)
-    }
-
-    /// Waits until raised.
-    pub async fn raised(&self) {
-        loop {
-            if self.raised.load(Ordering::Acquire) {
-                return;
-            }
-            self.notify.notified().await;
-        }
-    }
-}
-
 impl ConnHandle {
     /// Queues a push without waiting; a full queue marks the socket slow.
     pub fn push(&self, push: Push) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.sender.try_send(push) {
-            self.slow.raise();
-        }
+        self.queue.push(push);
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod demo;
 pub mod hub;
+pub mod push_queue;
 pub mod rest;
 pub mod server;
 pub mod service;

@@ -1,7 +1,8 @@
 //! WebSocket glue: drives one socket's [`ServerSession`] with frames, finished requests,
 //! pushed events and time, and writes what it says.
 
-use crate::hub::{ConnHandle, ConnId, Push, SlowFlag};
+use crate::hub::{ConnHandle, ConnId, Push};
+use crate::push_queue::{PushQueue, Pushed};
 use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
 use crate::settings::Settings;
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use gridsocket_core::{
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -78,11 +79,13 @@ pub async fn serve_socket(
             .map(str::to_owned);
         Ok(resp)
     };
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(
+    // Boxed: the handshake's state is large and short-lived; inline, it would size the
+    // socket's task for as long as the socket lives.
+    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         callback,
         Some(ws_config(&settings)),
-    );
+    ));
     let mut ws = match handshake.await {
         Ok(ws) => ws,
         Err(e) => {
@@ -109,7 +112,7 @@ pub async fn serve_socket(
         let s = ServerSession::reject(config, now, 503, &body, close_code::TRY_AGAIN_LATER);
         (s, None)
     } else {
-        match service.open_socket(&target, authorization.as_deref()).await {
+        match Box::pin(service.open_socket(&target, authorization.as_deref())).await {
             Ok(ctx) => (ServerSession::accept(config, now), Some(ctx)),
             Err(refusal) => {
                 let s = ServerSession::reject(
@@ -123,12 +126,10 @@ pub async fn serve_socket(
             }
         }
     };
-    let (push_tx, mut push_rx) = mpsc::channel::<Push>(settings.max_queued_events.max(1));
-    let slow = Arc::new(SlowFlag::default());
+    let queue = Arc::new(PushQueue::new(settings.max_queued_events));
     let conn = context.as_ref().map(|ctx| {
         service.hub().register(ConnHandle {
-            sender: push_tx,
-            slow: slow.clone(),
+            queue: queue.clone(),
             caller: ctx.caller.clone(),
             app: ctx.app.clone(),
         })
@@ -155,8 +156,7 @@ pub async fn serve_socket(
         &service,
         context.as_ref(),
         conn,
-        &mut push_rx,
-        &slow,
+        &queue,
         &cancel,
     )
     .await;
@@ -173,19 +173,17 @@ async fn drive(
     service: &Arc<Service>,
     context: Option<&SocketContext>,
     conn: Option<ConnId>,
-    push_rx: &mut mpsc::Receiver<Push>,
-    slow: &SlowFlag,
+    queue: &PushQueue,
     cancel: &CancellationToken,
 ) {
     // Answers of requests in flight, one single-use channel each: nothing is allocated for
     // a socket with nothing in flight. The session caps how many there are (max_in_flight).
     let mut in_flight: FuturesUnordered<oneshot::Receiver<Done>> = FuturesUnordered::new();
-    // Futures that live as long as the socket are made once: re-registering a timer and two
-    // wakers on every event costs more than the event itself at ten thousand sockets.
-    let slow_raised = slow.raised().fuse();
+    // Futures that live as long as the socket are made once: re-registering a timer and a
+    // waker on every event costs more than the event itself at ten thousand sockets.
     let cancelled = cancel.cancelled().fuse();
     let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(slow_raised, cancelled, timer);
+    tokio::pin!(cancelled, timer);
     let mut armed: Option<Instant> = None;
     loop {
         while let Some(event) = session.poll_event() {
@@ -193,13 +191,13 @@ async fn drive(
         }
         // A peer that stops reading blocks the write; once its queue overflowed too, give up
         // on it instead of waiting forever (and once cut off, write only what fits at once).
-        let flushed = if slow.is_raised() {
+        let flushed = if queue.is_slow() {
             flush(ws, session).now_or_never().is_some_and(|r| r.is_ok())
         } else {
             tokio::select! {
                 biased;
                 r = flush(ws, session) => r.is_ok(),
-                _ = &mut slow_raised => false,
+                _ = queue.slow() => false,
             }
         };
         if !flushed || session.is_closed() {
@@ -257,16 +255,19 @@ async fn drive(
                     }
                 }
             }
-            Some(push) = push_rx.recv() => {
+            pushed = queue.next() => {
                 let now = Instant::now();
-                apply_push(session, now, push);
-                // Drain what else is queued before writing: one flush for many events.
-                while let Ok(push) = push_rx.try_recv() {
-                    apply_push(session, now, push);
+                match pushed {
+                    // Everything queued at once: one flush for many events.
+                    Pushed::Batch(batch) => {
+                        for push in batch {
+                            apply_push(session, now, push);
+                        }
+                    }
+                    Pushed::Slow => {
+                        session.close(now, close_code::SLOW_CONSUMER, "slow consumer: resume with since");
+                    }
                 }
-            }
-            _ = &mut slow_raised => {
-                session.close(Instant::now(), close_code::SLOW_CONSUMER, "slow consumer: resume with since");
             }
             _ = &mut timer, if armed.is_some() => {
                 armed = None;
