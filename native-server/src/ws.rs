@@ -6,10 +6,12 @@ use crate::push_queue::{PushQueue, Pushed};
 use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
 use crate::settings::Settings;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use gridsocket_core::{
-    Instant, OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
+    ApiRequest, Instant, Method, OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession,
+    close_code,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,7 +180,7 @@ async fn drive(
 ) {
     // Answers of requests in flight, one single-use channel each: nothing is allocated for
     // a socket with nothing in flight. The session caps how many there are (max_in_flight).
-    let mut in_flight: FuturesUnordered<oneshot::Receiver<Done>> = FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<Answer> = FuturesUnordered::new();
     // Futures that live as long as the socket are made once: re-registering a timer and a
     // waker on every event costs more than the event itself at ten thousand sockets.
     let cancelled = cancel.cancelled().fuse();
@@ -236,7 +238,7 @@ async fn drive(
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 // A task that died without answering leaves its request to the session's
                 // timeout (504).
-                let Ok(done) = done else { continue };
+                let Some(done) = done else { continue };
                 let now = Instant::now();
                 match done {
                     Done::Response(handle, resp) => {
@@ -301,13 +303,21 @@ fn apply_push(session: &mut ServerSession, now: Instant, push: Push) {
     }
 }
 
-/// Starts the work an event asks for; results come back through `done`.
+/// The answer to one request in flight: `None` if its task died without answering.
+type Answer = BoxFuture<'static, Option<Done>>;
+
+/// A GET that only reads: not a queue read, which moves a consumer's position.
+fn is_plain_read(request: &ApiRequest) -> bool {
+    request.method == Method::Get && !request.path.trim_start_matches('/').starts_with("queues")
+}
+
+/// Starts the work an event asks for; results come back through `in_flight`.
 fn handle_event(
     event: ServerEvent,
     service: &Arc<Service>,
     context: Option<&SocketContext>,
     conn: Option<ConnId>,
-    in_flight: &mut FuturesUnordered<oneshot::Receiver<Done>>,
+    in_flight: &mut FuturesUnordered<Answer>,
 ) {
     let (Some(ctx), Some(conn)) = (context, conn) else {
         return;
@@ -315,10 +325,20 @@ fn handle_event(
     let (service, app, caller) = (service.clone(), ctx.app.clone(), ctx.caller.clone());
     let answer = || {
         let (tx, rx) = oneshot::channel();
-        in_flight.push(rx);
+        in_flight.push(Box::pin(rx.map(Result::ok)));
         tx
     };
     match event {
+        ServerEvent::Request { handle, request } if is_plain_read(&request) => {
+            // A read changes nothing: it runs inside the socket's task, without a task of its
+            // own and a channel back, and is simply dropped if the socket goes away.
+            in_flight.push(Box::pin(async move {
+                let resp = service
+                    .handle_app(&app, &caller, request, std::time::Instant::now())
+                    .await;
+                Some(Done::Response(handle, resp))
+            }));
+        }
         ServerEvent::Request { handle, request } => {
             let done = answer();
             tokio::spawn(async move {
