@@ -38,6 +38,16 @@ struct State {
     waker: Option<Waker>,
 }
 
+impl State {
+    /// Remembers whom to wake on the next push or overflow.
+    fn park(&mut self, waker: &Waker) {
+        match &mut self.waker {
+            Some(w) => w.clone_from(waker),
+            None => self.waker = Some(waker.clone()),
+        }
+    }
+}
+
 impl PushQueue {
     /// An empty queue that holds at most `capacity` pushes (at least one).
     pub fn new(capacity: usize) -> PushQueue {
@@ -91,10 +101,7 @@ impl PushQueue {
             if !st.items.is_empty() {
                 return Poll::Ready(Pushed::Batch(std::mem::take(&mut st.items)));
             }
-            match &mut st.waker {
-                Some(w) => w.clone_from(cx.waker()),
-                None => st.waker = Some(cx.waker().clone()),
-            }
+            st.park(cx.waker());
             Poll::Pending
         })
         .await
@@ -107,10 +114,7 @@ impl PushQueue {
             if st.slow {
                 return Poll::Ready(());
             }
-            match &mut st.waker {
-                Some(w) => w.clone_from(cx.waker()),
-                None => st.waker = Some(cx.waker().clone()),
-            }
+            st.park(cx.waker());
             Poll::Pending
         })
         .await
@@ -153,6 +157,12 @@ mod tests {
         }
     }
 
+    /// A waker that counts its wake-ups, and the counter.
+    fn counting_waker() -> (Waker, Arc<CountingWaker>) {
+        let counter = Arc::new(CountingWaker::default());
+        (Waker::from(counter.clone()), counter)
+    }
+
     #[test]
     fn hands_over_everything_queued_in_order_and_keeps_nothing() {
         let q = PushQueue::new(8);
@@ -179,8 +189,7 @@ mod tests {
     #[test]
     fn a_push_wakes_the_waiting_consumer() {
         let q = PushQueue::new(4);
-        let counter = Arc::new(CountingWaker::default());
-        let waker = Waker::from(counter.clone());
+        let (waker, counter) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut next = Box::pin(q.next());
         assert!(next.as_mut().poll(&mut cx).is_pending());
@@ -195,8 +204,7 @@ mod tests {
     #[test]
     fn overflow_wakes_a_consumer_waiting_for_slow() {
         let q = PushQueue::new(1);
-        let counter = Arc::new(CountingWaker::default());
-        let waker = Waker::from(counter.clone());
+        let (waker, counter) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let mut slow = Box::pin(q.slow());
         assert!(slow.as_mut().poll(&mut cx).is_pending());
