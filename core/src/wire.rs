@@ -181,6 +181,14 @@ pub struct ApiRequest {
     pub body: Option<Value>,
 }
 
+impl ApiRequest {
+    /// True for a request that changes nothing: a GET, except of a queue (a queue read moves
+    /// the consumer's position and opens transactions).
+    pub fn is_read_only(&self) -> bool {
+        self.method == Method::Get && !self.path.trim_start_matches('/').starts_with("queues")
+    }
+}
+
 /// What a request frame asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {

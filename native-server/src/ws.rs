@@ -10,8 +10,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use gridsocket_core::{
-    ApiRequest, Instant, Method, OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession,
-    close_code,
+    Instant, OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -317,11 +316,6 @@ fn apply_push(session: &mut ServerSession, now: Instant, push: Push) {
 /// The answer to one request in flight: `None` if its task died without answering.
 type Answer = BoxFuture<'static, Option<Done>>;
 
-/// A GET that only reads: not a queue read, which moves a consumer's position.
-fn is_plain_read(request: &ApiRequest) -> bool {
-    request.method == Method::Get && !request.path.trim_start_matches('/').starts_with("queues")
-}
-
 /// Starts the work an event asks for; results come back through `in_flight`.
 fn handle_event(
     event: ServerEvent,
@@ -340,9 +334,10 @@ fn handle_event(
         tx
     };
     match event {
-        ServerEvent::Request { handle, request } if is_plain_read(&request) => {
+        ServerEvent::Request { handle, request } if request.is_read_only() => {
             // A read changes nothing: it runs inside the socket's task, without a task of its
-            // own and a channel back, and is simply dropped if the socket goes away.
+            // own and a channel back, and is simply dropped if the socket goes away. (The
+            // session hands it over only once the writes sent before it are answered.)
             in_flight.push(Box::pin(async move {
                 let resp = service
                     .handle_app(&app, &caller, request, std::time::Instant::now())

@@ -251,6 +251,36 @@ async fn many_pipelined_requests_all_get_their_own_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_sent_right_after_a_write_on_the_same_socket_sees_it() {
+    let f = Fixture::new().await;
+    let mut ws = f.socket(&f.john).await;
+    for round in 0..20 {
+        // Sent back to back, without waiting: the write, then reads of what it wrote.
+        let name = format!("book{round}");
+        ws.send_json(
+            &json!({"id": format!("post-{round}"), "method": "POST", "path": "/books",
+            "body": {"name": name, "round": round}}),
+        )
+        .await;
+        ws.send_json(&json!({"id": format!("get-{round}"), "method": "GET",
+            "path": format!("/books/{name}")}))
+            .await;
+        ws.send_json(
+            &json!({"id": format!("count-{round}"), "method": "GET", "path": "/books",
+            "params": {"limit": 1000}}),
+        )
+        .await;
+        let got = ws.response_to(&json!(format!("get-{round}"))).await;
+        assert_eq!(got["status"], 200, "{got}");
+        assert_eq!(got["body"]["entities"][0]["round"], round);
+        let all = ws.response_to(&json!(format!("count-{round}"))).await;
+        assert_eq!(all["body"]["count"], round + 1, "{all}");
+        let posted = ws.response_to(&json!(format!("post-{round}"))).await;
+        assert_eq!(posted["status"], 200, "{posted}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_groups_and_connections() {
     let f = Fixture::new().await;
     let mut ws = f.socket(&f.admin_token).await;

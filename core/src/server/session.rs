@@ -6,7 +6,7 @@ use crate::wire::{
     ApiRequest, Command, FrameError, FrameId, Params, RejectedFrame, decode_request,
     encode_rejection, encode_response, error_body_json,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,6 +176,10 @@ pub struct ServerSession {
     next_subscription: u64,
     // Handles grow and the timeout is fixed, so the first entry always has the earliest deadline.
     pending: BTreeMap<RequestHandle, Pending>,
+    // Requests in flight that change something, and reads held back until the writes sent
+    // before them are answered (so a socket reads its own writes).
+    writes: BTreeSet<RequestHandle>,
+    held_reads: VecDeque<(RequestHandle, ApiRequest)>,
     subs: HashMap<SubscriptionId, Sub>,
     buffered_events: usize,
     transmits: VecDeque<OutFrame>,
@@ -195,6 +199,8 @@ impl ServerSession {
             next_handle: 0,
             next_subscription: 1,
             pending: BTreeMap::new(),
+            writes: BTreeSet::new(),
+            held_reads: VecDeque::new(),
             subs: HashMap::new(),
             buffered_events: 0,
             transmits: VecDeque::new(),
@@ -250,8 +256,16 @@ impl ServerSession {
             Ok(frame) => match frame.command {
                 Command::Api(request) => {
                     if let Some(handle) = self.start(now, Some(frame.id), None) {
-                        self.events
-                            .push_back(ServerEvent::Request { handle, request });
+                        if !request.is_read_only() {
+                            self.writes.insert(handle);
+                            self.events
+                                .push_back(ServerEvent::Request { handle, request });
+                        } else if self.writes.is_empty() {
+                            self.events
+                                .push_back(ServerEvent::Request { handle, request });
+                        } else {
+                            self.held_reads.push_back((handle, request));
+                        }
                     }
                 }
                 Command::Subscribe {
@@ -307,6 +321,8 @@ impl ServerSession {
     pub fn handle_disconnect(&mut self, _now: Instant) {
         self.closed = true;
         self.pending.clear();
+        self.writes.clear();
+        self.held_reads.clear();
         self.end_all_subscriptions();
     }
 
@@ -332,6 +348,9 @@ impl ServerSession {
         let Some(pending) = self.pending.remove(&handle) else {
             return false;
         };
+        if self.writes.remove(&handle) {
+            self.release_held_reads();
+        }
         if let Some(sub) = pending.subscription {
             // A subscription answered with anything but its confirmation did not start.
             self.drop_subscription(sub);
@@ -487,11 +506,16 @@ impl ServerSession {
     /// announced and, after the grace period, the socket closed with 4401; idle sockets are
     /// pinged, and closed when silent for two ping intervals.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Held reads are released after every expired request is gone, so that none is handed
+        // to the host just before its own 504.
+        let mut write_expired = false;
         while let Some(entry) = self.pending.first_entry() {
             if entry.get().deadline > now {
                 break;
             }
+            let handle = *entry.key();
             let pending = entry.remove();
+            write_expired |= self.writes.remove(&handle);
             if let Some(sub) = pending.subscription {
                 self.drop_subscription(sub);
             }
@@ -509,6 +533,9 @@ impl ServerSession {
                     &body,
                 )));
             }
+        }
+        if write_expired {
+            self.release_held_reads();
         }
         if self.closed {
             return;
@@ -624,6 +651,27 @@ impl ServerSession {
             },
         );
         Some(handle)
+    }
+
+    /// Hands the host the held reads that no unanswered write precedes, in order.
+    fn release_held_reads(&mut self) {
+        if self.closed {
+            self.held_reads.clear();
+            return;
+        }
+        while let Some(&(read, _)) = self.held_reads.front() {
+            if self.writes.first().is_some_and(|&w| w < read) {
+                break;
+            }
+            let Some((handle, request)) = self.held_reads.pop_front() else {
+                break;
+            };
+            // A held read that timed out was answered 504 already.
+            if self.pending.contains_key(&handle) {
+                self.events
+                    .push_back(ServerEvent::Request { handle, request });
+            }
+        }
     }
 
     fn subscribe(

@@ -409,3 +409,98 @@ fn idle_sockets_are_pinged_then_closed_when_silent() {
         Some(OutFrame::Close { code: 1001, .. })
     ));
 }
+
+fn roomy() -> (ServerSession, Instant) {
+    let now = origin();
+    let config = ServerConfig {
+        max_in_flight: 8,
+        ..config()
+    };
+    (ServerSession::accept(config, now), now)
+}
+
+fn send(s: &mut ServerSession, now: Instant, id: u32, method: &str, path: &str) {
+    s.handle_text(
+        now,
+        &format!(r#"{{"id":{id},"method":"{method}","path":"{path}"}}"#),
+    );
+}
+
+#[test]
+fn a_read_waits_for_the_writes_sent_before_it() {
+    let (mut s, now) = roomy();
+    send(&mut s, now, 1, "POST", "/books");
+    send(&mut s, now, 2, "GET", "/books");
+    send(&mut s, now, 3, "PUT", "/books/dune");
+    let (post, _) = request(&mut s);
+    let (put, req) = request(&mut s);
+    assert_eq!(req.method, Method::Put);
+    // The GET is held: the POST before it is still running.
+    assert!(s.poll_event().is_none());
+    // The PUT came after the GET: finishing it releases nothing.
+    assert!(s.complete(now, put, 200, "{}"));
+    assert!(s.poll_event().is_none());
+    assert!(s.complete(now, post, 200, "{}"));
+    let (_, read) = request(&mut s);
+    assert_eq!((read.method, read.path.as_str()), (Method::Get, "/books"));
+    assert!(s.poll_event().is_none());
+}
+
+#[test]
+fn reads_with_no_write_before_them_run_at_once_and_together() {
+    let (mut s, now) = roomy();
+    send(&mut s, now, 1, "GET", "/books");
+    send(&mut s, now, 2, "GET", "/users/me");
+    send(&mut s, now, 3, "POST", "/books");
+    let paths: Vec<String> = (0..3).map(|_| request(&mut s).1.path).collect();
+    assert_eq!(paths, ["/books", "/users/me", "/books"]);
+}
+
+#[test]
+fn a_queue_read_counts_as_a_write() {
+    let (mut s, now) = roomy();
+    send(&mut s, now, 1, "GET", "/queues/jobs");
+    send(&mut s, now, 2, "GET", "/books");
+    let (queue_read, _) = request(&mut s);
+    assert!(s.poll_event().is_none());
+    assert!(s.complete(now, queue_read, 200, "{}"));
+    assert_eq!(request(&mut s).1.path, "/books");
+}
+
+#[test]
+fn a_held_read_that_times_out_is_answered_504_and_never_started() {
+    let (mut s, now) = roomy();
+    send(&mut s, now, 1, "POST", "/books");
+    let (post, _) = request(&mut s);
+    let later = now + Duration::from_secs(1);
+    send(&mut s, later, 2, "GET", "/books");
+    // The POST times out first (it is older); the read is still held behind nothing, so it
+    // is released then and answered 504 when its own deadline passes.
+    s.handle_timeout(now + Duration::from_secs(5));
+    assert_eq!(text(&mut s)["id"], json!(1));
+    assert!(!s.complete(now, post, 200, "{}"));
+    let (read, _) = request(&mut s);
+    s.handle_timeout(later + Duration::from_secs(5));
+    let answer = text(&mut s);
+    assert_eq!(
+        (answer["id"].clone(), answer["status"].clone()),
+        (json!(2), json!(504))
+    );
+    assert!(!s.complete(later, read, 200, "{}"));
+}
+
+#[test]
+fn a_read_held_past_its_deadline_is_dropped_when_the_write_finishes() {
+    let (mut s, now) = roomy();
+    send(&mut s, now, 1, "POST", "/books");
+    let (post, _) = request(&mut s);
+    send(&mut s, now + Duration::from_millis(1), 2, "GET", "/books");
+    // Both pass their deadlines together: the POST's 504, then the GET's.
+    s.handle_timeout(now + Duration::from_secs(6));
+    let ids: Vec<Value> = drain(&mut s).into_iter().map(|v| v["id"].clone()).collect();
+    assert_eq!(ids, [json!(1), json!(2)]);
+    // The GET was answered already: nothing is handed to the host for it.
+    assert!(s.poll_event().is_none());
+    assert!(!s.complete(now, post, 200, "{}"));
+    assert!(s.poll_event().is_none());
+}
