@@ -19,7 +19,9 @@ fi
 if [ "$profile" = release ]; then
   cargo build --release -p gridsocket-server -p gridsocket-bench
 else
-  cargo build -p gridsocket-server -p gridsocket-bench
+  # The same selection as scripts/test.sh's build, so the smoke run reuses its artifacts
+  # (building two packages alone unifies features differently and recompiles dependencies).
+  cargo build --workspace --bins
 fi
 bin=target/$profile
 
