@@ -334,26 +334,26 @@ fn handle_event(
         tx
     };
     match event {
-        ServerEvent::Request { handle, request } if request.is_read_only() => {
-            // A read changes nothing: it runs inside the socket's task, without a task of its
-            // own and a channel back, and is simply dropped if the socket goes away. (The
-            // session hands it over only once the writes sent before it are answered.)
-            in_flight.push(Box::pin(async move {
-                let resp = service
-                    .handle_app(&app, &caller, request, std::time::Instant::now())
-                    .await;
-                Some(Done::Response(handle, resp))
-            }));
-        }
         ServerEvent::Request { handle, request } => {
-            let done = answer();
-            tokio::spawn(async move {
+            let read_only = request.is_read_only();
+            let work = async move {
                 let resp = service
                     .handle_app(&app, &caller, request, std::time::Instant::now())
                     .await;
+                Done::Response(handle, resp)
+            };
+            if read_only {
+                // A read changes nothing: it runs inside the socket's task, without a task of
+                // its own and a channel back, and is simply dropped if the socket goes away.
+                // (The session hands it over only once the writes sent before it are answered.)
+                in_flight.push(Box::pin(work.map(Some)));
+            } else {
+                let done = answer();
                 // The socket may be gone; the request's effects stand either way.
-                let _ = done.send(Done::Response(handle, resp));
-            });
+                tokio::spawn(async move {
+                    let _ = done.send(work.await);
+                });
+            }
         }
         ServerEvent::Subscribe {
             handle,

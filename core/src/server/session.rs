@@ -258,14 +258,12 @@ impl ServerSession {
                     if let Some(handle) = self.start(now, Some(frame.id), None) {
                         if !request.is_read_only() {
                             self.writes.insert(handle);
-                            self.events
-                                .push_back(ServerEvent::Request { handle, request });
-                        } else if self.writes.is_empty() {
-                            self.events
-                                .push_back(ServerEvent::Request { handle, request });
-                        } else {
+                        } else if !self.writes.is_empty() {
                             self.held_reads.push_back((handle, request));
+                            return;
                         }
+                        self.events
+                            .push_back(ServerEvent::Request { handle, request });
                     }
                 }
                 Command::Subscribe {

@@ -490,7 +490,7 @@ fn a_held_read_that_times_out_is_answered_504_and_never_started() {
 }
 
 #[test]
-fn a_read_held_past_its_deadline_is_dropped_when_the_write_finishes() {
+fn a_write_and_the_read_held_behind_it_timing_out_together_hand_the_host_nothing() {
     let (mut s, now) = roomy();
     send(&mut s, now, 1, "POST", "/books");
     let (post, _) = request(&mut s);
