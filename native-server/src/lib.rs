@@ -6,8 +6,10 @@
 //! only does IO: listeners, HTTP, WebSocket framing, storage.
 
 pub mod auth;
+pub mod bus;
 pub mod demo;
 pub mod hub;
+pub mod metrics;
 pub mod push_queue;
 pub mod rest;
 pub mod server;

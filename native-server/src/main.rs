@@ -41,9 +41,16 @@ async fn main() -> ExitCode {
         }
     };
     let (http, ws) = (server.http_addr(), server.ws_addr());
+    let role = server.role();
     println!("gridsocket {} ready", env!("CARGO_PKG_VERSION"));
-    println!("  REST       http://{http}");
-    println!("  WebSocket  ws://{ws}");
+    if role.serves_rest() {
+        println!("  REST       http://{http}");
+    } else {
+        println!("  Ops        http://{http}  (/status, /healthz, /metrics)");
+    }
+    if role.serves_sockets() {
+        println!("  WebSocket  ws://{ws}");
+    }
     if demo {
         println!();
         println!(

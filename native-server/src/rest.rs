@@ -111,6 +111,24 @@ async fn handle(
             serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}).to_string(),
         );
     }
+    if method == Method::Get && path == "/metrics" {
+        let metrics = service.metrics();
+        metrics.connections.set(service.hub().connections() as i64);
+        let mut resp = Response::new(Full::new(Bytes::from(metrics.render())));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return resp;
+    }
+    if !settings.role.serves_rest() {
+        return error(
+            404,
+            "not_served_here",
+            "this node is a gateway: it serves the WebSocket API, /status, /healthz and \
+             /metrics; the REST API is on the api nodes",
+        );
+    }
     let params = Params::from_query_string(req.uri().query().unwrap_or(""));
     let authorization = req
         .headers()

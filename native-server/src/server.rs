@@ -1,8 +1,9 @@
 //! The process: opens the store, binds both listeners, accepts until shutdown.
 
+use crate::bus::{BusError, NatsBus};
 use crate::service::{Service, ServiceConfig};
-use crate::settings::Settings;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::settings::{Role, Settings};
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::{demo, rest, ws};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,11 +17,12 @@ use tokio_util::task::TaskTracker;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The store could not be opened (bad data dir, corrupt or read-only file).
-    #[error("cannot open the store in {dir}: {source}")]
+    /// The store could not be opened (bad data dir, corrupt or read-only file, unreachable or
+    /// refusing database).
+    #[error("cannot open the store at {place}: {source}")]
     Store {
-        /// The data dir.
-        dir: String,
+        /// The data dir or database URL (without its password).
+        place: String,
         /// The cause.
         #[source]
         source: StoreError,
@@ -37,24 +39,77 @@ pub enum StartError {
     /// The demo data could not be created.
     #[error("cannot create the demo data: {0}")]
     Demo(String),
+    /// `--store` names no store this server has.
+    #[error("unsupported store {0:?}: expected postgres://user@host:port/db")]
+    StoreUrl(String),
+    /// The bus could not be joined.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// A gateway or API node was started without the shared store and bus it needs.
+    #[error(
+        "--role {0} needs --store postgres://… and --bus nats://…: nodes share nothing else"
+    )]
+    Role(&'static str),
+}
+
+/// A database URL as it may be logged: without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the store the settings name: the embedded one by default.
+async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
+    match settings.store.as_deref() {
+        None => SqliteStore::open(&settings.data_dir)
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|source| StartError::Store {
+                place: settings.data_dir.display().to_string(),
+                source,
+            }),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            PostgresStore::connect(url)
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+                .map_err(|source| StartError::Store {
+                    place: redact(url),
+                    source,
+                })
+        }
+        Some(other) => Err(StartError::StoreUrl(redact(other))),
+    }
 }
 
 /// A bound, ready server.
 pub struct Server {
     http: TcpListener,
-    ws: TcpListener,
+    /// Absent on an API-only node.
+    ws: Option<TcpListener>,
+    bus: Option<NatsBus>,
     service: Arc<Service>,
     settings: Arc<Settings>,
 }
 
 impl Server {
-    /// Opens the store and binds both listeners; with `--demo`, seeds the demo data.
+    /// Opens the store, joins the bus and binds the listeners of the node's role; with
+    /// `--demo`, seeds the demo data.
     pub async fn bind(mut settings: Settings) -> Result<Server, StartError> {
-        let store = SqliteStore::open(&settings.data_dir).map_err(|source| StartError::Store {
-            dir: settings.data_dir.display().to_string(),
-            source,
-        })?;
-        Self::bind_with_store(Arc::new(store), {
+        if settings.role != Role::All && (settings.store.is_none() || settings.bus.is_none()) {
+            return Err(StartError::Role(match settings.role {
+                Role::Gateway => "gateway",
+                _ => "api",
+            }));
+        }
+        let store = open_store(&settings).await?;
+        Self::bind_with_store(store, {
             if settings.demo && settings.default_org.is_none() {
                 settings.default_org = Some(demo::ORG.into());
             }
@@ -72,7 +127,11 @@ impl Server {
             listen(addr).map_err(|source| StartError::Bind { addr, source })
         };
         let http = bind(settings.http_addr).await?;
-        let ws = bind(settings.ws_addr).await?;
+        let ws = if settings.role.serves_sockets() {
+            Some(bind(settings.ws_addr).await?)
+        } else {
+            None
+        };
         let http_addr = http.local_addr().map_err(|source| StartError::Bind {
             addr: settings.http_addr,
             source,
@@ -90,8 +149,18 @@ impl Server {
             ..ServiceConfig::default()
         };
         let service = Service::new(store, config);
+        let bus = match &settings.bus {
+            Some(url) => {
+                let (bus, outbox) =
+                    NatsBus::connect(url, &settings.bus_subject, service.metrics().clone())
+                        .await?;
+                service.attach_bus(outbox);
+                Some(bus)
+            }
+            None => None,
+        };
         if settings.public_ws_url.is_none()
-            && let Ok(addr) = ws.local_addr()
+            && let Some(Ok(addr)) = ws.as_ref().map(TcpListener::local_addr)
         {
             settings.public_ws_url = Some(format!("ws://{addr}"));
         }
@@ -103,6 +172,7 @@ impl Server {
         Ok(Server {
             http,
             ws,
+            bus,
             service,
             settings: Arc::new(settings),
         })
@@ -113,9 +183,17 @@ impl Server {
         self.http.local_addr().unwrap_or(self.settings.http_addr)
     }
 
-    /// Where the WebSocket API listens.
+    /// Where the WebSocket API listens (on an API-only node: the address it would use).
     pub fn ws_addr(&self) -> SocketAddr {
-        self.ws.local_addr().unwrap_or(self.settings.ws_addr)
+        self.ws
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .unwrap_or(self.settings.ws_addr)
+    }
+
+    /// What this node serves.
+    pub fn role(&self) -> Role {
+        self.settings.role
     }
 
     /// The service layer (for embedding and tests).
@@ -135,14 +213,26 @@ impl Server {
             cancel.clone(),
             tracker.clone(),
         ));
-        let ws_task = tokio::spawn(accept_ws(
-            self.ws,
-            self.service.clone(),
-            self.settings.clone(),
-            cancel.clone(),
-            tracker.clone(),
-        ));
-        let dispatcher = tokio::spawn(self.service.clone().run_dispatcher(cancel.clone()));
+        // A gateway dispatches the log to its sockets; an API node has none.
+        let (ws_task, dispatcher) = match self.ws {
+            Some(ws) => (
+                Some(tokio::spawn(accept_ws(
+                    ws,
+                    self.service.clone(),
+                    self.settings.clone(),
+                    cancel.clone(),
+                    tracker.clone(),
+                ))),
+                Some(tokio::spawn(self.service.clone().run_dispatcher(
+                    self.settings.dispatch_poll(),
+                    cancel.clone(),
+                ))),
+            ),
+            None => (None, None),
+        };
+        let bus = self
+            .bus
+            .map(|bus| tokio::spawn(bus.run(self.service.clone(), cancel.clone())));
         let pruner = tokio::spawn(prune_log(
             self.service.clone(),
             Duration::from_secs(self.settings.log_retention_secs),
@@ -151,10 +241,11 @@ impl Server {
         shutdown.await;
         tracing::info!("shutting down");
         cancel.cancel();
-        let _ = dispatcher.await;
+        for task in [dispatcher, ws_task, bus].into_iter().flatten() {
+            let _ = task.await;
+        }
         let _ = pruner.await;
         let _ = http_task.await;
-        let _ = ws_task.await;
         tracker.close();
         if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
             .await

@@ -4,6 +4,29 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Which APIs a node serves. Any mix of nodes works against one shared store and bus.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// REST and the WebSocket API: the single-node default.
+    All,
+    /// Only the WebSocket API, with the realtime dispatcher.
+    Gateway,
+    /// Only the REST API.
+    Api,
+}
+
+impl Role {
+    /// True if this node accepts WebSocket connections (and so dispatches events).
+    pub fn serves_sockets(self) -> bool {
+        matches!(self, Role::All | Role::Gateway)
+    }
+
+    /// True if this node serves the REST API.
+    pub fn serves_rest(self) -> bool {
+        matches!(self, Role::All | Role::Api)
+    }
+}
+
 /// Everything `gridsocket serve` can be told.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Settings {
@@ -16,6 +39,27 @@ pub struct Settings {
     /// Directory of the embedded store.
     #[arg(long, env = "GRIDSOCKET_DATA_DIR", default_value = "./gridsocket-data")]
     pub data_dir: PathBuf,
+    /// A shared store instead of the embedded one: `postgres://user@host:port/db` (add
+    /// `?options=-csearch_path%3Dschema` for a schema other than `public`). Every node of one
+    /// deployment names the same database.
+    #[arg(long, env = "GRIDSOCKET_STORE")]
+    pub store: Option<String>,
+    /// The message bus between nodes: `nats://host:port` (comma-separated for a cluster).
+    /// Without it, changes are signalled inside this process only.
+    #[arg(long, env = "GRIDSOCKET_BUS")]
+    pub bus: Option<String>,
+    /// Subject prefix on the bus; nodes of one deployment share it, other deployments on the
+    /// same NATS pick their own.
+    #[arg(long, env = "GRIDSOCKET_BUS_SUBJECT", default_value = "gridsocket")]
+    pub bus_subject: String,
+    /// What this node serves: `all` (REST and WebSocket), `gateway` (WebSocket only; its
+    /// HTTP port answers /status, /healthz and /metrics), `api` (REST only).
+    #[arg(long, env = "GRIDSOCKET_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// How often, in ms, the dispatcher reads every watched application's log even without a
+    /// signal: the longest an event waits while the bus is down.
+    #[arg(long, env = "GRIDSOCKET_DISPATCH_POLL_MS", default_value_t = 500)]
+    pub dispatch_poll_ms: u64,
     /// Bootstrap superuser as NAME:PASSWORD; it can create organizations.
     #[arg(long, env = "GRIDSOCKET_SUPERUSER")]
     pub superuser: Option<String>,
@@ -84,6 +128,11 @@ impl Settings {
             http_addr: "127.0.0.1:0".parse().expect("literal address"),
             ws_addr: "127.0.0.1:0".parse().expect("literal address"),
             data_dir,
+            store: None,
+            bus: None,
+            bus_subject: "gridsocket".into(),
+            role: Role::All,
+            dispatch_poll_ms: 500,
             superuser: None,
             default_org: None,
             public_url: None,
@@ -110,6 +159,11 @@ impl Settings {
         let s = self.superuser.as_deref()?;
         let (name, pass) = s.split_once(':')?;
         (!name.is_empty() && !pass.is_empty()).then(|| (name.to_owned(), pass.to_owned()))
+    }
+
+    /// How often the dispatcher reads the log without a signal.
+    pub fn dispatch_poll(&self) -> Duration {
+        Duration::from_millis(self.dispatch_poll_ms.max(10))
     }
 
     /// How long a request may run.

@@ -44,9 +44,14 @@ impl TestServer {
         s
     }
 
-    /// Starts a server with given settings (the superuser is always set).
+    /// Starts a server with given settings (the superuser is always set). Under
+    /// `GRIDSOCKET_TEST_STORE=postgres` a server without a store of its own gets a PostgreSQL
+    /// schema named after its data dir, so a restart on the same dir finds its data again.
     pub async fn start_with(mut settings: Settings) -> TestServer {
         settings.superuser = Some(format!("{}:{}", SUPERUSER.0, SUPERUSER.1));
+        if settings.store.is_none() && postgres_selected() {
+            settings.store = Some(postgres_schema_for(&settings.data_dir).await);
+        }
         let data_dir = settings.data_dir.clone();
         let server = Server::bind(settings).await.expect("server starts");
         let (http, ws) = (server.http_addr(), server.ws_addr());
@@ -473,4 +478,77 @@ pub fn server_binary() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The database the PostgreSQL runs use (`GRIDSOCKET_TEST_PG`, or the local one).
+pub fn postgres_url() -> String {
+    std::env::var("GRIDSOCKET_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// True when the suite runs against PostgreSQL (`GRIDSOCKET_TEST_STORE=postgres`).
+pub fn postgres_selected() -> bool {
+    std::env::var("GRIDSOCKET_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// Schemas the tests made are dropped by a later run once they are this old.
+const STALE_SCHEMA_SECS: i64 = 3600;
+
+/// A store URL for a fresh (or, for the same `data_dir`, the same) schema of the test
+/// database. Panics, failing the test, when PostgreSQL cannot be reached.
+pub async fn postgres_schema_for(data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    let schema = format!("gs_test_{:016x}", h.finish());
+    postgres_schema(&schema).await
+}
+
+/// A store URL for the named schema of the test database, created if needed and recorded so
+/// that a later run drops it.
+pub async fn postgres_schema(schema: &str) -> String {
+    let base = postgres_url();
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {base} is needed for this run: {e}"));
+    tokio::spawn(conn);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    // Tests start in parallel: one at a time past this point (the lock ends with the session).
+    client
+        .batch_execute(
+            "SELECT pg_advisory_lock(7426351);
+             CREATE TABLE IF NOT EXISTS public.gs_test_schemas(
+                 name TEXT PRIMARY KEY, created BIGINT NOT NULL)",
+        )
+        .await
+        .expect("test schema registry");
+    let stale = client
+        .query(
+            "DELETE FROM public.gs_test_schemas WHERE created < $1 RETURNING name",
+            &[&(now - STALE_SCHEMA_SECS)],
+        )
+        .await
+        .expect("stale test schemas");
+    for row in stale {
+        let name: String = row.get(0);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+            .await;
+    }
+    client
+        .execute(
+            "INSERT INTO public.gs_test_schemas VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&schema, &now],
+        )
+        .await
+        .expect("register test schema");
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .await
+        .expect("create test schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-csearch_path%3D{schema}")
 }

@@ -53,6 +53,8 @@ pub struct Caller {
     /// Who it is.
     pub principal: Principal,
     grants: Mutex<Option<Arc<Grants>>>,
+    /// The hash of the token a socket authenticated with, re-checked after a bus outage.
+    token: Mutex<Option<[u8; 32]>>,
 }
 
 impl Caller {
@@ -61,7 +63,18 @@ impl Caller {
         Caller {
             principal,
             grants: Mutex::new(None),
+            token: Mutex::new(None),
         }
+    }
+
+    /// The hash of the token this caller authenticated with, if it used one.
+    pub fn token(&self) -> Option<[u8; 32]> {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers the token this caller authenticated with (at connect, and on `AUTH`).
+    pub fn set_token(&self, hash: [u8; 32]) {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(hash);
     }
 
     /// The app user's uuid, if the caller is one.

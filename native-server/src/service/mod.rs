@@ -18,7 +18,9 @@ pub use error::ApiError;
 pub use realtime::{DEFAULT_QUEUE_TIMEOUT_MS, MAX_REPLAY, SubscribeOk};
 
 use crate::auth::{Credentials, TokenCache, token_hash};
+use crate::bus::{Outbox, Signal};
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::store::{AppRecord, Store, TokenKind, TokenRecord};
 use envelope::error_json;
 use gridsocket_core::path::split_segments;
@@ -29,7 +31,7 @@ use management::Body;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A finished request: HTTP status and the JSON body as text.
@@ -112,6 +114,10 @@ pub struct Service {
     grants_generation: AtomicU64,
     /// Sockets and their subscriptions.
     hub: Hub,
+    /// Where signals for the other nodes go, once a bus is attached.
+    outbox: OnceLock<Outbox>,
+    /// The server's metrics.
+    metrics: Arc<Metrics>,
     /// This service, for the tasks it spawns.
     me: Weak<Service>,
 }
@@ -138,6 +144,8 @@ impl Service {
             apps: Mutex::new(HashMap::new()),
             grants_generation: AtomicU64::new(0),
             hub: Hub::default(),
+            outbox: OnceLock::new(),
+            metrics: Arc::new(Metrics::default()),
             me: me.clone(),
         })
     }
@@ -287,6 +295,9 @@ impl Service {
             _ => None,
         };
         let caller = Arc::new(Caller::new(principal));
+        if let Credentials::Token(t) = &creds {
+            caller.set_token(token_hash(t));
+        }
         let resource = if rest.is_empty() {
             None
         } else {
@@ -348,8 +359,10 @@ impl Service {
                 .map(|(status, env)| (status, Body::Envelope(Box::new(env)))),
         };
         if request.method != Method::Get {
-            // Writes log their changes; the dispatcher reads them from there.
-            self.hub.notify(&app.uuid);
+            // Writes log their changes; the dispatchers read them from there.
+            self.signal(Signal::Changed {
+                app: app.uuid.clone(),
+            });
         }
         result
     }
@@ -529,8 +542,9 @@ impl Service {
     /// Revokes every token of a subject (a user or admin uuid) and ends that user's sockets.
     async fn revoke_subject(&self, subject: &str) -> Result<u64, ApiError> {
         let n = self.store.revoke_tokens(subject).await?;
-        self.tokens.remove_where(|t| t.subject == subject);
-        self.close_user_sockets(subject);
+        self.signal(Signal::TokensRevoked {
+            subject: subject.to_owned(),
+        });
         Ok(n)
     }
 
@@ -540,7 +554,51 @@ impl Service {
     }
 
     fn bump_grants(&self) {
-        self.grants_generation.fetch_add(1, Ordering::Relaxed);
-        self.hub.request_revalidation();
+        self.signal(Signal::GrantsChanged);
+    }
+
+    /// Connects the service to the bus: from now on its signals reach the other nodes too.
+    pub fn attach_bus(&self, outbox: Outbox) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    /// Acts on a signal here and sends it to the other nodes.
+    pub fn signal(&self, signal: Signal) {
+        self.apply_signal(&signal);
+        if let Some(outbox) = self.outbox.get() {
+            outbox.send(signal);
+        }
+    }
+
+    /// Acts on a signal, from this node or another.
+    pub fn apply_signal(&self, signal: &Signal) {
+        match signal {
+            Signal::Changed { app } => self.hub.notify(app),
+            Signal::GrantsChanged => {
+                self.grants_generation.fetch_add(1, Ordering::Relaxed);
+                self.hub.request_revalidation();
+            }
+            Signal::TokensRevoked { subject } => {
+                self.tokens.remove_where(|t| &t.subject == subject);
+                self.close_user_sockets(subject);
+            }
+            Signal::Resync => {
+                self.metrics.bus_resyncs.inc();
+                for app in self.hub.watched_apps() {
+                    self.hub.notify(&app);
+                }
+                self.grants_generation.fetch_add(1, Ordering::Relaxed);
+                self.hub.request_revalidation();
+                self.tokens.remove_where(|_| true);
+                if let Some(me) = self.me.upgrade() {
+                    tokio::spawn(async move { me.recheck_socket_tokens().await });
+                }
+            }
+        }
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 }

@@ -3,7 +3,7 @@
 
 use super::envelope::render_entity;
 use super::{ApiError, ApiResponse, Caller, Service, now_ms};
-use crate::hub::{ConnId, ConsumerKey, Push, SubEntry, SubKey};
+use crate::hub::{ConnHandle, ConnId, ConsumerKey, Push, SubEntry, SubKey};
 use crate::store::{AppRecord, ChangeRecord, ChangeView, Entity, EntityKey, QueueRead, StoreError};
 use gridsocket_core::subscription::{ChangeKind, encode_event};
 use gridsocket_core::{
@@ -364,9 +364,10 @@ impl Service {
         Ok(())
     }
 
-    /// Runs the dispatcher until `cancel`: pushes every application's changes in log order.
-    pub async fn run_dispatcher(self: Arc<Self>, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+    /// Runs the dispatcher until `cancel`: pushes every application's changes in log order,
+    /// when signalled and every `poll` regardless.
+    pub async fn run_dispatcher(self: Arc<Self>, poll: Duration, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let (mut dirty, revalidate) = tokio::select! {
@@ -553,11 +554,16 @@ impl Service {
     /// Ends every socket of a user whose tokens were revoked: each subscription gets a
     /// `revoked` event, then the socket closes with 4401.
     pub(super) fn close_user_sockets(&self, user_uuid: &str) {
+        self.close_sockets(|c| c.caller.user_uuid() == Some(user_uuid));
+    }
+
+    /// Ends the sockets `which` picks as [`Self::close_user_sockets`] does.
+    fn close_sockets(&self, which: impl Fn(&ConnHandle) -> bool) {
         let mut st = self.hub.state();
         let conns: Vec<ConnId> = st
             .conns
             .iter()
-            .filter(|(_, c)| c.caller.user_uuid() == Some(user_uuid))
+            .filter(|(_, c)| which(c))
             .map(|(id, _)| *id)
             .collect();
         for conn in conns {
@@ -591,6 +597,25 @@ impl Service {
         }
     }
 
+    /// Re-checks, after a bus outage, the tokens of this node's sockets: a socket whose token
+    /// was revoked meanwhile is closed as if the revocation's signal had arrived.
+    pub(super) async fn recheck_socket_tokens(&self) {
+        let tokens: Vec<[u8; 32]> = {
+            let st = self.hub.state();
+            let mut t: Vec<[u8; 32]> = st.conns.values().filter_map(|c| c.caller.token()).collect();
+            t.sort_unstable();
+            t.dedup();
+            t
+        };
+        for hash in tokens {
+            match self.store.token(&hash).await {
+                Ok(Some(_)) => {}
+                Ok(None) => self.close_sockets(|c| c.caller.token() == Some(hash)),
+                Err(e) => tracing::warn!(error = %e, "could not re-check a socket's token"),
+            }
+        }
+    }
+
     /// Checks a token sent with `AUTH` on a socket: it must speak for the same principal.
     /// Returns its expiry (ms since the epoch).
     pub async fn reauthenticate(
@@ -611,6 +636,7 @@ impl Service {
                 started,
             ));
         }
+        caller.set_token(crate::auth::token_hash(token));
         Ok(self.token_expiry(token))
     }
 

@@ -1,10 +1,13 @@
-//! Storage behind a trait: the embedded SQLite store by default, others (PostgreSQL) later.
+//! Storage behind a trait: the embedded SQLite store by default, PostgreSQL for several nodes.
 //!
 //! The store knows records and pages, not HTTP: the service layer turns requests into these
 //! calls. Every write that returns `Ok` is durable.
 
+mod postgres;
+mod rows;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

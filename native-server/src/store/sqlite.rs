@@ -1,6 +1,7 @@
 //! The embedded default store: one SQLite file in the data dir, WAL mode, `synchronous=FULL`
 //! so that an answered write survives `kill -9` and power loss.
 
+use super::rows::{entity_change, kind_name, kind_of, page_of, queue_message};
 use super::{
     AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
     Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult, TokenKind,
@@ -258,34 +259,6 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
     })
 }
 
-fn kind_name(kind: ChangeKind) -> &'static str {
-    match kind {
-        ChangeKind::Create => "create",
-        ChangeKind::Update => "update",
-        ChangeKind::Delete => "delete",
-        ChangeKind::FeedItem => "feed_item",
-        ChangeKind::QueueMessage => "queue_message",
-    }
-}
-
-fn kind_of(name: &str) -> Option<ChangeKind> {
-    Some(match name {
-        "create" => ChangeKind::Create,
-        "update" => ChangeKind::Update,
-        "delete" => ChangeKind::Delete,
-        "feed_item" => ChangeKind::FeedItem,
-        "queue_message" => ChangeKind::QueueMessage,
-        _ => return None,
-    })
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// Appends a change inside the writer's transaction and returns its position: the entity write
 /// and its log entry commit together or not at all.
 fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> StoreResult<u64> {
@@ -321,25 +294,6 @@ fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> StoreRe
     Ok(seq as u64)
 }
 
-fn entity_change(
-    kind: ChangeKind,
-    e: &Entity,
-    previous: Option<Map<String, Value>>,
-) -> ChangeRecord {
-    ChangeRecord {
-        seq: 0,
-        created: wall_ms(),
-        kind,
-        collection: e.collection.clone(),
-        uuid: e.uuid.clone(),
-        name: e.name.clone(),
-        entity: e.data.clone(),
-        previous,
-        feed_owner: None,
-        queue: None,
-    }
-}
-
 fn load_for_update(tx: &Transaction<'_>, app: &str, uuid: &str) -> StoreResult<Option<Entity>> {
     let row = tx
         .query_row(
@@ -366,44 +320,6 @@ fn to_entity(row: (String, String, Option<String>, String)) -> StoreResult<Entit
         name,
         data,
     })
-}
-
-/// Applies the query's filter and order to rows, then cuts the page.
-fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> Page {
-    let mut rows = rows;
-    if let Some(q) = page.query {
-        rows.retain(|e| q.matches(&Value::Object(e.data.clone())));
-        if !q.order.is_empty() {
-            let mut values: Vec<(Value, Entity)> = rows
-                .into_iter()
-                .map(|e| (Value::Object(e.data.clone()), e))
-                .collect();
-            values.sort_by(|(a, _), (b, _)| {
-                for key in &q.order {
-                    let ord = gridsocket_core::query::compare_values(
-                        gridsocket_core::query::lookup(a, &key.property),
-                        gridsocket_core::query::lookup(b, &key.property),
-                    );
-                    let ord = if key.descending { ord.reverse() } else { ord };
-                    if ord.is_ne() {
-                        return ord;
-                    }
-                }
-                std::cmp::Ordering::Equal
-            });
-            rows = values.into_iter().map(|(_, e)| e).collect();
-        }
-    }
-    let total = rows.len();
-    let entities: Vec<Entity> = rows
-        .into_iter()
-        .skip(page.offset)
-        .take(page.limit)
-        .collect();
-    Page {
-        more: page.offset.saturating_add(entities.len()) < total,
-        entities,
-    }
 }
 
 fn collect_entities(
@@ -980,16 +896,7 @@ impl Store for SqliteStore {
             }
             let mut posted = Vec::with_capacity(messages.len());
             for props in messages {
-                let uuid = uuid::Uuid::now_v7().to_string();
-                let mut data = Map::new();
-                data.insert("uuid".into(), Value::String(uuid.clone()));
-                data.insert("type".into(), Value::String("message".into()));
-                data.insert("timestamp".into(), now.into());
-                for (k, v) in props {
-                    if !matches!(k.as_str(), "uuid" | "timestamp" | "transaction" | "type") {
-                        data.insert(k, v);
-                    }
-                }
+                let (uuid, data) = queue_message(props, now);
                 for target in &targets {
                     let rec = ChangeRecord {
                         seq: 0,

@@ -1,0 +1,236 @@
+//! The bus between nodes: NATS carries short signals ("app X's log grew", "grants changed",
+//! "these tokens were revoked"), never the events themselves.
+//!
+//! Events live in the store's change log; a signal only tells the other nodes' dispatchers to
+//! read it now. So a lost signal costs latency, never an event: each dispatcher also reads
+//! every watched application's log on a timer, and a node that was cut off from the bus asks
+//! every node to resync when it is back (re-read the logs, reload grants, forget cached
+//! tokens and re-check its sockets' tokens). Core NATS is enough for that; JetStream would
+//! keep a second copy of what PostgreSQL already keeps.
+
+use crate::metrics::Metrics;
+use crate::service::Service;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What one node tells the others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "signal", rename_all = "snake_case")]
+pub enum Signal {
+    /// An application's change log grew: dispatch it.
+    Changed {
+        /// Application uuid.
+        app: String,
+    },
+    /// A permission, role or group membership changed: reload grants and re-check
+    /// subscriptions.
+    GrantsChanged,
+    /// Every token of a user or admin was revoked: forget them and close that user's sockets.
+    TokensRevoked {
+        /// The user's or admin's uuid.
+        subject: String,
+    },
+    /// A node was cut off from the bus and may have missed signals or failed to send them:
+    /// every node re-reads what signals would have told it.
+    Resync,
+}
+
+/// A signal on the wire, with the node that sent it (a node skips its own).
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    node: String,
+    #[serde(flatten)]
+    signal: Signal,
+}
+
+/// Signals waiting to be published. When the bus is down or slow and this many are waiting,
+/// further signals are dropped and counted (`gridsocket_bus_dropped_total`): the dispatcher's
+/// poll and the resync after reconnecting make up for them.
+pub const OUTBOX_CAPACITY: usize = 4096;
+
+/// The sending side of the bus, held by the service. Never waits.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Signal>,
+    metrics: Arc<Metrics>,
+}
+
+impl Outbox {
+    /// Queues a signal for the other nodes; drops it (counted) when the queue is full.
+    pub fn send(&self, signal: Signal) {
+        if self.tx.try_send(signal).is_err() {
+            self.metrics.bus_dropped.inc();
+        }
+    }
+}
+
+/// Why the bus could not be joined.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The URL is not `nats://…`.
+    #[error("unsupported bus URL {0:?}: expected nats://host:port")]
+    Url(String),
+    /// NATS did not answer.
+    #[error("cannot reach the bus at {url}: {source}")]
+    Connect {
+        /// Where.
+        url: String,
+        /// The cause.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The subscription was refused.
+    #[error("cannot subscribe on the bus: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+}
+
+/// A joined bus, ready to run.
+pub struct NatsBus {
+    client: async_nats::Client,
+    subscriber: async_nats::Subscriber,
+    subject: String,
+    node: String,
+    outbox: mpsc::Receiver<Signal>,
+    connects: watch::Receiver<u64>,
+    metrics: Arc<Metrics>,
+}
+
+impl NatsBus {
+    /// Connects to NATS at `url` (comma-separated servers), listens on `{prefix}.signals`,
+    /// and returns the bus with the outbox the service sends through.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<(NatsBus, Outbox), BusError> {
+        let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+        if servers
+            .iter()
+            .any(|s| !s.starts_with("nats://") && !s.starts_with("tls://"))
+        {
+            return Err(BusError::Url(url.to_owned()));
+        }
+        let node = crate::auth::random_secret(8);
+        let (connects_tx, connects) = watch::channel(0u64);
+        let events_metrics = metrics.clone();
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("gridsocket-{node}"))
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                let metrics = events_metrics.clone();
+                let connects = connects_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            metrics.bus_connected.set(1);
+                            connects.send_modify(|n| *n += 1);
+                        }
+                        async_nats::Event::Disconnected => {
+                            metrics.bus_connected.set(0);
+                            metrics.bus_disconnects.inc();
+                            tracing::warn!(
+                                "lost the bus: events from other nodes now arrive by polling \
+                                 the change log until it is back"
+                            );
+                        }
+                        other => tracing::info!(event = %other, "bus event"),
+                    }
+                }
+            });
+        let client = options
+            .connect(servers.as_slice())
+            .await
+            .map_err(|source| BusError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        let subject = format!("{prefix}.signals");
+        let subscriber = client.subscribe(subject.clone()).await?;
+        let (tx, outbox) = mpsc::channel(OUTBOX_CAPACITY);
+        let bus = NatsBus {
+            client,
+            subscriber,
+            subject,
+            node,
+            outbox,
+            connects,
+            metrics: metrics.clone(),
+        };
+        Ok((bus, Outbox { tx, metrics }))
+    }
+
+    /// Publishes the service's signals and applies the other nodes' until `cancel`.
+    pub async fn run(self, service: Arc<Service>, cancel: CancellationToken) {
+        let NatsBus {
+            client,
+            mut subscriber,
+            subject,
+            node,
+            mut outbox,
+            mut connects,
+            metrics,
+        } = self;
+        // Publishing waits while NATS is unreachable; it runs on its own so that receiving
+        // does not wait with it (the outbox fills and drops meanwhile).
+        let publisher = {
+            let (client, subject, node, metrics) =
+                (client.clone(), subject.clone(), node.clone(), metrics.clone());
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                loop {
+                    let signal = tokio::select! {
+                        s = outbox.recv() => match s { Some(s) => s, None => return },
+                        _ = cancel.cancelled() => return,
+                    };
+                    let envelope = Envelope {
+                        node: node.clone(),
+                        signal,
+                    };
+                    let Ok(payload) = serde_json::to_vec(&envelope) else {
+                        continue;
+                    };
+                    match client.publish(subject.clone(), payload.into()).await {
+                        Ok(()) => {
+                            metrics.bus_published.inc();
+                        }
+                        Err(e) => {
+                            metrics.bus_dropped.inc();
+                            tracing::warn!(error = %e, "could not publish a signal");
+                        }
+                    }
+                }
+            })
+        };
+        connects.mark_unchanged();
+        loop {
+            tokio::select! {
+                msg = subscriber.next() => {
+                    let Some(msg) = msg else { break };
+                    match serde_json::from_slice::<Envelope>(&msg.payload) {
+                        Ok(env) if env.node == node => {}
+                        Ok(env) => {
+                            metrics.bus_received.inc();
+                            service.apply_signal(&env.signal);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "ignored a malformed bus message"),
+                    }
+                }
+                changed = connects.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    tracing::info!("bus is back: resyncing from the change log");
+                    // Others may have missed this node's signals, and it theirs.
+                    service.signal(Signal::Resync);
+                }
+                _ = cancel.cancelled() => break,
+            }
+        }
+        publisher.abort();
+        let _ = client.flush().await;
+    }
+}

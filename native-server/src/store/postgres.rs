@@ -1,0 +1,1137 @@
+//! The PostgreSQL store, for running several gateway and API nodes on one database.
+//!
+//! It keeps the embedded store's behaviour, table for table: the same change log with a
+//! gap-free `seq` per application, the same queue pointers and transactions. What SQLite gets
+//! from having one writer, this store gets from row locks: an application's `app_seq` row
+//! serializes its writers until they commit, so the log becomes visible in `seq` order on
+//! every node; a queue consumer's row serializes the reads of that consumer id, whichever
+//! node they come from, so no message goes to two readers of one consumer at once.
+
+use super::rows::{entity_change, kind_name, kind_of, page_of, queue_message};
+use super::{
+    AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
+    Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult, TokenKind,
+    TokenRecord,
+};
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use gridsocket_core::subscription::ChangeKind;
+use serde_json::{Map, Value};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use deadpool_postgres::Transaction;
+use tokio_postgres::{NoTls, Row};
+
+/// Schema migrations, applied in order at start, each once (recorded in
+/// `gridsocket_migrations`). Text columns compare byte-wise (`COLLATE "C"`), as SQLite's do;
+/// names that are unique regardless of case have unique indexes on `lower(name)`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE orgs(
+    uuid TEXT COLLATE "C" PRIMARY KEY, name TEXT COLLATE "C" NOT NULL,
+    client_id TEXT COLLATE "C" NOT NULL UNIQUE, client_secret TEXT NOT NULL,
+    created BIGINT NOT NULL);
+CREATE UNIQUE INDEX orgs_name ON orgs(lower(name));
+CREATE TABLE admins(
+    uuid TEXT COLLATE "C" PRIMARY KEY, username TEXT COLLATE "C" NOT NULL,
+    email TEXT COLLATE "C" NOT NULL, name TEXT NOT NULL, password_hash TEXT NOT NULL,
+    created BIGINT NOT NULL);
+CREATE UNIQUE INDEX admins_username ON admins(lower(username));
+CREATE UNIQUE INDEX admins_email ON admins(lower(email));
+CREATE TABLE org_admins(
+    org_uuid TEXT COLLATE "C" NOT NULL, admin_uuid TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY(org_uuid, admin_uuid));
+CREATE TABLE apps(
+    uuid TEXT COLLATE "C" PRIMARY KEY, org_uuid TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL, client_id TEXT COLLATE "C" NOT NULL UNIQUE,
+    client_secret TEXT NOT NULL, created BIGINT NOT NULL);
+CREATE UNIQUE INDEX apps_name ON apps(org_uuid, lower(name));
+CREATE TABLE tokens(
+    hash BYTEA PRIMARY KEY, kind TEXT NOT NULL, subject TEXT COLLATE "C" NOT NULL,
+    scope TEXT COLLATE "C" NOT NULL, created BIGINT NOT NULL, expires BIGINT NOT NULL);
+CREATE INDEX tokens_subject ON tokens(subject);
+CREATE TABLE entities(
+    app TEXT COLLATE "C" NOT NULL, uuid TEXT COLLATE "C" NOT NULL,
+    collection TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C", data TEXT NOT NULL,
+    secret TEXT, PRIMARY KEY(app, uuid));
+CREATE UNIQUE INDEX entities_name ON entities(app, collection, lower(name))
+    WHERE name IS NOT NULL;
+CREATE INDEX entities_collection ON entities(app, collection, uuid);
+CREATE TABLE relations(
+    id BIGSERIAL PRIMARY KEY, app TEXT COLLATE "C" NOT NULL, source TEXT COLLATE "C" NOT NULL,
+    relation TEXT COLLATE "C" NOT NULL, target TEXT COLLATE "C" NOT NULL,
+    UNIQUE(app, source, relation, target));
+CREATE INDEX relations_target ON relations(app, target, relation);
+CREATE TABLE app_seq(app TEXT COLLATE "C" PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE TABLE changes(
+    app TEXT COLLATE "C" NOT NULL, seq BIGINT NOT NULL, created BIGINT NOT NULL,
+    kind TEXT NOT NULL, collection TEXT COLLATE "C" NOT NULL, uuid TEXT COLLATE "C" NOT NULL,
+    name TEXT, entity TEXT NOT NULL, previous TEXT, feed_owner TEXT, queue TEXT,
+    PRIMARY KEY(app, seq));
+CREATE INDEX changes_created ON changes(created);
+CREATE TABLE queue_messages(
+    id BIGSERIAL PRIMARY KEY, app TEXT COLLATE "C" NOT NULL, queue TEXT COLLATE "C" NOT NULL,
+    uuid TEXT NOT NULL, seq BIGINT NOT NULL, created BIGINT NOT NULL, data TEXT NOT NULL);
+CREATE INDEX queue_messages_queue ON queue_messages(app, queue, id);
+CREATE TABLE queue_consumers(
+    app TEXT COLLATE "C" NOT NULL, queue TEXT COLLATE "C" NOT NULL,
+    consumer TEXT COLLATE "C" NOT NULL, position BIGINT NOT NULL,
+    PRIMARY KEY(app, queue, consumer));
+CREATE TABLE queue_tx(
+    id TEXT COLLATE "C" PRIMARY KEY, app TEXT COLLATE "C" NOT NULL,
+    queue TEXT COLLATE "C" NOT NULL, consumer TEXT COLLATE "C" NOT NULL,
+    message_id BIGINT NOT NULL, expires BIGINT NOT NULL);
+CREATE INDEX queue_tx_consumer ON queue_tx(app, queue, consumer, expires);
+CREATE TABLE queue_subs(
+    app TEXT COLLATE "C" NOT NULL, queue TEXT COLLATE "C" NOT NULL,
+    subscriber TEXT COLLATE "C" NOT NULL, PRIMARY KEY(app, queue, subscriber));
+CREATE TABLE permissions(
+    app TEXT COLLATE "C" NOT NULL, owner TEXT COLLATE "C" NOT NULL,
+    permission TEXT COLLATE "C" NOT NULL, PRIMARY KEY(app, owner, permission));
+"#];
+
+/// Any key; it names the lock that lets one node at a time migrate the schema.
+const MIGRATION_LOCK: i64 = 0x6772_6964_736f_636b;
+
+/// Connections per node. Writes hold one for their transaction; reads for one statement.
+const POOL_SIZE: usize = 16;
+
+/// The PostgreSQL store: a pool of connections, statements prepared once per connection.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// A unique-constraint violation is a taken name; anything else is a backend failure.
+fn sql_err(e: tokio_postgres::Error, what: &str) -> StoreError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        StoreError::Duplicate(what.to_owned())
+    } else {
+        backend(e)
+    }
+}
+
+type Param<'a> = &'a (dyn ToSql + Sync);
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`; `?options=-csearch_path%3Dname` picks
+    /// a schema) and applies the migrations it has not seen yet.
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let config: tokio_postgres::Config = url.parse().map_err(backend)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(10)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(backend)?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(backend)
+    }
+
+    /// Applies every migration not yet recorded, under a lock so that nodes starting together
+    /// do not race.
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(backend)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS gridsocket_migrations(
+                 version INTEGER PRIMARY KEY, applied BIGINT NOT NULL)",
+        )
+        .await
+        .map_err(backend)?;
+        let done: i32 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM gridsocket_migrations",
+                &[],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            let version = i as i32 + 1;
+            if version <= done {
+                continue;
+            }
+            tx.batch_execute(sql).await.map_err(backend)?;
+            tx.execute(
+                "INSERT INTO gridsocket_migrations VALUES ($1, $2)",
+                &[&version, &super::rows::wall_ms()],
+            )
+            .await
+            .map_err(backend)?;
+            tracing::info!(version, "applied schema migration");
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    /// The first row of a query, mapped.
+    async fn one<T>(
+        &self,
+        sql: &str,
+        args: &[Param<'_>],
+        row: fn(&Row) -> Result<T, tokio_postgres::Error>,
+    ) -> StoreResult<Option<T>> {
+        let client = self.client().await?;
+        let st = client.prepare_cached(sql).await.map_err(backend)?;
+        let found = client.query_opt(&st, args).await.map_err(backend)?;
+        found.as_ref().map(row).transpose().map_err(backend)
+    }
+
+    /// Every row of a query, mapped.
+    async fn all<T>(
+        &self,
+        sql: &str,
+        args: &[Param<'_>],
+        row: fn(&Row) -> Result<T, tokio_postgres::Error>,
+    ) -> StoreResult<Vec<T>> {
+        let client = self.client().await?;
+        let st = client.prepare_cached(sql).await.map_err(backend)?;
+        let rows = client.query(&st, args).await.map_err(backend)?;
+        rows.iter().map(row).collect::<Result<_, _>>().map_err(backend)
+    }
+
+    /// Executes one statement; returns how many rows it changed.
+    async fn exec(&self, sql: &str, args: &[Param<'_>]) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let st = client.prepare_cached(sql).await.map_err(backend)?;
+        client.execute(&st, args).await.map_err(backend)
+    }
+
+    async fn entities(&self, sql: &str, args: &[Param<'_>]) -> StoreResult<Vec<Entity>> {
+        let client = self.client().await?;
+        let st = client.prepare_cached(sql).await.map_err(backend)?;
+        let rows = client.query(&st, args).await.map_err(backend)?;
+        rows.iter().map(to_entity).collect()
+    }
+}
+
+fn org_row(r: &Row) -> Result<OrgRecord, tokio_postgres::Error> {
+    Ok(OrgRecord {
+        uuid: r.try_get(0)?,
+        name: r.try_get(1)?,
+        client_id: r.try_get(2)?,
+        client_secret: r.try_get(3)?,
+        created: r.try_get(4)?,
+    })
+}
+
+const ORG_COLS: &str = "uuid, name, client_id, client_secret, created";
+
+fn admin_row(r: &Row) -> Result<AdminRecord, tokio_postgres::Error> {
+    Ok(AdminRecord {
+        uuid: r.try_get(0)?,
+        username: r.try_get(1)?,
+        email: r.try_get(2)?,
+        name: r.try_get(3)?,
+        password_hash: r.try_get(4)?,
+        created: r.try_get(5)?,
+    })
+}
+
+const ADMIN_COLS: &str = "uuid, username, email, name, password_hash, created";
+
+const APP_COLS: &str =
+    "a.uuid, a.org_uuid, o.name, a.name, a.client_id, a.client_secret, a.created";
+
+fn app_row(r: &Row) -> Result<AppRecord, tokio_postgres::Error> {
+    Ok(AppRecord {
+        uuid: r.try_get(0)?,
+        org_uuid: r.try_get(1)?,
+        org_name: r.try_get(2)?,
+        name: r.try_get(3)?,
+        client_id: r.try_get(4)?,
+        client_secret: r.try_get(5)?,
+        created: r.try_get(6)?,
+    })
+}
+
+fn string_row(r: &Row) -> Result<String, tokio_postgres::Error> {
+    r.try_get(0)
+}
+
+/// Reads `(uuid, collection, name, data)` columns into an entity.
+fn to_entity(r: &Row) -> StoreResult<Entity> {
+    let data: String = r.try_get(3).map_err(backend)?;
+    Ok(Entity {
+        uuid: r.try_get(0).map_err(backend)?,
+        collection: r.try_get(1).map_err(backend)?,
+        name: r.try_get(2).map_err(backend)?,
+        data: serde_json::from_str(&data).map_err(backend)?,
+    })
+}
+
+/// Appends a change inside the writer's transaction and returns its position. The upsert
+/// locks the application's `app_seq` row until the transaction ends, so positions are
+/// gap-free and become visible in order.
+async fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> StoreResult<u64> {
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO app_seq(app, seq) VALUES ($1, 1)
+             ON CONFLICT(app) DO UPDATE SET seq = app_seq.seq + 1 RETURNING seq",
+        )
+        .await
+        .map_err(backend)?;
+    let seq: i64 = tx
+        .query_one(&st, &[&app])
+        .await
+        .map_err(backend)?
+        .get(0);
+    let entity = Value::Object(rec.entity.clone()).to_string();
+    let previous = rec
+        .previous
+        .as_ref()
+        .map(|p| Value::Object(p.clone()).to_string());
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO changes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .await
+        .map_err(backend)?;
+    tx.execute(
+        &st,
+        &[
+            &app,
+            &seq,
+            &rec.created,
+            &kind_name(rec.kind),
+            &rec.collection,
+            &rec.uuid,
+            &rec.name,
+            &entity,
+            &previous,
+            &rec.feed_owner,
+            &rec.queue,
+        ],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(seq as u64)
+}
+
+async fn load_for_update(
+    tx: &Transaction<'_>,
+    app: &str,
+    uuid: &str,
+) -> StoreResult<Option<Entity>> {
+    let row = tx
+        .query_opt(
+            "SELECT uuid, collection, name, data FROM entities
+             WHERE app = $1 AND uuid = $2 FOR UPDATE",
+            &[&app, &uuid],
+        )
+        .await
+        .map_err(backend)?;
+    row.as_ref().map(to_entity).transpose()
+}
+
+/// A queue message by id: its log position and body.
+async fn message_by_id(tx: &Transaction<'_>, id: i64) -> StoreResult<Option<(u64, Value)>> {
+    let row = tx
+        .query_opt("SELECT seq, data FROM queue_messages WHERE id = $1", &[&id])
+        .await
+        .map_err(backend)?;
+    row.map(|r| {
+        let (seq, data): (i64, String) = (r.get(0), r.get(1));
+        Ok((seq as u64, serde_json::from_str(&data).map_err(backend)?))
+    })
+    .transpose()
+}
+
+/// Opens a queue transaction on a message for a consumer; returns its id.
+async fn open_queue_tx(
+    tx: &Transaction<'_>,
+    (app, queue, consumer): (&str, &str, &str),
+    message_id: i64,
+    expires: i64,
+) -> StoreResult<String> {
+    let id = uuid::Uuid::now_v7().to_string();
+    tx.execute(
+        "INSERT INTO queue_tx VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&id, &app, &queue, &consumer, &message_id, &expires],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(id)
+}
+
+fn change_row(r: &Row) -> StoreResult<ChangeRecord> {
+    let kind: String = r.get(2);
+    let kind = kind_of(&kind).ok_or_else(|| {
+        backend(std::io::Error::other(format!(
+            "unknown change kind {kind:?}"
+        )))
+    })?;
+    let entity: String = r.get(6);
+    let previous: Option<String> = r.get(7);
+    Ok(ChangeRecord {
+        seq: r.get::<_, i64>(0) as u64,
+        created: r.get(1),
+        kind,
+        collection: r.get(3),
+        uuid: r.get(4),
+        name: r.get(5),
+        entity: serde_json::from_str(&entity).map_err(backend)?,
+        previous: previous
+            .map(|p| serde_json::from_str::<Map<String, Value>>(&p))
+            .transpose()
+            .map_err(backend)?,
+        feed_owner: r.get(8),
+        queue: r.get(9),
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_org(&self, org: &OrgRecord, admin: &AdminRecord) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO orgs VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &org.uuid,
+                &org.name,
+                &org.client_id,
+                &org.client_secret,
+                &org.created,
+            ],
+        )
+        .await
+        .map_err(|e| sql_err(e, "organization"))?;
+        tx.execute(
+            "INSERT INTO admins VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &admin.uuid,
+                &admin.username,
+                &admin.email,
+                &admin.name,
+                &admin.password_hash,
+                &admin.created,
+            ],
+        )
+        .await
+        .map_err(|e| sql_err(e, "admin username or email"))?;
+        tx.execute(
+            "INSERT INTO org_admins VALUES ($1, $2)",
+            &[&org.uuid, &admin.uuid],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn org_by_name(&self, name: &str) -> StoreResult<Option<OrgRecord>> {
+        let sql = format!("SELECT {ORG_COLS} FROM orgs WHERE lower(name) = lower($1)");
+        self.one(&sql, &[&name], org_row).await
+    }
+
+    async fn org_by_uuid(&self, uuid: &str) -> StoreResult<Option<OrgRecord>> {
+        let sql = format!("SELECT {ORG_COLS} FROM orgs WHERE uuid = $1");
+        self.one(&sql, &[&uuid], org_row).await
+    }
+
+    async fn org_by_client_id(&self, client_id: &str) -> StoreResult<Option<OrgRecord>> {
+        let sql = format!("SELECT {ORG_COLS} FROM orgs WHERE client_id = $1");
+        self.one(&sql, &[&client_id], org_row).await
+    }
+
+    async fn admin_by_login(&self, login: &str) -> StoreResult<Option<AdminRecord>> {
+        let sql = format!(
+            "SELECT {ADMIN_COLS} FROM admins
+             WHERE lower(username) = lower($1) OR lower(email) = lower($1)"
+        );
+        self.one(&sql, &[&login], admin_row).await
+    }
+
+    async fn admin_by_uuid(&self, uuid: &str) -> StoreResult<Option<AdminRecord>> {
+        let sql = format!("SELECT {ADMIN_COLS} FROM admins WHERE uuid = $1");
+        self.one(&sql, &[&uuid], admin_row).await
+    }
+
+    async fn admin_orgs(&self, admin_uuid: &str) -> StoreResult<Vec<OrgRecord>> {
+        let sql = "SELECT o.uuid, o.name, o.client_id, o.client_secret, o.created
+                   FROM orgs o JOIN org_admins m ON m.org_uuid = o.uuid
+                   WHERE m.admin_uuid = $1 ORDER BY o.created";
+        self.all(sql, &[&admin_uuid], org_row).await
+    }
+
+    async fn create_app(
+        &self,
+        app: &AppRecord,
+        seed: &[Entity],
+        permissions: &[(String, String)],
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute(
+            "INSERT INTO apps VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &app.uuid,
+                &app.org_uuid,
+                &app.name,
+                &app.client_id,
+                &app.client_secret,
+                &app.created,
+            ],
+        )
+        .await
+        .map_err(|e| sql_err(e, "application"))?;
+        for e in seed {
+            let data = Value::Object(e.data.clone()).to_string();
+            tx.execute(
+                "INSERT INTO entities VALUES ($1, $2, $3, $4, $5, NULL)",
+                &[&app.uuid, &e.uuid, &e.collection, &e.name, &data],
+            )
+            .await
+            .map_err(|err| sql_err(err, "entity"))?;
+        }
+        for (owner, perm) in permissions {
+            tx.execute(
+                "INSERT INTO permissions VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&app.uuid, owner, perm],
+            )
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn app_by_name(&self, org_uuid: &str, name: &str) -> StoreResult<Option<AppRecord>> {
+        let sql = format!(
+            "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
+             WHERE a.org_uuid = $1 AND lower(a.name) = lower($2)"
+        );
+        self.one(&sql, &[&org_uuid, &name], app_row).await
+    }
+
+    async fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<AppRecord>> {
+        let sql = format!(
+            "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
+             WHERE a.client_id = $1"
+        );
+        self.one(&sql, &[&client_id], app_row).await
+    }
+
+    async fn apps_of_org(&self, org_uuid: &str) -> StoreResult<Vec<AppRecord>> {
+        let sql = format!(
+            "SELECT {APP_COLS} FROM apps a JOIN orgs o ON o.uuid = a.org_uuid
+             WHERE a.org_uuid = $1 ORDER BY a.created"
+        );
+        self.all(&sql, &[&org_uuid], app_row).await
+    }
+
+    async fn put_token(&self, t: &TokenRecord) -> StoreResult<()> {
+        let sql = "INSERT INTO tokens VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT(hash) DO UPDATE SET kind = $2, subject = $3, scope = $4,
+                   created = $5, expires = $6";
+        let hash = t.hash.as_slice();
+        self.exec(
+            sql,
+            &[
+                &hash,
+                &t.kind.as_str(),
+                &t.subject,
+                &t.scope,
+                &t.created,
+                &t.expires,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>> {
+        let sql = "SELECT kind, subject, scope, created, expires FROM tokens WHERE hash = $1";
+        let bytes = hash.as_slice();
+        let row = self
+            .one(sql, &[&bytes], |r| {
+                Ok((
+                    r.try_get::<_, String>(0)?,
+                    r.try_get::<_, String>(1)?,
+                    r.try_get::<_, String>(2)?,
+                    r.try_get::<_, i64>(3)?,
+                    r.try_get::<_, i64>(4)?,
+                ))
+            })
+            .await?;
+        Ok(row.and_then(|(kind, subject, scope, created, expires)| {
+            Some(TokenRecord {
+                hash: *hash,
+                kind: TokenKind::parse(&kind)?,
+                subject,
+                scope,
+                created,
+                expires,
+            })
+        }))
+    }
+
+    async fn revoke_tokens(&self, subject: &str) -> StoreResult<u64> {
+        self.exec("DELETE FROM tokens WHERE subject = $1", &[&subject])
+            .await
+    }
+
+    async fn insert_entity(
+        &self,
+        app: &str,
+        e: &Entity,
+        secret: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let data = Value::Object(e.data.clone()).to_string();
+        let st = tx
+            .prepare_cached("INSERT INTO entities VALUES ($1, $2, $3, $4, $5, $6)")
+            .await
+            .map_err(backend)?;
+        tx.execute(&st, &[&app, &e.uuid, &e.collection, &e.name, &data, &secret])
+            .await
+            .map_err(|err| {
+                let name = e.name.clone().unwrap_or_default();
+                sql_err(err, &format!("an entity named {name:?}"))
+            })?;
+        append_change(&tx, app, &entity_change(ChangeKind::Create, e, None)).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn entity(
+        &self,
+        app: &str,
+        collection: Option<&str>,
+        key: EntityKey<'_>,
+    ) -> StoreResult<Option<Entity>> {
+        let cols = "SELECT uuid, collection, name, data FROM entities";
+        let client = self.client().await?;
+        let row = match (key, collection) {
+            (EntityKey::Uuid(uuid), Some(c)) => {
+                let sql = format!("{cols} WHERE app = $1 AND uuid = $2 AND collection = $3");
+                let st = client.prepare_cached(&sql).await.map_err(backend)?;
+                client.query_opt(&st, &[&app, &uuid, &c]).await
+            }
+            (EntityKey::Uuid(uuid), None) => {
+                let sql = format!("{cols} WHERE app = $1 AND uuid = $2");
+                let st = client.prepare_cached(&sql).await.map_err(backend)?;
+                client.query_opt(&st, &[&app, &uuid]).await
+            }
+            (EntityKey::Name(name), c) => {
+                let sql = format!(
+                    "{cols} WHERE app = $1 AND lower(name) = lower($2) AND collection = $3"
+                );
+                let st = client.prepare_cached(&sql).await.map_err(backend)?;
+                client.query_opt(&st, &[&app, &name, &c]).await
+            }
+        }
+        .map_err(backend)?;
+        row.as_ref().map(to_entity).transpose()
+    }
+
+    async fn user_by_email(&self, app: &str, email: &str) -> StoreResult<Option<Entity>> {
+        let sql = "SELECT uuid, collection, name, data FROM entities
+                   WHERE app = $1 AND collection = 'users'
+                     AND lower(data::json->>'email') = lower($2) LIMIT 1";
+        Ok(self.entities(sql, &[&app, &email]).await?.into_iter().next())
+    }
+
+    async fn user_secret(&self, app: &str, uuid: &str) -> StoreResult<Option<String>> {
+        let sql = "SELECT secret FROM entities WHERE app = $1 AND uuid = $2";
+        let found = self
+            .one(sql, &[&app, &uuid], |r| r.try_get::<_, Option<String>>(0))
+            .await?;
+        Ok(found.flatten())
+    }
+
+    async fn set_user_secret(&self, app: &str, uuid: &str, secret: &str) -> StoreResult<()> {
+        let sql = "UPDATE entities SET secret = $3 WHERE app = $1 AND uuid = $2";
+        self.exec(sql, &[&app, &uuid, &secret]).await?;
+        Ok(())
+    }
+
+    async fn replace_entity(&self, app: &str, e: &Entity) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let Some(before) = load_for_update(&tx, app, &e.uuid).await? else {
+            return Ok(());
+        };
+        let data = Value::Object(e.data.clone()).to_string();
+        let st = tx
+            .prepare_cached("UPDATE entities SET name = $3, data = $4 WHERE app = $1 AND uuid = $2")
+            .await
+            .map_err(backend)?;
+        tx.execute(&st, &[&app, &e.uuid, &e.name, &data])
+            .await
+            .map_err(|err| {
+                let name = e.name.clone().unwrap_or_default();
+                sql_err(err, &format!("an entity named {name:?}"))
+            })?;
+        let change = entity_change(ChangeKind::Update, e, Some(before.data));
+        append_change(&tx, app, &change).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn delete_entity(&self, app: &str, uuid: &str) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let Some(before) = load_for_update(&tx, app, uuid).await? else {
+            return Ok(false);
+        };
+        let n = tx
+            .execute(
+                "DELETE FROM entities WHERE app = $1 AND uuid = $2",
+                &[&app, &uuid],
+            )
+            .await
+            .map_err(backend)?;
+        append_change(&tx, app, &entity_change(ChangeKind::Delete, &before, None)).await?;
+        tx.execute(
+            "DELETE FROM relations WHERE app = $1 AND (source = $2 OR target = $2)",
+            &[&app, &uuid],
+        )
+        .await
+        .map_err(backend)?;
+        tx.execute(
+            "DELETE FROM permissions WHERE app = $1 AND owner = $2",
+            &[&app, &uuid],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    async fn query(&self, app: &str, collection: &str, page: &PageQuery<'_>) -> StoreResult<Page> {
+        let plain = page
+            .query
+            .is_none_or(|q| q.filter.is_none() && q.order.is_empty());
+        if plain {
+            // Keyed by uuid (time-ordered): the database does the paging.
+            let (limit, offset) = ((page.limit + 1) as i64, page.offset as i64);
+            let mut entities = self
+                .entities(
+                    "SELECT uuid, collection, name, data FROM entities
+                     WHERE app = $1 AND collection = $2 ORDER BY uuid LIMIT $3 OFFSET $4",
+                    &[&app, &collection, &limit, &offset],
+                )
+                .await?;
+            let more = entities.len() > page.limit;
+            entities.truncate(page.limit);
+            return Ok(Page { entities, more });
+        }
+        let rows = self
+            .entities(
+                "SELECT uuid, collection, name, data FROM entities
+                 WHERE app = $1 AND collection = $2 ORDER BY uuid",
+                &[&app, &collection],
+            )
+            .await?;
+        Ok(page_of(rows, page))
+    }
+
+    async fn deliver_to_feeds(
+        &self,
+        app: &str,
+        activity: &Entity,
+        owners: &[String],
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        for owner in owners {
+            let added = tx
+                .execute(
+                    "INSERT INTO relations(app, source, relation, target)
+                     VALUES ($1, $2, 'feed', $3) ON CONFLICT DO NOTHING",
+                    &[&app, owner, &activity.uuid],
+                )
+                .await
+                .map_err(backend)?;
+            if added > 0 {
+                let mut rec = entity_change(ChangeKind::FeedItem, activity, None);
+                rec.feed_owner = Some(owner.clone());
+                append_change(&tx, app, &rec).await?;
+            }
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn log_position(&self, app: &str) -> StoreResult<u64> {
+        let seq = self
+            .one("SELECT seq FROM app_seq WHERE app = $1", &[&app], |r| {
+                r.try_get::<_, i64>(0)
+            })
+            .await?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+
+    async fn changes_since(&self, app: &str, after: u64, limit: usize) -> StoreResult<ChangeBatch> {
+        let mut client = self.client().await?;
+        // One snapshot: the batch, the retention floor and the position agree.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(backend)?;
+        let position: i64 = tx
+            .query_opt("SELECT seq FROM app_seq WHERE app = $1", &[&app])
+            .await
+            .map_err(backend)?
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        let oldest: Option<i64> = tx
+            .query_one("SELECT MIN(seq) FROM changes WHERE app = $1", &[&app])
+            .await
+            .map_err(backend)?
+            .get(0);
+        let st = tx
+            .prepare_cached(
+                "SELECT seq, created, kind, collection, uuid, name, entity, previous,
+                        feed_owner, queue
+                 FROM changes WHERE app = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .await
+            .map_err(backend)?;
+        let rows = tx
+            .query(&st, &[&app, &(after as i64), &(limit as i64)])
+            .await
+            .map_err(backend)?;
+        let changes = rows.iter().map(change_row).collect::<StoreResult<_>>()?;
+        tx.commit().await.map_err(backend)?;
+        Ok(ChangeBatch {
+            changes,
+            first_retained: oldest.map(|o| o as u64).unwrap_or(position as u64 + 1),
+            position: position as u64,
+        })
+    }
+
+    async fn prune_changes(&self, before_ms: i64) -> StoreResult<u64> {
+        self.exec("DELETE FROM changes WHERE created < $1", &[&before_ms])
+            .await
+    }
+
+    async fn queue_post(
+        &self,
+        app: &str,
+        queue: &str,
+        messages: &[Map<String, Value>],
+        now: i64,
+    ) -> StoreResult<Vec<Value>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let mut targets = vec![queue.to_owned()];
+        for row in tx
+            .query(
+                "SELECT subscriber FROM queue_subs WHERE app = $1 AND queue = $2",
+                &[&app, &queue],
+            )
+            .await
+            .map_err(backend)?
+        {
+            let sub: String = row.get(0);
+            if !targets.contains(&sub) {
+                targets.push(sub);
+            }
+        }
+        let mut posted = Vec::with_capacity(messages.len());
+        for props in messages {
+            let (uuid, data) = queue_message(props.clone(), now);
+            let text = Value::Object(data.clone()).to_string();
+            for target in &targets {
+                let rec = ChangeRecord {
+                    seq: 0,
+                    created: now,
+                    kind: ChangeKind::QueueMessage,
+                    collection: String::new(),
+                    uuid: uuid.clone(),
+                    name: None,
+                    entity: data.clone(),
+                    previous: None,
+                    feed_owner: None,
+                    queue: Some(target.clone()),
+                };
+                // The log append comes first: it takes the application's lock, so message ids
+                // grow in commit order and a consumer's pointer never skips one.
+                let seq = append_change(&tx, app, &rec).await? as i64;
+                tx.execute(
+                    "INSERT INTO queue_messages(app, queue, uuid, seq, created, data)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[&app, target, &uuid, &seq, &now, &text],
+                )
+                .await
+                .map_err(backend)?;
+            }
+            posted.push(Value::Object(data));
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(posted)
+    }
+
+    async fn queue_read(
+        &self,
+        app: &str,
+        queue: &str,
+        read: &QueueRead,
+        limit: usize,
+        now: i64,
+    ) -> StoreResult<Vec<QueuedMessage>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let mut out = Vec::new();
+        match read {
+            QueueRead::Start => {
+                let rows = tx
+                    .query(
+                        "SELECT seq, data FROM queue_messages WHERE app = $1 AND queue = $2
+                         ORDER BY id LIMIT $3",
+                        &[&app, &queue, &(limit as i64)],
+                    )
+                    .await
+                    .map_err(backend)?;
+                for r in rows {
+                    let data: String = r.get(1);
+                    out.push(QueuedMessage {
+                        seq: r.get::<_, i64>(0) as u64,
+                        message: serde_json::from_str(&data).map_err(backend)?,
+                    });
+                }
+            }
+            QueueRead::Consumer {
+                consumer,
+                timeout_ms,
+            } => {
+                // The consumer's row is the lock: reads of one consumer id take turns, on
+                // whichever node they run.
+                tx.execute(
+                    "INSERT INTO queue_consumers VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+                    &[&app, &queue, consumer],
+                )
+                .await
+                .map_err(backend)?;
+                let position: i64 = tx
+                    .query_one(
+                        "SELECT position FROM queue_consumers
+                         WHERE app = $1 AND queue = $2 AND consumer = $3 FOR UPDATE",
+                        &[&app, &queue, consumer],
+                    )
+                    .await
+                    .map_err(backend)?
+                    .get(0);
+                let timeout = *timeout_ms as i64;
+                let who = (app, queue, consumer.as_str());
+                // Timed-out transactions of this consumer come first, in a new transaction.
+                if timeout > 0 {
+                    let expired = tx
+                        .query(
+                            "DELETE FROM queue_tx WHERE id IN (
+                                 SELECT id FROM queue_tx WHERE app = $1 AND queue = $2
+                                 AND consumer = $3 AND expires <= $4
+                                 ORDER BY message_id LIMIT $5)
+                             RETURNING message_id",
+                            &[&app, &queue, consumer, &now, &(limit as i64)],
+                        )
+                        .await
+                        .map_err(backend)?;
+                    let mut ids: Vec<i64> = expired.iter().map(|r| r.get(0)).collect();
+                    ids.sort_unstable();
+                    for message_id in ids {
+                        let Some((seq, mut data)) = message_by_id(&tx, message_id).await? else {
+                            continue;
+                        };
+                        let id = open_queue_tx(&tx, who, message_id, now + timeout).await?;
+                        data["transaction"] = Value::String(id);
+                        out.push(QueuedMessage { seq, message: data });
+                    }
+                }
+                let fresh = tx
+                    .query(
+                        "SELECT id, seq, data FROM queue_messages WHERE app = $1 AND queue = $2
+                         AND id > $3 ORDER BY id LIMIT $4",
+                        &[
+                            &app,
+                            &queue,
+                            &position,
+                            &(limit.saturating_sub(out.len()) as i64),
+                        ],
+                    )
+                    .await
+                    .map_err(backend)?;
+                let mut last = position;
+                for r in fresh {
+                    let (id, seq, data): (i64, i64, String) = (r.get(0), r.get(1), r.get(2));
+                    last = id;
+                    let mut data: Value = serde_json::from_str(&data).map_err(backend)?;
+                    if timeout > 0 {
+                        let tx_id = open_queue_tx(&tx, who, id, now + timeout).await?;
+                        data["transaction"] = Value::String(tx_id);
+                    }
+                    out.push(QueuedMessage {
+                        seq: seq as u64,
+                        message: data,
+                    });
+                }
+                tx.execute(
+                    "UPDATE queue_consumers SET position = $4
+                     WHERE app = $1 AND queue = $2 AND consumer = $3",
+                    &[&app, &queue, consumer, &last],
+                )
+                .await
+                .map_err(backend)?;
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn queue_commit(&self, app: &str, queue: &str, transaction: &str) -> StoreResult<bool> {
+        let sql = "DELETE FROM queue_tx WHERE app = $1 AND queue = $2 AND id = $3";
+        Ok(self.exec(sql, &[&app, &queue, &transaction]).await? > 0)
+    }
+
+    async fn queue_next_expiry(
+        &self,
+        app: &str,
+        queue: &str,
+        consumer: &str,
+    ) -> StoreResult<Option<i64>> {
+        let sql =
+            "SELECT MIN(expires) FROM queue_tx WHERE app = $1 AND queue = $2 AND consumer = $3";
+        let found = self
+            .one(sql, &[&app, &queue, &consumer], |r| {
+                r.try_get::<_, Option<i64>>(0)
+            })
+            .await?;
+        Ok(found.flatten())
+    }
+
+    async fn queue_subscribers(&self, app: &str, queue: &str) -> StoreResult<Vec<String>> {
+        let sql =
+            "SELECT subscriber FROM queue_subs WHERE app = $1 AND queue = $2 ORDER BY subscriber";
+        self.all(sql, &[&app, &queue], string_row).await
+    }
+
+    async fn queue_subscribe(
+        &self,
+        app: &str,
+        queue: &str,
+        subscriber: &str,
+        add: bool,
+    ) -> StoreResult<bool> {
+        let sql = if add {
+            "INSERT INTO queue_subs VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM queue_subs WHERE app = $1 AND queue = $2 AND subscriber = $3"
+        };
+        Ok(self.exec(sql, &[&app, &queue, &subscriber]).await? > 0)
+    }
+
+    async fn queues(&self, app: &str) -> StoreResult<Vec<String>> {
+        let sql = "SELECT DISTINCT queue FROM queue_messages WHERE app = $1 ORDER BY queue";
+        self.all(sql, &[&app], string_row).await
+    }
+
+    async fn add_relation(
+        &self,
+        app: &str,
+        source: &str,
+        relation: &str,
+        target: &str,
+    ) -> StoreResult<bool> {
+        let sql = "INSERT INTO relations(app, source, relation, target)
+                   VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+        Ok(self.exec(sql, &[&app, &source, &relation, &target]).await? > 0)
+    }
+
+    async fn remove_relation(
+        &self,
+        app: &str,
+        source: &str,
+        relation: &str,
+        target: &str,
+    ) -> StoreResult<bool> {
+        let sql = "DELETE FROM relations WHERE app = $1 AND source = $2 AND relation = $3
+                   AND target = $4";
+        Ok(self.exec(sql, &[&app, &source, &relation, &target]).await? > 0)
+    }
+
+    async fn related(
+        &self,
+        app: &str,
+        owner: &str,
+        relation: &str,
+        direction: Direction,
+        page: &PageQuery<'_>,
+    ) -> StoreResult<Page> {
+        let sql = match direction {
+            Direction::Outbound => {
+                "SELECT e.uuid, e.collection, e.name, e.data FROM relations r
+                 JOIN entities e ON e.app = r.app AND e.uuid = r.target
+                 WHERE r.app = $1 AND r.source = $2 AND r.relation = $3 ORDER BY r.id"
+            }
+            Direction::Inbound => {
+                "SELECT e.uuid, e.collection, e.name, e.data FROM relations r
+                 JOIN entities e ON e.app = r.app AND e.uuid = r.source
+                 WHERE r.app = $1 AND r.target = $2 AND r.relation = $3 ORDER BY r.id"
+            }
+        };
+        let rows = self.entities(sql, &[&app, &owner, &relation]).await?;
+        Ok(page_of(rows, page))
+    }
+
+    async fn related_uuids(
+        &self,
+        app: &str,
+        owner: &str,
+        relation: &str,
+        direction: Direction,
+    ) -> StoreResult<Vec<String>> {
+        let sql = match direction {
+            Direction::Outbound => {
+                "SELECT target FROM relations WHERE app = $1 AND source = $2 AND relation = $3
+                 ORDER BY id"
+            }
+            Direction::Inbound => {
+                "SELECT source FROM relations WHERE app = $1 AND target = $2 AND relation = $3
+                 ORDER BY id"
+            }
+        };
+        self.all(sql, &[&app, &owner, &relation], string_row).await
+    }
+
+    async fn permissions(&self, app: &str, owner: &str) -> StoreResult<Vec<String>> {
+        let sql = "SELECT permission FROM permissions WHERE app = $1 AND owner = $2
+                   ORDER BY permission";
+        self.all(sql, &[&app, &owner], string_row).await
+    }
+
+    async fn add_permission(&self, app: &str, owner: &str, permission: &str) -> StoreResult<bool> {
+        let sql = "INSERT INTO permissions VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+        Ok(self.exec(sql, &[&app, &owner, &permission]).await? > 0)
+    }
+
+    async fn remove_permission(
+        &self,
+        app: &str,
+        owner: &str,
+        permission: &str,
+    ) -> StoreResult<bool> {
+        let sql = "DELETE FROM permissions WHERE app = $1 AND owner = $2 AND permission = $3";
+        Ok(self.exec(sql, &[&app, &owner, &permission]).await? > 0)
+    }
+}
