@@ -177,8 +177,12 @@ impl NatsBus {
         // Publishing waits while NATS is unreachable; it runs on its own so that receiving
         // does not wait with it (the outbox fills and drops meanwhile).
         let publisher = {
-            let (client, subject, node, metrics) =
-                (client.clone(), subject.clone(), node.clone(), metrics.clone());
+            let (client, subject, node, metrics) = (
+                client.clone(),
+                subject.clone(),
+                node.clone(),
+                metrics.clone(),
+            );
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 loop {

@@ -46,9 +46,7 @@ pub enum StartError {
     #[error(transparent)]
     Bus(#[from] BusError),
     /// A gateway or API node was started without the shared store and bus it needs.
-    #[error(
-        "--role {0} needs --store postgres://… and --bus nats://…: nodes share nothing else"
-    )]
+    #[error("--role {0} needs --store postgres://… and --bus nats://…: nodes share nothing else")]
     Role(&'static str),
 }
 
@@ -152,8 +150,7 @@ impl Server {
         let bus = match &settings.bus {
             Some(url) => {
                 let (bus, outbox) =
-                    NatsBus::connect(url, &settings.bus_subject, service.metrics().clone())
-                        .await?;
+                    NatsBus::connect(url, &settings.bus_subject, service.metrics().clone()).await?;
                 service.attach_bus(outbox);
                 Some(bus)
             }

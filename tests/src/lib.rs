@@ -552,3 +552,42 @@ pub async fn postgres_schema(schema: &str) -> String {
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-csearch_path%3D{schema}")
 }
+
+/// True on CI, where a service a test needs must be there: its absence fails the test.
+fn on_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Whether a service the test needs answers; `None` means skip (never on CI, where a missing
+/// service fails the test instead).
+async fn require_service(name: &str, url: &str, reachable: bool) -> Option<()> {
+    if reachable {
+        return Some(());
+    }
+    assert!(
+        !on_ci(),
+        "{name} at {url} is needed and CI=true: it must be running"
+    );
+    eprintln!("skipped: {name} is not reachable at {url} (CI would fail here)");
+    None
+}
+
+/// PostgreSQL's URL, if it answers (see [`require_service`]).
+pub async fn require_postgres() -> Option<String> {
+    let url = postgres_url();
+    let ok = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .is_ok();
+    require_service("PostgreSQL", &url, ok).await.map(|()| url)
+}
+
+/// The NATS URL (`GRIDSOCKET_TEST_NATS`, or the local server), if it answers.
+pub async fn require_nats() -> Option<String> {
+    let url = std::env::var("GRIDSOCKET_TEST_NATS")
+        .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
+    let addr = url.trim_start_matches("nats://").to_owned();
+    let ok = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&addr))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    require_service("NATS", &url, ok).await.map(|()| url)
+}

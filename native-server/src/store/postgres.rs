@@ -14,12 +14,12 @@ use super::{
     TokenRecord,
 };
 use async_trait::async_trait;
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use gridsocket_core::subscription::ChangeKind;
 use serde_json::{Map, Value};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use deadpool_postgres::Transaction;
 use tokio_postgres::{NoTls, Row};
 
 /// Schema migrations, applied in order at start, each once (recorded in
@@ -206,7 +206,10 @@ impl PostgresStore {
         let client = self.client().await?;
         let st = client.prepare_cached(sql).await.map_err(backend)?;
         let rows = client.query(&st, args).await.map_err(backend)?;
-        rows.iter().map(row).collect::<Result<_, _>>().map_err(backend)
+        rows.iter()
+            .map(row)
+            .collect::<Result<_, _>>()
+            .map_err(backend)
     }
 
     /// Executes one statement; returns how many rows it changed.
@@ -290,20 +293,14 @@ async fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> S
         )
         .await
         .map_err(backend)?;
-    let seq: i64 = tx
-        .query_one(&st, &[&app])
-        .await
-        .map_err(backend)?
-        .get(0);
+    let seq: i64 = tx.query_one(&st, &[&app]).await.map_err(backend)?.get(0);
     let entity = Value::Object(rec.entity.clone()).to_string();
     let previous = rec
         .previous
         .as_ref()
         .map(|p| Value::Object(p.clone()).to_string());
     let st = tx
-        .prepare_cached(
-            "INSERT INTO changes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
+        .prepare_cached("INSERT INTO changes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
         .await
         .map_err(backend)?;
     tx.execute(
@@ -589,12 +586,7 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn insert_entity(
-        &self,
-        app: &str,
-        e: &Entity,
-        secret: Option<&str>,
-    ) -> StoreResult<()> {
+    async fn insert_entity(&self, app: &str, e: &Entity, secret: Option<&str>) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let data = Value::Object(e.data.clone()).to_string();
@@ -602,12 +594,15 @@ impl Store for PostgresStore {
             .prepare_cached("INSERT INTO entities VALUES ($1, $2, $3, $4, $5, $6)")
             .await
             .map_err(backend)?;
-        tx.execute(&st, &[&app, &e.uuid, &e.collection, &e.name, &data, &secret])
-            .await
-            .map_err(|err| {
-                let name = e.name.clone().unwrap_or_default();
-                sql_err(err, &format!("an entity named {name:?}"))
-            })?;
+        tx.execute(
+            &st,
+            &[&app, &e.uuid, &e.collection, &e.name, &data, &secret],
+        )
+        .await
+        .map_err(|err| {
+            let name = e.name.clone().unwrap_or_default();
+            sql_err(err, &format!("an entity named {name:?}"))
+        })?;
         append_change(&tx, app, &entity_change(ChangeKind::Create, e, None)).await?;
         tx.commit().await.map_err(backend)
     }
@@ -647,7 +642,11 @@ impl Store for PostgresStore {
         let sql = "SELECT uuid, collection, name, data FROM entities
                    WHERE app = $1 AND collection = 'users'
                      AND lower(data::json->>'email') = lower($2) LIMIT 1";
-        Ok(self.entities(sql, &[&app, &email]).await?.into_iter().next())
+        Ok(self
+            .entities(sql, &[&app, &email])
+            .await?
+            .into_iter()
+            .next())
     }
 
     async fn user_secret(&self, app: &str, uuid: &str) -> StoreResult<Option<String>> {

@@ -1,0 +1,251 @@
+//! The store contract, checked on both stores: the embedded SQLite store and PostgreSQL.
+//!
+//! Each test runs once per store. With PostgreSQL, "two nodes" are two separate
+//! `PostgresStore`s (two connection pools) on one schema; SQLite has one writer, so there they
+//! are two handles on one store.
+
+use gridsocket_e2e::{postgres_schema, require_postgres};
+use gridsocket_server::store::{Entity, PostgresStore, QueueRead, SqliteStore, Store, StoreError};
+use serde_json::{Map, Value, json};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+const APP: &str = "app-1";
+
+/// Two handles on one fresh store of each kind (PostgreSQL only where it runs; on CI it must).
+async fn stores(
+    test: &str,
+) -> Vec<(
+    &'static str,
+    Arc<dyn Store>,
+    Arc<dyn Store>,
+    Option<tempfile::TempDir>,
+)> {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(temp.path()).expect("sqlite opens"));
+    let mut out = vec![("sqlite", sqlite.clone(), sqlite, Some(temp))];
+    if require_postgres().await.is_some() {
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let url = postgres_schema(&format!("gs_test_store_{test}_{nonce:x}")).await;
+        let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.expect("pg opens"));
+        let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.expect("pg opens"));
+        out.push(("postgres", a, b, None));
+    }
+    out
+}
+
+fn entity(collection: &str, name: Option<&str>) -> Entity {
+    let uuid = uuid_v7();
+    let mut data = Map::new();
+    data.insert("uuid".into(), json!(uuid));
+    data.insert("type".into(), json!(collection));
+    if let Some(n) = name {
+        data.insert("name".into(), json!(n));
+    }
+    Entity {
+        uuid,
+        collection: collection.into(),
+        name: name.map(str::to_owned),
+        data,
+    }
+}
+
+fn uuid_v7() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    // Time-ordered and unique within the process is all these tests need.
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{t:012x}-0000-7000-8000-{n:012x}")
+}
+
+#[tokio::test]
+async fn concurrent_writers_on_two_nodes_get_a_gap_free_log_in_order() {
+    for (kind, a, b, _temp) in stores("log").await {
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..25 {
+                    store
+                        .insert_entity(APP, &entity("things", None), None)
+                        .await
+                        .expect("insert");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("writer");
+        }
+        assert_eq!(a.log_position(APP).await.expect("position"), 200, "{kind}");
+        let mut seqs = Vec::new();
+        let mut after = 0;
+        loop {
+            let batch = b.changes_since(APP, after, 64).await.expect("changes");
+            if batch.changes.is_empty() {
+                break;
+            }
+            after = batch.changes.last().map(|c| c.seq).unwrap_or(after);
+            seqs.extend(batch.changes.iter().map(|c| c.seq));
+        }
+        assert_eq!(
+            seqs,
+            (1..=200).collect::<Vec<u64>>(),
+            "{kind}: gap-free, in order"
+        );
+    }
+}
+
+#[tokio::test]
+async fn names_are_unique_regardless_of_case_and_found_regardless_of_case() {
+    for (kind, a, b, _temp) in stores("names").await {
+        a.insert_entity(APP, &entity("dogs", Some("Rex")), None)
+            .await
+            .expect("first");
+        let second = b
+            .insert_entity(APP, &entity("dogs", Some("rEX")), None)
+            .await;
+        assert!(
+            matches!(second, Err(StoreError::Duplicate(_))),
+            "{kind}: {second:?}"
+        );
+        let found = b
+            .entity(
+                APP,
+                Some("dogs"),
+                gridsocket_server::store::EntityKey::Name("REX"),
+            )
+            .await
+            .expect("lookup");
+        assert_eq!(found.and_then(|e| e.name).as_deref(), Some("Rex"), "{kind}");
+    }
+}
+
+/// Posts `n` messages to `queue`, each with its index in `n`.
+async fn post(store: &Arc<dyn Store>, queue: &str, n: usize) {
+    let messages: Vec<Map<String, Value>> = (0..n)
+        .map(|i| {
+            let mut m = Map::new();
+            m.insert("n".into(), json!(i));
+            m
+        })
+        .collect();
+    store
+        .queue_post(APP, queue, &messages, 1_000)
+        .await
+        .expect("post");
+}
+
+fn indexes(read: &[gridsocket_server::store::QueuedMessage]) -> Vec<u64> {
+    read.iter()
+        .map(|m| m.message["n"].as_u64().expect("n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_consumer_id_read_from_two_nodes_gets_each_message_once() {
+    for (kind, a, b, _temp) in stores("consumer").await {
+        post(&a, "/jobs", 300).await;
+        let reader = |store: Arc<dyn Store>| async move {
+            let mut got = Vec::new();
+            loop {
+                let read = QueueRead::Consumer {
+                    consumer: "workers".into(),
+                    timeout_ms: 0,
+                };
+                let batch = store
+                    .queue_read(APP, "/jobs", &read, 7, 2_000)
+                    .await
+                    .expect("read");
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(indexes(&batch));
+            }
+        };
+        let (x, y) = tokio::join!(
+            tokio::spawn(reader(a.clone())),
+            tokio::spawn(reader(b.clone()))
+        );
+        let (x, y) = (x.expect("reader"), y.expect("reader"));
+        let mut all: Vec<u64> = x.iter().chain(y.iter()).copied().collect();
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..300).collect::<Vec<u64>>(),
+            "{kind}: every message exactly once"
+        );
+        // Each node saw its share in order.
+        assert!(x.windows(2).all(|w| w[0] < w[1]), "{kind}");
+        assert!(y.windows(2).all(|w| w[0] < w[1]), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn queue_transactions_hide_messages_until_they_time_out_then_come_back_once() {
+    for (kind, a, b, _temp) in stores("tx").await {
+        post(&a, "/mail", 10).await;
+        let read = QueueRead::Consumer {
+            consumer: "c".into(),
+            timeout_ms: 5_000,
+        };
+        // Two nodes read concurrently in transactions: disjoint halves.
+        let (x, y) = tokio::join!(
+            a.queue_read(APP, "/mail", &read, 5, 10_000),
+            b.queue_read(APP, "/mail", &read, 5, 10_000)
+        );
+        let (x, y) = (x.expect("read"), y.expect("read"));
+        let seen: HashSet<u64> = indexes(&x).into_iter().chain(indexes(&y)).collect();
+        assert_eq!(
+            seen.len(),
+            10,
+            "{kind}: {:?} {:?}",
+            indexes(&x),
+            indexes(&y)
+        );
+        // Commit the first; the rest time out.
+        let committed_n = x[0].message["n"].as_u64();
+        let committed = x[0].message["transaction"]
+            .as_str()
+            .expect("transaction id")
+            .to_owned();
+        assert!(
+            a.queue_commit(APP, "/mail", &committed)
+                .await
+                .expect("commit"),
+            "{kind}"
+        );
+        assert!(
+            b.queue_read(APP, "/mail", &read, 20, 12_000)
+                .await
+                .expect("read")
+                .is_empty(),
+            "{kind}: nothing new, nothing timed out yet"
+        );
+        assert_eq!(
+            a.queue_next_expiry(APP, "/mail", "c")
+                .await
+                .expect("expiry"),
+            Some(15_000),
+            "{kind}"
+        );
+        // After the timeout, from both nodes at once: the 9 uncommitted come back, once each.
+        let (x, y) = tokio::join!(
+            a.queue_read(APP, "/mail", &read, 20, 16_000),
+            b.queue_read(APP, "/mail", &read, 20, 16_000)
+        );
+        let mut again: Vec<u64> = indexes(&x.expect("read"))
+            .into_iter()
+            .chain(indexes(&y.expect("read")))
+            .collect();
+        again.sort_unstable();
+        let expected: Vec<u64> = (0..10).filter(|n| Some(*n) != committed_n).collect();
+        assert_eq!(again, expected, "{kind}");
+    }
+}
