@@ -43,6 +43,11 @@ status=0
 step "Rust tests (core, server, end to end)"
 cargo test --workspace --no-fail-fast 2>&1 | tee -a "$log" || status=1
 
+step "the end-to-end suite again, on PostgreSQL (the store behaves the same on both)"
+# PostgreSQL (127.0.0.1:5432, db test) and NATS (127.0.0.1:4222) must be running: with CI=true
+# the tests that need them fail when they are not.
+GRIDSOCKET_TEST_STORE=postgres cargo test -p gridsocket-e2e --no-fail-fast 2>&1 | tee -a "$log" || status=1
+
 step "benchmarks, once each as a smoke test (correctness, no speed assertion)"
 cargo test -p gridsocket-core --bench matcher 2>&1 | tee -a "$log" || status=1
 ./scripts/bench.sh --smoke 2>&1 | tee -a "$log" || status=1

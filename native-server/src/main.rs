@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_writer(std::io::stderr)
         .init();
     let Command::Serve(settings) = Cli::parse().command;
     let demo = settings.demo;

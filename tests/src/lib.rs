@@ -146,69 +146,16 @@ impl Fixture {
 
     /// Creates the fixture's data on a running server.
     pub async fn on(server: TestServer) -> Fixture {
-        let (status, body) = rest(
-            "POST",
-            &server.url("/management/token"),
-            None,
-            Some(
-                json!({"grant_type": "password", "username": SUPERUSER.0, "password": SUPERUSER.1}),
-            ),
-        )
-        .await;
-        assert_eq!(status, 200, "superuser login: {body}");
-        let su = body["access_token"].as_str().expect("token").to_owned();
-        let (status, body) = rest(
-            "POST",
-            &server.url("/management/orgs"),
-            Some(&su),
-            Some(
-                json!({"organization": "acme", "username": "boss", "email": "boss@acme.test",
-                        "password": "boss-password"}),
-            ),
-        )
-        .await;
-        assert_eq!(status, 200, "create org: {body}");
-        let (status, body) = rest(
-            "POST",
-            &server.url("/management/token"),
-            None,
-            Some(
-                json!({"grant_type": "password", "username": "boss", "password": "boss-password"}),
-            ),
-        )
-        .await;
-        assert_eq!(status, 200, "admin login: {body}");
-        let admin_token = body["access_token"].as_str().expect("token").to_owned();
-        let (status, body) = rest(
-            "POST",
-            &server.url("/management/orgs/acme/apps"),
-            Some(&admin_token),
-            Some(json!({"name": "shop"})),
-        )
-        .await;
-        assert_eq!(status, 200, "create app: {body}");
-        let client = (
-            body["credentials"]["client_id"]
-                .as_str()
-                .expect("client id")
-                .to_owned(),
-            body["credentials"]["client_secret"]
-                .as_str()
-                .expect("secret")
-                .to_owned(),
-        );
-        let mut f = Fixture {
+        let seeded = seed_acme(&server.url("")).await;
+        Fixture {
             server,
             org: "acme".into(),
             app: "shop".into(),
-            admin_token,
-            client,
-            john: String::new(),
-            jane: String::new(),
-        };
-        f.john = f.create_user("john", "john-password").await;
-        f.jane = f.create_user("jane", "jane-password").await;
-        f
+            admin_token: seeded.admin_token,
+            client: seeded.client,
+            john: seeded.john,
+            jane: seeded.jane,
+        }
     }
 
     /// `/{org}/{app}{path}` on the REST port.
@@ -590,4 +537,103 @@ pub async fn require_nats() -> Option<String> {
         .await
         .is_ok_and(|r| r.is_ok());
     require_service("NATS", &url, ok).await.map(|()| url)
+}
+
+/// What [`seed_acme`] made.
+pub struct Seeded {
+    /// Admin token of org `acme` (full access to app `shop`).
+    pub admin_token: String,
+    /// The app's client id and secret.
+    pub client: (String, String),
+    /// Token of user `john`.
+    pub john: String,
+    /// Token of user `jane`.
+    pub jane: String,
+}
+
+/// Creates org `acme` (admin `boss`), app `shop` and users john and jane through the REST API
+/// at `base` (`http://host:port`), as the superuser the test servers start with.
+pub async fn seed_acme(base: &str) -> Seeded {
+    let (status, body) = rest(
+        "POST",
+        &format!("{base}/management/token"),
+        None,
+        Some(json!({"grant_type": "password", "username": SUPERUSER.0, "password": SUPERUSER.1})),
+    )
+    .await;
+    assert_eq!(status, 200, "superuser login: {body}");
+    let su = body["access_token"].as_str().expect("token").to_owned();
+    let (status, body) = rest(
+        "POST",
+        &format!("{base}/management/orgs"),
+        Some(&su),
+        Some(
+            json!({"organization": "acme", "username": "boss", "email": "boss@acme.test",
+                    "password": "boss-password"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "create org: {body}");
+    let (status, body) = rest(
+        "POST",
+        &format!("{base}/management/token"),
+        None,
+        Some(json!({"grant_type": "password", "username": "boss", "password": "boss-password"})),
+    )
+    .await;
+    assert_eq!(status, 200, "admin login: {body}");
+    let admin_token = body["access_token"].as_str().expect("token").to_owned();
+    let (status, body) = rest(
+        "POST",
+        &format!("{base}/management/orgs/acme/apps"),
+        Some(&admin_token),
+        Some(json!({"name": "shop"})),
+    )
+    .await;
+    assert_eq!(status, 200, "create app: {body}");
+    let client = (
+        body["credentials"]["client_id"]
+            .as_str()
+            .expect("client id")
+            .to_owned(),
+        body["credentials"]["client_secret"]
+            .as_str()
+            .expect("secret")
+            .to_owned(),
+    );
+    let user = |name: &'static str| {
+        let (base, admin) = (base.to_owned(), admin_token.clone());
+        async move {
+            let app = format!("{base}/acme/shop");
+            let (status, body) = rest(
+                "POST",
+                &format!("{app}/users"),
+                Some(&admin),
+                Some(
+                    json!({"username": name, "password": format!("{name}-password"),
+                            "email": format!("{name}@acme.test")}),
+                ),
+            )
+            .await;
+            assert_eq!(status, 200, "create user: {body}");
+            let (status, body) = rest(
+                "POST",
+                &format!("{app}/token"),
+                None,
+                Some(json!({"grant_type": "password", "username": name,
+                            "password": format!("{name}-password")})),
+            )
+            .await;
+            assert_eq!(status, 200, "login: {body}");
+            body["access_token"].as_str().expect("token").to_owned()
+        }
+    };
+    let john = user("john").await;
+    let jane = user("jane").await;
+    Seeded {
+        admin_token,
+        client,
+        john,
+        jane,
+    }
 }

@@ -1,0 +1,377 @@
+//! Several `gridsocket` processes on one PostgreSQL database and one NATS: two gateways and
+//! one API node. Subscribers on both gateways get every event in order; a gateway's bus link
+//! is cut and restored and it catches up from the log; a gateway is killed and its clients
+//! resume on the other; consumers of one queue on both gateways never share a message.
+//!
+//! The gateways poll the log only once a minute here, so events that arrive in time arrived
+//! through NATS or through the resync after the bus came back, not through the poll.
+
+use gridsocket_e2e::{
+    SUPERUSER, WsClient, postgres_schema, require_nats, require_postgres, rest, seed_acme,
+};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+/// The `gridsocket` binary, built now if it is missing or stale (cargo's lock is free while
+/// tests run).
+fn server_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            // Without what cargo set for this test: some build scripts would see it as a
+            // change and rebuild their crates.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy().into_owned();
+                if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+                    || matches!(
+                        key.as_str(),
+                        "LD_LIBRARY_PATH" | "OUT_DIR" | "RUST_TEST_THREADS"
+                    )
+                {
+                    build.env_remove(&key);
+                }
+            }
+            let status = build
+                // The same selection as scripts/test.sh builds, so that this is a no-op there.
+                .args(["build", "--workspace", "--bins"])
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "the server binary builds");
+            // target/debug/deps/scale_out-… → target/debug/gridsocket
+            let exe = std::env::current_exe().expect("test binary path");
+            let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
+            dir.join("gridsocket")
+        })
+        .clone()
+}
+
+/// One server process, killed (SIGKILL) when dropped.
+struct Node {
+    child: Child,
+    http: String,
+    ws: Option<String>,
+    _data: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(role: &str, store: &str, bus: &str, subject: &str) -> Node {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(server_binary())
+            .args(["serve", "--role", role, "--store", store, "--bus", bus])
+            .args(["--bus-subject", subject, "--dispatch-poll-ms", "60000"])
+            .args(["--http-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
+            .arg("--superuser")
+            .arg(format!("{}:{}", SUPERUSER.0, SUPERUSER.1))
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("server starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (mut http, mut ws) = (None, None);
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
+            let line = line.expect("server output");
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("REST" | "Ops"), Some(url)) => http = Some(url.to_owned()),
+                (Some("WebSocket"), Some(url)) => ws = Some(url.to_owned()),
+                _ => {}
+            }
+            let want_ws = role != "api";
+            if http.is_some() && (ws.is_some() || !want_ws) {
+                break;
+            }
+        }
+        // Keep reading so that the server never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Node {
+            child,
+            http: http.expect("the node printed its REST address"),
+            ws,
+            _data: data,
+        }
+    }
+
+    fn ws(&self) -> &str {
+        self.ws.as_deref().expect("a gateway")
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// One metric's value from `/metrics`.
+    async fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.http))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP proxy in front of NATS whose connections can be cut: while cut it accepts and drops
+/// every connection, as a broken network would.
+struct Proxy {
+    addr: String,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let addr = format!("nats://{}", listener.local_addr().expect("proxy address"));
+        let upstream = upstream.trim_start_matches("nats://").to_owned();
+        let cut = Arc::new(AtomicBool::new(false));
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let (c, l) = (cut.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                l.lock().expect("links").push(task.abort_handle());
+            }
+        });
+        Proxy { addr, cut, links }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Posts messages `from..to` (property `n`) through the API node, one request each.
+async fn post_messages(api: &Node, token: &str, range: std::ops::Range<u64>) {
+    for n in range {
+        let (status, body) = rest(
+            "POST",
+            &format!("{}/acme/shop/messages", api.http),
+            Some(token),
+            Some(json!({"n": n})),
+        )
+        .await;
+        assert_eq!(status, 200, "post {n}: {body}");
+    }
+}
+
+/// Reads create events until `want` more arrived; returns their `(seq, n)`.
+async fn creates(ws: &mut WsClient, want: usize) -> Vec<(u64, u64)> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let e = ws.next_event().await;
+        if e["event"] == "create" {
+            got.push((
+                e["seq"].as_u64().expect("seq"),
+                e["entity"]["n"].as_u64().expect("n"),
+            ));
+        }
+    }
+    got
+}
+
+async fn subscriber(node: &Node, token: &str) -> WsClient {
+    let mut ws = WsClient::connect(&format!("{}/acme/shop?access_token={token}", node.ws()))
+        .await
+        .expect("socket opens");
+    assert_eq!(ws.recv().await["body"]["connected"], true);
+    ws.subscribe(json!("s"), "/messages", None, None).await;
+    ws
+}
+
+fn ns(events: &[(u64, u64)]) -> Vec<u64> {
+    events.iter().map(|e| e.1).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_and_an_api_node_share_one_database_and_one_bus() {
+    let (Some(_), Some(nats)) = (require_postgres().await, require_nats().await) else {
+        return;
+    };
+    let nonce = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let store = postgres_schema(&format!("gs_test_cluster_{nonce}")).await;
+    let subject = format!("gs-test-{nonce}");
+    let proxy = Proxy::start(&nats).await;
+    let api = Node::start("api", &store, &nats, &subject);
+    let mut g1 = Node::start("gateway", &store, &nats, &subject);
+    let g2 = Node::start("gateway", &store, &proxy.addr, &subject);
+
+    // A gateway serves no REST API, an API node no sockets.
+    let (status, body) = rest("GET", &format!("{}/acme/shop/users", g1.http), None, None).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (404, json!("not_served_here"))
+    );
+    assert!(api.ws.is_none());
+
+    let seeded = seed_acme(&api.http).await;
+    let token = seeded.admin_token.clone();
+    let mut on_g1 = subscriber(&g1, &token).await;
+    let mut on_g2 = subscriber(&g2, &token).await;
+
+    // 1. A write on the API node reaches subscribers on both gateways, in order.
+    post_messages(&api, &token, 0..20).await;
+    let (a, b) = (creates(&mut on_g1, 20).await, creates(&mut on_g2, 20).await);
+    assert_eq!(ns(&a), (0..20).collect::<Vec<_>>());
+    assert_eq!(
+        a, b,
+        "both gateways deliver the same events with the same positions"
+    );
+
+    // 2. Gateway 2 loses the bus: it hears nothing (its poll is a minute away)…
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    post_messages(&api, &token, 20..30).await;
+    let a2 = creates(&mut on_g1, 10).await;
+    assert_eq!(ns(&a2), (20..30).collect::<Vec<_>>());
+    assert!(
+        on_g2.try_recv(Duration::from_millis(500)).await.is_none(),
+        "gateway 2 is really cut off"
+    );
+    // …and when the bus is back it catches up from the log: nothing lost, nothing twice.
+    proxy.restore();
+    let caught_up = creates(&mut on_g2, 10).await;
+    assert_eq!(ns(&caught_up), (20..30).collect::<Vec<_>>());
+    assert!(
+        caught_up[0].0 == b[19].0 + 1,
+        "positions continue without a gap"
+    );
+    assert!(
+        on_g2.try_recv(Duration::from_millis(300)).await.is_none(),
+        "no duplicates"
+    );
+    assert!(g2.metric("gridsocket_bus_disconnects_total").await >= 1.0);
+    assert!(g2.metric("gridsocket_bus_resyncs_total").await >= 1.0);
+    assert_eq!(g2.metric("gridsocket_bus_connected").await, 1.0);
+
+    // 3. Gateway 1 dies; its client resumes on gateway 2 from the last position it saw.
+    let last_seen = a2.last().map(|e| e.0).expect("events");
+    g1.kill();
+    drop(on_g1);
+    post_messages(&api, &token, 30..35).await;
+    let mut resumed = WsClient::connect(&format!("{}/acme/shop?access_token={token}", g2.ws()))
+        .await
+        .expect("socket opens");
+    assert_eq!(resumed.recv().await["body"]["connected"], true);
+    resumed
+        .subscribe(json!("s"), "/messages", None, Some(last_seen))
+        .await;
+    let replayed = creates(&mut resumed, 5).await;
+    assert_eq!(ns(&replayed), (30..35).collect::<Vec<_>>());
+    assert_eq!(replayed[0].0, last_seen + 1);
+    assert_eq!(
+        ns(&creates(&mut on_g2, 5).await),
+        (30..35).collect::<Vec<_>>()
+    );
+    post_messages(&api, &token, 35..37).await;
+    assert_eq!(ns(&creates(&mut resumed, 2).await), vec![35, 36]);
+    assert!(
+        resumed.try_recv(Duration::from_millis(300)).await.is_none(),
+        "no duplicates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_of_one_queue_on_two_gateways_never_share_a_message() {
+    let (Some(_), Some(nats)) = (require_postgres().await, require_nats().await) else {
+        return;
+    };
+    let nonce = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let store = postgres_schema(&format!("gs_test_queue_{nonce}")).await;
+    let subject = format!("gs-test-{nonce}");
+    let api = Node::start("api", &store, &nats, &subject);
+    let g1 = Node::start("gateway", &store, &nats, &subject);
+    let g2 = Node::start("gateway", &store, &nats, &subject);
+    let seeded = seed_acme(&api.http).await;
+    let params = json!({"consumer": "pool", "timeout": 30_000});
+    let mut workers = Vec::new();
+    for (node, token) in [(&g1, &seeded.john), (&g2, &seeded.jane)] {
+        let mut ws = WsClient::connect(&format!("{}/acme/shop?access_token={token}", node.ws()))
+            .await
+            .expect("socket opens");
+        assert_eq!(ws.recv().await["body"]["connected"], true);
+        ws.subscribe(json!(1), "/queues/work", Some(params.clone()), None)
+            .await;
+        workers.push(ws);
+    }
+    let items: Vec<Value> = (0..60).map(|i| json!({"i": i})).collect();
+    for chunk in items.chunks(6) {
+        let (status, body) = rest(
+            "POST",
+            &format!("{}/acme/shop/queues/work", api.http),
+            Some(&seeded.admin_token),
+            Some(Value::Array(chunk.to_vec())),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (mut w1, mut w2) = (workers.remove(0), workers.remove(0));
+    let mut seen = HashSet::new();
+    let (mut from1, mut from2) = (0, 0);
+    while seen.len() < 60 {
+        tokio::select! {
+            e = w1.next_event() => {
+                from1 += 1;
+                assert!(seen.insert(e["entity"]["i"].as_u64().expect("i")), "one consumer per message: {e}");
+            }
+            e = w2.next_event() => {
+                from2 += 1;
+                assert!(seen.insert(e["entity"]["i"].as_u64().expect("i")), "one consumer per message: {e}");
+            }
+        }
+    }
+    assert_eq!(from1 + from2, 60);
+    // Nothing more comes to either: no message was handed out twice.
+    assert!(w1.try_recv(Duration::from_millis(300)).await.is_none());
+    assert!(w2.try_recv(Duration::from_millis(300)).await.is_none());
+}
