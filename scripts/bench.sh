@@ -5,11 +5,20 @@
 #   ./scripts/bench.sh rr --duration 10    any gridsocket-bench arguments pass through
 #   ./scripts/bench.sh --smoke             each scenario once, briefly, at small N, debug build:
 #                                          what CI runs; it checks correctness, not speed
+#   ./scripts/bench.sh --cluster fanout    the same against three nodes on one machine: an API
+#                                          node and two gateways (all on CPU 0) sharing the
+#                                          local PostgreSQL (a fresh schema) and NATS; the
+#                                          fan-out subscribers are spread over both gateways
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile=release
 extra=()
+cluster=""
+if [ "${1:-}" = "--cluster" ]; then
+  shift
+  cluster=1
+fi
 if [ "${1:-}" = "--smoke" ]; then
   shift
   profile=debug
@@ -31,22 +40,52 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
 fi
 
 data=$(mktemp -d)
-server_pid=""
+pids=()
+schema=""
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+  [ -n "$schema" ] && psql -q "$pg" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
   rm -rf "$data"
 }
 trap cleanup EXIT
-RUST_LOG=warn "${pin_server[@]}" "$bin/gridsocket" serve --demo --http-addr 127.0.0.1:0 \
-  --ws-addr 127.0.0.1:0 --data-dir "$data" >"$data/stdout" 2>"$data/stderr" &
-server_pid=$!
-for _ in $(seq 200); do grep -q '^  WebSocket' "$data/stdout" 2>/dev/null && break; sleep 0.05; done
-http=$(awk '$1 == "REST" {print $2}' "$data/stdout")
-ws=$(awk '$1 == "WebSocket" {print $2}' "$data/stdout")
-if [ -z "$ws" ]; then
-  echo "the server did not start:" >&2
-  cat "$data/stderr" >&2
-  exit 1
+
+# Starts one node and waits for its banner's LAST line (WebSocket, or REST for an API node);
+# its output goes to $data/NAME.{stdout,stderr}. Sets $http and $ws.
+start_node() {
+  local name=$1 last=$2
+  shift 2
+  mkdir -p "$data/$name"
+  RUST_LOG=warn "${pin_server[@]}" "$bin/gridsocket" serve --http-addr 127.0.0.1:0 \
+    --ws-addr 127.0.0.1:0 --data-dir "$data/$name" "$@" >"$data/$name.stdout" 2>"$data/$name.stderr" &
+  pids+=("$!")
+  for _ in $(seq 200); do grep -q "^  $last" "$data/$name.stdout" 2>/dev/null && break; sleep 0.05; done
+  http=$(awk '$1 == "REST" || $1 == "Ops" {print $2}' "$data/$name.stdout")
+  ws=$(awk '$1 == "WebSocket" {print $2}' "$data/$name.stdout")
+  if [ -z "$http" ]; then
+    echo "node $name did not start:" >&2
+    cat "$data/$name.stderr" >&2
+    exit 1
+  fi
+}
+
+if [ -z "$cluster" ]; then
+  start_node server WebSocket --demo
+  "${pin_client[@]}" "$bin/gridsocket-bench" --server-pid "${pids[0]}" --http "$http" --ws "$ws" \
+    "${extra[@]}" "$@"
+  exit
 fi
-"${pin_client[@]}" "$bin/gridsocket-bench" --server-pid "$server_pid" --http "$http" --ws "$ws" \
-  "${extra[@]}" "$@"
+
+pg=${GRIDSOCKET_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}
+nats=${GRIDSOCKET_BENCH_NATS:-nats://127.0.0.1:4222}
+schema="bench_$$"
+psql -q "$pg" -c "CREATE SCHEMA $schema" >/dev/null
+store="$pg?options=-csearch_path%3D$schema"
+shared=(--store "$store" --bus "$nats" --bus-subject "bench-$$")
+start_node api REST --role api --demo "${shared[@]}"
+api_http=$http
+start_node gw1 WebSocket --role gateway "${shared[@]}"
+ws1=$ws
+start_node gw2 WebSocket --role gateway "${shared[@]}"
+ws2=$ws
+"${pin_client[@]}" "$bin/gridsocket-bench" --server-pid "${pids[1]}" \
+  --other-pids "${pids[2]},${pids[0]}" --http "$api_http" --ws "$ws1,$ws2" "${extra[@]}" "$@"

@@ -41,8 +41,8 @@ pub enum ClientError {
 pub struct Target {
     /// REST address.
     pub http: SocketAddr,
-    /// WebSocket address.
-    pub ws: SocketAddr,
+    /// WebSocket addresses: one server's, or every gateway's of a cluster.
+    pub ws: Vec<SocketAddr>,
     /// Organization.
     pub org: String,
     /// Application.
@@ -84,8 +84,18 @@ pub async fn websocket(
     target: &Target,
     path_and_query: &str,
 ) -> Result<WebSocketStream<TcpStream>, ClientError> {
-    let stream = tcp(target, target.ws).await?;
-    let url = format!("ws://{}{}", target.ws, path_and_query);
+    websocket_via(target, 0, path_and_query).await
+}
+
+/// A WebSocket connection to gateway `n` (modulo their number).
+pub async fn websocket_via(
+    target: &Target,
+    n: usize,
+    path_and_query: &str,
+) -> Result<WebSocketStream<TcpStream>, ClientError> {
+    let addr = target.ws[n % target.ws.len().max(1)];
+    let stream = tcp(target, addr).await?;
+    let url = format!("ws://{addr}{path_and_query}");
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);

@@ -105,8 +105,12 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
         std::process::id(),
         micros_since_start()
     );
+    let gateways = match target.ws.len() {
+        1 => String::new(),
+        n => format!(" on {n} gateways"),
+    };
     let setup = format!(
-        "{} subscribers, {}",
+        "{} subscribers{gateways}, {}",
         case.subscribers,
         match case.rate {
             Rate::Max => "writer at max rate".to_owned(),
@@ -121,7 +125,7 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
     let mut pending = FuturesUnordered::new();
     let mut sockets = Vec::with_capacity(case.subscribers);
     for i in 0..case.subscribers {
-        pending.push(subscribe(target, &subscribe_url));
+        pending.push(subscribe(target, i, &subscribe_url));
         if pending.len() >= 256 || i + 1 == case.subscribers {
             while let Some(ws) = pending.next().await {
                 sockets.push(ws?);
@@ -148,10 +152,10 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
     let writer_url = format!("/{}/{}?access_token={token}", target.org, target.app);
     let writer = client::websocket(target, &writer_url).await?;
     let cpu_start = tokio::spawn({
-        let pid = run.server_pid;
+        let pids = run.server_pids();
         async move {
             tokio::time::sleep_until(window.0.into()).await;
-            let cpu = CpuWindow::start(pid);
+            let cpu = CpuWindow::start(pids);
             tokio::time::sleep_until(window.1.into()).await;
             cpu.finish()
         }
@@ -200,17 +204,21 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
             &setup,
             "delivered events/s",
             delivered,
-            (case.rate == Rate::Max && case.subscribers == 1000)
+            (case.rate == Rate::Max && case.subscribers == 1000 && !run.is_cluster())
                 .then_some(Goal::AtLeast(800_000.0 * run.server_cores)),
             &limited,
         ),
     ];
-    let p99_goal =
-        matches!(case.rate, Rate::PerSecond(r) if r <= 10.0) && case.subscribers >= 10_000;
+    // The goals are per server core; a cluster's figures are reported without them.
+    let p99_goal = matches!(case.rate, Rate::PerSecond(r) if r <= 10.0)
+        && case.subscribers >= 10_000
+        && !run.is_cluster();
     // "Low load": a few subscribers at a low rate, the latency of the path itself. With a
     // thousand subscribers one core needs ~10 ms just to write to them all, so that run's p50
     // is reported without this goal (BENCHMARKS.md).
-    let p50_goal = matches!(case.rate, Rate::PerSecond(r) if r <= 10.0) && case.subscribers <= 10;
+    let p50_goal = matches!(case.rate, Rate::PerSecond(r) if r <= 10.0)
+        && case.subscribers <= 10
+        && !run.is_cluster();
     rows.extend(latency_rows(
         "fanout",
         &setup,
@@ -260,9 +268,10 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
 
 async fn subscribe(
     target: &Target,
+    n: usize,
     url: &str,
 ) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, ClientError> {
-    let mut ws = client::websocket(target, url).await?;
+    let mut ws = client::websocket_via(target, n, url).await?;
     match ws.next().await {
         Some(Ok(Message::Text(t)))
             if t.contains("\"status\":200") && t.contains("\"subscription\"") =>

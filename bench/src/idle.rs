@@ -32,7 +32,7 @@ pub async fn run(
         "/{}/{}/users/{username}/inbox?access_token={token}",
         target.org, target.app
     );
-    let cpu = CpuWindow::start(Some(pid));
+    let cpu = CpuWindow::start(vec![pid]);
     let started = std::time::Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut holders = Vec::with_capacity(connections);

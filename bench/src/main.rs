@@ -30,9 +30,10 @@ struct Cli {
     /// The server's REST address.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     http: String,
-    /// The server's WebSocket address.
-    #[arg(long, default_value = "ws://127.0.0.1:8088")]
-    ws: String,
+    /// The server's WebSocket address; for a cluster, every gateway's, comma-separated (fanout
+    /// spreads its subscribers over them; the other scenarios use the first).
+    #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8088")]
+    ws: Vec<String>,
     /// Organization of the app under test.
     #[arg(long, default_value = "demo")]
     org: String,
@@ -48,6 +49,9 @@ struct Cli {
     /// The server's process id: its CPU use and memory are read from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// For a cluster: the other nodes' process ids, whose CPU use counts as the server's.
+    #[arg(long, value_delimiter = ',')]
+    other_pids: Vec<u32>,
     /// Seconds measured per run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -87,6 +91,8 @@ pub struct Run {
     pub target: Target,
     /// Its pid, for /proc readings.
     pub server_pid: Option<u32>,
+    /// A cluster's other nodes, whose CPU counts as the server's.
+    pub other_pids: Vec<u32>,
     /// Warm-up before measuring.
     pub warmup: Duration,
     /// The measured window.
@@ -95,6 +101,21 @@ pub struct Run {
     pub server_cores: f64,
     /// How many CPUs this client may use.
     pub client_cores: f64,
+}
+
+impl Run {
+    /// Every server process whose CPU use counts.
+    pub fn server_pids(&self) -> Vec<u32> {
+        self.server_pid
+            .into_iter()
+            .chain(self.other_pids.iter().copied())
+            .collect()
+    }
+
+    /// True when the run drives several gateways: the per-core goals do not apply.
+    pub fn is_cluster(&self) -> bool {
+        self.target.ws.len() > 1 || !self.other_pids.is_empty()
+    }
 }
 
 /// Microseconds since this process started measuring: the clock that event timestamps use,
@@ -212,7 +233,11 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
     let open_files = measure::raise_open_file_limit();
     let target = Target {
         http: client::parse_addr(&cli.http)?,
-        ws: client::parse_addr(&cli.ws)?,
+        ws: cli
+            .ws
+            .iter()
+            .map(|w| client::parse_addr(w))
+            .collect::<Result<_, _>>()?,
         org: cli.org.clone(),
         app: cli.app.clone(),
         sources: cli.sources.min(250),
@@ -220,6 +245,7 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
     let run = Run {
         target,
         server_pid: cli.server_pid,
+        other_pids: cli.other_pids.clone(),
         warmup: Duration::from_secs_f64(cli.warmup.max(0.0)),
         duration: Duration::from_secs_f64(cli.duration.max(0.1)),
         server_cores: cores(cli.server_pid.and_then(measure::allowed_cpus)).unwrap_or(1.0),

@@ -14,6 +14,14 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks_per_second())
 }
 
+/// CPU seconds used by all of `pids`; `None` if there are none or one cannot be read.
+fn total_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| cpu_seconds(*p)).sum()
+}
+
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -45,7 +53,7 @@ fn status_field(pid: u32, name: &str) -> Option<String> {
 
 /// CPU use of the server and of this client over one measured window.
 pub struct CpuWindow {
-    server: Option<u32>,
+    server: Vec<u32>,
     started: Instant,
     server_cpu: Option<f64>,
     client_cpu: Option<f64>,
@@ -61,12 +69,12 @@ pub struct CpuUse {
 }
 
 impl CpuWindow {
-    /// Starts a window now.
-    pub fn start(server: Option<u32>) -> CpuWindow {
+    /// Starts a window now, counting the CPU of every process in `server`.
+    pub fn start(server: Vec<u32>) -> CpuWindow {
         CpuWindow {
+            server_cpu: total_cpu_seconds(&server),
             server,
             started: Instant::now(),
-            server_cpu: server.and_then(cpu_seconds),
             client_cpu: cpu_seconds(std::process::id()),
         }
     }
@@ -74,7 +82,7 @@ impl CpuWindow {
     /// Ends the window: average cores used by each side since `start`.
     pub fn finish(&self) -> CpuUse {
         let wall = self.started.elapsed().as_secs_f64().max(1e-9);
-        let server_now = self.server.and_then(cpu_seconds);
+        let server_now = total_cpu_seconds(&self.server);
         let client_now = cpu_seconds(std::process::id());
         CpuUse {
             server: self.server_cpu.zip(server_now).map(|(a, b)| (b - a) / wall),

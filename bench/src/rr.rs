@@ -64,7 +64,7 @@ pub async fn run(
         }));
     }
     tokio::time::sleep_until(warm_until.into()).await;
-    let cpu = CpuWindow::start(run.server_pid);
+    let cpu = CpuWindow::start(run.server_pids());
     tokio::time::sleep_until(until.into()).await;
     let cpu = cpu.finish();
     let mut total = Tally {
