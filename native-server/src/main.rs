@@ -74,12 +74,14 @@ async fn main() -> ExitCode {
             "              -d '{{\"grant_type\":\"password\",\"username\":\"johndoe\",\"password\":\"{}\"}}'",
             demo::USER_PASSWORD
         );
-        println!(
-            "  Connect:  ws://{ws}/{}/{}?access_token=TOKEN",
-            demo::ORG,
-            demo::APP
-        );
-        println!("  Send:     {{\"id\":1,\"method\":\"GET\",\"path\":\"/users/me\"}}");
+        if role.serves_sockets() {
+            println!(
+                "  Connect:  ws://{ws}/{}/{}?access_token=TOKEN",
+                demo::ORG,
+                demo::APP
+            );
+            println!("  Send:     {{\"id\":1,\"method\":\"GET\",\"path\":\"/users/me\"}}");
+        }
         println!(
             "  Admin:    {} / {} at POST http://{http}/management/token",
             demo::ADMIN.0,
