@@ -242,6 +242,11 @@ impl Hub {
         }
     }
 
+    /// How many subscriptions there are, over every application.
+    pub fn subscriptions(&self) -> usize {
+        self.state().apps.values().map(|a| a.entries.len()).sum()
+    }
+
     /// How many sockets are registered.
     pub fn connections(&self) -> usize {
         self.state().conns.len()

@@ -1,15 +1,57 @@
 //! The server's Prometheus metrics, served at `/metrics`.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+/// Which API a request came through.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Via {
+    /// HTTP.
+    Rest,
+    /// A WebSocket frame.
+    Socket,
+}
+
+/// The labels of the request-duration histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Which API.
+    pub via: Via,
+}
+
+/// Seconds, from 100 µs to about 6.5 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// Events waiting in one socket's queue when it drained them: 1 to 4096.
+fn depth_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
 
 /// Every metric the server keeps, registered once; handles are cheap to clone and update.
 pub struct Metrics {
     registry: Registry,
     /// Open WebSocket connections (set when scraped).
     pub connections: Gauge,
+    /// Subscriptions on this node (set when scraped).
+    pub subscriptions: Gauge,
+    /// Tasks alive in the runtime (set when scraped): returns to its idle level when clients
+    /// leave, whatever they were doing.
+    pub tasks: Gauge,
+    /// Event frames written to sockets.
+    pub events_delivered: Counter,
+    /// Sockets closed with 4008 because their queue overflowed.
+    pub slow_consumer_closes: Counter,
+    /// How many pushes a socket's queue held each time the socket drained it.
+    pub queue_depth: Histogram,
+    /// Request durations, by API.
+    pub request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
     /// 1 while the bus is connected, 0 while it is not (always 1 without a bus).
     pub bus_connected: Gauge,
     /// Times the bus connection was lost.
@@ -30,6 +72,12 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("gridsocket");
         let m = Metrics {
             connections: Gauge::default(),
+            subscriptions: Gauge::default(),
+            tasks: Gauge::default(),
+            events_delivered: Counter::default(),
+            slow_consumer_closes: Counter::default(),
+            queue_depth: depth_histogram(),
+            request_duration: Family::new_with_constructor(duration_histogram),
             bus_connected: Gauge::default(),
             bus_disconnects: Counter::default(),
             bus_published: Counter::default(),
@@ -43,6 +91,32 @@ impl Default for Metrics {
             "connections",
             "Open WebSocket connections",
             m.connections.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Subscriptions on this node",
+            m.subscriptions.clone(),
+        );
+        registry.register("tasks", "Tasks alive in the runtime", m.tasks.clone());
+        registry.register(
+            "events_delivered",
+            "Event frames written to sockets",
+            m.events_delivered.clone(),
+        );
+        registry.register(
+            "slow_consumer_closes",
+            "Sockets closed with 4008 because their event queue overflowed",
+            m.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Pushes waiting in a socket's queue each time it drained them",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request durations, by API (rest or socket)",
+            m.request_duration.clone(),
         );
         registry.register(
             "bus_connected",
@@ -79,6 +153,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records how long a request took.
+    pub fn observe_request(&self, via: Via, started: std::time::Instant) {
+        self.request_duration
+            .get_or_create(&RequestLabels { via })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
     /// The metrics in Prometheus' text format.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -1,5 +1,6 @@
 //! REST glue: HTTP/1.1 requests in, [`Service::handle_rest`] responses out.
 
+use crate::metrics::Via;
 use crate::service::{ApiResponse, Service};
 use crate::settings::Settings;
 use bytes::Bytes;
@@ -25,9 +26,32 @@ pub async fn serve_connection(
     cancel: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: Request<Incoming>| {
         let (service, settings) = (service.clone(), settings.clone());
-        async move { Ok::<_, Infallible>(handle(req, &service, &settings).await) }
+        async move {
+            let origin = req
+                .headers()
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            if !settings.origin_allowed(origin.as_deref()) {
+                return Ok::<_, Infallible>(error(
+                    403,
+                    "origin_not_allowed",
+                    "this origin is not in the server's allowed origins",
+                ));
+            }
+            let mut resp = handle(req, &service, &settings).await;
+            // With an allow-list, name the one origin instead of `*`.
+            if let Some(o) = origin.filter(|_| !settings.allowed_origins.is_empty())
+                && let Ok(v) = HeaderValue::from_str(&o)
+            {
+                let h = resp.headers_mut();
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+                h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            }
+            Ok(resp)
+        }
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
@@ -114,6 +138,13 @@ async fn handle(
     if method == Method::Get && path == "/metrics" {
         let metrics = service.metrics();
         metrics.connections.set(service.hub().connections() as i64);
+        metrics
+            .subscriptions
+            .set(service.hub().subscriptions() as i64);
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        metrics.tasks.set(tasks as i64);
         let mut resp = Response::new(Full::new(Bytes::from(metrics.render())));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -157,9 +188,11 @@ async fn handle(
         }
     };
     let body = parse_body(&bytes, is_form);
+    let started = std::time::Instant::now();
     let ApiResponse { status, body } = service
         .handle_rest(method, &path, params, body, authorization.as_deref())
         .await;
+    service.metrics().observe_request(Via::Rest, started);
     json_response(status, body)
 }
 

@@ -116,6 +116,11 @@ pub struct Settings {
     /// How long the change log keeps changes for resuming subscriptions, seconds.
     #[arg(long, env = "GRIDSOCKET_LOG_RETENTION_SECS", default_value_t = 86_400)]
     pub log_retention_secs: u64,
+    /// Browser origins allowed to open sockets and call REST (`https://app.example.com`),
+    /// comma-separated; empty: any. A request from another origin gets 403
+    /// `origin_not_allowed`; clients that send no `Origin` (not browsers) are not affected.
+    #[arg(long, env = "GRIDSOCKET_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Lifetime of access tokens, seconds.
     #[arg(long, env = "GRIDSOCKET_TOKEN_TTL_SECS", default_value_t = 86_400)]
     pub token_ttl_secs: u64,
@@ -151,6 +156,7 @@ impl Settings {
             auth_grace_secs: 30,
             log_retention_secs: 86_400,
             token_ttl_secs: 86_400,
+            allowed_origins: Vec::new(),
         }
     }
 
@@ -159,6 +165,20 @@ impl Settings {
         let s = self.superuser.as_deref()?;
         let (name, pass) = s.split_once(':')?;
         (!name.is_empty() && !pass.is_empty()).then(|| (name.to_owned(), pass.to_owned()))
+    }
+
+    /// Whether a request with this `Origin` header (if any) may be served.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(o) => {
+                self.allowed_origins.is_empty()
+                    || self
+                        .allowed_origins
+                        .iter()
+                        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(o))
+            }
+        }
     }
 
     /// How often the dispatcher reads the log without a signal.

@@ -2,6 +2,7 @@
 //! pushed events and time, and writes what it says.
 
 use crate::hub::{ConnHandle, ConnId, Push};
+use crate::metrics::{Metrics, Via};
 use crate::push_queue::{PushQueue, Pushed};
 use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
 use crate::settings::Settings;
@@ -17,7 +18,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -67,9 +69,20 @@ pub async fn serve_socket(
 ) {
     let mut target = String::new();
     let mut authorization = None;
+    let origin_settings = settings.clone();
     // The error type is tungstenite's, fixed by its callback signature.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| {
+        let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+        if !origin_settings.origin_allowed(origin) {
+            let body = gridsocket_core::wire::error_body_json(
+                "origin_not_allowed",
+                "this origin is not in the server's allowed origins",
+            );
+            let mut refusal = ErrorResponse::new(Some(body));
+            *refusal.status_mut() = StatusCode::FORBIDDEN;
+            return Err(refusal);
+        }
         target = req
             .uri()
             .path_and_query()
@@ -189,6 +202,7 @@ async fn drive(
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(cancelled, timer);
     let mut armed: Option<Instant> = None;
+    let metrics = service.metrics();
     loop {
         while let Some(event) = session.poll_event() {
             handle_event(event, service, context, conn, &mut in_flight);
@@ -196,11 +210,13 @@ async fn drive(
         // A peer that stops reading blocks the write; once its queue overflowed too, give up
         // on it instead of waiting forever (and once cut off, write only what fits at once).
         let flushed = if queue.is_slow() {
-            flush(ws, session).now_or_never().is_some_and(|r| r.is_ok())
+            flush(ws, session, metrics)
+                .now_or_never()
+                .is_some_and(|r| r.is_ok())
         } else {
             tokio::select! {
                 biased;
-                r = flush(ws, session) => r.is_ok(),
+                r = flush(ws, session, metrics) => r.is_ok(),
                 _ = queue.slow() => false,
             }
         };
@@ -230,6 +246,14 @@ async fn drive(
                         tracing::debug!(error = %e, "oversize frame");
                         session.close(now, close_code::MESSAGE_TOO_BIG, "frame too large");
                     }
+                    Some(Err(WsError::Utf8(e))) => {
+                        tracing::debug!(error = %e, "text frame is not UTF-8");
+                        session.close(now, close_code::INVALID_PAYLOAD, "text frame is not UTF-8");
+                    }
+                    Some(Err(WsError::Protocol(e))) => {
+                        tracing::debug!(error = %e, "websocket protocol error");
+                        session.close(now, close_code::PROTOCOL_ERROR, "websocket protocol error");
+                    }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read failed");
                         session.handle_disconnect(now);
@@ -250,11 +274,13 @@ async fn drive(
                 match pushed {
                     // Everything queued at once: one flush for many events.
                     Pushed::Batch(batch) => {
+                        service.metrics().queue_depth.observe(batch.len() as f64);
                         for push in batch {
                             apply_push(session, now, push);
                         }
                     }
                     Pushed::Slow => {
+                        service.metrics().slow_consumer_closes.inc();
                         session.close(now, close_code::SLOW_CONSUMER, "slow consumer: resume with since");
                     }
                 }
@@ -337,9 +363,9 @@ fn handle_event(
         ServerEvent::Request { handle, request } => {
             let read_only = request.is_read_only();
             let work = async move {
-                let resp = service
-                    .handle_app(&app, &caller, request, std::time::Instant::now())
-                    .await;
+                let started = std::time::Instant::now();
+                let resp = service.handle_app(&app, &caller, request, started).await;
+                service.metrics().observe_request(Via::Socket, started);
                 Done::Response(handle, resp)
             };
             if read_only {
@@ -413,11 +439,15 @@ fn shared_text(frame: Arc<str>) -> Utf8Bytes {
 async fn flush(
     ws: &mut WebSocketStream<TcpStream>,
     session: &mut ServerSession,
+    metrics: &Metrics,
 ) -> Result<(), WsError> {
     while let Some(frame) = session.poll_transmit() {
         match frame {
             OutFrame::Text(text) => ws.feed(Message::text(text)).await?,
-            OutFrame::Event(shared) => ws.feed(Message::Text(shared_text(shared))).await?,
+            OutFrame::Event(shared) => {
+                ws.feed(Message::Text(shared_text(shared))).await?;
+                metrics.events_delivered.inc();
+            }
             OutFrame::Ping => ws.feed(Message::Ping(Default::default())).await?,
             OutFrame::Close { code, reason } => {
                 ws.feed(Message::Close(Some(CloseFrame {

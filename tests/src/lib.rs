@@ -1,6 +1,8 @@
 //! Helpers for gridsocket's end-to-end tests: a real server on ephemeral loopback ports with a
 //! temporary data dir, a REST client, and a WebSocket client that speaks the JSON frames.
 
+pub mod process;
+
 use futures_util::{SinkExt, StreamExt};
 use gridsocket_server::{Server, Settings};
 use serde_json::{Value, json};

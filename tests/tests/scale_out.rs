@@ -6,133 +6,15 @@
 //! The gateways poll the log only once a minute here, so events that arrive in time arrived
 //! through NATS or through the resync after the bus came back, not through the poll.
 
-use gridsocket_e2e::{
-    SUPERUSER, WsClient, postgres_schema, require_nats, require_postgres, rest, seed_acme,
-};
+use gridsocket_e2e::process::Node;
+use gridsocket_e2e::{WsClient, postgres_schema, require_nats, require_postgres, rest, seed_acme};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
-
-/// The `gridsocket` binary, built now if it is missing or stale (cargo's lock is free while
-/// tests run).
-fn server_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            // Without what cargo set for this test: some build scripts would see it as a
-            // change and rebuild their crates.
-            for (key, _) in std::env::vars_os() {
-                let key = key.to_string_lossy().into_owned();
-                if (key.starts_with("CARGO_") && key != "CARGO_HOME")
-                    || matches!(
-                        key.as_str(),
-                        "LD_LIBRARY_PATH" | "OUT_DIR" | "RUST_TEST_THREADS"
-                    )
-                {
-                    build.env_remove(&key);
-                }
-            }
-            let status = build
-                // The same selection as scripts/test.sh builds, so that this is a no-op there.
-                .args(["build", "--workspace", "--bins"])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "the server binary builds");
-            // target/debug/deps/scale_out-… → target/debug/gridsocket
-            let exe = std::env::current_exe().expect("test binary path");
-            let dir = exe.parent().and_then(|p| p.parent()).expect("target dir");
-            dir.join("gridsocket")
-        })
-        .clone()
-}
-
-/// One server process, killed (SIGKILL) when dropped.
-struct Node {
-    child: Child,
-    http: String,
-    ws: Option<String>,
-    _data: tempfile::TempDir,
-}
-
-impl Node {
-    fn start(role: &str, store: &str, bus: &str, subject: &str) -> Node {
-        let data = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(server_binary())
-            .args(["serve", "--role", role, "--store", store, "--bus", bus])
-            .args(["--bus-subject", subject, "--dispatch-poll-ms", "60000"])
-            .args(["--http-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
-            .arg("--superuser")
-            .arg(format!("{}:{}", SUPERUSER.0, SUPERUSER.1))
-            .arg("--data-dir")
-            .arg(data.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("server starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (mut http, mut ws) = (None, None);
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref() {
-            let line = line.expect("server output");
-            let mut words = line.split_whitespace();
-            match (words.next(), words.next()) {
-                (Some("REST" | "Ops"), Some(url)) => http = Some(url.to_owned()),
-                (Some("WebSocket"), Some(url)) => ws = Some(url.to_owned()),
-                _ => {}
-            }
-            let want_ws = role != "api";
-            if http.is_some() && (ws.is_some() || !want_ws) {
-                break;
-            }
-        }
-        // Keep reading so that the server never writes into a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Node {
-            child,
-            http: http.expect("the node printed its REST address"),
-            ws,
-            _data: data,
-        }
-    }
-
-    fn ws(&self) -> &str {
-        self.ws.as_deref().expect("a gateway")
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// One metric's value from `/metrics`.
-    async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.http))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in {text}"))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A TCP proxy in front of NATS whose connections can be cut: while cut it accepts and drops
 /// every connection, as a broken network would.
@@ -177,6 +59,22 @@ impl Proxy {
     fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
+}
+
+/// A node of the cluster under test; the gateways poll the log only once a minute.
+fn node(role: &str, store: &str, bus: &str, subject: &str) -> Node {
+    Node::start(&[
+        "--role",
+        role,
+        "--store",
+        store,
+        "--bus",
+        bus,
+        "--bus-subject",
+        subject,
+        "--dispatch-poll-ms",
+        "60000",
+    ])
 }
 
 /// Posts messages `from..to` (property `n`) through the API node, one request each.
@@ -236,9 +134,9 @@ async fn two_gateways_and_an_api_node_share_one_database_and_one_bus() {
     let store = postgres_schema(&format!("gs_test_cluster_{nonce}")).await;
     let subject = format!("gs-test-{nonce}");
     let proxy = Proxy::start(&nats).await;
-    let api = Node::start("api", &store, &nats, &subject);
-    let mut g1 = Node::start("gateway", &store, &nats, &subject);
-    let g2 = Node::start("gateway", &store, &proxy.addr, &subject);
+    let api = node("api", &store, &nats, &subject);
+    let mut g1 = node("gateway", &store, &nats, &subject);
+    let g2 = node("gateway", &store, &proxy.addr, &subject);
 
     // A gateway serves no REST API, an API node no sockets.
     let (status, body) = rest("GET", &format!("{}/acme/shop/users", g1.http), None, None).await;
@@ -329,9 +227,9 @@ async fn consumers_of_one_queue_on_two_gateways_never_share_a_message() {
     );
     let store = postgres_schema(&format!("gs_test_queue_{nonce}")).await;
     let subject = format!("gs-test-{nonce}");
-    let api = Node::start("api", &store, &nats, &subject);
-    let g1 = Node::start("gateway", &store, &nats, &subject);
-    let g2 = Node::start("gateway", &store, &nats, &subject);
+    let api = node("api", &store, &nats, &subject);
+    let g1 = node("gateway", &store, &nats, &subject);
+    let g2 = node("gateway", &store, &nats, &subject);
     let seeded = seed_acme(&api.http).await;
     let params = json!({"consumer": "pool", "timeout": 30_000});
     let mut workers = Vec::new();

@@ -12,6 +12,11 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     /// The server is going away (shutdown); reconnect later.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol (unmasked or malformed frames, a stray
+    /// continuation, a reserved opcode); fix the client.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A frame was larger than the server accepts.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The server restarts; reconnect (and resume) right away.

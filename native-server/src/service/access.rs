@@ -99,6 +99,16 @@ impl Service {
         }
     }
 
+    /// True if the caller may act in this application at all: its admins, its own users, and
+    /// guests (whose grants are the `guest` role's). A user of another application may not.
+    pub(super) fn may_act_in(&self, app: &AppRecord, caller: &Caller) -> bool {
+        match &caller.principal {
+            Principal::AppUser { app: a, .. } => *a == app.uuid,
+            Principal::Guest => true,
+            _ => self.is_app_admin(app, caller),
+        }
+    }
+
     pub(super) fn require_app_admin(
         &self,
         app: &AppRecord,

@@ -71,7 +71,9 @@ fn decode_cursor(cursor: &str) -> Result<usize, ApiError> {
         .decode(cursor)
         .ok()
         .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|s| s.strip_prefix("o:").and_then(|n| n.parse().ok()))
+        .and_then(|s| s.strip_prefix("o:").and_then(|n| n.parse::<usize>().ok()))
+        // Offsets the server hands out fit a database's signed 64-bit OFFSET.
+        .filter(|n| i64::try_from(*n).is_ok())
         .ok_or_else(|| {
             ApiError::IllegalArgument(
                 "invalid cursor: pass back the cursor of the previous page unchanged".into(),

@@ -295,6 +295,12 @@ impl Service {
             _ => None,
         };
         let caller = Arc::new(Caller::new(principal));
+        if !self.may_act_in(&app, &caller) {
+            return Err(refuse(
+                ApiError::Unauthorized("the token is not valid for this application".into()),
+                close_code::UNAUTHORIZED,
+            ));
+        }
         if let Credentials::Token(t) = &creds {
             caller.set_token(token_hash(t));
         }

@@ -14,6 +14,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS orgs(
@@ -77,7 +78,15 @@ CREATE TABLE IF NOT EXISTS permissions(
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     readers: Arc<ReaderPool>,
+    /// Writes waiting for the writer wait here, not on a blocking thread each: a burst of a
+    /// thousand writes would otherwise start hundreds of threads that all wait on one lock.
+    writes: Arc<Semaphore>,
+    /// Scans on blocking threads at once; more wait here.
+    scans: Arc<Semaphore>,
 }
+
+/// Writes handed to blocking threads at once: one writing, one ready to go next.
+const WRITES_IN_FLIGHT: usize = 2;
 
 /// Idle read-only connections, opened on demand. At most [`MAX_IDLE_READERS`] are kept; a
 /// burst beyond that opens extra ones that are closed after use.
@@ -141,6 +150,8 @@ impl SqliteStore {
                 path,
                 idle: Mutex::new(Vec::new()),
             }),
+            writes: Arc::new(Semaphore::new(WRITES_IN_FLIGHT)),
+            scans: Arc::new(Semaphore::new(MAX_IDLE_READERS)),
         })
     }
 
@@ -150,6 +161,8 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let conn = self.conn.clone();
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _turn = self.writes.acquire().await.map_err(backend)?;
         tokio::task::spawn_blocking(move || {
             // A panic while holding the lock cannot leave SQLite inconsistent: keep going.
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -170,6 +183,7 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
         let readers = self.readers.clone();
+        let _turn = self.scans.acquire().await.map_err(backend)?;
         tokio::task::spawn_blocking(move || readers.with(f))
             .await
             .map_err(backend)?
