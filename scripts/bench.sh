@@ -55,8 +55,10 @@ start_node() {
   local name=$1 last=$2
   shift 2
   mkdir -p "$data/$name"
+  # Capacity is what is measured: the per-socket rate and per-address limits are off.
   RUST_LOG=warn "${pin_server[@]}" "$bin/gridsocket" serve --http-addr 127.0.0.1:0 \
-    --ws-addr 127.0.0.1:0 --data-dir "$data/$name" "$@" >"$data/$name.stdout" 2>"$data/$name.stderr" &
+    --ws-addr 127.0.0.1:0 --data-dir "$data/$name" --max-requests-per-sec 0 \
+    --max-connections-per-ip 0 "$@" >"$data/$name.stdout" 2>"$data/$name.stderr" &
   pids+=("$!")
   for _ in $(seq 200); do grep -q "^  $last" "$data/$name.stdout" 2>/dev/null && break; sleep 0.05; done
   http=$(awk '$1 == "REST" || $1 == "Ops" {print $2}' "$data/$name.stdout")

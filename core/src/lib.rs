@@ -43,6 +43,7 @@ pub mod inflector;
 pub mod path;
 pub mod permission;
 pub mod query;
+pub mod rate;
 pub mod server;
 pub mod subscription;
 pub mod time;

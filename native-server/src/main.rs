@@ -1,7 +1,9 @@
 //! `gridsocket`: the command line of the server.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use gridsocket_server::settings::{ConfigFileError, LogFormat, config_file_env};
 use gridsocket_server::{Server, Settings, demo};
+use std::collections::HashMap;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -24,15 +26,68 @@ enum Command {
     Serve(Settings),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn main() -> ExitCode {
+    // A settings file becomes environment variables before the flags are read (and before
+    // any thread exists), so flags and the real environment override it.
+    if let Err(e) = load_config_file() {
+        eprintln!("gridsocket: {e}");
+        return ExitCode::FAILURE;
+    }
     let Command::Serve(settings) = Cli::parse().command;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match settings.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(serve(settings)),
+        Err(e) => {
+            eprintln!("gridsocket: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Finds `--config FILE` (or `GRIDSOCKET_CONFIG`) and sets the variables it implies.
+fn load_config_file() -> Result<(), ConfigFileError> {
+    let args: Vec<String> = std::env::args().collect();
+    let from_args = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
+            (a == "--config")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(path) = from_args.or_else(|| std::env::var("GRIDSOCKET_CONFIG").ok()) else {
+        return Ok(());
+    };
+    let cli = Cli::command();
+    let known: HashMap<String, String> = cli
+        .find_subcommand("serve")
+        .map(|serve| {
+            serve
+                .get_arguments()
+                .filter_map(|a| {
+                    let env = a.get_env()?.to_str()?.to_owned();
+                    Some((a.get_long()?.to_owned(), env))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (key, value) in config_file_env(std::path::Path::new(&path), &known)? {
+        if std::env::var_os(&key).is_none() {
+            // SAFETY: called first thing in `main`, before the runtime or any other thread
+            // exists, so nothing reads the environment concurrently.
+            unsafe { std::env::set_var(key, value) };
+        }
+    }
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> ExitCode {
     let demo = settings.demo;
     let server = match Server::bind(settings).await {
         Ok(s) => s,

@@ -4,6 +4,7 @@ use crate::bus::{BusError, NatsBus};
 use crate::service::{Service, ServiceConfig};
 use crate::settings::{Role, Settings};
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
+use crate::ws::Admission;
 use crate::{demo, rest, ws};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -144,6 +145,7 @@ impl Server {
             default_org: settings.default_org.clone(),
             superuser: settings.superuser_pair(),
             token_ttl: Duration::from_secs(settings.token_ttl_secs),
+            max_entity_bytes: settings.max_entity_bytes,
             ..ServiceConfig::default()
         };
         let service = Service::new(store, config);
@@ -269,6 +271,46 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(ACCEPT_BACKLOG)
 }
 
+/// Open sockets per client address, for `--max-connections-per-ip`.
+#[derive(Default)]
+struct AddressSlots {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One socket's place in its address's count; gives it back when dropped.
+struct AddressSlot {
+    slots: Arc<AddressSlots>,
+    ip: std::net::IpAddr,
+}
+
+impl AddressSlots {
+    /// A place for one more socket from `ip`, unless it already has `max` (0: no limit).
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Forgets changes older than the retention, once a minute.
 async fn prune_log(service: Arc<Service>, retention: Duration, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -321,8 +363,9 @@ async fn accept_ws(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_connections));
+    let per_address = Arc::new(AddressSlots::default());
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -335,10 +378,16 @@ async fn accept_ws(
         };
         let _ = stream.set_nodelay(true);
         let permit = limit.clone().try_acquire_owned().ok();
+        let slot = per_address.take(peer.ip(), settings.max_connections_per_ip);
+        let admission = match (&permit, &slot) {
+            (None, _) => Admission::ServerFull,
+            (_, None) => Admission::AddressFull,
+            _ => Admission::Admitted,
+        };
         let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
         tracker.spawn(async move {
-            ws::serve_socket(stream, service, settings, cancel, permit.is_some()).await;
-            drop(permit);
+            ws::serve_socket(stream, service, settings, cancel, admission).await;
+            drop((permit, slot));
         });
     }
 }

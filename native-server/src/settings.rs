@@ -27,9 +27,25 @@ impl Role {
     }
 }
 
+/// How log lines are written (to stderr).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// Everything `gridsocket serve` can be told.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Settings {
+    /// A TOML file of settings, keyed by flag name (`max_frame_bytes = 65536`). Flags and
+    /// environment variables override it.
+    #[arg(long, env = "GRIDSOCKET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// `text` or `json` log lines on stderr.
+    #[arg(long, env = "GRIDSOCKET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Address of the REST API.
     #[arg(long, env = "GRIDSOCKET_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
@@ -89,6 +105,26 @@ pub struct Settings {
     /// Most WebSocket connections at once; more are closed with 1013.
     #[arg(long, env = "GRIDSOCKET_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
+    /// Most WebSocket connections from one client address; more are closed with 1013. 0: no
+    /// limit. (Behind a load balancer every client has the balancer's address: raise it.)
+    #[arg(
+        long,
+        env = "GRIDSOCKET_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 1_000
+    )]
+    pub max_connections_per_ip: usize,
+    /// Most requests one socket may start per second (bursts of one second's worth); more are
+    /// answered 429 `rate_limited`. 0: no limit.
+    #[arg(
+        long,
+        env = "GRIDSOCKET_MAX_REQUESTS_PER_SEC",
+        default_value_t = 10_000
+    )]
+    pub max_requests_per_sec: u32,
+    /// Largest entity (its JSON) a POST or PUT may store, in bytes; larger ones are answered
+    /// 413 `entity_too_large`.
+    #[arg(long, env = "GRIDSOCKET_MAX_ENTITY_BYTES", default_value_t = 256 * 1024)]
+    pub max_entity_bytes: usize,
     /// Most concurrent REST connections; more wait to be accepted.
     #[arg(long, env = "GRIDSOCKET_MAX_HTTP_CONNECTIONS", default_value_t = 4_096)]
     pub max_http_connections: usize,
@@ -130,6 +166,8 @@ impl Settings {
     /// Settings for tests and embedding: ephemeral ports on loopback, data in `data_dir`.
     pub fn ephemeral(data_dir: PathBuf) -> Settings {
         Settings {
+            config: None,
+            log_format: LogFormat::Text,
             http_addr: "127.0.0.1:0".parse().expect("literal address"),
             ws_addr: "127.0.0.1:0".parse().expect("literal address"),
             data_dir,
@@ -146,6 +184,9 @@ impl Settings {
             demo_pkg_dir: PathBuf::from("wasm-client/pkg"),
             public_ws_url: None,
             max_connections: 20_000,
+            max_connections_per_ip: 1_000,
+            max_requests_per_sec: 10_000,
+            max_entity_bytes: 256 * 1024,
             max_http_connections: 4_096,
             max_frame_bytes: 1 << 20,
             max_in_flight: 256,
@@ -190,4 +231,83 @@ impl Settings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
+}
+
+/// Why a settings file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// It could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not TOML.
+    #[error("{path} is not valid TOML: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// It names a setting that does not exist, or gives one a table.
+    #[error("{path}: unknown or malformed setting {key:?} (see `gridsocket serve --help`)")]
+    Key {
+        /// The file.
+        path: String,
+        /// The key.
+        key: String,
+    },
+}
+
+/// Reads a settings file into `(environment variable, value)` pairs: each key is a flag name
+/// (`max_frame_bytes` or `max-frame-bytes`) and `known` maps the flags a file may set to
+/// their variables. Lists become comma-separated values. The caller sets those not already
+/// set, so flags and the environment win over the file.
+pub fn config_file_env(
+    path: &std::path::Path,
+    known: &std::collections::HashMap<String, String>,
+) -> Result<Vec<(String, String)>, ConfigFileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let table: toml::Table = text.parse().map_err(|source| ConfigFileError::Parse {
+        path: shown.clone(),
+        source,
+    })?;
+    let scalar = |v: &toml::Value| match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (key, value) in &table {
+        let flag = key.replace('_', "-");
+        let rendered = match value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.join(",")),
+            other => scalar(other),
+        };
+        match (rendered, known.get(&flag)) {
+            (Some(v), Some(env)) if flag != "config" => out.push((env.clone(), v)),
+            _ => {
+                return Err(ConfigFileError::Key {
+                    path: shown,
+                    key: key.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
 }

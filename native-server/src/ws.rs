@@ -58,14 +58,25 @@ fn expiry_instant(expires_ms: Option<i64>) -> Option<Instant> {
     Some(Instant::now() + Duration::from_millis(left))
 }
 
-/// Serves one WebSocket connection. `admitted` is false when the server is at its connection
-/// limit: the socket is then closed with 1013 right after the handshake.
+/// Whether a new connection fits the connection limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// It fits.
+    Admitted,
+    /// The server is at `--max-connections`.
+    ServerFull,
+    /// Its address is at `--max-connections-per-ip`.
+    AddressFull,
+}
+
+/// Serves one WebSocket connection. One that does not fit the limits is closed with 1013 right
+/// after the handshake, with an error frame saying which limit.
 pub async fn serve_socket(
     stream: TcpStream,
     service: Arc<Service>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
-    admitted: bool,
+    admission: Admission,
 ) {
     let mut target = String::new();
     let mut authorization = None;
@@ -118,13 +129,23 @@ pub async fn serve_socket(
         ping_interval: (settings.ping_interval_secs > 0)
             .then(|| Duration::from_secs(settings.ping_interval_secs)),
         auth_grace: Duration::from_secs(settings.auth_grace_secs),
+        max_requests_per_sec: (settings.max_requests_per_sec > 0)
+            .then_some(settings.max_requests_per_sec),
     };
     let now = Instant::now();
-    let (mut session, context) = if !admitted {
-        let body = gridsocket_core::wire::error_body_json(
+    let refusal = match admission {
+        Admission::Admitted => None,
+        Admission::ServerFull => Some((
             "too_many_connections",
             "the server is at its connection limit; retry with backoff",
-        );
+        )),
+        Admission::AddressFull => Some((
+            "too_many_connections_from_address",
+            "this address has as many sockets open as the server allows one address",
+        )),
+    };
+    let (mut session, context) = if let Some((error, description)) = refusal {
+        let body = gridsocket_core::wire::error_body_json(error, description);
         let s = ServerSession::reject(config, now, 503, &body, close_code::TRY_AGAIN_LATER);
         (s, None)
     } else {

@@ -471,3 +471,119 @@ async fn a_subscription_flood_is_refused_past_the_limit() {
     }
     bystander.still_fine(&f, "a subscription flood").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_limit_gets_its_own_error_and_spares_everyone_else() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.max_connections_per_ip = 4;
+    settings.max_requests_per_sec = 20;
+    settings.max_entity_bytes = 2048;
+    settings.allowed_origins = vec!["https://app.example".into()];
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let mut bystander = Bystander::new(&f).await;
+    let mut ws = f.socket(&f.john).await;
+
+    // Entity size, over the socket and REST.
+    let big = json!({"text": "x".repeat(3000)});
+    let r = ws
+        .request(json!("big"), "POST", "/notes", None, Some(big.clone()))
+        .await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["error"].clone()),
+        (json!(413), json!("entity_too_large")),
+        "{r}"
+    );
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/notes"),
+        Some(&f.admin_token),
+        Some(big),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (413, json!("entity_too_large")),
+        "{body}"
+    );
+    bystander.still_fine(&f, "an entity too large").await;
+
+    // Request rate: a burst past one second's worth is refused, not queued; later ones pass.
+    for i in 0..40 {
+        ws.send_json(&json!({"id": i, "method": "GET", "path": "/users/me"}))
+            .await;
+    }
+    let mut limited = 0;
+    for i in 0..40 {
+        let r = ws.response_to(&json!(i)).await;
+        if r["status"] == 429 {
+            assert_eq!(r["body"]["error"], "rate_limited", "{r}");
+            limited += 1;
+        } else {
+            assert_eq!(r["status"], 200, "{r}");
+        }
+    }
+    assert!(limited >= 15, "{limited} of 40 refused at 20/s");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = ws
+        .request(json!("after"), "GET", "/users/me", None, None)
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+    bystander.still_fine(&f, "a request burst").await;
+
+    // Connections per address: the bystander and `ws` hold two of four.
+    let _third = f.socket(&f.john).await;
+    let _fourth = f.socket(&f.john).await;
+    let mut fifth = WsClient::connect(&f.ws_url(&format!("?access_token={}", f.john)))
+        .await
+        .expect("handshake");
+    let (frames, close) = fifth.until_close().await;
+    assert_eq!(
+        frames[0]["body"]["error"], "too_many_connections_from_address",
+        "{frames:?}"
+    );
+    assert_eq!(u16::from(close.expect("close").code), 1013);
+    bystander
+        .still_fine(&f, "too many sockets from one address")
+        .await;
+    drop(_fourth);
+
+    // Origins: a browser page from elsewhere is refused at the handshake and on REST.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = f
+        .ws_url(&format!("?access_token={}", f.john))
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().expect("header"));
+    match WsClient::from_request(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403);
+        }
+        Err(other) => panic!("expected 403, got {other}"),
+        Ok(_) => panic!("a foreign origin was let in"),
+    }
+    let resp = reqwest::Client::new()
+        .get(f.app_url("/users/me"))
+        .bearer_auth(&f.john)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 403);
+    let resp = reqwest::Client::new()
+        .get(f.app_url("/users/me"))
+        .bearer_auth(&f.john)
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("https://app.example")
+    );
+    bystander.still_fine(&f, "foreign origins").await;
+}

@@ -1,5 +1,6 @@
 //! [`ServerSession`]: the protocol state of one accepted socket, sans IO.
 
+use crate::rate::RateLimit;
 use crate::subscription::encode_revoked;
 use crate::time::Instant;
 use crate::wire::{
@@ -30,6 +31,9 @@ pub struct ServerConfig {
     pub ping_interval: Option<Duration>,
     /// How long after its token expires a socket may send `AUTH` before it is closed.
     pub auth_grace: Duration,
+    /// Most requests a socket may start per second (with a burst of one second's worth); one
+    /// more is answered 429 `rate_limited`. `None`: no limit.
+    pub max_requests_per_sec: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +46,7 @@ impl Default for ServerConfig {
             max_buffered_events: 10_000,
             ping_interval: Some(Duration::from_secs(25)),
             auth_grace: Duration::from_secs(30),
+            max_requests_per_sec: None,
         }
     }
 }
@@ -189,12 +194,14 @@ pub struct ServerSession {
     ping_sent: bool,
     token_expiry: Option<Instant>,
     expiry_close_at: Option<Instant>,
+    rate: Option<RateLimit>,
 }
 
 impl ServerSession {
     /// A session for a connection whose handshake (URL and credentials) succeeded.
     pub fn accept(config: ServerConfig, now: Instant) -> Self {
         ServerSession {
+            rate: config.max_requests_per_sec.map(RateLimit::new),
             config,
             next_handle: 0,
             next_subscription: 1,
@@ -626,6 +633,20 @@ impl ServerSession {
         id: Option<FrameId>,
         subscription: Option<SubscriptionId>,
     ) -> Option<RequestHandle> {
+        if let Some(rate) = &mut self.rate
+            && !rate.try_take(now)
+        {
+            let body = error_body_json(
+                "rate_limited",
+                &format!(
+                    "more than {} requests per second on this socket; slow down",
+                    rate.per_second()
+                ),
+            );
+            self.transmits
+                .push_back(OutFrame::Text(encode_response(id.as_ref(), 429, &body)));
+            return None;
+        }
         if self.pending.len() >= self.config.max_in_flight {
             let body = error_body_json(
                 "too_many_requests",

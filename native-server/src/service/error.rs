@@ -62,6 +62,14 @@ pub enum ApiError {
     /// The method is not served on this path (405 `unsupported_service_operation`).
     #[error("{0} is not supported on this path")]
     MethodNotAllowed(&'static str),
+    /// The entity is larger than `--max-entity-bytes` (413 `entity_too_large`).
+    #[error("the entity is {size} bytes of JSON; at most {limit} are stored")]
+    EntityTooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Storage failed (500 `internal_error`); details go to the log, not the client.
     #[error("internal error")]
     Store(#[from] StoreError),
@@ -87,6 +95,7 @@ impl ApiError {
             | ApiError::UnsupportedGrant(_) => 400,
             ApiError::Conflict(_) => 409,
             ApiError::MethodNotAllowed(_) => 405,
+            ApiError::EntityTooLarge { .. } => 413,
             ApiError::Store(StoreError::Duplicate(_)) => 400,
             ApiError::Store(_) => 500,
         }
@@ -114,6 +123,7 @@ impl ApiError {
             ApiError::InvalidGrant(_) => "invalid_grant",
             ApiError::UnsupportedGrant(_) => "unsupported_grant_type",
             ApiError::MethodNotAllowed(_) => "unsupported_service_operation",
+            ApiError::EntityTooLarge { .. } => "entity_too_large",
             ApiError::Store(_) => "internal_error",
         }
     }

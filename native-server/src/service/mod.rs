@@ -56,6 +56,8 @@ pub struct ServiceConfig {
     pub token_ttl: Duration,
     /// Longest lifetime a request may ask for.
     pub max_token_ttl: Duration,
+    /// Largest JSON body a POST or PUT may store, in bytes.
+    pub max_entity_bytes: usize,
 }
 
 impl Default for ServiceConfig {
@@ -66,6 +68,7 @@ impl Default for ServiceConfig {
             superuser: None,
             token_ttl: Duration::from_secs(24 * 3600),
             max_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_entity_bytes: 256 * 1024,
         }
     }
 }
@@ -128,6 +131,24 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// How many bytes `value` takes as compact JSON, without building the text.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn elapsed_ms(started: Instant) -> u64 {
@@ -344,6 +365,15 @@ impl Service {
         request: &ApiRequest,
     ) -> management::Reply {
         let path = ResourcePath::parse(&request.path)?;
+        if let Some(body) = &request.body {
+            let size = json_size(body);
+            if size > self.config.max_entity_bytes {
+                return Err(ApiError::EntityTooLarge {
+                    size,
+                    limit: self.config.max_entity_bytes,
+                });
+            }
+        }
         match &path.resource {
             Resource::Token => return self.app_token(app, request).await,
             Resource::Credentials => {

@@ -19,6 +19,7 @@ fn config() -> ServerConfig {
         max_buffered_events: 4,
         ping_interval: Some(Duration::from_secs(20)),
         auth_grace: Duration::from_secs(10),
+        max_requests_per_sec: None,
     }
 }
 
@@ -503,4 +504,36 @@ fn a_write_and_the_read_held_behind_it_timing_out_together_hand_the_host_nothing
     assert!(s.poll_event().is_none());
     assert!(!s.complete(now, post, 200, "{}"));
     assert!(s.poll_event().is_none());
+}
+
+#[test]
+fn requests_over_the_rate_are_answered_429_and_not_executed() {
+    let now = origin();
+    let mut s = ServerSession::accept(
+        ServerConfig {
+            max_requests_per_sec: Some(2),
+            max_in_flight: 100,
+            ..config()
+        },
+        now,
+    );
+    for id in 1..=3 {
+        s.handle_text(
+            now,
+            &format!(r#"{{"id":{id},"method":"GET","path":"/users/me"}}"#),
+        );
+    }
+    let (a, _) = request(&mut s);
+    let (b, _) = request(&mut s);
+    assert!(s.poll_event().is_none(), "the third is not executed");
+    let refused = text(&mut s);
+    assert_eq!(refused["id"], 3);
+    assert_eq!(refused["status"], 429);
+    assert_eq!(refused["body"]["error"], "rate_limited");
+    s.complete(now, a, 200, "{}");
+    s.complete(now, b, 200, "{}");
+    // Half a second later there is room for one more.
+    let later = now + Duration::from_millis(500);
+    s.handle_text(later, r#"{"id":4,"method":"GET","path":"/users/me"}"#);
+    let _ = request(&mut s);
 }
