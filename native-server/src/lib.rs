@@ -16,6 +16,7 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod tls;
 pub mod ws;
 
 pub use server::{Server, StartError};

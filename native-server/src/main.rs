@@ -99,13 +99,18 @@ async fn serve(settings: Settings) -> ExitCode {
     let (http, ws) = (server.http_addr(), server.ws_addr());
     let role = server.role();
     println!("gridsocket {} ready", env!("CARGO_PKG_VERSION"));
-    if role.serves_rest() {
-        println!("  REST       http://{http}");
+    let (h, w) = if server.is_tls() {
+        ("https", "wss")
     } else {
-        println!("  Ops        http://{http}  (/status, /healthz, /metrics)");
+        ("http", "ws")
+    };
+    if role.serves_rest() {
+        println!("  REST       {h}://{http}");
+    } else {
+        println!("  Ops        {h}://{http}  (/status, /healthz, /metrics)");
     }
     if role.serves_sockets() {
-        println!("  WebSocket  ws://{ws}");
+        println!("  WebSocket  {w}://{ws}");
     }
     if demo {
         println!();

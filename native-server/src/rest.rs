@@ -3,6 +3,7 @@
 use crate::metrics::Via;
 use crate::service::{ApiResponse, Service};
 use crate::settings::Settings;
+use crate::tls::Conn;
 use bytes::Bytes;
 use gridsocket_core::{Method, Params};
 use http_body_util::{BodyExt, Full, Limited};
@@ -15,17 +16,15 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// Serves one HTTP connection until it closes or the server shuts down.
 pub async fn serve_connection(
-    stream: TcpStream,
+    stream: Conn,
     service: Arc<Service>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let svc = service_fn(move |req: Request<Incoming>| {
         let (service, settings) = (service.clone(), settings.clone());
         async move {

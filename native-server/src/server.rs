@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,6 +47,9 @@ pub enum StartError {
     /// The bus could not be joined.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// The TLS certificate or key cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A gateway or API node was started without the shared store and bus it needs.
     #[error("--role {0} needs --store postgres://… and --bus nats://…: nodes share nothing else")]
     Role(&'static str),
@@ -90,6 +94,7 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
 /// A bound, ready server.
 pub struct Server {
     http: TcpListener,
+    tls: Option<TlsAcceptor>,
     /// Absent on an API-only node.
     ws: Option<TcpListener>,
     bus: Option<NatsBus>,
@@ -125,6 +130,7 @@ impl Server {
         let bind = |addr: SocketAddr| async move {
             listen(addr).map_err(|source| StartError::Bind { addr, source })
         };
+        let tls = crate::tls::acceptor(settings.tls_cert.as_deref(), settings.tls_key.as_deref())?;
         let http = bind(settings.http_addr).await?;
         let ws = if settings.role.serves_sockets() {
             Some(bind(settings.ws_addr).await?)
@@ -161,7 +167,8 @@ impl Server {
         if settings.public_ws_url.is_none()
             && let Some(Ok(addr)) = ws.as_ref().map(TcpListener::local_addr)
         {
-            settings.public_ws_url = Some(format!("ws://{addr}"));
+            let scheme = if tls.is_some() { "wss" } else { "ws" };
+            settings.public_ws_url = Some(format!("{scheme}://{addr}"));
         }
         if settings.demo {
             demo::seed(&service)
@@ -170,6 +177,7 @@ impl Server {
         }
         Ok(Server {
             http,
+            tls,
             ws,
             bus,
             service,
@@ -190,6 +198,11 @@ impl Server {
             .unwrap_or(self.settings.ws_addr)
     }
 
+    /// True when both ports speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// What this node serves.
     pub fn role(&self) -> Role {
         self.settings.role
@@ -207,6 +220,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let http_task = tokio::spawn(accept_http(
             self.http,
+            self.tls.clone(),
             self.service.clone(),
             self.settings.clone(),
             cancel.clone(),
@@ -217,6 +231,7 @@ impl Server {
             Some(ws) => (
                 Some(tokio::spawn(accept_ws(
                     ws,
+                    self.tls.clone(),
                     self.service.clone(),
                     self.settings.clone(),
                     cancel.clone(),
@@ -324,6 +339,7 @@ async fn prune_log(service: Arc<Service>, retention: Duration, cancel: Cancellat
 
 async fn accept_http(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     service: Arc<Service>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
@@ -347,9 +363,13 @@ async fn accept_http(
             },
             _ = cancel.cancelled() => return,
         };
+        let _ = stream.set_nodelay(true);
         let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
+        let tls = tls.clone();
         tracker.spawn(async move {
-            rest::serve_connection(stream, service, settings, cancel).await;
+            if let Some(conn) = crate::tls::wrap(stream, tls.as_ref()).await {
+                rest::serve_connection(conn, service, settings, cancel).await;
+            }
             drop(permit);
         });
     }
@@ -357,6 +377,7 @@ async fn accept_http(
 
 async fn accept_ws(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     service: Arc<Service>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
@@ -385,8 +406,11 @@ async fn accept_ws(
             _ => Admission::Admitted,
         };
         let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
+        let tls = tls.clone();
         tracker.spawn(async move {
-            ws::serve_socket(stream, service, settings, cancel, admission).await;
+            if let Some(conn) = crate::tls::wrap(stream, tls.as_ref()).await {
+                ws::serve_socket(conn, service, settings, cancel, admission).await;
+            }
             drop((permit, slot));
         });
     }

@@ -157,6 +157,12 @@ pub struct Settings {
     /// `origin_not_allowed`; clients that send no `Origin` (not browsers) are not affected.
     #[arg(long, env = "GRIDSOCKET_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// PEM certificate chain: with --tls-key, both ports speak TLS (`https://`, `wss://`).
+    #[arg(long, env = "GRIDSOCKET_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "GRIDSOCKET_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Lifetime of access tokens, seconds.
     #[arg(long, env = "GRIDSOCKET_TOKEN_TTL_SECS", default_value_t = 86_400)]
     pub token_ttl_secs: u64,
@@ -198,6 +204,8 @@ impl Settings {
             log_retention_secs: 86_400,
             token_ttl_secs: 86_400,
             allowed_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 

@@ -6,6 +6,7 @@ use crate::metrics::{Metrics, Via};
 use crate::push_queue::{PushQueue, Pushed};
 use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
 use crate::settings::Settings;
+use crate::tls::Conn;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -15,7 +16,6 @@ use gridsocket_core::{
 };
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -72,7 +72,7 @@ pub enum Admission {
 /// Serves one WebSocket connection. One that does not fit the limits is closed with 1013 right
 /// after the handshake, with an error frame saying which limit.
 pub async fn serve_socket(
-    stream: TcpStream,
+    stream: Conn,
     service: Arc<Service>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
@@ -205,7 +205,7 @@ pub async fn serve_socket(
 
 #[allow(clippy::too_many_arguments)]
 async fn drive(
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<Conn>,
     session: &mut ServerSession,
     service: &Arc<Service>,
     context: Option<&SocketContext>,
@@ -458,7 +458,7 @@ fn shared_text(frame: Arc<str>) -> Utf8Bytes {
 
 /// Writes every queued frame, then flushes once (coalescing them into few writes).
 async fn flush(
-    ws: &mut WebSocketStream<TcpStream>,
+    ws: &mut WebSocketStream<Conn>,
     session: &mut ServerSession,
     metrics: &Metrics,
 ) -> Result<(), WsError> {
