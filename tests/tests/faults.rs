@@ -97,45 +97,39 @@ async fn kill_9_during_acknowledged_writes_and_queue_posts_loses_none_of_them() 
         notes.extend(n);
         messages.extend(m);
         node = Node::start_in(data, &[]);
-        let (status, body) = rest(
-            "GET",
-            &format!("{}/acme/shop/notes?limit=1000", node.http),
-            Some(&token),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let stored: HashSet<u64> = body["entities"]
-            .as_array()
-            .expect("entities")
-            .iter()
-            .filter_map(|e| e["k"].as_u64())
-            .collect();
+        let stored = numbers(&node, &token, "/notes?limit=1000", "entities", "k").await;
         let lost: Vec<_> = notes.difference(&stored).collect();
         assert!(
             lost.is_empty(),
             "round {round}: acknowledged notes lost: {lost:?}"
         );
-        let (status, body) = rest(
-            "GET",
-            &format!("{}/acme/shop/queues/jobs?pos=start&limit=1000", node.http),
-            Some(&token),
-            None,
+        let queued = numbers(
+            &node,
+            &token,
+            "/queues/jobs?pos=start&limit=1000",
+            "messages",
+            "m",
         )
         .await;
-        assert_eq!(status, 200, "{body}");
-        let queued: HashSet<u64> = body["messages"]
-            .as_array()
-            .expect("messages")
-            .iter()
-            .filter_map(|e| e["m"].as_u64())
-            .collect();
         let lost: Vec<_> = messages.difference(&queued).collect();
         assert!(
             lost.is_empty(),
             "round {round}: acknowledged messages lost: {lost:?}"
         );
     }
+}
+
+/// The numbers in property `field` of the items listed under `list` by a GET of `path`.
+async fn numbers(node: &Node, token: &str, path: &str, list: &str, field: &str) -> HashSet<u64> {
+    let url = format!("{}/acme/shop{path}", node.http);
+    let (status, body) = rest("GET", &url, Some(token), None).await;
+    assert_eq!(status, 200, "{body}");
+    body[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} in {body}"))
+        .iter()
+        .filter_map(|e| e[field].as_u64())
+        .collect()
 }
 
 /// The server's resident memory in bytes.
@@ -236,4 +230,94 @@ async fn clients_that_vanish_mid_request_leave_no_connection_task_or_memory_behi
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["count"], 10, "{body}");
+}
+
+/// A small tmpfs mounted for one test (root only), unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` when mounting is not permitted here; on CI that fails the test instead.
+    fn mount(megabytes: u32) -> Option<SmallDisk> {
+        let path = std::env::temp_dir().join(format!("gs-small-disk-{}", std::process::id()));
+        std::fs::create_dir_all(&path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var("CI").is_err(),
+                "mounting a small tmpfs (as root) is needed for the disk-full test on CI"
+            );
+            eprintln!("skipped: cannot mount a tmpfs here");
+            return None;
+        }
+        Some(SmallDisk { path })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_clearly_and_loses_nothing_acknowledged() {
+    let Some(disk) = SmallDisk::mount(6) else {
+        return;
+    };
+    let node = Node::start_in(tempfile::tempdir_in(&disk.path).expect("data dir"), &[]);
+    let seeded = seed_acme(&node.http).await;
+    let token = seeded.admin_token.clone();
+    // A filler to delete later, so that space can come back.
+    let filler = disk.path.join("filler");
+    std::fs::write(&filler, vec![0u8; 1024 * 1024]).expect("filler");
+    let url = format!("{}/acme/shop/notes", node.http);
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for k in 0..2_000u64 {
+        let (status, body) = rest(
+            "POST",
+            &url,
+            Some(&token),
+            Some(json!({"k": k, "text": "x".repeat(20_000)})),
+        )
+        .await;
+        if status == 200 {
+            acked.push(k);
+        } else {
+            refusal = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refusal.expect("the disk filled up");
+    assert_eq!(
+        (status, body["error"].clone()),
+        (507, json!("storage_full")),
+        "{body}"
+    );
+    assert!(!acked.is_empty());
+    // Reads still work while the disk is full.
+    let (status, _) = rest("GET", &format!("{url}?limit=1"), Some(&token), None).await;
+    assert_eq!(status, 200);
+    // Space comes back: so do writes.
+    std::fs::remove_file(&filler).expect("free space");
+    let (status, body) = rest("POST", &url, Some(&token), Some(json!({"k": 99_999}))).await;
+    assert_eq!(status, 200, "{body}");
+    acked.push(99_999);
+    // A crash now, and a restart on the same files: everything acknowledged is there.
+    let data = node.kill_keeping_data();
+    let node = Node::start_in(data, &[]);
+    let stored = numbers(&node, &token, "/notes?limit=1000", "entities", "k").await;
+    let lost: Vec<_> = acked.iter().filter(|k| !stored.contains(k)).collect();
+    assert!(lost.is_empty(), "acknowledged notes lost: {lost:?}");
+    drop(node);
 }

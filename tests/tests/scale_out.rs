@@ -77,6 +77,20 @@ fn node(role: &str, store: &str, bus: &str, subject: &str) -> Node {
     ])
 }
 
+/// A fresh deployment's shared parts: a store URL on a new schema, the NATS URL and a bus
+/// subject of its own. `None` (skip) when PostgreSQL or NATS is missing, which fails on CI.
+async fn deployment(name: &str) -> Option<(String, String, String)> {
+    let (Some(_), Some(nats)) = (require_postgres().await, require_nats().await) else {
+        return None;
+    };
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let store = postgres_schema(&format!("gs_test_{name}_{nonce:x}")).await;
+    Some((store, nats, format!("gs-test-{nonce:x}")))
+}
+
 /// Posts messages `from..to` (property `n`) through the API node, one request each.
 async fn post_messages(api: &Node, token: &str, range: std::ops::Range<u64>) {
     for n in range {
@@ -121,18 +135,9 @@ fn ns(events: &[(u64, u64)]) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_and_an_api_node_share_one_database_and_one_bus() {
-    let (Some(_), Some(nats)) = (require_postgres().await, require_nats().await) else {
+    let Some((store, nats, subject)) = deployment("cluster").await else {
         return;
     };
-    let nonce = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let store = postgres_schema(&format!("gs_test_cluster_{nonce}")).await;
-    let subject = format!("gs-test-{nonce}");
     let proxy = Proxy::start(&nats).await;
     let api = node("api", &store, &nats, &subject);
     let mut g1 = node("gateway", &store, &nats, &subject);
@@ -215,18 +220,9 @@ async fn two_gateways_and_an_api_node_share_one_database_and_one_bus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_of_one_queue_on_two_gateways_never_share_a_message() {
-    let (Some(_), Some(nats)) = (require_postgres().await, require_nats().await) else {
+    let Some((store, nats, subject)) = deployment("queue").await else {
         return;
     };
-    let nonce = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let store = postgres_schema(&format!("gs_test_queue_{nonce}")).await;
-    let subject = format!("gs-test-{nonce}");
     let api = node("api", &store, &nats, &subject);
     let g1 = node("gateway", &store, &nats, &subject);
     let g2 = node("gateway", &store, &nats, &subject);
@@ -272,4 +268,20 @@ async fn consumers_of_one_queue_on_two_gateways_never_share_a_message() {
     // Nothing more comes to either: no message was handed out twice.
     assert!(w1.try_recv(Duration::from_millis(300)).await.is_none());
     assert!(w2.try_recv(Duration::from_millis(300)).await.is_none());
+
+    // Revoking jane's tokens on the API node ends her socket on gateway 2; john's stays.
+    let (status, body) = rest(
+        "PUT",
+        &format!("{}/acme/shop/users/jane/revoketokens", api.http),
+        Some(&seeded.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, close) = w2.until_close().await;
+    assert_eq!(u16::from(close.expect("close frame").code), 4401);
+    let r = w1
+        .request(json!("alive"), "GET", "/users/me", None, None)
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
 }

@@ -97,6 +97,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::EntityTooLarge { .. } => 413,
             ApiError::Store(StoreError::Duplicate(_)) => 400,
+            ApiError::Store(StoreError::Full | StoreError::ReadOnly) => 507,
             ApiError::Store(_) => 500,
         }
     }
@@ -124,6 +125,8 @@ impl ApiError {
             ApiError::UnsupportedGrant(_) => "unsupported_grant_type",
             ApiError::MethodNotAllowed(_) => "unsupported_service_operation",
             ApiError::EntityTooLarge { .. } => "entity_too_large",
+            ApiError::Store(StoreError::Full) => "storage_full",
+            ApiError::Store(StoreError::ReadOnly) => "storage_read_only",
             ApiError::Store(_) => "internal_error",
         }
     }
@@ -132,6 +135,12 @@ impl ApiError {
     pub fn description(&self) -> String {
         match self {
             ApiError::Store(StoreError::Duplicate(what)) => format!("{what} already exists"),
+            ApiError::Store(StoreError::Full) => {
+                "the server's disk is full: nothing was written; retry later".into()
+            }
+            ApiError::Store(StoreError::ReadOnly) => {
+                "the server's storage is read-only: nothing was written".into()
+            }
             other => other.to_string(),
         }
     }

@@ -22,6 +22,12 @@ pub enum StoreError {
     /// A unique name (org, app, username, entity name) is taken.
     #[error("{0} already exists")]
     Duplicate(String),
+    /// The disk is full: nothing was written; retry once space is freed.
+    #[error("the store's disk is full")]
+    Full,
+    /// The store is read-only (a read-only data dir or database): nothing was written.
+    #[error("the store is read-only")]
+    ReadOnly,
     /// The backend failed; the request can be retried.
     #[error("storage failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -102,7 +102,14 @@ pub struct PostgresStore {
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Backend(Box::new(e))
+    let code = (&e as &dyn std::any::Any)
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code);
+    match code {
+        Some(c) if *c == SqlState::DISK_FULL => StoreError::Full,
+        Some(c) if *c == SqlState::READ_ONLY_SQL_TRANSACTION => StoreError::ReadOnly,
+        _ => StoreError::Backend(Box::new(e)),
+    }
 }
 
 /// A unique-constraint violation is a taken name; anything else is a backend failure.

@@ -121,7 +121,14 @@ impl ReaderPool {
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Backend(Box::new(e))
+    let code = (&e as &dyn std::any::Any)
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code);
+    match code {
+        Some(ErrorCode::DiskFull) => StoreError::Full,
+        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly,
+        _ => StoreError::Backend(Box::new(e)),
+    }
 }
 
 fn sql_err(e: rusqlite::Error, what: &str) -> StoreError {
