@@ -54,7 +54,7 @@ pub use client::{
 };
 pub use path::{ConnectPath, EntityRef, PathError, Resource, ResourcePath};
 pub use permission::Permission;
-pub use query::{Query, QueryError};
+pub use query::{Query, QueryError, QueryLimits};
 pub use server::{
     OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, SubscriptionId, close_code,
 };

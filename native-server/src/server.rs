@@ -152,6 +152,10 @@ impl Server {
             superuser: settings.superuser_pair(),
             token_ttl: Duration::from_secs(settings.token_ttl_secs),
             max_entity_bytes: settings.max_entity_bytes,
+            query_limits: gridsocket_core::QueryLimits {
+                max_depth: settings.max_query_depth,
+                max_terms: settings.max_query_terms,
+            },
             ..ServiceConfig::default()
         };
         let service = Service::new(store, config);

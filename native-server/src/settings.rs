@@ -125,6 +125,12 @@ pub struct Settings {
     /// 413 `entity_too_large`.
     #[arg(long, env = "GRIDSOCKET_MAX_ENTITY_BYTES", default_value_t = 256 * 1024)]
     pub max_entity_bytes: usize,
+    /// Deepest nesting of parentheses and `not` in a `ql`; deeper is 400 `query_parse`.
+    #[arg(long, env = "GRIDSOCKET_MAX_QUERY_DEPTH", default_value_t = 32)]
+    pub max_query_depth: usize,
+    /// Most comparisons in a `ql`; more is 400 `query_parse`.
+    #[arg(long, env = "GRIDSOCKET_MAX_QUERY_TERMS", default_value_t = 128)]
+    pub max_query_terms: usize,
     /// Most concurrent REST connections; more wait to be accepted.
     #[arg(long, env = "GRIDSOCKET_MAX_HTTP_CONNECTIONS", default_value_t = 4_096)]
     pub max_http_connections: usize,
@@ -193,6 +199,8 @@ impl Settings {
             max_connections_per_ip: 1_000,
             max_requests_per_sec: 10_000,
             max_entity_bytes: 256 * 1024,
+            max_query_depth: 32,
+            max_query_terms: 128,
             max_http_connections: 4_096,
             max_frame_bytes: 1 << 20,
             max_in_flight: 256,

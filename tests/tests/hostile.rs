@@ -479,6 +479,7 @@ async fn each_limit_gets_its_own_error_and_spares_everyone_else() {
     settings.max_connections_per_ip = 4;
     settings.max_requests_per_sec = 20;
     settings.max_entity_bytes = 2048;
+    settings.max_query_terms = 3;
     settings.allowed_origins = vec!["https://app.example".into()];
     let f = Fixture::on(TestServer::start_with(settings).await).await;
     let mut bystander = Bystander::new(&f).await;
@@ -507,6 +508,28 @@ async fn each_limit_gets_its_own_error_and_spares_everyone_else() {
         "{body}"
     );
     bystander.still_fine(&f, "an entity too large").await;
+
+    // Query complexity.
+    let ql = json!({"ql": "select * where a = 1 and b = 2 and c = 3 and d = 4"});
+    let r = ws
+        .request(json!("ql"), "GET", "/notes", Some(ql), None)
+        .await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["error"].clone()),
+        (json!(400), json!("query_parse")),
+        "{r}"
+    );
+    assert!(
+        r["body"]["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("3 comparisons")),
+        "{r}"
+    );
+    let ql = json!({"ql": "select * where a = 1 and b = 2 and c = 3"});
+    let r = ws
+        .request(json!("ql3"), "GET", "/notes", Some(ql), None)
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
 
     // Request rate: a burst past one second's worth is refused, not queued; later ones pass.
     for i in 0..40 {

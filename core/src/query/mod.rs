@@ -12,10 +12,29 @@ pub use eval::{compare_values, lookup};
 
 use std::fmt;
 
-/// Deepest nesting of parentheses and `not` a query may have.
+/// Deepest nesting of parentheses and `not` a query may have, by default.
 pub const MAX_DEPTH: usize = 32;
-/// Most comparisons a query may have.
+/// Most comparisons a query may have, by default.
 pub const MAX_TERMS: usize = 128;
+
+/// How complex a query may be: it bounds the parser's recursion and the cost of matching one
+/// entity, whoever wrote the query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Deepest nesting of parentheses and `not`.
+    pub max_depth: usize,
+    /// Most comparisons.
+    pub max_terms: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_depth: MAX_DEPTH,
+            max_terms: MAX_TERMS,
+        }
+    }
+}
 
 /// A parsed query.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -148,15 +167,26 @@ pub enum QueryErrorKind {
         /// What was there.
         found: String,
     },
-    /// Nesting deeper than [`MAX_DEPTH`] or more than [`MAX_TERMS`] comparisons.
-    #[error("query too complex (at most {MAX_DEPTH} levels and {MAX_TERMS} comparisons)")]
-    TooComplex,
+    /// Nesting deeper or more comparisons than the [`QueryLimits`] allow.
+    #[error("query too complex (at most {max_depth} levels and {max_terms} comparisons)")]
+    TooComplex {
+        /// The nesting allowed.
+        max_depth: usize,
+        /// The comparisons allowed.
+        max_terms: usize,
+    },
 }
 
 impl Query {
-    /// Parses a `ql` string. An empty string is the query that matches everything.
+    /// Parses a `ql` string within the default [`QueryLimits`]. An empty string is the query
+    /// that matches everything.
     pub fn parse(ql: &str) -> Result<Query, QueryError> {
-        parser::parse(ql)
+        parser::parse(ql, QueryLimits::default())
+    }
+
+    /// Parses a `ql` string within the given limits.
+    pub fn parse_with(ql: &str, limits: QueryLimits) -> Result<Query, QueryError> {
+        parser::parse(ql, limits)
     }
 
     /// True when the entity passes the `where` clause.

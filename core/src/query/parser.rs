@@ -2,7 +2,7 @@
 
 use super::lexer::{Tok, tokenize};
 use super::{
-    CmpOp, Expr, Literal, MAX_DEPTH, MAX_TERMS, OrderBy, Query, QueryError, QueryErrorKind, Select,
+    CmpOp, Expr, Literal, OrderBy, Query, QueryError, QueryErrorKind, QueryLimits, Select,
 };
 
 struct Parser {
@@ -10,14 +10,16 @@ struct Parser {
     pos: usize,
     depth: usize,
     terms: usize,
+    limits: QueryLimits,
 }
 
-pub(super) fn parse(src: &str) -> Result<Query, QueryError> {
+pub(super) fn parse(src: &str, limits: QueryLimits) -> Result<Query, QueryError> {
     let mut p = Parser {
         toks: tokenize(src)?,
         pos: 0,
         depth: 0,
         terms: 0,
+        limits,
     };
     let mut query = Query::default();
     if p.eat_kw("select") {
@@ -133,7 +135,10 @@ impl Parser {
     fn too_complex(&self) -> QueryError {
         QueryError {
             position: self.offset(),
-            kind: QueryErrorKind::TooComplex,
+            kind: QueryErrorKind::TooComplex {
+                max_depth: self.limits.max_depth,
+                max_terms: self.limits.max_terms,
+            },
         }
     }
 
@@ -183,7 +188,7 @@ impl Parser {
     fn not_expr(&mut self) -> Result<Expr, QueryError> {
         if self.eat_kw("not") {
             self.depth += 1;
-            if self.depth > MAX_DEPTH {
+            if self.depth > self.limits.max_depth {
                 return Err(self.too_complex());
             }
             let inner = self.not_expr()?;
@@ -196,7 +201,7 @@ impl Parser {
     fn operation(&mut self) -> Result<Expr, QueryError> {
         if self.eat(&Tok::LParen) {
             self.depth += 1;
-            if self.depth > MAX_DEPTH {
+            if self.depth > self.limits.max_depth {
                 return Err(self.too_complex());
             }
             let inner = self.or_expr()?;
@@ -205,7 +210,7 @@ impl Parser {
             return Ok(inner);
         }
         self.terms += 1;
-        if self.terms > MAX_TERMS {
+        if self.terms > self.limits.max_terms {
             return Err(self.too_complex());
         }
         let property = self.ident("a property name or '('")?;

@@ -65,12 +65,18 @@ fn reports_errors_with_position() {
     let deep = format!("{}a = 1{}", "(".repeat(100), ")".repeat(100));
     assert_eq!(
         Query::parse(&deep).unwrap_err().kind,
-        QueryErrorKind::TooComplex
+        QueryErrorKind::TooComplex {
+            max_depth: 32,
+            max_terms: 128
+        }
     );
     let nots = format!("{}a = 1", "not ".repeat(10_000));
     assert_eq!(
         Query::parse(&nots).unwrap_err().kind,
-        QueryErrorKind::TooComplex
+        QueryErrorKind::TooComplex {
+            max_depth: 32,
+            max_terms: 128
+        }
     );
     assert!(Query::parse("name contains 3").is_err());
     assert!(Query::parse("order name").is_err());

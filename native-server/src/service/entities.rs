@@ -9,7 +9,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gridsocket_core::inflector::{collection_name, singularize};
 use gridsocket_core::path::{RelationTarget, is_uuid};
 use gridsocket_core::query::Select;
-use gridsocket_core::{ApiRequest, EntityRef, Method, Permission, Query, Resource, ResourcePath};
+use gridsocket_core::{
+    ApiRequest, EntityRef, Method, Permission, Query, QueryLimits, Resource, ResourcePath,
+};
 use serde_json::{Map, Value};
 
 /// Default page size (Usergrid's `DEFAULT_LIMIT`).
@@ -89,7 +91,7 @@ struct Paging {
 }
 
 impl Paging {
-    fn from_request(request: &ApiRequest) -> Result<Paging, ApiError> {
+    fn from_request(request: &ApiRequest, limits: QueryLimits) -> Result<Paging, ApiError> {
         let limit = match request.params.get("limit") {
             None | Some("") => DEFAULT_LIMIT,
             Some(s) => match s.parse::<i64>() {
@@ -108,7 +110,7 @@ impl Paging {
         let query = match request.params.get("ql") {
             None => None,
             Some(ql) if ql.trim().is_empty() => None,
-            Some(ql) => Some(Query::parse(ql)?),
+            Some(ql) => Some(Query::parse_with(ql, limits)?),
         };
         Ok(Paging {
             query,
@@ -285,7 +287,7 @@ impl Service {
         collection: &str,
         mut env: Envelope,
     ) -> Reply {
-        let paging = Paging::from_request(request)?;
+        let paging = Paging::from_request(request, self.config.query_limits)?;
         let page = self
             .store
             .query(&app.uuid, collection, &paging.page_query())
@@ -509,7 +511,7 @@ impl Service {
         collection: &str,
         env: Envelope,
     ) -> Reply {
-        let mut paging = Paging::from_request(request)?;
+        let mut paging = Paging::from_request(request, self.config.query_limits)?;
         paging.offset = 0;
         let page = self
             .store
@@ -559,7 +561,7 @@ impl Service {
             {
                 return match method {
                     Method::Get => {
-                        let mut paging = Paging::from_request(request)?;
+                        let mut paging = Paging::from_request(request, self.config.query_limits)?;
                         // Feeds read newest first unless the query orders them.
                         let q = paging.query.get_or_insert_with(Query::default);
                         if q.order.is_empty() {
@@ -603,7 +605,7 @@ impl Service {
         let Some(target) = target else {
             return match method {
                 Method::Get => {
-                    let paging = Paging::from_request(request)?;
+                    let paging = Paging::from_request(request, self.config.query_limits)?;
                     let page = self
                         .store
                         .related(

@@ -25,7 +25,7 @@ use crate::store::{AppRecord, Store, TokenKind, TokenRecord};
 use envelope::error_json;
 use gridsocket_core::path::split_segments;
 use gridsocket_core::{
-    ApiRequest, ConnectPath, Method, Params, Resource, ResourcePath, close_code,
+    ApiRequest, ConnectPath, Method, Params, QueryLimits, Resource, ResourcePath, close_code,
 };
 use management::Body;
 use serde_json::Value;
@@ -58,6 +58,8 @@ pub struct ServiceConfig {
     pub max_token_ttl: Duration,
     /// Largest JSON body a POST or PUT may store, in bytes.
     pub max_entity_bytes: usize,
+    /// How complex a `ql` may be.
+    pub query_limits: QueryLimits,
 }
 
 impl Default for ServiceConfig {
@@ -69,6 +71,7 @@ impl Default for ServiceConfig {
             token_ttl: Duration::from_secs(24 * 3600),
             max_token_ttl: Duration::from_secs(7 * 24 * 3600),
             max_entity_bytes: 256 * 1024,
+            query_limits: QueryLimits::default(),
         }
     }
 }

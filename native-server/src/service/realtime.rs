@@ -246,7 +246,7 @@ impl Service {
             Resource::Collection { collection } => {
                 let filter = match params.get("ql").filter(|q| !q.trim().is_empty()) {
                     Some(ql) => {
-                        let q = Query::parse(ql)?;
+                        let q = Query::parse_with(ql, self.config.query_limits)?;
                         q.filter.is_some().then(|| Arc::new(q))
                     }
                     None => None,
