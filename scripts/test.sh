@@ -52,10 +52,10 @@ step "benchmarks, once each as a smoke test (correctness, no speed assertion)"
 cargo test -p gridsocket-core --bench matcher 2>&1 | tee -a "$log" || status=1
 ./scripts/bench.sh --smoke 2>&1 | tee -a "$log" || status=1
 
-step "fuzzing: core's frame decoder, path parser and query parser, 20 s each (README: longer runs)"
+step "fuzzing: core's frame decoder, path parser and query parser, 10 s each (README: longer runs)"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 for target in frame_decoder path_parser query_parser; do
-  (cd fuzz && cargo fuzz run --sanitizer none -O "$target" -- -max_total_time=20 -max_len=4096 2>&1 |
+  (cd fuzz && cargo fuzz run --sanitizer none -O "$target" -- -max_total_time=10 -max_len=4096 2>&1 |
     grep -E '^(Done|==|SUMMARY|thread)' ) || { echo "fuzz target $target failed"; status=1; }
 done
 

@@ -61,6 +61,22 @@ impl Node {
 
     /// [`Node::start`] on a given data dir (a restart after a kill finds its data there).
     pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Node {
+        Node::spawn(data, args, None)
+    }
+
+    /// [`Node::start`] logging everything (`RUST_LOG=debug`) to the file `log`.
+    pub fn start_logging(args: &[&str], log: &std::path::Path) -> Node {
+        Node::spawn(tempfile::tempdir().expect("temp dir"), args, Some(log))
+    }
+
+    fn spawn(data: tempfile::TempDir, args: &[&str], log: Option<&std::path::Path>) -> Node {
+        let (level, stderr) = match log {
+            Some(path) => (
+                "debug",
+                Stdio::from(std::fs::File::create(path).expect("log file")),
+            ),
+            None => ("warn", Stdio::inherit()),
+        };
         let mut child = Command::new(server_binary())
             .arg("serve")
             .args(args)
@@ -69,9 +85,9 @@ impl Node {
             .arg(format!("{}:{}", SUPERUSER.0, SUPERUSER.1))
             .arg("--data-dir")
             .arg(data.path())
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("server starts");
         let stdout = child.stdout.take().expect("stdout");

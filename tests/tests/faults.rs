@@ -80,8 +80,16 @@ async fn kill_9_during_acknowledged_writes_and_queue_posts_loses_none_of_them() 
                 acked_messages.clone(),
             )),
         ];
-        // Kill it at a different moment of the stream each round.
-        tokio::time::sleep(Duration::from_millis(250 + 90 * round)).await;
+        // Once both streams are flowing, kill it at a different moment each round.
+        for _ in 0..200 {
+            let flowing = acked_notes.lock().expect("acked").len() >= 5
+                && acked_messages.lock().expect("acked").len() >= 5;
+            if flowing {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(30 + 70 * round)).await;
         let data = node.kill_keeping_data();
         for w in writers {
             let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
@@ -240,7 +248,9 @@ struct SmallDisk {
 impl SmallDisk {
     /// `None` when mounting is not permitted here; on CI that fails the test instead.
     fn mount(megabytes: u32) -> Option<SmallDisk> {
-        let path = std::env::temp_dir().join(format!("gs-small-disk-{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("gs-small-disk-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&path).ok()?;
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
@@ -320,4 +330,83 @@ async fn a_full_disk_refuses_writes_clearly_and_loses_nothing_acknowledged() {
     let lost: Vec<_> = acked.iter().filter(|k| !stored.contains(k)).collect();
     assert!(lost.is_empty(), "acknowledged notes lost: {lost:?}");
     drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_passwords_never_reach_the_logs_even_at_debug_level() {
+    let log_dir = tempfile::tempdir().expect("temp dir");
+    let log = log_dir.path().join("server.log");
+    let node = Node::start_logging(&[], &log);
+    let seeded = seed_acme(&node.http).await;
+    // Tokens in the socket URL, in the header, a bad one, and a password login.
+    let url = format!("{}/acme/shop?access_token={}", node.ws(), seeded.john);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("socket");
+    let _ = ws.next().await;
+    let _ = ws
+        .send(Message::text(
+            json!({"id": 1, "method": "AUTH", "path": "/", "body": {"access_token": seeded.jane}})
+                .to_string(),
+        ))
+        .await;
+    let _ = ws.next().await;
+    drop(ws);
+    let bad = "not-a-real-token-but-secret-looking";
+    let _ =
+        tokio_tungstenite::connect_async(&format!("{}/acme/shop?access_token={bad}", node.ws()))
+            .await;
+    let (status, _) = rest(
+        "GET",
+        &format!("{}/acme/shop/users/me", node.http),
+        Some(&seeded.john),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    drop(node);
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.len() > 100, "the server logged at debug level: {text}");
+    for secret in [
+        seeded.john.as_str(),
+        seeded.jane.as_str(),
+        seeded.admin_token.as_str(),
+        bad,
+        "john-password",
+        "boss-password",
+        "root-password",
+    ] {
+        assert!(!text.contains(secret), "a secret reached the log: {secret}");
+    }
+}
+
+#[test]
+fn a_read_only_data_dir_stops_the_start_with_a_clear_error() {
+    let Some(disk) = SmallDisk::mount(1) else {
+        return;
+    };
+    let remounted = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&disk.path)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(remounted, "remount the empty tmpfs read-only");
+    let out = std::process::Command::new(gridsocket_e2e::process::server_binary())
+        .args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--ws-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(disk.path.join("data"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot open the store at") && err.contains("Read-only file system"),
+        "{err}"
+    );
 }
