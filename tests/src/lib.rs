@@ -174,28 +174,12 @@ impl Fixture {
 
     /// Creates a user (as admin) and returns a fresh token for them.
     pub async fn create_user(&self, username: &str, password: &str) -> String {
-        let (status, body) = rest(
-            "POST",
-            &self.app_url("/users"),
-            Some(&self.admin_token),
-            Some(json!({"username": username, "password": password, "email": format!("{username}@acme.test")})),
-        )
-        .await;
-        assert_eq!(status, 200, "create user: {body}");
-        self.login(username, password).await
+        create_user(&self.app_url(""), &self.admin_token, username, password).await
     }
 
     /// Logs a user in and returns the token.
     pub async fn login(&self, username: &str, password: &str) -> String {
-        let (status, body) = rest(
-            "POST",
-            &self.app_url("/token"),
-            None,
-            Some(json!({"grant_type": "password", "username": username, "password": password})),
-        )
-        .await;
-        assert_eq!(status, 200, "login: {body}");
-        body["access_token"].as_str().expect("token").to_owned()
+        login(&self.app_url(""), username, password).await
     }
 
     /// Opens a socket on the app as `token` and reads its welcome frame.
@@ -603,39 +587,41 @@ pub async fn seed_acme(base: &str) -> Seeded {
             .expect("secret")
             .to_owned(),
     );
-    let user = |name: &'static str| {
-        let (base, admin) = (base.to_owned(), admin_token.clone());
-        async move {
-            let app = format!("{base}/acme/shop");
-            let (status, body) = rest(
-                "POST",
-                &format!("{app}/users"),
-                Some(&admin),
-                Some(
-                    json!({"username": name, "password": format!("{name}-password"),
-                            "email": format!("{name}@acme.test")}),
-                ),
-            )
-            .await;
-            assert_eq!(status, 200, "create user: {body}");
-            let (status, body) = rest(
-                "POST",
-                &format!("{app}/token"),
-                None,
-                Some(json!({"grant_type": "password", "username": name,
-                            "password": format!("{name}-password")})),
-            )
-            .await;
-            assert_eq!(status, 200, "login: {body}");
-            body["access_token"].as_str().expect("token").to_owned()
-        }
-    };
-    let john = user("john").await;
-    let jane = user("jane").await;
+    let app = format!("{base}/acme/shop");
+    let john = create_user(&app, &admin_token, "john", "john-password").await;
+    let jane = create_user(&app, &admin_token, "jane", "jane-password").await;
     Seeded {
         admin_token,
         client,
         john,
         jane,
     }
+}
+
+/// Creates a user in the app at `app` (`http://host:port/{org}/{app}`) as `admin` and returns
+/// a fresh token for them.
+pub async fn create_user(app: &str, admin: &str, username: &str, password: &str) -> String {
+    let (status, body) = rest(
+        "POST",
+        &format!("{app}/users"),
+        Some(admin),
+        Some(json!({"username": username, "password": password,
+                    "email": format!("{username}@acme.test")})),
+    )
+    .await;
+    assert_eq!(status, 200, "create user: {body}");
+    login(app, username, password).await
+}
+
+/// Logs a user of the app at `app` in and returns the token.
+pub async fn login(app: &str, username: &str, password: &str) -> String {
+    let (status, body) = rest(
+        "POST",
+        &format!("{app}/token"),
+        None,
+        Some(json!({"grant_type": "password", "username": username, "password": password})),
+    )
+    .await;
+    assert_eq!(status, 200, "login: {body}");
+    body["access_token"].as_str().expect("token").to_owned()
 }
