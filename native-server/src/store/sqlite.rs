@@ -2,6 +2,7 @@
 //! so that an answered write survives `kill -9` and power loss.
 
 use super::rows::{entity_change, kind_name, kind_of, page_of, queue_message};
+use super::sqlite_writer::Writer;
 use super::{
     AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
     Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult, TokenKind,
@@ -9,7 +10,6 @@ use super::{
 };
 use async_trait::async_trait;
 use gridsocket_core::subscription::ChangeKind;
-use rusqlite::Transaction;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -69,24 +69,18 @@ CREATE TABLE IF NOT EXISTS permissions(
     PRIMARY KEY(app, owner, permission));
 "#;
 
-/// The SQLite store: one writer connection, used from blocking threads (a commit waits for
-/// fsync), and a pool of read-only connections. In WAL mode readers never wait for the writer.
+/// The SQLite store: one writer connection on a thread of its own that commits queued writes
+/// in groups ([`Writer`]), and a pool of read-only connections. In WAL mode readers never wait for the writer.
 /// Point reads (a row by key, short lists) run on the caller's thread: from SQLite's page
 /// cache they take microseconds, less than handing them to another thread would. Scans run on
 /// blocking threads.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    writer: Writer,
     readers: Arc<ReaderPool>,
-    /// Writes waiting for the writer wait here, not on a blocking thread each: a burst of a
-    /// thousand writes would otherwise start hundreds of threads that all wait on one lock.
-    writes: Arc<Semaphore>,
     /// Scans on blocking threads at once; more wait here.
     scans: Arc<Semaphore>,
 }
-
-/// Writes handed to blocking threads at once: one writing, one ready to go next.
-const WRITES_IN_FLIGHT: usize = 2;
 
 /// Idle read-only connections, opened on demand. At most [`MAX_IDLE_READERS`] are kept; a
 /// burst beyond that opens extra ones that are closed after use.
@@ -120,7 +114,7 @@ impl ReaderPool {
     }
 }
 
-fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+pub(super) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     let code = (&e as &dyn std::any::Any)
         .downcast_ref::<rusqlite::Error>()
         .and_then(rusqlite::Error::sqlite_error_code);
@@ -152,32 +146,24 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Writer::start(conn)?,
             readers: Arc::new(ReaderPool {
                 path,
                 idle: Mutex::new(Vec::new()),
             }),
-            writes: Arc::new(Semaphore::new(WRITES_IN_FLIGHT)),
             scans: Arc::new(Semaphore::new(MAX_IDLE_READERS)),
         })
     }
 
+    /// A write, on the writer thread; answered once it is committed.
     async fn call<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        // The semaphore is never closed, so acquiring cannot fail.
-        let _turn = self.writes.acquire().await.map_err(backend)?;
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite inconsistent: keep going.
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(backend)?
+        self.writer.write(f).await
     }
+
     /// A point read on a pooled read connection, on this thread (see [`SqliteStore`]).
     fn read<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
         self.readers.with(f)
@@ -282,7 +268,7 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
 
 /// Appends a change inside the writer's transaction and returns its position: the entity write
 /// and its log entry commit together or not at all.
-fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> StoreResult<u64> {
+fn append_change(tx: &Connection, app: &str, rec: &ChangeRecord) -> StoreResult<u64> {
     tx.execute(
         "INSERT INTO app_seq(app, seq) VALUES (?1, 1) ON CONFLICT(app) DO UPDATE SET seq = seq + 1",
         [app],
@@ -315,7 +301,7 @@ fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> StoreRe
     Ok(seq as u64)
 }
 
-fn load_for_update(tx: &Transaction<'_>, app: &str, uuid: &str) -> StoreResult<Option<Entity>> {
+fn load_for_update(tx: &Connection, app: &str, uuid: &str) -> StoreResult<Option<Entity>> {
     let row = tx
         .query_row(
             "SELECT uuid, collection, name, data FROM entities WHERE app = ?1 AND uuid = ?2",
@@ -360,7 +346,7 @@ impl Store for SqliteStore {
     async fn create_org(&self, org: &OrgRecord, admin: &AdminRecord) -> StoreResult<()> {
         let (org, admin) = (org.clone(), admin.clone());
         self.call(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             tx.execute(
                 "INSERT INTO orgs VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
@@ -446,7 +432,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (app, seed, permissions) = (app.clone(), seed.to_vec(), permissions.to_vec());
         self.call(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             tx.execute(
                 "INSERT INTO apps VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -572,7 +558,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (app, e, secret) = (app.to_owned(), entity.clone(), secret.map(str::to_owned));
         self.call(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             let data = Value::Object(e.data.clone()).to_string();
             tx.prepare_cached("INSERT INTO entities VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                 .and_then(|mut s| {
@@ -653,7 +639,7 @@ impl Store for SqliteStore {
     async fn replace_entity(&self, app: &str, entity: &Entity) -> StoreResult<()> {
         let (app, e) = (app.to_owned(), entity.clone());
         self.call(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             let Some(before) = load_for_update(&tx, &app, &e.uuid)? else {
                 return Ok(());
             };
@@ -681,7 +667,7 @@ impl Store for SqliteStore {
     async fn delete_entity(&self, app: &str, uuid: &str) -> StoreResult<bool> {
         let (app, uuid) = (app.to_owned(), uuid.to_owned());
         self.call(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             let Some(before) = load_for_update(&tx, &app, &uuid)? else {
                 return Ok(false);
             };
@@ -756,7 +742,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (app, activity, owners) = (app.to_owned(), activity.clone(), owners.to_vec());
         self.call(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             for owner in &owners {
                 let added = tx
                     .execute(
@@ -897,7 +883,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Value>> {
         let (app, queue, messages) = (app.to_owned(), queue.to_owned(), messages.to_vec());
         self.call(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             let mut targets = vec![queue.clone()];
             {
                 let mut st = tx
@@ -964,9 +950,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<QueuedMessage>> {
         let (app, queue, read) = (app.to_owned(), queue.to_owned(), read.clone());
         self.call(move |c| {
-            let tx = c.transaction().map_err(backend)?;
+            let tx = c.savepoint().map_err(backend)?;
             let mut out = Vec::new();
-            let message = |id: i64, tx: &Transaction<'_>| -> StoreResult<Option<(u64, Value)>> {
+            let message = |id: i64, tx: &Connection| -> StoreResult<Option<(u64, Value)>> {
                 let row = tx
                     .query_row(
                         "SELECT seq, data FROM queue_messages WHERE id = ?1",
