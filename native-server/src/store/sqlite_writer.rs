@@ -24,11 +24,14 @@ const GROUP_MAX: usize = 64;
 /// ended.
 type Job = Box<dyn FnOnce(&mut Connection) -> Written + Send>;
 
+/// Answers a write's caller: given the error that ended its transaction, if it was not
+/// committed.
+type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
 /// What a write left behind.
 struct Written {
-    /// Answers the caller: given the error that ended the transaction, if it was not
-    /// committed.
-    reply: Box<dyn FnOnce(Option<&StoreError>) + Send>,
+    /// Answers the caller.
+    reply: Reply,
     /// The write's own failure, to tell the others in its group why their transaction was
     /// lost if this failure ended it (SQLite rolls the whole transaction back on a full disk).
     failure: Option<StoreError>,
@@ -229,8 +232,7 @@ mod tests {
                 .map_err(super::super::sqlite::backend)?;
             panic!("a bug in a write");
         });
-        let (panicked, others) =
-            tokio::join!(panicking, join_all((0..50).map(|k| insert(&w, k))));
+        let (panicked, others) = tokio::join!(panicking, join_all((0..50).map(|k| insert(&w, k))));
         assert!(matches!(panicked, Err(StoreError::Backend(_))));
         assert!(others.iter().all(|r| matches!(r, Ok(1))));
         assert_eq!(keys(&w).await, (0..50).collect::<Vec<_>>());
