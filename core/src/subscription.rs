@@ -2,8 +2,14 @@
 //! subscriptions a change concerns in time proportional to the matches.
 
 use crate::query::Query;
+use rustc_hash::FxBuildHasher;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+
+/// The subscriptions of one entity, collection, feed or queue. Keys are the host's own
+/// numbers (never chosen by a client), so they are hashed with a fast, unkeyed hash; names
+/// from clients stay behind the standard keyed one.
+type KeySet<K> = HashSet<K, FxBuildHasher>;
 use std::fmt::Write as _;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -176,18 +182,18 @@ impl Target {
 /// with the subscriptions that could match, never with the others.
 #[derive(Debug)]
 pub struct SubscriptionIndex<K> {
-    targets: HashMap<K, Target>,
-    entity_uuid: HashMap<(String, String), HashSet<K>>,
-    entity_name: HashMap<(String, String), HashSet<K>>,
-    collections: HashMap<String, HashSet<K>>,
-    feeds: HashMap<String, HashSet<K>>,
-    queues: HashMap<String, HashSet<K>>,
+    targets: HashMap<K, Target, FxBuildHasher>,
+    entity_uuid: HashMap<(String, String), KeySet<K>>,
+    entity_name: HashMap<(String, String), KeySet<K>>,
+    collections: HashMap<String, KeySet<K>>,
+    feeds: HashMap<String, KeySet<K>>,
+    queues: HashMap<String, KeySet<K>>,
 }
 
 impl<K> Default for SubscriptionIndex<K> {
     fn default() -> Self {
         SubscriptionIndex {
-            targets: HashMap::new(),
+            targets: HashMap::default(),
             entity_uuid: HashMap::new(),
             entity_name: HashMap::new(),
             collections: HashMap::new(),
@@ -197,11 +203,11 @@ impl<K> Default for SubscriptionIndex<K> {
     }
 }
 
-fn add<Q: Hash + Eq, K: Hash + Eq>(map: &mut HashMap<Q, HashSet<K>>, q: Q, k: K) {
+fn add<Q: Hash + Eq, K: Hash + Eq>(map: &mut HashMap<Q, KeySet<K>>, q: Q, k: K) {
     map.entry(q).or_default().insert(k);
 }
 
-fn del<Q: Hash + Eq, K: Hash + Eq>(map: &mut HashMap<Q, HashSet<K>>, q: &Q, k: &K) {
+fn del<Q: Hash + Eq, K: Hash + Eq>(map: &mut HashMap<Q, KeySet<K>>, q: &Q, k: &K) {
     if let Some(set) = map.get_mut(q) {
         set.remove(k);
         if set.is_empty() {
@@ -293,7 +299,7 @@ impl<K: Clone + Eq + Hash> SubscriptionIndex<K> {
 
     /// Appends to `out` every subscription the change concerns, with its event.
     pub fn matches(&self, change: &Change<'_>, out: &mut Vec<(K, EventKind)>) {
-        let check = |set: Option<&HashSet<K>>, out: &mut Vec<(K, EventKind)>| {
+        let check = |set: Option<&KeySet<K>>, out: &mut Vec<(K, EventKind)>| {
             for key in set.into_iter().flatten() {
                 if let Some(kind) = self.targets.get(key).and_then(|t| t.event_for(change)) {
                     out.push((key.clone(), kind));

@@ -7,10 +7,13 @@
 //! whose queue is full is told to close with 4008 (slow consumer) and resumes with `since`:
 //! nobody waits for it and its memory stays bounded.
 
-use crate::push_queue::PushQueue;
 use crate::service::Caller;
+use crate::socket::Socket;
 use crate::store::AppRecord;
+use bytes::Bytes;
+use gridsocket_core::Instant;
 use gridsocket_core::{SubscriptionId, SubscriptionIndex, Target};
+use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,16 +34,20 @@ pub enum Push {
         subscription: SubscriptionId,
         /// Its log position.
         seq: u64,
-        /// The encoded event frame, shared with every subscriber that gets the same bytes.
+        /// The event, shared with every subscriber that gets the same bytes.
         frame: Arc<str>,
+        /// Its encoded WebSocket frame, shared likewise.
+        wire: Bytes,
     },
     /// A queue message handed to this socket as its consumer (outside the ordered stream:
     /// a redelivery repeats an earlier `seq`).
     Delivery {
         /// Which subscription.
         subscription: SubscriptionId,
-        /// The encoded event frame.
+        /// The event.
         frame: Arc<str>,
+        /// Its encoded WebSocket frame.
+        wire: Bytes,
     },
     /// The subscription lost read access.
     Revoke {
@@ -60,8 +67,10 @@ pub enum Push {
 
 /// The hub's handle on one socket.
 pub struct ConnHandle {
-    /// The socket's bounded queue; when it overflows the socket closes with 4008.
-    pub queue: Arc<PushQueue>,
+    /// The socket: pushes are applied to its session and written at once where possible.
+    pub socket: Arc<Socket>,
+    /// True for the application's admins, who read every change: asked once, not per event.
+    pub admin: bool,
     /// Who is connected.
     pub caller: Arc<Caller>,
     /// The application.
@@ -69,9 +78,9 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
-    /// Queues a push without waiting; a full queue marks the socket slow.
+    /// Applies a push without waiting; a socket too far behind closes as a slow consumer.
     pub fn push(&self, push: Push) {
-        self.queue.push(push);
+        self.socket.push(Instant::now(), push);
     }
 }
 
@@ -101,8 +110,8 @@ pub struct SubEntry {
 pub struct AppSubs {
     /// Matching index.
     pub index: SubscriptionIndex<SubKey>,
-    /// Details by key.
-    pub entries: HashMap<SubKey, SubEntry>,
+    /// Details by key (the hub's and sessions' own numbers: a fast, unkeyed hash).
+    pub entries: FxHashMap<SubKey, SubEntry>,
     /// The last log position dispatched, once known.
     pub dispatched: Option<u64>,
 }
@@ -122,8 +131,8 @@ pub struct Pump {
 /// Hub state behind one lock.
 #[derive(Default)]
 pub struct HubState {
-    /// Sockets.
-    pub conns: HashMap<ConnId, ConnHandle>,
+    /// Sockets (by the hub's own numbers: a fast, unkeyed hash).
+    pub conns: FxHashMap<ConnId, ConnHandle>,
     /// Subscriptions per application uuid.
     pub apps: HashMap<String, AppSubs>,
     /// Queue consumer pumps.
@@ -225,20 +234,15 @@ impl Hub {
             .collect()
     }
 
-    /// Pushes to one socket, if it is still there.
-    pub fn push_to(&self, conn: ConnId, push: Push) {
-        if let Some(h) = self.state().conns.get(&conn) {
-            h.push(push);
-        }
+    /// The socket of a connection, if it is still there.
+    pub fn socket(&self, conn: ConnId) -> Option<Arc<Socket>> {
+        self.state().conns.get(&conn).map(|h| h.socket.clone())
     }
 
-    /// Queues many pushes under one lock, in order.
-    pub fn push_all(&self, pushes: impl IntoIterator<Item = (ConnId, Push)>) {
-        let st = self.state();
-        for (conn, push) in pushes {
-            if let Some(h) = st.conns.get(&conn) {
-                h.push(push);
-            }
+    /// Pushes to one socket, if it is still there.
+    pub fn push_to(&self, conn: ConnId, push: Push) {
+        if let Some(socket) = self.socket(conn) {
+            socket.push(Instant::now(), push);
         }
     }
 

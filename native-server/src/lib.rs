@@ -7,14 +7,15 @@
 
 pub mod auth;
 pub mod bus;
+pub mod connection;
 pub mod demo;
 pub mod hub;
 pub mod metrics;
-pub mod push_queue;
 pub mod rest;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod socket;
 pub mod store;
 pub mod tls;
 pub mod ws;

@@ -1,28 +1,29 @@
 //! WebSocket glue: drives one socket's [`ServerSession`] with frames, finished requests,
 //! pushed events and time, and writes what it says.
 
-use crate::hub::{ConnHandle, ConnId, Push};
-use crate::metrics::{Metrics, Via};
-use crate::push_queue::{PushQueue, Pushed};
+use crate::connection::{Wire, Writer};
+use crate::hub::{ConnHandle, ConnId};
+use crate::metrics::Via;
 use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
 use crate::settings::Settings;
+use crate::socket::Socket;
 use crate::tls::Conn;
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use gridsocket_core::{
-    Instant, OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
+    Instant, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
 };
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 /// The read buffer per socket: tungstenite's default (128 KiB, zero-filled) would cost that
@@ -31,15 +32,9 @@ use tokio_util::sync::CancellationToken;
 /// 19k sockets, with no throughput difference beyond run-to-run noise (BENCHMARKS.md).
 const READ_BUFFER: usize = 2048;
 
-/// Frames are gathered up to this many bytes before a write: a burst of events becomes a few
-/// large writes instead of one system call each. The buffer grows only as far as it is used.
-const WRITE_BATCH: usize = 16 * 1024;
-
 fn ws_config(settings: &Settings) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BATCH)
-        .max_write_buffer_size(4 * settings.max_frame_bytes.max(WRITE_BATCH))
         .max_message_size(Some(settings.max_frame_bytes))
         .max_frame_size(Some(settings.max_frame_bytes))
 }
@@ -108,8 +103,9 @@ pub async fn serve_socket(
     };
     // Boxed: the handshake's state is large and short-lived; inline, it would size the
     // socket's task for as long as the socket lives.
+    let (wire, direct) = Wire::new(stream);
     let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
+        wire,
         callback,
         Some(ws_config(&settings)),
     ));
@@ -163,14 +159,6 @@ pub async fn serve_socket(
             }
         }
     };
-    let queue = Arc::new(PushQueue::new(settings.max_queued_events));
-    let conn = context.as_ref().map(|ctx| {
-        service.hub().register(ConnHandle {
-            queue: queue.clone(),
-            caller: ctx.caller.clone(),
-            app: ctx.app.clone(),
-        })
-    });
     if let Some(ctx) = &context {
         session.set_token_expiry(now, expiry_instant(ctx.expires));
         match &ctx.resource {
@@ -187,32 +175,73 @@ pub async fn serve_socket(
             }
         }
     }
-    drive(
+    let socket = Arc::new(Socket::new(
+        session,
+        direct,
+        settings.max_queued_events,
+        service.metrics().clone(),
+    ));
+    let Some(mut writer) = ws.get_mut().attach(socket.clone()) else {
+        return;
+    };
+    let conn = context.as_ref().map(|ctx| {
+        service.hub().register(ConnHandle {
+            socket: socket.clone(),
+            admin: service.is_app_admin(&ctx.app, &ctx.caller),
+            caller: ctx.caller.clone(),
+            app: ctx.app.clone(),
+        })
+    });
+    let ending = drive(
         &mut ws,
-        &mut session,
+        &mut writer,
+        &socket,
         &service,
         context.as_ref(),
         conn,
-        &queue,
         &cancel,
     )
     .await;
     if let Some(conn) = conn {
         service.hub().unregister(conn);
     }
-    let _ = ws.close(None).await;
+    if ending == Ending::PeerClosed {
+        // tungstenite's reply to the peer's close joins the outgoing frames.
+        let _ = ws.flush().await;
+    }
+    // The last frames (a close) go out if the peer takes them soon; a slow consumer gets only
+    // what fits at once.
+    let rest = poll_fn(|cx| socket.poll_write_backlog(cx, &mut writer));
+    if socket.lock().is_slow() {
+        let _ = rest.now_or_never();
+    } else {
+        let _ = tokio::time::timeout(FINAL_WRITE, rest).await;
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// How long a closing socket's last frames may take to go out.
+const FINAL_WRITE: Duration = Duration::from_secs(5);
+
+/// Why a socket's loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    /// The peer sent a close frame (tungstenite replies to it).
+    PeerClosed,
+    /// The session closed, the connection broke or went away.
+    Done,
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn drive(
-    ws: &mut WebSocketStream<Conn>,
-    session: &mut ServerSession,
+    ws: &mut WebSocketStream<Wire>,
+    writer: &mut Writer,
+    socket: &Socket,
     service: &Arc<Service>,
     context: Option<&SocketContext>,
     conn: Option<ConnId>,
-    queue: &PushQueue,
     cancel: &CancellationToken,
-) {
+) -> Ending {
     // Requests in flight: reads run right here, other work in spawned tasks that answer
     // through a one-shot channel. Nothing is allocated while nothing is in flight; the
     // session caps how many there are (max_in_flight).
@@ -223,28 +252,23 @@ async fn drive(
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(cancelled, timer);
     let mut armed: Option<Instant> = None;
-    let metrics = service.metrics();
+    let mut events = Vec::new();
     loop {
-        while let Some(event) = session.poll_event() {
+        // What the session asks for and sends; written at once where the connection takes it.
+        let (deadline, backlog) = {
+            let mut st = socket.lock();
+            while let Some(event) = st.session.poll_event() {
+                events.push(event);
+            }
+            socket.transmit(&mut st, Instant::now(), None, false);
+            if st.is_finished() {
+                return Ending::Done;
+            }
+            (st.session.poll_timeout(), st.has_backlog())
+        };
+        for event in events.drain(..) {
             handle_event(event, service, context, conn, &mut in_flight);
         }
-        // A peer that stops reading blocks the write; once its queue overflowed too, give up
-        // on it instead of waiting forever (and once cut off, write only what fits at once).
-        let flushed = if queue.is_slow() {
-            flush(ws, session, metrics)
-                .now_or_never()
-                .is_some_and(|r| r.is_ok())
-        } else {
-            tokio::select! {
-                biased;
-                r = flush(ws, session, metrics) => r.is_ok(),
-                _ = queue.slow() => false,
-            }
-        };
-        if !flushed || session.is_closed() {
-            return;
-        }
-        let deadline = session.poll_timeout();
         if deadline != armed {
             if let Some(d) = deadline {
                 timer.as_mut().reset(d.into());
@@ -252,16 +276,29 @@ async fn drive(
             armed = deadline;
         }
         tokio::select! {
+            // A peer that does not read leaves frames waiting: the socket goes on reading and
+            // answering meanwhile, and closes as a slow consumer once too many wait.
+            written = poll_fn(|cx| socket.poll_write_backlog(cx, writer)), if backlog => {
+                if written.is_err() {
+                    return Ending::Done;
+                }
+            }
             msg = ws.next() => {
                 let now = Instant::now();
+                let mut st = socket.lock();
+                let session = &mut st.session;
                 match msg {
                     Some(Ok(Message::Text(text))) => session.handle_text(now, text.as_str()),
                     Some(Ok(Message::Binary(bytes))) => session.handle_binary(now, bytes.len()),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.handle_pong(now),
                     Some(Ok(Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => {
+                    Some(Ok(Message::Close(_))) => {
                         session.handle_disconnect(now);
-                        return;
+                        return Ending::PeerClosed;
+                    }
+                    None => {
+                        session.handle_disconnect(now);
+                        return Ending::Done;
                     }
                     Some(Err(WsError::Capacity(e))) => {
                         tracing::debug!(error = %e, "oversize frame");
@@ -278,40 +315,27 @@ async fn drive(
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket read failed");
                         session.handle_disconnect(now);
-                        return;
+                        return Ending::Done;
                     }
                 }
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 let now = Instant::now();
-                complete(session, now, done);
-                // Take every other answer that is ready too: one flush for many responses.
+                let mut st = socket.lock();
+                complete(&mut st.session, now, done);
+                // Take every other answer that is ready too: one write for many responses.
                 while let Some(Some(done)) = in_flight.next().now_or_never() {
-                    complete(session, now, done);
+                    complete(&mut st.session, now, done);
                 }
             }
-            pushed = queue.next() => {
-                let now = Instant::now();
-                match pushed {
-                    // Everything queued at once: one flush for many events.
-                    Pushed::Batch(batch) => {
-                        service.metrics().queue_depth.observe(batch.len() as f64);
-                        for push in batch {
-                            apply_push(session, now, push);
-                        }
-                    }
-                    Pushed::Slow => {
-                        service.metrics().slow_consumer_closes.inc();
-                        session.close(now, close_code::SLOW_CONSUMER, "slow consumer: resume with since");
-                    }
-                }
-            }
+            // A pusher left something only this task can do (a backlog, a close).
+            _ = socket.woken() => {}
             _ = &mut timer, if armed.is_some() => {
                 armed = None;
-                session.handle_timeout(Instant::now());
+                socket.lock().session.handle_timeout(Instant::now());
             }
             _ = &mut cancelled => {
-                session.close(Instant::now(), close_code::SERVICE_RESTART, "server restarting");
+                socket.lock().session.close(Instant::now(), close_code::SERVICE_RESTART, "server restarting");
             }
         }
     }
@@ -336,27 +360,6 @@ fn complete(session: &mut ServerSession, now: Instant, done: Option<Done>) {
             });
             session.complete(now, handle, 200, &body.to_string());
         }
-    }
-}
-
-fn apply_push(session: &mut ServerSession, now: Instant, push: Push) {
-    match push {
-        Push::Event {
-            subscription,
-            seq,
-            frame,
-        } => session.handle_push(now, subscription, seq, frame),
-        Push::Delivery {
-            subscription,
-            frame,
-        } => {
-            session.handle_delivery(now, subscription, frame);
-        }
-        Push::Revoke {
-            subscription,
-            reason,
-        } => session.revoke(now, subscription, reason),
-        Push::Close { code, reason } => session.close(now, code, reason),
     }
 }
 
@@ -440,45 +443,4 @@ fn handle_event(
             });
         }
     }
-}
-
-/// An event frame shared between subscribers, as a text payload without copying it.
-fn shared_text(frame: Arc<str>) -> Utf8Bytes {
-    struct Shared(Arc<str>);
-    impl AsRef<[u8]> for Shared {
-        fn as_ref(&self) -> &[u8] {
-            self.0.as_bytes()
-        }
-    }
-    // The bytes came from a `str`, so they are UTF-8 and the conversion cannot fail; the
-    // fallback only keeps this free of `unwrap`.
-    Utf8Bytes::try_from(Bytes::from_owner(Shared(frame.clone())))
-        .unwrap_or_else(|_| Utf8Bytes::from(frame.to_string()))
-}
-
-/// Writes every queued frame, then flushes once (coalescing them into few writes).
-async fn flush(
-    ws: &mut WebSocketStream<Conn>,
-    session: &mut ServerSession,
-    metrics: &Metrics,
-) -> Result<(), WsError> {
-    while let Some(frame) = session.poll_transmit() {
-        match frame {
-            OutFrame::Text(text) => ws.feed(Message::text(text)).await?,
-            OutFrame::Event(shared) => {
-                ws.feed(Message::Text(shared_text(shared))).await?;
-                metrics.events_delivered.inc();
-            }
-            OutFrame::Ping => ws.feed(Message::Ping(Default::default())).await?,
-            OutFrame::Close { code, reason } => {
-                ws.feed(Message::Close(Some(CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                })))
-                .await?;
-            }
-        }
-    }
-    // Also sends the pongs tungstenite queued while reading pings.
-    ws.flush().await
 }

@@ -7,6 +7,7 @@ use crate::wire::{
     ApiRequest, Command, FrameError, FrameId, Params, RejectedFrame, decode_request,
     encode_rejection, encode_response, error_body_json,
 };
+use rustc_hash::FxBuildHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -185,7 +186,8 @@ pub struct ServerSession {
     // before them are answered (so a socket reads its own writes).
     writes: BTreeSet<RequestHandle>,
     held_reads: VecDeque<(RequestHandle, ApiRequest)>,
-    subs: HashMap<SubscriptionId, Sub>,
+    /// By id: numbers the session assigns, so hashed with a fast, unkeyed hash.
+    subs: HashMap<SubscriptionId, Sub, FxBuildHasher>,
     buffered_events: usize,
     transmits: VecDeque<OutFrame>,
     events: VecDeque<ServerEvent>,
@@ -208,7 +210,7 @@ impl ServerSession {
             pending: BTreeMap::new(),
             writes: BTreeSet::new(),
             held_reads: VecDeque::new(),
-            subs: HashMap::new(),
+            subs: HashMap::default(),
             buffered_events: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),

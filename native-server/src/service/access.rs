@@ -89,7 +89,7 @@ impl Caller {
 impl Service {
     /// True for principals that administer the app (superuser, its org's admins and client,
     /// its own client).
-    pub(super) fn is_app_admin(&self, app: &AppRecord, caller: &Caller) -> bool {
+    pub fn is_app_admin(&self, app: &AppRecord, caller: &Caller) -> bool {
         match &caller.principal {
             Principal::Superuser => true,
             Principal::Admin { orgs, .. } => orgs.contains(&app.org_uuid),

@@ -4,7 +4,9 @@
 use super::envelope::render_entity;
 use super::{ApiError, ApiResponse, Caller, Service, now_ms};
 use crate::hub::{ConnHandle, ConnId, ConsumerKey, Push, SubEntry, SubKey};
+use crate::socket::{Socket, text_frame};
 use crate::store::{AppRecord, ChangeRecord, ChangeView, Entity, EntityKey, QueueRead, StoreError};
+use bytes::Bytes;
 use gridsocket_core::subscription::{ChangeKind, encode_event};
 use gridsocket_core::{
     ApiRequest, EntityRef, EventKind, Method, Params, Query, Resource, ResourcePath,
@@ -414,8 +416,17 @@ impl Service {
                 .changes_since(app_uuid, from, DISPATCH_BATCH)
                 .await?;
             let n = batch.changes.len();
+            // A burst of changes: every event of the batch for one socket goes out in one
+            // write. A single change is written to each socket right away.
+            let mut corked = (n > 1).then(Vec::new);
             for rec in batch.changes {
-                self.dispatch_change(app_uuid, ChangeView::new(rec)).await;
+                self.dispatch_change(app_uuid, ChangeView::new(rec), corked.as_mut())
+                    .await;
+            }
+            for socket in corked.into_iter().flatten() {
+                socket.uncork();
+                // Writing to ten thousand sockets takes a while: let others run meanwhile.
+                tokio::task::consume_budget().await;
             }
             if n < DISPATCH_BATCH {
                 return Ok(());
@@ -423,83 +434,126 @@ impl Service {
         }
     }
 
-    async fn dispatch_change(&self, app_uuid: &str, view: ChangeView) {
+    /// Pushes one change to its subscribers' sockets. With `corked`, the events are queued
+    /// and the sockets touched for the first time added to it, for the caller to uncork;
+    /// without, each is written at once.
+    async fn dispatch_change(
+        &self,
+        app_uuid: &str,
+        view: ChangeView,
+        mut corked: Option<&mut Vec<Arc<Socket>>>,
+    ) {
         let seq = view.record.seq;
+        /// One matched subscription, with what deciding and encoding its event needs.
         struct Delivery {
-            key: SubKey,
+            socket: Arc<Socket>,
+            subscription: SubscriptionId,
             kind: EventKind,
             path: Arc<str>,
             wire_id: Arc<str>,
             consumer: Option<ConsumerKey>,
+            admin: bool,
             caller: Arc<Caller>,
             app: Arc<AppRecord>,
         }
         let deliveries: Vec<Delivery> = {
             let st = self.hub.state();
             let mut matched = Vec::new();
-            if let Some(subs) = st.apps.get(app_uuid) {
-                subs.index.matches(&view.change(), &mut matched);
-            }
+            let Some(subs) = st.apps.get(app_uuid) else {
+                return;
+            };
+            subs.index.matches(&view.change(), &mut matched);
             matched
                 .into_iter()
-                .filter_map(|(key, kind)| {
-                    let entry = st.apps.get(app_uuid)?.entries.get(&key)?;
-                    let conn = st.conns.get(&key.0)?;
+                .filter_map(|((conn, subscription), kind)| {
+                    let entry = subs.entries.get(&(conn, subscription))?;
+                    let handle = st.conns.get(&conn)?;
                     Some(Delivery {
-                        key,
+                        socket: handle.socket.clone(),
+                        subscription,
                         kind,
                         path: entry.path.clone(),
                         wire_id: entry.wire_id.clone(),
                         consumer: entry.consumer.as_ref().map(|(c, _)| c.clone()),
-                        caller: conn.caller.clone(),
-                        app: conn.app.clone(),
+                        admin: handle.admin,
+                        caller: handle.caller.clone(),
+                        app: handle.app.clone(),
                     })
                 })
                 .collect()
         };
         if !deliveries.is_empty() {
             // The entity is serialized once per change, and each distinct frame (kind,
-            // subscription id, path) once: subscribers that get the same bytes share them.
+            // subscription id, path) encoded once: subscribers that get the same bytes share
+            // them. Subscribers in a row mostly get the same frame as the one before.
             let entity_json = event_entity_json(&view.record);
-            let mut frames: HashMap<(EventKind, Arc<str>, Arc<str>), Arc<str>> = HashMap::new();
+            /// An event frame and its encoding.
+            type Encoded = (Arc<str>, Bytes);
+            let mut frames: HashMap<(EventKind, Arc<str>, Arc<str>), Encoded> = HashMap::new();
+            let mut last: Option<(EventKind, &str, &str, Arc<str>, Bytes)> = None;
             // Whether a user may read this change depends only on who they are: asked once
-            // per user, not once per socket.
-            let mut readable: HashMap<Option<String>, bool> = HashMap::new();
-            let mut pushes = Vec::with_capacity(deliveries.len());
-            for d in deliveries {
+            // per user, not once per socket; the app's admins read everything.
+            let mut readable: HashMap<&str, bool> = HashMap::new();
+            let now = gridsocket_core::Instant::now();
+            for d in &deliveries {
                 if let Some(consumer) = &d.consumer {
                     self.wake_pump(consumer);
                     continue;
                 }
-                let who = (!self.is_app_admin(&d.app, &d.caller))
-                    .then(|| d.caller.user_uuid().unwrap_or("").to_owned());
-                let allowed = match readable.get(&who) {
-                    Some(&known) => known,
-                    None => {
-                        let ok = self.may_read(&d.app, &d.caller, &view.record, d.kind).await;
-                        readable.insert(who, ok);
-                        ok
+                let allowed = d.admin || {
+                    let who = d.caller.user_uuid().unwrap_or("");
+                    match readable.get(who) {
+                        Some(&known) => known,
+                        None => {
+                            let ok = self.may_read(&d.app, &d.caller, &view.record, d.kind).await;
+                            readable.insert(who, ok);
+                            ok
+                        }
                     }
                 };
                 if !allowed {
                     continue;
                 }
-                let frame = frames
-                    .entry((d.kind, d.wire_id.clone(), d.path.clone()))
-                    .or_insert_with(|| {
-                        encode_event(d.kind, &d.wire_id, &d.path, seq, &entity_json).into()
-                    })
-                    .clone();
-                pushes.push((
-                    d.key.0,
-                    Push::Event {
-                        subscription: d.key.1,
-                        seq,
-                        frame,
-                    },
-                ));
+                let (frame, wire) = match &last {
+                    Some((kind, id, path, frame, wire))
+                        if *kind == d.kind && **id == *d.wire_id && **path == *d.path =>
+                    {
+                        (frame.clone(), wire.clone())
+                    }
+                    _ => {
+                        let (frame, wire) = frames
+                            .entry((d.kind, d.wire_id.clone(), d.path.clone()))
+                            .or_insert_with(|| {
+                                let frame: Arc<str> =
+                                    encode_event(d.kind, &d.wire_id, &d.path, seq, &entity_json)
+                                        .into();
+                                let wire = text_frame(&frame);
+                                (frame, wire)
+                            })
+                            .clone();
+                        last = Some((d.kind, &d.wire_id, &d.path, frame.clone(), wire.clone()));
+                        (frame, wire)
+                    }
+                };
+                let push = Push::Event {
+                    subscription: d.subscription,
+                    seq,
+                    frame,
+                    wire,
+                };
+                match corked.as_deref_mut() {
+                    Some(corked) => {
+                        if d.socket.push_corked(now, push) {
+                            corked.push(d.socket.clone());
+                        }
+                    }
+                    None => {
+                        d.socket.push(now, push);
+                        // Writing to ten thousand sockets takes a while: let others run.
+                        tokio::task::consume_budget().await;
+                    }
+                }
             }
-            self.hub.push_all(pushes);
         }
         if let Some(a) = self.hub.state().apps.get_mut(app_uuid) {
             a.dispatched = Some(a.dispatched.unwrap_or(0).max(seq));
@@ -736,11 +790,14 @@ impl Service {
                     m.seq,
                     &m.message.to_string(),
                 );
+                let frame: Arc<str> = frame.into();
+                let wire = text_frame(&frame);
                 self.hub.push_to(
                     k.0,
                     Push::Delivery {
                         subscription: k.1,
-                        frame: frame.into(),
+                        frame,
+                        wire,
                     },
                 );
             }

@@ -1,0 +1,369 @@
+//! One socket's state, shared by its task and by whoever pushes to it (the dispatcher, queue
+//! pumps, revocations): the protocol session and the bytes it could not write yet.
+//!
+//! A push is applied to the session where it happens, and what the session then sends is
+//! written to the connection at once if nothing is waiting before it: an event to an idle
+//! plain-TCP socket costs one `send()` of bytes encoded once for every subscriber, and no task
+//! wake-up. What the connection cannot take at once (the peer's buffers are full), and every
+//! frame of a TLS socket (only its task can encrypt), waits in the socket's backlog for its
+//! task. A backlog is bounded: when more than `max_backlog` frames wait, the socket is a slow
+//! consumer and closes with 4008; it resumes with `since`, and nobody else waits for it.
+
+use crate::hub::Push;
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use gridsocket_core::{Instant, OutFrame, ServerSession, close_code};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+
+/// Chunks of the backlog handed to one vectored write.
+const WRITE_VECTORS: usize = 64;
+
+/// The encoded WebSocket frame (a server frame: unmasked) of a text message.
+pub fn text_frame(text: &str) -> Bytes {
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        ..FrameHeader::default()
+    };
+    let len = text.len() as u64;
+    let mut out = Vec::with_capacity(header.len(len) + text.len());
+    // Writing into a Vec cannot fail.
+    let _ = header.format(len, &mut out);
+    out.extend_from_slice(text.as_bytes());
+    out.into()
+}
+
+/// The encoded frame of anything the session sends.
+fn encode(frame: OutFrame) -> Bytes {
+    let frame = match frame {
+        OutFrame::Text(text) => return text_frame(&text),
+        OutFrame::Event(text) => return text_frame(&text),
+        OutFrame::Ping => Frame::ping(Bytes::new()),
+        OutFrame::Close { code, reason } => Frame::close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        })),
+    };
+    let mut out = Vec::with_capacity(frame.len());
+    let _ = frame.format(&mut out);
+    out.into()
+}
+
+/// A socket's shared state: see the module documentation.
+pub struct Socket {
+    state: Mutex<State>,
+    /// Wakes the socket's task: something only it can do is waiting (a backlog to write, a
+    /// close, a broken connection).
+    wake: Notify,
+    /// The connection, for writes from outside the task; `None` with TLS.
+    direct: Option<Arc<TcpStream>>,
+    /// Most frames the backlog holds before the socket is a slow consumer.
+    max_backlog: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// What the lock guards.
+pub struct State {
+    /// The socket's protocol session.
+    pub session: ServerSession,
+    /// Encoded frames, or what is left of them, not yet written; oldest first.
+    backlog: VecDeque<Bytes>,
+    /// The backlog overflowed: the socket is closing as a slow consumer.
+    slow: bool,
+    /// A write failed: the connection is gone.
+    broken: bool,
+    /// Frames are being gathered for one write ([`Socket::push_corked`]).
+    corked: bool,
+}
+
+impl State {
+    /// True when the socket's task should end: the session closed or the connection broke.
+    pub fn is_finished(&self) -> bool {
+        self.session.is_closed() || self.broken
+    }
+
+    /// True while frames wait to be written.
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// True once the backlog overflowed.
+    pub fn is_slow(&self) -> bool {
+        self.slow
+    }
+}
+
+impl Socket {
+    /// A socket around its session. `direct` is the plain TCP connection (writable from any
+    /// thread); `None` for TLS.
+    pub fn new(
+        session: ServerSession,
+        direct: Option<Arc<TcpStream>>,
+        max_backlog: usize,
+        metrics: Arc<Metrics>,
+    ) -> Socket {
+        Socket {
+            state: Mutex::new(State {
+                session,
+                backlog: VecDeque::new(),
+                slow: false,
+                broken: false,
+                corked: false,
+            }),
+            wake: Notify::new(),
+            direct,
+            max_backlog: max_backlog.max(1),
+            metrics,
+        }
+    }
+
+    /// Locks the state. A panic elsewhere while it was held leaves a usable session.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until a pusher left the task something to do (see [`Socket::wake`]).
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// Applies a push to the session and writes what it sends at once.
+    pub fn push(&self, now: Instant, push: Push) {
+        let mut st = self.lock();
+        let wake_always = !matches!(push, Push::Event { .. } | Push::Delivery { .. });
+        let known = Self::apply(&mut st, now, push);
+        self.transmit(&mut st, now, known.as_ref(), false);
+        if wake_always || st.has_backlog() || st.is_finished() {
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Applies a push to the session and queues what it sends, to be written by
+    /// [`Socket::uncork`]: one write for every event of a burst. True if the socket was not
+    /// corked yet (the caller must uncork it).
+    pub fn push_corked(&self, now: Instant, push: Push) -> bool {
+        let mut st = self.lock();
+        let known = Self::apply(&mut st, now, push);
+        self.transmit(&mut st, now, known.as_ref(), true);
+        !std::mem::replace(&mut st.corked, true)
+    }
+
+    /// Writes what [`Socket::push_corked`] queued, as far as the connection takes it now.
+    pub fn uncork(&self) {
+        let mut st = self.lock();
+        st.corked = false;
+        if let Some(tcp) = &self.direct {
+            write_now(&mut st, tcp);
+        }
+        if st.has_backlog() || st.is_finished() {
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Hands a push to the session; returns the pushed frame with its encoding.
+    fn apply(st: &mut State, now: Instant, push: Push) -> Option<(Arc<str>, Bytes)> {
+        match push {
+            Push::Event {
+                subscription,
+                seq,
+                frame,
+                wire,
+            } => {
+                st.session
+                    .handle_push(now, subscription, seq, frame.clone());
+                Some((frame, wire))
+            }
+            Push::Delivery {
+                subscription,
+                frame,
+                wire,
+            } => {
+                st.session.handle_delivery(now, subscription, frame.clone());
+                Some((frame, wire))
+            }
+            Push::Revoke {
+                subscription,
+                reason,
+            } => {
+                st.session.revoke(now, subscription, reason);
+                None
+            }
+            Push::Close { code, reason } => {
+                st.session.close(now, code, reason);
+                None
+            }
+        }
+    }
+
+    /// Writes (or, `corked`, queues) everything the session has to send. `known` is a frame
+    /// whose encoding the caller already has.
+    pub fn transmit(
+        &self,
+        st: &mut State,
+        now: Instant,
+        known: Option<&(Arc<str>, Bytes)>,
+        corked: bool,
+    ) {
+        while let Some(frame) = st.session.poll_transmit() {
+            let bytes = match (&frame, known) {
+                (OutFrame::Event(text), Some((same, wire))) if Arc::ptr_eq(text, same) => {
+                    wire.clone()
+                }
+                _ => encode(frame.clone()),
+            };
+            if matches!(frame, OutFrame::Event(_)) {
+                self.metrics.events_delivered.inc();
+            }
+            self.send(st, now, bytes, corked);
+        }
+    }
+
+    /// Bytes from tungstenite itself (a pong, the reply to the peer's close), in order with
+    /// everything else.
+    pub fn send_raw(&self, now: Instant, bytes: Bytes) {
+        let mut st = self.lock();
+        self.send(&mut st, now, bytes, false);
+        if st.has_backlog() {
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes `bytes` now if nothing waits before them, the socket is not corked and the
+    /// connection takes them; otherwise queues what is left.
+    fn send(&self, st: &mut State, now: Instant, mut bytes: Bytes, corked: bool) {
+        if st.broken {
+            return;
+        }
+        if !corked
+            && !st.corked
+            && st.backlog.is_empty()
+            && let Some(tcp) = &self.direct
+        {
+            match tcp.try_write(&bytes) {
+                Ok(n) if n == bytes.len() => return,
+                Ok(n) => {
+                    let _ = bytes.split_to(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    st.broken = true;
+                    return;
+                }
+            }
+        }
+        if st.slow {
+            // Cut off: only what fits at once goes out on the way to the close.
+            return;
+        }
+        if st.backlog.len() >= self.max_backlog {
+            st.slow = true;
+            self.metrics.slow_consumer_closes.inc();
+            st.session.close(
+                now,
+                close_code::SLOW_CONSUMER,
+                "slow consumer: resume with since",
+            );
+            // The close frame would wait behind the backlog; the task writes what it can.
+            while st.session.poll_transmit().is_some() {}
+            return;
+        }
+        st.backlog.push_back(bytes);
+    }
+
+    /// Writes the backlog to `out` (the task's writer) until it is empty or `out` is full.
+    /// Cancel-safe: what was written is off the backlog, what was not stays on it. Writes
+    /// happen under the lock (they do not block), so that a pusher never writes in between.
+    pub fn poll_write_backlog(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Poll<io::Result<()>> {
+        let mut st = self.lock();
+        if st.has_backlog() {
+            self.metrics.queue_depth.observe(st.backlog.len() as f64);
+        }
+        loop {
+            if st.broken {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            if st.backlog.is_empty() {
+                // An emptied queue keeps no memory.
+                st.backlog = VecDeque::new();
+                return Pin::new(&mut *out).poll_flush(cx);
+            }
+            let slices: Vec<IoSlice<'_>> = st
+                .backlog
+                .iter()
+                .take(WRITE_VECTORS)
+                .map(|c| IoSlice::new(c))
+                .collect();
+            let written = ready!(Pin::new(&mut *out).poll_write_vectored(cx, &slices));
+            drop(slices);
+            match written {
+                Ok(n) if n > 0 => consume(&mut st.backlog, n),
+                Ok(_) => {
+                    st.broken = true;
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Err(e) => {
+                    st.broken = true;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Writes the backlog to a plain TCP connection as far as it takes it without waiting.
+fn write_now(st: &mut State, tcp: &TcpStream) {
+    while !st.backlog.is_empty() && !st.broken {
+        let written = match st.backlog.len() {
+            1 => tcp.try_write(&st.backlog[0]),
+            _ => {
+                let mut slices = [IoSlice::new(&[]); WRITE_VECTORS];
+                let mut count = 0;
+                for (slot, chunk) in slices.iter_mut().zip(st.backlog.iter()) {
+                    *slot = IoSlice::new(chunk);
+                    count += 1;
+                }
+                tcp.try_write_vectored(&slices[..count])
+            }
+        };
+        match written {
+            Ok(n) if n > 0 => consume(&mut st.backlog, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            _ => st.broken = true,
+        }
+    }
+    if st.backlog.is_empty() {
+        st.backlog = VecDeque::new();
+    }
+}
+
+/// Takes `n` written bytes off the front of a backlog.
+fn consume(backlog: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = backlog.front_mut() else {
+            return;
+        };
+        if n >= front.len() {
+            n -= front.len();
+            backlog.pop_front();
+        } else {
+            let _ = front.split_to(n);
+            n = 0;
+        }
+    }
+}
