@@ -229,6 +229,15 @@ impl Socket {
         }
     }
 
+    /// Writes everything the session has to send, in as few writes as the connection allows
+    /// (the socket's task: many answers at once go out together).
+    pub fn flush(&self, st: &mut State, now: Instant) {
+        self.transmit(st, now, None, true);
+        if let Some(tcp) = &self.direct {
+            write_now(st, tcp);
+        }
+    }
+
     /// Bytes from tungstenite itself (a pong, the reply to the peer's close), in order with
     /// everything else.
     pub fn send_raw(&self, now: Instant, bytes: Bytes) {
@@ -365,5 +374,157 @@ fn consume(backlog: &mut VecDeque<Bytes>, mut n: usize) {
             let _ = front.split_to(n);
             n = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::SharedTcp;
+    use futures_util::FutureExt;
+    use gridsocket_core::{Params, ServerConfig, ServerEvent, SubscriptionId};
+    use std::future::poll_fn;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A connected pair: the server's end (shared) and the client's.
+    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (server, _) = accepted.expect("accept");
+        (Arc::new(server), client.expect("connect"))
+    }
+
+    /// A socket whose session has one confirmed subscription.
+    async fn socket(max_backlog: usize) -> (Arc<Socket>, SubscriptionId, TcpStream) {
+        let now = Instant::now();
+        let mut session = ServerSession::accept(ServerConfig::default(), now);
+        session.subscribe_on_connect(now, "/notes".into(), Params::default());
+        let Some(ServerEvent::Subscribe {
+            handle,
+            subscription,
+            ..
+        }) = session.poll_event()
+        else {
+            panic!("no subscribe event");
+        };
+        session.confirm_subscription(now, handle, 0, "{}", Vec::new());
+        while session.poll_transmit().is_some() {}
+        let (server, client) = pair().await;
+        let metrics = Arc::new(Metrics::default());
+        let socket = Socket::new(session, Some(server), max_backlog, metrics);
+        (Arc::new(socket), subscription, client)
+    }
+
+    fn event(subscription: SubscriptionId, seq: u64, body: &str) -> (Push, Bytes) {
+        let frame: Arc<str> = body.into();
+        let wire = text_frame(&frame);
+        let push = Push::Event {
+            subscription,
+            seq,
+            frame,
+            wire: wire.clone(),
+        };
+        (push, wire)
+    }
+
+    async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        client.read_exact(&mut buf).await.expect("read");
+        buf
+    }
+
+    #[tokio::test]
+    async fn an_event_to_an_idle_socket_is_written_by_the_pusher_without_waking_the_task() {
+        let (socket, sub, mut client) = socket(16).await;
+        let (push, wire) = event(sub, 1, r#"{"n":1}"#);
+        socket.push(Instant::now(), push);
+        assert_eq!(read_exactly(&mut client, wire.len()).await, wire);
+        assert!(
+            socket.woken().now_or_never().is_none(),
+            "the task was woken"
+        );
+        // The session saw it: the same event again is not sent twice.
+        let (again, _) = event(sub, 1, r#"{"n":1}"#);
+        socket.push(Instant::now(), again);
+        assert!(!socket.lock().has_backlog());
+        let mut byte = [0u8; 1];
+        assert!(
+            client.try_read(&mut byte).is_err(),
+            "a duplicate was written"
+        );
+    }
+
+    #[tokio::test]
+    async fn corked_events_wait_for_uncork_and_go_out_in_order() {
+        let (socket, sub, mut client) = socket(16).await;
+        let mut expected = Vec::new();
+        for seq in 1..=3 {
+            let (push, wire) = event(sub, seq, &format!(r#"{{"n":{seq}}}"#));
+            let first = socket.push_corked(Instant::now(), push);
+            assert_eq!(first, seq == 1, "only the first push corks the socket");
+            expected.extend_from_slice(&wire);
+        }
+        let mut byte = [0u8; 1];
+        assert!(client.try_read(&mut byte).is_err(), "written before uncork");
+        socket.uncork();
+        assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
+        assert!(!socket.lock().has_backlog());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_reads_late_gets_the_backlog_from_the_task_in_order() {
+        let (socket, sub, mut client) = socket(100_000).await;
+        // Big events until the connection stops taking them and a backlog forms.
+        let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(64 * 1024));
+        let mut expected = Vec::new();
+        let mut seq = 0;
+        while !socket.lock().has_backlog() {
+            seq += 1;
+            let (push, wire) = event(sub, seq, &body);
+            socket.push(Instant::now(), push);
+            expected.extend_from_slice(&wire);
+        }
+        for _ in 0..10 {
+            seq += 1;
+            let (push, wire) = event(sub, seq, &body);
+            socket.push(Instant::now(), push);
+            expected.extend_from_slice(&wire);
+        }
+        assert!(
+            socket.woken().now_or_never().is_some(),
+            "the task was not told"
+        );
+        let writer = socket.clone();
+        let direct = socket.direct.clone().expect("plain TCP");
+        let task = tokio::spawn(async move {
+            let mut out = SharedTcp(direct);
+            poll_fn(|cx| writer.poll_write_backlog(cx, &mut out)).await
+        });
+        let got = read_exactly(&mut client, expected.len()).await;
+        assert!(
+            got == expected,
+            "bytes differ from the frames pushed, in order"
+        );
+        task.await.expect("task").expect("backlog written");
+        assert!(!socket.lock().has_backlog());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_reads_is_cut_off_as_a_slow_consumer_with_a_bounded_backlog() {
+        let (socket, sub, _client) = socket(8).await;
+        let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(64 * 1024));
+        for seq in 1..=2_000 {
+            let (push, _) = event(sub, seq, &body);
+            socket.push(Instant::now(), push);
+            if socket.lock().is_slow() {
+                break;
+            }
+        }
+        let st = socket.lock();
+        assert!(st.is_slow() && st.is_finished());
+        assert!(st.backlog.len() <= 8);
+        assert_eq!(socket.metrics.slow_consumer_closes.get(), 1);
     }
 }

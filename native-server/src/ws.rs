@@ -260,7 +260,7 @@ async fn drive(
             while let Some(event) = st.session.poll_event() {
                 events.push(event);
             }
-            socket.transmit(&mut st, Instant::now(), None, false);
+            socket.flush(&mut st, Instant::now());
             if st.is_finished() {
                 return Ending::Done;
             }
