@@ -84,13 +84,13 @@ impl AsyncWrite for SharedTcp {
 }
 
 /// The half a socket's task writes with.
-pub type Writer = Either<SharedTcp, WriteHalf<TlsStream<TcpStream>>>;
+pub type Writer = Either<SharedTcp, WriteHalf<Box<TlsStream<TcpStream>>>>;
 
 /// The stream tungstenite runs on. During the handshake its writes go to the connection;
 /// once the socket exists they join the socket's outgoing frames in order (after the
 /// handshake tungstenite writes only pongs and its reply to the peer's close).
 pub struct Wire {
-    read: Either<SharedTcp, ReadHalf<TlsStream<TcpStream>>>,
+    read: Either<SharedTcp, ReadHalf<Box<TlsStream<TcpStream>>>>,
     handshake_writer: Option<Writer>,
     socket: Option<Arc<Socket>>,
 }

@@ -11,8 +11,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_util::either::Either;
 
-/// A connection as the server reads it: plain TCP, or TLS over TCP.
-pub type Conn = Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
+/// A connection as the server reads it: plain TCP, or TLS over TCP. The TLS state (over a
+/// kilobyte) is boxed so that it is not part of every plain socket's task.
+pub type Conn = Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,8 +84,10 @@ pub async fn wrap(stream: TcpStream, tls: Option<&TlsAcceptor>) -> Option<Conn> 
     match tls {
         None => Some(Either::Left(stream)),
         Some(acceptor) => {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => Some(Either::Right(s)),
+            // Boxed: the handshake's state is large and short-lived.
+            let accept = Box::pin(acceptor.accept(stream));
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                Ok(Ok(s)) => Some(Either::Right(Box::new(s))),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "TLS handshake failed");
                     None

@@ -252,9 +252,10 @@ async fn drive(
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(cancelled, timer);
     let mut armed: Option<Instant> = None;
-    let mut events = Vec::new();
     loop {
         // What the session asks for and sends; written at once where the connection takes it.
+        // (A new Vec each time: an idle socket keeps no capacity.)
+        let mut events = Vec::new();
         let (deadline, backlog) = {
             let mut st = socket.lock();
             while let Some(event) = st.session.poll_event() {
@@ -266,7 +267,7 @@ async fn drive(
             }
             (st.session.poll_timeout(), st.has_backlog())
         };
-        for event in events.drain(..) {
+        for event in events {
             handle_event(event, service, context, conn, &mut in_flight);
         }
         if deadline != armed {
