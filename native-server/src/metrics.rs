@@ -46,9 +46,10 @@ pub struct Metrics {
     pub tasks: Gauge,
     /// Event frames written to sockets.
     pub events_delivered: Counter,
-    /// Sockets closed with 4008 because their queue overflowed.
+    /// Sockets closed with 4008 because too many frames waited to be written to them.
     pub slow_consumer_closes: Counter,
-    /// How many pushes a socket's queue held each time the socket drained it.
+    /// How many frames waited for a socket that could not take them at once, each time its
+    /// task wrote them (an idle socket is written directly and never counts here).
     pub queue_depth: Histogram,
     /// Request durations, by API.
     pub request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
@@ -105,12 +106,12 @@ impl Default for Metrics {
         );
         registry.register(
             "slow_consumer_closes",
-            "Sockets closed with 4008 because their event queue overflowed",
+            "Sockets closed with 4008 because too many frames waited to be written to them",
             m.slow_consumer_closes.clone(),
         );
         registry.register(
             "queue_depth",
-            "Pushes waiting in a socket's queue each time it drained them",
+            "Frames waiting for a socket that could not take them at once, each time its task wrote them",
             m.queue_depth.clone(),
         );
         registry.register(
