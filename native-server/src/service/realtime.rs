@@ -494,6 +494,7 @@ impl Service {
             // Whether a user may read this change depends only on who they are: asked once
             // per user, not once per socket; the app's admins read everything.
             let mut readable: HashMap<&str, bool> = HashMap::new();
+            let mut last_reader: Option<(&str, bool)> = None;
             let now = gridsocket_core::Instant::now();
             for d in &deliveries {
                 if let Some(consumer) = &d.consumer {
@@ -502,8 +503,13 @@ impl Service {
                 }
                 let allowed = d.admin || {
                     let who = d.caller.user_uuid().unwrap_or("");
-                    match readable.get(who) {
-                        Some(&known) => known,
+                    let known = match last_reader {
+                        // The same user as the subscriber before: no lookup.
+                        Some((last, known)) if last == who => Some(known),
+                        _ => readable.get(who).copied(),
+                    };
+                    match known {
+                        Some(known) => known,
                         None => {
                             let ok = self.may_read(&d.app, &d.caller, &view.record, d.kind).await;
                             readable.insert(who, ok);
@@ -511,6 +517,9 @@ impl Service {
                         }
                     }
                 };
+                if !d.admin {
+                    last_reader = Some((d.caller.user_uuid().unwrap_or(""), allowed));
+                }
                 if !allowed {
                     continue;
                 }
