@@ -220,6 +220,9 @@ pub async fn serve_socket(
     let _ = writer.shutdown().await;
 }
 
+/// Turns of a socket's loop between two yields to the runtime.
+const TURNS_BEFORE_YIELD: u32 = 16;
+
 /// How long a closing socket's last frames may take to go out.
 const FINAL_WRITE: Duration = Duration::from_secs(5);
 
@@ -252,6 +255,7 @@ async fn drive(
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(cancelled, timer);
     let mut armed: Option<Instant> = None;
+    let mut turns: u32 = 0;
     loop {
         // What the session asks for and sends; written at once where the connection takes it.
         // (A new Vec each time: an idle socket keeps no capacity.)
@@ -269,6 +273,13 @@ async fn drive(
         };
         for event in events {
             handle_event(event, service, context, conn, &mut in_flight);
+        }
+        // Writes never wait on the connection, so a busy socket would otherwise run on
+        // without giving other sockets and the runtime's IO polling a turn: yield now and then
+        // (tokio resumes a yielded task only after it has polled for IO).
+        turns += 1;
+        if turns % TURNS_BEFORE_YIELD == 0 {
+            tokio::task::yield_now().await;
         }
         if deadline != armed {
             if let Some(d) = deadline {
