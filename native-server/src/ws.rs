@@ -278,7 +278,7 @@ async fn drive(
         // without giving other sockets and the runtime's IO polling a turn: yield now and then
         // (tokio resumes a yielded task only after it has polled for IO).
         turns += 1;
-        if turns % TURNS_BEFORE_YIELD == 0 {
+        if turns.is_multiple_of(TURNS_BEFORE_YIELD) {
             tokio::task::yield_now().await;
         }
         if deadline != armed {
