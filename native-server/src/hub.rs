@@ -3,9 +3,10 @@
 //! Every write lands in the application's change log (in the same transaction); a write marks
 //! its application dirty here; the dispatcher (in [`crate::service`]) reads the log after the
 //! last position it dispatched, in order, matches each change against the application's
-//! [`SubscriptionIndex`] and pushes encoded events into each socket's bounded queue. A socket
-//! whose queue is full is told to close with 4008 (slow consumer) and resumes with `since`:
-//! nobody waits for it and its memory stays bounded.
+//! [`SubscriptionIndex`] and pushes each encoded event to its subscribers' sockets
+//! ([`crate::socket`]), which write it at once or keep it in a bounded backlog. A socket whose
+//! backlog is full closes with 4008 (slow consumer) and resumes with `since`: nobody waits for
+//! it and its memory stays bounded.
 
 use crate::service::Caller;
 use crate::socket::Socket;

@@ -1,5 +1,6 @@
-//! WebSocket glue: drives one socket's [`ServerSession`] with frames, finished requests,
-//! pushed events and time, and writes what it says.
+//! WebSocket glue: drives one socket's [`ServerSession`] with frames, finished requests and
+//! time, and writes what it says; pushed events reach the session through its shared
+//! [`Socket`], mostly without this task.
 
 use crate::connection::{Wire, Writer};
 use crate::hub::{ConnHandle, ConnId};
