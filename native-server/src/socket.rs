@@ -131,7 +131,7 @@ impl Socket {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until a pusher left the task something to do (see [`Socket::wake`]).
+    /// Waits until a pusher left the task something to do (a backlog, a close).
     pub async fn woken(&self) {
         self.wake.notified().await
     }

@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS permissions(
 "#;
 
 /// The SQLite store: one writer connection on a thread of its own that commits queued writes
-/// in groups ([`Writer`]), and a pool of read-only connections. In WAL mode readers never wait for the writer.
+/// in groups (`sqlite_writer`), and a pool of read-only connections. In WAL mode readers never wait for the writer.
 /// Point reads (a row by key, short lists) run on the caller's thread: from SQLite's page
 /// cache they take microseconds, less than handing them to another thread would. Scans run on
 /// blocking threads.
