@@ -5,14 +5,14 @@ use crate::query::Query;
 use rustc_hash::FxBuildHasher;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::hash::Hash;
+use std::sync::Arc;
 
 /// The subscriptions of one entity, collection, feed or queue. Keys are the host's own
 /// numbers (never chosen by a client), so they are hashed with a fast, unkeyed hash; names
 /// from clients stay behind the standard keyed one.
 type KeySet<K> = HashSet<K, FxBuildHasher>;
-use std::fmt::Write as _;
-use std::hash::Hash;
-use std::sync::Arc;
 
 /// What a subscription watches. Names are resolved by the host where it needs uuids (feed
 /// owners); entities may be watched by name before they exist.

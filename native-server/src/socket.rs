@@ -312,14 +312,9 @@ impl Socket {
                 st.backlog = VecDeque::new();
                 return Pin::new(&mut *out).poll_flush(cx);
             }
-            let slices: Vec<IoSlice<'_>> = st
-                .backlog
-                .iter()
-                .take(WRITE_VECTORS)
-                .map(|c| IoSlice::new(c))
-                .collect();
-            let written = ready!(Pin::new(&mut *out).poll_write_vectored(cx, &slices));
-            drop(slices);
+            let mut slices = [IoSlice::new(&[]); WRITE_VECTORS];
+            let count = front_slices(&st.backlog, &mut slices);
+            let written = ready!(Pin::new(&mut *out).poll_write_vectored(cx, &slices[..count]));
             match written {
                 Ok(n) if n > 0 => consume(&mut st.backlog, n),
                 Ok(_) => {
@@ -342,11 +337,7 @@ fn write_now(st: &mut State, tcp: &TcpStream) {
             1 => tcp.try_write(&st.backlog[0]),
             _ => {
                 let mut slices = [IoSlice::new(&[]); WRITE_VECTORS];
-                let mut count = 0;
-                for (slot, chunk) in slices.iter_mut().zip(st.backlog.iter()) {
-                    *slot = IoSlice::new(chunk);
-                    count += 1;
-                }
+                let count = front_slices(&st.backlog, &mut slices);
                 tcp.try_write_vectored(&slices[..count])
             }
         };
@@ -359,6 +350,16 @@ fn write_now(st: &mut State, tcp: &TcpStream) {
     if st.backlog.is_empty() {
         st.backlog = VecDeque::new();
     }
+}
+
+/// Points `slices` at the backlog's first chunks; returns how many.
+fn front_slices<'a>(backlog: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>]) -> usize {
+    let mut count = 0;
+    for (slot, chunk) in slices.iter_mut().zip(backlog) {
+        *slot = IoSlice::new(chunk);
+        count += 1;
+    }
+    count
 }
 
 /// Takes `n` written bytes off the front of a backlog.

@@ -102,9 +102,9 @@ pub async fn serve_socket(
             .map(str::to_owned);
         Ok(resp)
     };
+    let (wire, direct) = Wire::new(stream);
     // Boxed: the handshake's state is large and short-lived; inline, it would size the
     // socket's task for as long as the socket lives.
-    let (wire, direct) = Wire::new(stream);
     let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
         wire,
         callback,

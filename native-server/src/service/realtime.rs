@@ -508,18 +508,17 @@ impl Service {
                         Some((last, known)) if last == who => Some(known),
                         _ => readable.get(who).copied(),
                     };
-                    match known {
+                    let ok = match known {
                         Some(known) => known,
                         None => {
                             let ok = self.may_read(&d.app, &d.caller, &view.record, d.kind).await;
                             readable.insert(who, ok);
                             ok
                         }
-                    }
+                    };
+                    last_reader = Some((who, ok));
+                    ok
                 };
-                if !d.admin {
-                    last_reader = Some((d.caller.user_uuid().unwrap_or(""), allowed));
-                }
                 if !allowed {
                     continue;
                 }

@@ -116,12 +116,7 @@ fn run_job(conn: &mut Connection, job: Job) -> Option<Written> {
 /// Runs every job of `group` in one transaction and answers each after its end.
 fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
     if group.len() == 1 || conn.execute_batch("BEGIN IMMEDIATE").is_err() {
-        // Each job's savepoint is then a transaction of its own.
-        for job in group.drain(..) {
-            if let Some(w) = run_job(conn, job) {
-                (w.reply)(None);
-            }
-        }
+        run_alone(conn, group.drain(..));
         return;
     }
     let mut jobs = group.drain(..);
@@ -152,6 +147,11 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
         reply(ended.as_ref().err());
     }
     // What is left after a lost transaction runs one job at a time.
+    run_alone(conn, jobs);
+}
+
+/// Runs jobs one at a time, each job's savepoint a transaction of its own.
+fn run_alone(conn: &mut Connection, jobs: impl Iterator<Item = Job>) {
     for job in jobs {
         if let Some(w) = run_job(conn, job) {
             (w.reply)(None);
