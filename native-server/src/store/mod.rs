@@ -6,6 +6,7 @@
 mod postgres;
 mod rows;
 mod sqlite;
+mod sqlite_readers;
 mod sqlite_writer;
 
 pub use postgres::PostgresStore;

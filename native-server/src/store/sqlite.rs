@@ -2,6 +2,7 @@
 //! so that an answered write survives `kill -9` and power loss.
 
 use super::rows::{entity_change, kind_name, kind_of, page_of, queue_message};
+use super::sqlite_readers::{MAX_IDLE_READERS, ReaderPool};
 use super::sqlite_writer::Writer;
 use super::{
     AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
@@ -10,10 +11,10 @@ use super::{
 };
 use async_trait::async_trait;
 use gridsocket_core::subscription::ChangeKind;
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 const SCHEMA: &str = r#"
@@ -70,47 +71,41 @@ CREATE TABLE IF NOT EXISTS permissions(
 "#;
 
 /// The SQLite store: one writer connection on a thread of its own that commits queued writes
-/// in groups (`sqlite_writer`), and a pool of read-only connections. In WAL mode readers never wait for the writer.
+/// in groups (`sqlite_writer`), and a pool of read-only connections whose snapshots last from
+/// one commit to the next (`sqlite_readers`). In WAL mode readers never wait for the writer.
 /// Point reads (a row by key, short lists) run on the caller's thread: from SQLite's page
 /// cache they take microseconds, less than handing them to another thread would. Scans run on
-/// blocking threads.
+/// blocking threads. The data dir belongs to one process: it is locked while a store is open.
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<ReaderPool>,
     /// Scans on blocking threads at once; more wait here.
     scans: Arc<Semaphore>,
+    /// The data dir's lock, held while any clone of the store lives.
+    _lock: Arc<std::fs::File>,
 }
 
-/// Idle read-only connections, opened on demand. At most [`MAX_IDLE_READERS`] are kept; a
-/// burst beyond that opens extra ones that are closed after use.
-struct ReaderPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
-
-/// Read connections kept open between uses.
-const MAX_IDLE_READERS: usize = 16;
-
-impl ReaderPool {
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut conn = match idle {
-            Some(c) => c,
-            None => {
-                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-                let c = Connection::open_with_flags(&self.path, flags).map_err(backend)?;
-                c.busy_timeout(std::time::Duration::from_secs(5))
-                    .map_err(backend)?;
-                c
-            }
-        };
-        let out = f(&mut conn);
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE_READERS {
-            idle.push(conn);
-        }
-        out
+/// Locks `dir` for this process: the readers' snapshots assume that every commit to the
+/// database is this process's (`sqlite_readers`). A second server on the same dir is refused.
+fn lock_dir(dir: &Path) -> StoreResult<std::fs::File> {
+    let path = dir.join("gridsocket.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(backend)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(
+            format!(
+                "the data dir {} is in use by another gridsocket server",
+                dir.display()
+            )
+            .into(),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(backend(e)),
     }
 }
 
@@ -136,6 +131,7 @@ impl SqliteStore {
     /// Opens (creating if needed) `gridsocket.db` in `dir` and applies the schema.
     pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(backend)?;
+        let lock = lock_dir(dir)?;
         let path = dir.join("gridsocket.db");
         let conn = Connection::open(&path).map_err(backend)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -145,13 +141,12 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        let readers = Arc::new(ReaderPool::new(path));
         Ok(SqliteStore {
-            writer: Writer::start(conn)?,
-            readers: Arc::new(ReaderPool {
-                path,
-                idle: Mutex::new(Vec::new()),
-            }),
+            writer: Writer::start(conn, readers.clone())?,
+            readers,
             scans: Arc::new(Semaphore::new(MAX_IDLE_READERS)),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -778,23 +773,22 @@ impl Store for SqliteStore {
     async fn changes_since(&self, app: &str, after: u64, limit: usize) -> StoreResult<ChangeBatch> {
         let app = app.to_owned();
         self.scan(move |c| {
-            // One read transaction: the batch, the retention floor and the position agree.
-            let tx = c.transaction().map_err(backend)?;
-            let position: i64 = tx
+            // One read (one snapshot): the batch, the retention floor and the position agree.
+            let position: i64 = c
                 .query_row("SELECT seq FROM app_seq WHERE app = ?1", [&app], |r| {
                     r.get(0)
                 })
                 .optional()
                 .map_err(backend)?
                 .unwrap_or(0);
-            let oldest: Option<i64> = tx
+            let oldest: Option<i64> = c
                 .query_row("SELECT MIN(seq) FROM changes WHERE app = ?1", [&app], |r| {
                     r.get(0)
                 })
                 .map_err(backend)?;
             let mut changes = Vec::new();
             {
-                let mut st = tx
+                let mut st = c
                     .prepare_cached(
                         "SELECT seq, created, kind, collection, uuid, name, entity, previous,
                                 feed_owner, queue
@@ -1216,5 +1210,20 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let sql = "DELETE FROM permissions WHERE app = ?1 AND owner = ?2 AND permission = ?3";
         Ok(self.exec(sql, strs_vec(&[app, owner, permission])).await? > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_dir_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = SqliteStore::open(dir.path()).expect("first store");
+        let second = SqliteStore::open(dir.path()).err().expect("refused");
+        assert!(second.to_string().contains("in use"), "{second}");
+        drop(first);
+        SqliteStore::open(dir.path()).expect("opens once the first is gone");
     }
 }

@@ -11,6 +11,7 @@
 
 use super::{StoreError, StoreResult};
 use rusqlite::Connection;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Writes waiting for the writer. When it is full, a write waits to be queued: writers slow
@@ -37,6 +38,15 @@ struct Written {
     failure: Option<StoreError>,
 }
 
+/// What the writer tells the read connections about its commits (`sqlite_readers`).
+pub(super) trait CommitObserver: Send + Sync + 'static {
+    /// A transaction is about to commit: read transactions left open now would keep its
+    /// checkpoint from copying it into the database.
+    fn before_commit(&self);
+    /// A transaction has committed; called before any of its writes is answered.
+    fn committed(&self);
+}
+
 /// The handle through which writes reach the writer thread.
 #[derive(Clone)]
 pub(super) struct Writer {
@@ -44,12 +54,16 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`. It ends when every handle is dropped.
-    pub(super) fn start(conn: Connection) -> StoreResult<Writer> {
+    /// Starts the writer thread on `conn`, telling `observer` of its commits. It ends when
+    /// every handle is dropped.
+    pub(super) fn start(
+        conn: Connection,
+        observer: Arc<dyn CommitObserver>,
+    ) -> StoreResult<Writer> {
         let (jobs, queue) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, queue))
+            .spawn(move || run(conn, &*observer, queue))
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         Ok(Writer { jobs })
     }
@@ -94,7 +108,7 @@ fn copy(e: &StoreError) -> StoreError {
     }
 }
 
-fn run(mut conn: Connection, mut queue: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, observer: &dyn CommitObserver, mut queue: mpsc::Receiver<Job>) {
     let mut group = Vec::with_capacity(GROUP_MAX);
     while let Some(first) = queue.blocking_recv() {
         group.push(first);
@@ -104,7 +118,7 @@ fn run(mut conn: Connection, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &mut group);
+        commit_group(&mut conn, observer, &mut group);
     }
 }
 
@@ -114,9 +128,9 @@ fn run_job(conn: &mut Connection, job: Job) -> Option<Written> {
 }
 
 /// Runs every job of `group` in one transaction and answers each after its end.
-fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
+fn commit_group(conn: &mut Connection, observer: &dyn CommitObserver, group: &mut Vec<Job>) {
     if group.len() == 1 || conn.execute_batch("BEGIN IMMEDIATE").is_err() {
-        run_alone(conn, group.drain(..));
+        run_alone(conn, observer, group.drain(..));
         return;
     }
     let mut jobs = group.drain(..);
@@ -138,22 +152,36 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<Job>) {
     }
     let ended = match lost {
         Some(e) => Err(e),
-        None => conn.execute_batch("COMMIT").map_err(super::sqlite::backend),
+        None => {
+            observer.before_commit();
+            conn.execute_batch("COMMIT").map_err(super::sqlite::backend)
+        }
     };
     if ended.is_err() && !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
+    }
+    if ended.is_ok() {
+        observer.committed();
     }
     for reply in ran {
         reply(ended.as_ref().err());
     }
     // What is left after a lost transaction runs one job at a time.
-    run_alone(conn, jobs);
+    run_alone(conn, observer, jobs);
 }
 
-/// Runs jobs one at a time, each job's savepoint a transaction of its own.
-fn run_alone(conn: &mut Connection, jobs: impl Iterator<Item = Job>) {
+/// Runs jobs one at a time, each job's savepoint a transaction of its own (which commits
+/// inside the job, so the observer hears of it around the whole job).
+fn run_alone(
+    conn: &mut Connection,
+    observer: &dyn CommitObserver,
+    jobs: impl Iterator<Item = Job>,
+) {
     for job in jobs {
-        if let Some(w) = run_job(conn, job) {
+        observer.before_commit();
+        let written = run_job(conn, job);
+        observer.committed();
+        if let Some(w) = written {
             (w.reply)(None);
         }
     }
@@ -164,11 +192,37 @@ mod tests {
     use super::*;
     use futures_util::future::join_all;
 
+    /// Counts what it is told.
+    #[derive(Default)]
+    struct Counts {
+        before: std::sync::atomic::AtomicUsize,
+        committed: std::sync::atomic::AtomicUsize,
+    }
+
+    impl CommitObserver for Counts {
+        fn before_commit(&self) {
+            self.before
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn committed(&self) {
+            self.committed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     fn writer() -> Writer {
+        writer_observed().0
+    }
+
+    fn writer_observed() -> (Writer, Arc<Counts>) {
         let conn = Connection::open_in_memory().expect("in-memory database");
         conn.execute_batch("CREATE TABLE t(k INTEGER PRIMARY KEY)")
             .expect("schema");
-        Writer::start(conn).expect("writer thread")
+        let counts = Arc::new(Counts::default());
+        (
+            Writer::start(conn, counts.clone()).expect("writer thread"),
+            counts,
+        )
     }
 
     /// Inserts `k` inside a savepoint, as the store's writes do.
@@ -205,6 +259,25 @@ mod tests {
         let results = join_all((0..500).map(|k| insert(&w, k))).await;
         assert!(results.iter().all(|r| matches!(r, Ok(1))));
         assert_eq!(keys(&w).await, (0..500).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn the_observer_hears_of_each_commit_before_its_writes_are_answered() {
+        let (w, counts) = writer_observed();
+        let load =
+            |c: &std::sync::atomic::AtomicUsize| c.load(std::sync::atomic::Ordering::Relaxed);
+        insert(&w, 1).await.expect("insert");
+        assert!(load(&counts.committed) >= 1);
+        let before = load(&counts.committed);
+        let results = join_all((2..100).map(|k| insert(&w, k))).await;
+        assert!(results.iter().all(|r| matches!(r, Ok(1))));
+        // Each commit (of a group or of one write) announced before it happened.
+        let after = load(&counts.committed);
+        assert!(
+            after > before && after - before <= 98,
+            "{before} -> {after}"
+        );
+        assert_eq!(load(&counts.before), after);
     }
 
     #[tokio::test]
