@@ -105,6 +105,10 @@ fn lock_dir(dir: &Path) -> StoreResult<std::fs::File> {
             )
             .into(),
         )),
+        // A file system without locks: nothing to hold, go on.
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            Ok(file)
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(backend(e)),
     }
 }

@@ -123,6 +123,8 @@ fn open(path: &std::path::Path) -> StoreResult<Connection> {
     let c = Connection::open_with_flags(path, flags).map_err(backend)?;
     c.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(backend)?;
+    // Every read query the store has, and BEGIN and COMMIT, stay prepared.
+    c.set_prepared_statement_cache_capacity(64);
     Ok(c)
 }
 
