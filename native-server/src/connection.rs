@@ -11,7 +11,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
@@ -28,9 +28,29 @@ impl AsyncRead for SharedTcp {
     ) -> Poll<io::Result<()>> {
         loop {
             ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read(buf.initialize_unfilled()) {
+            let unfilled = buf.initialize_unfilled();
+            let room = unfilled.len();
+            let mut short = 0;
+            // A read that leaves room in the buffer drained the socket (epoll is edge-triggered):
+            // its readiness is cleared as a `WouldBlock` would, so the next poll waits for new
+            // data instead of making a `recv()` that can only fail. Data that arrives meanwhile
+            // is a new readiness event, which clearing does not erase. (tokio's own `TcpStream`
+            // does the same; this stream is shared, so it reads through `try_io`.)
+            let read = self.0.try_io(Interest::READABLE, || {
+                let n = self.0.try_read(unfilled)?;
+                if 0 < n && n < room {
+                    short = n;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            match read {
                 Ok(n) => {
                     buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => {
+                    buf.advance(short);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -167,5 +187,48 @@ impl AsyncWrite for Wire {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         // The socket's task ends the connection itself, after its last frames.
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_short_read_waits_for_new_data_without_losing_any() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (mut client, mut shared) = (
+            client.expect("connect"),
+            SharedTcp(Arc::new(accepted.expect("accept").0)),
+        );
+        let mut buf = [0u8; 64];
+        for round in 0..50u8 {
+            let sent = [round; 5];
+            client.write_all(&sent).await.expect("write");
+            let n = tokio::time::timeout(Duration::from_secs(5), shared.read(&mut buf))
+                .await
+                .expect("the data is read, not waited for forever")
+                .expect("read");
+            assert_eq!(&buf[..n], &sent);
+            // Drained: the next read waits (no data, no error) instead of spinning.
+            assert!(shared.read(&mut buf).now_or_never().is_none());
+        }
+        // A read that fills the buffer keeps the readiness: the rest comes without a new event.
+        client.write_all(&[7u8; 100]).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let first = shared.read(&mut buf).await.expect("read");
+        assert_eq!(first, 64);
+        let rest = shared
+            .read(&mut buf)
+            .now_or_never()
+            .expect("ready")
+            .expect("read");
+        assert_eq!(rest, 36);
     }
 }
