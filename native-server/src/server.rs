@@ -72,12 +72,18 @@ fn redact(url: &str) -> String {
 /// Opens the store the settings name: the embedded one by default.
 async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
     match settings.store.as_deref() {
-        None => SqliteStore::open(&settings.data_dir)
-            .map(|s| Arc::new(s) as Arc<dyn Store>)
-            .map_err(|source| StartError::Store {
-                place: settings.data_dir.display().to_string(),
-                source,
-            }),
+        None => {
+            // Opening may wait for a server that is still letting go of the data dir.
+            let dir = settings.data_dir.clone();
+            tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Backend(Box::new(e))))
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+                .map_err(|source| StartError::Store {
+                    place: settings.data_dir.display().to_string(),
+                    source,
+                })
+        }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             PostgresStore::connect(url)
                 .await

@@ -207,7 +207,11 @@ impl Service {
                 match method {
                     Method::Get => {
                         let e = self.load(app, collection, &key).await?;
-                        Ok(with_entities(env("get"), &[e], &format!("/{collection}")))
+                        Ok(with_entities(
+                            env("get"),
+                            vec![e],
+                            &format!("/{collection}"),
+                        ))
                     }
                     Method::Put | Method::Post => {
                         let action = if method == Method::Put { "put" } else { "post" };
@@ -219,7 +223,7 @@ impl Service {
                         self.delete_one(app, &e).await?;
                         Ok(with_entities(
                             env("delete"),
-                            &[e],
+                            vec![e],
                             &format!("/{collection}"),
                         ))
                     }
@@ -311,7 +315,7 @@ impl Service {
                 );
                 Ok((200, env))
             }
-            _ => Ok(with_entities(env, &page.entities, &access_path)),
+            _ => Ok(with_entities(env, page.entities, &access_path)),
         }
     }
 
@@ -350,7 +354,7 @@ impl Service {
         for props in items {
             created.push(self.create_entity(app, collection, props).await?);
         }
-        Ok(with_entities(env, &created, &format!("/{collection}")))
+        Ok(with_entities(env, created, &format!("/{collection}")))
     }
 
     /// Creates one entity in a collection from the properties a client sent.
@@ -454,7 +458,7 @@ impl Service {
                         let (name_prop, _) = name_property(collection);
                         props.insert(name_prop.into(), Value::String(n.clone()));
                         let e = self.create_entity(app, collection, props).await?;
-                        return Ok(with_entities(env, &[e], &format!("/{collection}")));
+                        return Ok(with_entities(env, vec![e], &format!("/{collection}")));
                     }
                     Err(e) => return Err(e),
                 }
@@ -485,7 +489,7 @@ impl Service {
         }
         entity.data.insert("modified".into(), now_ms().into());
         self.store.replace_entity(&app.uuid, &entity).await?;
-        Ok(with_entities(env, &[entity], &format!("/{collection}")))
+        Ok(with_entities(env, vec![entity], &format!("/{collection}")))
     }
 
     async fn delete_one(&self, app: &AppRecord, entity: &Entity) -> Result<(), ApiError> {
@@ -520,11 +524,7 @@ impl Service {
         for e in &page.entities {
             self.delete_one(app, e).await?;
         }
-        Ok(with_entities(
-            env,
-            &page.entities,
-            &format!("/{collection}"),
-        ))
+        Ok(with_entities(env, page.entities, &format!("/{collection}")))
     }
 
     async fn related(&self, call: RelatedCall<'_>, env: impl Fn(&str) -> Envelope) -> Reply {
@@ -585,11 +585,11 @@ impl Service {
                             env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
                         }
                         env.count = Some(page.entities.len());
-                        Ok(with_entities(env, &page.entities, "/activities"))
+                        Ok(with_entities(env, page.entities, "/activities"))
                     }
                     Method::Post if relation == "activities" => {
                         let activity = self.post_activity(app, caller, owner, request).await?;
-                        Ok(with_entities(env("post"), &[activity], "/activities"))
+                        Ok(with_entities(env("post"), vec![activity], "/activities"))
                     }
                     _ => Err(ApiError::MethodNotAllowed(method.as_str())),
                 };
@@ -621,7 +621,7 @@ impl Service {
                         env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
                     }
                     env.count = Some(page.entities.len());
-                    Ok(with_entities(env, &page.entities, &access_path))
+                    Ok(with_entities(env, page.entities, &access_path))
                 }
                 Method::Post if !inbound => {
                     // POST /users/fred/devices {…}: create in that collection, then connect.
@@ -634,7 +634,7 @@ impl Service {
                         .unwrap_or_else(|| collection_name(relation));
                     let created = self.create_entity(app, &collection, props).await?;
                     self.connect(app, owner, relation, &created).await?;
-                    Ok(with_entities(env("post"), &[created], &access_path))
+                    Ok(with_entities(env("post"), vec![created], &access_path))
                 }
                 _ => Err(ApiError::MethodNotAllowed(method.as_str())),
             };
@@ -659,11 +659,15 @@ impl Service {
                         target_entity.uuid, owner.uuid
                     )));
                 }
-                Ok(with_entities(env("get"), &[target_entity], &access_path))
+                Ok(with_entities(env("get"), vec![target_entity], &access_path))
             }
             Method::Post if !inbound => {
                 self.connect(app, owner, relation, &target_entity).await?;
-                Ok(with_entities(env("post"), &[target_entity], &access_path))
+                Ok(with_entities(
+                    env("post"),
+                    vec![target_entity],
+                    &access_path,
+                ))
             }
             Method::Delete if !inbound => {
                 let removed = self
@@ -684,7 +688,11 @@ impl Service {
                 if affects_grants(&owner.collection, relation) {
                     self.bump_grants();
                 }
-                Ok(with_entities(env("delete"), &[target_entity], &access_path))
+                Ok(with_entities(
+                    env("delete"),
+                    vec![target_entity],
+                    &access_path,
+                ))
             }
             _ => Err(ApiError::MethodNotAllowed(method.as_str())),
         }
@@ -1001,10 +1009,10 @@ fn touches_security(resource: &Resource) -> bool {
     }
 }
 
-fn with_entities(mut env: Envelope, entities: &[Entity], access_path: &str) -> (u16, Envelope) {
+fn with_entities(mut env: Envelope, entities: Vec<Entity>, access_path: &str) -> (u16, Envelope) {
     env.entities = Some(
         entities
-            .iter()
+            .into_iter()
             .map(|e| render_entity(e, access_path))
             .collect(),
     );

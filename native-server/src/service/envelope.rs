@@ -108,9 +108,9 @@ impl Envelope {
 }
 
 /// An entity as the API shows it: its properties plus `metadata` with its path.
-pub fn render_entity(entity: &Entity, access_path: &str) -> Value {
-    let mut out = entity.data.clone();
-    let self_path = format!("{access_path}/{}", entity.uuid);
+pub fn render_entity(entity: Entity, access_path: &str) -> Value {
+    let mut out = entity.data;
+    let self_path = [access_path, "/", &entity.uuid].concat();
     let mut metadata = Map::new();
     let collections: &[&str] = match entity.collection.as_str() {
         "users" => &[
@@ -129,7 +129,12 @@ pub fn render_entity(entity: &Entity, access_path: &str) -> Value {
     if !collections.is_empty() {
         let map: Map<String, Value> = collections
             .iter()
-            .map(|c| ((*c).to_owned(), Value::String(format!("{self_path}/{c}"))))
+            .map(|c| {
+                (
+                    (*c).to_owned(),
+                    Value::String([&self_path, "/", c].concat()),
+                )
+            })
             .collect();
         metadata.insert("collections".into(), Value::Object(map));
     }

@@ -352,7 +352,7 @@ impl Service {
                     200,
                     Body::Json(json!({
                         "access_token": token, "expires_in": expires_in,
-                        "user": render_entity(&user, "/users"),
+                        "user": render_entity(user, "/users"),
                     })),
                 ))
             }

@@ -48,7 +48,7 @@ fn event_entity_json(rec: &ChangeRecord) -> String {
                 name: rec.name.clone(),
                 data: rec.entity.clone(),
             };
-            render_entity(&entity, &format!("/{}", rec.collection)).to_string()
+            render_entity(entity, &format!("/{}", rec.collection)).to_string()
         }
     }
 }

@@ -87,7 +87,9 @@ pub struct SqliteStore {
 }
 
 /// Locks `dir` for this process: the readers' snapshots assume that every commit to the
-/// database is this process's (`sqlite_readers`). A second server on the same dir is refused.
+/// database is this process's (`sqlite_readers`). A server still letting go of the dir (a
+/// restart that overlaps the old process's exit) is waited for, up to [`LOCK_WAIT`]; then a
+/// second server on the same dir is refused.
 fn lock_dir(dir: &Path) -> StoreResult<std::fs::File> {
     let path = dir.join("gridsocket.lock");
     let file = std::fs::OpenOptions::new()
@@ -96,22 +98,33 @@ fn lock_dir(dir: &Path) -> StoreResult<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(backend)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Backend(
-            format!(
-                "the data dir {} is in use by another gridsocket server",
-                dir.display()
-            )
-            .into(),
-        )),
-        // A file system without locks: nothing to hold, go on.
-        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
-            Ok(file)
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Backend(
+                    format!(
+                        "the data dir {} is in use by another gridsocket server",
+                        dir.display()
+                    )
+                    .into(),
+                ));
+            }
+            // A file system without locks: nothing to hold, go on.
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                return Ok(file);
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(backend(e)),
         }
-        Err(std::fs::TryLockError::Error(e)) => Err(backend(e)),
     }
 }
+
+/// How long opening waits for another holder of the data dir to let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(super) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     let code = (&e as &dyn std::any::Any)
@@ -1221,13 +1234,22 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_second_store_on_the_same_dir_is_refused_until_the_first_is_gone() {
+    #[test]
+    fn a_second_store_on_the_same_dir_waits_for_the_first_then_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
+        // The first lets go while the second waits: the second opens.
         let first = SqliteStore::open(dir.path()).expect("first store");
-        let second = SqliteStore::open(dir.path()).err().expect("refused");
-        assert!(second.to_string().contains("in use"), "{second}");
-        drop(first);
-        SqliteStore::open(dir.path()).expect("opens once the first is gone");
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        let second = SqliteStore::open(dir.path()).expect("opens once the first is gone");
+        letting_go.join().expect("thread");
+        // The second stays: a third is refused after the wait.
+        let started = std::time::Instant::now();
+        let third = SqliteStore::open(dir.path()).err().expect("refused");
+        assert!(third.to_string().contains("in use"), "{third}");
+        assert!(started.elapsed() >= LOCK_WAIT);
+        drop(second);
     }
 }
