@@ -52,7 +52,7 @@ pub struct Settings {
     /// Address of the WebSocket API.
     #[arg(long, env = "GRIDSOCKET_WS_ADDR", default_value = "127.0.0.1:8088")]
     pub ws_addr: SocketAddr,
-    /// Directory of the embedded store.
+    /// Directory of the embedded store; one server at a time may use it.
     #[arg(long, env = "GRIDSOCKET_DATA_DIR", default_value = "./gridsocket-data")]
     pub data_dir: PathBuf,
     /// A shared store instead of the embedded one: `postgres://user@host:port/db` (add
