@@ -216,15 +216,15 @@ impl Socket {
         corked: bool,
     ) {
         while let Some(frame) = st.session.poll_transmit() {
-            let bytes = match (&frame, known) {
-                (OutFrame::Event(text), Some((same, wire))) if Arc::ptr_eq(text, same) => {
-                    wire.clone()
-                }
-                _ => encode(frame.clone()),
-            };
             if matches!(frame, OutFrame::Event(_)) {
                 self.metrics.events_delivered.inc();
             }
+            let bytes = match (frame, known) {
+                (OutFrame::Event(text), Some((same, wire))) if Arc::ptr_eq(&text, same) => {
+                    wire.clone()
+                }
+                (frame, _) => encode(frame),
+            };
             self.send(st, now, bytes, corked);
         }
     }
