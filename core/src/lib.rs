@@ -10,6 +10,8 @@
 //! - [`inflector`]: plural collection names, singular entity types.
 //! - [`query`]: the Usergrid query language (`select * where price < 10 order by title`).
 //! - [`permission`]: Usergrid permissions (`get,post:/users/${user}/**`).
+//! - [`access`]: who may do what, decided on canonical paths (every alias of a resource is
+//!   one path), without IO: a decision asks the host for lookups when it needs them.
 //! - [`subscription`]: what a subscription watches, and the index that matches changes to
 //!   subscriptions.
 //! - [`server`]: [`ServerSession`], the protocol state machine of one server-side socket.
@@ -38,6 +40,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(clippy::disallowed_methods)]
 
+pub mod access;
 pub mod client;
 pub mod inflector;
 pub mod path;

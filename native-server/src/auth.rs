@@ -116,6 +116,16 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A token hash as text (for signals between nodes).
+pub fn hash_text(hash: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(hash)
+}
+
+/// Reads [`hash_text`] back.
+pub fn hash_from_text(text: &str) -> Option<[u8; 32]> {
+    URL_SAFE_NO_PAD.decode(text).ok()?.try_into().ok()
+}
+
 /// Compares secrets in time independent of where they differ.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     let (a, b) = (token_hash(a), token_hash(b));
@@ -155,13 +165,96 @@ impl<V: Clone> TokenCache<V> {
         map.insert(hash, value);
     }
 
-    /// Drops every entry the predicate selects (revocation).
-    pub fn remove_where(&self, mut pred: impl FnMut(&V) -> bool) {
-        self.lock().retain(|_, v| !pred(v));
+    /// Drops every entry the predicate selects, given the token's hash and its value
+    /// (revocation).
+    pub fn remove_where(&self, mut pred: impl FnMut(&[u8; 32], &V) -> bool) {
+        self.lock().retain(|k, v| !pred(k, v));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], V>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Failed attempts per key (a username, a client address): each key has a bucket of
+/// `per_minute` failures that refills evenly over a minute. A key whose bucket is empty is
+/// refused before its credentials are even checked, so guessing stays at `per_minute` tries
+/// a minute however fast an attacker asks. Memory is bounded: full buckets are forgotten
+/// when the map grows, and past [`Throttle::MAX_KEYS`] the oldest are.
+pub struct Throttle<K> {
+    per_minute: u32,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    /// Failures still allowed, as of `at`.
+    left: f64,
+    at: std::time::Instant,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Throttle<K> {
+    /// Most keys remembered at once.
+    pub const MAX_KEYS: usize = 100_000;
+
+    /// A throttle allowing `per_minute` failures per key per minute; 0 allows any number.
+    pub fn new(per_minute: u32) -> Self {
+        Throttle {
+            per_minute,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refilled(&self, b: Bucket, now: std::time::Instant) -> f64 {
+        let rate = f64::from(self.per_minute) / 60.0;
+        (b.left + now.saturating_duration_since(b.at).as_secs_f64() * rate)
+            .min(f64::from(self.per_minute))
+    }
+
+    /// `Err(seconds to wait)` when `key` has no failures left now.
+    pub fn check(&self, key: &K, now: std::time::Instant) -> Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        match buckets.get(key) {
+            Some(b) if self.refilled(*b, now) < 1.0 => {
+                let rate = f64::from(self.per_minute) / 60.0;
+                let wait = (1.0 - self.refilled(*b, now)) / rate;
+                Err(wait.ceil().max(1.0) as u64)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failure of `key`.
+    pub fn fail(&self, key: &K, now: std::time::Instant) {
+        if self.per_minute == 0 {
+            return;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= Self::MAX_KEYS && !buckets.contains_key(key) {
+            let full = f64::from(self.per_minute);
+            buckets.retain(|_, b| self.refilled(*b, now) < full);
+            if buckets.len() >= Self::MAX_KEYS {
+                // Still full of keys under attack: forget the oldest half.
+                let mut ages: Vec<_> = buckets.values().map(|b| b.at).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                buckets.retain(|_, b| b.at > cut);
+            }
+        }
+        let left = match buckets.get(key) {
+            Some(b) => self.refilled(*b, now),
+            None => f64::from(self.per_minute),
+        };
+        buckets.insert(
+            key.clone(),
+            Bucket {
+                left: (left - 1.0).max(0.0),
+                at: now,
+            },
+        );
     }
 }
 
@@ -204,6 +297,28 @@ mod tests {
             format!("{:?}", Credentials::Token("secret".into())),
             "Token(<redacted>)"
         );
+    }
+
+    #[test]
+    fn failures_are_throttled_per_key_and_refill() {
+        let t = Throttle::new(6);
+        let start = std::time::Instant::now();
+        for _ in 0..6 {
+            assert_eq!(t.check(&"john", start), Ok(()));
+            t.fail(&"john", start);
+        }
+        // One failure comes back every ten seconds.
+        assert_eq!(t.check(&"john", start), Err(10));
+        assert_eq!(t.check(&"jane", start), Ok(()));
+        let later = start + std::time::Duration::from_secs(10);
+        assert_eq!(t.check(&"john", later), Ok(()));
+        t.fail(&"john", later);
+        assert!(t.check(&"john", later).is_err());
+        let unlimited = Throttle::new(0);
+        for _ in 0..100 {
+            unlimited.fail(&"x", start);
+        }
+        assert_eq!(unlimited.check(&"x", start), Ok(()));
     }
 
     #[test]

@@ -29,10 +29,22 @@ pub enum Signal {
     /// A permission, role or group membership changed: reload grants and re-check
     /// subscriptions.
     GrantsChanged,
-    /// Every token of a user or admin was revoked: forget them and close that user's sockets.
+    /// Tokens of a user or admin were revoked: forget them and close that user's sockets.
     TokensRevoked {
         /// The user's or admin's uuid.
         subject: String,
+        /// The hash (hex) of the one token kept, if any: a password change keeps the token
+        /// that made it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        except: Option<String>,
+    },
+    /// An application user's username, email, activation or disabled flag changed, or the
+    /// user was deleted: re-read who their cached tokens and open sockets speak for.
+    UserChanged {
+        /// Application uuid.
+        app: String,
+        /// The user's uuid.
+        user: String,
     },
     /// A node was cut off from the bus and may have missed signals or failed to send them:
     /// every node re-reads what signals would have told it.

@@ -13,6 +13,7 @@ use crate::socket::Socket;
 use crate::store::AppRecord;
 use bytes::Bytes;
 use gridsocket_core::Instant;
+use gridsocket_core::access::AccessPath;
 use gridsocket_core::{SubscriptionId, SubscriptionIndex, Target};
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
@@ -100,6 +101,8 @@ pub struct ConsumerKey {
 pub struct SubEntry {
     /// The path as the client wrote it (echoed in events).
     pub path: Arc<str>,
+    /// The path in canonical form, resolved when subscribing: what access is re-checked on.
+    pub access: Arc<AccessPath>,
     /// The wire id (`s1`).
     pub wire_id: Arc<str>,
     /// For queue consumers: which consumer, with the transaction timeout in ms.

@@ -15,19 +15,150 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Map, Value};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-/// Serves one HTTP connection until it closes or the server shuts down.
+/// Where a REST connection is, for its two timeouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the first byte of a request, since then.
+    Idle(Instant),
+    /// Reading a request's head, since its first byte.
+    Head(Instant),
+    /// A request is being served.
+    Busy,
+}
+
+/// A connection's phase, shared by its IO (which sees the first byte of a request) and its
+/// service (which sees requests start and end).
+struct PhaseCell(Mutex<Phase>);
+
+impl PhaseCell {
+    fn set(&self, phase: Phase) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+    }
+
+    fn get(&self) -> Phase {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes arrived: an idle connection is now reading a request's head.
+    fn on_bytes(&self) {
+        let mut phase = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Phase::Idle(_) = *phase {
+            *phase = Phase::Head(Instant::now());
+        }
+    }
+}
+
+/// Ends the connection's request; it is idle from now on, even if the request's future is
+/// dropped.
+struct Serving(Arc<PhaseCell>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.set(Phase::Idle(Instant::now()));
+    }
+}
+
+/// The connection's IO, telling its [`PhaseCell`] when a request's first bytes arrive.
+struct Watched<T> {
+    inner: T,
+    phase: Arc<PhaseCell>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.phase.on_bytes();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Returns when the connection has waited too long: idle past the keep-alive timeout, or
+/// reading a request's head past the header timeout. Checked a few times per timeout, so a
+/// connection ends at most a quarter of a timeout late.
+async fn expiry(phase: &PhaseCell, header: Duration, idle: Duration) {
+    let tick = (header.min(idle) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        let over = match phase.get() {
+            Phase::Idle(since) => since.elapsed() > idle,
+            Phase::Head(since) => since.elapsed() > header,
+            Phase::Busy => false,
+        };
+        if over {
+            return;
+        }
+    }
+}
+
+/// Serves one HTTP connection until it closes, waits too long, or the server shuts down.
 pub async fn serve_connection(
     stream: Conn,
+    peer: IpAddr,
     service: Arc<Service>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
 ) {
+    let phase = Arc::new(PhaseCell(Mutex::new(Phase::Idle(Instant::now()))));
+    let (header_timeout, idle_timeout) = (
+        Duration::from_secs(settings.http_header_timeout_secs.max(1)),
+        Duration::from_secs(settings.http_idle_timeout_secs.max(1)),
+    );
+    let io = Watched {
+        inner: stream,
+        phase: phase.clone(),
+    };
+    let serving = phase.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let (service, settings) = (service.clone(), settings.clone());
+        serving.set(Phase::Busy);
+        let done = Serving(serving.clone());
         async move {
+            let _done = done;
             let origin = req
                 .headers()
                 .get(header::ORIGIN)
@@ -40,7 +171,7 @@ pub async fn serve_connection(
                     "this origin is not in the server's allowed origins",
                 ));
             }
-            let mut resp = handle(req, &service, &settings).await;
+            let mut resp = handle(req, peer, &service, &settings).await;
             // With an allow-list, name the one origin instead of `*`.
             if let Some(o) = origin.filter(|_| !settings.allowed_origins.is_empty())
                 && let Ok(v) = HeaderValue::from_str(&o)
@@ -54,13 +185,18 @@ pub async fn serve_connection(
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), svc);
+        .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
+        }
+        // Dropping the connection closes it: an idle one loses nothing, a half-sent request
+        // is abandoned.
+        _ = expiry(&phase, header_timeout, idle_timeout) => {
+            tracing::debug!("http connection timed out");
         }
         _ = cancel.cancelled() => {
             conn.as_mut().graceful_shutdown();
@@ -93,6 +229,7 @@ fn error(status: u16, code: &str, description: &str) -> Response<Full<Bytes>> {
 
 async fn handle(
     req: Request<Incoming>,
+    peer: IpAddr,
     service: &Service,
     settings: &Settings,
 ) -> Response<Full<Bytes>> {
@@ -188,11 +325,37 @@ async fn handle(
     };
     let body = parse_body(&bytes, is_form);
     let started = std::time::Instant::now();
-    let ApiResponse { status, body } = service
-        .handle_rest(method, &path, params, body, authorization.as_deref())
-        .await;
+    let call = service.handle_rest(
+        method,
+        &path,
+        params,
+        body,
+        authorization.as_deref(),
+        Some(peer),
+    );
+    // A request waits at most as long over REST as over the socket.
+    let Ok(ApiResponse {
+        status,
+        body,
+        retry_after,
+    }) = tokio::time::timeout(settings.request_timeout(), call).await
+    else {
+        return error(
+            504,
+            "request_timeout",
+            &format!(
+                "the request did not finish within {} s",
+                settings.request_timeout_secs
+            ),
+        );
+    };
     service.metrics().observe_request(Via::Rest, started);
-    json_response(status, body)
+    let mut resp = json_response(status, body);
+    if let Some(secs) = retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// The demo page's files: `/demo/` and `/demo/{file}.{ext}` from the demo folder,

@@ -162,6 +162,9 @@ impl Server {
                 max_depth: settings.max_query_depth,
                 max_terms: settings.max_query_terms,
             },
+            login_failures_per_user: settings.login_failures_per_user,
+            login_failures_per_ip: settings.login_failures_per_ip,
+            max_password_checks: settings.max_password_checks,
             ..ServiceConfig::default()
         };
         let service = Service::new(store, config);
@@ -356,13 +359,14 @@ async fn accept_http(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_http_connections));
+    let per_address = Arc::new(AddressSlots::default());
     loop {
         // At the limit, stop accepting until a connection ends (the kernel queues the rest).
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = cancel.cancelled() => return,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => {
@@ -373,14 +377,20 @@ async fn accept_http(
             },
             _ = cancel.cancelled() => return,
         };
+        // One address may not hold the port: past its share, a connection is closed at once
+        // and its place goes back.
+        let Some(slot) = per_address.take(peer.ip(), settings.max_http_connections_per_ip) else {
+            drop((stream, permit));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
         let tls = tls.clone();
         tracker.spawn(async move {
             if let Some(conn) = crate::tls::wrap(stream, tls.as_ref()).await {
-                rest::serve_connection(conn, service, settings, cancel).await;
+                rest::serve_connection(conn, peer.ip(), service, settings, cancel).await;
             }
-            drop(permit);
+            drop((permit, slot));
         });
     }
 }
@@ -408,20 +418,28 @@ async fn accept_ws(
             _ = cancel.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
-        let permit = limit.clone().try_acquire_owned().ok();
+        // The address's share first: a flood from one address is refused before it can take
+        // a place of the server's, and never locks out another address.
         let slot = per_address.take(peer.ip(), settings.max_connections_per_ip);
-        let admission = match (&permit, &slot) {
-            (None, _) => Admission::ServerFull,
-            (_, None) => Admission::AddressFull,
+        let permit = slot
+            .as_ref()
+            .and_then(|_| limit.clone().try_acquire_owned().ok());
+        let admission = match (&slot, &permit) {
+            (None, _) => Admission::AddressFull,
+            (_, None) => Admission::ServerFull,
             _ => Admission::Admitted,
         };
+        // A refused connection gives its places back at once; it is only told why.
+        let places = (admission == Admission::Admitted).then_some((permit, slot));
         let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
         let tls = tls.clone();
         tracker.spawn(async move {
-            if let Some(conn) = crate::tls::wrap(stream, tls.as_ref()).await {
-                ws::serve_socket(conn, service, settings, cancel, admission).await;
+            let handshake = Duration::from_secs(settings.handshake_timeout_secs.max(1));
+            let conn = tokio::time::timeout(handshake, crate::tls::wrap(stream, tls.as_ref()));
+            if let Ok(Some(conn)) = conn.await {
+                ws::serve_socket(conn, peer.ip(), service, settings, cancel, admission).await;
             }
-            drop((permit, slot));
+            drop(places);
         });
     }
 }

@@ -134,6 +134,42 @@ pub struct Settings {
     /// Most concurrent REST connections; more wait to be accepted.
     #[arg(long, env = "GRIDSOCKET_MAX_HTTP_CONNECTIONS", default_value_t = 4_096)]
     pub max_http_connections: usize,
+    /// Most REST connections from one client address; more are closed at once. 0: no limit.
+    /// (Behind a load balancer every client has the balancer's address: raise it.)
+    #[arg(
+        long,
+        env = "GRIDSOCKET_MAX_HTTP_CONNECTIONS_PER_IP",
+        default_value_t = 256
+    )]
+    pub max_http_connections_per_ip: usize,
+    /// Seconds a REST client has to send a request's headers once it has started them;
+    /// slower connections are closed.
+    #[arg(
+        long,
+        env = "GRIDSOCKET_HTTP_HEADER_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub http_header_timeout_secs: u64,
+    /// Seconds a kept-alive REST connection may wait for its next request before it is
+    /// closed.
+    #[arg(long, env = "GRIDSOCKET_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub http_idle_timeout_secs: u64,
+    /// Seconds a new socket has to finish its TLS and WebSocket handshakes and be
+    /// authenticated; slower connections are closed.
+    #[arg(long, env = "GRIDSOCKET_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+    /// Failed password logins allowed per username per minute (bursts of that many); more
+    /// are answered 429 `too_many_attempts` with `Retry-After`. 0: no limit.
+    #[arg(long, env = "GRIDSOCKET_LOGIN_FAILURES_PER_USER", default_value_t = 5)]
+    pub login_failures_per_user: u32,
+    /// Failed logins and client-credential grants allowed per client address per minute;
+    /// more are answered 429 `too_many_attempts`. 0: no limit.
+    #[arg(long, env = "GRIDSOCKET_LOGIN_FAILURES_PER_IP", default_value_t = 20)]
+    pub login_failures_per_ip: u32,
+    /// Password hashes and checks (Argon2id, about 19 MiB of memory each) that run at once;
+    /// more wait their turn.
+    #[arg(long, env = "GRIDSOCKET_MAX_PASSWORD_CHECKS", default_value_t = 4)]
+    pub max_password_checks: usize,
     /// Largest WebSocket message and REST body, in bytes.
     #[arg(long, env = "GRIDSOCKET_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
     pub max_frame_bytes: usize,
@@ -149,6 +185,10 @@ pub struct Settings {
     /// Events queued for one socket before it counts as a slow consumer (closed with 4008).
     #[arg(long, env = "GRIDSOCKET_MAX_QUEUED_EVENTS", default_value_t = 4_096)]
     pub max_queued_events: usize,
+    /// Bytes (answers and events together) queued for one socket, behind the frame being
+    /// written, before it counts as a slow consumer (closed with 4008).
+    #[arg(long, env = "GRIDSOCKET_MAX_QUEUED_BYTES", default_value_t = 16 << 20)]
+    pub max_queued_bytes: usize,
     /// Seconds of silence before a socket is pinged; twice that and it is closed. 0: never.
     #[arg(long, env = "GRIDSOCKET_PING_INTERVAL_SECS", default_value_t = 25)]
     pub ping_interval_secs: u64,
@@ -202,11 +242,19 @@ impl Settings {
             max_query_depth: 32,
             max_query_terms: 128,
             max_http_connections: 4_096,
+            max_http_connections_per_ip: 256,
+            http_header_timeout_secs: 10,
+            http_idle_timeout_secs: 60,
+            handshake_timeout_secs: 10,
+            login_failures_per_user: 5,
+            login_failures_per_ip: 20,
+            max_password_checks: 4,
             max_frame_bytes: 1 << 20,
             max_in_flight: 256,
             request_timeout_secs: 30,
             max_subscriptions: 1_000,
             max_queued_events: 4_096,
+            max_queued_bytes: 16 << 20,
             ping_interval_secs: 25,
             auth_grace_secs: 30,
             log_retention_secs: 86_400,

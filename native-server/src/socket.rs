@@ -6,8 +6,10 @@
 //! plain-TCP socket costs one `send()` of bytes encoded once for every subscriber, and no task
 //! wake-up. What the connection cannot take at once (the peer's buffers are full), and every
 //! frame of a TLS socket (only its task can encrypt), waits in the socket's backlog for its
-//! task. A backlog is bounded: when more than `max_backlog` frames wait, the socket is a slow
-//! consumer and closes with 4008; it resumes with `since`, and nobody else waits for it.
+//! task. A backlog is bounded in frames and in bytes ([`BacklogLimits`]): past either, the
+//! socket is a slow consumer and closes with 4008; it resumes with `since`, and nobody else
+//! waits for it. A frame being written may exceed the byte bound by itself (one large answer
+//! is not slowness); frames waiting behind it may not.
 
 use crate::hub::Push;
 use crate::metrics::Metrics;
@@ -66,9 +68,17 @@ pub struct Socket {
     wake: Notify,
     /// The connection, for writes from outside the task; `None` with TLS.
     direct: Option<Arc<TcpStream>>,
-    /// Most frames the backlog holds before the socket is a slow consumer.
-    max_backlog: usize,
+    limits: BacklogLimits,
     metrics: Arc<Metrics>,
+}
+
+/// How much may wait for a socket's connection before it is a slow consumer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BacklogLimits {
+    /// Most frames.
+    pub frames: usize,
+    /// Most bytes (answers and events together).
+    pub bytes: usize,
 }
 
 /// What the lock guards.
@@ -77,6 +87,8 @@ pub struct State {
     pub session: ServerSession,
     /// Encoded frames, or what is left of them, not yet written; oldest first.
     backlog: VecDeque<Bytes>,
+    /// The bytes in `backlog`.
+    backlog_bytes: usize,
     /// The backlog overflowed: the socket is closing as a slow consumer.
     slow: bool,
     /// A write failed: the connection is gone.
@@ -108,20 +120,24 @@ impl Socket {
     pub fn new(
         session: ServerSession,
         direct: Option<Arc<TcpStream>>,
-        max_backlog: usize,
+        limits: BacklogLimits,
         metrics: Arc<Metrics>,
     ) -> Socket {
         Socket {
             state: Mutex::new(State {
                 session,
                 backlog: VecDeque::new(),
+                backlog_bytes: 0,
                 slow: false,
                 broken: false,
                 corked: false,
             }),
             wake: Notify::new(),
             direct,
-            max_backlog: max_backlog.max(1),
+            limits: BacklogLimits {
+                frames: limits.frames.max(1),
+                bytes: limits.bytes.max(1),
+            },
             metrics,
         }
     }
@@ -165,6 +181,7 @@ impl Socket {
         if let Some(tcp) = &self.direct {
             write_now(&mut st, tcp);
         }
+        self.check_backlog(&mut st, Instant::now());
         if st.has_backlog() || st.is_finished() {
             drop(st);
             self.wake.notify_one();
@@ -236,6 +253,7 @@ impl Socket {
         if let Some(tcp) = &self.direct {
             write_now(st, tcp);
         }
+        self.check_backlog(st, now);
     }
 
     /// Bytes from tungstenite itself (a pong, the reply to the peer's close), in order with
@@ -276,19 +294,34 @@ impl Socket {
             // Cut off: only what fits at once goes out on the way to the close.
             return;
         }
-        if st.backlog.len() >= self.max_backlog {
-            st.slow = true;
-            self.metrics.slow_consumer_closes.inc();
-            st.session.close(
-                now,
-                close_code::SLOW_CONSUMER,
-                "slow consumer: resume with since",
-            );
-            // The close frame would wait behind the backlog; the task writes what it can.
-            while st.session.poll_transmit().is_some() {}
+        st.backlog_bytes += bytes.len();
+        st.backlog.push_back(bytes);
+        // Gathered frames are judged once the write they wait for has been tried.
+        if !corked && !st.corked {
+            self.check_backlog(st, now);
+        }
+    }
+
+    /// Closes the socket as a slow consumer once its backlog is past a limit.
+    fn check_backlog(&self, st: &mut State, now: Instant) {
+        let waiting_bytes = st.backlog_bytes - st.backlog.front().map_or(0, Bytes::len);
+        let over = st.backlog.len() > self.limits.frames
+            || (st.backlog.len() > 1 && waiting_bytes > self.limits.bytes);
+        if !over || st.slow {
             return;
         }
-        st.backlog.push_back(bytes);
+        st.slow = true;
+        self.metrics.slow_consumer_closes.inc();
+        st.session.close(
+            now,
+            close_code::SLOW_CONSUMER,
+            "slow consumer: resume with since",
+        );
+        // The close frame would wait behind the backlog; the task writes what it can of the
+        // frame in progress and lets the rest go.
+        while st.session.poll_transmit().is_some() {}
+        st.backlog.truncate(1);
+        st.backlog_bytes = st.backlog.front().map_or(0, Bytes::len);
     }
 
     /// Writes the backlog to `out` (the task's writer) until it is empty or `out` is full.
@@ -310,13 +343,14 @@ impl Socket {
             if st.backlog.is_empty() {
                 // An emptied queue keeps no memory.
                 st.backlog = VecDeque::new();
+                st.backlog_bytes = 0;
                 return Pin::new(&mut *out).poll_flush(cx);
             }
             let mut slices = [IoSlice::new(&[]); WRITE_VECTORS];
             let count = front_slices(&st.backlog, &mut slices);
             let written = ready!(Pin::new(&mut *out).poll_write_vectored(cx, &slices[..count]));
             match written {
-                Ok(n) if n > 0 => consume(&mut st.backlog, n),
+                Ok(n) if n > 0 => consume(&mut st, n),
                 Ok(_) => {
                     st.broken = true;
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -342,13 +376,14 @@ fn write_now(st: &mut State, tcp: &TcpStream) {
             }
         };
         match written {
-            Ok(n) if n > 0 => consume(&mut st.backlog, n),
+            Ok(n) if n > 0 => consume(st, n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             _ => st.broken = true,
         }
     }
     if st.backlog.is_empty() {
         st.backlog = VecDeque::new();
+        st.backlog_bytes = 0;
     }
 }
 
@@ -362,15 +397,16 @@ fn front_slices<'a>(backlog: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>]) ->
     count
 }
 
-/// Takes `n` written bytes off the front of a backlog.
-fn consume(backlog: &mut VecDeque<Bytes>, mut n: usize) {
+/// Takes `n` written bytes off the front of a socket's backlog.
+fn consume(st: &mut State, mut n: usize) {
+    st.backlog_bytes = st.backlog_bytes.saturating_sub(n);
     while n > 0 {
-        let Some(front) = backlog.front_mut() else {
+        let Some(front) = st.backlog.front_mut() else {
             return;
         };
         if n >= front.len() {
             n -= front.len();
-            backlog.pop_front();
+            st.backlog.pop_front();
         } else {
             let _ = front.split_to(n);
             n = 0;
@@ -399,6 +435,14 @@ mod tests {
 
     /// A socket whose session has one confirmed subscription.
     async fn socket(max_backlog: usize) -> (Arc<Socket>, SubscriptionId, TcpStream) {
+        socket_with(BacklogLimits {
+            frames: max_backlog,
+            bytes: usize::MAX,
+        })
+        .await
+    }
+
+    async fn socket_with(limits: BacklogLimits) -> (Arc<Socket>, SubscriptionId, TcpStream) {
         let now = Instant::now();
         let mut session = ServerSession::accept(ServerConfig::default(), now);
         session.subscribe_on_connect(now, "/notes".into(), Params::default());
@@ -414,7 +458,7 @@ mod tests {
         while session.poll_transmit().is_some() {}
         let (server, client) = pair().await;
         let metrics = Arc::new(Metrics::default());
-        let socket = Socket::new(session, Some(server), max_backlog, metrics);
+        let socket = Socket::new(session, Some(server), limits, metrics);
         (Arc::new(socket), subscription, client)
     }
 
@@ -527,5 +571,64 @@ mod tests {
         assert!(st.is_slow() && st.is_finished());
         assert!(st.backlog.len() <= 8);
         assert_eq!(socket.metrics.slow_consumer_closes.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_never_reads_is_cut_off_at_the_byte_bound() {
+        let limit = 1 << 20;
+        let (socket, sub, _client) = socket_with(BacklogLimits {
+            frames: 100_000,
+            bytes: limit,
+        })
+        .await;
+        let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(64 * 1024));
+        let mut pushed = 0;
+        for seq in 1..=2_000 {
+            let (push, _) = event(sub, seq, &body);
+            socket.push(Instant::now(), push);
+            pushed += 1;
+            if socket.lock().is_slow() {
+                break;
+            }
+        }
+        let st = socket.lock();
+        assert!(
+            st.is_slow() && st.is_finished(),
+            "cut off after {pushed} events"
+        );
+        // What the kernel took, plus at most the limit: then the backlog lets go of all but
+        // the frame in progress.
+        assert!(
+            pushed * 64 * 1024 < 64 << 20,
+            "{pushed} events before the cut"
+        );
+        assert!(st.backlog.len() <= 1 && st.backlog_bytes <= 70 * 1024);
+    }
+
+    #[tokio::test]
+    async fn one_answer_larger_than_the_byte_bound_is_not_slowness() {
+        let (socket, sub, mut client) = socket_with(BacklogLimits {
+            frames: 100,
+            bytes: 64 * 1024,
+        })
+        .await;
+        let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(8 << 20));
+        let (push, wire) = event(sub, 1, &body);
+        socket.push(Instant::now(), push);
+        assert!(!socket.lock().is_slow());
+        let len = wire.len();
+        let reader = tokio::spawn(async move { read_exactly(&mut client, len).await });
+        let got = loop {
+            if reader.is_finished() {
+                break reader.await.expect("reader");
+            }
+            if let Some(tcp) = &socket.direct {
+                let mut st = socket.lock();
+                write_now(&mut st, tcp);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        assert_eq!(got, wire.to_vec());
+        assert!(!socket.lock().is_slow());
     }
 }

@@ -7,7 +7,7 @@ use crate::hub::{ConnHandle, ConnId};
 use crate::metrics::Via;
 use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
 use crate::settings::Settings;
-use crate::socket::Socket;
+use crate::socket::{BacklogLimits, Socket};
 use crate::tls::Conn;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -69,6 +69,7 @@ pub enum Admission {
 /// after the handshake, with an error frame saying which limit.
 pub async fn serve_socket(
     stream: Conn,
+    peer: std::net::IpAddr,
     service: Arc<Service>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
@@ -110,10 +111,17 @@ pub async fn serve_socket(
         callback,
         Some(ws_config(&settings)),
     ));
-    let mut ws = match handshake.await {
-        Ok(ws) => ws,
-        Err(e) => {
+    // A connection that never finishes its handshake gives its places back.
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(settings.handshake_timeout_secs.max(1));
+    let mut ws = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "websocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("websocket handshake timed out");
             return;
         }
     };
@@ -146,7 +154,13 @@ pub async fn serve_socket(
         let s = ServerSession::reject(config, now, 503, &body, close_code::TRY_AGAIN_LATER);
         (s, None)
     } else {
-        match Box::pin(service.open_socket(&target, authorization.as_deref())).await {
+        let opened = tokio::time::timeout_at(
+            deadline,
+            Box::pin(service.open_socket(&target, authorization.as_deref(), Some(peer))),
+        )
+        .await
+        .unwrap_or_else(|_| Err(crate::service::ConnectRefusal::timed_out()));
+        match opened {
             Ok(ctx) => (ServerSession::accept(config, now), Some(ctx)),
             Err(refusal) => {
                 let s = ServerSession::reject(
@@ -179,7 +193,10 @@ pub async fn serve_socket(
     let socket = Arc::new(Socket::new(
         session,
         direct,
-        settings.max_queued_events,
+        BacklogLimits {
+            frames: settings.max_queued_events,
+            bytes: settings.max_queued_bytes,
+        },
         service.metrics().clone(),
     ));
     let Some(mut writer) = ws.get_mut().attach(socket.clone()) else {

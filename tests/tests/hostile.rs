@@ -103,25 +103,39 @@ async fn hostile_frames_get_clear_errors_and_nobody_else_notices() {
         assert_eq!(r["body"]["error"], "illegal_argument", "{path}: {r}");
     }
 
-    // SQL in names and values is data; the query language is parsed, never spliced.
+    // SQL in names and values is data; the query language is parsed, never spliced. A name
+    // cannot hold `;` or white space at all (security rule: names are never patterns).
     let evil = "x'; DROP TABLE entities; --";
     let r = ws
         .request(
-            json!("sql1"),
+            json!("sql0"),
             "POST",
             "/notes",
             None,
             Some(json!({"name": evil, "k": 0})),
         )
         .await;
+    assert_eq!(r["status"], 400, "{r}");
+    assert_eq!(r["body"]["error"], "illegal_argument", "{r}");
+    let evil_name = "x'--DROP-TABLE-entities";
+    let r = ws
+        .request(
+            json!("sql1"),
+            "POST",
+            "/notes",
+            None,
+            Some(json!({"name": evil_name, "title": evil, "k": 0})),
+        )
+        .await;
     assert_eq!(r["status"], 200, "{r}");
     let seen = bystander.ws.next_event().await;
-    assert_eq!(seen["entity"]["name"], evil);
+    assert_eq!(seen["entity"]["name"], evil_name);
+    assert_eq!(seen["entity"]["title"], evil);
     let r = ws
         .request(
             json!("sql2"),
             "GET",
-            &format!("/notes/{}", urlencode(evil)),
+            &format!("/notes/{}", urlencode(evil_name)),
             None,
             None,
         )

@@ -1,9 +1,14 @@
-//! Who is calling and what they may do: principals, cached grants, permission checks.
+//! Who is calling and what they may do: principals, cached grants, and access checks.
+//!
+//! Every check runs on the canonical form of the path ([`AccessPath`]): the decision itself is
+//! `gridsocket_core::access::decide`, pure and tested there; this module feeds it the caller's
+//! grants and looks entities up when it asks.
 
 use super::{ApiError, Service};
-use crate::store::{AppRecord, Direction, EntityKey};
-use gridsocket_core::permission::Caller as PermCaller;
-use gridsocket_core::{Method, Permission, ResourcePath};
+use crate::store::{AppRecord, Direction, Entity, EntityKey};
+use gridsocket_core::access::{self, AccessPath, Decision, Denial, Found, Identity};
+use gridsocket_core::{EntityRef, Method, Permission, ResourcePath};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -29,17 +34,34 @@ pub enum Principal {
         /// Application uuid.
         app: String,
     },
-    /// An application user: what the app's roles and permissions grant.
+    /// An application user: what the app's roles and permissions grant. Their username is
+    /// not part of who they are: it can change, and the [`Caller`] keeps it current.
     AppUser {
         /// Application uuid.
         app: String,
         /// User uuid.
         uuid: String,
-        /// Username.
-        username: String,
     },
     /// No credentials: what the `guest` role grants.
     Guest,
+}
+
+/// A principal as credentials resolved it, with the username an application user has now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticated {
+    /// Who it is.
+    pub principal: Principal,
+    /// An application user's current username.
+    pub username: Option<String>,
+}
+
+impl From<Principal> for Authenticated {
+    fn from(principal: Principal) -> Self {
+        Authenticated {
+            principal,
+            username: None,
+        }
+    }
 }
 
 struct Grants {
@@ -48,10 +70,13 @@ struct Grants {
 }
 
 /// A principal with its permissions, loaded on first use and reloaded only when permissions
-/// change somewhere. A socket keeps one for its whole life.
+/// change somewhere. A socket keeps one for its whole life; when its user changes (renamed,
+/// disabled, deleted) the service updates or ends it on every node.
 pub struct Caller {
-    /// Who it is.
-    pub principal: Principal,
+    principal: Principal,
+    /// The client's address, for throttling failed logins.
+    address: Option<IpAddr>,
+    username: Mutex<Arc<str>>,
     grants: Mutex<Option<Arc<Grants>>>,
     /// The hash of the token a socket authenticated with, re-checked after a bus outage.
     token: Mutex<Option<[u8; 32]>>,
@@ -59,12 +84,43 @@ pub struct Caller {
 
 impl Caller {
     /// A caller whose grants are not loaded yet.
-    pub fn new(principal: Principal) -> Caller {
+    pub fn new(who: Authenticated) -> Caller {
         Caller {
-            principal,
+            principal: who.principal,
+            address: None,
+            username: Mutex::new(who.username.unwrap_or_default().into()),
             grants: Mutex::new(None),
             token: Mutex::new(None),
         }
+    }
+
+    /// The caller, calling from `address`.
+    pub fn at(mut self, address: Option<IpAddr>) -> Caller {
+        self.address = address;
+        self
+    }
+
+    /// Who it is.
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    /// The client's address, when known.
+    pub fn address(&self) -> Option<IpAddr> {
+        self.address
+    }
+
+    /// An application user's current username (empty for other principals).
+    pub fn username(&self) -> Arc<str> {
+        self.username
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a user's new username (they were renamed).
+    pub(super) fn set_username(&self, name: &str) {
+        *self.username.lock().unwrap_or_else(|p| p.into_inner()) = name.into();
     }
 
     /// The hash of the token this caller authenticated with, if it used one.
@@ -84,6 +140,25 @@ impl Caller {
             _ => None,
         }
     }
+}
+
+/// Refuses a user who may not act now: not activated, or disabled (by an admin). Tokens of
+/// such a user are refused as their logins are.
+pub(super) fn user_may_log_in(user: &Entity) -> Result<(), ApiError> {
+    let flag = |name: &str, value: bool| match user.data.get(name) {
+        Some(serde_json::Value::Bool(b)) => *b == value,
+        Some(serde_json::Value::String(s)) => {
+            s.eq_ignore_ascii_case(if value { "true" } else { "false" })
+        }
+        _ => false,
+    };
+    if flag("activated", false) {
+        return Err(ApiError::UserNotActivated);
+    }
+    if flag("disabled", true) {
+        return Err(ApiError::UserDisabled);
+    }
+    Ok(())
 }
 
 impl Service {
@@ -125,6 +200,38 @@ impl Service {
         }
     }
 
+    /// The canonical form of `path` for `caller`, before any lookup.
+    pub(super) fn access_path(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        path: &ResourcePath,
+    ) -> Result<AccessPath, ApiError> {
+        let name = caller.username();
+        let me = self.identity(app, caller, &name)?;
+        AccessPath::new(path, me).map_err(|d| denied(d, me.is_none(), Method::Get))
+    }
+
+    /// Who `caller` is to the access rules: an app user of this app, or a guest (`None`).
+    /// Others (admins are never asked; principals of other apps) are refused.
+    fn identity<'a>(
+        &self,
+        app: &AppRecord,
+        caller: &'a Caller,
+        username: &'a str,
+    ) -> Result<Option<Identity<'a>>, ApiError> {
+        match &caller.principal {
+            Principal::AppUser { app: a, uuid } if *a == app.uuid => {
+                Ok(Some(Identity { uuid, username }))
+            }
+            Principal::Guest => Ok(None),
+            _ if self.is_app_admin(app, caller) => Ok(None),
+            _ => Err(ApiError::Unauthorized(
+                "the token is not valid for this application".into(),
+            )),
+        }
+    }
+
     /// May `caller` do `method` on `path` in `app`?
     pub(super) async fn check_access(
         &self,
@@ -136,80 +243,140 @@ impl Service {
         if self.is_app_admin(app, caller) {
             return Ok(());
         }
-        let me = match &caller.principal {
-            Principal::AppUser {
-                app: a,
-                uuid,
-                username,
-            } if *a == app.uuid => Some(PermCaller { uuid, username }),
-            Principal::Guest => None,
-            _ => {
-                return Err(ApiError::Unauthorized(
-                    "the token is not valid for this application".into(),
-                ));
-            }
-        };
-        let mut segments = path.segments.clone();
-        if segments.len() >= 2 && segments[0].eq_ignore_ascii_case("users") && segments[1] == "me" {
-            match me {
-                Some(c) => segments[1] = c.uuid.to_owned(),
-                None => {
-                    return Err(ApiError::Unauthorized(
-                        "/users/me needs a user's access token".into(),
-                    ));
-                }
-            }
+        let mut access = self.access_path(app, caller, path)?;
+        self.authorize(app, caller, method, &mut access).await
+    }
+
+    /// Decides `method` on a canonical path for a non-admin `caller`, looking entities up
+    /// when the decision depends on them (then `access` stays resolved).
+    pub(super) async fn authorize(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        method: Method,
+        access: &mut AccessPath,
+    ) -> Result<(), ApiError> {
+        if self.is_app_admin(app, caller) {
+            return Ok(());
         }
         let grants = self.grants(app, caller).await?;
-        // A user's feed is their inbox: private to them unless a permission names it
-        // (`get:/users/*/feed`); the default role's `/**` does not open it.
-        if segments.len() >= 3
-            && segments[0].eq_ignore_ascii_case("users")
-            && matches!(segments[2].to_ascii_lowercase().as_str(), "feed" | "inbox")
-        {
-            if let Some(c) = me
-                && (segments[1].eq_ignore_ascii_case(c.uuid)
-                    || segments[1].eq_ignore_ascii_case(c.username))
-            {
-                return Ok(());
+        let name = caller.username();
+        let who = self.identity(app, caller, &name)?;
+        for _ in 0..2 {
+            match access::decide(access, method, who, &grants.permissions) {
+                Decision::Allow => return Ok(()),
+                Decision::Deny(d) => return Err(denied(d, who.is_none(), method)),
+                Decision::Lookup => self.resolve_access(app, access).await?,
             }
-            let named = grants
-                .permissions
-                .iter()
-                .any(|p| p.names("feed") && p.allows(method, &segments, me));
-            return if named {
-                Ok(())
-            } else {
-                Err(ApiError::Forbidden(format!(
-                    "the feed of /{}/{} is private to its owner",
-                    segments[0], segments[1]
-                )))
-            };
         }
-        if grants
-            .permissions
-            .iter()
-            .any(|p| p.allows(method, &segments, me))
-        {
-            return Ok(());
+        // `decide` never asks twice once everything is looked up.
+        Err(ApiError::Forbidden(format!(
+            "no permission to {}",
+            method.as_str()
+        )))
+    }
+
+    /// Looks up every entity an access path still names by uuid, name or email.
+    pub(super) async fn resolve_access(
+        &self,
+        app: &AppRecord,
+        access: &mut AccessPath,
+    ) -> Result<(), ApiError> {
+        for lookup in access.lookups() {
+            let found = self
+                .lookup_entity(app, lookup.collection.as_deref(), &lookup.entity)
+                .await?;
+            access.resolve(
+                lookup.slot,
+                found.map(|e| Found {
+                    collection: e.collection,
+                    uuid: e.uuid,
+                    name: e.name,
+                }),
+            );
         }
-        // Usergrid's implicit grant: a user may always read themself.
-        if let Some(c) = me
-            && method == Method::Get
-            && segments.len() == 2
-            && segments[0].eq_ignore_ascii_case("users")
-            && (segments[1].eq_ignore_ascii_case(c.uuid)
-                || segments[1].eq_ignore_ascii_case(c.username))
-        {
-            return Ok(());
+        Ok(())
+    }
+
+    /// Finds the entity a path segment names: by uuid (in any collection when the path names
+    /// none), or by name; a user also by email, which is tried first for anything with an
+    /// `@`, so a login or path by email finds exactly that user.
+    pub(super) async fn lookup_entity(
+        &self,
+        app: &AppRecord,
+        collection: Option<&str>,
+        entity: &EntityRef,
+    ) -> Result<Option<Entity>, ApiError> {
+        let found = match (entity, collection) {
+            (EntityRef::Uuid(u), c) => self.store.entity(&app.uuid, c, EntityKey::Uuid(u)).await?,
+            (EntityRef::Name(n), Some("users")) if n.contains('@') => {
+                match self.store.user_by_email(&app.uuid, n).await? {
+                    Some(u) => Some(u),
+                    None => {
+                        self.store
+                            .entity(&app.uuid, Some("users"), EntityKey::Name(n))
+                            .await?
+                    }
+                }
+            }
+            (EntityRef::Name(n), Some(c)) => {
+                self.store
+                    .entity(&app.uuid, Some(c), EntityKey::Name(n))
+                    .await?
+            }
+            (EntityRef::Name(_), None) | (EntityRef::Me, _) => None,
+        };
+        Ok(found)
+    }
+
+    /// True when `caller` may do `method` on one entity (`/{collection}/{uuid or name}`):
+    /// what listings, bulk deletes, snapshots and pushed changes go by.
+    pub(super) async fn may(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        method: Method,
+        collection: &str,
+        uuid: &str,
+        name: Option<&str>,
+    ) -> bool {
+        if self.is_app_admin(app, caller) {
+            return true;
         }
-        let what = format!("{} {}", method.as_str(), path_text(&path.segments));
-        match me {
-            None => Err(ApiError::Unauthorized(format!(
-                "guests may not {what}: send an access token"
-            ))),
-            Some(_) => Err(ApiError::Forbidden(format!("no permission to {what}"))),
+        let mut access = AccessPath::entity(collection, uuid, name);
+        self.authorize(app, caller, method, &mut access)
+            .await
+            .is_ok()
+    }
+
+    /// Keeps the entities `caller` may do `method` on, in order.
+    pub(super) async fn permitted(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        method: Method,
+        entities: Vec<Entity>,
+    ) -> Vec<Entity> {
+        if self.is_app_admin(app, caller) {
+            return entities;
         }
+        let mut out = Vec::with_capacity(entities.len());
+        for e in entities {
+            if self
+                .may(
+                    app,
+                    caller,
+                    method,
+                    &e.collection,
+                    &e.uuid,
+                    e.name.as_deref(),
+                )
+                .await
+            {
+                out.push(e);
+            }
+        }
+        out
     }
 
     async fn grants(&self, app: &AppRecord, caller: &Caller) -> Result<Arc<Grants>, ApiError> {
@@ -269,6 +436,16 @@ impl Service {
     }
 }
 
-fn path_text(segments: &[String]) -> String {
-    format!("/{}", segments.join("/"))
+/// The error for a refusal: guests are told to authenticate (401), users that they may not
+/// (403).
+fn denied(denial: Denial, guest: bool, method: Method) -> ApiError {
+    match (denial, guest) {
+        (Denial::NoUser, _) => ApiError::Unauthorized(Denial::NoUser.to_string()),
+        (Denial::NoGrant { path, .. }, true) => ApiError::Unauthorized(format!(
+            "guests may not {} {path}: send an access token",
+            method.as_str()
+        )),
+        (d, true) => ApiError::Unauthorized(format!("{d}: send an access token")),
+        (d, false) => ApiError::Forbidden(d.to_string()),
+    }
 }

@@ -2,10 +2,11 @@
 
 use super::envelope::{Envelope, render_entity};
 use super::{ApiError, Caller, Service, now_ms};
-use crate::auth::{hash_password, verify_password};
+use crate::bus::Signal;
 use crate::store::{AppRecord, Direction, Entity, EntityKey, PageQuery};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gridsocket_core::access::implied_target_collection;
 use gridsocket_core::inflector::{collection_name, singularize};
 use gridsocket_core::path::{RelationTarget, is_uuid};
 use gridsocket_core::query::Select;
@@ -20,6 +21,15 @@ pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 1000;
 /// Longest entity name accepted.
 const MAX_NAME_LEN: usize = 256;
+
+/// A user's endpoints that are not relations (`/users/{u}/password`, …).
+const USER_ENDPOINTS: &[&str] = &[
+    "password",
+    "revoketoken",
+    "revoketokens",
+    "credentials",
+    "token",
+];
 
 /// Properties the server owns; a body cannot set them.
 const RESERVED: &[&str] = &["uuid", "type", "created", "modified", "metadata"];
@@ -43,17 +53,6 @@ fn linked_reverse(owner_collection: &str, relation: &str) -> Option<&'static str
         ("users", "groups") => Some("users"),
         ("roles", "users") => Some("roles"),
         ("users", "roles") => Some("users"),
-        _ => None,
-    }
-}
-
-/// The collection a relation's targets live in when the path names only the target.
-fn implied_target_collection(owner_collection: &str, relation: &str) -> Option<&'static str> {
-    match (owner_collection, relation) {
-        (_, "following") => Some("users"),
-        ("groups" | "roles", "users") => Some("users"),
-        ("users", "groups") => Some("groups"),
-        ("users", "roles") => Some("roles"),
         _ => None,
     }
 }
@@ -136,6 +135,12 @@ fn body_object(request: &ApiRequest) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+/// Characters no name may hold: they mean something in paths, URLs, queries or permission
+/// patterns (`*`, `?`), so a name made of them could be read as more than itself.
+fn forbidden_in_name(c: char) -> bool {
+    matches!(c, '*' | '/' | '\\' | '?' | '#' | ';') || c.is_whitespace() || c.is_control()
+}
+
 fn validate_name(collection: &str, prop: &str, value: &Value) -> Result<String, ApiError> {
     let Value::String(name) = value else {
         return Err(ApiError::IllegalArgument(format!(
@@ -144,16 +149,15 @@ fn validate_name(collection: &str, prop: &str, value: &Value) -> Result<String, 
     };
     let bad = name.is_empty()
         || name.len() > MAX_NAME_LEN
-        || name
-            .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
+        || name.chars().any(forbidden_in_name)
         || name == "."
         || name == ".."
         || is_uuid(name)
-        || (collection == "users" && name == "me");
+        || (collection == "users" && name.eq_ignore_ascii_case("me"));
     if bad {
         return Err(ApiError::IllegalArgument(format!(
-            "{prop} {name:?} is not a valid name: 1 to {MAX_NAME_LEN} characters, no '/', not a uuid{}",
+            "{prop} {name:?} is not a valid name: 1 to {MAX_NAME_LEN} characters, none of \
+             * / \\ ? # ; or white space, not a uuid{}",
             if collection == "users" {
                 ", not \"me\""
             } else {
@@ -164,7 +168,39 @@ fn validate_name(collection: &str, prop: &str, value: &Value) -> Result<String, 
     Ok(name.clone())
 }
 
+/// A user's email: one address, nothing a path or a login could read otherwise.
+fn validate_email(value: &Value) -> Result<String, ApiError> {
+    let ok = |e: &str| {
+        e.len() <= MAX_NAME_LEN
+            && e.split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+            && !e.chars().any(forbidden_in_name)
+    };
+    match value {
+        Value::String(e) if ok(e) => Ok(e.clone()),
+        _ => Err(ApiError::IllegalArgument(
+            "email must be an address like name@example.com, without white space".into(),
+        )),
+    }
+}
+
 impl Service {
+    /// Refuses an email another user has (emails are unique, ignoring case, so a login or a
+    /// path by email finds exactly one user). `except` is the user being changed.
+    async fn check_email_free(
+        &self,
+        app: &AppRecord,
+        email: &str,
+        except: Option<&str>,
+    ) -> Result<(), ApiError> {
+        match self.store.user_by_email(&app.uuid, email).await? {
+            Some(other) if Some(other.uuid.as_str()) != except => {
+                Err(ApiError::Duplicate(format!("a user with email {email:?}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(super) async fn dispatch(
         &self,
         app: &AppRecord,
@@ -182,14 +218,10 @@ impl Service {
                 &request.params,
             )
         };
-        // Roles and permissions are the app's security settings: only its admins change them.
-        if method != Method::Get && touches_security(&path.resource) {
-            self.require_app_admin(app, caller)?;
-        }
         match &path.resource {
             Resource::Collection { collection } => match method {
                 Method::Get => {
-                    self.get_collection(app, request, collection, env("get"))
+                    self.get_collection(app, caller, request, collection, env("get"))
                         .await
                 }
                 Method::Post => {
@@ -197,7 +229,7 @@ impl Service {
                         .await
                 }
                 Method::Delete => {
-                    self.delete_collection(app, request, collection, env("delete"))
+                    self.delete_collection(app, caller, request, collection, env("delete"))
                         .await
                 }
                 Method::Put => Err(ApiError::MethodNotAllowed("PUT")),
@@ -262,43 +294,36 @@ impl Service {
         collection: &str,
         key: &Key,
     ) -> Result<Entity, ApiError> {
-        let found = match key {
-            Key::Uuid(u) => {
-                self.store
-                    .entity(&app.uuid, Some(collection), EntityKey::Uuid(u))
-                    .await?
-            }
-            Key::Name(n) => {
-                let by_name = self
-                    .store
-                    .entity(&app.uuid, Some(collection), EntityKey::Name(n))
-                    .await?;
-                match by_name {
-                    None if collection == "users" && n.contains('@') => {
-                        self.store.user_by_email(&app.uuid, n).await?
-                    }
-                    other => other,
-                }
-            }
+        let entity = match key {
+            Key::Uuid(u) => EntityRef::Uuid(u.clone()),
+            Key::Name(n) => EntityRef::Name(n.clone()),
         };
-        found.ok_or_else(|| ApiError::NotFound(format!("{collection}/{} not found", key.text())))
+        self.lookup_entity(app, Some(collection), &entity)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("{collection}/{} not found", key.text())))
     }
 
     async fn get_collection(
         &self,
         app: &AppRecord,
+        caller: &Caller,
         request: &ApiRequest,
         collection: &str,
         mut env: Envelope,
     ) -> Reply {
         let paging = Paging::from_request(request, self.config.query_limits)?;
-        let page = self
+        let mut page = self
             .store
             .query(&app.uuid, collection, &paging.page_query())
             .await?;
         if page.more {
             env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
         }
+        // A listing shows only what a GET of each entity would: the cursor still counts
+        // every entity the page passed over.
+        page.entities = self
+            .permitted(app, caller, Method::Get, page.entities)
+            .await;
         env.count = Some(page.entities.len());
         let access_path = format!("/{collection}");
         match paging.query.as_ref().map(|q| &q.select) {
@@ -388,15 +413,11 @@ impl Service {
                         "password must not be empty".into(),
                     ));
                 }
-                secret = Some(hash_blocking(pw).await?);
+                secret = Some(self.hash_password(pw).await?);
             }
-            if let Some(email) = props.get("email") {
-                let Value::String(email) = email else {
-                    return Err(ApiError::IllegalArgument("email must be a string".into()));
-                };
-                if self.store.user_by_email(&app.uuid, email).await?.is_some() {
-                    return Err(ApiError::Duplicate(format!("a user with email {email:?}")));
-                }
+            if let Some(email) = props.get("email").filter(|e| !e.is_null()) {
+                self.check_email_free(app, &validate_email(email)?, None)
+                    .await?;
             }
             props.entry("activated").or_insert(Value::Bool(true));
         }
@@ -466,7 +487,14 @@ impl Service {
             Key::Uuid(_) => self.load(app, collection, key).await?,
         };
         let mut entity = existing;
+        let before = (collection == "users").then(|| who_fields(&entity));
         let (name_prop, required) = name_property(collection);
+        if collection == "users"
+            && let Some(email) = props.get("email").filter(|e| !e.is_null())
+        {
+            self.check_email_free(app, &validate_email(email)?, Some(&entity.uuid))
+                .await?;
+        }
         for (k, v) in props {
             if RESERVED.contains(&k.as_str()) {
                 continue;
@@ -489,6 +517,13 @@ impl Service {
         }
         entity.data.insert("modified".into(), now_ms().into());
         self.store.replace_entity(&app.uuid, &entity).await?;
+        if before.is_some_and(|b| b != who_fields(&entity)) {
+            // Who the user's tokens and sockets speak for changed: every node re-reads it.
+            self.signal(Signal::UserChanged {
+                app: app.uuid.clone(),
+                user: entity.uuid.clone(),
+            });
+        }
         Ok(with_entities(env, vec![entity], &format!("/{collection}")))
     }
 
@@ -500,7 +535,7 @@ impl Service {
             )));
         }
         if entity.collection == "users" {
-            self.revoke_subject(&entity.uuid).await?;
+            self.revoke_subject(&entity.uuid, None).await?;
         }
         if matches!(entity.collection.as_str(), "users" | "groups" | "roles") {
             self.bump_grants();
@@ -511,6 +546,7 @@ impl Service {
     async fn delete_collection(
         &self,
         app: &AppRecord,
+        caller: &Caller,
         request: &ApiRequest,
         collection: &str,
         env: Envelope,
@@ -521,10 +557,15 @@ impl Service {
             .store
             .query(&app.uuid, collection, &paging.page_query())
             .await?;
-        for e in &page.entities {
+        // Each entity as if deleted alone: a bulk delete removes nothing its caller could
+        // not delete one by one.
+        let doomed = self
+            .permitted(app, caller, Method::Delete, page.entities)
+            .await;
+        for e in &doomed {
             self.delete_one(app, e).await?;
         }
-        Ok(with_entities(env, page.entities, &format!("/{collection}")))
+        Ok(with_entities(env, doomed, &format!("/{collection}")))
     }
 
     async fn related(&self, call: RelatedCall<'_>, env: impl Fn(&str) -> Envelope) -> Reply {
@@ -544,17 +585,27 @@ impl Service {
                     .permissions_call(app, request, owner, env(method.action()))
                     .await;
             }
-            ("password", None) if owner.collection == "users" && method == Method::Put => {
+            // Usergrid takes POST for PUT on these.
+            ("password", None)
+                if owner.collection == "users" && matches!(method, Method::Put | Method::Post) =>
+            {
                 return self
                     .change_password(app, caller, request, owner, env("set user password"))
                     .await;
             }
-            ("revoketokens", None) if owner.collection == "users" && method == Method::Put => {
+            ("revoketokens", None)
+                if owner.collection == "users" && matches!(method, Method::Put | Method::Post) =>
+            {
                 if caller.user_uuid() != Some(owner.uuid.as_str()) {
                     self.require_app_admin(app, caller)?;
                 }
-                self.revoke_subject(&owner.uuid).await?;
+                self.revoke_subject(&owner.uuid, None).await?;
                 return Ok((200, env("revoked user tokens")));
+            }
+            // A user's own endpoints are never collections: a POST there must not store its
+            // body (a password in clear text) as an entity.
+            (r, _) if owner.collection == "users" && USER_ENDPOINTS.contains(&r) => {
+                return Err(ApiError::MethodNotAllowed(method.as_str()));
             }
             ("feed" | "activities", None)
                 if !inbound && matches!(owner.collection.as_str(), "users" | "groups") =>
@@ -606,7 +657,7 @@ impl Service {
             return match method {
                 Method::Get => {
                     let paging = Paging::from_request(request, self.config.query_limits)?;
-                    let page = self
+                    let mut page = self
                         .store
                         .related(
                             &app.uuid,
@@ -620,6 +671,10 @@ impl Service {
                     if page.more {
                         env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
                     }
+                    // Connected entities show only where their own GET would.
+                    page.entities = self
+                        .permitted(app, caller, Method::Get, page.entities)
+                        .await;
                     env.count = Some(page.entities.len());
                     Ok(with_entities(env, page.entities, &access_path))
                 }
@@ -925,35 +980,30 @@ impl Service {
                 .and_then(Value::as_str)
                 .ok_or(ApiError::RequiredProperty("oldpassword"))?
                 .to_owned();
-            let stored = self
-                .store
-                .user_secret(&app.uuid, &user.uuid)
-                .await?
-                .unwrap_or_default();
-            if !verify_blocking(old, stored).await? {
+            // A wrong old password is a failed login: throttled like one.
+            let key = Some((
+                app.uuid.as_str(),
+                user.name.as_deref().unwrap_or(&user.uuid),
+            ));
+            self.login_allowed(caller.address(), key)?;
+            let stored = self.store.user_secret(&app.uuid, &user.uuid).await?;
+            if !self.verify_password(old, stored).await? {
+                self.login_failed(caller.address(), key);
                 return Err(ApiError::InvalidGrant("old password is wrong".into()));
             }
         }
-        let hash = hash_blocking(new).await?;
+        let hash = self.hash_password(new).await?;
         self.store
             .set_user_secret(&app.uuid, &user.uuid, &hash)
             .await?;
+        // Whoever knew the old password is logged out everywhere; the user's own session that
+        // made the change goes on.
+        let keep = caller
+            .token()
+            .filter(|_| caller.user_uuid() == Some(user.uuid.as_str()));
+        self.revoke_subject(&user.uuid, keep).await?;
         Ok((200, env))
     }
-}
-
-/// Hashes a password off the async threads (Argon2 is slow on purpose).
-pub(super) async fn hash_blocking(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Store(crate::store::StoreError::Backend(Box::new(e))))
-}
-
-/// Verifies a password off the async threads.
-pub(super) async fn verify_blocking(password: String, hash: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(|e| ApiError::Store(crate::store::StoreError::Backend(Box::new(e))))
 }
 
 struct RelatedCall<'a> {
@@ -995,18 +1045,9 @@ fn key_of(caller: &Caller, entity: &EntityRef) -> Result<Key, ApiError> {
     })
 }
 
-fn touches_security(resource: &Resource) -> bool {
-    match resource {
-        Resource::Collection { collection } | Resource::Entity { collection, .. } => {
-            collection == "roles"
-        }
-        Resource::Related {
-            collection,
-            relation,
-            ..
-        } => collection == "roles" || relation == "permissions" || relation == "roles",
-        _ => false,
-    }
+/// The properties of a user that decide who their tokens speak for and whether they work.
+fn who_fields(user: &Entity) -> [Option<Value>; 4] {
+    ["username", "email", "activated", "disabled"].map(|k| user.data.get(k).cloned())
 }
 
 fn with_entities(mut env: Envelope, entities: Vec<Entity>, access_path: &str) -> (u16, Envelope) {

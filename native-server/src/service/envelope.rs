@@ -147,6 +147,9 @@ pub fn render_entity(entity: Entity, access_path: &str) -> Value {
 struct ErrorBody<'a> {
     error: &'a str,
     error_description: String,
+    /// Seconds to wait before retrying (`Retry-After` over REST), when the error has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<u64>,
     timestamp: i64,
     duration: u64,
 }
@@ -156,6 +159,7 @@ pub fn error_json(err: &ApiError, timestamp: i64, duration: u64) -> String {
     serde_json::to_string(&ErrorBody {
         error: err.code(),
         error_description: err.description(),
+        retry_after: err.retry_after(),
         timestamp,
         duration,
     })

@@ -17,6 +17,12 @@ pub enum ApiError {
     /// The token has expired (401 `expired_token`).
     #[error("access token has expired")]
     ExpiredToken,
+    /// The token's user is not activated (401 `auth_unactivated_appuser`).
+    #[error("the user is not activated")]
+    UserNotActivated,
+    /// The token's user is disabled (401 `auth_disabled_appuser`).
+    #[error("the user is disabled")]
+    UserDisabled,
     /// The client id or secret is wrong (401 `invalid_client`).
     #[error("invalid client id or secret")]
     InvalidClient,
@@ -70,6 +76,13 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
+    /// Too many failed logins for this username or from this address (429
+    /// `too_many_attempts`, with `Retry-After`).
+    #[error("too many failed attempts: retry in {retry_after} s")]
+    TooManyAttempts {
+        /// Seconds until an attempt is allowed again.
+        retry_after: u64,
+    },
     /// Storage failed (500 `internal_error`); details go to the log, not the client.
     #[error("internal error")]
     Store(#[from] StoreError),
@@ -82,6 +95,8 @@ impl ApiError {
             ApiError::Unauthorized(_)
             | ApiError::BadToken
             | ApiError::ExpiredToken
+            | ApiError::UserNotActivated
+            | ApiError::UserDisabled
             | ApiError::InvalidClient => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::AppNotFound(_) | ApiError::NotFound(_) | ApiError::NoSuchResource(_) => 404,
@@ -96,6 +111,7 @@ impl ApiError {
             ApiError::Conflict(_) => 409,
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::EntityTooLarge { .. } => 413,
+            ApiError::TooManyAttempts { .. } => 429,
             ApiError::Store(StoreError::Duplicate(_)) => 400,
             ApiError::Store(StoreError::Full | StoreError::ReadOnly) => 507,
             ApiError::Store(_) => 500,
@@ -108,6 +124,8 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::BadToken => "auth_bad_access_token",
             ApiError::ExpiredToken => "expired_token",
+            ApiError::UserNotActivated => "auth_unactivated_appuser",
+            ApiError::UserDisabled => "auth_disabled_appuser",
             ApiError::InvalidClient => "invalid_client",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::AppNotFound(_) => "organization_application_not_found",
@@ -125,9 +143,18 @@ impl ApiError {
             ApiError::UnsupportedGrant(_) => "unsupported_grant_type",
             ApiError::MethodNotAllowed(_) => "unsupported_service_operation",
             ApiError::EntityTooLarge { .. } => "entity_too_large",
+            ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::Store(StoreError::Full) => "storage_full",
             ApiError::Store(StoreError::ReadOnly) => "storage_read_only",
             ApiError::Store(_) => "internal_error",
+        }
+    }
+
+    /// Seconds the client should wait before retrying, when the error says so.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TooManyAttempts { retry_after } => Some(*retry_after),
+            _ => None,
         }
     }
 

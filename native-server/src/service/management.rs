@@ -1,12 +1,13 @@
 //! Organizations, applications, admins and the token endpoints.
 
-use super::entities::{hash_blocking, verify_blocking};
+use super::access::user_may_log_in;
 use super::envelope::{Envelope, render_entity};
 use super::{ApiError, Caller, Principal, Service, now_ms};
 use crate::auth::{Credentials, random_secret, secrets_equal};
-use crate::store::{AdminRecord, AppRecord, Entity, EntityKey, OrgRecord, TokenKind};
-use gridsocket_core::{ApiRequest, Method, Params};
+use crate::store::{AdminRecord, AppRecord, Entity, OrgRecord, TokenKind};
+use gridsocket_core::{ApiRequest, EntityRef, Method, Params};
 use serde_json::{Map, Value, json};
+use std::net::IpAddr;
 
 /// A response body: the Usergrid envelope, or plain JSON (token grants).
 pub(crate) enum Body {
@@ -115,16 +116,18 @@ impl Service {
         params: &Params,
         body: Option<Value>,
         creds: &Credentials,
+        peer: Option<IpAddr>,
     ) -> Reply {
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let org_for_admin = |name: &str| self.org_for_admin(name.to_owned(), creds, peer);
         match (method, segs.as_slice()) {
             (Method::Get | Method::Post, ["token"]) => {
                 let args = grant_args(body, params)?;
-                self.management_token(&args, creds).await
+                self.management_token(&args, creds, peer).await
             }
             (Method::Post, ["orgs" | "organizations"]) => {
-                let caller = self.authenticate(creds, None).await?;
-                if caller != Principal::Superuser {
+                let caller = self.authenticate(creds, None, peer).await?;
+                if caller.principal != Principal::Superuser {
                     return Err(ApiError::Unauthorized(
                         "creating an organization needs the superuser's token".into(),
                     ));
@@ -133,21 +136,21 @@ impl Service {
                 self.create_org(&args, params).await
             }
             (Method::Get, ["orgs" | "organizations", org]) => {
-                let org = self.org_for_admin(org, creds).await?;
+                let org = org_for_admin(org).await?;
                 let mut env = plain_env("get organization", params);
                 env.data =
                     Some(json!({"uuid": org.uuid, "name": org.name, "created": org.created}));
                 Ok((200, Body::Envelope(Box::new(env))))
             }
             (Method::Get, ["orgs" | "organizations", org, "credentials"]) => {
-                let org = self.org_for_admin(org, creds).await?;
+                let org = org_for_admin(org).await?;
                 let mut env = plain_env("get organization client credentials", params);
                 env.credentials =
                     Some(json!({"client_id": org.client_id, "client_secret": org.client_secret}));
                 Ok((200, Body::Envelope(Box::new(env))))
             }
             (Method::Get, ["orgs" | "organizations", org, "apps" | "applications"]) => {
-                let org = self.org_for_admin(org, creds).await?;
+                let org = org_for_admin(org).await?;
                 let apps = self.store.apps_of_org(&org.uuid).await?;
                 let data: Map<String, Value> = apps
                     .iter()
@@ -163,7 +166,7 @@ impl Service {
                 Ok((200, Body::Envelope(Box::new(env))))
             }
             (Method::Post, ["orgs" | "organizations", org, "apps" | "applications"]) => {
-                let org = self.org_for_admin(org, creds).await?;
+                let org = org_for_admin(org).await?;
                 let args = grant_args(body, params)?;
                 let name = args.require("name")?;
                 let app = self.create_app(&org, &name).await?;
@@ -183,7 +186,7 @@ impl Service {
                     "credentials",
                 ],
             ) => {
-                let org = self.org_for_admin(org, creds).await?;
+                let org = org_for_admin(org).await?;
                 let app = self
                     .store
                     .app_by_name(&org.uuid, app)
@@ -204,42 +207,56 @@ impl Service {
         }
     }
 
-    async fn org_for_admin(&self, name: &str, creds: &Credentials) -> Result<OrgRecord, ApiError> {
-        let caller = self.authenticate(creds, None).await?;
-        let org = self.store.org_by_name(name).await?;
-        let allowed = |org: &OrgRecord| match &caller {
+    /// The organization `name`, if the credentials administer it. Callers who do not are
+    /// answered alike whether or not it exists: who may not see an organization does not
+    /// learn that it is there.
+    async fn org_for_admin(
+        &self,
+        name: String,
+        creds: &Credentials,
+        peer: Option<IpAddr>,
+    ) -> Result<OrgRecord, ApiError> {
+        let caller = self.authenticate(creds, None, peer).await?;
+        if caller.principal == Principal::Guest {
+            return Err(ApiError::Unauthorized(
+                "organization management needs an admin token".into(),
+            ));
+        }
+        let allowed = |org: &OrgRecord| match &caller.principal {
             Principal::Superuser => true,
             Principal::Admin { orgs, .. } => orgs.contains(&org.uuid),
             Principal::OrgClient { org: o } => *o == org.uuid,
             _ => false,
         };
-        match org {
+        match self.store.org_by_name(&name).await? {
             Some(org) if allowed(&org) => Ok(org),
-            // Do not tell strangers which organizations exist.
-            _ if caller == Principal::Guest => Err(ApiError::Unauthorized(
-                "organization management needs an admin token".into(),
-            )),
-            Some(_) => Err(ApiError::Forbidden(format!(
-                "not an admin of organization {name:?}"
-            ))),
-            None => Err(ApiError::AppNotFound(name.to_owned())),
+            _ => Err(ApiError::AppNotFound(name)),
         }
     }
 
-    async fn management_token(&self, args: &GrantArgs<'_>, creds: &Credentials) -> Reply {
+    async fn management_token(
+        &self,
+        args: &GrantArgs<'_>,
+        creds: &Credentials,
+        peer: Option<IpAddr>,
+    ) -> Reply {
         let grant = args.require("grant_type")?;
         let ttl = args.ttl_ms()?;
         match grant.as_str() {
             "password" => {
                 let username = args.require("username")?;
                 let password = args.require("password")?;
-                if let Some((su_name, su_pass)) = &self.config.superuser
-                    && secrets_equal(su_name, &username)
-                {
-                    if !secrets_equal(su_pass, &password) {
-                        return Err(ApiError::InvalidGrant(
-                            "invalid username or password".into(),
-                        ));
+                let key = Some(("management", username.as_str()));
+                self.login_allowed(peer, key)?;
+                let bad = || ApiError::InvalidGrant("invalid username or password".into());
+                if let Some((su_name, su_hash)) = self.superuser_named(&username) {
+                    let su_name = su_name.to_owned();
+                    if !self
+                        .verify_password(password, Some(su_hash.to_owned()))
+                        .await?
+                    {
+                        self.login_failed(peer, key);
+                        return Err(bad());
                     }
                     let (token, expires_in) = self
                         .issue_token(TokenKind::Superuser, "superuser", "", ttl)
@@ -253,19 +270,13 @@ impl Service {
                     ));
                 }
                 let admin = self.store.admin_by_login(&username).await?;
-                let hash = admin
-                    .as_ref()
-                    .map(|a| a.password_hash.clone())
-                    .unwrap_or_default();
-                if !verify_blocking(password, hash).await? {
-                    return Err(ApiError::InvalidGrant(
-                        "invalid username or password".into(),
-                    ));
-                }
-                let Some(admin) = admin else {
-                    return Err(ApiError::InvalidGrant(
-                        "invalid username or password".into(),
-                    ));
+                let hash = admin.as_ref().map(|a| a.password_hash.clone());
+                let admin = match (self.verify_password(password, hash).await?, admin) {
+                    (true, Some(admin)) => admin,
+                    _ => {
+                        self.login_failed(peer, key);
+                        return Err(bad());
+                    }
                 };
                 let orgs = self.store.admin_orgs(&admin.uuid).await?;
                 let (token, expires_in) = self
@@ -280,8 +291,10 @@ impl Service {
             }
             "client_credentials" => {
                 let (id, secret) = client_pair(args, creds)?;
+                self.login_allowed(peer, None)?;
                 let org = self.store.org_by_client_id(&id).await?;
                 let Some(org) = org.filter(|o| secrets_equal(&o.client_secret, &secret)) else {
+                    self.login_failed(peer, None);
                     return Err(ApiError::InvalidClient);
                 };
                 let (token, expires_in) = self
@@ -300,10 +313,16 @@ impl Service {
     }
 
     /// `/{org}/{app}/token`: app users (password) and the app's client (client_credentials).
-    pub(super) async fn app_token(&self, app: &AppRecord, request: &ApiRequest) -> Reply {
+    pub(super) async fn app_token(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        request: &ApiRequest,
+    ) -> Reply {
         if !matches!(request.method, Method::Get | Method::Post) {
             return Err(ApiError::MethodNotAllowed(request.method.as_str()));
         }
+        let peer = caller.address();
         let args = grant_args(request.body.clone(), &request.params)?;
         let grant = args.require("grant_type")?;
         let ttl = args.ttl_ms()?;
@@ -311,39 +330,31 @@ impl Service {
             "password" => {
                 let username = args.require("username")?;
                 let password = args.require("password")?;
-                let by_name = self
-                    .store
-                    .entity(&app.uuid, Some("users"), EntityKey::Name(&username))
+                let key = Some((app.uuid.as_str(), username.as_str()));
+                self.login_allowed(peer, key)?;
+                // An unknown user costs what a wrong password does: the dummy hash is checked.
+                let user = self
+                    .lookup_entity(app, Some("users"), &EntityRef::Name(username.clone()))
                     .await?;
-                let user = match by_name {
-                    None if username.contains('@') => {
-                        self.store.user_by_email(&app.uuid, &username).await?
-                    }
-                    other => other,
-                };
                 let hash = match &user {
-                    Some(u) => self
-                        .store
-                        .user_secret(&app.uuid, &u.uuid)
-                        .await?
-                        .unwrap_or_default(),
-                    None => String::new(),
+                    Some(u) => self.store.user_secret(&app.uuid, &u.uuid).await?,
+                    None => None,
                 };
-                if !verify_blocking(password, hash).await? {
-                    return Err(ApiError::InvalidGrant(
-                        "invalid username or password".into(),
-                    ));
-                }
-                let Some(user) = user else {
-                    return Err(ApiError::InvalidGrant(
-                        "invalid username or password".into(),
-                    ));
+                let user = match (self.verify_password(password, hash).await?, user) {
+                    (true, Some(user)) => user,
+                    _ => {
+                        self.login_failed(peer, key);
+                        return Err(ApiError::InvalidGrant(
+                            "invalid username or password".into(),
+                        ));
+                    }
                 };
-                if user.data.get("activated") == Some(&Value::Bool(false)) {
-                    return Err(ApiError::InvalidGrant("user not activated".into()));
-                }
-                if user.data.get("disabled") == Some(&Value::Bool(true)) {
-                    return Err(ApiError::InvalidGrant("user disabled".into()));
+                match user_may_log_in(&user) {
+                    Err(ApiError::UserNotActivated) => {
+                        return Err(ApiError::InvalidGrant("user not activated".into()));
+                    }
+                    Err(_) => return Err(ApiError::InvalidGrant("user disabled".into())),
+                    Ok(()) => {}
                 }
                 let (token, expires_in) = self
                     .issue_token(TokenKind::AppUser, &user.uuid, &app.uuid, ttl)
@@ -358,9 +369,11 @@ impl Service {
             }
             "client_credentials" => {
                 let (id, secret) = client_pair(&args, &Credentials::None)?;
+                self.login_allowed(peer, None)?;
                 if !(secrets_equal(&app.client_id, &id)
                     && secrets_equal(&app.client_secret, &secret))
                 {
+                    self.login_failed(peer, None);
                     return Err(ApiError::InvalidClient);
                 }
                 let (token, expires_in) = self
@@ -415,7 +428,7 @@ impl Service {
             username,
             email,
             name,
-            password_hash: hash_blocking(password).await?,
+            password_hash: self.hash_password(password).await?,
             created: now,
         };
         self.store
@@ -516,7 +529,7 @@ impl Service {
 
     /// Executes a request in an app as its admin (for bootstrap and demo data).
     pub async fn admin_request(&self, app: &AppRecord, request: ApiRequest) -> super::ApiResponse {
-        let caller = Caller::new(Principal::Superuser);
+        let caller = Caller::new(Principal::Superuser.into());
         self.handle_app(app, &caller, request, std::time::Instant::now())
             .await
     }

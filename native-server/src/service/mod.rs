@@ -10,10 +10,11 @@ mod entities;
 mod envelope;
 mod error;
 mod management;
+mod passwords;
 mod queues;
 mod realtime;
 
-pub use access::{Caller, Principal};
+pub use access::{Authenticated, Caller, Principal};
 pub use error::ApiError;
 pub use realtime::{DEFAULT_QUEUE_TIMEOUT_MS, MAX_REPLAY, SubscribeOk};
 
@@ -22,6 +23,7 @@ use crate::bus::{Outbox, Signal};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::{AppRecord, Store, TokenKind, TokenRecord};
+use access::user_may_log_in;
 use envelope::error_json;
 use gridsocket_core::path::split_segments;
 use gridsocket_core::{
@@ -30,6 +32,7 @@ use gridsocket_core::{
 use management::Body;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -41,6 +44,8 @@ pub struct ApiResponse {
     pub status: u16,
     /// JSON body.
     pub body: String,
+    /// Seconds to wait before retrying (REST's `Retry-After`), for a refusal that has one.
+    pub retry_after: Option<u64>,
 }
 
 /// Settings of the service layer.
@@ -60,6 +65,12 @@ pub struct ServiceConfig {
     pub max_entity_bytes: usize,
     /// How complex a `ql` may be.
     pub query_limits: QueryLimits,
+    /// Failed password logins allowed per username per minute (0: any).
+    pub login_failures_per_user: u32,
+    /// Failed logins allowed per client address per minute (0: any).
+    pub login_failures_per_ip: u32,
+    /// Password hashes and checks that run at once.
+    pub max_password_checks: usize,
 }
 
 impl Default for ServiceConfig {
@@ -72,6 +83,9 @@ impl Default for ServiceConfig {
             max_token_ttl: Duration::from_secs(7 * 24 * 3600),
             max_entity_bytes: 256 * 1024,
             query_limits: QueryLimits::default(),
+            login_failures_per_user: 5,
+            login_failures_per_ip: 20,
+            max_password_checks: 4,
         }
     }
 }
@@ -102,9 +116,23 @@ pub struct ConnectRefusal {
     pub close_code: u16,
 }
 
+impl ConnectRefusal {
+    /// The connection's credentials could not be checked within the handshake timeout.
+    pub fn timed_out() -> ConnectRefusal {
+        ConnectRefusal {
+            status: 503,
+            body: gridsocket_core::wire::error_body_json(
+                "handshake_timeout",
+                "the connection could not be authenticated in time; retry",
+            ),
+            close_code: close_code::TRY_AGAIN_LATER,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct CachedToken {
-    principal: Principal,
+    who: Authenticated,
     subject: String,
     expires: i64,
 }
@@ -124,6 +152,8 @@ pub struct Service {
     outbox: OnceLock<Outbox>,
     /// The server's metrics.
     metrics: Arc<Metrics>,
+    /// Password checks and login throttling.
+    logins: passwords::Logins,
     /// This service, for the tasks it spawns.
     me: Weak<Service>,
 }
@@ -160,8 +190,16 @@ fn elapsed_ms(started: Instant) -> u64 {
 
 impl Service {
     /// A service over a store.
-    pub fn new(store: Arc<dyn Store>, config: ServiceConfig) -> Arc<Service> {
+    pub fn new(store: Arc<dyn Store>, mut config: ServiceConfig) -> Arc<Service> {
+        // The superuser's password is kept only as a hash.
+        let logins = passwords::Logins::new(
+            config.superuser.take(),
+            config.login_failures_per_user,
+            config.login_failures_per_ip,
+            config.max_password_checks,
+        );
         Arc::new_cyclic(|me| Service {
+            logins,
             store,
             config,
             tokens: TokenCache::new(100_000),
@@ -196,6 +234,7 @@ impl Service {
         ApiResponse {
             status: err.status(),
             body: error_json(&err, now_ms(), elapsed_ms(started)),
+            retry_after: err.retry_after(),
         }
     }
 
@@ -207,11 +246,13 @@ impl Service {
                 ApiResponse {
                     status,
                     body: serde_json::to_string(&env).unwrap_or_default(),
+                    retry_after: None,
                 }
             }
             Ok((status, Body::Json(value))) => ApiResponse {
                 status,
                 body: value.to_string(),
+                retry_after: None,
             },
             Err(e) => self.error_response(e, started),
         }
@@ -226,6 +267,7 @@ impl Service {
         params: Params,
         body: Result<Option<Value>, String>,
         authorization: Option<&str>,
+        peer: Option<IpAddr>,
     ) -> ApiResponse {
         let started = Instant::now();
         let body = match body {
@@ -244,7 +286,7 @@ impl Service {
             ),
             Some("management") => {
                 let result = self
-                    .management(method, &segments[1..], &params, body, &creds)
+                    .management(method, &segments[1..], &params, body, &creds, peer)
                     .await;
                 self.respond(result, started)
             }
@@ -253,10 +295,13 @@ impl Service {
                     Ok(found) => found,
                     Err(e) => return self.error_response(e, started),
                 };
-                let caller = match self.authenticate(&creds, Some(&app)).await {
-                    Ok(p) => Caller::new(p),
+                let caller = match self.authenticate(&creds, Some(&app), peer).await {
+                    Ok(who) => Caller::new(who).at(peer),
                     Err(e) => return self.error_response(e, started),
                 };
+                if let Credentials::Token(t) = &creds {
+                    caller.set_token(token_hash(t));
+                }
                 let request = ApiRequest {
                     method,
                     path: format!("/{}", rest.join("/")),
@@ -283,6 +328,7 @@ impl Service {
         &self,
         target: &str,
         authorization: Option<&str>,
+        peer: Option<IpAddr>,
     ) -> Result<SocketContext, ConnectRefusal> {
         let started = Instant::now();
         let refuse = |err: ApiError, code: u16| ConnectRefusal {
@@ -310,15 +356,15 @@ impl Service {
             ));
         };
         let creds = Credentials::from_request(&connect.params, authorization);
-        let principal = self
-            .authenticate(&creds, Some(&app))
+        let who = self
+            .authenticate(&creds, Some(&app), peer)
             .await
             .map_err(|e| refuse(e, close_code::UNAUTHORIZED))?;
         let expires = match &creds {
             Credentials::Token(t) => self.token_expiry(t),
             _ => None,
         };
-        let caller = Arc::new(Caller::new(principal));
+        let caller = Arc::new(Caller::new(who).at(peer));
         if !self.may_act_in(&app, &caller) {
             return Err(refuse(
                 ApiError::Unauthorized("the token is not valid for this application".into()),
@@ -378,7 +424,7 @@ impl Service {
             }
         }
         match &path.resource {
-            Resource::Token => return self.app_token(app, request).await,
+            Resource::Token => return self.app_token(app, caller, request).await,
             Resource::Credentials => {
                 self.require_app_admin(app, caller)?;
                 return Ok((
@@ -469,35 +515,38 @@ impl Service {
         &self,
         creds: &Credentials,
         app: Option<&AppRecord>,
-    ) -> Result<Principal, ApiError> {
+        peer: Option<IpAddr>,
+    ) -> Result<Authenticated, ApiError> {
         match creds {
-            Credentials::None => Ok(Principal::Guest),
+            Credentials::None => Ok(Principal::Guest.into()),
             Credentials::Token(token) => self.principal_of_token(token).await,
             Credentials::Client { id, secret } => {
+                self.login_allowed(peer, None)?;
                 if let Some(found) = self.store.app_by_client_id(id).await?
                     && crate::auth::secrets_equal(&found.client_secret, secret)
                     && app.is_none_or(|a| a.uuid == found.uuid)
                 {
-                    return Ok(Principal::AppClient { app: found.uuid });
+                    return Ok(Principal::AppClient { app: found.uuid }.into());
                 }
                 if let Some(org) = self.store.org_by_client_id(id).await?
                     && crate::auth::secrets_equal(&org.client_secret, secret)
                 {
-                    return Ok(Principal::OrgClient { org: org.uuid });
+                    return Ok(Principal::OrgClient { org: org.uuid }.into());
                 }
+                self.login_failed(peer, None);
                 Err(ApiError::InvalidClient)
             }
         }
     }
 
-    pub(crate) async fn principal_of_token(&self, token: &str) -> Result<Principal, ApiError> {
+    pub(crate) async fn principal_of_token(&self, token: &str) -> Result<Authenticated, ApiError> {
         let hash = token_hash(token);
         let now = now_ms();
         if let Some(hit) = self.tokens.get(&hash) {
             if hit.expires <= now {
                 return Err(ApiError::ExpiredToken);
             }
-            return Ok(hit.principal);
+            return Ok(hit.who);
         }
         let Some(rec) = self.store.token(&hash).await? else {
             return Err(ApiError::BadToken);
@@ -505,21 +554,24 @@ impl Service {
         if rec.expires <= now {
             return Err(ApiError::ExpiredToken);
         }
-        let principal = match rec.kind {
-            TokenKind::Superuser => Principal::Superuser,
+        let who: Authenticated = match rec.kind {
+            TokenKind::Superuser => Principal::Superuser.into(),
             TokenKind::Admin => {
                 let orgs = self.store.admin_orgs(&rec.subject).await?;
                 Principal::Admin {
                     uuid: rec.subject.clone(),
                     orgs: orgs.into_iter().map(|o| o.uuid).collect(),
                 }
+                .into()
             }
             TokenKind::OrgClient => Principal::OrgClient {
                 org: rec.subject.clone(),
-            },
+            }
+            .into(),
             TokenKind::AppClient => Principal::AppClient {
                 app: rec.subject.clone(),
-            },
+            }
+            .into(),
             TokenKind::AppUser => {
                 let Some(user) = self
                     .store
@@ -532,22 +584,26 @@ impl Service {
                 else {
                     return Err(ApiError::BadToken);
                 };
-                Principal::AppUser {
-                    app: rec.scope.clone(),
-                    uuid: user.uuid,
-                    username: user.name.unwrap_or_default(),
+                // A disabled or deactivated user's tokens stop working at once.
+                user_may_log_in(&user)?;
+                Authenticated {
+                    principal: Principal::AppUser {
+                        app: rec.scope.clone(),
+                        uuid: user.uuid,
+                    },
+                    username: user.name,
                 }
             }
         };
         self.tokens.insert(
             hash,
             CachedToken {
-                principal: principal.clone(),
+                who: who.clone(),
                 subject: rec.subject,
                 expires: rec.expires,
             },
         );
-        Ok(principal)
+        Ok(who)
     }
 
     /// Issues a token and stores its hash. `ttl_ms` is the caller's wish (0 or absent: the
@@ -578,11 +634,17 @@ impl Service {
         Ok((token, ttl.as_secs()))
     }
 
-    /// Revokes every token of a subject (a user or admin uuid) and ends that user's sockets.
-    async fn revoke_subject(&self, subject: &str) -> Result<u64, ApiError> {
-        let n = self.store.revoke_tokens(subject).await?;
+    /// Revokes every token of a subject (a user or admin uuid) but `except` (a token hash),
+    /// and ends the sockets that used them, on every node.
+    async fn revoke_subject(
+        &self,
+        subject: &str,
+        except: Option<[u8; 32]>,
+    ) -> Result<u64, ApiError> {
+        let n = self.store.revoke_tokens(subject, except.as_ref()).await?;
         self.signal(Signal::TokensRevoked {
             subject: subject.to_owned(),
+            except: except.as_ref().map(crate::auth::hash_text),
         });
         Ok(n)
     }
@@ -617,9 +679,18 @@ impl Service {
                 self.grants_generation.fetch_add(1, Ordering::Relaxed);
                 self.hub.request_revalidation();
             }
-            Signal::TokensRevoked { subject } => {
-                self.tokens.remove_where(|t| &t.subject == subject);
-                self.close_user_sockets(subject);
+            Signal::TokensRevoked { subject, except } => {
+                let keep = except.as_deref().and_then(crate::auth::hash_from_text);
+                self.tokens
+                    .remove_where(|hash, t| &t.subject == subject && Some(*hash) != keep);
+                self.close_user_sockets(subject, keep);
+            }
+            Signal::UserChanged { app, user } => {
+                self.tokens.remove_where(|_, t| &t.subject == user);
+                if let Some(me) = self.me.upgrade() {
+                    let (app, user) = (app.clone(), user.clone());
+                    tokio::spawn(async move { me.refresh_user(&app, &user).await });
+                }
             }
             Signal::Resync => {
                 self.metrics.bus_resyncs.inc();
@@ -628,7 +699,7 @@ impl Service {
                 }
                 self.grants_generation.fetch_add(1, Ordering::Relaxed);
                 self.hub.request_revalidation();
-                self.tokens.remove_where(|_| true);
+                self.tokens.remove_where(|_, _| true);
                 if let Some(me) = self.me.upgrade() {
                     tokio::spawn(async move { me.recheck_socket_tokens().await });
                 }

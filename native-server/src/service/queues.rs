@@ -9,6 +9,26 @@ use gridsocket_core::path::QueuePart;
 use gridsocket_core::{ApiRequest, Method};
 use serde_json::{Map, Value, json};
 
+/// Longest transaction timeout a queue read may ask for, ms (a day): larger numbers would
+/// overflow the store's time arithmetic and mean "never" anyway.
+pub const MAX_QUEUE_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+
+/// A queue read's `timeout` parameter, ms: absent is `default`, and a value is a whole number
+/// up to [`MAX_QUEUE_TIMEOUT_MS`].
+pub(super) fn queue_timeout(param: Option<&str>, default: u64) -> Result<u64, ApiError> {
+    let Some(text) = param else {
+        return Ok(default);
+    };
+    text.parse::<u64>()
+        .ok()
+        .filter(|t| *t <= MAX_QUEUE_TIMEOUT_MS)
+        .ok_or_else(|| {
+            ApiError::IllegalArgument(format!(
+                "timeout must be a whole number of ms from 0 to {MAX_QUEUE_TIMEOUT_MS}, got {text:?}"
+            ))
+        })
+}
+
 impl Service {
     pub(super) async fn queue_call(
         &self,
@@ -72,14 +92,7 @@ impl Service {
                 let read = match (consumer, request.params.get("pos")) {
                     (Some(c), _) => QueueRead::Consumer {
                         consumer: c.to_owned(),
-                        timeout_ms: match request.params.get("timeout") {
-                            None => 0,
-                            Some(t) => t.parse().map_err(|_| {
-                                ApiError::IllegalArgument(
-                                    "timeout must be a whole number of ms".into(),
-                                )
-                            })?,
-                        },
+                        timeout_ms: queue_timeout(request.params.get("timeout"), 0)?,
                     },
                     (None, Some("start")) => QueueRead::Start,
                     _ => {

@@ -7,6 +7,7 @@ use crate::hub::{ConnHandle, ConnId, ConsumerKey, Push, SubEntry, SubKey};
 use crate::socket::{Socket, text_frame};
 use crate::store::{AppRecord, ChangeRecord, ChangeView, Entity, EntityKey, QueueRead, StoreError};
 use bytes::Bytes;
+use gridsocket_core::access::AccessPath;
 use gridsocket_core::subscription::{ChangeKind, encode_event};
 use gridsocket_core::{
     ApiRequest, EntityRef, EventKind, Method, Params, Query, Resource, ResourcePath,
@@ -88,7 +89,12 @@ impl Service {
         since: Option<u64>,
     ) -> Result<SubscribeOk, ApiError> {
         let parsed = ResourcePath::parse(path)?;
-        self.check_access(app, caller, Method::Get, &parsed).await?;
+        let mut access = self.access_path(app, caller, &parsed)?;
+        self.authorize(app, caller, Method::Get, &mut access)
+            .await?;
+        // Kept resolved, so that re-checking it when grants change needs no lookup and
+        // follows the entities subscribed to, whatever they are called later.
+        self.resolve_access(app, &mut access).await?;
         let (target, consumer) = self.target_of(app, caller, &parsed, params).await?;
         // The dispatcher must know where the log stands before the subscription exists, so
         // that every later change is matched against it.
@@ -103,6 +109,7 @@ impl Service {
             target.clone(),
             SubEntry {
                 path: path.into(),
+                access: Arc::new(access),
                 wire_id: wire_id.as_str().into(),
                 consumer: consumer.clone(),
             },
@@ -119,7 +126,7 @@ impl Service {
                 .changes_since(&app.uuid, since, MAX_REPLAY + 1)
                 .await?;
             let recovered = since <= batch.position
-                && since + 1 >= batch.first_retained
+                && since.saturating_add(1) >= batch.first_retained
                 && batch.changes.len() <= MAX_REPLAY;
             body["recovered"] = Value::Bool(recovered);
             if recovered {
@@ -232,10 +239,7 @@ impl Service {
                     },
                     EntityRef::Name(n) => {
                         // It may not exist yet: watch the name, and its uuid if it does.
-                        let found = self
-                            .store
-                            .entity(&app.uuid, Some(collection), EntityKey::Name(n))
-                            .await?;
+                        let found = self.lookup_entity(app, Some(collection), entity).await?;
                         Target::Entity {
                             collection: collection.clone(),
                             uuid: found.map(|e| e.uuid),
@@ -268,14 +272,13 @@ impl Service {
                 inbound: false,
                 target: None,
             } if relation == "feed" && matches!(collection.as_str(), "users" | "groups") => {
-                let key = match entity {
-                    EntityRef::Me => EntityKey::Uuid(caller.user_uuid().unwrap_or_default()),
-                    EntityRef::Uuid(u) => EntityKey::Uuid(u),
-                    EntityRef::Name(n) => EntityKey::Name(n),
+                let me = caller.user_uuid().map(|u| EntityRef::Uuid(u.to_owned()));
+                let entity = match entity {
+                    EntityRef::Me => me.as_ref().unwrap_or(entity),
+                    other => other,
                 };
                 let owner = self
-                    .store
-                    .entity(&app.uuid, Some(collection), key)
+                    .lookup_entity(app, Some(collection), entity)
                     .await?
                     .ok_or_else(|| {
                         ApiError::NotFound(format!("/{} not found", path.segments[..2].join("/")))
@@ -289,16 +292,16 @@ impl Service {
                 let consumer = match params.get("consumer").filter(|c| !c.is_empty()) {
                     None => None,
                     Some(c) => {
-                        let timeout = match params.get("timeout") {
-                            None => DEFAULT_QUEUE_TIMEOUT_MS,
-                            Some(t) => {
-                                t.parse::<u64>().ok().filter(|t| *t > 0).ok_or_else(|| {
-                                    ApiError::IllegalArgument(
-                                        "timeout must be a positive number of ms".into(),
-                                    )
-                                })?
-                            }
-                        };
+                        let timeout = super::queues::queue_timeout(
+                            params.get("timeout"),
+                            DEFAULT_QUEUE_TIMEOUT_MS,
+                        )?;
+                        if timeout == 0 {
+                            return Err(ApiError::IllegalArgument(
+                                "a consumer subscription's timeout must be a positive number of ms"
+                                    .into(),
+                            ));
+                        }
                         Some((
                             ConsumerKey {
                                 app: app.uuid.clone(),
@@ -320,8 +323,8 @@ impl Service {
         }
     }
 
-    /// May this caller see this change? Entities are checked as a GET of their path, by uuid
-    /// or by name; feed items and queue messages were checked when subscribing.
+    /// May this caller see this change? Entities are checked as a GET of their canonical
+    /// path (by uuid and name); feed items and queue messages were checked when subscribing.
     async fn may_read(
         &self,
         app: &AppRecord,
@@ -329,22 +332,17 @@ impl Service {
         rec: &ChangeRecord,
         _kind: EventKind,
     ) -> bool {
-        if self.is_app_admin(app, caller)
-            || matches!(rec.kind, ChangeKind::FeedItem | ChangeKind::QueueMessage)
-        {
-            return true;
-        }
-        for id in std::iter::once(&rec.uuid).chain(rec.name.as_ref()) {
-            if let Ok(path) = ResourcePath::from_segments(vec![rec.collection.clone(), id.clone()])
-                && self
-                    .check_access(app, caller, Method::Get, &path)
-                    .await
-                    .is_ok()
-            {
-                return true;
-            }
-        }
-        false
+        matches!(rec.kind, ChangeKind::FeedItem | ChangeKind::QueueMessage)
+            || self
+                .may(
+                    app,
+                    caller,
+                    Method::Get,
+                    &rec.collection,
+                    &rec.uuid,
+                    rec.name.as_deref(),
+                )
+                .await
     }
 
     async fn ensure_dispatch_position(&self, app: &str) -> Result<(), ApiError> {
@@ -568,11 +566,11 @@ impl Service {
         }
     }
 
-    /// Re-checks every subscription of non-admin callers after a permission change; those that
-    /// lost read access are revoked.
+    /// Re-checks every subscription of non-admin callers after a permission or user change;
+    /// those that lost read access are revoked.
     async fn revalidate(&self) {
-        /// One subscription to re-check: its app, subscriber, key and path.
-        type Check = (Arc<AppRecord>, Arc<Caller>, SubKey, Arc<str>);
+        /// One subscription to re-check: its app, subscriber, key and canonical path.
+        type Check = (Arc<AppRecord>, Arc<Caller>, SubKey, Arc<AccessPath>);
         let subs: Vec<Check> = {
             let st = self.hub.state();
             st.apps
@@ -584,22 +582,20 @@ impl Service {
                         conn.app.clone(),
                         conn.caller.clone(),
                         *key,
-                        entry.path.clone(),
+                        entry.access.clone(),
                     ))
                 })
                 .collect()
         };
-        for (app, caller, key, path) in subs {
+        for (app, caller, key, access) in subs {
             if self.is_app_admin(&app, &caller) {
                 continue;
             }
-            let allowed = match ResourcePath::parse(&path) {
-                Ok(p) => self
-                    .check_access(&app, &caller, Method::Get, &p)
-                    .await
-                    .is_ok(),
-                Err(_) => false,
-            };
+            let mut access = (*access).clone();
+            let allowed = self
+                .authorize(&app, &caller, Method::Get, &mut access)
+                .await
+                .is_ok();
             if !allowed {
                 self.hub.remove(&app.uuid, key);
                 self.hub.push_to(
@@ -613,14 +609,46 @@ impl Service {
         }
     }
 
-    /// Ends every socket of a user whose tokens were revoked: each subscription gets a
-    /// `revoked` event, then the socket closes with 4401.
-    pub(super) fn close_user_sockets(&self, user_uuid: &str) {
-        self.close_sockets(|c| c.caller.user_uuid() == Some(user_uuid));
+    /// Ends every socket of a user whose tokens were revoked, but the one using the kept
+    /// token `except`: each subscription gets a `revoked` event, then the socket closes with
+    /// 4401.
+    pub(super) fn close_user_sockets(&self, user_uuid: &str, except: Option<[u8; 32]>) {
+        self.close_sockets(
+            |c| {
+                c.caller.user_uuid() == Some(user_uuid)
+                    && (except.is_none() || c.caller.token() != except)
+            },
+            "token revoked",
+        );
+    }
+
+    /// Re-reads a user whose username, email, activation or disabled flag changed: the
+    /// sockets of a user who may no longer act close (4401); the others speak for the user as
+    /// they are now, and every subscription is re-checked.
+    pub(super) async fn refresh_user(&self, app: &str, user: &str) {
+        let found = self
+            .store
+            .entity(app, Some("users"), EntityKey::Uuid(user))
+            .await;
+        let mine = |c: &ConnHandle| c.caller.user_uuid() == Some(user);
+        match found {
+            Ok(Some(u)) if super::access::user_may_log_in(&u).is_ok() => {
+                let name = u.name.unwrap_or_default();
+                for c in self.hub.state().conns.values().filter(|c| mine(c)) {
+                    c.caller.set_username(&name);
+                }
+                self.hub.request_revalidation();
+            }
+            Ok(_) => self.close_sockets(mine, "user disabled or deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not re-read a changed user; closing their sockets");
+                self.close_sockets(mine, "user changed");
+            }
+        }
     }
 
     /// Ends the sockets `which` picks as [`Self::close_user_sockets`] does.
-    fn close_sockets(&self, which: impl Fn(&ConnHandle) -> bool) {
+    fn close_sockets(&self, which: impl Fn(&ConnHandle) -> bool, reason: &'static str) {
         let mut st = self.hub.state();
         let conns: Vec<ConnId> = st
             .conns
@@ -647,7 +675,7 @@ impl Service {
                 }
                 handle.push(Push::Close {
                     code: close_code::UNAUTHORIZED,
-                    reason: "token revoked",
+                    reason,
                 });
             }
             if let Some(a) = st.apps.get_mut(&app) {
@@ -672,7 +700,7 @@ impl Service {
         for hash in tokens {
             match self.store.token(&hash).await {
                 Ok(Some(_)) => {}
-                Ok(None) => self.close_sockets(|c| c.caller.token() == Some(hash)),
+                Ok(None) => self.close_sockets(|c| c.caller.token() == Some(hash), "token revoked"),
                 Err(e) => tracing::warn!(error = %e, "could not re-check a socket's token"),
             }
         }
@@ -686,11 +714,11 @@ impl Service {
         token: &str,
     ) -> Result<Option<i64>, ApiResponse> {
         let started = Instant::now();
-        let principal = match self.principal_of_token(token).await {
-            Ok(p) => p,
+        let who = match self.principal_of_token(token).await {
+            Ok(who) => who,
             Err(e) => return Err(self.error_response(e, started)),
         };
-        if principal != caller.principal {
+        if who.principal != *caller.principal() {
             return Err(self.error_response(
                 ApiError::Forbidden(
                     "AUTH must keep the same user; open a new socket for another".into(),

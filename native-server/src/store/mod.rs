@@ -330,8 +330,8 @@ pub trait Store: Send + Sync + 'static {
     async fn put_token(&self, token: &TokenRecord) -> StoreResult<()>;
     /// Finds a token by the hash of its string.
     async fn token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
-    /// Deletes every token of a subject; returns how many.
-    async fn revoke_tokens(&self, subject: &str) -> StoreResult<u64>;
+    /// Deletes every token of a subject but `except` (a token hash); returns how many.
+    async fn revoke_tokens(&self, subject: &str, except: Option<&[u8; 32]>) -> StoreResult<u64>;
     /// Inserts a new entity, with a password hash for users, and logs its creation;
     /// `Duplicate` if its name is taken.
     async fn insert_entity(

@@ -588,9 +588,13 @@ impl Store for PostgresStore {
         }))
     }
 
-    async fn revoke_tokens(&self, subject: &str) -> StoreResult<u64> {
-        self.exec("DELETE FROM tokens WHERE subject = $1", &[&subject])
-            .await
+    async fn revoke_tokens(&self, subject: &str, except: Option<&[u8; 32]>) -> StoreResult<u64> {
+        let keep: Option<&[u8]> = except.map(|h| h.as_slice());
+        self.exec(
+            "DELETE FROM tokens WHERE subject = $1 AND hash IS DISTINCT FROM $2",
+            &[&subject, &keep],
+        )
+        .await
     }
 
     async fn insert_entity(&self, app: &str, e: &Entity, secret: Option<&str>) -> StoreResult<()> {

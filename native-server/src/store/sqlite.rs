@@ -552,12 +552,14 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn revoke_tokens(&self, subject: &str) -> StoreResult<u64> {
+    async fn revoke_tokens(&self, subject: &str, except: Option<&[u8; 32]>) -> StoreResult<u64> {
+        let (subject, keep) = (subject.to_owned(), except.map(|h| h.to_vec()));
         let n = self
-            .exec(
-                "DELETE FROM tokens WHERE subject = ?1",
-                vec![subject.to_owned()],
-            )
+            .call(move |c| {
+                c.prepare_cached("DELETE FROM tokens WHERE subject = ?1 AND hash IS NOT ?2")
+                    .and_then(|mut st| st.execute(params![subject, keep]))
+                    .map_err(backend)
+            })
             .await?;
         Ok(n as u64)
     }

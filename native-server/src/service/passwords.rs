@@ -1,0 +1,116 @@
+//! Passwords and logins: Argon2id rationed to a few at once (each takes about 19 MiB), a
+//! check against a dummy hash for unknown users so that timing tells nothing about who exists,
+//! and failed logins throttled per username and per client address.
+
+use super::{ApiError, Service};
+use crate::auth::{Throttle, hash_password, random_secret, secrets_equal, verify_password};
+use std::net::IpAddr;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// What the service keeps for checking passwords.
+pub(super) struct Logins {
+    /// Argon2id runs at once.
+    checks: Semaphore,
+    /// The hash an unknown user's password is checked against (it never matches).
+    dummy: String,
+    /// The bootstrap superuser's name and password hash.
+    superuser: Option<(String, String)>,
+    /// Failures per (scope, lower-case login): an app's users and the admins apart.
+    per_user: Throttle<(String, String)>,
+    /// Failures per client address.
+    per_address: Throttle<IpAddr>,
+}
+
+/// Who a login attempt is for, for throttling: the scope (an app uuid, or `management`) and
+/// the login name.
+pub(super) type LoginKey<'a> = Option<(&'a str, &'a str)>;
+
+impl Logins {
+    /// Hashes the superuser's password now: the plain text is not kept.
+    pub(super) fn new(
+        superuser: Option<(String, String)>,
+        per_user: u32,
+        per_address: u32,
+        checks: usize,
+    ) -> Logins {
+        Logins {
+            checks: Semaphore::new(checks.max(1)),
+            dummy: hash_password(&random_secret(16)),
+            superuser: superuser.map(|(name, password)| (name, hash_password(&password))),
+            per_user: Throttle::new(per_user),
+            per_address: Throttle::new(per_address),
+        }
+    }
+}
+
+fn user_key(key: LoginKey<'_>) -> Option<(String, String)> {
+    key.map(|(scope, name)| (scope.to_owned(), name.to_lowercase()))
+}
+
+impl Service {
+    /// Hashes a password off the async threads, a few at a time.
+    pub(super) async fn hash_password(&self, password: String) -> Result<String, ApiError> {
+        let _turn = self.logins.checks.acquire().await;
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| ApiError::Store(crate::store::StoreError::Backend(Box::new(e))))
+    }
+
+    /// Checks a password against a stored hash (`None`: no such user, or no password: the
+    /// dummy hash is checked instead and the answer is false), off the async threads, a few
+    /// at a time.
+    pub(super) async fn verify_password(
+        &self,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, ApiError> {
+        let known = hash.as_ref().is_some_and(|h| !h.is_empty());
+        let hash = hash
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| self.logins.dummy.clone());
+        let _turn = self.logins.checks.acquire().await;
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .map_err(|e| ApiError::Store(crate::store::StoreError::Backend(Box::new(e))))?;
+        Ok(ok && known)
+    }
+
+    /// The superuser's name, if `login` is it (compared in constant time).
+    pub(super) fn superuser_named(&self, login: &str) -> Option<(&str, &str)> {
+        self.logins
+            .superuser
+            .as_ref()
+            .filter(|(name, _)| secrets_equal(name, login))
+            .map(|(name, hash)| (name.as_str(), hash.as_str()))
+    }
+
+    /// Refuses a login attempt from `address`, or for `key`, that used up its failures; call
+    /// before checking the credentials.
+    pub(super) fn login_allowed(
+        &self,
+        address: Option<IpAddr>,
+        key: LoginKey<'_>,
+    ) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let by_address = address.map_or(Ok(()), |ip| self.logins.per_address.check(&ip, now));
+        let by_user = user_key(key).map_or(Ok(()), |k| self.logins.per_user.check(&k, now));
+        match (by_address, by_user) {
+            (Ok(()), Ok(())) => Ok(()),
+            (a, u) => Err(ApiError::TooManyAttempts {
+                retry_after: a.err().unwrap_or(0).max(u.err().unwrap_or(0)),
+            }),
+        }
+    }
+
+    /// Counts a failed login against `address` and `key`.
+    pub(super) fn login_failed(&self, address: Option<IpAddr>, key: LoginKey<'_>) {
+        let now = Instant::now();
+        if let Some(ip) = address {
+            self.logins.per_address.fail(&ip, now);
+        }
+        if let Some(k) = user_key(key) {
+            self.logins.per_user.fail(&k, now);
+        }
+    }
+}
