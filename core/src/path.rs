@@ -238,6 +238,8 @@ impl ResourcePath {
                 } else if relation == "followers" {
                     relation = "following".into();
                     inbound = true;
+                } else {
+                    relation = linked_collection(relation);
                 }
                 let target = match rest {
                     [] => None,
@@ -264,6 +266,20 @@ impl ResourcePath {
                 })
             }
         }
+    }
+}
+
+/// The entity collections a user or group links to by name (`/groups/g/users/u`): like any
+/// collection, each has one name whatever the number it is written in (`/groups/g/user/u`).
+/// Other relations are connection verbs (`likes`, `following`), which are never inflected.
+const LINKED_COLLECTIONS: &[&str] = &["users", "groups", "roles", "devices", "activities"];
+
+fn linked_collection(relation: String) -> String {
+    let plural = collection_name(&relation);
+    if LINKED_COLLECTIONS.contains(&plural.as_str()) {
+        plural
+    } else {
+        relation
     }
 }
 
@@ -422,6 +438,13 @@ mod tests {
             matches!(res("/users/a/connecting/likes"), Resource::Related { inbound: true, ref relation, .. } if relation == "likes")
         );
         assert!(ResourcePath::parse("/a/b/c/d/e/f").is_err());
+        // Linked collections are collections: one name whatever the number.
+        assert_eq!(res("/groups/g/user/u"), res("/groups/g/users/u"));
+        assert_eq!(res("/users/u/Group"), res("/users/u/groups"));
+        assert_eq!(res("/users/u/activity"), res("/users/u/activities"));
+        assert!(
+            matches!(res("/users/u/likes"), Resource::Related { ref relation, .. } if relation == "likes")
+        );
     }
 
     #[test]

@@ -187,7 +187,7 @@ pub struct Settings {
     pub max_queued_events: usize,
     /// Bytes (answers and events together) queued for one socket, behind the frame being
     /// written, before it counts as a slow consumer (closed with 4008).
-    #[arg(long, env = "GRIDSOCKET_MAX_QUEUED_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "GRIDSOCKET_MAX_QUEUED_BYTES", default_value_t = 4 << 20)]
     pub max_queued_bytes: usize,
     /// Seconds of silence before a socket is pinged; twice that and it is closed. 0: never.
     #[arg(long, env = "GRIDSOCKET_PING_INTERVAL_SECS", default_value_t = 25)]
@@ -254,7 +254,7 @@ impl Settings {
             request_timeout_secs: 30,
             max_subscriptions: 1_000,
             max_queued_events: 4_096,
-            max_queued_bytes: 16 << 20,
+            max_queued_bytes: 4 << 20,
             ping_interval_secs: 25,
             auth_grace_secs: 30,
             log_retention_secs: 86_400,

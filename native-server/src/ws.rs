@@ -42,6 +42,8 @@ fn ws_config(settings: &Settings) -> WebSocketConfig {
 
 /// What a spawned task hands back to the socket's loop.
 enum Done {
+    /// A read run in the socket's task (its answer inside).
+    Read(Box<Done>),
     Response(RequestHandle, ApiResponse),
     Subscribed(RequestHandle, SubscribeOk),
     Authenticated(RequestHandle, Option<i64>),
@@ -266,7 +268,7 @@ async fn drive(
     // Requests in flight: reads run right here, other work in spawned tasks that answer
     // through a one-shot channel. Nothing is allocated while nothing is in flight; the
     // session caps how many there are (max_in_flight).
-    let mut in_flight: FuturesUnordered<Answer> = FuturesUnordered::new();
+    let mut in_flight = InFlight::default();
     // Futures that live as long as the socket are made once: re-registering a timer and a
     // waker on every event costs more than the event itself at ten thousand sockets.
     let cancelled = cancel.cancelled().fuse();
@@ -354,7 +356,7 @@ async fn drive(
                 let mut st = socket.lock();
                 complete(&mut st.session, now, done);
                 // Take every other answer that is ready too: one write for many responses.
-                while let Some(Some(done)) = in_flight.next().now_or_never() {
+                while let Some(done) = in_flight.ready() {
                     complete(&mut st.session, now, done);
                 }
             }
@@ -376,6 +378,7 @@ async fn drive(
 fn complete(session: &mut ServerSession, now: Instant, done: Option<Done>) {
     match done {
         None => {}
+        Some(Done::Read(done)) => complete(session, now, Some(*done)),
         Some(Done::Response(handle, resp)) => {
             session.complete(now, handle, resp.status, &resp.body);
         }
@@ -396,13 +399,71 @@ fn complete(session: &mut ServerSession, now: Instant, done: Option<Done>) {
 /// The answer to one request in flight: `None` if its task died without answering.
 type Answer = BoxFuture<'static, Option<Done>>;
 
+/// Reads one socket runs at once; more wait their turn, in order. One socket's pipelined
+/// queries then hold a few result pages in memory, not hundreds, and take a few of the
+/// store's scan slots, not all of them.
+const READS_AT_ONCE: usize = 2;
+
+/// A socket's requests in flight: spawned work, and reads run in the socket's task.
+#[derive(Default)]
+struct InFlight {
+    running: FuturesUnordered<Answer>,
+    reads: usize,
+    waiting_reads: std::collections::VecDeque<Answer>,
+}
+
+impl InFlight {
+    fn push(&self, answer: Answer) {
+        self.running.push(answer);
+    }
+
+    fn push_read(&mut self, read: BoxFuture<'static, Done>) {
+        let counted: Answer = Box::pin(read.map(|d| Some(Done::Read(Box::new(d)))));
+        if self.reads < READS_AT_ONCE {
+            self.reads += 1;
+            self.running.push(counted);
+        } else {
+            self.waiting_reads.push_back(counted);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// The next answer; a finished read lets the next waiting one start.
+    async fn next(&mut self) -> Option<Option<Done>> {
+        let done = self.running.next().await;
+        Some(self.finished(done?))
+    }
+
+    /// An answer ready now, if any.
+    fn ready(&mut self) -> Option<Option<Done>> {
+        let done = self.running.next().now_or_never()??;
+        Some(self.finished(done))
+    }
+
+    fn finished(&mut self, done: Option<Done>) -> Option<Done> {
+        match done {
+            Some(Done::Read(d)) => {
+                match self.waiting_reads.pop_front() {
+                    Some(next) => self.running.push(next),
+                    None => self.reads -= 1,
+                }
+                Some(*d)
+            }
+            other => other,
+        }
+    }
+}
+
 /// Starts the work an event asks for; results come back through `in_flight`.
 fn handle_event(
     event: ServerEvent,
     service: &Arc<Service>,
     context: Option<&SocketContext>,
     conn: Option<ConnId>,
-    in_flight: &mut FuturesUnordered<Answer>,
+    in_flight: &mut InFlight,
 ) {
     let (Some(ctx), Some(conn)) = (context, conn) else {
         return;
@@ -426,7 +487,7 @@ fn handle_event(
                 // A read changes nothing: it runs inside the socket's task, without a task of
                 // its own and a channel back, and is simply dropped if the socket goes away.
                 // (The session hands it over only once the writes sent before it are answered.)
-                in_flight.push(Box::pin(work.map(Some)));
+                in_flight.push_read(Box::pin(work));
             } else {
                 let done = answer();
                 // The socket may be gone; the request's effects stand either way.

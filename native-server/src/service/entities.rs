@@ -767,14 +767,16 @@ impl Service {
             Some(Value::Object(m)) => m.clone(),
             _ => return Err(ApiError::BadBody("an activity is a JSON object".into())),
         };
-        let poster = if owner.collection == "users" {
-            Some(owner.clone())
-        } else if let Some(uuid) = caller.user_uuid() {
-            self.store
-                .entity(&app.uuid, Some("users"), EntityKey::Uuid(uuid))
-                .await?
-        } else {
-            None
+        // A user posts as themself: the actor's identity is theirs, whatever the body says
+        // (an admin may post for anyone, and by default posts as the feed's owner).
+        let (poster, forced) = match caller.user_uuid() {
+            Some(uuid) => (
+                self.store
+                    .entity(&app.uuid, Some("users"), EntityKey::Uuid(uuid))
+                    .await?,
+                true,
+            ),
+            None => ((owner.collection == "users").then(|| owner.clone()), false),
         };
         if let Some(user) = &poster {
             let username = user.data.get("username").cloned().unwrap_or(Value::Null);
@@ -786,13 +788,29 @@ impl Service {
             let actor = props
                 .entry("actor")
                 .or_insert_with(|| Value::Object(Map::new()));
+            if !actor.is_object() && forced {
+                *actor = Value::Object(Map::new());
+            }
             if let Value::Object(a) = actor {
-                a.entry("uuid").or_insert(Value::String(user.uuid.clone()));
-                a.entry("username").or_insert(username);
-                a.entry("displayName").or_insert(display);
-                if let Some(email) = user.data.get("email") {
-                    a.entry("email").or_insert(email.clone());
+                let mut identity = vec![
+                    ("uuid", Value::String(user.uuid.clone())),
+                    ("username", username),
+                ];
+                match user.data.get("email") {
+                    Some(email) => identity.push(("email", email.clone())),
+                    None if forced => {
+                        a.remove("email");
+                    }
+                    None => {}
                 }
+                for (k, v) in identity {
+                    if forced {
+                        a.insert(k.into(), v);
+                    } else {
+                        a.entry(k).or_insert(v);
+                    }
+                }
+                a.entry("displayName").or_insert(display);
             }
         }
         if !props.get("actor").is_some_and(Value::is_object) {

@@ -1,0 +1,1366 @@
+//! The attack suite: each test guards one rule of `docs/SECURITY.md`, over real sockets and
+//! REST, and each failed on the server before the rule was enforced (issue 14's audit).
+
+use futures_util::{SinkExt, StreamExt};
+use gridsocket_e2e::process::Node;
+use gridsocket_e2e::{Fixture, TestServer, WsClient, rest, seed_acme};
+use gridsocket_server::Settings;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A second loopback address: the server sees its connections as another client's.
+const OTHER_ADDRESS: &str = "127.0.0.2";
+
+/// Held by the tests that measure time or memory, and by those that load the machine most:
+/// they run one at a time, so that none measures another.
+static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The socket's answer to one request frame.
+async fn ask(ws: &mut WsClient, id: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    ws.request(json!(id), method, path, None, body).await
+}
+
+/// Creates a user as the admin and returns `(token, uuid)`.
+async fn user(f: &Fixture, name: &str) -> (String, String) {
+    let token = f.create_user(name, &format!("{name}-password")).await;
+    let (status, body) = rest("GET", &f.app_url("/users/me"), Some(&token), None).await;
+    assert_eq!(status, 200, "{body}");
+    let uuid = body["entities"][0]["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_owned();
+    (token, uuid)
+}
+
+/// The status and error code of a REST call.
+async fn outcome(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let (status, body) = rest(method, url, token, body).await;
+    (status, body["error"].clone())
+}
+
+/// Opens a socket on `url`; returns its first frame and, if the server closed it, the code.
+async fn connect_once(url: &str) -> (Value, Option<u16>) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("handshake");
+    let first = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str(t.as_str()).expect("JSON"),
+        other => panic!("no first frame: {other:?}"),
+    };
+    let code = match tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+        Ok(Some(Ok(Message::Close(Some(c))))) => Some(u16::from(c.code)),
+        _ => None,
+    };
+    (first, code)
+}
+
+/// Reads frames until the server closes; returns the close code.
+async fn close_code_of(ws: &mut WsClient) -> Option<u16> {
+    let (_, close) = ws.until_close().await;
+    close.map(|c| u16::from(c.code))
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn tcp_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().expect("address"))?;
+    socket.connect(to).await
+}
+
+/// Resident memory of a process, bytes.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Samples a process's memory every 20 ms until stopped; returns the highest.
+fn watch_peak(
+    pid: u32,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u64>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        let mut peak = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(rss(pid));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        peak.max(rss(pid))
+    });
+    (stop, handle)
+}
+
+/// The role set Usergrid apps use for per-user data, instead of the default role's `/**`.
+async fn per_user_roles(f: &Fixture) {
+    let perms = f.app_url("/roles/default/permissions");
+    let (status, body) = rest(
+        "DELETE",
+        &format!("{perms}?permission=get,put,post,delete:/**"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for p in [
+        "get,put,post,delete:/users/${user}/**",
+        "get,put:/users/${user}",
+        "get:/users",
+        "get,post:/books/**",
+    ] {
+        let (status, body) = rest(
+            "POST",
+            &perms,
+            Some(&f.admin_token),
+            Some(json!({"permission": p})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// Rule 1: a username is never a pattern. Names of users, groups, roles, entities,
+/// organizations and applications reject `* / ? # ;`, white space and control characters, so
+/// no one can sign up as `*` and match every user in `${user}` permissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_username_is_never_a_pattern() {
+    let f = Fixture::new().await;
+    per_user_roles(&f).await;
+    let bad = [
+        "*",
+        "e*",
+        "**",
+        "j?hn",
+        "a#b",
+        "a;b",
+        "a b",
+        "tab\there",
+        "new\nline",
+        "a/b",
+        "nul\u{0}",
+    ];
+    for name in bad {
+        // Guests sign up over REST…
+        let (status, error) = outcome(
+            "POST",
+            &f.app_url("/users"),
+            None,
+            Some(json!({"username": name, "password": "pw"})),
+        )
+        .await;
+        assert_eq!(
+            (status, error),
+            (400, json!("illegal_argument")),
+            "sign up as {name:?}"
+        );
+        // …and over a guest socket, and users cannot rename themselves to one.
+        let mut guest = WsClient::connect(&f.ws_url(""))
+            .await
+            .expect("guest socket");
+        let _welcome = guest.recv().await;
+        let r = ask(
+            &mut guest,
+            "signup",
+            "POST",
+            "/users",
+            Some(json!({"username": name, "password": "pw"})),
+        )
+        .await;
+        assert_eq!(
+            (r["status"].clone(), r["body"]["error"].clone()),
+            (json!(400), json!("illegal_argument")),
+            "{name:?}: {r}"
+        );
+        let (status, _) = outcome(
+            "PUT",
+            &f.app_url("/users/me"),
+            Some(&f.john),
+            Some(json!({"username": name})),
+        )
+        .await;
+        assert_eq!(status, 400, "rename to {name:?}");
+        for (path, prop) in [("/groups", "path"), ("/books", "name")] {
+            let (status, _) = outcome(
+                "POST",
+                &f.app_url(path),
+                Some(&f.admin_token),
+                Some(json!({ prop: name })),
+            )
+            .await;
+            assert_eq!(status, 400, "{path} named {name:?}");
+        }
+        let (status, _) = outcome(
+            "POST",
+            &f.app_url("/roles"),
+            Some(&f.admin_token),
+            Some(json!({"name": name})),
+        )
+        .await;
+        assert_eq!(status, 400, "role named {name:?}");
+        let (status, _) = outcome(
+            "POST",
+            &f.server.url("/management/orgs/acme/apps"),
+            Some(&f.admin_token),
+            Some(json!({"name": name})),
+        )
+        .await;
+        assert_eq!(status, 400, "app named {name:?}");
+    }
+    // Whatever `${user}` stands for is literal: jane cannot act on john through a permission
+    // written for herself.
+    let (status, _) = outcome(
+        "PUT",
+        &f.app_url("/users/john"),
+        Some(&f.jane),
+        Some(json!({"age": 1})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = outcome(
+        "POST",
+        &f.app_url("/users/john/activities"),
+        Some(&f.jane),
+        Some(json!({"content": "hi"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = outcome(
+        "POST",
+        &f.app_url("/users/me/activities"),
+        Some(&f.jane),
+        Some(json!({"content": "hi"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+/// Rule 2: who a token speaks for is re-read when the user changes. A renamed user's old
+/// token does not keep the old name; a disabled or deactivated user's tokens are refused and
+/// sockets closed (4401); a password change revokes the user's other tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_a_token_speaks_for_is_reread_when_the_user_changes() {
+    let f = Fixture::new().await;
+    let (old_token, _) = user(&f, "carol").await;
+    let mut socket = f.socket(&old_token).await;
+    // carol becomes carla; someone else takes the name carol.
+    let (status, body) = rest(
+        "PUT",
+        &f.app_url("/users/me"),
+        Some(&old_token),
+        Some(json!({"username": "carla"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/users"),
+        Some(&f.admin_token),
+        Some(json!({"username": "carol", "email": "the-new-carol@acme.test", "password": "pw"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let newcomer = body["entities"][0]["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_owned();
+    // The old token and the open socket speak for carla now: carol's inbox is not theirs.
+    let (status, _) = rest(
+        "GET",
+        &f.app_url("/users/carol/feed"),
+        Some(&old_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "REST with the old token");
+    let r = ask(&mut socket, "feed", "GET", "/users/carol/feed", None).await;
+    assert_eq!(r["status"], 403, "{r}");
+    let r = ask(&mut socket, "sub", "SUBSCRIBE", "/users/carol/feed", None).await;
+    assert_eq!(r["status"], 403, "{r}");
+    let r = ask(
+        &mut socket,
+        "post",
+        "POST",
+        &format!("/users/{newcomer}/activities"),
+        Some(json!({"content": "as you"})),
+    )
+    .await;
+    assert_eq!(r["status"], 403, "{r}");
+    let r = ask(&mut socket, "me", "GET", "/users/me", None).await;
+    assert_eq!(r["body"]["entities"][0]["username"], "carla", "{r}");
+    let r = ask(&mut socket, "mine", "GET", "/users/carla/feed", None).await;
+    assert_eq!(r["status"], 200, "{r}");
+
+    // Disabled: tokens refused, sockets closed.
+    for (flag, value, code) in [
+        ("disabled", true, "auth_disabled_appuser"),
+        ("activated", false, "auth_unactivated_appuser"),
+    ] {
+        let (token, _) = user(&f, &format!("dave-{flag}")).await;
+        let mut ws = f.socket(&token).await;
+        let (status, body) = rest(
+            "PUT",
+            &f.app_url(&format!("/users/dave-{flag}")),
+            Some(&f.admin_token),
+            Some(json!({ flag: value })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(close_code_of(&mut ws).await, Some(4401), "{flag}");
+        let (status, error) = outcome("GET", &f.app_url("/users/me"), Some(&token), None).await;
+        assert_eq!((status, error), (401, json!(code)));
+        let (first, closed) = connect_once(&f.ws_url(&format!("?access_token={token}"))).await;
+        assert_eq!(
+            (first["status"].clone(), closed),
+            (json!(401), Some(4401)),
+            "{first}"
+        );
+        let (status, body) = rest(
+            "POST",
+            &f.app_url("/token"),
+            None,
+            Some(json!({"grant_type": "password", "username": format!("dave-{flag}"), "password": format!("dave-{flag}-password")})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+    }
+
+    // A password change keeps the session that made it and ends every other.
+    let first = f.login("jane", "jane-password").await;
+    let second = f.login("jane", "jane-password").await;
+    let mut other_socket = f.socket(&second).await;
+    let mut own_socket = f.socket(&first).await;
+    let r = ask(
+        &mut own_socket,
+        "pw",
+        "PUT",
+        "/users/me/password",
+        Some(json!({"oldpassword": "jane-password", "newpassword": "jane-new"})),
+    )
+    .await;
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(close_code_of(&mut other_socket).await, Some(4401));
+    let (status, _) = rest("GET", &f.app_url("/users/me"), Some(&second), None).await;
+    assert_eq!(status, 401, "the other token is revoked");
+    let (status, _) = rest("GET", &f.app_url("/users/me"), Some(&first), None).await;
+    assert_eq!(status, 200, "the token that changed it goes on");
+    let r = ask(&mut own_socket, "after", "GET", "/users/me", None).await;
+    assert_eq!(r["status"], 200, "{r}");
+    // Deleted: gone everywhere.
+    let (token, _) = user(&f, "erin").await;
+    let mut ws = f.socket(&token).await;
+    let (status, _) = rest(
+        "DELETE",
+        &f.app_url("/users/erin"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(close_code_of(&mut ws).await, Some(4401));
+    let (status, _) = rest("GET", &f.app_url("/users/me"), Some(&token), None).await;
+    assert_eq!(status, 401);
+}
+
+/// Rule 2, across nodes: disabling a user on the API node closes their socket on a gateway
+/// and refuses their token there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_user_is_refused_on_every_node() {
+    let (Some(_), Some(nats)) = (
+        gridsocket_e2e::require_postgres().await,
+        gridsocket_e2e::require_nats().await,
+    ) else {
+        return;
+    };
+    let schema = format!("gs_sec_{}", std::process::id());
+    let store = gridsocket_e2e::postgres_schema(&schema).await;
+    let subject = format!("gridsocket-sec-{}", std::process::id());
+    let common = [
+        "--store",
+        store.as_str(),
+        "--bus",
+        nats.as_str(),
+        "--bus-subject",
+        subject.as_str(),
+        "--dispatch-poll-ms",
+        "60000",
+    ];
+    let api = Node::start(&[&common[..], &["--role", "api"]].concat());
+    let gateway = Node::start(&[&common[..], &["--role", "gateway"]].concat());
+    let seeded = seed_acme(&api.http).await;
+    let url = format!("{}/acme/shop?access_token={}", gateway.ws(), seeded.john);
+    let mut ws = WsClient::connect(&url)
+        .await
+        .expect("socket on the gateway");
+    let welcome = ws.recv().await;
+    assert_eq!(welcome["status"], 200, "{welcome}");
+    let r = ws.request(json!(1), "GET", "/users/me", None, None).await;
+    assert_eq!(r["status"], 200, "{r}");
+    let (status, body) = rest(
+        "PUT",
+        &format!("{}/acme/shop/users/john", api.http),
+        Some(&seeded.admin_token),
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(close_code_of(&mut ws).await, Some(4401));
+    let (first, closed) = connect_once(&url).await;
+    assert_eq!(
+        (first["status"].clone(), closed),
+        (json!(401), Some(4401)),
+        "{first}"
+    );
+}
+
+/// Rule 3: access checks use canonical paths. Every alias of a protected resource (singular
+/// or plural collection, name or uuid or email, `feed` or `inbox`, any letter case) is
+/// refused alike, over REST, socket requests, SUBSCRIBE and the connect URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_checks_use_canonical_paths() {
+    let _alone = MEASURING.lock().await;
+    let f = Fixture::new().await;
+    let (status, body) = rest("GET", &f.app_url("/users/me"), Some(&f.jane), None).await;
+    assert_eq!(status, 200);
+    let jane = body["entities"][0]["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_owned();
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/groups"),
+        Some(&f.admin_token),
+        Some(json!({"path": "staff"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let upper = jane.to_ascii_uppercase();
+    let names = [
+        "jane",
+        "JANE",
+        "Jane",
+        jane.as_str(),
+        upper.as_str(),
+        "jane@acme.test",
+        "JANE@ACME.TEST",
+    ];
+    let colls = ["users", "user", "Users", "USER"];
+    let mut john_ws = f.socket(&f.john).await;
+    let mut jane_ws = f.socket(&f.jane).await;
+    let mut n = 0;
+    for coll in colls {
+        for name in names {
+            for rel in ["feed", "inbox", "Feed", "INBOX"] {
+                n += 1;
+                let path = format!("/{coll}/{name}/{rel}");
+                // The owner may, by any alias.
+                let r = ask(&mut jane_ws, "own", "GET", &path, None).await;
+                assert_eq!(r["status"], 200, "jane {path}: {r}");
+                // Nobody else may, by any alias or means.
+                let (status, error) = outcome("GET", &f.app_url(&path), Some(&f.john), None).await;
+                assert_eq!((status, error), (403, json!("forbidden")), "REST {path}");
+                let r = ask(&mut john_ws, &format!("g{n}"), "GET", &path, None).await;
+                assert_eq!(r["status"], 403, "socket GET {path}: {r}");
+                let r = ask(&mut john_ws, &format!("s{n}"), "SUBSCRIBE", &path, None).await;
+                assert_eq!(r["status"], 403, "SUBSCRIBE {path}: {r}");
+                let (first, closed) =
+                    connect_once(&f.ws_url(&format!("{path}?access_token={}", f.john))).await;
+                assert_eq!(
+                    (first["status"].clone(), closed),
+                    (json!(403), Some(4401)),
+                    "connect {path}: {first}"
+                );
+                let (status, _) = outcome("GET", &f.app_url(&path), None, None).await;
+                assert_eq!(status, 401, "guest {path}");
+            }
+            // Writes on another user by any alias.
+            let path = format!("/{coll}/{name}");
+            let (status, _) = outcome(
+                "PUT",
+                &f.app_url(&path),
+                Some(&f.john),
+                Some(json!({"x": 1})),
+            )
+            .await;
+            assert_eq!(status, 403, "PUT {path}");
+            let r = ask(
+                &mut john_ws,
+                "a",
+                "POST",
+                &format!("{path}/activities"),
+                Some(json!({"content": "x"})),
+            )
+            .await;
+            assert_eq!(r["status"], 403, "POST {path}/activities: {r}");
+            let r = ask(
+                &mut john_ws,
+                "m",
+                "POST",
+                &format!("/groups/staff/{coll}/{name}"),
+                None,
+            )
+            .await;
+            assert_eq!(r["status"], 403, "membership {coll}/{name}: {r}");
+        }
+    }
+}
+
+/// Rule 4: group membership is not self-service. Joining or leaving a group needs an app
+/// admin or an explicit grant on that group's membership path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_membership_is_not_self_service() {
+    let f = Fixture::new().await;
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/groups"),
+        Some(&f.admin_token),
+        Some(json!({"path": "staff"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/groups/staff/permissions"),
+        Some(&f.admin_token),
+        Some(json!({"permission": "get,put,post,delete:/secrets/**"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut ws = f.socket(&f.john).await;
+    for (method, path) in [
+        ("POST", "/users/me/groups/staff"),
+        ("POST", "/users/john/groups/staff"),
+        ("POST", "/groups/staff/users/john"),
+        ("POST", "/groups/staff/users/me"),
+        ("POST", "/group/STAFF/user/John"),
+        ("POST", "/groups/staff/users"),
+    ] {
+        let (status, error) = outcome(method, &f.app_url(path), Some(&f.john), None).await;
+        assert_eq!(
+            (status, error),
+            (403, json!("forbidden")),
+            "REST {method} {path}"
+        );
+        let r = ask(&mut ws, "join", method, path, None).await;
+        assert_eq!(r["status"], 403, "socket {method} {path}: {r}");
+    }
+    // The admin adds him; then he may leave only if a grant says so.
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/groups/staff/users/john"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = rest(
+        "DELETE",
+        &f.app_url("/users/me/groups/staff"),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    // An explicit grant on the membership path makes a moderator.
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/users/jane/permissions"),
+        Some(&f.admin_token),
+        Some(json!({"permission": "post,delete:/groups/staff/users/*"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = rest(
+        "DELETE",
+        &f.app_url("/groups/staff/users/john"),
+        Some(&f.jane),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/users/me/groups/staff"),
+        Some(&f.jane),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Roles stay for admins alone.
+    for path in [
+        "/users/me/roles/admin",
+        "/roles/admin/users/john",
+        "/users/me/permissions",
+    ] {
+        let (status, _) = outcome(
+            "POST",
+            &f.app_url(path),
+            Some(&f.john),
+            Some(json!({"permission": "get:/**"})),
+        )
+        .await;
+        assert_eq!(status, 403, "{path}");
+    }
+}
+
+/// Rule 5: users cannot edit or delete other users, whatever the roles grant; emails and
+/// usernames are unique on update as on create; a login by email finds exactly that user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_cannot_edit_or_delete_other_users() {
+    let f = Fixture::new().await;
+    let mut ws = f.socket(&f.john).await;
+    for body in [
+        json!({"disabled": true}),
+        json!({"activated": false}),
+        json!({"username": "stolen"}),
+        json!({"email": "john-owns@acme.test"}),
+        json!({"name": "x"}),
+    ] {
+        for method in ["PUT", "POST"] {
+            let (status, error) = outcome(
+                method,
+                &f.app_url("/users/jane"),
+                Some(&f.john),
+                Some(body.clone()),
+            )
+            .await;
+            assert_eq!(
+                (status, error),
+                (403, json!("forbidden")),
+                "{method} {body}"
+            );
+            let r = ask(&mut ws, "edit", method, "/users/jane", Some(body.clone())).await;
+            assert_eq!(r["status"], 403, "{r}");
+        }
+    }
+    let (status, _) = outcome("DELETE", &f.app_url("/users/jane"), Some(&f.john), None).await;
+    assert_eq!(status, 403);
+    let (status, _) = rest(
+        "DELETE",
+        &format!("{}?ql=select%20*", f.app_url("/users")),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let r = ask(&mut ws, "del", "DELETE", "/users", None).await;
+    assert_eq!(r["status"], 403, "{r}");
+    let (status, _) = rest(
+        "DELETE",
+        &format!("{}?ql=select%20*", f.app_url("/users")),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, body) = rest("GET", &f.app_url("/users/jane"), Some(&f.admin_token), None).await;
+    assert_eq!(
+        (status, body["entities"][0]["disabled"].clone()),
+        (200, Value::Null),
+        "jane is untouched: {body}"
+    );
+    // Uniqueness on update.
+    let (status, error) = outcome(
+        "PUT",
+        &f.app_url("/users/me"),
+        Some(&f.john),
+        Some(json!({"email": "JANE@acme.test"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error),
+        (400, json!("duplicate_unique_property_exists"))
+    );
+    let (status, error) = outcome(
+        "PUT",
+        &f.app_url("/users/me"),
+        Some(&f.john),
+        Some(json!({"username": "Jane"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error),
+        (400, json!("duplicate_unique_property_exists"))
+    );
+    let (status, _) = outcome(
+        "PUT",
+        &f.app_url("/users/me"),
+        Some(&f.john),
+        Some(json!({"email": "not an email"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // A username that looks like someone's email does not catch their logins.
+    let (status, body) = rest(
+        "PUT",
+        &f.app_url("/users/me"),
+        Some(&f.john),
+        Some(json!({"username": "jane@acme.test"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest("POST", &f.app_url("/token"), None, Some(json!({"grant_type": "password", "username": "jane@acme.test", "password": "jane-password"}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["username"], "jane");
+    let (status, _) = rest("POST", &f.app_url("/token"), None, Some(json!({"grant_type": "password", "username": "jane@acme.test", "password": "john-password"}))).await;
+    assert_eq!(status, 400);
+    // Themselves, and the admin, may.
+    let (status, _) = rest(
+        "PUT",
+        &f.app_url("/users/me"),
+        Some(&f.jane),
+        Some(json!({"city": "Oslo"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = rest(
+        "PUT",
+        &f.app_url("/users/jane"),
+        Some(&f.admin_token),
+        Some(json!({"city": "Rome"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+/// Rule 6: the REST collection listing (like the socket's) shows only what the caller may
+/// read; so do connection listings and snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_show_only_what_the_caller_may_read() {
+    let f = Fixture::new().await;
+    for name in ["sf-dune", "sf-solaris", "cookbook", "diary"] {
+        let (status, _) = rest(
+            "POST",
+            &f.app_url("/books"),
+            Some(&f.admin_token),
+            Some(json!({"name": name})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let perms = f.app_url("/roles/default/permissions");
+    rest(
+        "DELETE",
+        &format!("{perms}?permission=get,put,post,delete:/**"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    for p in [
+        "get:/books",
+        "get:/books/sf-*",
+        "get,post:/users/${user}/**",
+    ] {
+        let (status, _) = rest(
+            "POST",
+            &perms,
+            Some(&f.admin_token),
+            Some(json!({"permission": p})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let names = |body: &Value| -> Vec<String> {
+        body["entities"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| e["name"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (status, body) = rest("GET", &f.app_url("/books"), Some(&f.john), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(names(&body), ["sf-dune", "sf-solaris"], "REST listing");
+    let (status, _) = rest("GET", &f.app_url("/books/diary"), Some(&f.john), None).await;
+    assert_eq!(status, 403);
+    let mut ws = f.socket(&f.john).await;
+    let r = ask(&mut ws, "list", "GET", "/books", None).await;
+    assert_eq!(
+        names(&r["body"]),
+        ["sf-dune", "sf-solaris"],
+        "socket listing: {r}"
+    );
+    let sub = ws
+        .subscribe(
+            json!("snap"),
+            "/books",
+            Some(json!({"snapshot": "true"})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        names(&sub["snapshot"]),
+        ["sf-dune", "sf-solaris"],
+        "snapshot: {sub}"
+    );
+    // Connections list only readable targets.
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/users/john/likes/books/diary"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/users/john/likes/books/sf-dune"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = rest("GET", &f.app_url("/users/me/likes"), Some(&f.john), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(names(&body), ["sf-dune"]);
+}
+
+/// Rule 7: the REST port survives idle and slow clients. One address holding more idle or
+/// half-sent connections than its cap leaves the port answering everyone else at once, and
+/// connections that never finish their headers are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_port_survives_idle_and_slow_clients() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.max_http_connections_per_ip = 20;
+    settings.http_header_timeout_secs = 2;
+    settings.http_idle_timeout_secs = 3;
+    let server = TestServer::start_with(settings).await;
+    let mut held = Vec::new();
+    for i in 0..120 {
+        let Ok(mut c) = TcpStream::connect(server.http).await else {
+            continue;
+        };
+        if i % 2 == 0 {
+            // Half a request, never finished.
+            let _ = c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").await;
+        }
+        held.push(c);
+    }
+    let started = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(1), async {
+        reqwest::Client::builder()
+            .local_address(OTHER_ADDRESS.parse::<std::net::IpAddr>().ok())
+            .build()
+            .expect("client")
+            .get(format!("http://{}/healthz", server.http))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    })
+    .await;
+    assert!(
+        matches!(status, Ok(Ok(200))),
+        "another address waited {:?}: {status:?}",
+        started.elapsed()
+    );
+    // The holder's own address is capped, not shut out for good: its half-sent requests and
+    // idle connections are closed by the timeouts.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut closed = 0;
+    for c in &mut held {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::io::AsyncReadExt::read(c, &mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        closed,
+        held.len(),
+        "every idle or half-sent connection was closed"
+    );
+    let (status, _) = rest("GET", &server.url("/healthz"), None, None).await;
+    assert_eq!(status, 200);
+}
+
+/// Rule 8: the socket port survives the same. Bare TCP connections time out of the handshake
+/// and give their places back; a flood from one address never locks out another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_port_survives_bare_and_flooding_connections() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.max_connections = 30;
+    settings.max_connections_per_ip = 10;
+    settings.handshake_timeout_secs = 1;
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let url = f.ws_url(&format!("?access_token={}", f.john));
+    // Ten bare connections: the address's whole share.
+    let mut bare = Vec::new();
+    for _ in 0..10 {
+        bare.push(TcpStream::connect(f.server.ws).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let mut ws = WsClient::connect(&url).await.expect("socket");
+    let welcome = ws.recv().await;
+    assert_eq!(
+        welcome["status"], 200,
+        "the address is not locked out: {welcome}"
+    );
+    drop(ws);
+    drop(bare);
+    // A flood from one address: refused past its share without taking the server's places.
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        if let Ok(c) = TcpStream::connect(f.server.ws).await {
+            flood.push(c);
+        }
+    }
+    let stream = tcp_from(OTHER_ADDRESS, f.server.ws)
+        .await
+        .expect("connect from another address");
+    let started = Instant::now();
+    let (mut other, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+        .await
+        .expect("handshake");
+    let first = match tokio::time::timeout(Duration::from_secs(2), other.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<Value>(t.as_str()).expect("JSON"),
+        other => panic!("no welcome: {other:?}"),
+    };
+    assert_eq!(
+        first["status"],
+        200,
+        "another address gets in ({:?}): {first}",
+        started.elapsed()
+    );
+    let _ = other.close(None).await;
+}
+
+/// Rule 9: a socket's backlog is bounded in bytes, answers and events together. A client
+/// that asks for many pages of large entities and never reads is cut off (4008) and the
+/// server does not grow by more than 100 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_backlog_is_bounded_in_bytes() {
+    let _alone = MEASURING.lock().await;
+    let node = Node::start(&[]);
+    let seeded = seed_acme(&node.http).await;
+    let blob = "x".repeat(100 * 1024);
+    for i in 0..50 {
+        let (status, body) = rest(
+            "POST",
+            &format!("{}/acme/shop/bigs", node.http),
+            Some(&seeded.admin_token),
+            Some(json!({"name": format!("big-{i}"), "blob": blob})),
+        )
+        .await;
+        assert_eq!(status, 200, "{}", body["error"]);
+    }
+    let url = format!("{}/acme/shop?access_token={}", node.ws(), seeded.john);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("socket");
+    let _welcome = ws.next().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let baseline = rss(node.pid());
+    let (stop, peak) = watch_peak(node.pid());
+    for id in 0..150 {
+        let frame = json!({"id": id, "method": "GET", "path": "/bigs", "params": {"limit": "50"}});
+        if ws.send(Message::text(frame.to_string())).await.is_err() {
+            break;
+        }
+    }
+    // Never read; give the server time to answer into the void.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = peak.join().expect("watcher");
+    let grown = peak.saturating_sub(baseline);
+    eprintln!(
+        "a socket that never reads grew the server by {} MB at most",
+        grown >> 20
+    );
+    assert!(grown < 100 << 20, "the server grew by {} MB", grown >> 20);
+    // The socket was cut off as a slow consumer; reading now finds the end of it.
+    let mut code = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        match msg {
+            Ok(Message::Close(c)) => {
+                code = c.map(|c| u16::from(c.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(code.is_none() || code == Some(4008), "closed with {code:?}");
+    let (status, _) = rest("GET", &format!("{}/healthz", node.http), None, None).await;
+    assert_eq!(status, 200);
+}
+
+/// Rule 10: failed logins are throttled per username and per client address (429
+/// `too_many_attempts` with `Retry-After`), and password checks run a few at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_are_throttled() {
+    let f = Fixture::new().await;
+    let token = f.app_url("/token");
+    let guess =
+        |user: &str, pw: &str| json!({"grant_type": "password", "username": user, "password": pw});
+    let client = reqwest::Client::new();
+    let mut refused = 0;
+    let mut retry_after = None;
+    let started = Instant::now();
+    for i in 0..200 {
+        if started.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+        let resp = client
+            .post(&token)
+            .json(&guess("jane", &format!("guess-{i}")))
+            .send()
+            .await
+            .expect("login");
+        if resp.status().as_u16() == 429 {
+            refused += 1;
+            retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let body: Value = resp.json().await.expect("JSON");
+            assert_eq!(body["error"], "too_many_attempts", "{body}");
+        }
+    }
+    assert!(refused >= 190, "only {refused} guesses of 200 were refused");
+    assert!(
+        retry_after.is_some_and(|s| s >= 1),
+        "Retry-After: {retry_after:?}"
+    );
+    // While throttled, even the right password is not checked.
+    let (status, body) = rest("POST", &token, None, Some(guess("jane", "jane-password"))).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (429, json!("too_many_attempts"))
+    );
+    // The socket's token endpoint counts alike.
+    let mut guest = WsClient::connect(&f.ws_url(""))
+        .await
+        .expect("guest socket");
+    let _ = guest.recv().await;
+    let r = ask(&mut guest, "t", "POST", "/token", Some(guess("jane", "x"))).await;
+    assert_eq!(r["status"], 429, "{r}");
+    // Per address: spraying many usernames from one address is throttled too.
+    let mut codes = Vec::new();
+    for i in 0..30 {
+        let (status, _) = rest(
+            "POST",
+            &token,
+            None,
+            Some(guess(&format!("nobody-{i}"), "x")),
+        )
+        .await;
+        codes.push(status);
+    }
+    assert!(codes.contains(&429), "{codes:?}");
+    // Another user from another address is not affected.
+    let other = reqwest::Client::builder()
+        .local_address(OTHER_ADDRESS.parse::<std::net::IpAddr>().ok())
+        .build()
+        .expect("client");
+    let resp = other
+        .post(&token)
+        .json(&guess("john", "john-password"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(resp.status().as_u16(), 200);
+    // The management endpoint too, per username (from the other address, which is not
+    // throttled yet).
+    let mut codes = Vec::new();
+    for i in 0..10 {
+        let resp = other
+            .post(f.server.url("/management/token"))
+            .json(&json!({"grant_type": "password", "username": "boss", "password": format!("no-{i}")}))
+            .send()
+            .await
+            .expect("admin login");
+        codes.push(resp.status().as_u16());
+    }
+    assert_eq!(&codes[..5], [400; 5], "{codes:?}");
+    assert_eq!(&codes[5..], [429; 5], "{codes:?}");
+}
+
+/// Rule 10: sixty-four logins at once cannot take the server's memory with them: Argon2id
+/// (about 19 MiB each) runs a few at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_logins_do_not_exhaust_memory() {
+    let _alone = MEASURING.lock().await;
+    let node = Node::start(&[
+        "--login-failures-per-user",
+        "0",
+        "--login-failures-per-ip",
+        "0",
+    ]);
+    let seeded = seed_acme(&node.http).await;
+    let _ = seeded;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let baseline = rss(node.pid());
+    let (stop, peak) = watch_peak(node.pid());
+    let token = format!("{}/acme/shop/token", node.http);
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            rest("POST", &token, None, Some(json!({"grant_type": "password", "username": "john", "password": format!("wrong-{i}")}))).await.0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("login"), 400);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let grown = peak.join().expect("watcher").saturating_sub(baseline);
+    eprintln!(
+        "64 concurrent logins grew the server by {} MB at most",
+        grown >> 20
+    );
+    assert!(
+        grown < 200 << 20,
+        "64 logins grew the server by {} MB",
+        grown >> 20
+    );
+}
+
+/// Rule 11: timing does not reveal which users exist: an unknown username costs what a wrong
+/// password does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timing_does_not_reveal_which_users_exist() {
+    let _alone = MEASURING.lock().await;
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.login_failures_per_user = 0;
+    settings.login_failures_per_ip = 0;
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let token = f.app_url("/token");
+    let client = reqwest::Client::new();
+    let timed = |user: String| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            let started = Instant::now();
+            let resp = client
+                .post(&token)
+                .json(&json!({"grant_type": "password", "username": user, "password": "wrong"}))
+                .send()
+                .await
+                .expect("login");
+            assert_eq!(resp.status().as_u16(), 400);
+            started.elapsed()
+        }
+    };
+    // Each pair is measured back to back, in alternating order, so that whatever else the
+    // machine does weighs on both sides alike; the median of the pairs' ratios says how far
+    // apart the two costs are.
+    let mut ratios = Vec::new();
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..31 {
+        let (k, u) = if i % 2 == 0 {
+            let k = timed("jane".into()).await;
+            (k, timed(format!("nobody-{i}")).await)
+        } else {
+            let u = timed(format!("nobody-{i}")).await;
+            (timed("jane".into()).await, u)
+        };
+        ratios.push(k.as_secs_f64() / u.as_secs_f64());
+        known.push(k);
+        unknown.push(u);
+    }
+    ratios.sort_by(f64::total_cmp);
+    known.sort();
+    unknown.sort();
+    let ratio = ratios[15];
+    let (k, u) = (known[15].as_secs_f64(), unknown[15].as_secs_f64());
+    eprintln!("median wrong password {k:.4} s, unknown user {u:.4} s, median ratio {ratio:.3}");
+    assert!(
+        (0.8..1.25).contains(&ratio),
+        "a wrong password costs {ratio:.2} times an unknown user (medians {k:.4} s and {u:.4} s)"
+    );
+}
+
+/// Rule 12: every number a client sends into time or size arithmetic is checked: past the
+/// documented maximum it is a 400, never an overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_from_clients_cannot_overflow() {
+    let f = Fixture::new().await;
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/queues/jobs"),
+        Some(&f.admin_token),
+        Some(json!({"n": 1})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for timeout in [
+        "9223372036854775807",
+        "18446744073709551615",
+        "99999999999999999999",
+        "-1",
+        "86400001",
+    ] {
+        let url = format!("{}?consumer=c&timeout={timeout}", f.app_url("/queues/jobs"));
+        let (status, error) = outcome("GET", &url, Some(&f.admin_token), None).await;
+        assert_eq!(
+            (status, error),
+            (400, json!("illegal_argument")),
+            "timeout {timeout}"
+        );
+    }
+    let mut ws = f.socket(&f.admin_token).await;
+    let r = ws
+        .request(
+            json!("q"),
+            "SUBSCRIBE",
+            "/queues/jobs",
+            Some(json!({"consumer": "c", "timeout": "9223372036854775807"})),
+            None,
+        )
+        .await;
+    assert_eq!(r["status"], 400, "{r}");
+    // A resume from the end of time is not an overflow: it is simply not recovered.
+    ws.send_json(&json!({"id": "s", "method": "SUBSCRIBE", "path": "/books", "since": u64::MAX}))
+        .await;
+    let r = ws.response_to(&json!("s")).await;
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["body"]["recovered"], false, "{r}");
+    for limit in ["18446744073709551616", "9223372036854775807"] {
+        let (status, _) = rest(
+            "GET",
+            &format!("{}?limit={limit}", f.app_url("/books")),
+            Some(&f.john),
+            None,
+        )
+        .await;
+        assert!(status == 200 || status == 400, "limit {limit}: {status}");
+    }
+    let (status, body) = rest("POST", &f.app_url("/token"), None, Some(json!({"grant_type": "password", "username": "john", "password": "john-password", "ttl": u64::MAX}))).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = rest("GET", &f.app_url("/users/me"), Some(&f.john), None).await;
+    assert_eq!(status, 200, "the server is fine");
+}
+
+/// Rule 13: an organization's existence is not revealed to callers who may not see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organizations_are_not_revealed_to_strangers() {
+    let f = Fixture::new().await;
+    let (status, body) = rest("POST", &f.server.url("/management/token"), None, Some(json!({"grant_type": "password", "username": gridsocket_e2e::SUPERUSER.0, "password": gridsocket_e2e::SUPERUSER.1}))).await;
+    assert_eq!(status, 200, "{body}");
+    let su = body["access_token"].as_str().expect("token").to_owned();
+    let (status, _) = rest("POST", &f.server.url("/management/orgs"), Some(&su), Some(json!({"organization": "rival", "username": "rival-boss", "email": "boss@rival.test", "password": "rival-password"}))).await;
+    assert_eq!(status, 200);
+    for who in [Some(f.admin_token.as_str()), Some(f.john.as_str()), None] {
+        for suffix in ["", "/apps", "/credentials"] {
+            let exists = outcome(
+                "GET",
+                &f.server.url(&format!("/management/orgs/rival{suffix}")),
+                who,
+                None,
+            )
+            .await;
+            let missing = outcome(
+                "GET",
+                &f.server
+                    .url(&format!("/management/orgs/no-such-org{suffix}")),
+                who,
+                None,
+            )
+            .await;
+            assert_eq!(exists, missing, "{suffix} as {who:?}");
+            assert!(exists.0 == 401 || exists.0 == 404, "{exists:?}");
+        }
+    }
+    let (status, _) = rest(
+        "GET",
+        &f.server.url("/management/orgs/acme"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "its own admin sees it");
+}
+
+/// Found in the attacker's pass: a user's own endpoints are never collections. A POST to
+/// `/users/{u}/password` changes the password (as a PUT does) and stores nothing; other
+/// reserved names are refused, not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_endpoints_never_store_their_bodies() {
+    let f = Fixture::new().await;
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/users/john/password"),
+        Some(&f.john),
+        Some(json!({"oldpassword": "john-password", "newpassword": "john-new"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entities"], Value::Null, "no entity was made: {body}");
+    let token = f.login("john", "john-new").await;
+    for path in [
+        "/users/me/password",
+        "/users/me/revoketoken",
+        "/users/me/credentials",
+        "/users/me/token",
+    ] {
+        let (status, body) = rest("GET", &f.app_url(path), Some(&token), None).await;
+        assert!(status == 405 || status == 404, "{path}: {status} {body}");
+    }
+    let (status, body) = rest("GET", &f.app_url("/passwords"), Some(&f.admin_token), None).await;
+    assert_eq!((status, body["count"].clone()), (200, json!(0)), "{body}");
+}
+
+/// Found in the attacker's pass: a user posts activities as themself. An `actor` in the body
+/// cannot name someone else: its identity is the poster's, to every follower and member who
+/// receives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activities_cannot_be_posted_as_someone_else() {
+    let f = Fixture::new().await;
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/groups"),
+        Some(&f.admin_token),
+        Some(json!({"path": "club"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let spoof = json!({"content": "it was me", "actor": {"uuid": "00000000-0000-7000-8000-000000000001", "username": "jane", "email": "jane@acme.test", "displayName": "Jane!"}});
+    for path in ["/users/me/activities", "/groups/club/activities"] {
+        let (status, body) =
+            rest("POST", &f.app_url(path), Some(&f.john), Some(spoof.clone())).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        let actor = &body["entities"][0]["actor"];
+        assert_eq!(
+            (actor["username"].clone(), actor["email"].clone()),
+            (json!("john"), json!("john@acme.test")),
+            "{path}: {actor}"
+        );
+        assert_ne!(actor["uuid"], spoof["actor"]["uuid"], "{path}");
+    }
+    // An admin may post for someone (Usergrid's behaviour).
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/groups/club/activities"),
+        Some(&f.admin_token),
+        Some(spoof.clone()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["entities"][0]["actor"]["username"], "jane");
+}
