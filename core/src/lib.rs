@@ -8,6 +8,7 @@
 //! - [`wire`]: the JSON frames that cross the socket.
 //! - [`path`]: Usergrid resource paths (`/{org}/{app}/users/me/feed`, `/queues/a/b`).
 //! - [`inflector`]: plural collection names, singular entity types.
+//! - [`route`]: which operation a request inside an application asks for ([`route::AppRoute`]).
 //! - [`query`]: the Usergrid query language (`select * where price < 10 order by title`).
 //! - [`permission`]: Usergrid permissions (`get,post:/users/${user}/**`).
 //! - [`access`]: who may do what, decided on canonical paths (every alias of a resource is
@@ -47,6 +48,7 @@ pub mod path;
 pub mod permission;
 pub mod query;
 pub mod rate;
+pub mod route;
 pub mod server;
 pub mod subscription;
 pub mod time;

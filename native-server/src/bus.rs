@@ -8,8 +8,8 @@
 //! tokens and re-check its sockets' tokens). Core NATS is enough for that; JetStream would
 //! keep a second copy of what PostgreSQL already keeps.
 
+use crate::api::Service;
 use crate::metrics::Metrics;
-use crate::service::Service;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -126,7 +126,7 @@ impl NatsBus {
         {
             return Err(BusError::Url(url.to_owned()));
         }
-        let node = crate::auth::random_secret(8);
+        let node = crate::api::auth::random_secret(8);
         let (connects_tx, connects) = watch::channel(0u64);
         let events_metrics = metrics.clone();
         let options = async_nats::ConnectOptions::new()

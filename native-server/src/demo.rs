@@ -1,6 +1,6 @@
 //! `gridsocket serve --demo`: an organization, a chat app and a few users to try things with.
 
-use crate::service::{ApiError, Service};
+use crate::api::{ApiError, Service};
 use gridsocket_core::{ApiRequest, Method, Params};
 use serde_json::json;
 

@@ -5,20 +5,15 @@
 //! `gridsocket-core`'s sans-IO [`ServerSession`](gridsocket_core::ServerSession); this crate
 //! only does IO: listeners, HTTP, WebSocket framing, storage.
 
-pub mod auth;
+pub mod api;
 pub mod bus;
-pub mod connection;
+pub mod config;
 pub mod demo;
-pub mod hub;
 pub mod metrics;
-pub mod rest;
+pub mod net;
+pub mod realtime;
 pub mod server;
-pub mod service;
-pub mod settings;
-pub mod socket;
 pub mod store;
-pub mod tls;
-pub mod ws;
 
+pub use config::Settings;
 pub use server::{Server, StartError};
-pub use settings::Settings;

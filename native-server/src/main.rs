@@ -1,7 +1,7 @@
 //! `gridsocket`: the command line of the server.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use gridsocket_server::settings::{ConfigFileError, LogFormat, config_file_env};
+use gridsocket_server::config::{ConfigFileError, LogFormat, config_file_env};
 use gridsocket_server::{Server, Settings, demo};
 use std::collections::HashMap;
 use std::process::ExitCode;

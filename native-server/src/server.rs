@@ -1,11 +1,12 @@
 //! The process: opens the store, binds both listeners, accepts until shutdown.
 
+use crate::api::{Service, ServiceConfig};
 use crate::bus::{BusError, NatsBus};
-use crate::service::{Service, ServiceConfig};
-use crate::settings::{Role, Settings};
+use crate::config::{Role, Settings};
+use crate::demo;
+use crate::net::ws::Admission;
+use crate::net::{http as rest, ws};
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
-use crate::ws::Admission;
-use crate::{demo, rest, ws};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,7 +50,7 @@ pub enum StartError {
     Bus(#[from] BusError),
     /// The TLS certificate or key cannot be used.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::net::tls::TlsError),
     /// A gateway or API node was started without the shared store and bus it needs.
     #[error("--role {0} needs --store postgres://… and --bus nats://…: nodes share nothing else")]
     Role(&'static str),
@@ -136,7 +137,8 @@ impl Server {
         let bind = |addr: SocketAddr| async move {
             listen(addr).map_err(|source| StartError::Bind { addr, source })
         };
-        let tls = crate::tls::acceptor(settings.tls_cert.as_deref(), settings.tls_key.as_deref())?;
+        let tls =
+            crate::net::tls::acceptor(settings.tls_cert.as_deref(), settings.tls_key.as_deref())?;
         let http = bind(settings.http_addr).await?;
         let ws = if settings.role.serves_sockets() {
             Some(bind(settings.ws_addr).await?)
@@ -387,7 +389,7 @@ async fn accept_http(
         let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
         let tls = tls.clone();
         tracker.spawn(async move {
-            if let Some(conn) = crate::tls::wrap(stream, tls.as_ref()).await {
+            if let Some(conn) = crate::net::tls::wrap(stream, tls.as_ref()).await {
                 rest::serve_connection(conn, peer.ip(), service, settings, cancel).await;
             }
             drop((permit, slot));
@@ -435,7 +437,7 @@ async fn accept_ws(
         let tls = tls.clone();
         tracker.spawn(async move {
             let handshake = Duration::from_secs(settings.handshake_timeout_secs.max(1));
-            let conn = tokio::time::timeout(handshake, crate::tls::wrap(stream, tls.as_ref()));
+            let conn = tokio::time::timeout(handshake, crate::net::tls::wrap(stream, tls.as_ref()));
             if let Ok(Some(conn)) = conn.await {
                 ws::serve_socket(conn, peer.ip(), service, settings, cancel, admission).await;
             }

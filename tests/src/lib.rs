@@ -31,7 +31,7 @@ pub struct TestServer {
     /// The data dir (kept for restarts).
     pub data_dir: PathBuf,
     /// The service layer, for tests that need to reach inside (log pruning).
-    pub service: std::sync::Arc<gridsocket_server::service::Service>,
+    pub service: std::sync::Arc<gridsocket_server::api::Service>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _temp: Option<tempfile::TempDir>,

@@ -3,7 +3,7 @@
 //! and failed logins throttled per username and per client address.
 
 use super::{ApiError, Service};
-use crate::auth::{Throttle, hash_password, random_secret, secrets_equal, verify_password};
+use crate::api::auth::{Throttle, hash_password, random_secret, secrets_equal, verify_password};
 use std::net::IpAddr;
 use std::time::Instant;
 use tokio::sync::Semaphore;

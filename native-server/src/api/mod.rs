@@ -6,6 +6,7 @@
 //! same request gets the same status and body either way.
 
 mod access;
+pub mod auth;
 mod entities;
 mod envelope;
 mod error;
@@ -18,10 +19,10 @@ pub use access::{Authenticated, Caller, Principal};
 pub use error::ApiError;
 pub use realtime::{DEFAULT_QUEUE_TIMEOUT_MS, MAX_REPLAY, SubscribeOk};
 
-use crate::auth::{Credentials, TokenCache, token_hash};
+use crate::api::auth::{Credentials, TokenCache, token_hash};
 use crate::bus::{Outbox, Signal};
-use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::realtime::hub::Hub;
 use crate::store::{AppRecord, Store, TokenKind, TokenRecord};
 use access::user_may_log_in;
 use envelope::error_json;
@@ -523,13 +524,13 @@ impl Service {
             Credentials::Client { id, secret } => {
                 self.login_allowed(peer, None)?;
                 if let Some(found) = self.store.app_by_client_id(id).await?
-                    && crate::auth::secrets_equal(&found.client_secret, secret)
+                    && crate::api::auth::secrets_equal(&found.client_secret, secret)
                     && app.is_none_or(|a| a.uuid == found.uuid)
                 {
                     return Ok(Principal::AppClient { app: found.uuid }.into());
                 }
                 if let Some(org) = self.store.org_by_client_id(id).await?
-                    && crate::auth::secrets_equal(&org.client_secret, secret)
+                    && crate::api::auth::secrets_equal(&org.client_secret, secret)
                 {
                     return Ok(Principal::OrgClient { org: org.uuid }.into());
                 }
@@ -619,7 +620,7 @@ impl Service {
             Some(ms) if ms > 0 => Duration::from_millis(ms).min(self.config.max_token_ttl),
             _ => self.config.token_ttl,
         };
-        let token = crate::auth::random_secret(32);
+        let token = crate::api::auth::random_secret(32);
         let now = now_ms();
         self.store
             .put_token(&TokenRecord {
@@ -644,7 +645,7 @@ impl Service {
         let n = self.store.revoke_tokens(subject, except.as_ref()).await?;
         self.signal(Signal::TokensRevoked {
             subject: subject.to_owned(),
-            except: except.as_ref().map(crate::auth::hash_text),
+            except: except.as_ref().map(crate::api::auth::hash_text),
         });
         Ok(n)
     }
@@ -680,7 +681,7 @@ impl Service {
                 self.hub.request_revalidation();
             }
             Signal::TokensRevoked { subject, except } => {
-                let keep = except.as_deref().and_then(crate::auth::hash_from_text);
+                let keep = except.as_deref().and_then(crate::api::auth::hash_from_text);
                 self.tokens
                     .remove_where(|hash, t| &t.subject == subject && Some(*hash) != keep);
                 self.close_user_sockets(subject, keep);

@@ -1,9 +1,9 @@
 //! REST glue: HTTP/1.1 requests in, [`Service::handle_rest`] responses out.
 
+use crate::api::{ApiResponse, Service};
+use crate::config::Settings;
 use crate::metrics::Via;
-use crate::service::{ApiResponse, Service};
-use crate::settings::Settings;
-use crate::tls::Conn;
+use crate::net::tls::Conn;
 use bytes::Bytes;
 use gridsocket_core::{Method, Params};
 use http_body_util::{BodyExt, Full, Limited};

@@ -3,8 +3,8 @@
 //! connection is shared, so that pushers can also write to it directly; a TLS one is split
 //! (only its task encrypts and writes).
 
-use crate::socket::Socket;
-use crate::tls::Conn;
+use crate::net::tls::Conn;
+use crate::net::ws::socket::Socket;
 use bytes::Bytes;
 use gridsocket_core::Instant;
 use std::io::{self, IoSlice};

@@ -3,8 +3,8 @@
 
 use super::envelope::render_entity;
 use super::{ApiError, ApiResponse, Caller, Service, now_ms};
-use crate::hub::{ConnHandle, ConnId, ConsumerKey, Push, SubEntry, SubKey};
-use crate::socket::{Socket, text_frame};
+use crate::net::ws::socket::{Socket, text_frame};
+use crate::realtime::hub::{ConnHandle, ConnId, ConsumerKey, Push, SubEntry, SubKey};
 use crate::store::{AppRecord, ChangeRecord, ChangeView, Entity, EntityKey, QueueRead, StoreError};
 use bytes::Bytes;
 use gridsocket_core::access::AccessPath;
@@ -726,7 +726,7 @@ impl Service {
                 started,
             ));
         }
-        caller.set_token(crate::auth::token_hash(token));
+        caller.set_token(crate::api::auth::token_hash(token));
         Ok(self.token_expiry(token))
     }
 
@@ -752,7 +752,7 @@ impl Service {
         let stop = CancellationToken::new();
         st.pumps.insert(
             key.clone(),
-            crate::hub::Pump {
+            crate::realtime::hub::Pump {
                 wake: wake.clone(),
                 members: Vec::new(),
                 next: 0,

@@ -2,13 +2,16 @@
 //! time, and writes what it says; pushed events reach the session through its shared
 //! [`Socket`], mostly without this task.
 
-use crate::connection::{Wire, Writer};
-use crate::hub::{ConnHandle, ConnId};
+pub mod socket;
+pub mod stream;
+
+use crate::api::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
+use crate::config::Settings;
 use crate::metrics::Via;
-use crate::service::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
-use crate::settings::Settings;
-use crate::socket::{BacklogLimits, Socket};
-use crate::tls::Conn;
+use crate::net::tls::Conn;
+use crate::net::ws::socket::{BacklogLimits, Socket};
+use crate::net::ws::stream::{Wire, Writer};
+use crate::realtime::hub::{ConnHandle, ConnId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -161,7 +164,7 @@ pub async fn serve_socket(
             Box::pin(service.open_socket(&target, authorization.as_deref(), Some(peer))),
         )
         .await
-        .unwrap_or_else(|_| Err(crate::service::ConnectRefusal::timed_out()));
+        .unwrap_or_else(|_| Err(crate::api::ConnectRefusal::timed_out()));
         match opened {
             Ok(ctx) => (ServerSession::accept(config, now), Some(ctx)),
             Err(refusal) => {

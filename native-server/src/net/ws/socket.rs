@@ -11,8 +11,8 @@
 //! waits for it. A frame being written may exceed the byte bound by itself (one large answer
 //! is not slowness); frames waiting behind it may not.
 
-use crate::hub::Push;
 use crate::metrics::Metrics;
+use crate::realtime::hub::Push;
 use bytes::Bytes;
 use gridsocket_core::{Instant, OutFrame, ServerSession, close_code};
 use std::collections::VecDeque;
@@ -421,7 +421,7 @@ fn consume(st: &mut State, mut n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::SharedTcp;
+    use crate::net::ws::stream::SharedTcp;
     use futures_util::FutureExt;
     use gridsocket_core::{Params, ServerConfig, ServerEvent, SubscriptionId};
     use std::future::poll_fn;

@@ -3,7 +3,7 @@
 use super::access::user_may_log_in;
 use super::envelope::{Envelope, render_entity};
 use super::{ApiError, Caller, Principal, Service, now_ms};
-use crate::auth::{Credentials, random_secret, secrets_equal};
+use crate::api::auth::{Credentials, random_secret, secrets_equal};
 use crate::store::{AdminRecord, AppRecord, Entity, OrgRecord, TokenKind};
 use gridsocket_core::{ApiRequest, EntityRef, Method, Params};
 use serde_json::{Map, Value, json};

@@ -1,15 +1,15 @@
 //! The realtime hub: which sockets watch what, and the state the dispatcher works from.
 //!
 //! Every write lands in the application's change log (in the same transaction); a write marks
-//! its application dirty here; the dispatcher (in [`crate::service`]) reads the log after the
+//! its application dirty here; the dispatcher (in [`crate::api`]) reads the log after the
 //! last position it dispatched, in order, matches each change against the application's
 //! [`SubscriptionIndex`] and pushes each encoded event to its subscribers' sockets
 //! ([`crate::socket`]), which write it at once or keep it in a bounded backlog. A socket whose
 //! backlog is full closes with 4008 (slow consumer) and resumes with `since`: nobody waits for
 //! it and its memory stays bounded.
 
-use crate::service::Caller;
-use crate::socket::Socket;
+use crate::api::Caller;
+use crate::net::ws::socket::Socket;
 use crate::store::AppRecord;
 use bytes::Bytes;
 use gridsocket_core::Instant;

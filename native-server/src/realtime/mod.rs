@@ -1,0 +1,3 @@
+//! Realtime: which sockets watch what ([`hub`]).
+
+pub mod hub;
