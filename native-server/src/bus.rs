@@ -8,48 +8,14 @@
 //! tokens and re-check its sockets' tokens). Core NATS is enough for that; JetStream would
 //! keep a second copy of what PostgreSQL already keeps.
 
-use crate::api::Service;
 use crate::metrics::Metrics;
+use crate::signal::Signal;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-
-/// What one node tells the others.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "signal", rename_all = "snake_case")]
-pub enum Signal {
-    /// An application's change log grew: dispatch it.
-    Changed {
-        /// Application uuid.
-        app: String,
-    },
-    /// A permission, role or group membership changed: reload grants and re-check
-    /// subscriptions.
-    GrantsChanged,
-    /// Tokens of a user or admin were revoked: forget them and close that user's sockets.
-    TokensRevoked {
-        /// The user's or admin's uuid.
-        subject: String,
-        /// The hash (hex) of the one token kept, if any: a password change keeps the token
-        /// that made it.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        except: Option<String>,
-    },
-    /// An application user's username, email, activation or disabled flag changed, or the
-    /// user was deleted: re-read who their cached tokens and open sockets speak for.
-    UserChanged {
-        /// Application uuid.
-        app: String,
-        /// The user's uuid.
-        user: String,
-    },
-    /// A node was cut off from the bus and may have missed signals or failed to send them:
-    /// every node re-reads what signals would have told it.
-    Resync,
-}
 
 /// A signal on the wire, with the node that sent it (a node skips its own).
 #[derive(Serialize, Deserialize)]
@@ -107,6 +73,8 @@ pub struct NatsBus {
     subject: String,
     node: String,
     outbox: mpsc::Receiver<Signal>,
+    /// The outbox's sending side, for the bus's own resync signal.
+    resync: Outbox,
     connects: watch::Receiver<u64>,
     metrics: Arc<Metrics>,
 }
@@ -163,26 +131,34 @@ impl NatsBus {
         let subject = format!("{prefix}.signals");
         let subscriber = client.subscribe(subject.clone()).await?;
         let (tx, outbox) = mpsc::channel(OUTBOX_CAPACITY);
+        let sender = Outbox {
+            tx,
+            metrics: metrics.clone(),
+        };
         let bus = NatsBus {
             client,
             subscriber,
             subject,
             node,
             outbox,
+            resync: sender.clone(),
             connects,
-            metrics: metrics.clone(),
+            metrics,
         };
-        Ok((bus, Outbox { tx, metrics }))
+        Ok((bus, sender))
     }
 
-    /// Publishes the service's signals and applies the other nodes' until `cancel`.
-    pub async fn run(self, service: Arc<Service>, cancel: CancellationToken) {
+    /// Publishes this node's signals and hands the other nodes' to `apply` until `cancel`.
+    /// When the bus comes back after an outage, `apply` gets a [`Signal::Resync`], and every
+    /// other node one too.
+    pub async fn run(self, apply: impl Fn(&Signal), cancel: CancellationToken) {
         let NatsBus {
             client,
             mut subscriber,
             subject,
             node,
             mut outbox,
+            resync,
             mut connects,
             metrics,
         } = self;
@@ -230,7 +206,7 @@ impl NatsBus {
                         Ok(env) if env.node == node => {}
                         Ok(env) => {
                             metrics.bus_received.inc();
-                            service.apply_signal(&env.signal);
+                            apply(&env.signal);
                         }
                         Err(e) => tracing::warn!(error = %e, "ignored a malformed bus message"),
                     }
@@ -241,7 +217,8 @@ impl NatsBus {
                     }
                     tracing::info!("bus is back: resyncing from the change log");
                     // Others may have missed this node's signals, and it theirs.
-                    service.signal(Signal::Resync);
+                    apply(&Signal::Resync);
+                    resync.send(Signal::Resync);
                 }
                 _ = cancel.cancelled() => break,
             }

@@ -1,6 +1,6 @@
 //! `gridsocket serve --demo`: an organization, a chat app and a few users to try things with.
 
-use crate::api::{ApiError, Service};
+use crate::api::{Api, ApiError};
 use gridsocket_core::{ApiRequest, Method, Params};
 use serde_json::json;
 
@@ -23,7 +23,7 @@ pub const ADMIN: (&str, &str) = ("demo", "demo-admin");
 pub const ROOM: &str = "lobby";
 
 /// Creates what is missing of the demo data; running it again changes nothing.
-pub async fn seed(service: &Service) -> Result<(), ApiError> {
+pub async fn seed(service: &Api) -> Result<(), ApiError> {
     let org = service
         .bootstrap_org(ORG, ADMIN.0, "demo@example.com", ADMIN.1)
         .await?;

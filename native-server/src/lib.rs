@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod net;
 pub mod realtime;
 pub mod server;
+pub mod signal;
 pub mod store;
 
 pub use config::Settings;

@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// gridsocket: the realtime WebSocket API of a Usergrid-style Backend-as-a-Service.
+/// gridsocket: the realtime WebSocket API of a Usergrid-style Backend-as-a-Api.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {

@@ -1,11 +1,12 @@
 //! The process: opens the store, binds both listeners, accepts until shutdown.
 
-use crate::api::{Service, ServiceConfig};
+use crate::api::{Api, ApiConfig};
 use crate::bus::{BusError, NatsBus};
 use crate::config::{Role, Settings};
 use crate::demo;
 use crate::net::ws::Admission;
 use crate::net::{http as rest, ws};
+use crate::realtime::Realtime;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -105,7 +106,7 @@ pub struct Server {
     /// Absent on an API-only node.
     ws: Option<TcpListener>,
     bus: Option<NatsBus>,
-    service: Arc<Service>,
+    realtime: Arc<Realtime>,
     settings: Arc<Settings>,
 }
 
@@ -149,7 +150,7 @@ impl Server {
             addr: settings.http_addr,
             source,
         })?;
-        let config = ServiceConfig {
+        let config = ApiConfig {
             base_url: settings
                 .public_url
                 .clone()
@@ -167,18 +168,28 @@ impl Server {
             login_failures_per_user: settings.login_failures_per_user,
             login_failures_per_ip: settings.login_failures_per_ip,
             max_password_checks: settings.max_password_checks,
-            ..ServiceConfig::default()
+            ..ApiConfig::default()
         };
-        let service = Service::new(store, config);
+        let api = Api::new(store, config);
+        let realtime = Realtime::new(api.clone());
         let bus = match &settings.bus {
             Some(url) => {
-                let (bus, outbox) =
-                    NatsBus::connect(url, &settings.bus_subject, service.metrics().clone()).await?;
-                service.attach_bus(outbox);
-                Some(bus)
+                Some(NatsBus::connect(url, &settings.bus_subject, api.metrics().clone()).await?)
             }
             None => None,
         };
+        // What the API signals reaches this node's realtime layer, then the other nodes.
+        let outbox = bus.as_ref().map(|(_, outbox)| outbox.clone());
+        let local = Arc::downgrade(&realtime);
+        api.send_signals_to(Box::new(move |signal| {
+            if let Some(realtime) = local.upgrade() {
+                realtime.apply_signal(&signal);
+            }
+            if let Some(outbox) = &outbox {
+                outbox.send(signal);
+            }
+        }));
+        let bus = bus.map(|(bus, _)| bus);
         if settings.public_ws_url.is_none()
             && let Some(Ok(addr)) = ws.as_ref().map(TcpListener::local_addr)
         {
@@ -186,7 +197,7 @@ impl Server {
             settings.public_ws_url = Some(format!("{scheme}://{addr}"));
         }
         if settings.demo {
-            demo::seed(&service)
+            demo::seed(&api)
                 .await
                 .map_err(|e| StartError::Demo(e.to_string()))?;
         }
@@ -195,7 +206,7 @@ impl Server {
             tls,
             ws,
             bus,
-            service,
+            realtime,
             settings: Arc::new(settings),
         })
     }
@@ -223,9 +234,9 @@ impl Server {
         self.settings.role
     }
 
-    /// The service layer (for embedding and tests).
-    pub fn service(&self) -> Arc<Service> {
-        self.service.clone()
+    /// The realtime layer, and through it the API (for embedding and tests).
+    pub fn realtime(&self) -> Arc<Realtime> {
+        self.realtime.clone()
     }
 
     /// Serves until `shutdown` completes, then closes every socket with 1012 (reconnect) and
@@ -236,7 +247,7 @@ impl Server {
         let http_task = tokio::spawn(accept_http(
             self.http,
             self.tls.clone(),
-            self.service.clone(),
+            self.realtime.clone(),
             self.settings.clone(),
             cancel.clone(),
             tracker.clone(),
@@ -247,23 +258,28 @@ impl Server {
                 Some(tokio::spawn(accept_ws(
                     ws,
                     self.tls.clone(),
-                    self.service.clone(),
+                    self.realtime.clone(),
                     self.settings.clone(),
                     cancel.clone(),
                     tracker.clone(),
                 ))),
-                Some(tokio::spawn(self.service.clone().run_dispatcher(
+                Some(tokio::spawn(self.realtime.clone().run_dispatcher(
                     self.settings.dispatch_poll(),
                     cancel.clone(),
                 ))),
             ),
             None => (None, None),
         };
-        let bus = self
-            .bus
-            .map(|bus| tokio::spawn(bus.run(self.service.clone(), cancel.clone())));
+        let bus = self.bus.map(|bus| {
+            let realtime = self.realtime.clone();
+            let apply = move |signal: &crate::signal::Signal| {
+                realtime.api().apply_signal(signal);
+                realtime.apply_signal(signal);
+            };
+            tokio::spawn(bus.run(apply, cancel.clone()))
+        });
         let pruner = tokio::spawn(prune_log(
-            self.service.clone(),
+            self.realtime.clone(),
             Duration::from_secs(self.settings.log_retention_secs),
             cancel.clone(),
         ));
@@ -342,7 +358,7 @@ impl Drop for AddressSlot {
 }
 
 /// Forgets changes older than the retention, once a minute.
-async fn prune_log(service: Arc<Service>, retention: Duration, cancel: CancellationToken) {
+async fn prune_log(service: Arc<Realtime>, retention: Duration, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -355,7 +371,7 @@ async fn prune_log(service: Arc<Service>, retention: Duration, cancel: Cancellat
 async fn accept_http(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    service: Arc<Service>,
+    service: Arc<Realtime>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -400,7 +416,7 @@ async fn accept_http(
 async fn accept_ws(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    service: Arc<Service>,
+    service: Arc<Realtime>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
     tracker: TaskTracker,

@@ -31,7 +31,7 @@ pub struct TestServer {
     /// The data dir (kept for restarts).
     pub data_dir: PathBuf,
     /// The service layer, for tests that need to reach inside (log pruning).
-    pub service: std::sync::Arc<gridsocket_server::api::Service>,
+    pub service: std::sync::Arc<gridsocket_server::realtime::Realtime>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _temp: Option<tempfile::TempDir>,
@@ -57,7 +57,7 @@ impl TestServer {
         let data_dir = settings.data_dir.clone();
         let server = Server::bind(settings).await.expect("server starts");
         let (http, ws) = (server.http_addr(), server.ws_addr());
-        let service = server.service();
+        let service = server.realtime();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
             let _ = rx.await;

@@ -4,7 +4,7 @@
 //! `gridsocket_core::access::decide`, pure and tested there; this module feeds it the caller's
 //! grants and looks entities up when it asks.
 
-use super::{ApiError, Service};
+use super::{Api, ApiError};
 use crate::store::{AppRecord, Direction, Entity, EntityKey};
 use gridsocket_core::access::{self, AccessPath, Decision, Denial, Found, Identity};
 use gridsocket_core::{EntityRef, Method, Permission, ResourcePath};
@@ -119,7 +119,7 @@ impl Caller {
     }
 
     /// Records a user's new username (they were renamed).
-    pub(super) fn set_username(&self, name: &str) {
+    pub(crate) fn set_username(&self, name: &str) {
         *self.username.lock().unwrap_or_else(|p| p.into_inner()) = name.into();
     }
 
@@ -144,7 +144,7 @@ impl Caller {
 
 /// Refuses a user who may not act now: not activated, or disabled (by an admin). Tokens of
 /// such a user are refused as their logins are.
-pub(super) fn user_may_log_in(user: &Entity) -> Result<(), ApiError> {
+pub fn user_may_log_in(user: &Entity) -> Result<(), ApiError> {
     let flag = |name: &str, value: bool| match user.data.get(name) {
         Some(serde_json::Value::Bool(b)) => *b == value,
         Some(serde_json::Value::String(s)) => {
@@ -161,7 +161,7 @@ pub(super) fn user_may_log_in(user: &Entity) -> Result<(), ApiError> {
     Ok(())
 }
 
-impl Service {
+impl Api {
     /// True for principals that administer the app (superuser, its org's admins and client,
     /// its own client).
     pub fn is_app_admin(&self, app: &AppRecord, caller: &Caller) -> bool {
@@ -201,7 +201,7 @@ impl Service {
     }
 
     /// The canonical form of `path` for `caller`, before any lookup.
-    pub(super) fn access_path(
+    pub(crate) fn access_path(
         &self,
         app: &AppRecord,
         caller: &Caller,
@@ -233,7 +233,7 @@ impl Service {
     }
 
     /// May `caller` do `method` on `path` in `app`?
-    pub(super) async fn check_access(
+    pub(crate) async fn check_access(
         &self,
         app: &AppRecord,
         caller: &Caller,
@@ -249,7 +249,7 @@ impl Service {
 
     /// Decides `method` on a canonical path for a non-admin `caller`, looking entities up
     /// when the decision depends on them (then `access` stays resolved).
-    pub(super) async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         app: &AppRecord,
         caller: &Caller,
@@ -277,7 +277,7 @@ impl Service {
     }
 
     /// Looks up every entity an access path still names by uuid, name or email.
-    pub(super) async fn resolve_access(
+    pub(crate) async fn resolve_access(
         &self,
         app: &AppRecord,
         access: &mut AccessPath,
@@ -301,7 +301,7 @@ impl Service {
     /// Finds the entity a path segment names: by uuid (in any collection when the path names
     /// none), or by name; a user also by email, which is tried first for anything with an
     /// `@`, so a login or path by email finds exactly that user.
-    pub(super) async fn lookup_entity(
+    pub(crate) async fn lookup_entity(
         &self,
         app: &AppRecord,
         collection: Option<&str>,
@@ -331,7 +331,7 @@ impl Service {
 
     /// True when `caller` may do `method` on one entity (`/{collection}/{uuid or name}`):
     /// what listings, bulk deletes, snapshots and pushed changes go by.
-    pub(super) async fn may(
+    pub(crate) async fn may(
         &self,
         app: &AppRecord,
         caller: &Caller,

@@ -1,8 +1,8 @@
 //! Collections, entities and relations: the generic part of the Usergrid API.
 
 use super::envelope::{Envelope, render_entity};
-use super::{ApiError, Caller, Service, now_ms};
-use crate::bus::Signal;
+use super::{Api, ApiError, Caller, now_ms};
+use crate::signal::Signal;
 use crate::store::{AppRecord, Direction, Entity, EntityKey, PageQuery};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -184,7 +184,7 @@ fn validate_email(value: &Value) -> Result<String, ApiError> {
     }
 }
 
-impl Service {
+impl Api {
     /// Refuses an email another user has (emails are unique, ignoring case, so a login or a
     /// path by email finds exactly one user). `except` is the user being changed.
     async fn check_email_free(

@@ -2,7 +2,7 @@
 
 use super::access::user_may_log_in;
 use super::envelope::{Envelope, render_entity};
-use super::{ApiError, Caller, Principal, Service, now_ms};
+use super::{Api, ApiError, Caller, Principal, now_ms};
 use crate::api::auth::{Credentials, random_secret, secrets_equal};
 use crate::store::{AdminRecord, AppRecord, Entity, OrgRecord, TokenKind};
 use gridsocket_core::{ApiRequest, EntityRef, Method, Params};
@@ -107,7 +107,7 @@ fn admin_json(admin: &AdminRecord, orgs: &[OrgRecord]) -> Value {
     })
 }
 
-impl Service {
+impl Api {
     /// `/management/…`: tokens, organizations, applications.
     pub(super) async fn management(
         &self,

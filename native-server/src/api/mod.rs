@@ -1,9 +1,10 @@
-//! The service layer: one implementation of the Usergrid API that REST and the socket share.
+//! The API: one implementation of the Usergrid API that REST and the socket share.
 //!
 //! REST authenticates every request (the token, then the caller's permissions); a socket does
-//! that once when it connects and keeps the result in an [`Caller`], whose grants are reloaded
-//! only when some permission in the server changes. Both end in [`Service::handle_app`], so the
-//! same request gets the same status and body either way.
+//! that once when it connects and keeps the result in a [`Caller`], whose grants are reloaded
+//! only when some permission in the server changes. Both end in [`Api::handle_app`], so the
+//! same request gets the same status and body either way. What changes here is announced as a
+//! [`Signal`], for the realtime layer and the other nodes.
 
 mod access;
 pub mod auth;
@@ -13,18 +14,16 @@ mod error;
 mod management;
 mod passwords;
 mod queues;
-mod realtime;
 
-pub use access::{Authenticated, Caller, Principal};
+pub use access::{Authenticated, Caller, Principal, user_may_log_in};
+pub use envelope::render_entity;
 pub use error::ApiError;
-pub use realtime::{DEFAULT_QUEUE_TIMEOUT_MS, MAX_REPLAY, SubscribeOk};
+pub use queues::queue_timeout;
 
 use crate::api::auth::{Credentials, TokenCache, token_hash};
-use crate::bus::{Outbox, Signal};
 use crate::metrics::Metrics;
-use crate::realtime::hub::Hub;
+use crate::signal::Signal;
 use crate::store::{AppRecord, Store, TokenKind, TokenRecord};
-use access::user_may_log_in;
 use envelope::error_json;
 use gridsocket_core::path::split_segments;
 use gridsocket_core::{
@@ -35,7 +34,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A finished request: HTTP status and the JSON body as text.
@@ -51,7 +50,7 @@ pub struct ApiResponse {
 
 /// Settings of the service layer.
 #[derive(Clone, Debug)]
-pub struct ServiceConfig {
+pub struct ApiConfig {
     /// Base of the `uri` field (`http://127.0.0.1:8080`).
     pub base_url: String,
     /// Organization of the app-only URL form `/{app}/…`.
@@ -74,9 +73,9 @@ pub struct ServiceConfig {
     pub max_password_checks: usize,
 }
 
-impl Default for ServiceConfig {
+impl Default for ApiConfig {
     fn default() -> Self {
-        ServiceConfig {
+        ApiConfig {
             base_url: "http://127.0.0.1:8080".into(),
             default_org: None,
             superuser: None,
@@ -139,25 +138,24 @@ struct CachedToken {
 }
 
 /// The Usergrid API over a [`Store`].
-pub struct Service {
+pub struct Api {
     store: Arc<dyn Store>,
-    config: ServiceConfig,
+    config: ApiConfig,
     tokens: TokenCache<CachedToken>,
     apps: Mutex<HashMap<(String, String), Arc<AppRecord>>>,
     /// Bumped whenever a permission, role or group membership changes anywhere, so cached
     /// grants know to reload.
     grants_generation: AtomicU64,
-    /// Sockets and their subscriptions.
-    hub: Hub,
-    /// Where signals for the other nodes go, once a bus is attached.
-    outbox: OnceLock<Outbox>,
     /// The server's metrics.
     metrics: Arc<Metrics>,
     /// Password checks and login throttling.
     logins: passwords::Logins,
-    /// This service, for the tasks it spawns.
-    me: Weak<Service>,
+    /// Where signals go besides this API: the realtime layer and the bus.
+    signals: OnceLock<SignalSink>,
 }
+
+/// Where the API's signals go once it has applied them itself.
+pub type SignalSink = Box<dyn Fn(Signal) + Send + Sync>;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -189,9 +187,9 @@ fn elapsed_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
 }
 
-impl Service {
+impl Api {
     /// A service over a store.
-    pub fn new(store: Arc<dyn Store>, mut config: ServiceConfig) -> Arc<Service> {
+    pub fn new(store: Arc<dyn Store>, mut config: ApiConfig) -> Arc<Api> {
         // The superuser's password is kept only as a hash.
         let logins = passwords::Logins::new(
             config.superuser.take(),
@@ -199,23 +197,16 @@ impl Service {
             config.login_failures_per_ip,
             config.max_password_checks,
         );
-        Arc::new_cyclic(|me| Service {
+        Arc::new(Api {
             logins,
             store,
             config,
             tokens: TokenCache::new(100_000),
             apps: Mutex::new(HashMap::new()),
             grants_generation: AtomicU64::new(0),
-            hub: Hub::default(),
-            outbox: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
-            me: me.clone(),
+            signals: OnceLock::new(),
         })
-    }
-
-    /// Sockets and their subscriptions.
-    pub fn hub(&self) -> &Hub {
-        &self.hub
     }
 
     /// The store underneath.
@@ -224,7 +215,7 @@ impl Service {
     }
 
     /// The settings.
-    pub fn config(&self) -> &ServiceConfig {
+    pub fn config(&self) -> &ApiConfig {
         &self.config
     }
 
@@ -659,51 +650,40 @@ impl Service {
         self.signal(Signal::GrantsChanged);
     }
 
-    /// Connects the service to the bus: from now on its signals reach the other nodes too.
-    pub fn attach_bus(&self, outbox: Outbox) {
-        let _ = self.outbox.set(outbox);
+    /// Where the API's signals go from now on, after it has applied them itself: the
+    /// realtime layer and the bus (set once, when the node is put together).
+    pub fn send_signals_to(&self, sink: SignalSink) {
+        let _ = self.signals.set(sink);
     }
 
-    /// Acts on a signal here and sends it to the other nodes.
+    /// Acts on a signal here and sends it on.
     pub fn signal(&self, signal: Signal) {
         self.apply_signal(&signal);
-        if let Some(outbox) = self.outbox.get() {
-            outbox.send(signal);
+        if let Some(sink) = self.signals.get() {
+            sink(signal);
         }
     }
 
-    /// Acts on a signal, from this node or another.
+    /// Acts on the API's part of a signal, from this node or another: cached tokens and
+    /// grants.
     pub fn apply_signal(&self, signal: &Signal) {
         match signal {
-            Signal::Changed { app } => self.hub.notify(app),
+            Signal::Changed { .. } => {}
             Signal::GrantsChanged => {
                 self.grants_generation.fetch_add(1, Ordering::Relaxed);
-                self.hub.request_revalidation();
             }
             Signal::TokensRevoked { subject, except } => {
                 let keep = except.as_deref().and_then(crate::api::auth::hash_from_text);
                 self.tokens
                     .remove_where(|hash, t| &t.subject == subject && Some(*hash) != keep);
-                self.close_user_sockets(subject, keep);
             }
-            Signal::UserChanged { app, user } => {
+            Signal::UserChanged { user, .. } => {
                 self.tokens.remove_where(|_, t| &t.subject == user);
-                if let Some(me) = self.me.upgrade() {
-                    let (app, user) = (app.clone(), user.clone());
-                    tokio::spawn(async move { me.refresh_user(&app, &user).await });
-                }
             }
             Signal::Resync => {
                 self.metrics.bus_resyncs.inc();
-                for app in self.hub.watched_apps() {
-                    self.hub.notify(&app);
-                }
                 self.grants_generation.fetch_add(1, Ordering::Relaxed);
-                self.hub.request_revalidation();
                 self.tokens.remove_where(|_, _| true);
-                if let Some(me) = self.me.upgrade() {
-                    tokio::spawn(async move { me.recheck_socket_tokens().await });
-                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! check against a dummy hash for unknown users so that timing tells nothing about who exists,
 //! and failed logins throttled per username and per client address.
 
-use super::{ApiError, Service};
+use super::{Api, ApiError};
 use crate::api::auth::{Throttle, hash_password, random_secret, secrets_equal, verify_password};
 use std::net::IpAddr;
 use std::time::Instant;
@@ -48,7 +48,7 @@ fn user_key(key: LoginKey<'_>) -> Option<(String, String)> {
     key.map(|(scope, name)| (scope.to_owned(), name.to_lowercase()))
 }
 
-impl Service {
+impl Api {
     /// Hashes a password off the async threads, a few at a time.
     pub(super) async fn hash_password(&self, password: String) -> Result<String, ApiError> {
         let _turn = self.logins.checks.acquire().await;

@@ -3,7 +3,7 @@
 
 use super::entities::MAX_LIMIT;
 use super::management::{Body, Reply};
-use super::{ApiError, Service, now_ms};
+use super::{Api, ApiError, now_ms};
 use crate::store::{AppRecord, QueueRead};
 use gridsocket_core::path::QueuePart;
 use gridsocket_core::{ApiRequest, Method};
@@ -15,7 +15,7 @@ pub const MAX_QUEUE_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 
 /// A queue read's `timeout` parameter, ms: absent is `default`, and a value is a whole number
 /// up to [`MAX_QUEUE_TIMEOUT_MS`].
-pub(super) fn queue_timeout(param: Option<&str>, default: u64) -> Result<u64, ApiError> {
+pub fn queue_timeout(param: Option<&str>, default: u64) -> Result<u64, ApiError> {
     let Some(text) = param else {
         return Ok(default);
     };
@@ -29,7 +29,7 @@ pub(super) fn queue_timeout(param: Option<&str>, default: u64) -> Result<u64, Ap
         })
 }
 
-impl Service {
+impl Api {
     pub(super) async fn queue_call(
         &self,
         app: &AppRecord,

@@ -1,9 +1,10 @@
-//! REST glue: HTTP/1.1 requests in, [`Service::handle_rest`] responses out.
+//! REST glue: HTTP/1.1 requests in, [`Api::handle_rest`] responses out.
 
-use crate::api::{ApiResponse, Service};
+use crate::api::ApiResponse;
 use crate::config::Settings;
 use crate::metrics::Via;
 use crate::net::tls::Conn;
+use crate::realtime::Realtime;
 use bytes::Bytes;
 use gridsocket_core::{Method, Params};
 use http_body_util::{BodyExt, Full, Limited};
@@ -139,7 +140,7 @@ async fn expiry(phase: &PhaseCell, header: Duration, idle: Duration) {
 pub async fn serve_connection(
     stream: Conn,
     peer: IpAddr,
-    service: Arc<Service>,
+    realtime: Arc<Realtime>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
 ) {
@@ -154,7 +155,7 @@ pub async fn serve_connection(
     };
     let serving = phase.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
-        let (service, settings) = (service.clone(), settings.clone());
+        let (realtime, settings) = (realtime.clone(), settings.clone());
         serving.set(Phase::Busy);
         let done = Serving(serving.clone());
         async move {
@@ -171,7 +172,7 @@ pub async fn serve_connection(
                     "this origin is not in the server's allowed origins",
                 ));
             }
-            let mut resp = handle(req, peer, &service, &settings).await;
+            let mut resp = handle(req, peer, &realtime, &settings).await;
             // With an allow-list, name the one origin instead of `*`.
             if let Some(o) = origin.filter(|_| !settings.allowed_origins.is_empty())
                 && let Ok(v) = HeaderValue::from_str(&o)
@@ -230,7 +231,7 @@ fn error(status: u16, code: &str, description: &str) -> Response<Full<Bytes>> {
 async fn handle(
     req: Request<Incoming>,
     peer: IpAddr,
-    service: &Service,
+    realtime: &Realtime,
     settings: &Settings,
 ) -> Response<Full<Bytes>> {
     if req.method() == hyper::Method::OPTIONS {
@@ -272,11 +273,11 @@ async fn handle(
         );
     }
     if method == Method::Get && path == "/metrics" {
-        let metrics = service.metrics();
-        metrics.connections.set(service.hub().connections() as i64);
+        let metrics = realtime.api().metrics();
+        metrics.connections.set(realtime.hub().connections() as i64);
         metrics
             .subscriptions
-            .set(service.hub().subscriptions() as i64);
+            .set(realtime.hub().subscriptions() as i64);
         let tasks = tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks();
@@ -325,7 +326,8 @@ async fn handle(
     };
     let body = parse_body(&bytes, is_form);
     let started = std::time::Instant::now();
-    let call = service.handle_rest(
+    let api = realtime.api();
+    let call = api.handle_rest(
         method,
         &path,
         params,
@@ -349,7 +351,7 @@ async fn handle(
             ),
         );
     };
-    service.metrics().observe_request(Via::Rest, started);
+    api.metrics().observe_request(Via::Rest, started);
     let mut resp = json_response(status, body);
     if let Some(secs) = retry_after {
         resp.headers_mut()

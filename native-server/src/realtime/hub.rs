@@ -1,17 +1,9 @@
-//! The realtime hub: which sockets watch what, and the state the dispatcher works from.
-//!
-//! Every write lands in the application's change log (in the same transaction); a write marks
-//! its application dirty here; the dispatcher (in [`crate::api`]) reads the log after the
-//! last position it dispatched, in order, matches each change against the application's
-//! [`SubscriptionIndex`] and pushes each encoded event to its subscribers' sockets
-//! ([`crate::socket`]), which write it at once or keep it in a bounded backlog. A socket whose
-//! backlog is full closes with 4008 (slow consumer) and resumes with `since`: nobody waits for
-//! it and its memory stays bounded.
+//! The hub: which sockets are connected, what each subscription watches, and the state the
+//! dispatcher works from.
 
+use super::push::{Push, Sink};
 use crate::api::Caller;
-use crate::net::ws::socket::Socket;
 use crate::store::AppRecord;
-use bytes::Bytes;
 use gridsocket_core::Instant;
 use gridsocket_core::access::AccessPath;
 use gridsocket_core::{SubscriptionId, SubscriptionIndex, Target};
@@ -27,50 +19,10 @@ pub type ConnId = u64;
 /// Names one subscription in the hub.
 pub type SubKey = (ConnId, SubscriptionId);
 
-/// What the hub sends a socket.
-#[derive(Debug)]
-pub enum Push {
-    /// An event of the ordered change stream.
-    Event {
-        /// Which subscription.
-        subscription: SubscriptionId,
-        /// Its log position.
-        seq: u64,
-        /// The event, shared with every subscriber that gets the same bytes.
-        frame: Arc<str>,
-        /// Its encoded WebSocket frame, shared likewise.
-        wire: Bytes,
-    },
-    /// A queue message handed to this socket as its consumer (outside the ordered stream:
-    /// a redelivery repeats an earlier `seq`).
-    Delivery {
-        /// Which subscription.
-        subscription: SubscriptionId,
-        /// The event.
-        frame: Arc<str>,
-        /// Its encoded WebSocket frame.
-        wire: Bytes,
-    },
-    /// The subscription lost read access.
-    Revoke {
-        /// Which subscription.
-        subscription: SubscriptionId,
-        /// Why (`forbidden`, `token_revoked`).
-        reason: &'static str,
-    },
-    /// Close the socket (its credentials were revoked).
-    Close {
-        /// Close code.
-        code: u16,
-        /// Reason.
-        reason: &'static str,
-    },
-}
-
 /// The hub's handle on one socket.
 pub struct ConnHandle {
     /// The socket: pushes are applied to its session and written at once where possible.
-    pub socket: Arc<Socket>,
+    pub socket: Arc<dyn Sink>,
     /// True for the application's admins, who read every change: asked once, not per event.
     pub admin: bool,
     /// Who is connected.
@@ -239,7 +191,7 @@ impl Hub {
     }
 
     /// The socket of a connection, if it is still there.
-    pub fn socket(&self, conn: ConnId) -> Option<Arc<Socket>> {
+    pub fn socket(&self, conn: ConnId) -> Option<Arc<dyn Sink>> {
         self.state().conns.get(&conn).map(|h| h.socket.clone())
     }
 

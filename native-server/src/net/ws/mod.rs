@@ -5,13 +5,14 @@
 pub mod socket;
 pub mod stream;
 
-use crate::api::{ApiResponse, Service, SocketContext, SubscribeOk, now_ms};
+use crate::api::{ApiResponse, SocketContext, now_ms};
 use crate::config::Settings;
 use crate::metrics::Via;
 use crate::net::tls::Conn;
 use crate::net::ws::socket::{BacklogLimits, Socket};
 use crate::net::ws::stream::{Wire, Writer};
 use crate::realtime::hub::{ConnHandle, ConnId};
+use crate::realtime::{Realtime, SubscribeOk};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -75,7 +76,7 @@ pub enum Admission {
 pub async fn serve_socket(
     stream: Conn,
     peer: std::net::IpAddr,
-    service: Arc<Service>,
+    realtime: Arc<Realtime>,
     settings: Arc<Settings>,
     cancel: CancellationToken,
     admission: Admission,
@@ -161,7 +162,11 @@ pub async fn serve_socket(
     } else {
         let opened = tokio::time::timeout_at(
             deadline,
-            Box::pin(service.open_socket(&target, authorization.as_deref(), Some(peer))),
+            Box::pin(
+                realtime
+                    .api()
+                    .open_socket(&target, authorization.as_deref(), Some(peer)),
+            ),
         )
         .await
         .unwrap_or_else(|_| Err(crate::api::ConnectRefusal::timed_out()));
@@ -202,15 +207,15 @@ pub async fn serve_socket(
             frames: settings.max_queued_events,
             bytes: settings.max_queued_bytes,
         },
-        service.metrics().clone(),
+        realtime.api().metrics().clone(),
     ));
     let Some(mut writer) = ws.get_mut().attach(socket.clone()) else {
         return;
     };
     let conn = context.as_ref().map(|ctx| {
-        service.hub().register(ConnHandle {
+        realtime.hub().register(ConnHandle {
             socket: socket.clone(),
-            admin: service.is_app_admin(&ctx.app, &ctx.caller),
+            admin: realtime.api().is_app_admin(&ctx.app, &ctx.caller),
             caller: ctx.caller.clone(),
             app: ctx.app.clone(),
         })
@@ -219,14 +224,14 @@ pub async fn serve_socket(
         &mut ws,
         &mut writer,
         &socket,
-        &service,
+        &realtime,
         context.as_ref(),
         conn,
         &cancel,
     )
     .await;
     if let Some(conn) = conn {
-        service.hub().unregister(conn);
+        realtime.hub().unregister(conn);
     }
     if ending == Ending::PeerClosed {
         // tungstenite's reply to the peer's close joins the outgoing frames.
@@ -263,7 +268,7 @@ async fn drive(
     ws: &mut WebSocketStream<Wire>,
     writer: &mut Writer,
     socket: &Socket,
-    service: &Arc<Service>,
+    realtime: &Arc<Realtime>,
     context: Option<&SocketContext>,
     conn: Option<ConnId>,
     cancel: &CancellationToken,
@@ -295,7 +300,7 @@ async fn drive(
             (st.session.poll_timeout(), st.has_backlog())
         };
         for event in events {
-            handle_event(event, service, context, conn, &mut in_flight);
+            handle_event(event, realtime, context, conn, &mut in_flight);
         }
         // Writes never wait on the connection, so a busy socket would otherwise run on
         // without giving other sockets and the runtime's IO polling a turn: yield now and then
@@ -463,7 +468,7 @@ impl InFlight {
 /// Starts the work an event asks for; results come back through `in_flight`.
 fn handle_event(
     event: ServerEvent,
-    service: &Arc<Service>,
+    realtime: &Arc<Realtime>,
     context: Option<&SocketContext>,
     conn: Option<ConnId>,
     in_flight: &mut InFlight,
@@ -471,7 +476,7 @@ fn handle_event(
     let (Some(ctx), Some(conn)) = (context, conn) else {
         return;
     };
-    let (service, app, caller) = (service.clone(), ctx.app.clone(), ctx.caller.clone());
+    let (realtime, app, caller) = (realtime.clone(), ctx.app.clone(), ctx.caller.clone());
     let answer = || {
         let (tx, rx) = oneshot::channel();
         in_flight.push(Box::pin(rx.map(Result::ok)));
@@ -482,8 +487,14 @@ fn handle_event(
             let read_only = request.is_read_only();
             let work = async move {
                 let started = std::time::Instant::now();
-                let resp = service.handle_app(&app, &caller, request, started).await;
-                service.metrics().observe_request(Via::Socket, started);
+                let resp = realtime
+                    .api()
+                    .handle_app(&app, &caller, request, started)
+                    .await;
+                realtime
+                    .api()
+                    .metrics()
+                    .observe_request(Via::Socket, started);
                 Done::Response(handle, resp)
             };
             if read_only {
@@ -508,7 +519,7 @@ fn handle_event(
         } => {
             let done = answer();
             tokio::spawn(async move {
-                let result = service
+                let result = realtime
                     .subscribe(&app, &caller, conn, subscription, &path, &params, since)
                     .await;
                 let msg = match result {
@@ -516,12 +527,12 @@ fn handle_event(
                     Err(resp) => Done::Response(handle, resp),
                 };
                 if done.send(msg).is_err() {
-                    service.hub().remove(&app.uuid, (conn, subscription));
+                    realtime.hub().remove(&app.uuid, (conn, subscription));
                 }
             });
         }
         ServerEvent::Unsubscribed { subscription } => {
-            service.hub().remove(&app.uuid, (conn, subscription));
+            realtime.hub().remove(&app.uuid, (conn, subscription));
         }
         ServerEvent::Auth {
             handle,
@@ -529,7 +540,7 @@ fn handle_event(
         } => {
             let done = answer();
             tokio::spawn(async move {
-                let msg = match service.reauthenticate(&caller, &access_token).await {
+                let msg = match realtime.reauthenticate(&caller, &access_token).await {
                     Ok(expires) => Done::Authenticated(handle, expires),
                     Err(resp) => Done::Response(handle, resp),
                 };

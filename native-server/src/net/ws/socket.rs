@@ -12,7 +12,7 @@
 //! is not slowness); frames waiting behind it may not.
 
 use crate::metrics::Metrics;
-use crate::realtime::hub::Push;
+use crate::realtime::push::{Push, SharedEvent, Sink};
 use bytes::Bytes;
 use gridsocket_core::{Instant, OutFrame, ServerSession, close_code};
 use std::collections::VecDeque;
@@ -188,26 +188,25 @@ impl Socket {
         }
     }
 
-    /// Hands a push to the session; returns the pushed frame with its encoding.
-    fn apply(st: &mut State, now: Instant, push: Push) -> Option<(Arc<str>, Bytes)> {
+    /// Hands a push to the session; returns the pushed event, whose encoding is shared.
+    fn apply(st: &mut State, now: Instant, push: Push) -> Option<Arc<SharedEvent>> {
         match push {
             Push::Event {
                 subscription,
                 seq,
-                frame,
-                wire,
+                event,
             } => {
                 st.session
-                    .handle_push(now, subscription, seq, frame.clone());
-                Some((frame, wire))
+                    .handle_push(now, subscription, seq, event.text().clone());
+                Some(event)
             }
             Push::Delivery {
                 subscription,
-                frame,
-                wire,
+                event,
             } => {
-                st.session.handle_delivery(now, subscription, frame.clone());
-                Some((frame, wire))
+                st.session
+                    .handle_delivery(now, subscription, event.text().clone());
+                Some(event)
             }
             Push::Revoke {
                 subscription,
@@ -223,13 +222,13 @@ impl Socket {
         }
     }
 
-    /// Writes (or, `corked`, queues) everything the session has to send. `known` is a frame
-    /// whose encoding the caller already has.
+    /// Writes (or, `corked`, queues) everything the session has to send. `known` is an event
+    /// whose encoding is shared with other sockets.
     pub fn transmit(
         &self,
         st: &mut State,
         now: Instant,
-        known: Option<&(Arc<str>, Bytes)>,
+        known: Option<&Arc<SharedEvent>>,
         corked: bool,
     ) {
         while let Some(frame) = st.session.poll_transmit() {
@@ -237,8 +236,8 @@ impl Socket {
                 self.metrics.events_delivered.inc();
             }
             let bytes = match (frame, known) {
-                (OutFrame::Event(text), Some((same, wire))) if Arc::ptr_eq(&text, same) => {
-                    wire.clone()
+                (OutFrame::Event(text), Some(event)) if Arc::ptr_eq(&text, event.text()) => {
+                    event.wire(text_frame)
                 }
                 (frame, _) => encode(frame),
             };
@@ -368,6 +367,20 @@ impl Socket {
     }
 }
 
+impl Sink for Socket {
+    fn push(&self, now: Instant, push: Push) {
+        Socket::push(self, now, push);
+    }
+
+    fn push_corked(&self, now: Instant, push: Push) -> bool {
+        Socket::push_corked(self, now, push)
+    }
+
+    fn uncork(&self) {
+        Socket::uncork(self);
+    }
+}
+
 /// Writes the backlog to a plain TCP connection as far as it takes it without waiting.
 fn write_now(st: &mut State, tcp: &TcpStream) {
     while !st.backlog.is_empty() && !st.broken {
@@ -467,13 +480,11 @@ mod tests {
     }
 
     fn event(subscription: SubscriptionId, seq: u64, body: &str) -> (Push, Bytes) {
-        let frame: Arc<str> = body.into();
-        let wire = text_frame(&frame);
+        let wire = text_frame(body);
         let push = Push::Event {
             subscription,
             seq,
-            frame,
-            wire: wire.clone(),
+            event: SharedEvent::new(body),
         };
         (push, wire)
     }
