@@ -82,6 +82,13 @@ pub enum Denial {
         /// The membership path, `/groups/{uuid}/users[/{uuid}]`.
         path: String,
     },
+    /// A change to a group itself (its name, its removal), which changes what its members
+    /// may do.
+    #[error("changing or deleting {group} needs an application admin or a grant on /groups/…")]
+    Group {
+        /// The group, `/groups/{g}`.
+        group: String,
+    },
     /// Roles and permissions, which only an application's admins change.
     #[error("only the application's admins may change roles and permissions")]
     Security,
@@ -436,6 +443,21 @@ pub fn decide(
             Decision::Deny(Denial::OtherUser {
                 user: "/users".into(),
             })
+        }
+        // A group's name and existence decide its members' grants: changing them is like
+        // changing its members. A free name may be created as any entity.
+        Shape::Entity { collection, slot } if collection == "groups" && write => {
+            if !path.resolved(*slot) {
+                return Decision::Lookup;
+            }
+            if path.uuid(*slot).is_none() {
+                return plain();
+            }
+            let explicit = |p: &Permission| p.literal_at(0) == Some("groups");
+            match check.grant(path.segments(), &explicit, || path.text()) {
+                Decision::Deny(_) => Decision::Deny(Denial::Group { group: path.text() }),
+                other => other,
+            }
         }
         // A user changes only themself, whatever the roles grant; and may always read
         // themself (Usergrid's implicit grant).

@@ -6,7 +6,7 @@ use crate::config::{Role, Settings};
 use crate::demo;
 use crate::net::ws::Admission;
 use crate::net::{http as rest, ws};
-use crate::realtime::Realtime;
+use crate::realtime::{Realtime, RealtimeConfig};
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -164,14 +164,21 @@ impl Server {
             query_limits: gridsocket_core::QueryLimits {
                 max_depth: settings.max_query_depth,
                 max_terms: settings.max_query_terms,
+                ..Default::default()
             },
+            query_timeout: Duration::from_secs(settings.query_timeout_secs.max(1)),
             login_failures_per_user: settings.login_failures_per_user,
             login_failures_per_ip: settings.login_failures_per_ip,
             max_password_checks: settings.max_password_checks,
             ..ApiConfig::default()
         };
         let api = Api::new(store, config);
-        let realtime = Realtime::new(api.clone());
+        let realtime = Realtime::new(
+            api.clone(),
+            RealtimeConfig {
+                max_replay_bytes: settings.max_queued_bytes / 2,
+            },
+        );
         let bus = match &settings.bus {
             Some(url) => {
                 Some(NatsBus::connect(url, &settings.bus_subject, api.metrics().clone()).await?)

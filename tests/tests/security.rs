@@ -1367,3 +1367,368 @@ async fn activities_cannot_be_posted_as_someone_else() {
     assert_eq!(status, 200);
     assert_eq!(body["entities"][0]["actor"]["username"], "jane");
 }
+
+/// Found in the attacker's pass: a relation shows and takes only what the caller may read on
+/// its own. Linking a hidden entity to oneself opens nothing, and a refusal does not say
+/// whether the entity exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_open_nothing_their_target_hides() {
+    let f = Fixture::new().await;
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/secrets"),
+        Some(&f.admin_token),
+        Some(json!({"name": "s1", "code": 42})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let uuid = body["entities"][0]["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_owned();
+    let perms = f.app_url("/roles/default/permissions");
+    rest(
+        "DELETE",
+        &format!("{perms}?permission=get,put,post,delete:/**"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    for p in ["get,put,post,delete:/users/${user}/**", "get:/users/*"] {
+        let (status, _) = rest(
+            "POST",
+            &perms,
+            Some(&f.admin_token),
+            Some(json!({"permission": p})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let mut ws = f.socket(&f.john).await;
+    for (method, path) in [
+        ("POST", "/users/me/likes/secrets/s1".to_owned()),
+        ("GET", "/users/me/likes/secrets/s1".to_owned()),
+        ("POST", format!("/users/me/likes/{uuid}")),
+        ("POST", "/users/me/likes/secret/S1".to_owned()),
+        ("POST", "/users/me/likes/secrets/no-such-secret".to_owned()),
+        ("POST", "/users/me/likes/roles/admin".to_owned()),
+    ] {
+        let (status, body) = rest(method, &f.app_url(&path), Some(&f.john), None).await;
+        assert_eq!(status, 403, "REST {method} {path}: {body}");
+        assert_eq!(body["entities"], Value::Null, "{body}");
+        let r = ask(&mut ws, "rel", method, &path, None).await;
+        assert_eq!(r["status"], 403, "socket {method} {path}: {r}");
+    }
+}
+
+/// Found in the attacker's pass: an activity belongs to its actor and a device to the user it
+/// is registered to, by whatever path they are named. Nobody else edits, deletes or takes them
+/// over, and an actor never names someone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activities_and_devices_belong_to_their_user() {
+    let f = Fixture::new().await;
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/users/me/activities"),
+        Some(&f.jane),
+        Some(json!({"content": "hello"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let activity = body["entities"][0]["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_owned();
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/users/me/devices"),
+        Some(&f.jane),
+        Some(json!({"name": "janephone", "pushToken": "jane's"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for (method, path) in [
+        ("PUT", format!("/activities/{activity}")),
+        ("DELETE", format!("/activities/{activity}")),
+        ("PUT", "/devices/janephone".to_owned()),
+        ("DELETE", "/devices/janephone".to_owned()),
+    ] {
+        let (status, _) = rest(
+            method,
+            &f.app_url(&path),
+            Some(&f.john),
+            Some(json!({"content": "edited", "pushToken": "john's"})),
+        )
+        .await;
+        assert_eq!(status, 403, "john {method} {path}");
+        let (status, _) = rest(
+            method,
+            &f.app_url(&path),
+            None,
+            Some(json!({"pushToken": "guest's"})),
+        )
+        .await;
+        assert_eq!(status, 401, "guest {method} {path}");
+    }
+    let (_, body) = rest(
+        "GET",
+        &f.app_url("/devices/janephone"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(body["entities"][0]["pushToken"], "jane's");
+    let (status, _) = rest(
+        "DELETE",
+        &format!("{}?ql=select%20*", f.app_url("/activities")),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = rest(
+        "GET",
+        &f.app_url(&format!("/activities/{activity}")),
+        Some(&f.jane),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "a bulk delete removes nothing of another's");
+    // Her own, she edits; its actor she cannot change.
+    let (status, _) = rest(
+        "PUT",
+        &f.app_url(&format!("/activities/{activity}")),
+        Some(&f.jane),
+        Some(json!({"content": "edited"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = rest(
+        "PUT",
+        &f.app_url(&format!("/activities/{activity}")),
+        Some(&f.jane),
+        Some(json!({"actor": {"username": "john"}})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // Straight into the collection, an activity is still the poster's.
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/activities"),
+        Some(&f.john),
+        Some(json!({"content": "x", "actor": {"username": "jane", "uuid": "x"}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["entities"][0]["actor"]["username"], "john");
+}
+
+/// Found in the attacker's pass: groups change only by admins or explicit grants (renaming or
+/// deleting one changes what its members may do); copying into another queue needs the right
+/// to post there, and a queue's fan-out is bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_and_queue_fan_out_are_not_open_to_everyone() {
+    let f = Fixture::new().await;
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/groups"),
+        Some(&f.john),
+        Some(json!({"path": "johns"})),
+    )
+    .await;
+    assert_eq!(status, 200, "users may create groups");
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/groups"),
+        Some(&f.admin_token),
+        Some(json!({"path": "staff"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for (method, body) in [("PUT", Some(json!({"path": "renamed"}))), ("DELETE", None)] {
+        let (status, _) = rest(method, &f.app_url("/groups/staff"), Some(&f.john), body).await;
+        assert_eq!(status, 403, "{method}");
+    }
+    let (status, _) = rest(
+        "DELETE",
+        &format!("{}?ql=select%20*", f.app_url("/groups")),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = rest("GET", &f.app_url("/groups/staff"), Some(&f.john), None).await;
+    assert_eq!(status, 200, "the bulk delete took nothing");
+    // Queues: a narrowed role may post to its own queues only.
+    let perms = f.app_url("/roles/default/permissions");
+    rest(
+        "DELETE",
+        &format!("{perms}?permission=get,put,post,delete:/**"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    rest(
+        "POST",
+        &perms,
+        Some(&f.admin_token),
+        Some(json!({"permission": "get,put,post,delete:/queues/mine/**"})),
+    )
+    .await;
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/queues/secret"),
+        Some(&f.john),
+        Some(json!({"x": 1})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/queues/mine/a/subscribers/secret"),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "copying into a queue needs the right to post there"
+    );
+    for i in 0..100 {
+        let (status, _) = rest(
+            "POST",
+            &f.app_url(&format!("/queues/amp/subscribers/copy{i}")),
+            Some(&f.admin_token),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/queues/amp/subscribers/one-too-many"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let many: Vec<Value> = (0..100).map(|i| json!({"n": i})).collect();
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/queues/amp"),
+        Some(&f.admin_token),
+        Some(Value::Array(many)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("illegal_argument")),
+        "100 x 101 copies"
+    );
+}
+
+/// Found in the attacker's pass: every answer and every wait is bounded. A page ends at a
+/// byte budget (its cursor goes on from there); `order by` takes at most 8 keys; a request
+/// body that never finishes arriving is cut off; guests sign up one at a time; a name cannot
+/// hide invisible characters; failures count against the user however the login names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_and_waits_are_bounded() {
+    let _alone = MEASURING.lock().await;
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.request_timeout_secs = 2;
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let blob = "x".repeat(200 * 1024);
+    for i in 0..50 {
+        let (status, _) = rest(
+            "POST",
+            &f.app_url("/blobs"),
+            Some(&f.admin_token),
+            Some(json!({"name": format!("b{i}"), "blob": blob})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, body) = rest(
+        "GET",
+        &format!("{}?limit=50", f.app_url("/blobs")),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let n = body["entities"].as_array().map_or(0, Vec::len);
+    assert!((40..50).contains(&n), "a page of {n} entities of 200 KB");
+    assert!(body["cursor"].is_string(), "the rest is a page away");
+    let keys: Vec<String> = (0..9).map(|i| format!("f{i}")).collect();
+    let (status, error) = outcome(
+        "GET",
+        &format!(
+            "{}?ql=select%20*%20order%20by%20{}",
+            f.app_url("/blobs"),
+            keys.join(",")
+        ),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!((status, error), (400, json!("query_parse")));
+    // A body that never finishes.
+    let mut slow = TcpStream::connect(f.server.http).await.expect("connect");
+    let head = format!(
+        "POST /acme/shop/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nAuthorization: Bearer {}\r\n\r\n{{",
+        f.john
+    );
+    slow.write_all(head.as_bytes()).await.expect("send");
+    let mut answer = vec![0u8; 256];
+    let read = tokio::time::timeout(
+        Duration::from_secs(6),
+        tokio::io::AsyncReadExt::read(&mut slow, &mut answer),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        matches!(read, Ok(Ok(n)) if n > 0) && text.contains("408"),
+        "{text}"
+    );
+    // Sign-ups, one at a time for guests.
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/users"),
+        None,
+        Some(json!([{"username": "a1", "password": "p"}, {"username": "a2", "password": "p"}])),
+    )
+    .await;
+    assert_eq!(status, 400);
+    for name in ["bo\u{200b}b", "\u{feff}jane", "jo\u{2060}hn"] {
+        let (status, _) = rest(
+            "POST",
+            &f.app_url("/users"),
+            None,
+            Some(json!({"username": name, "password": "p"})),
+        )
+        .await;
+        assert_eq!(status, 400, "{name:?}");
+    }
+    // By username, then by email: one count.
+    for i in 0..5 {
+        let (status, _) = rest(
+            "POST",
+            &f.app_url("/token"),
+            None,
+            Some(
+                json!({"grant_type": "password", "username": "jane", "password": format!("x{i}")}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 400);
+    }
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/token"),
+        None,
+        Some(json!({"grant_type": "password", "username": "jane@acme.test", "password": "y"})),
+    )
+    .await;
+    assert_eq!(status, 429);
+}

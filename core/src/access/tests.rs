@@ -406,3 +406,34 @@ fn guests_have_no_me() {
     );
     assert!(is_uuid(JOHN));
 }
+
+#[test]
+fn groups_change_only_by_admins_or_explicit_grants() {
+    let g = grants(DEFAULT);
+    for m in [Method::Put, Method::Post, Method::Delete] {
+        for path in ["/groups/staff", &format!("/groups/{STAFF}"), "/group/STAFF"] {
+            let (d, _) = run(path, m, Some(me(JOHN)), &g);
+            assert!(
+                matches!(d, Decision::Deny(Denial::Group { .. })),
+                "{m:?} {path}: {d:?}"
+            );
+        }
+    }
+    assert_eq!(
+        run("/groups/newgroup", Method::Put, Some(me(JOHN)), &g).0,
+        Decision::Allow
+    );
+    assert_eq!(
+        run("/groups", Method::Post, Some(me(JOHN)), &g).0,
+        Decision::Allow
+    );
+    assert_eq!(
+        run("/groups/staff", Method::Get, Some(me(JOHN)), &g).0,
+        Decision::Allow
+    );
+    let keeper = grants(&["put,delete:/groups/staff"]);
+    assert_eq!(
+        run("/groups/staff", Method::Delete, Some(me(JOHN)), &keeper).0,
+        Decision::Allow
+    );
+}

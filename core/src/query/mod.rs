@@ -14,8 +14,10 @@ use std::fmt;
 
 /// Deepest nesting of parentheses and `not` a query may have, by default.
 pub const MAX_DEPTH: usize = 32;
-/// Most comparisons a query may have, by default.
+/// Most comparisons (and selected fields) a query may have, by default.
 pub const MAX_TERMS: usize = 128;
+/// Most `order by` keys a query may have, by default.
+pub const MAX_ORDER: usize = 8;
 
 /// How complex a query may be: it bounds the parser's recursion and the cost of matching one
 /// entity, whoever wrote the query.
@@ -23,8 +25,10 @@ pub const MAX_TERMS: usize = 128;
 pub struct QueryLimits {
     /// Deepest nesting of parentheses and `not`.
     pub max_depth: usize,
-    /// Most comparisons.
+    /// Most comparisons, and most selected fields.
     pub max_terms: usize,
+    /// Most `order by` keys.
+    pub max_order: usize,
 }
 
 impl Default for QueryLimits {
@@ -32,6 +36,7 @@ impl Default for QueryLimits {
         QueryLimits {
             max_depth: MAX_DEPTH,
             max_terms: MAX_TERMS,
+            max_order: MAX_ORDER,
         }
     }
 }
@@ -167,6 +172,9 @@ pub enum QueryErrorKind {
         /// What was there.
         found: String,
     },
+    /// More `order by` keys than the [`QueryLimits`] allow.
+    #[error("order by has more than {0} keys")]
+    TooManyOrderKeys(usize),
     /// Nesting deeper or more comparisons than the [`QueryLimits`] allow.
     #[error("query too complex (at most {max_depth} levels and {max_terms} comparisons)")]
     TooComplex {

@@ -43,6 +43,12 @@ pub(super) fn parse(src: &str, limits: QueryLimits) -> Result<Query, QueryError>
                 property,
                 descending,
             });
+            if query.order.len() > p.limits.max_order {
+                return Err(QueryError {
+                    position: p.offset(),
+                    kind: QueryErrorKind::TooManyOrderKeys(p.limits.max_order),
+                });
+            }
             if !p.eat(&Tok::Comma) {
                 break;
             }
@@ -153,6 +159,9 @@ impl Parser {
                 self.expect(Tok::Colon, "':'")?;
                 let from = self.ident("a property name")?;
                 pairs.push((to, from));
+                if pairs.len() > self.limits.max_terms {
+                    return Err(self.too_complex());
+                }
                 if !self.eat(&Tok::Comma) {
                     break;
                 }
@@ -163,6 +172,9 @@ impl Parser {
         let mut fields = vec![self.ident("'*', '{' or a property name")?];
         while self.eat(&Tok::Comma) {
             fields.push(self.ident("a property name")?);
+            if fields.len() > self.limits.max_terms {
+                return Err(self.too_complex());
+            }
         }
         Ok(Select::Fields(fields))
     }

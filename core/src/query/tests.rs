@@ -124,3 +124,26 @@ fn sorts_and_projects() {
     assert_eq!(q("select n, p").project(&v[0]), json!(["A", 3]));
     assert_eq!(q("select {name: n}").project(&v[0]), json!({"name": "A"}));
 }
+
+#[test]
+fn order_keys_and_selected_fields_are_bounded() {
+    let keys = |n: usize| {
+        (0..n)
+            .map(|i| format!("f{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    assert!(Query::parse(&format!("select * order by {}", keys(8))).is_ok());
+    let err = Query::parse(&format!("select * order by {}", keys(9))).unwrap_err();
+    assert!(
+        matches!(err.kind, QueryErrorKind::TooManyOrderKeys(8)),
+        "{err:?}"
+    );
+    assert!(Query::parse(&format!("select {}", keys(128))).is_ok());
+    assert!(Query::parse(&format!("select {}", keys(4000))).is_err());
+    let renames = (0..200)
+        .map(|i| format!("a{i}:b{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(Query::parse(&format!("select {{{renames}}}")).is_err());
+}

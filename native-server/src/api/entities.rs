@@ -1,7 +1,7 @@
 //! Collections, entities and relations: the generic part of the Usergrid API.
 
 use super::envelope::{Envelope, render_entity};
-use super::{Api, ApiError, Caller, now_ms};
+use super::{Api, ApiConfig, ApiError, Caller, now_ms};
 use crate::signal::Signal;
 use crate::store::{AppRecord, Direction, Entity, EntityKey, PageQuery};
 use base64::Engine as _;
@@ -10,15 +10,16 @@ use gridsocket_core::access::implied_target_collection;
 use gridsocket_core::inflector::{collection_name, singularize};
 use gridsocket_core::path::{RelationTarget, is_uuid};
 use gridsocket_core::query::Select;
-use gridsocket_core::{
-    ApiRequest, EntityRef, Method, Permission, Query, QueryLimits, Resource, ResourcePath,
-};
+use gridsocket_core::{ApiRequest, EntityRef, Method, Permission, Query, Resource, ResourcePath};
 use serde_json::{Map, Value};
 
 /// Default page size (Usergrid's `DEFAULT_LIMIT`).
 pub const DEFAULT_LIMIT: usize = 10;
 /// Largest page size (Usergrid's `MAX_LIMIT`); larger asks are cut to it.
 pub const MAX_LIMIT: usize = 1000;
+/// A page ends once its entities hold this many bytes of JSON (its cursor goes on from
+/// there): one answer stays bounded whatever `limit` and the entities' size.
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
 /// Longest entity name accepted.
 const MAX_NAME_LEN: usize = 256;
 
@@ -82,19 +83,22 @@ fn decode_cursor(cursor: &str) -> Result<usize, ApiError> {
         })
 }
 
-/// `limit`, `cursor` and `ql` of a read.
+/// `limit`, `cursor` and `ql` of a read, and when its query must be done.
 struct Paging {
     query: Option<Query>,
     limit: usize,
     offset: usize,
+    deadline: std::time::Instant,
 }
 
 impl Paging {
-    fn from_request(request: &ApiRequest, limits: QueryLimits) -> Result<Paging, ApiError> {
+    fn from_request(request: &ApiRequest, config: &ApiConfig) -> Result<Paging, ApiError> {
         let limit = match request.params.get("limit") {
             None | Some("") => DEFAULT_LIMIT,
             Some(s) => match s.parse::<i64>() {
                 Ok(n) if n >= 1 => (n as usize).min(MAX_LIMIT),
+                // Larger than any number: cut, as Usergrid cuts any limit over the maximum.
+                _ if s.bytes().all(|b| b.is_ascii_digit()) && s.len() > 18 => MAX_LIMIT,
                 _ => {
                     return Err(ApiError::IllegalArgument(format!(
                         "limit must be a whole number from 1 to {MAX_LIMIT}, got {s:?}"
@@ -109,12 +113,13 @@ impl Paging {
         let query = match request.params.get("ql") {
             None => None,
             Some(ql) if ql.trim().is_empty() => None,
-            Some(ql) => Some(Query::parse_with(ql, limits)?),
+            Some(ql) => Some(Query::parse_with(ql, config.query_limits)?),
         };
         Ok(Paging {
             query,
             limit,
             offset,
+            deadline: std::time::Instant::now() + config.query_timeout,
         })
     }
 
@@ -123,6 +128,8 @@ impl Paging {
             query: self.query.as_ref(),
             limit: self.limit,
             offset: self.offset,
+            deadline: Some(self.deadline),
+            max_bytes: Some(MAX_PAGE_BYTES),
         }
     }
 }
@@ -138,7 +145,17 @@ fn body_object(request: &ApiRequest) -> Result<Map<String, Value>, ApiError> {
 /// Characters no name may hold: they mean something in paths, URLs, queries or permission
 /// patterns (`*`, `?`), so a name made of them could be read as more than itself.
 fn forbidden_in_name(c: char) -> bool {
-    matches!(c, '*' | '/' | '\\' | '?' | '#' | ';') || c.is_whitespace() || c.is_control()
+    matches!(c, '*' | '/' | '\\' | '?' | '#' | ';')
+        || c.is_whitespace()
+        || c.is_control()
+        || invisible(c)
+}
+
+/// Characters that print as nothing (zero-width spaces and joiners, direction marks, the byte
+/// order mark): a name holding one looks like another name.
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 fn validate_name(collection: &str, prop: &str, value: &Value) -> Result<String, ApiError> {
@@ -225,7 +242,7 @@ impl Api {
                         .await
                 }
                 Method::Post => {
-                    self.post_collection(app, request, collection, env("post"))
+                    self.post_collection(app, caller, request, collection, env("post"))
                         .await
                 }
                 Method::Delete => {
@@ -247,11 +264,12 @@ impl Api {
                     }
                     Method::Put | Method::Post => {
                         let action = if method == Method::Put { "put" } else { "post" };
-                        self.update_entity(app, request, collection, &key, env(action))
+                        self.update_entity(app, caller, request, collection, &key, env(action))
                             .await
                     }
                     Method::Delete => {
                         let e = self.load(app, collection, &key).await?;
+                        self.may_change_owned(app, caller, &e).await?;
                         self.delete_one(app, &e).await?;
                         Ok(with_entities(
                             env("delete"),
@@ -311,7 +329,7 @@ impl Api {
         collection: &str,
         mut env: Envelope,
     ) -> Reply {
-        let paging = Paging::from_request(request, self.config.query_limits)?;
+        let paging = Paging::from_request(request, &self.config)?;
         let mut page = self
             .store
             .query(&app.uuid, collection, &paging.page_query())
@@ -347,6 +365,7 @@ impl Api {
     async fn post_collection(
         &self,
         app: &AppRecord,
+        caller: &Caller,
         request: &ApiRequest,
         collection: &str,
         env: Envelope,
@@ -375,8 +394,18 @@ impl Api {
             }
             None => return Err(ApiError::BadBody("POST needs a JSON body".into())),
         };
+        // Signing up is one user at a time, unless an admin imports many: each costs a
+        // password hash.
+        if collection == "users" && items.len() > 1 && !self.is_app_admin(app, caller) {
+            return Err(ApiError::IllegalArgument(
+                "only an application's admins may create more than one user at once".into(),
+            ));
+        }
         let mut created = Vec::with_capacity(items.len());
-        for props in items {
+        for mut props in items {
+            if collection == "activities" {
+                self.stamp_actor(app, caller, None, &mut props).await?;
+            }
             created.push(self.create_entity(app, collection, props).await?);
         }
         Ok(with_entities(env, created, &format!("/{collection}")))
@@ -459,6 +488,7 @@ impl Api {
     async fn update_entity(
         &self,
         app: &AppRecord,
+        caller: &Caller,
         request: &ApiRequest,
         collection: &str,
         key: &Key,
@@ -478,6 +508,9 @@ impl Api {
                     Err(ApiError::NotFound(_)) if request.method == Method::Put => {
                         let (name_prop, _) = name_property(collection);
                         props.insert(name_prop.into(), Value::String(n.clone()));
+                        if collection == "activities" {
+                            self.stamp_actor(app, caller, None, &mut props).await?;
+                        }
                         let e = self.create_entity(app, collection, props).await?;
                         return Ok(with_entities(env, vec![e], &format!("/{collection}")));
                     }
@@ -486,6 +519,18 @@ impl Api {
             }
             Key::Uuid(_) => self.load(app, collection, key).await?,
         };
+        self.may_change_owned(app, caller, &existing).await?;
+        // An activity's actor is who posted it: it never changes but by an admin.
+        if collection == "activities"
+            && !self.is_app_admin(app, caller)
+            && props
+                .get("actor")
+                .is_some_and(|a| Some(a) != existing.data.get("actor"))
+        {
+            return Err(ApiError::IllegalArgument(
+                "an activity's actor cannot be changed".into(),
+            ));
+        }
         let mut entity = existing;
         let before = (collection == "users").then(|| who_fields(&entity));
         let (name_prop, required) = name_property(collection);
@@ -551,7 +596,7 @@ impl Api {
         collection: &str,
         env: Envelope,
     ) -> Reply {
-        let mut paging = Paging::from_request(request, self.config.query_limits)?;
+        let mut paging = Paging::from_request(request, &self.config)?;
         paging.offset = 0;
         let page = self
             .store
@@ -559,9 +604,15 @@ impl Api {
             .await?;
         // Each entity as if deleted alone: a bulk delete removes nothing its caller could
         // not delete one by one.
-        let doomed = self
+        let mut doomed = Vec::new();
+        for e in self
             .permitted(app, caller, Method::Delete, page.entities)
-            .await;
+            .await
+        {
+            if self.may_change_owned(app, caller, &e).await.is_ok() {
+                doomed.push(e);
+            }
+        }
         for e in &doomed {
             self.delete_one(app, e).await?;
         }
@@ -612,7 +663,7 @@ impl Api {
             {
                 return match method {
                     Method::Get => {
-                        let mut paging = Paging::from_request(request, self.config.query_limits)?;
+                        let mut paging = Paging::from_request(request, &self.config)?;
                         // Feeds read newest first unless the query orders them.
                         let q = paging.query.get_or_insert_with(Query::default);
                         if q.order.is_empty() {
@@ -656,7 +707,7 @@ impl Api {
         let Some(target) = target else {
             return match method {
                 Method::Get => {
-                    let paging = Paging::from_request(request, self.config.query_limits)?;
+                    let paging = Paging::from_request(request, &self.config)?;
                     let mut page = self
                         .store
                         .related(
@@ -697,6 +748,26 @@ impl Api {
         let target_entity = self
             .load_target(app, caller, owner, relation, target)
             .await?;
+        // A relation shows and takes only what the caller may read on its own: linking an
+        // entity to oneself opens nothing.
+        if !self
+            .may(
+                app,
+                caller,
+                Method::Get,
+                &target_entity.collection,
+                &target_entity.uuid,
+                target_entity.name.as_deref(),
+            )
+            .await
+        {
+            let what = format!("/{}/{}", target_entity.collection, target.entity);
+            return Err(if caller.user_uuid().is_some() {
+                ApiError::Forbidden(format!("no permission to GET {what}"))
+            } else {
+                ApiError::Unauthorized(format!("guests may not GET {what}: send an access token"))
+            });
+        }
         let access_path = access_path
             .rsplit_once('/')
             .map(|(head, _)| head.to_owned())
@@ -767,52 +838,9 @@ impl Api {
             Some(Value::Object(m)) => m.clone(),
             _ => return Err(ApiError::BadBody("an activity is a JSON object".into())),
         };
-        // A user posts as themself: the actor's identity is theirs, whatever the body says
-        // (an admin may post for anyone, and by default posts as the feed's owner).
-        let (poster, forced) = match caller.user_uuid() {
-            Some(uuid) => (
-                self.store
-                    .entity(&app.uuid, Some("users"), EntityKey::Uuid(uuid))
-                    .await?,
-                true,
-            ),
-            None => ((owner.collection == "users").then(|| owner.clone()), false),
-        };
-        if let Some(user) = &poster {
-            let username = user.data.get("username").cloned().unwrap_or(Value::Null);
-            let display = user
-                .data
-                .get("name")
-                .cloned()
-                .unwrap_or_else(|| username.clone());
-            let actor = props
-                .entry("actor")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !actor.is_object() && forced {
-                *actor = Value::Object(Map::new());
-            }
-            if let Value::Object(a) = actor {
-                let mut identity = vec![
-                    ("uuid", Value::String(user.uuid.clone())),
-                    ("username", username),
-                ];
-                match user.data.get("email") {
-                    Some(email) => identity.push(("email", email.clone())),
-                    None if forced => {
-                        a.remove("email");
-                    }
-                    None => {}
-                }
-                for (k, v) in identity {
-                    if forced {
-                        a.insert(k.into(), v);
-                    } else {
-                        a.entry(k).or_insert(v);
-                    }
-                }
-                a.entry("displayName").or_insert(display);
-            }
-        }
+        let default_actor = (owner.collection == "users").then_some(owner);
+        self.stamp_actor(app, caller, default_actor, &mut props)
+            .await?;
         if !props.get("actor").is_some_and(Value::is_object) {
             return Err(ApiError::RequiredProperty("actor"));
         }
@@ -840,6 +868,106 @@ impl Api {
             .deliver_to_feeds(&app.uuid, &activity, &owners)
             .await?;
         Ok(activity)
+    }
+
+    /// Sets an activity's actor. A user posts as themself: the actor's identity (uuid,
+    /// username, email) is theirs, whatever the body says. An admin may name any actor, and by
+    /// default posts as `default` (the feed's owner).
+    async fn stamp_actor(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        default: Option<&Entity>,
+        props: &mut Map<String, Value>,
+    ) -> Result<(), ApiError> {
+        let (poster, forced) = match caller.user_uuid() {
+            Some(uuid) => (
+                self.store
+                    .entity(&app.uuid, Some("users"), EntityKey::Uuid(uuid))
+                    .await?,
+                true,
+            ),
+            None => (default.cloned(), false),
+        };
+        let Some(user) = &poster else {
+            return Ok(());
+        };
+        let username = user.data.get("username").cloned().unwrap_or(Value::Null);
+        let display = user
+            .data
+            .get("name")
+            .cloned()
+            .unwrap_or_else(|| username.clone());
+        let actor = props
+            .entry("actor")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !actor.is_object() && forced {
+            *actor = Value::Object(Map::new());
+        }
+        if let Value::Object(a) = actor {
+            let mut identity = vec![
+                ("uuid", Value::String(user.uuid.clone())),
+                ("username", username),
+            ];
+            match user.data.get("email") {
+                Some(email) => identity.push(("email", email.clone())),
+                None if forced => {
+                    a.remove("email");
+                }
+                None => {}
+            }
+            for (k, v) in identity {
+                if forced {
+                    a.insert(k.into(), v);
+                } else {
+                    a.entry(k).or_insert(v);
+                }
+            }
+            a.entry("displayName").or_insert(display);
+        }
+        Ok(())
+    }
+
+    /// Refuses a change to an entity that belongs to a user, by whatever path it is named,
+    /// unless the caller is that user or an admin: an activity belongs to its actor, a device
+    /// to the user it is registered to. Whatever the roles grant, nobody edits another's
+    /// activity or takes over another's device.
+    async fn may_change_owned(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        entity: &Entity,
+    ) -> Result<(), ApiError> {
+        if self.is_app_admin(app, caller) {
+            return Ok(());
+        }
+        let owners = match entity.collection.as_str() {
+            "activities" => entity
+                .data
+                .get("actor")
+                .and_then(|a| a.get("uuid"))
+                .and_then(Value::as_str)
+                .map(|u| vec![u.to_owned()])
+                .unwrap_or_default(),
+            "devices" => {
+                self.store
+                    .related_uuids(&app.uuid, &entity.uuid, "devices", Direction::Inbound)
+                    .await?
+            }
+            _ => return Ok(()),
+        };
+        let mine = caller
+            .user_uuid()
+            .is_some_and(|me| owners.iter().any(|o| o.eq_ignore_ascii_case(me)));
+        if owners.is_empty() || mine {
+            return Ok(());
+        }
+        let what = format!("/{}/{}", entity.collection, entity.uuid);
+        Err(if caller.user_uuid().is_some() {
+            ApiError::Forbidden(format!("{what} belongs to another user"))
+        } else {
+            ApiError::Unauthorized(format!("{what} belongs to a user: send their access token"))
+        })
     }
 
     async fn connect(
@@ -875,6 +1003,8 @@ impl Api {
                 query: None,
                 limit: MAX_LIMIT,
                 offset: 0,
+                deadline: None,
+                max_bytes: None,
             };
             let past = self
                 .store
@@ -909,7 +1039,13 @@ impl Api {
             .or_else(|| implied_target_collection(&owner.collection, relation).map(str::to_owned));
         let key = key_of(caller, &target.entity)?;
         match (collection, &key) {
-            (Some(c), _) => self.load(app, &c, &key).await,
+            (Some(c), _) => {
+                // Whether the caller may read it is asked before whether it exists, so that
+                // a refusal tells nothing about what is there.
+                let path = ResourcePath::from_segments(vec![c.clone(), key.text().to_owned()])?;
+                self.check_access(app, caller, Method::Get, &path).await?;
+                self.load(app, &c, &key).await
+            }
             (None, Key::Uuid(u)) => self
                 .store
                 .entity(&app.uuid, None, EntityKey::Uuid(u))
@@ -999,10 +1135,7 @@ impl Api {
                 .ok_or(ApiError::RequiredProperty("oldpassword"))?
                 .to_owned();
             // A wrong old password is a failed login: throttled like one.
-            let key = Some((
-                app.uuid.as_str(),
-                user.name.as_deref().unwrap_or(&user.uuid),
-            ));
+            let key = Some((app.uuid.as_str(), user.uuid.as_str()));
             self.login_allowed(caller.address(), key)?;
             let stored = self.store.user_secret(&app.uuid, &user.uuid).await?;
             if !self.verify_password(old, stored).await? {

@@ -114,6 +114,7 @@ impl ApiError {
             ApiError::TooManyAttempts { .. } => 429,
             ApiError::Store(StoreError::Duplicate(_)) => 400,
             ApiError::Store(StoreError::Full | StoreError::ReadOnly) => 507,
+            ApiError::Store(StoreError::Timeout) => 504,
             ApiError::Store(_) => 500,
         }
     }
@@ -146,6 +147,7 @@ impl ApiError {
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::Store(StoreError::Full) => "storage_full",
             ApiError::Store(StoreError::ReadOnly) => "storage_read_only",
+            ApiError::Store(StoreError::Timeout) => "query_timeout",
             ApiError::Store(_) => "internal_error",
         }
     }
@@ -167,6 +169,9 @@ impl ApiError {
             }
             ApiError::Store(StoreError::ReadOnly) => {
                 "the server's storage is read-only: nothing was written".into()
+            }
+            ApiError::Store(StoreError::Timeout) => {
+                "the query took longer than the server's query time limit: narrow it".into()
             }
             other => other.to_string(),
         }

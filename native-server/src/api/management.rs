@@ -330,12 +330,17 @@ impl Api {
             "password" => {
                 let username = args.require("username")?;
                 let password = args.require("password")?;
-                let key = Some((app.uuid.as_str(), username.as_str()));
-                self.login_allowed(peer, key)?;
-                // An unknown user costs what a wrong password does: the dummy hash is checked.
                 let user = self
                     .lookup_entity(app, Some("users"), &EntityRef::Name(username.clone()))
                     .await?;
+                // Failures count against the user, however the login names them (username or
+                // email), or against the name given when there is no such user.
+                let who = user
+                    .as_ref()
+                    .map_or_else(|| username.clone(), |u| u.uuid.clone());
+                let key = Some((app.uuid.as_str(), who.as_str()));
+                self.login_allowed(peer, key)?;
+                // An unknown user costs what a wrong password does: the dummy hash is checked.
                 let hash = match &user {
                     Some(u) => self.store.user_secret(&app.uuid, &u.uuid).await?,
                     None => None,

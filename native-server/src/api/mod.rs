@@ -65,6 +65,8 @@ pub struct ApiConfig {
     pub max_entity_bytes: usize,
     /// How complex a `ql` may be.
     pub query_limits: QueryLimits,
+    /// How long a query that filters or orders in memory may run.
+    pub query_timeout: Duration,
     /// Failed password logins allowed per username per minute (0: any).
     pub login_failures_per_user: u32,
     /// Failed logins allowed per client address per minute (0: any).
@@ -83,6 +85,7 @@ impl Default for ApiConfig {
             max_token_ttl: Duration::from_secs(7 * 24 * 3600),
             max_entity_bytes: 256 * 1024,
             query_limits: QueryLimits::default(),
+            query_timeout: Duration::from_secs(5),
             login_failures_per_user: 5,
             login_failures_per_ip: 20,
             max_password_checks: 4,
@@ -429,7 +432,9 @@ impl Api {
         self.check_access(app, caller, request.method, &path)
             .await?;
         let result = match &path.resource {
-            Resource::Queue { queue, part } => self.queue_call(app, request, queue, part).await,
+            Resource::Queue { queue, part } => {
+                self.queue_call(app, caller, request, queue, part).await
+            }
             _ => self
                 .dispatch(app, caller, request, &path)
                 .await

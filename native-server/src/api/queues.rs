@@ -3,11 +3,16 @@
 
 use super::entities::MAX_LIMIT;
 use super::management::{Body, Reply};
-use super::{Api, ApiError, now_ms};
+use super::{Api, ApiError, Caller, now_ms};
 use crate::store::{AppRecord, QueueRead};
 use gridsocket_core::path::QueuePart;
-use gridsocket_core::{ApiRequest, Method};
+use gridsocket_core::{ApiRequest, Method, ResourcePath};
 use serde_json::{Map, Value, json};
+
+/// Most subscriber queues one queue may have: each post is copied to every one.
+pub const MAX_SUBSCRIBERS: usize = 100;
+/// Most messages one post may write, copies to subscriber queues included.
+pub const MAX_COPIES: usize = 10_000;
 
 /// Longest transaction timeout a queue read may ask for, ms (a day): larger numbers would
 /// overflow the store's time arithmetic and mean "never" anyway.
@@ -33,6 +38,7 @@ impl Api {
     pub(super) async fn queue_call(
         &self,
         app: &AppRecord,
+        caller: &Caller,
         request: &ApiRequest,
         queue: &str,
         part: &QueuePart,
@@ -68,6 +74,14 @@ impl Api {
                         ));
                     }
                 };
+                let subscribers = self.store.queue_subscribers(&app.uuid, queue).await?;
+                let copies = messages.len() * (1 + subscribers.len());
+                if copies > MAX_COPIES {
+                    return Err(ApiError::IllegalArgument(format!(
+                        "this post would write {copies} messages with its {} subscriber queues; at most {MAX_COPIES}",
+                        subscribers.len()
+                    )));
+                }
                 let posted = self
                     .store
                     .queue_post(&app.uuid, queue, &messages, now_ms())
@@ -139,6 +153,16 @@ impl Api {
                     return Err(ApiError::IllegalArgument(
                         "a queue cannot subscribe to itself or to /".into(),
                     ));
+                }
+                // Copies go into the subscriber queue: that needs the right to post there.
+                let target = ResourcePath::parse(&format!("/queues{other}"))?;
+                self.check_access(app, caller, Method::Post, &target)
+                    .await?;
+                let now = self.store.queue_subscribers(&app.uuid, queue).await?;
+                if now.len() >= MAX_SUBSCRIBERS && !now.iter().any(|s| s == other) {
+                    return Err(ApiError::IllegalArgument(format!(
+                        "{queue} has {MAX_SUBSCRIBERS} subscriber queues, the most one queue may have"
+                    )));
                 }
                 self.store
                     .queue_subscribe(&app.uuid, queue, other, true)

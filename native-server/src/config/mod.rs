@@ -131,6 +131,9 @@ pub struct Settings {
     /// Most comparisons in a `ql`; more is 400 `query_parse`.
     #[arg(long, env = "GRIDSOCKET_MAX_QUERY_TERMS", default_value_t = 128)]
     pub max_query_terms: usize,
+    /// Seconds a query that filters or orders may run; longer is 504 `query_timeout`.
+    #[arg(long, env = "GRIDSOCKET_QUERY_TIMEOUT_SECS", default_value_t = 5)]
+    pub query_timeout_secs: u64,
     /// Most concurrent REST connections; more wait to be accepted.
     #[arg(long, env = "GRIDSOCKET_MAX_HTTP_CONNECTIONS", default_value_t = 4_096)]
     pub max_http_connections: usize,
@@ -241,6 +244,7 @@ impl Settings {
             max_entity_bytes: 256 * 1024,
             max_query_depth: 32,
             max_query_terms: 128,
+            query_timeout_secs: 5,
             max_http_connections: 4_096,
             max_http_connections_per_ip: 256,
             http_header_timeout_secs: 10,

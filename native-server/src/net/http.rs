@@ -308,10 +308,20 @@ async fn handle(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    let bytes = match Limited::new(req.into_body(), settings.max_frame_bytes)
-        .collect()
-        .await
-    {
+    // A body that never finishes arriving must not hold the connection: it has as long as
+    // a request has to run.
+    let collect = Limited::new(req.into_body(), settings.max_frame_bytes).collect();
+    let Ok(collected) = tokio::time::timeout(settings.request_timeout(), collect).await else {
+        return error(
+            408,
+            "request_timeout",
+            &format!(
+                "the body did not arrive within {} s",
+                settings.request_timeout_secs
+            ),
+        );
+    };
+    let bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             return error(

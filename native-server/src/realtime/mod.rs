@@ -64,9 +64,26 @@ fn event_entity_json(rec: &ChangeRecord) -> String {
     }
 }
 
+/// Settings of the realtime layer.
+#[derive(Clone, Copy, Debug)]
+pub struct RealtimeConfig {
+    /// Most bytes of events a resume replays; past them the reply says `"recovered": false`
+    /// and the client reloads (a replay is sent at once, and must fit a socket's backlog).
+    pub max_replay_bytes: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            max_replay_bytes: 2 << 20,
+        }
+    }
+}
+
 /// The realtime layer of a node: the hub of sockets and subscriptions, over the [`Api`].
 pub struct Realtime {
     api: Arc<Api>,
+    config: RealtimeConfig,
     hub: Hub,
     /// This layer, for the tasks it spawns.
     me: Weak<Realtime>,
@@ -74,9 +91,10 @@ pub struct Realtime {
 
 impl Realtime {
     /// The realtime layer over an API.
-    pub fn new(api: Arc<Api>) -> Arc<Realtime> {
+    pub fn new(api: Arc<Api>, config: RealtimeConfig) -> Arc<Realtime> {
         Arc::new_cyclic(|me| Realtime {
             api,
+            config,
             hub: Hub::default(),
             me: me.clone(),
         })
@@ -196,9 +214,10 @@ impl Realtime {
             let recovered = since <= batch.position
                 && since.saturating_add(1) >= batch.first_retained
                 && batch.changes.len() <= MAX_REPLAY;
-            body["recovered"] = Value::Bool(recovered);
+            let mut recovered = recovered;
+            let mut replay = Vec::new();
+            let mut bytes = 0usize;
             if recovered {
-                let mut replay = Vec::new();
                 for rec in batch.changes {
                     let view = ChangeView::new(rec);
                     let Some(kind) = target.event_for(&view.change()) else {
@@ -214,8 +233,18 @@ impl Realtime {
                         view.record.seq,
                         &event_entity_json(&view.record),
                     );
+                    bytes = bytes.saturating_add(frame.len());
+                    if bytes > self.config.max_replay_bytes {
+                        // More than a socket takes at once: the client reloads instead.
+                        recovered = false;
+                        replay = Vec::new();
+                        break;
+                    }
                     replay.push((view.record.seq, frame.into()));
                 }
+            }
+            body["recovered"] = Value::Bool(recovered);
+            if recovered {
                 (since, replay)
             } else {
                 (batch.position, Vec::new())

@@ -30,6 +30,10 @@ pub enum StoreError {
     /// The store is read-only (a read-only data dir or database): nothing was written.
     #[error("the store is read-only")]
     ReadOnly,
+    /// A query ran past its time limit (`--query-timeout-secs`): nothing was changed; a
+    /// narrower query may answer in time.
+    #[error("the query took longer than its time limit")]
+    Timeout,
     /// The backend failed; the request can be retried.
     #[error("storage failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -177,6 +181,11 @@ pub struct PageQuery<'a> {
     pub limit: usize,
     /// Entities to skip (decoded from the cursor).
     pub offset: usize,
+    /// When to give up on a query that filters or orders in memory ([`StoreError::Timeout`]).
+    pub deadline: Option<std::time::Instant>,
+    /// A page ends once its entities hold this many bytes of JSON (then `more` is set): one
+    /// request's answer stays bounded whatever the limit and the entities' size.
+    pub max_bytes: Option<usize>,
 }
 
 /// One page of entities.

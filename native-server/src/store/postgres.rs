@@ -7,7 +7,7 @@
 //! every node; a queue consumer's row serializes the reads of that consumer id, whichever
 //! node they come from, so no message goes to two readers of one consumer at once.
 
-use super::rows::{entity_change, kind_name, kind_of, page_of, queue_message};
+use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_message};
 use super::{
     AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
     Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult, TokenKind,
@@ -231,6 +231,36 @@ impl PostgresStore {
         let st = client.prepare_cached(sql).await.map_err(backend)?;
         let rows = client.query(&st, args).await.map_err(backend)?;
         rows.iter().map(to_entity).collect()
+    }
+
+    /// The rows' entities until they hold `max_bytes` of JSON, read as they stream in; true if
+    /// rows were left unread.
+    async fn entities_within(
+        &self,
+        sql: &str,
+        args: &[Param<'_>],
+        max_bytes: usize,
+    ) -> StoreResult<(Vec<Entity>, bool)> {
+        let client = self.client().await?;
+        let st = client.prepare_cached(sql).await.map_err(backend)?;
+        let rows = client
+            .query_raw(&st, args.iter().copied())
+            .await
+            .map_err(backend)?;
+        futures_util::pin_mut!(rows);
+        let (mut out, mut bytes) = (Vec::new(), 0usize);
+        while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows)
+            .await
+            .map_err(backend)?
+        {
+            if bytes >= max_bytes {
+                return Ok((out, true));
+            }
+            let data: &str = row.try_get(3).map_err(backend)?;
+            bytes = bytes.saturating_add(data.len());
+            out.push(to_entity(&row)?);
+        }
+        Ok((out, false))
     }
 }
 
@@ -733,14 +763,15 @@ impl Store for PostgresStore {
         if plain {
             // Keyed by uuid (time-ordered): the database does the paging.
             let (limit, offset) = ((page.limit + 1) as i64, page.offset as i64);
-            let mut entities = self
-                .entities(
+            let (mut entities, cut) = self
+                .entities_within(
                     "SELECT uuid, collection, name, data FROM entities
                      WHERE app = $1 AND collection = $2 ORDER BY uuid LIMIT $3 OFFSET $4",
                     &[&app, &collection, &limit, &offset],
+                    page.max_bytes.unwrap_or(usize::MAX),
                 )
                 .await?;
-            let more = entities.len() > page.limit;
+            let more = cut || entities.len() > page.limit;
             entities.truncate(page.limit);
             return Ok(Page { entities, more });
         }
@@ -751,7 +782,7 @@ impl Store for PostgresStore {
                 &[&app, &collection],
             )
             .await?;
-        Ok(page_of(rows, page))
+        page_apart(rows, page).await
     }
 
     async fn deliver_to_feeds(
@@ -1101,7 +1132,7 @@ impl Store for PostgresStore {
             }
         };
         let rows = self.entities(sql, &[&app, &owner, &relation]).await?;
-        Ok(page_of(rows, page))
+        page_apart(rows, page).await
     }
 
     async fn related_uuids(

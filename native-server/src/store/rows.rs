@@ -2,7 +2,7 @@
 //! for entity writes, queue message bodies, and paging with a `ql` filter and order applied in
 //! memory.
 
-use super::{ChangeRecord, Entity, Page, PageQuery};
+use super::{ChangeRecord, Entity, Page, PageQuery, StoreError, StoreResult};
 use gridsocket_core::subscription::ChangeKind;
 use serde_json::{Map, Value};
 
@@ -57,21 +57,38 @@ pub(super) fn entity_change(
     }
 }
 
-/// Applies the query's filter and order to rows, then cuts the page.
-pub(super) fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> Page {
+/// Applies the query's filter and order to rows, then cuts the page; gives up with
+/// [`StoreError::Timeout`] past the page's deadline. CPU-bound: callers run it on a blocking
+/// thread, never on the runtime's.
+pub(super) fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> StoreResult<Page> {
     let mut rows = rows;
+    let late = || page.deadline.is_some_and(|d| std::time::Instant::now() > d);
     if let Some(q) = page.query {
-        rows.retain(|e| q.matches(&Value::Object(e.data.clone())));
+        let mut kept = Vec::with_capacity(rows.len());
+        for (i, mut e) in rows.into_iter().enumerate() {
+            if i % 256 == 255 && late() {
+                return Err(StoreError::Timeout);
+            }
+            // Matched as a JSON value without copying the entity.
+            let value = Value::Object(std::mem::take(&mut e.data));
+            let keep = q.matches(&value);
+            if let Value::Object(data) = value {
+                e.data = data;
+            }
+            if keep {
+                kept.push(e);
+            }
+        }
+        rows = kept;
         if !q.order.is_empty() {
-            let mut values: Vec<(Value, Entity)> = rows
-                .into_iter()
-                .map(|e| (Value::Object(e.data.clone()), e))
-                .collect();
-            values.sort_by(|(a, _), (b, _)| {
+            if late() {
+                return Err(StoreError::Timeout);
+            }
+            rows.sort_by(|a, b| {
                 for key in &q.order {
                     let ord = gridsocket_core::query::compare_values(
-                        gridsocket_core::query::lookup(a, &key.property),
-                        gridsocket_core::query::lookup(b, &key.property),
+                        field(&a.data, &key.property),
+                        field(&b.data, &key.property),
                     );
                     let ord = if key.descending { ord.reverse() } else { ord };
                     if ord.is_ne() {
@@ -80,18 +97,85 @@ pub(super) fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> Page {
                 }
                 std::cmp::Ordering::Equal
             });
-            rows = values.into_iter().map(|(_, e)| e).collect();
         }
     }
     let total = rows.len();
+    let max_bytes = page.max_bytes.unwrap_or(usize::MAX);
+    let mut bytes = 0usize;
     let entities: Vec<Entity> = rows
         .into_iter()
         .skip(page.offset)
         .take(page.limit)
+        .take_while(|e| {
+            let fits = bytes < max_bytes;
+            bytes = bytes.saturating_add(json_len(&e.data));
+            fits
+        })
         .collect();
-    Page {
+    Ok(Page {
         more: page.offset.saturating_add(entities.len()) < total,
         entities,
+    })
+}
+
+/// How many bytes a JSON object takes, written compactly (without writing it).
+fn json_len(data: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, data);
+    count.0
+}
+
+/// [`page_of`] on a blocking thread when the query filters or orders (its cost grows with the
+/// rows, and the runtime's threads serve every socket); inline otherwise.
+pub(super) async fn page_apart(rows: Vec<Entity>, page: &PageQuery<'_>) -> StoreResult<Page> {
+    let Some(query) = page
+        .query
+        .filter(|q| q.filter.is_some() || !q.order.is_empty())
+    else {
+        return page_of(rows, page);
+    };
+    let (query, limit, offset, deadline, max_bytes) = (
+        query.clone(),
+        page.limit,
+        page.offset,
+        page.deadline,
+        page.max_bytes,
+    );
+    tokio::task::spawn_blocking(move || {
+        page_of(
+            rows,
+            &PageQuery {
+                query: Some(&query),
+                limit,
+                offset,
+                deadline,
+                max_bytes,
+            },
+        )
+    })
+    .await
+    .map_err(|e| StoreError::Backend(Box::new(e)))?
+}
+
+/// A property of an entity's data by dotted path (`address.city`), as the query language reads
+/// it.
+fn field<'a>(data: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let (first, rest) = path.split_once('.').unwrap_or((path, ""));
+    let value = data.get(first)?;
+    if rest.is_empty() {
+        Some(value)
+    } else {
+        gridsocket_core::query::lookup(value, rest)
     }
 }
 
@@ -109,4 +193,64 @@ pub(super) fn queue_message(props: Map<String, Value>, now: i64) -> (String, Map
         }
     }
     (uuid, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridsocket_core::Query;
+
+    fn entities(n: usize) -> Vec<Entity> {
+        (0..n)
+            .map(|i| {
+                let mut data = Map::new();
+                data.insert("k".into(), Value::from(i % 7));
+                data.insert("blob".into(), Value::from("x".repeat(100)));
+                Entity {
+                    uuid: format!("u{i:05}"),
+                    collection: "things".into(),
+                    name: None,
+                    data,
+                }
+            })
+            .collect()
+    }
+
+    fn page<'a>(query: &'a Query) -> PageQuery<'a> {
+        PageQuery {
+            query: Some(query),
+            limit: 10,
+            offset: 0,
+            deadline: None,
+            max_bytes: None,
+        }
+    }
+
+    #[test]
+    fn a_query_past_its_deadline_gives_up() {
+        let q = Query::parse("select * where k = 3 order by k desc").expect("ql");
+        let late = PageQuery {
+            deadline: Some(std::time::Instant::now() - std::time::Duration::from_millis(1)),
+            ..page(&q)
+        };
+        assert!(matches!(
+            page_of(entities(1000), &late),
+            Err(StoreError::Timeout)
+        ));
+        let on_time = page_of(entities(1000), &page(&q)).expect("page");
+        assert_eq!(on_time.entities.len(), 10);
+        assert!(on_time.more);
+    }
+
+    #[test]
+    fn a_page_ends_at_its_byte_budget() {
+        let q = Query::parse("select * order by k").expect("ql");
+        let small = PageQuery {
+            max_bytes: Some(500),
+            ..page(&q)
+        };
+        let cut = page_of(entities(50), &small).expect("page");
+        assert!(cut.entities.len() < 10 && !cut.entities.is_empty());
+        assert!(cut.more, "the rest is a page away");
+    }
 }

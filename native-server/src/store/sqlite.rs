@@ -1,7 +1,7 @@
 //! The embedded default store: one SQLite file in the data dir, WAL mode, `synchronous=FULL`
 //! so that an answered write survives `kill -9` and power loss.
 
-use super::rows::{entity_change, kind_name, kind_of, page_of, queue_message};
+use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_message};
 use super::sqlite_readers::{MAX_IDLE_READERS, ReaderPool};
 use super::sqlite_writer::Writer;
 use super::{
@@ -345,12 +345,26 @@ fn collect_entities(
     stmt: &mut rusqlite::Statement<'_>,
     params: impl rusqlite::Params,
 ) -> StoreResult<Vec<Entity>> {
+    Ok(collect_within(stmt, params, usize::MAX)?.0)
+}
+
+/// The rows' entities until they hold `max_bytes` of JSON; true if rows were left unread.
+fn collect_within(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    max_bytes: usize,
+) -> StoreResult<(Vec<Entity>, bool)> {
     let rows = stmt.query_map(params, entity_row).map_err(backend)?;
-    let mut out = Vec::new();
+    let (mut out, mut bytes) = (Vec::new(), 0usize);
     for row in rows {
-        out.push(to_entity(row.map_err(backend)?)?);
+        if bytes >= max_bytes {
+            return Ok((out, true));
+        }
+        let row = row.map_err(backend)?;
+        bytes = bytes.saturating_add(row.3.len());
+        out.push(to_entity(row)?);
     }
-    Ok(out)
+    Ok((out, false))
 }
 
 #[async_trait]
@@ -716,6 +730,7 @@ impl Store for SqliteStore {
         if plain {
             // Keyed by uuid (time-ordered): the database does the paging.
             let (limit, offset) = (page.limit, page.offset);
+            let max_bytes = page.max_bytes.unwrap_or(usize::MAX);
             return self
                 .scan(move |c| {
                     let mut stmt = c
@@ -724,11 +739,12 @@ impl Store for SqliteStore {
                              WHERE app = ?1 AND collection = ?2 ORDER BY uuid LIMIT ?3 OFFSET ?4",
                         )
                         .map_err(backend)?;
-                    let mut entities = collect_entities(
+                    let (mut entities, cut) = collect_within(
                         &mut stmt,
                         params![app, collection, (limit + 1) as i64, offset as i64],
+                        max_bytes,
                     )?;
-                    let more = entities.len() > limit;
+                    let more = cut || entities.len() > limit;
                     entities.truncate(limit);
                     Ok(Page { entities, more })
                 })
@@ -745,7 +761,7 @@ impl Store for SqliteStore {
                 collect_entities(&mut stmt, params![app, collection])
             })
             .await?;
-        Ok(page_of(rows, page))
+        page_apart(rows, page).await
     }
 
     async fn deliver_to_feeds(
@@ -1188,7 +1204,7 @@ impl Store for SqliteStore {
                 collect_entities(&mut stmt, args)
             })
             .await?;
-        Ok(page_of(rows, page))
+        page_apart(rows, page).await
     }
 
     async fn related_uuids(

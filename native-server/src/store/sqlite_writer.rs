@@ -104,6 +104,7 @@ fn copy(e: &StoreError) -> StoreError {
         StoreError::Duplicate(what) => StoreError::Duplicate(what.clone()),
         StoreError::Full => StoreError::Full,
         StoreError::ReadOnly => StoreError::ReadOnly,
+        StoreError::Timeout => StoreError::Timeout,
         StoreError::Backend(e) => StoreError::Backend(e.to_string().into()),
     }
 }
