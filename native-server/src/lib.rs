@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod bus;
 pub mod connection;
+pub mod dedup;
 pub mod demo;
 pub mod hub;
 pub mod metrics;

@@ -397,11 +397,17 @@ fn handle_event(
         tx
     };
     match event {
-        ServerEvent::Request { handle, request } => {
+        ServerEvent::Request {
+            handle,
+            request,
+            write_id,
+        } => {
             let read_only = request.is_read_only();
             let work = async move {
                 let started = std::time::Instant::now();
-                let resp = service.handle_app(&app, &caller, request, started).await;
+                let resp =
+                    crate::dedup::execute(&service, &app, &caller, request, write_id, started)
+                        .await;
                 service.metrics().observe_request(Via::Socket, started);
                 Done::Response(handle, resp)
             };
