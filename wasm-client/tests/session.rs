@@ -1,99 +1,131 @@
-//! The client in a real browser (headless Chromium, through wasm-bindgen-test) against the
-//! real server: the web-sys WebSocket path, promises, callbacks and errors.
-//!
-//! `scripts/test.sh` starts a demo server and passes its WebSocket URL and a user's token at
-//! compile time (`GRIDSOCKET_TEST_WS`, `GRIDSOCKET_TEST_TOKEN`); without them they fail and
-//! say so.
+//! The exported `Session` under a wasm runtime (Node by default, through wasm-bindgen-test):
+//! what crosses the boundary is what the package's JavaScript host expects. The host itself,
+//! sockets included, is tested against the real server by `tests/node` and `tests/bundlers`.
 #![cfg(target_arch = "wasm32")]
 
-use gridsocket_wasm::Client;
-use js_sys::{Function, Promise, Reflect};
-use wasm_bindgen::JsCast;
-use wasm_bindgen::convert::TryFromJsValue;
-use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
+use gridsocket_core::Instant;
+use gridsocket_wasm::Session;
+use serde_json::{Value, json};
+use std::time::Duration;
 use wasm_bindgen_test::*;
 
-wasm_bindgen_test_configure!(run_in_browser);
-
-const WS: Option<&str> = option_env!("GRIDSOCKET_TEST_WS");
-const TOKEN: Option<&str> = option_env!("GRIDSOCKET_TEST_TOKEN");
-
-fn get(v: &JsValue, key: &str) -> JsValue {
-    Reflect::get(v, &key.into()).unwrap_or(JsValue::UNDEFINED)
+fn events(s: &mut Session) -> Vec<Value> {
+    std::iter::from_fn(|| s.event())
+        .map(|e| serde_json::from_str(&e).expect("every event is JSON"))
+        .collect()
 }
 
-fn configured() -> &'static str {
+fn frames(s: &mut Session) -> Vec<Value> {
+    std::iter::from_fn(|| s.transmit())
+        .map(|f| serde_json::from_str(&f).expect("every frame is JSON"))
+        .collect()
+}
+
+#[wasm_bindgen_test]
+fn a_request_waits_for_the_greeting_and_its_answer_comes_back_raw() {
+    let mut s = Session::new(
+        "ws://h/org/app",
+        Some("t 1".into()),
+        0.0,
+        0.0,
+        &[1, 2, 3, 4],
+    );
+    let got = events(&mut s);
+    assert_eq!(got[0], json!({"t": "state", "state": "connecting"}));
+    assert_eq!(
+        got[1],
+        json!({"t": "connect", "url": "ws://h/org/app?access_token=t%201"})
+    );
+    let id = s.request(
+        "POST",
+        "/books",
+        None,
+        Some(r#"{"name":"dune"}"#.into()),
+        0.0,
+    );
     assert!(
-        WS.is_some(),
-        "run through scripts/test.sh: GRIDSOCKET_TEST_WS is not set"
+        frames(&mut s).is_empty(),
+        "queued until the socket is greeted"
     );
-    TOKEN.expect("run through scripts/test.sh: GRIDSOCKET_TEST_TOKEN is not set")
-}
-
-async fn connect(token: &str) -> Result<Client, JsValue> {
-    let options = js_sys::Object::new();
-    Reflect::set(&options, &"accessToken".into(), &token.into())?;
-    let value = JsFuture::from(Client::connect(
-        WS.unwrap_or_default(),
-        Some(options.unchecked_into()),
-    ))
-    .await?;
-    // The promise resolves to the client object wasm-bindgen created.
-    Client::try_from_js_value(value)
-}
-
-#[wasm_bindgen_test]
-async fn requests_and_errors_in_the_browser() {
-    let token = configured();
-    let client = connect(token).await.expect("connects");
-    assert_eq!(client.state(), "open");
-    let me = JsFuture::from(client.get("/users/me", JsValue::UNDEFINED))
-        .await
-        .expect("GET works");
-    let user = js_sys::Array::from(&get(&me, "entities")).get(0);
+    s.opened();
+    assert!(s.frame(
+        r#"{"id":null,"status":200,"body":{"connected":true,"user":"u1","expires_in":60}}"#
+    ));
+    assert_eq!(s.state(), "open");
+    let sent = frames(&mut s);
+    assert_eq!(sent[0]["id"], id);
+    assert_eq!(sent[0]["body"], json!({"name": "dune"}));
+    assert!(
+        sent[0]["write_id"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(".{id}"))
+    );
+    let reply = format!(r#"{{"id":{id},"status":200,"body":{{"entities":[{{"price":9.5}}]}}}}"#);
+    assert!(s.frame(&reply));
+    let got = events(&mut s);
+    assert_eq!(got[0], json!({"t": "state", "state": "open"}));
     assert_eq!(
-        get(&user, "username").as_string().as_deref(),
-        Some("johndoe")
+        got[1],
+        json!({"t": "response", "id": id, "status": 200, "body": {"entities": [{"price": 9.5}]}})
     );
-    let err = JsFuture::from(client.get("/books/nothing-here", JsValue::UNDEFINED))
-        .await
-        .expect_err("404");
-    assert!(err.is_instance_of::<js_sys::Error>());
-    assert_eq!(get(&err, "status").as_f64(), Some(404.0));
-    assert_eq!(
-        get(&err, "code").as_string().as_deref(),
-        Some("entity_not_found")
-    );
-    client.close();
+    // The token refresh is armed: a fifth of 60 s before expiry.
+    assert!((47_000.0..=48_000.0).contains(&s.wait()), "{}", s.wait());
 }
 
 #[wasm_bindgen_test]
-async fn subscriptions_deliver_events_in_the_browser() {
-    let token = configured();
-    let client = connect(token).await.expect("connects");
-    let mut resolve_first = None;
-    let first = Promise::new(&mut |resolve, _| resolve_first = Some(resolve));
-    let resolve_first = resolve_first.expect("executor ran");
-    let callback = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
-        let _ = resolve_first.call1(&JsValue::NULL, &e);
-    });
-    let cb: Function = callback.as_ref().clone().unchecked_into();
-    let sub = JsFuture::from(client.subscribe("/browsernotes", None, cb.unchecked_into()))
-        .await
-        .expect("subscribes");
-    let body = js_sys::JSON::parse(r#"{"text":"from the browser"}"#).expect("json");
-    JsFuture::from(client.post("/browsernotes", body))
-        .await
-        .expect("POST works");
-    let event = JsFuture::from(first).await.expect("an event");
-    assert_eq!(get(&event, "type").as_string().as_deref(), Some("create"));
+fn subscriptions_deliver_events_and_close_ends_everything() {
+    let mut s = Session::new("ws://h/org/app", None, 5000.0, 1000.0, &[9]);
+    events(&mut s);
+    assert!(s.frame(r#"{"id":null,"status":200,"body":{"connected":true,"user":null}}"#));
+    let sub = s.subscribe("/books", Some(r#"{"ql":"select *"}"#.into()), true, -1.0);
+    let sent = frames(&mut s);
     assert_eq!(
-        get(&get(&event, "entity"), "text").as_string().as_deref(),
-        Some("from the browser")
+        sent[0]["params"],
+        json!({"snapshot": true, "ql": "select *"})
     );
-    assert!(get(&event, "seq").as_f64().is_some());
-    let _ = sub;
-    drop(callback);
-    client.close();
+    let confirm = format!(
+        r#"{{"id":{},"status":200,"body":{{"subscription":"s1","seq":4,"snapshot":{{"count":0}}}}}}"#,
+        sent[0]["id"]
+    );
+    assert!(s.frame(&confirm));
+    assert!(s.frame(
+        r#"{"event":"create","subscription":"s1","path":"/books","seq":5,"entity":{"name":"a\"b"}}"#
+    ));
+    let got = events(&mut s);
+    assert!(got.contains(&json!({"t": "subscribed", "sub": sub, "seq": 4, "resumed": false, "snapshot": {"count": 0}})));
+    assert!(got.contains(
+        &json!({"t": "event", "sub": sub, "type": "create", "seq": 5, "entity": {"name": "a\"b"}})
+    ));
+    assert_eq!(s.last_seq(sub), 5.0);
+    assert!(!s.frame("not json"));
+    let pending = s.request("GET", "/slow", None, None, 0.0);
+    s.close();
+    let got = events(&mut s);
+    assert!(got.contains(&json!({"t": "failed", "id": pending, "code": "closed"})));
+    assert!(got.contains(&json!({"t": "ended", "sub": sub, "code": "closed"})));
+    assert!(got.contains(&json!({"t": "disconnect"})));
+    assert_eq!(s.state(), "closed");
+    assert!(s.wait() < 0.0);
+}
+
+#[wasm_bindgen_test]
+fn a_failed_attempt_reconnects_and_timeouts_say_how_long() {
+    let mut s = Session::new("ws://h/org/app", None, 0.0, 0.0, &[5, 6]);
+    events(&mut s);
+    assert!(s.frame(r#"{"id":null,"status":200,"body":{"connected":true}}"#));
+    s.closed(-1.0);
+    let got = events(&mut s);
+    assert!(got.contains(&json!({"t": "state", "state": "reconnecting"})));
+    let id = s.request("GET", "/a", None, None, 1.0);
+    assert!(s.wait() <= 250.0);
+    // A timeout of 1 ms has passed by the time the timer is checked again.
+    let until = Instant::now() + Duration::from_millis(5);
+    while Instant::now() < until {}
+    s.timeout();
+    let got = events(&mut s);
+    assert!(
+        got.contains(&json!({"t": "failed", "id": id, "code": "timeout", "ms": 1})),
+        "{got:?}"
+    );
 }

@@ -2,80 +2,83 @@
 //! without building JSON trees (bodies and entities stay raw text for the host to hand on).
 //!
 //! Kept apart from [`crate::wire`] (the server's decoder) because the browser client carries
-//! this code: it reads only the fields it acts on, and never serializes a `serde_json::Value`.
+//! this code: it reads only the fields it acts on, with [`super::json`], not `serde_json`.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
+use super::json::{as_bool, as_str, as_u64, get, members};
 use std::borrow::Cow;
 
-/// A frame from the server, as far as the client reads it.
-#[derive(Deserialize)]
+/// A frame from the server, as far as the client reads it. Raw values are JSON text.
 pub(crate) struct ServerFrame<'a> {
-    /// The request id a response answers; `null` for frames about the connection.
-    #[serde(default)]
+    /// The request id a response answers; `None` for frames about the connection.
     pub(crate) id: Option<u64>,
     /// The status of a response.
-    #[serde(default)]
     pub(crate) status: Option<u16>,
     /// The body of a response.
-    #[serde(default, borrow)]
-    pub(crate) body: Option<&'a RawValue>,
+    pub(crate) body: Option<&'a str>,
     /// The kind of an event (`create`, …, `revoked`).
-    #[serde(default, borrow)]
     pub(crate) event: Option<Cow<'a, str>>,
     /// The server's id of the subscription an event belongs to.
-    #[serde(default, borrow)]
     pub(crate) subscription: Option<Cow<'a, str>>,
     /// An event's log position.
-    #[serde(default)]
     pub(crate) seq: Option<u64>,
     /// An event's entity.
-    #[serde(default, borrow)]
-    pub(crate) entity: Option<&'a RawValue>,
+    pub(crate) entity: Option<&'a str>,
     /// Why a subscription was revoked.
-    #[serde(default, borrow)]
     pub(crate) reason: Option<Cow<'a, str>>,
 }
 
+impl<'a> ServerFrame<'a> {
+    /// Reads a frame; `None` if it is not a JSON object.
+    pub(crate) fn read(text: &'a str) -> Option<ServerFrame<'a>> {
+        let m = members(text)?;
+        Some(ServerFrame {
+            id: get(&m, "id").and_then(as_u64),
+            status: get(&m, "status")
+                .and_then(as_u64)
+                .map(|s| u16::try_from(s).unwrap_or(500)),
+            body: get(&m, "body"),
+            event: get(&m, "event").and_then(as_str),
+            subscription: get(&m, "subscription").and_then(as_str),
+            seq: get(&m, "seq").and_then(as_u64),
+            entity: get(&m, "entity"),
+            reason: get(&m, "reason").and_then(as_str),
+        })
+    }
+}
+
 /// The fields of a response body the client acts on (greeting, subscription, `AUTH`, errors).
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 pub(crate) struct BodyFields<'a> {
-    #[serde(default, borrow)]
     pub(crate) subscription: Option<Cow<'a, str>>,
-    #[serde(default)]
     pub(crate) seq: Option<u64>,
-    #[serde(default)]
     pub(crate) recovered: Option<bool>,
-    #[serde(default, borrow)]
-    pub(crate) snapshot: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    pub(crate) snapshot: Option<&'a str>,
     pub(crate) user: Option<Cow<'a, str>>,
-    #[serde(default)]
     pub(crate) expires_in: Option<u64>,
-    #[serde(default, borrow)]
     pub(crate) error: Option<Cow<'a, str>>,
 }
 
 impl<'a> BodyFields<'a> {
     /// Reads a body; one that is not an object reads as no fields.
-    pub(crate) fn of(body: Option<&'a RawValue>) -> BodyFields<'a> {
-        body.and_then(|b| serde_json::from_str(b.get()).ok())
-            .unwrap_or_default()
+    pub(crate) fn of(body: Option<&'a str>) -> BodyFields<'a> {
+        let Some(m) = body.and_then(members) else {
+            return BodyFields::default();
+        };
+        BodyFields {
+            subscription: get(&m, "subscription").and_then(as_str),
+            seq: get(&m, "seq").and_then(as_u64),
+            recovered: get(&m, "recovered").and_then(as_bool),
+            snapshot: get(&m, "snapshot"),
+            user: get(&m, "user").and_then(as_str),
+            expires_in: get(&m, "expires_in").and_then(as_u64),
+            error: get(&m, "error").and_then(as_str),
+        }
     }
 }
 
-/// Whether an entity carries a queue `transaction` (a delivery that may repeat).
-#[derive(Deserialize)]
-pub(crate) struct Delivery {
-    #[serde(default)]
-    transaction: Option<serde::de::IgnoredAny>,
-}
-
-impl Delivery {
-    /// True when `entity` is a queue message delivered in a transaction.
-    pub(crate) fn is_delivery(entity: &RawValue) -> bool {
-        serde_json::from_str::<Delivery>(entity.get()).is_ok_and(|d| d.transaction.is_some())
-    }
+/// True when `entity` is a queue message delivered in a transaction (a delivery may repeat).
+pub(crate) fn is_delivery(entity: &str) -> bool {
+    members(entity).is_some_and(|m| get(&m, "transaction").is_some_and(|t| t != "null"))
 }
 
 /// Appends `s` as a JSON string literal.
@@ -156,7 +159,7 @@ mod tests {
 
     #[test]
     fn reads_frames_without_trees() {
-        let f: ServerFrame<'_> = serde_json::from_str(
+        let f = ServerFrame::read(
             r#"{"id":3,"status":200,"body":{"subscription":"s1","seq":5,"snapshot":{"count":1},"extra":[1,{"x":2.5}]}}"#,
         )
         .unwrap();
@@ -164,16 +167,17 @@ mod tests {
         let b = BodyFields::of(f.body);
         assert_eq!(b.subscription.as_deref(), Some("s1"));
         assert_eq!(b.seq, Some(5));
-        assert_eq!(b.snapshot.map(RawValue::get), Some(r#"{"count":1}"#));
-        let e: ServerFrame<'_> = serde_json::from_str(
+        assert_eq!(b.snapshot, Some(r#"{"count":1}"#));
+        let e = ServerFrame::read(
             r#"{"event":"create","subscription":"s\u0031","path":"/a","seq":9,"entity":{"transaction":"t"}}"#,
         )
         .unwrap();
         assert_eq!(e.subscription.as_deref(), Some("s1"));
-        assert!(Delivery::is_delivery(e.entity.unwrap()));
-        let n: ServerFrame<'_> =
-            serde_json::from_str(r#"{"id":null,"status":401,"body":"text"}"#).unwrap();
+        assert!(is_delivery(e.entity.unwrap()));
+        assert!(!is_delivery(r#"{"transaction":null}"#));
+        let n = ServerFrame::read(r#"{"id":null,"status":401,"body":"text"}"#).unwrap();
         assert_eq!(n.id, None);
         assert_eq!(BodyFields::of(n.body).error, None);
+        assert!(ServerFrame::read("[1]").is_none());
     }
 }

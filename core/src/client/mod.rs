@@ -4,6 +4,7 @@
 
 mod backoff;
 mod frame;
+mod json;
 mod session;
 
 pub use backoff::Backoff;

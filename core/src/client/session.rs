@@ -2,7 +2,7 @@
 
 use super::backoff::Backoff;
 use super::frame::{
-    BodyFields, Delivery, ServerFrame, object_members, push_str, push_u64, start_frame,
+    BodyFields, ServerFrame, is_delivery, object_members, push_str, push_u64, start_frame,
 };
 use crate::time::Instant;
 use std::time::Duration;
@@ -664,8 +664,8 @@ impl ClientSession {
         if self.state == ConnectionState::Closed {
             return Ok(());
         }
-        let frame: ServerFrame<'_> =
-            serde_json::from_str(text).map_err(|e| ClientError::BadServerFrame(e.to_string()))?;
+        let frame = ServerFrame::read(text)
+            .ok_or_else(|| ClientError::BadServerFrame("not a JSON object".into()))?;
         if let Some(kind) = &frame.event {
             return self.handle_event(kind, &frame);
         }
@@ -674,7 +674,7 @@ impl ClientSession {
                 "neither an event nor a response".into(),
             ));
         };
-        let body = frame.body.map(|b| b.get()).unwrap_or("null");
+        let body = frame.body.unwrap_or("null");
         let found = frame
             .id
             .and_then(|id| self.pending.iter().position(|p| p.id == id));
@@ -823,13 +823,8 @@ impl ClientSession {
 
     /// A frame that answers no request of ours: the greeting, a refusal, or news about the
     /// connection (an expiring token).
-    fn connection_frame(
-        &mut self,
-        now: Instant,
-        status: u16,
-        body: Option<&serde_json::value::RawValue>,
-    ) {
-        let text = body.map(|b| b.get()).unwrap_or("null").to_owned();
+    fn connection_frame(&mut self, now: Instant, status: u16, body: Option<&str>) {
+        let text = body.unwrap_or("null").to_owned();
         let fields = BodyFields::of(body);
         if self.state != ConnectionState::Connecting {
             // News about an open connection.
@@ -960,10 +955,10 @@ impl ClientSession {
         let seq = frame
             .seq
             .ok_or_else(|| ClientError::BadServerFrame("an event without a seq".into()))?;
-        let entity = frame.entity.map(|e| e.get()).unwrap_or("null");
+        let entity = frame.entity.unwrap_or("null");
         let s = &mut self.subs[i];
         // Events come once and in order; a queue delivery may repeat a seq (a redelivery).
-        if !frame.entity.is_some_and(Delivery::is_delivery) {
+        if !frame.entity.is_some_and(is_delivery) {
             if s.last_seq.is_some_and(|last| seq <= last) {
                 return Ok(());
             }
@@ -978,7 +973,7 @@ impl ClientSession {
         Ok(())
     }
 
-    fn subscribed(&mut self, sub: SubId, status: u16, body: Option<&serde_json::value::RawValue>) {
+    fn subscribed(&mut self, sub: SubId, status: u16, body: Option<&str>) {
         let fields = BodyFields::of(body);
         let Some(i) = self.subs.iter().position(|s| s.id == sub) else {
             // Given up or unsubscribed meanwhile: end it on the server too.
@@ -992,7 +987,7 @@ impl ClientSession {
         };
         if status != 200 {
             self.subs.remove(i);
-            let body = body.map(|b| b.get()).unwrap_or("null").to_owned();
+            let body = body.unwrap_or("null").to_owned();
             self.events
                 .push_back(ClientEvent::SubscribeFailed { sub, status, body });
             return;
@@ -1010,7 +1005,7 @@ impl ClientSession {
         self.events.push_back(ClientEvent::Subscribed {
             sub,
             seq,
-            snapshot: fields.snapshot.map(|s| s.get().to_owned()),
+            snapshot: fields.snapshot.map(str::to_owned),
             resumed,
         });
         if lost {
