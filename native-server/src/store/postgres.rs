@@ -25,7 +25,8 @@ use tokio_postgres::{NoTls, Row};
 /// Schema migrations, applied in order at start, each once (recorded in
 /// `gridsocket_migrations`). Text columns compare byte-wise (`COLLATE "C"`), as SQLite's do;
 /// names that are unique regardless of case have unique indexes on `lower(name)`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE orgs(
     uuid TEXT COLLATE "C" PRIMARY KEY, name TEXT COLLATE "C" NOT NULL,
     client_id TEXT COLLATE "C" NOT NULL UNIQUE, client_secret TEXT NOT NULL,
@@ -87,13 +88,15 @@ CREATE TABLE queue_subs(
 CREATE TABLE permissions(
     app TEXT COLLATE "C" NOT NULL, owner TEXT COLLATE "C" NOT NULL,
     permission TEXT COLLATE "C" NOT NULL, PRIMARY KEY(app, owner, permission));
-"#, r#"
+"#,
+    r#"
 CREATE TABLE write_ids(
     app TEXT COLLATE "C" NOT NULL, write_id TEXT COLLATE "C" NOT NULL, owner TEXT NOT NULL,
     fingerprint TEXT NOT NULL, created BIGINT NOT NULL, status INTEGER, body TEXT,
     PRIMARY KEY(app, write_id));
 CREATE INDEX write_ids_created ON write_ids(created);
-"#];
+"#,
+];
 
 /// Any key; it names the lock that lets one node at a time migrate the schema.
 const MIGRATION_LOCK: i64 = 0x6772_6964_736f_636b;
