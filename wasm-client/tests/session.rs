@@ -42,7 +42,7 @@ fn a_request_waits_for_the_greeting_and_its_answer_comes_back_raw() {
         None,
         Some(r#"{"name":"dune"}"#.into()),
         0.0,
-    );
+    ) as u64;
     assert!(
         frames(&mut s).is_empty(),
         "queued until the socket is greeted"
@@ -78,7 +78,7 @@ fn subscriptions_deliver_events_and_close_ends_everything() {
     let mut s = Session::new("ws://h/org/app", None, 5000.0, 1000.0, &[9]);
     events(&mut s);
     assert!(s.frame(r#"{"id":null,"status":200,"body":{"connected":true,"user":null}}"#));
-    let sub = s.subscribe("/books", Some(r#"{"ql":"select *"}"#.into()), true, -1.0);
+    let sub = s.subscribe("/books", Some(r#"{"ql":"select *"}"#.into()), true, -1.0) as u64;
     let sent = frames(&mut s);
     assert_eq!(
         sent[0]["params"],
@@ -97,9 +97,9 @@ fn subscriptions_deliver_events_and_close_ends_everything() {
     assert!(got.contains(
         &json!({"t": "event", "sub": sub, "type": "create", "seq": 5, "entity": {"name": "a\"b"}})
     ));
-    assert_eq!(s.last_seq(sub), 5.0);
+    assert_eq!(s.last_seq(sub as f64), 5.0);
     assert!(!s.frame("not json"));
-    let pending = s.request("GET", "/slow", None, None, 0.0);
+    let pending = s.request("GET", "/slow", None, None, 0.0) as u64;
     s.close();
     let got = events(&mut s);
     assert!(got.contains(&json!({"t": "failed", "id": pending, "code": "closed"})));
@@ -117,7 +117,7 @@ fn a_failed_attempt_reconnects_and_timeouts_say_how_long() {
     s.closed(-1.0);
     let got = events(&mut s);
     assert!(got.contains(&json!({"t": "state", "state": "reconnecting"})));
-    let id = s.request("GET", "/a", None, None, 1.0);
+    let id = s.request("GET", "/a", None, None, 1.0) as u64;
     assert!(s.wait() <= 250.0);
     // A timeout of 1 ms has passed by the time the timer is checked again.
     let until = Instant::now() + Duration::from_millis(5);
