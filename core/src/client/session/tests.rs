@@ -848,8 +848,7 @@ fn unrecoverable_resumes_and_revocations_reach_the_app() {
     p.step();
     let got = p.take();
     assert!(
-        got.iter()
-            .any(|e| *e == ClientEvent::ResyncRequired { sub }),
+        got.contains(&ClientEvent::ResyncRequired { sub }),
         "{got:?}"
     );
     assert_eq!(p.client.last_seq(sub), Some(99));
