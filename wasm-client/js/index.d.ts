@@ -180,11 +180,11 @@ export interface ResyncEvent {
   path: string;
 }
 
-/** The subscription lost read access and ended. */
+/** The subscription lost read access and ended (also: its resume was refused). */
 export interface RevokedEvent {
   type: "revoked";
   path: string;
-  /** `forbidden`, `token_revoked`, … */
+  /** `forbidden`, `token_revoked`, …, or the error code of a refused resume. */
   reason: string;
 }
 

@@ -443,9 +443,11 @@ export class Client {
         this.#subs.delete(e.sub);
         const error = e.t === "refused" ? serverError(e.status, e.body) : clientError(e.code, e.ms);
         if (sub.confirm) return sub.confirm.reject(error);
-        sub.end?.(error);
-        if (e.t === "refused") this.#emit("error", error);
-        return;
+        if (e.t === "ended") return sub.end?.(error); // closed: iterators throw it
+        // A resume the server refused (access lost while away): the subscription is over.
+        call(sub.callback, { type: "revoked", path: sub.path, reason: error.code });
+        sub.end?.(null);
+        return this.#emit("error", error);
       }
       case "event":
         if (sub) call(sub.callback, { type: e.type, seq: e.seq, path: sub.path, entity: e.entity });
