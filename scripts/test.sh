@@ -8,9 +8,7 @@ root=$(pwd)
 
 step() { printf '\n==> %s\n' "$*"; }
 log=$(mktemp)
-server_pid=""
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
   rm -f "$log"
 }
 trap cleanup EXIT
@@ -31,13 +29,11 @@ cargo clippy -p gridsocket-core -p gridsocket-wasm --target wasm32-unknown-unkno
 step "build (the end-to-end tests run the gridsocket binary)"
 cargo build --workspace --bins
 
-step "JavaScript package (wasm-bindgen)"
-./scripts/build-wasm.sh
-
-step "TypeScript: the package's typings as an app uses them"
+step "JavaScript package (wasm-bindgen, wasm-opt; packed), installed into the JS test folders"
+./scripts/build-wasm.sh --pack
 (cd tests/node && npm ci --silent --no-audit --no-fund)
-tests/node/node_modules/.bin/tsc --noEmit --strict --target es2022 --lib esnext,dom \
-  --module nodenext --moduleResolution nodenext tests/node/typings.ts
+(cd tests/bundlers && npm ci --silent --no-audit --no-fund)
+tests/node/install-package.sh tests/node tests/bundlers
 
 status=0
 step "Rust tests (core, server, end to end)"
@@ -59,35 +55,17 @@ for target in frame_decoder path_parser query_parser; do
     grep -E '^(Done|==|SUMMARY|thread)' ) || { echo "fuzz target $target failed"; status=1; }
 done
 
-step "the JavaScript package under Node, against the real server"
+step "the packed JavaScript package under Node, against the real server (also its typings, and the demo in Chromium)"
 node_flags=""
 [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 22 ] && node_flags="--experimental-websocket"
 node $node_flags --test tests/node/ 2>&1 | tee -a "$log" || status=1
 
-step "the client in headless Chromium, against the real server"
-data=$(mktemp -d)
-out="$data/stdout"
-./target/debug/gridsocket serve --demo --http-addr 127.0.0.1:0 --ws-addr 127.0.0.1:0 --data-dir "$data" >"$out" 2>/dev/null &
-server_pid=$!
-for _ in $(seq 100); do grep -q 'WebSocket' "$out" 2>/dev/null && break; sleep 0.1; done
-http=$(awk '$1 == "REST" {print $2}' "$out")
-ws=$(awk '$1 == "WebSocket" {print $2}' "$out")
-token=$(curl -sf "$http/demo/chatapp/token" -H 'content-type: application/json' \
-  -d '{"grant_type":"password","username":"johndoe","password":"password"}' |
-  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).access_token))')
-webdriver_json="$data/webdriver.json"
-cat >"$webdriver_json" <<'JSON'
-{"goog:chromeOptions": {"args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"]}}
-JSON
-GRIDSOCKET_TEST_WS="$ws/demo/chatapp" GRIDSOCKET_TEST_TOKEN="$token" \
-  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-  WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=60 \
-  WASM_BINDGEN_TEST_WEBDRIVER_JSON="$webdriver_json" \
+step "the packed package built by Vite, esbuild and webpack, and with no bundler, in headless Chromium"
+node --test tests/bundlers/run.mjs 2>&1 | tee -a "$log" || status=1
+
+step "the wasm session's JavaScript boundary (wasm-bindgen-test, under Node)"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner WASM_BINDGEN_TEST_TIMEOUT=60 \
   cargo test -p gridsocket-wasm --target wasm32-unknown-unknown 2>&1 | tee -a "$log" || status=1
-kill "$server_pid" 2>/dev/null || true
-server_pid=""
-rm -rf "$data"
 
 passed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^passed/) s += $i } /^# pass / { s += $3 } END { print s + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) if ($(i+1) ~ /^failed/) s += $i } /^# fail / { s += $3 } END { print s + 0 }' "$log")

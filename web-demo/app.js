@@ -4,6 +4,9 @@ import { Client } from "./pkg/index.js";
 const $ = (id) => document.getElementById(id);
 const config = await (await fetch("config.json")).json();
 const api = `/${config.org}/${config.app}`;
+const SESSION = "gridsocket-demo";
+// Offline, a message waits this long for the connection before it counts as not sent.
+const SEND_TIMEOUT_MS = 5 * 60 * 1000;
 let client;
 
 async function token(username, password) {
@@ -17,17 +20,46 @@ async function token(username, password) {
   return body.access_token;
 }
 
-function show(list, activity, newestFirst = false) {
+function stamp(ms) {
+  const d = new Date(ms);
+  const today = new Date().toDateString() === d.toDateString();
+  return today
+    ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : d.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+}
+
+function item(who, text, when) {
   const li = document.createElement("li");
-  const who = activity.actor?.displayName ?? activity.actor?.username ?? "someone";
-  const when = new Date(activity.published ?? activity.created).toLocaleTimeString();
-  li.innerHTML = `<b></b> <time>${when}</time><p></p>`;
+  li.innerHTML = "<b></b> <time></time><p></p>";
   li.querySelector("b").textContent = who;
-  li.querySelector("p").textContent = activity.content ?? "";
+  li.querySelector("p").textContent = text;
+  const t = li.querySelector("time");
+  t.dateTime = new Date(when).toISOString();
+  t.textContent = stamp(when);
+  return li;
+}
+
+function render(activity) {
+  const who = activity.actor?.displayName ?? activity.actor?.username ?? "someone";
+  const li = item(who, activity.content ?? "", activity.published ?? activity.created);
   li.dataset.uuid = activity.uuid;
+  return li;
+}
+
+/** Adds an activity once (by uuid); `newestFirst` lists show the newest at the top. */
+function show(list, activity, newestFirst = false) {
   if (list.querySelector(`[data-uuid="${activity.uuid}"]`)) return;
-  newestFirst ? list.prepend(li) : list.append(li);
-  list.scrollTop = list.scrollHeight;
+  place(list, render(activity), newestFirst);
+}
+
+function place(list, li, newestFirst) {
+  if (newestFirst) {
+    list.prepend(li);
+    list.scrollTop = 0;
+  } else {
+    list.append(li);
+    list.scrollTop = list.scrollHeight;
+  }
 }
 
 function logFrame({ direction, text }) {
@@ -38,18 +70,20 @@ function logFrame({ direction, text }) {
   while ($("frames").children.length > 200) $("frames").lastChild.remove();
 }
 
-async function start(username, password) {
-  const accessToken = await token(username, password);
+function setState(s) {
+  $("state").dataset.state = s;
+  $("state").textContent = s;
+}
+
+async function start(username, accessToken) {
   client = await Client.connect(`${config.ws}${api}`, { accessToken });
-  const state = (s) => {
-    $("state").dataset.state = s;
-    $("state").textContent = s;
-  };
-  state(client.state);
-  client.on("state", state);
+  sessionStorage.setItem(SESSION, JSON.stringify({ username, accessToken }));
+  setState(client.state);
+  client.on("state", setState);
   client.on("frame", logFrame);
   $("login").hidden = true;
   $("app").hidden = false;
+  $("logout").hidden = false;
   $("me").textContent = `as ${username}`;
 
   // Snapshot and subscribe in one step: nothing is missed between loading and listening.
@@ -60,40 +94,89 @@ async function start(username, password) {
   const inbox = await client.subscribe("/users/me/feed", { snapshot: true, limit: 20 }, (e) => {
     if (e.type === "create") show($("inbox"), e.entity, true);
   });
-  (inbox.snapshot?.entities ?? []).forEach((a) => show($("inbox"), a));
+  [...(inbox.snapshot?.entities ?? [])].reverse().forEach((a) => show($("inbox"), a, true));
 
-  const people = await client.get("/users", { limit: 20 });
+  const [people, following] = await Promise.all([
+    client.get("/users", { limit: 20 }),
+    client.get("/users/me/following", { limit: 100 }),
+  ]);
+  const followed = new Set((following.entities ?? []).map((u) => u.username));
   for (const u of people.entities ?? []) {
     if (u.username === username) continue;
     const b = document.createElement("button");
+    b.type = "button";
     b.className = "follow";
-    b.textContent = `Follow ${u.username}`;
+    const render = () => {
+      const on = followed.has(u.username);
+      b.textContent = on ? `Following ${u.username}` : `Follow ${u.username}`;
+      b.setAttribute("aria-pressed", String(on));
+    };
+    render();
     b.onclick = async () => {
-      await client.post(`/users/me/following/users/${u.username}`, {});
-      b.textContent = `Following ${u.username}`;
       b.disabled = true;
+      const path = `/users/me/following/users/${u.username}`;
+      try {
+        if (followed.has(u.username)) {
+          await client.delete(path);
+          followed.delete(u.username);
+        } else {
+          await client.post(path, {});
+          followed.add(u.username);
+        }
+      } finally {
+        b.disabled = false;
+        render();
+      }
     };
     $("people").append(b);
   }
 }
 
-function composer(form, input, path) {
-  $(form).addEventListener("submit", async (e) => {
+/**
+ * A composer: the message shows at once as pending (it waits for the connection if it is
+ * down), becomes a normal message once the server has it, and is never dropped: if it cannot
+ * be sent it stays, marked, with a way to send it again.
+ */
+function composer(form, input, list, path, newestFirst) {
+  $(form).addEventListener("submit", (e) => {
     e.preventDefault();
     const content = $(input).value.trim();
-    if (!content) return;
+    if (!content || !client) return;
     $(input).value = "";
-    await client.post(path, { content, verb: "post" });
+    const li = item("me", content, Date.now());
+    const send = async () => {
+      li.className = "pending";
+      li.title = "sending…";
+      try {
+        const res = await client.post(path, { content, verb: "post" }, { timeoutMs: SEND_TIMEOUT_MS });
+        const activity = res.entities?.[0];
+        if (!activity || $(list).querySelector(`[data-uuid="${activity.uuid}"]`)) {
+          li.remove(); // the live event came first
+        } else {
+          li.replaceWith(render(activity));
+        }
+      } catch (err) {
+        li.className = "failed";
+        li.title = `not sent (${err.code}): click to send again`;
+        li.onclick = () => {
+          li.onclick = null;
+          send();
+        };
+      }
+    };
+    place($(list), li, newestFirst);
+    send();
   });
 }
-composer("room-form", "room-input", "/groups/lobby/activities");
-composer("followers-form", "followers-input", "/users/me/activities");
+composer("room-form", "room-input", "room", "/groups/lobby/activities", false);
+composer("followers-form", "followers-input", "inbox", "/users/me/activities", true);
 
 $("login-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("login-error").textContent = "";
   try {
-    await start($("username").value, $("password").value);
+    const username = $("username").value;
+    await start(username, await token(username, $("password").value));
   } catch (err) {
     $("login-error").textContent = err.message;
   }
@@ -112,6 +195,26 @@ $("signup").addEventListener("click", async () => {
     $("login-error").textContent = body.error_description;
     return;
   }
-  // New users join the lobby through the demo's admin-free path: the room is open to all.
-  await start(username, password).catch((err) => ($("login-error").textContent = err.message));
+  try {
+    await start(username, await token(username, password));
+  } catch (err) {
+    $("login-error").textContent = err.message;
+  }
 });
+
+$("logout").addEventListener("click", () => {
+  client?.close();
+  client = undefined;
+  sessionStorage.removeItem(SESSION);
+  for (const id of ["room", "inbox", "people", "frames"]) $(id).replaceChildren();
+  $("app").hidden = true;
+  $("logout").hidden = true;
+  $("login").hidden = false;
+  setState("closed");
+});
+
+// Still logged in from before a reload (this tab only).
+const saved = JSON.parse(sessionStorage.getItem(SESSION) ?? "null");
+if (saved) {
+  start(saved.username, saved.accessToken).catch(() => sessionStorage.removeItem(SESSION));
+}

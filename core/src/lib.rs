@@ -27,7 +27,7 @@
 //! // 1. Feed what the socket read, with the current time.
 //! session.handle_text(Instant::now(), r#"{"id":1,"method":"GET","path":"/users/me"}"#);
 //! // 2. Execute the requests it asks for, and hand each result back.
-//! while let Some(ServerEvent::Request { handle, request }) = session.poll_event() {
+//! while let Some(ServerEvent::Request { handle, .. }) = session.poll_event() {
 //!     let _ = session.complete(Instant::now(), handle, 200, r#"{"action":"get"}"#);
 //! }
 //! // 3. Write out every queued frame.
@@ -55,7 +55,8 @@ pub mod time;
 pub mod wire;
 
 pub use client::{
-    ClientConfig, ClientError, ClientEvent, ClientSession, ConnectionState, RequestId, SubId,
+    AuthReason, ClientConfig, ClientError, ClientEvent, ClientSession, ConnectionState, RequestId,
+    SubId,
 };
 pub use path::{ConnectPath, EntityRef, PathError, Resource, ResourcePath};
 pub use permission::Permission;

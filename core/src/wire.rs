@@ -224,7 +224,14 @@ pub struct RequestFrame {
     pub id: FrameId,
     /// What it asks for.
     pub command: Command,
+    /// The client's id for this write (`write_id`), the same on every resend of it: the server
+    /// applies a write once per application and write id, and answers a repeat with the first
+    /// answer (see `docs/PROTOCOL.md`, "Writes sent again"). `None` when the frame has none.
+    pub write_id: Option<String>,
 }
+
+/// Longest `write_id` a frame may carry, in bytes.
+pub const MAX_WRITE_ID_LEN: usize = 128;
 
 /// Every method a frame may carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -293,6 +300,9 @@ pub enum FrameError {
     /// A binary frame arrived; the protocol is JSON text only.
     #[error("binary frames are not supported: send JSON text frames")]
     Binary,
+    /// `write_id` is not a non-empty string of at most [`MAX_WRITE_ID_LEN`] bytes.
+    #[error("\"write_id\" must be a non-empty string of at most 128 bytes")]
+    BadWriteId,
 }
 
 /// A rejected frame: the error, and the frame's id if it could be read.
@@ -319,6 +329,8 @@ struct WellFormed {
     since: Option<u64>,
     #[serde(default)]
     subscription: Option<String>,
+    #[serde(default)]
+    write_id: Option<String>,
 }
 
 impl WellFormed {
@@ -372,10 +384,24 @@ impl WellFormed {
 
 /// Decodes one text frame into a request, or says precisely what is wrong with it.
 pub fn decode_request(text: &str) -> Result<RequestFrame, RejectedFrame> {
-    if let Ok(frame) = serde_json::from_str::<WellFormed>(text) {
+    if let Ok(mut frame) = serde_json::from_str::<WellFormed>(text) {
         let id = frame.id.clone();
+        let write_id = frame.write_id.take();
+        if write_id
+            .as_ref()
+            .is_some_and(|w| w.is_empty() || w.len() > MAX_WRITE_ID_LEN)
+        {
+            return Err(RejectedFrame {
+                id: Some(id),
+                error: FrameError::BadWriteId,
+            });
+        }
         return match frame.into_command() {
-            Ok(command) => Ok(RequestFrame { id, command }),
+            Ok(command) => Ok(RequestFrame {
+                id,
+                command,
+                write_id,
+            }),
             Err(error) => Err(RejectedFrame {
                 id: Some(id),
                 error,
@@ -433,6 +459,12 @@ pub fn decode_request(text: &str) -> Result<RequestFrame, RejectedFrame> {
         None | Some(Value::Null) | Some(Value::String(_))
     ) {
         return Err(reject(FrameError::BadUnsubscribe));
+    }
+    if !matches!(
+        obj.get("write_id"),
+        None | Some(Value::Null) | Some(Value::String(_))
+    ) {
+        return Err(reject(FrameError::BadWriteId));
     }
     // Every field checked above is fine, so serde's complaint was about something else.
     Err(reject(FrameError::NotJson("unexpected frame shape".into())))
@@ -543,6 +575,33 @@ mod tests {
         ] {
             assert_eq!(decode_request(frame).unwrap_err().error, error, "{frame}");
         }
+    }
+
+    #[test]
+    fn carries_a_write_id() {
+        let f = decode_request(r#"{"id":1,"method":"POST","path":"/a","body":{},"write_id":"w1"}"#)
+            .unwrap();
+        assert_eq!(f.write_id.as_deref(), Some("w1"));
+        let f = decode_request(r#"{"id":1,"method":"GET","path":"/a"}"#).unwrap();
+        assert_eq!(f.write_id, None);
+        for frame in [
+            r#"{"id":1,"method":"POST","path":"/a","write_id":""}"#,
+            r#"{"id":1,"method":"POST","path":"/a","write_id":7}"#,
+        ] {
+            assert_eq!(
+                decode_request(frame).unwrap_err().error,
+                FrameError::BadWriteId,
+                "{frame}"
+            );
+        }
+        let long = format!(
+            r#"{{"id":1,"method":"POST","path":"/a","write_id":"{}"}}"#,
+            "w".repeat(129)
+        );
+        assert_eq!(
+            decode_request(&long).unwrap_err().error,
+            FrameError::BadWriteId
+        );
     }
 
     #[test]

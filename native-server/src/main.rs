@@ -119,6 +119,9 @@ async fn serve(settings: Settings) -> ExitCode {
         println!("  WebSocket  {w}://{ws}");
     }
     if demo {
+        if role.serves_rest() {
+            println!("  Demo       {h}://{http}/demo/");
+        }
         println!();
         println!(
             "Demo organization {:?}, app {:?}; users {} (password {:?}).",

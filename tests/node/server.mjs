@@ -1,5 +1,5 @@
 // Starts the real `gridsocket` binary with the demo data on free loopback ports.
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
@@ -8,11 +8,16 @@ import { createInterface } from "node:readline";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-/** Starts a server; pass the `dir`, `httpAddr` and `wsAddr` of a stopped one to restart it. */
-export async function startServer({ dir, httpAddr = "127.0.0.1:0", wsAddr = "127.0.0.1:0" } = {}) {
+/**
+ * Starts a server; pass the `dir`, `httpAddr` and `wsAddr` of a stopped one to restart it, and
+ * `store` (a PostgreSQL URL) for a node of a shared store.
+ */
+export async function startServer({ dir, httpAddr = "127.0.0.1:0", wsAddr = "127.0.0.1:0", store } = {}) {
   dir ??= mkdtempSync(join(tmpdir(), "gridsocket-node-"));
   const bin = process.env.GRIDSOCKET_BIN ?? join(root, "target", "debug", "gridsocket");
-  const child = spawn(bin, ["serve", "--demo", "--http-addr", httpAddr, "--ws-addr", wsAddr, "--data-dir", dir], {
+  const args = ["serve", "--demo", "--http-addr", httpAddr, "--ws-addr", wsAddr, "--data-dir", dir];
+  if (store) args.push("--store", store);
+  const child = spawn(bin, args, {
     stdio: ["ignore", "pipe", "inherit"],
     cwd: root,
     env: { ...process.env, RUST_LOG: "warn" },
@@ -27,16 +32,17 @@ export async function startServer({ dir, httpAddr = "127.0.0.1:0", wsAddr = "127
     if (http && ws) break;
   }
   lines.on("line", () => {});
+  if (!http || !ws) throw new Error("the server did not start");
   return {
     dir,
     http,
     ws,
     app: `${ws}/demo/chatapp`,
-    async login(username, password = "password") {
+    async login(username, password = "password", extra = {}) {
       const res = await fetch(`${http}/demo/chatapp/token`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ grant_type: "password", username, password }),
+        body: JSON.stringify({ grant_type: "password", username, password, ...extra }),
       });
       const body = await res.json();
       if (!res.ok) throw new Error(`login failed: ${JSON.stringify(body)}`);
@@ -54,11 +60,45 @@ export async function startServer({ dir, httpAddr = "127.0.0.1:0", wsAddr = "127
     async restartable() {
       child.kill("SIGTERM");
       await exited;
-      return { dir, httpAddr: http.replace("http://", ""), wsAddr: ws.replace("ws://", "") };
+      return this.addresses();
+    },
+    /** Kills the process outright (no close frames) and keeps the data for a restart. */
+    async kill() {
+      child.kill("SIGKILL");
+      await exited;
+      return this.addresses();
+    },
+    addresses() {
+      return { dir, store, httpAddr: http.replace("http://", ""), wsAddr: ws.replace("ws://", "") };
     },
     stop() {
       child.kill("SIGTERM");
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A fresh schema in the local test PostgreSQL (127.0.0.1:5432, db `test`), as a store URL; null
+ * when there is no `psql` or no server (the caller skips, unless CI=true).
+ */
+export function postgresSchema() {
+  const schema = `gs_js_${process.pid}_${Date.now()}`;
+  const url = process.env.GRIDSOCKET_TEST_POSTGRES ?? "postgres://127.0.0.1:5432/test";
+  try {
+    execFileSync("psql", [url, "-qc", `CREATE SCHEMA ${schema}`], { stdio: "pipe" });
+  } catch (e) {
+    if (process.env.CI === "true") throw e;
+    return null;
+  }
+  return {
+    url: `${url}?options=-csearch_path%3D${schema}`,
+    drop() {
+      try {
+        execFileSync("psql", [url, "-qc", `DROP SCHEMA ${schema} CASCADE`], { stdio: "pipe" });
+      } catch {
+        // Left for the next cleanup.
+      }
     },
   };
 }

@@ -1,33 +1,101 @@
-// Compiled with `tsc --noEmit --strict`: the package's typings as an app uses them.
-import { Client, type ApiResponse, type SubscriptionEvent, type GridsocketError } from "../../wasm-client/pkg/index.js";
+// Compiled with `tsc --noEmit --strict` (typings.test.mjs): the packed package's typings as an
+// app uses them. Lines marked @ts-expect-error must stay errors: the typings are that strict.
+import WS from "ws";
+import {
+  Client,
+  GridsocketError,
+  Subscription,
+  type ApiResponse,
+  type ConnectionState,
+  type Entity,
+  type GridsocketErrorCode,
+  type SubscriptionEvent,
+} from "gridsocket";
 
-async function app(token: string): Promise<void> {
-  const client: Client = await Client.connect("ws://localhost:8088/demo/chatapp", { accessToken: token });
-  const me: ApiResponse = await client.get("/users/me", { limit: 1 });
-  const name: string | undefined = me.entities?.[0]?.username;
-  const created = await client.post("/books", { name: "dune" });
-  const uuid: string | undefined = created.entities?.[0]?.uuid;
-  await client.put(`/books/${uuid}`, { price: 9 });
-  await client.request({ method: "DELETE", path: "/books/dune" });
-  const sub = await client.subscribe("/books", { ql: "select * where price < 10", since: 3 }, (e: SubscriptionEvent) => {
-    if (e.type === "revoked") console.log(e.reason);
-    else if (e.type !== "resync") console.log(e.seq, e.entity.uuid);
+interface Book {
+  title: string;
+  price: number;
+}
+
+export async function app(token: string): Promise<void> {
+  const client: Client = await Client.connect("ws://localhost:8088/demo/chatapp", {
+    accessToken: token,
+    requestTimeoutMs: 10_000,
+    connectTimeoutMs: 5_000,
   });
+  // Node without a global WebSocket: the ws package.
+  const viaWs = await Client.connect("ws://localhost:8088/demo/chatapp", { WebSocket: WS });
+  viaWs.close();
+  const refreshing = await Client.connect("ws://localhost:8088/demo/chatapp", {
+    getToken: async ({ reason }) => (reason === "initial" ? token : `${token}-again`),
+  });
+  refreshing.close();
+
+  const state: ConnectionState = client.state;
+  await client.ready({ timeoutMs: 1000 });
+
+  // Generic entities.
+  const books: ApiResponse<Book> = await client.get<Book>("/books", { ql: "select * where price < 10", limit: 5 });
+  const first: Entity<Book> | undefined = books.entities?.[0];
+  const price: number | undefined = first?.price;
+  const uuid: string | undefined = first?.uuid;
+  await client.post<Book>("/books", { title: "Dune", price: 9 }, { timeoutMs: 500 });
+  await client.put(`/books/${uuid}`, { price: 10 });
+  await client.delete("/books/dune");
+  await client.request<Book>({ method: "DELETE", path: "/books/dune", timeoutMs: 100 });
+  const untyped = await client.get("/users/me");
+  const username = untyped.entities?.[0]?.username; // a JsonValue
+  // @ts-expect-error: a JsonValue is not a string without a check
+  const notChecked: string = untyped.entities?.[0]?.username;
+
+  // Subscriptions, typed events, every option the server takes.
+  const sub: Subscription<Book> = await client.subscribe<Book>(
+    "/books",
+    { ql: "select * where price < 10", since: 3, snapshot: true, limit: 20, cursor: "c" },
+    (e: SubscriptionEvent<Book>) => {
+      if (e.type === "revoked") console.log(e.reason);
+      else if (e.type === "resync") console.log("refetch", e.path);
+      else console.log(e.seq, e.entity.title.toUpperCase(), e.entity.modified);
+    },
+  );
   const last: number | undefined = sub.lastSeq;
+  const snapshotTitle: string | undefined = sub.snapshot?.entities?.[0]?.title;
   sub.unsubscribe();
-  for await (const e of client.events("/users/me/feed")) {
-    console.log(e.type);
+  await client.subscribe("/queues/jobs", { consumer: "workers", timeout: 5000 }, () => {});
+  await client.subscribe<Book>("/books", (e) => e.type === "create" && console.log(e.entity.price));
+  // @ts-expect-error: not an option of the server
+  await client.subscribe("/books", { qll: "typo" }, () => {});
+  for await (const e of client.events<Book>("/books", { ql: "select *" })) {
+    if (e.type === "create") console.log(e.entity.title);
     break;
   }
-  const off: () => void = client.on("state", (s) => console.log(s));
-  off();
-  client.setAccessToken("new");
+
+  // Listeners: one overload per event, typed payloads.
+  const offState: () => void = client.on("state", (s: ConnectionState) => console.log(s));
+  client.on("error", (e: GridsocketError) => console.log(e.code, e.status));
+  client.on("auth", ({ reason }) => console.log(reason === "expiring"));
+  client.on("frame", ({ direction, text }) => console.log(direction, text.length));
+  // @ts-expect-error: no such event
+  client.on("open", () => {});
+  offState();
+
+  // Tokens: a promise that rejects on refusal.
+  await client.setAccessToken("new").catch((e: unknown) => {
+    if (e instanceof GridsocketError && e.code === "forbidden") console.log("another user's token");
+  });
+
+  // Errors: a real class, a union of codes.
   try {
-    await client.delete("/books/none");
+    await client.get("/books/none");
   } catch (err) {
-    const e = err as GridsocketError;
-    console.log(e.status, e.code, name, last);
+    if (err instanceof GridsocketError) {
+      const code: GridsocketErrorCode = err.code;
+      const status: number = err.status;
+      console.log(code, status, err.body?.error_description, err.message);
+      // @ts-expect-error: not a code the package raises
+      if (err.code === "not_a_code") console.log();
+    }
   }
+  console.log(state, price, username, notChecked, last, snapshotTitle);
   client.close();
 }
-void app;

@@ -1,19 +1,411 @@
-export * from "./web/gridsocket.js";
-import type { SubscribeOptions, SubscriptionEvent } from "./web/gridsocket.js";
+// Typings of the gridsocket package. Written by hand, next to index.js, so that they can say
+// what the runtime does in TypeScript's terms (generics, overloads, unions); the tests compile
+// the README's snippets and an app against them with `tsc --strict`.
 
-declare module "./web/gridsocket.js" {
-  interface Client {
-    /**
-     * The events of a subscription as an async iterator; `break` (or `return()`) unsubscribes.
-     *
-     * @example
-     * ```ts
-     * for await (const event of client.events("/users/me/feed")) console.log(event.type);
-     * ```
-     */
-    events(path: string, options?: SubscribeOptions): AsyncIterableIterator<SubscriptionEvent>;
-  }
+/** Any JSON value. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** A JSON object: the default shape of an entity's own properties. */
+export type JsonObject = { [key: string]: JsonValue };
+
+/** What every entity carries besides its own properties. */
+export interface EntityMeta {
+  /** The entity's id. */
+  uuid: string;
+  /** Its type: the singular of its collection (`book` in `/books`). */
+  type: string;
+  /** Creation time, ms since the epoch. */
+  created: number;
+  /** Last change, ms since the epoch. */
+  modified: number;
+  /** Its unique name in the collection, if it has one (`username` for users). */
+  name?: string;
+  /** Where it lives, and the relations it has. */
+  metadata?: {
+    path: string;
+    collections?: Record<string, string>;
+    connections?: Record<string, string>;
+    connecting?: Record<string, string>;
+  };
 }
 
-/** Resolves once the WebAssembly module is loaded ({@link Client.connect} waits for it). */
-export function ready(): Promise<void>;
+/**
+ * An entity as the API returns it: your own properties `T` plus {@link EntityMeta}.
+ *
+ * @example
+ * ```ts
+ * interface Book { title: string; price: number }
+ * const res = await client.get<Book>("/books/dune");
+ * const price: number | undefined = res.entities?.[0]?.price;
+ * ```
+ */
+export type Entity<T extends object = JsonObject> = T & EntityMeta;
+
+/**
+ * A response body: Usergrid's envelope, byte for byte what REST returns for the same request.
+ * `T` types the entities' own properties.
+ */
+export interface ApiResponse<T extends object = JsonObject> {
+  action?: string;
+  application?: string;
+  applicationName?: string;
+  organization?: string;
+  params?: Record<string, string[]>;
+  path?: string;
+  uri?: string;
+  /** The entities read or written. */
+  entities?: Entity<T>[];
+  /** Rows of a `select a, b` query. */
+  list?: JsonValue[][];
+  /** Queue messages, counters and other non-entity answers. */
+  data?: JsonValue;
+  count?: number;
+  /** Pass back as `params.cursor` for the next page. */
+  cursor?: string;
+  timestamp?: number;
+  duration?: number;
+  /** `POST /token`: the new access token. */
+  access_token?: string;
+  /** `POST /token`: its lifetime in seconds. */
+  expires_in?: number;
+  /** `POST /token` with a password grant: the user. */
+  user?: Entity<JsonObject>;
+}
+
+/** Query parameters of a read: `ql`, `limit` (1–1000), `cursor`, and any other the API takes. */
+export interface QueryParams {
+  /** Usergrid query: `select * where price < 10 order by title`. */
+  ql?: string;
+  /** Page size, 1–1000 (default 10). */
+  limit?: number;
+  /** From the previous page's {@link ApiResponse.cursor}. */
+  cursor?: string;
+  [param: string]: string | number | boolean | (string | number | boolean)[] | undefined;
+}
+
+/** Options of one request. */
+export interface RequestOptions {
+  /**
+   * How long this request may take, including time spent waiting for the connection to come
+   * back, in ms; then it rejects with `timeout`. Default: the client's `requestTimeoutMs`.
+   */
+  timeoutMs?: number;
+}
+
+/** A request of any method, for {@link Client.request}. */
+export interface ApiRequest extends RequestOptions {
+  method: "GET" | "POST" | "PUT" | "DELETE" | "get" | "post" | "put" | "delete";
+  /** Relative to the application: `/users/me`. */
+  path: string;
+  params?: QueryParams;
+  body?: JsonValue | object;
+}
+
+/** Where the connection stands; see {@link Client.state}. */
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
+
+/** Why a token is asked for (the `auth` event, and `getToken`). */
+export type AuthReason = "expiring" | "expired" | "rejected";
+
+/** Why `getToken` is called: {@link AuthReason}, or `initial` at connect. */
+export type GetTokenReason = AuthReason | "initial";
+
+/** What the client needs of a WebSocket class: the platform's, or the `ws` package's. */
+export type WebSocketConstructor = abstract new (url: string) => {
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+};
+
+/** Options of {@link Client.connect}. */
+export interface ConnectOptions {
+  /** An access token (`POST /{org}/{app}/token`); omit both this and `getToken` for a guest. */
+  accessToken?: string;
+  /**
+   * Returns a fresh access token. Called at connect when there is no `accessToken`, before
+   * the current token expires (the server says when), and when the server refuses or expires
+   * it; the client then sends it in band (`AUTH`) or reconnects with it. Never switches the
+   * client to another user: a token of another user is refused.
+   */
+  getToken?: (info: { reason: GetTokenReason }) => string | Promise<string>;
+  /**
+   * How long a request may take in ms, including time spent waiting for the connection
+   * (default 30000). Also bounds a subscription's first confirmation, and `connect()` itself.
+   */
+  requestTimeoutMs?: number;
+  /** How long one connection attempt may take before it counts as failed, ms (default 10000). */
+  connectTimeoutMs?: number;
+  /**
+   * The WebSocket class to use (default: the global one). Pass the `ws` package's on a Node
+   * without a global WebSocket.
+   */
+  WebSocket?: WebSocketConstructor;
+}
+
+/** Options of {@link Client.subscribe} and {@link Client.events}: everything the server takes. */
+export interface SubscribeOptions {
+  /** Filter a collection with a Usergrid query: `select * where price < 10`. */
+  ql?: string;
+  /** Resume after this `seq` (from an earlier event or {@link Subscription.lastSeq}). */
+  since?: number;
+  /** Also return the current result page ({@link Subscription.snapshot}), taken at exactly the
+   * subscription's start. */
+  snapshot?: boolean;
+  /** Page size of the snapshot, 1–1000. */
+  limit?: number;
+  /** Page of the snapshot, from a previous page's cursor. */
+  cursor?: string;
+  /** Queue consumer id: each message goes to one subscriber of that id, in a transaction. */
+  consumer?: string;
+  /** Queue transaction timeout, ms (default 30000). */
+  timeout?: number;
+}
+
+/** The kinds of change an entity event reports. */
+export type EntityEventType = "create" | "update" | "delete" | "enter" | "leave";
+
+/** A change of an entity (or a queue message, or a feed item). */
+export interface EntityEvent<T extends object = JsonObject> {
+  type: EntityEventType;
+  /** Its position in the application's change log. */
+  seq: number;
+  /** The subscribed path. */
+  path: string;
+  /** The entity after the change (before it, for `delete`). */
+  entity: Entity<T>;
+}
+
+/** A resume could not replay everything missed: refetch (a GET, or `snapshot`). */
+export interface ResyncEvent {
+  type: "resync";
+  path: string;
+}
+
+/** The subscription lost read access and ended (also: its resume was refused). */
+export interface RevokedEvent {
+  type: "revoked";
+  path: string;
+  /** `forbidden`, `token_revoked`, …, or the error code of a refused resume. */
+  reason: string;
+}
+
+/** What a subscription callback receives. */
+export type SubscriptionEvent<T extends object = JsonObject> =
+  | EntityEvent<T>
+  | ResyncEvent
+  | RevokedEvent;
+
+/** A raw frame, for developer tools (the `frame` event). */
+export interface Frame {
+  direction: "in" | "out";
+  text: string;
+}
+
+/** Error codes the client raises itself (`status` 0). */
+export type ClientErrorCode =
+  | "timeout"
+  | "closed"
+  | "too_many_pending"
+  | "user_changed"
+  | "no_websocket"
+  | "invalid_argument"
+  | "get_token_failed"
+  | "bad_server_frame";
+
+/** Error codes of the server's answers: the Usergrid `error` of the body. */
+export type ServerErrorCode =
+  | "unauthorized"
+  | "auth_bad_access_token"
+  | "expired_token"
+  | "invalid_client"
+  | "forbidden"
+  | "organization_application_not_found"
+  | "entity_not_found"
+  | "service_resource_not_found"
+  | "illegal_argument"
+  | "query_parse"
+  | "json_parse"
+  | "required_property_not_found"
+  | "duplicate_unique_property_exists"
+  | "conflict"
+  | "invalid_grant"
+  | "unsupported_grant_type"
+  | "unsupported_service_operation"
+  | "entity_too_large"
+  | "storage_full"
+  | "storage_read_only"
+  | "internal_error"
+  | "invalid_frame"
+  | "rate_limited"
+  | "too_many_requests"
+  | "request_timeout"
+  | "too_many_subscriptions"
+  | "subscription_not_found"
+  | "too_many_connections"
+  | "too_many_connections_from_address"
+  | "write_id_conflict"
+  | "write_in_progress"
+  | "server_error";
+
+/** Every code a {@link GridsocketError} may have. */
+export type GridsocketErrorCode = ClientErrorCode | ServerErrorCode;
+
+/** A server's error body. */
+export interface ErrorBody {
+  error: string;
+  error_description?: string;
+  timestamp?: number;
+  duration?: number;
+}
+
+/**
+ * Every error the package raises or rejects with.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await client.get("/books/missing");
+ * } catch (e) {
+ *   if (e instanceof GridsocketError && e.code === "entity_not_found") console.log(e.status); // 404
+ * }
+ * ```
+ */
+export declare class GridsocketError extends Error {
+  constructor(code: GridsocketErrorCode, message: string, status?: number, body?: ErrorBody);
+  readonly name: "GridsocketError";
+  /** What went wrong: a server code (`entity_not_found`, …) or a client code (`timeout`, …). */
+  readonly code: GridsocketErrorCode;
+  /** The HTTP status of the server's answer; 0 for client errors. */
+  readonly status: number;
+  /** The server's error body, when there was one. */
+  readonly body: ErrorBody | undefined;
+}
+
+/** One subscription of a {@link Client}. */
+export declare class Subscription<T extends object = JsonObject> {
+  private constructor();
+  /** The subscribed path. */
+  readonly path: string;
+  /** The log position the subscription started after. */
+  readonly seq: number;
+  /** The `seq` of the last event delivered (to resume elsewhere with `since`). */
+  readonly lastSeq: number | undefined;
+  /** The result page at the start, when subscribed with `snapshot: true`. */
+  readonly snapshot: ApiResponse<T> | undefined;
+  /** Ends the subscription; the callback gets nothing more. */
+  unsubscribe(): void;
+}
+
+/**
+ * A gridsocket connection: the Usergrid API over one WebSocket, and subscriptions that survive
+ * reconnects. Requests made while the connection is down wait for it; writes are applied once
+ * even when they are sent again after a drop.
+ *
+ * @example
+ * ```ts
+ * const client = await Client.connect("ws://localhost:8088/demo/chatapp", { accessToken });
+ * const me = await client.get("/users/me");
+ * const sub = await client.subscribe("/users/me/feed", (e) => {
+ *   if (e.type === "create") console.log(e.entity.content);
+ * });
+ * ```
+ */
+export declare class Client {
+  private constructor();
+
+  /**
+   * Connects to `url` (`ws://host:8088/{org}/{app}`). Resolves once the server greets the
+   * socket; rejects with the server's refusal (`auth_bad_access_token`,
+   * `organization_application_not_found`, …), with `timeout` when no connection opens within
+   * `requestTimeoutMs`, and at once with `no_websocket` when there is no WebSocket to use.
+   * Later drops reconnect by themselves.
+   */
+  static connect(url: string, options?: ConnectOptions): Promise<Client>;
+
+  /** Where the connection stands. */
+  readonly state: ConnectionState;
+
+  /** `GET path`: an entity, a collection page (`params.ql`, `limit`, `cursor`), a feed. */
+  get<T extends object = JsonObject>(
+    path: string,
+    params?: QueryParams,
+    options?: RequestOptions,
+  ): Promise<ApiResponse<T>>;
+  /** `POST path`: create an entity (or several, with an array), a relation, a token. */
+  post<T extends object = JsonObject>(
+    path: string,
+    body?: JsonValue | object,
+    options?: RequestOptions,
+  ): Promise<ApiResponse<T>>;
+  /** `PUT path`: update (merge) an entity, or create it by name. */
+  put<T extends object = JsonObject>(
+    path: string,
+    body?: JsonValue | object,
+    options?: RequestOptions,
+  ): Promise<ApiResponse<T>>;
+  /** `DELETE path`. */
+  delete<T extends object = JsonObject>(
+    path: string,
+    options?: RequestOptions,
+  ): Promise<ApiResponse<T>>;
+  /** Any request. */
+  request<T extends object = JsonObject>(request: ApiRequest): Promise<ApiResponse<T>>;
+
+  /**
+   * Subscribes to an entity, a collection (optionally filtered by `ql`), a feed or a queue.
+   * Resolves to a {@link Subscription} once the server confirms. It survives reconnects: it
+   * resumes where it was and the callback sees every event once, in order (or a `resync`).
+   */
+  subscribe<T extends object = JsonObject>(
+    path: string,
+    callback: (event: SubscriptionEvent<T>) => void,
+  ): Promise<Subscription<T>>;
+  subscribe<T extends object = JsonObject>(
+    path: string,
+    options: SubscribeOptions,
+    callback: (event: SubscriptionEvent<T>) => void,
+  ): Promise<Subscription<T>>;
+
+  /**
+   * The events of a subscription as an async iterator; `break` unsubscribes. It ends after
+   * a `revoked` event, and throws `closed` when the client closes.
+   *
+   * @example
+   * ```ts
+   * for await (const e of client.events<{ content: string }>("/users/me/feed")) {
+   *   if (e.type === "create") console.log(e.entity.content);
+   * }
+   * ```
+   */
+  events<T extends object = JsonObject>(
+    path: string,
+    options?: SubscribeOptions,
+  ): AsyncIterableIterator<SubscriptionEvent<T>>;
+
+  /** Resolves when the connection is open (at once if it is); rejects with `closed`, or
+   * `timeout` after `timeoutMs`. */
+  ready(options?: { timeoutMs?: number }): Promise<void>;
+
+  /** Connection state changes. Returns a function that removes the listener. */
+  on(event: "state", listener: (state: ConnectionState) => void): () => void;
+  /** Errors about the connection rather than one request: a refused reconnect, a failed token
+   * refresh, a subscription the server ended. */
+  on(event: "error", listener: (error: GridsocketError) => void): () => void;
+  /** A token is needed (without `getToken`, call {@link Client.setAccessToken}). */
+  on(event: "auth", listener: (info: { reason: AuthReason }) => void): () => void;
+  /** Every raw frame, for developer tools. */
+  on(event: "frame", listener: (frame: Frame) => void): () => void;
+
+  /**
+   * Offers a new access token for the same user. Resolves once the server took it (in band
+   * with `AUTH`, or at the next reconnect); rejects with the server's refusal (`forbidden`
+   * for another user's token), `user_changed`, `timeout` or `closed`. A refused token is not
+   * used again.
+   */
+  setAccessToken(token: string): Promise<void>;
+
+  /** Closes for good: every pending request, `subscribe()` and `events()` ends with `closed`. */
+  close(): void;
+
+  /** Drops the socket as if the network failed (for tests of reconnect and resume). */
+  dropConnectionForTesting(): void;
+}

@@ -1,10 +1,14 @@
-//! The client side of the protocol: [`ClientSession`], driven by the browser host (and by any
-//! other host that wants reconnection and resume without writing them again).
+//! The client side of the protocol: [`ClientSession`], driven by the JavaScript package's host
+//! (and by any other host that wants reconnection, resume and offline requests without writing
+//! them again).
 
 mod backoff;
+mod frame;
+mod json;
 mod session;
 
 pub use backoff::Backoff;
 pub use session::{
-    ClientConfig, ClientError, ClientEvent, ClientSession, ConnectionState, RequestId, SubId,
+    AuthReason, ClientConfig, ClientError, ClientEvent, ClientSession, ConnectionState, RequestId,
+    SubId,
 };

@@ -1,20 +1,27 @@
 //! [`ClientSession`]: one client's protocol state across reconnects, sans IO.
 
 use super::backoff::Backoff;
+use super::frame::{
+    BodyFields, ServerFrame, is_delivery, object_members, push_str, push_u64, start_frame,
+};
 use crate::time::Instant;
-use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 /// Settings of a client session.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// How long a request may wait for its response before it fails with
-    /// [`ClientError::Timeout`].
+    /// How long a request may take, from the call to its answer, including any time spent
+    /// waiting for the connection to come back; then it fails with [`ClientError::Timeout`].
+    /// Also how long a subscription may wait for its first confirmation, and how long the
+    /// very first connection may take before the session gives up.
     pub request_timeout: Duration,
+    /// How long one connection attempt may take, from [`ClientEvent::Connect`] to the
+    /// server's greeting; then the attempt counts as failed and the next one is scheduled.
+    pub connect_timeout: Duration,
     /// Reconnect delays.
     pub backoff: Backoff,
-    /// Most requests waiting for a response; more fail with [`ClientError::TooManyPending`].
+    /// Most requests waiting for answers (in flight or queued); more fail with
+    /// [`ClientError::TooManyPending`].
     pub max_pending: usize,
 }
 
@@ -22,13 +29,15 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             max_pending: 1024,
         }
     }
 }
 
-/// Names a request of this client.
+/// Names a request of this client (also an [`set_access_token`](ClientSession::set_access_token)
+/// call, which is answered like one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(pub u64);
 
@@ -40,13 +49,13 @@ pub struct SubId(pub u64);
 /// Where the connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnectionState {
-    /// A socket is being opened.
+    /// A socket is being opened, and the server's greeting awaited.
     Connecting,
-    /// The socket is open.
+    /// The server greeted the socket.
     Open,
     /// The socket dropped; a new one opens after a backoff delay.
     Reconnecting,
-    /// Closed for good (by the app, or the app does not exist).
+    /// Closed for good (by the app, or the server refused the client for good).
     Closed,
 }
 
@@ -62,68 +71,93 @@ impl ConnectionState {
     }
 }
 
-/// Why a request failed without a response from the server.
+/// Why something failed without an answer from the server.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The socket dropped while the request was in flight; it may or may not have run. Retry
-    /// when the connection is open again (writes by name are idempotent with PUT).
-    #[error("the connection dropped before the response arrived")]
-    Disconnected,
-    /// No response within the request timeout.
-    #[error("no response within {0} ms")]
+    /// No answer within the timeout (in ms), whether the connection was up or not. A write
+    /// may or may not have been applied; sending it again with a new call applies it again.
+    #[error("no answer within the timeout")]
     Timeout(u64),
-    /// The socket is not open; wait for the `open` state.
-    #[error("not connected: wait until the connection is open")]
-    NotConnected,
-    /// The client was closed.
+    /// The client was closed; nothing more is sent or answered.
     #[error("the client is closed")]
     Closed,
-    /// Too many requests are waiting for responses.
-    #[error("too many requests waiting for responses")]
+    /// Too many requests are waiting for answers; wait for some.
+    #[error("too many requests waiting for answers")]
     TooManyPending,
+    /// The server greeted the socket as another user than the client's (a token of another
+    /// user): that socket was dropped. Open a new client for another user.
+    #[error("the token belongs to another user than the client's")]
+    UserChanged,
     /// The server sent something that is not a protocol frame (a server bug; the frame is
     /// ignored).
-    #[error("unreadable frame from the server: {0}")]
+    #[error("unreadable frame from the server")]
     BadServerFrame(String),
 }
 
 impl ClientError {
-    /// A short stable code for apps (`disconnected`, `timeout`, …).
+    /// A short stable code for apps (`timeout`, `closed`, …).
     pub fn code(&self) -> &'static str {
         match self {
-            ClientError::Disconnected => "disconnected",
             ClientError::Timeout(_) => "timeout",
-            ClientError::NotConnected => "not_connected",
             ClientError::Closed => "closed",
             ClientError::TooManyPending => "too_many_pending",
+            ClientError::UserChanged => "user_changed",
             ClientError::BadServerFrame(_) => "bad_server_frame",
         }
     }
 }
 
-/// What the host must do or tell the app.
+/// Why the session asks for a new access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthReason {
+    /// The token expires soon (the server said when, in `expires_in`).
+    Expiring,
+    /// The server said the token has expired; it closes the socket after a grace period
+    /// unless a new one comes.
+    Expired,
+    /// The server refused the token (a reconnect, or a request answered 401).
+    Rejected,
+}
+
+impl AuthReason {
+    /// The name apps see (`expiring`, `expired`, `rejected`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthReason::Expiring => "expiring",
+            AuthReason::Expired => "expired",
+            AuthReason::Rejected => "rejected",
+        }
+    }
+}
+
+/// What the host must do or tell the app. Bodies, snapshots and entities are JSON text, as
+/// the server sent them.
 #[derive(Clone, Debug, PartialEq)]
 #[must_use]
 pub enum ClientEvent {
-    /// Open a socket to this URL now; report [`ClientSession::handle_open`] or
-    /// [`ClientSession::handle_close`].
+    /// Open a socket to this URL now (dropping any other); report
+    /// [`ClientSession::handle_open`], [`ClientSession::handle_frame`] and
+    /// [`ClientSession::handle_close`] for it.
     Connect {
-        /// The URL, with the current access token.
+        /// The URL, with the access token.
         url: String,
     },
+    /// Close the current socket and report nothing more of it (an attempt that took too
+    /// long, a socket greeted as another user, [`ClientSession::close`]).
+    Disconnect,
     /// The connection state changed.
     StateChanged(ConnectionState),
-    /// A request's response.
+    /// A request's answer (any status), or an access token's (200 once the server took it).
     Response {
         /// Which request.
         id: RequestId,
         /// HTTP status.
         status: u16,
-        /// The REST body.
-        body: Value,
+        /// The REST body, JSON text.
+        body: String,
     },
-    /// A request failed without a response.
+    /// A request failed without an answer.
     RequestFailed {
         /// Which request.
         id: RequestId,
@@ -136,8 +170,8 @@ pub enum ClientEvent {
         sub: SubId,
         /// The log position it starts after.
         seq: u64,
-        /// The snapshot page, when asked for.
-        snapshot: Option<Value>,
+        /// The snapshot page (JSON text), when asked for.
+        snapshot: Option<String>,
         /// True when this confirmation resumed after a reconnect.
         resumed: bool,
     },
@@ -147,8 +181,16 @@ pub enum ClientEvent {
         sub: SubId,
         /// HTTP status.
         status: u16,
-        /// The error body.
-        body: Value,
+        /// The error body, JSON text.
+        body: String,
+    },
+    /// A subscription ended without the server: the client closed, or its first
+    /// confirmation did not come in time.
+    SubscriptionEnded {
+        /// Which subscription.
+        sub: SubId,
+        /// Why.
+        error: ClientError,
     },
     /// A change.
     Event {
@@ -158,8 +200,8 @@ pub enum ClientEvent {
         kind: String,
         /// Its log position.
         seq: u64,
-        /// The entity (or queue message).
-        entity: Value,
+        /// The entity (or queue message), JSON text.
+        entity: String,
     },
     /// A resume could not replay everything missed: the app must refetch (GET or snapshot).
     ResyncRequired {
@@ -173,45 +215,87 @@ pub enum ClientEvent {
         /// Why.
         reason: String,
     },
-    /// A frame about the connection rather than a request (a refused handshake, an expiring
-    /// token).
+    /// A frame about the connection rather than a request: a refused handshake, an expiring
+    /// token.
     ServerError {
         /// HTTP-style status.
         status: u16,
-        /// The Usergrid error body.
-        body: Value,
+        /// The Usergrid error body, JSON text.
+        body: String,
     },
-    /// The server said the token is missing, bad or expired: set a new one with
+    /// A new access token is needed: get one and pass it to
     /// [`ClientSession::set_access_token`].
-    AuthRequired,
+    AuthRequired {
+        /// Why.
+        reason: AuthReason,
+    },
+    /// The client gave up for good (it is closed now): the first connection did not open
+    /// within the request timeout, or the server greeted it as another user.
+    Failed {
+        /// Why.
+        error: ClientError,
+    },
 }
 
-enum PendingKind {
-    Request,
+enum Waiting {
+    /// A REST call: its frame goes out (again) on every greeted socket until answered.
+    Request { frame: String },
+    /// A `SUBSCRIBE` on the current socket.
     Subscribe(SubId),
-    Internal,
+    /// An `UNSUBSCRIBE` on the current socket; its answer changes nothing.
+    Unsubscribe,
+    /// An `AUTH` on the current socket.
+    Auth { token: String },
 }
 
 struct Pending {
+    id: u64,
+    /// When it fails with [`ClientError::Timeout`]; `None`: it waits as long as the socket.
+    deadline: Option<Instant>,
+    timeout_ms: u64,
+    waiting: Waiting,
+}
+
+/// A token set while no socket was open: tried by the next connection, which must be
+/// greeted as the same user.
+struct Proposal {
+    token: String,
+    ids: Vec<u64>,
     deadline: Instant,
-    kind: PendingKind,
+    timeout_ms: u64,
 }
 
 struct Sub {
+    id: SubId,
     path: String,
-    params: Option<Value>,
+    /// The `params` object's members (without braces), if any.
+    params: Option<String>,
+    snapshot: bool,
     server_id: Option<String>,
     last_seq: Option<u64>,
     confirmed_once: bool,
+    /// Until the first confirmation: when the subscription gives up.
+    confirm_deadline: Option<Instant>,
 }
 
-/// One client's protocol state: requests in flight, subscriptions with the last `seq` each
-/// saw, and the reconnect schedule.
+/// One client's protocol state: requests waiting for answers (sent, or queued while the
+/// connection is down), subscriptions with the last `seq` each saw, the user the client is,
+/// its token's expiry, and the reconnect schedule.
 ///
 /// Drive it like [`crate::ServerSession`]: feed what the socket does ([`handle_open`],
 /// [`handle_frame`], [`handle_close`]) and time ([`handle_timeout`]); after every call send
 /// each [`poll_transmit`] frame, act on each [`poll_event`], and arm one timer at
-/// [`poll_timeout`]. A [`ClientEvent::Connect`] asks the host to open a socket.
+/// [`poll_timeout`]. [`ClientEvent::Connect`] asks the host to open a socket,
+/// [`ClientEvent::Disconnect`] to drop it.
+///
+/// Guarantees the host can pass on to apps:
+/// - a request made while the connection is down waits for it, up to its timeout;
+/// - a request whose socket dropped before its answer is sent again on the next socket;
+///   writes carry a `write_id` that stays the same, so the server applies each write once;
+/// - subscriptions resume after a reconnect, each event delivered once and in order;
+/// - the client stays one user: a token for another user is refused
+///   ([`ClientError::UserChanged`]);
+/// - after [`close`](Self::close), everything waiting ends with [`ClientError::Closed`].
 ///
 /// [`handle_open`]: Self::handle_open
 /// [`handle_frame`]: Self::handle_frame
@@ -226,45 +310,72 @@ pub struct ClientSession {
     access_token: Option<String>,
     state: ConnectionState,
     random: u64,
+    /// The prefix of this session's write ids: random, from the host.
+    write_prefix: String,
     next_id: u64,
     next_sub: u64,
-    pending: BTreeMap<u64, Pending>,
-    subs: BTreeMap<SubId, Sub>,
-    by_server: HashMap<String, SubId>,
-    transmits: VecDeque<String>,
-    events: VecDeque<ClientEvent>,
+    /// In id order.
+    pending: Vec<Pending>,
+    subs: Vec<Sub>,
+    proposal: Option<Proposal>,
+    /// The connection attempt under way tries the proposed token.
+    trying_proposal: bool,
+    /// The user of the first greeting (`None` inside: a guest or a non-user principal).
+    user: Option<Option<String>>,
+    opened_once: bool,
+    /// A token problem was reported for the current attempt already.
+    auth_reported: bool,
+    transmits: std::collections::VecDeque<String>,
+    events: std::collections::VecDeque<ClientEvent>,
     reconnect_at: Option<Instant>,
+    connect_deadline: Option<Instant>,
+    first_open_deadline: Option<Instant>,
+    refresh_at: Option<Instant>,
     attempt: u32,
-    /// The socket is open and the server's greeting is awaited until then.
-    ready_deadline: Option<Instant>,
 }
 
 impl ClientSession {
-    /// A session that connects at once to `base_url` (`ws://host:8088/org/app`); `seed` feeds
-    /// the reconnect jitter (any value; hosts pass something random).
+    /// A session that connects at once to `base_url` (`ws://host:8088/org/app`). `seed` must
+    /// be random (the host's best): it names this session's writes, so that the server can
+    /// tell them from every other client's, and feeds the reconnect jitter.
     pub fn new(
-        _now: Instant,
+        now: Instant,
         config: ClientConfig,
         base_url: &str,
         access_token: Option<String>,
-        seed: u64,
+        seed: u128,
     ) -> ClientSession {
+        let mut write_prefix = String::with_capacity(27);
+        let mut x = seed;
+        for _ in 0..26 {
+            // 26 base-32 digits: all 128 bits.
+            write_prefix.push(b"0123456789abcdefghijklmnopqrstuv"[(x & 31) as usize] as char);
+            x >>= 5;
+        }
+        write_prefix.push('.');
         let mut s = ClientSession {
-            config,
             base_url: base_url.to_owned(),
             access_token,
             state: ConnectionState::Connecting,
-            random: seed | 1,
+            random: (seed as u64) | 1,
+            write_prefix,
             next_id: 1,
             next_sub: 1,
-            pending: BTreeMap::new(),
-            subs: BTreeMap::new(),
-            by_server: HashMap::new(),
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            pending: Vec::new(),
+            subs: Vec::new(),
+            proposal: None,
+            trying_proposal: false,
+            user: None,
+            opened_once: false,
+            auth_reported: false,
+            transmits: Default::default(),
+            events: Default::default(),
             reconnect_at: None,
+            connect_deadline: Some(now + config.connect_timeout),
+            first_open_deadline: Some(now + config.request_timeout),
+            refresh_at: None,
             attempt: 0,
-            ready_deadline: None,
+            config,
         };
         s.events
             .push_back(ClientEvent::StateChanged(ConnectionState::Connecting));
@@ -274,22 +385,23 @@ impl ClientSession {
         s
     }
 
-    /// The URL to open: the base URL with the current access token.
+    /// The URL to open: the base URL with the token to try (a newly set one first).
     pub fn connect_url(&self) -> String {
-        match &self.access_token {
-            None => self.base_url.clone(),
-            Some(t) => {
-                let sep = if self.base_url.contains('?') {
-                    '&'
-                } else {
-                    '?'
-                };
-                let token: String =
-                    percent_encoding::utf8_percent_encode(t, percent_encoding::NON_ALPHANUMERIC)
-                        .collect();
-                format!("{}{sep}access_token={token}", self.base_url)
-            }
-        }
+        let token = match &self.proposal {
+            Some(p) => Some(&p.token),
+            None => self.access_token.as_ref(),
+        };
+        let Some(t) = token else {
+            return self.base_url.clone();
+        };
+        let mut url = self.base_url.clone();
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str("access_token=");
+        url.extend(percent_encoding::utf8_percent_encode(
+            t,
+            percent_encoding::NON_ALPHANUMERIC,
+        ));
+        url
     }
 
     /// Where the connection stands.
@@ -297,34 +409,48 @@ impl ClientSession {
         self.state
     }
 
-    /// How many requests wait for a response.
+    /// How many requests wait for an answer (sent, or queued until the connection is back).
     pub fn pending_requests(&self) -> usize {
-        self.pending.len()
+        self.pending
+            .iter()
+            .filter(|p| matches!(p.waiting, Waiting::Request { .. }))
+            .count()
+    }
+
+    /// True once [`close`](Self::close)d, or given up.
+    pub fn is_closed(&self) -> bool {
+        self.state == ConnectionState::Closed
     }
 
     /// The last `seq` a subscription delivered.
     pub fn last_seq(&self, sub: SubId) -> Option<u64> {
-        self.subs.get(&sub).and_then(|s| s.last_seq)
+        self.subs
+            .iter()
+            .find(|s| s.id == sub)
+            .and_then(|s| s.last_seq)
     }
 
-    /// Sends a request. Its answer comes as [`ClientEvent::Response`] or
-    /// [`ClientEvent::RequestFailed`]; when the socket is not open it fails at once.
+    /// Sends a request (`params`: a JSON object's text, `body`: JSON text). Its answer comes as
+    /// [`ClientEvent::Response`], or [`ClientEvent::RequestFailed`] after `timeout` (default:
+    /// the config's) or [`close`](Self::close). While the connection is down the request
+    /// waits for it; if the socket drops before the answer, it is sent again on the next one,
+    /// and a write carries the same `write_id` each time, so the server applies it once.
     pub fn request(
         &mut self,
         now: Instant,
         method: &str,
         path: &str,
-        params: Option<Value>,
-        body: Option<Value>,
+        params: Option<&str>,
+        body: Option<&str>,
+        timeout: Option<Duration>,
     ) -> RequestId {
         let id = self.take_id();
-        let failure = match self.state {
-            ConnectionState::Open if self.pending.len() >= self.config.max_pending => {
-                Some(ClientError::TooManyPending)
-            }
-            ConnectionState::Open => None,
-            ConnectionState::Closed => Some(ClientError::Closed),
-            _ => Some(ClientError::NotConnected),
+        let failure = if self.state == ConnectionState::Closed {
+            Some(ClientError::Closed)
+        } else if self.pending_requests() >= self.config.max_pending {
+            Some(ClientError::TooManyPending)
+        } else {
+            None
         };
         if let Some(error) = failure {
             self.events.push_back(ClientEvent::RequestFailed {
@@ -333,39 +459,72 @@ impl ClientSession {
             });
             return RequestId(id);
         }
-        let mut frame = json!({"id": id, "method": method, "path": path});
-        if let Some(p) = params {
-            frame["params"] = p;
+        let mut frame = start_frame(id, method);
+        frame.push_str(",\"path\":");
+        push_str(&mut frame, path);
+        if let Some(p) = params.and_then(object_members) {
+            frame.push_str(",\"params\":{");
+            frame.push_str(p);
+            frame.push('}');
         }
         if let Some(b) = body {
-            frame["body"] = b;
+            frame.push_str(",\"body\":");
+            frame.push_str(b);
         }
-        self.send(now, id, frame, PendingKind::Request);
+        // Everything but a read is a write; a queue GET moves the consumer's position.
+        let write = method != "GET" || path.trim_start_matches('/').starts_with("queues");
+        if write {
+            frame.push_str(",\"write_id\":\"");
+            frame.push_str(&self.write_prefix);
+            push_u64(&mut frame, id);
+            frame.push('"');
+        }
+        frame.push('}');
+        let timeout = timeout.unwrap_or(self.config.request_timeout);
+        if self.state == ConnectionState::Open {
+            self.transmits.push_back(frame.clone());
+        }
+        self.pending.push(Pending {
+            id,
+            deadline: Some(now + timeout),
+            timeout_ms: timeout.as_millis() as u64,
+            waiting: Waiting::Request { frame },
+        });
         RequestId(id)
     }
 
-    /// Subscribes to a path (`params`: `ql`, `snapshot`, `consumer`, …; `since`: resume after
-    /// a known position). Kept across reconnects: each reconnect resumes it from the last
-    /// `seq` it delivered.
+    /// Subscribes to a path (`params`: a JSON object's text with `ql`, `consumer`, …;
+    /// `snapshot`: the first confirmation carries the current page; `since`: resume after a
+    /// known position). The subscription waits for the connection if it is down, up to the
+    /// request timeout for its first confirmation; then it lives until unsubscribed, revoked
+    /// or closed, resuming after every reconnect from the last `seq` it delivered.
     pub fn subscribe(
         &mut self,
         now: Instant,
         path: &str,
-        params: Option<Value>,
+        params: Option<&str>,
+        snapshot: bool,
         since: Option<u64>,
     ) -> SubId {
         let sub = SubId(self.next_sub);
         self.next_sub += 1;
-        self.subs.insert(
-            sub,
-            Sub {
-                path: path.to_owned(),
-                params,
-                server_id: None,
-                last_seq: since,
-                confirmed_once: false,
-            },
-        );
+        if self.state == ConnectionState::Closed {
+            self.events.push_back(ClientEvent::SubscriptionEnded {
+                sub,
+                error: ClientError::Closed,
+            });
+            return sub;
+        }
+        self.subs.push(Sub {
+            id: sub,
+            path: path.to_owned(),
+            params: params.and_then(object_members).map(str::to_owned),
+            snapshot,
+            server_id: None,
+            last_seq: since,
+            confirmed_once: false,
+            confirm_deadline: Some(now + self.config.request_timeout),
+        });
         if self.state == ConnectionState::Open {
             self.send_subscribe(now, sub);
         }
@@ -373,86 +532,125 @@ impl ClientSession {
     }
 
     /// Ends a subscription; no more events come from it.
-    pub fn unsubscribe(&mut self, now: Instant, sub: SubId) {
-        let Some(s) = self.subs.remove(&sub) else {
+    pub fn unsubscribe(&mut self, _now: Instant, sub: SubId) {
+        let Some(i) = self.subs.iter().position(|s| s.id == sub) else {
             return;
         };
+        let s = self.subs.remove(i);
         if let Some(server_id) = s.server_id {
-            self.by_server.remove(&server_id);
-            if self.state == ConnectionState::Open {
-                let id = self.take_id();
-                let frame = json!({"id": id, "method": "UNSUBSCRIBE", "subscription": server_id});
-                self.send(now, id, frame, PendingKind::Internal);
+            self.send_unsubscribe(&server_id);
+        }
+    }
+
+    /// Offers a new access token, answered like a request ([`ClientEvent::Response`] 200 once
+    /// the server took it, or its refusal; [`ClientError::Timeout`] or
+    /// [`ClientError::Closed`]). On an open socket it goes out at once with `AUTH`, which the
+    /// server takes only for the same user. Otherwise the next connection tries it and must be
+    /// greeted as the client's user, else that socket is dropped, the call fails with
+    /// [`ClientError::UserChanged`] and the old token goes on. Only a token the server took
+    /// is used for later reconnects.
+    pub fn set_access_token(&mut self, now: Instant, token: String) -> RequestId {
+        let id = self.take_id();
+        let timeout = self.config.request_timeout;
+        let timeout_ms = timeout.as_millis() as u64;
+        match self.state {
+            ConnectionState::Closed => self.events.push_back(ClientEvent::RequestFailed {
+                id: RequestId(id),
+                error: ClientError::Closed,
+            }),
+            ConnectionState::Open => {
+                let mut frame = start_frame(id, "AUTH");
+                frame.push_str(",\"body\":{\"access_token\":");
+                push_str(&mut frame, &token);
+                frame.push_str("}}");
+                self.transmits.push_back(frame);
+                self.pending.push(Pending {
+                    id,
+                    deadline: Some(now + timeout),
+                    timeout_ms,
+                    waiting: Waiting::Auth { token },
+                });
+            }
+            ConnectionState::Connecting | ConnectionState::Reconnecting => {
+                self.propose(token, vec![id], now + timeout, timeout_ms)
             }
         }
+        RequestId(id)
     }
 
-    /// Replaces the access token: sent with `AUTH` now if connected, and used by every
-    /// reconnect.
-    pub fn set_access_token(&mut self, now: Instant, token: Option<String>) {
-        self.access_token = token;
-        if self.state == ConnectionState::Open
-            && let Some(t) = self.access_token.clone()
-        {
-            let id = self.take_id();
-            let frame = json!({"id": id, "method": "AUTH", "body": {"access_token": t}});
-            self.send(now, id, frame, PendingKind::Internal);
-        }
-    }
-
-    /// Closes the client for good: requests in flight fail with [`ClientError::Closed`].
+    /// Closes the client for good: the socket is dropped ([`ClientEvent::Disconnect`]), every
+    /// request and token waiting fails with [`ClientError::Closed`], every subscription ends
+    /// ([`ClientEvent::SubscriptionEnded`]).
     pub fn close(&mut self, _now: Instant) {
         if self.state == ConnectionState::Closed {
             return;
         }
-        self.fail_pending(ClientError::Closed);
+        for p in std::mem::take(&mut self.pending) {
+            if matches!(p.waiting, Waiting::Request { .. } | Waiting::Auth { .. }) {
+                self.fail(p.id, ClientError::Closed);
+            }
+        }
+        if let Some(p) = self.proposal.take() {
+            for id in p.ids {
+                self.fail(id, ClientError::Closed);
+            }
+        }
+        for s in std::mem::take(&mut self.subs) {
+            self.events.push_back(ClientEvent::SubscriptionEnded {
+                sub: s.id,
+                error: ClientError::Closed,
+            });
+        }
         self.reconnect_at = None;
-        self.ready_deadline = None;
+        self.connect_deadline = None;
+        self.first_open_deadline = None;
+        self.refresh_at = None;
+        self.events.push_back(ClientEvent::Disconnect);
         self.set_state(ConnectionState::Closed);
     }
 
-    /// The socket opened. The connection counts as open once the server greets it (its
+    /// The socket opened. The connection counts as open only once the server greets it (its
     /// first frame, `{"id":null,"status":200,…}`); a refused one gets an error frame instead.
-    pub fn handle_open(&mut self, now: Instant) {
-        if self.state == ConnectionState::Closed {
-            return;
-        }
-        self.reconnect_at = None;
-        self.ready_deadline = Some(now + self.config.request_timeout);
-    }
+    /// Reporting this is optional: the greeting is what counts.
+    pub fn handle_open(&mut self, _now: Instant) {}
 
-    /// The server greeted the socket: every subscription is (re)sent, resuming from its last
-    /// `seq`.
-    fn handle_ready(&mut self, now: Instant) {
-        self.ready_deadline = None;
-        self.attempt = 0;
-        self.set_state(ConnectionState::Open);
-        let subs: Vec<SubId> = self.subs.keys().copied().collect();
-        for sub in subs {
-            self.send_subscribe(now, sub);
-        }
-    }
-
-    /// The socket closed or failed (`code` from the close frame, if any). Requests in flight
-    /// fail with [`ClientError::Disconnected`]; a reconnect is scheduled, except after 4404
-    /// (the application does not exist).
+    /// The socket closed, or failed to open (`code` from the close frame, if any). Requests
+    /// stay queued for the next socket; a reconnect is scheduled with backoff, except after
+    /// 4404 (the application does not exist), which closes the client.
     pub fn handle_close(&mut self, now: Instant, code: Option<u16>) {
-        if self.state == ConnectionState::Closed {
+        if matches!(
+            self.state,
+            ConnectionState::Closed | ConnectionState::Reconnecting
+        ) {
             return;
         }
-        self.ready_deadline = None;
-        self.fail_pending(ClientError::Disconnected);
-        self.by_server.clear();
-        for s in self.subs.values_mut() {
+        self.connect_deadline = None;
+        let mut kept = Vec::with_capacity(self.pending.len());
+        for p in std::mem::take(&mut self.pending) {
+            match p.waiting {
+                Waiting::Request { .. } => kept.push(p),
+                // Subscriptions are sent again on the next socket; an unsubscribe is moot.
+                Waiting::Subscribe(_) | Waiting::Unsubscribe => {}
+                // Not taken yet: the next connection tries it.
+                Waiting::Auth { token } => {
+                    self.propose(token, vec![p.id], p.deadline.unwrap_or(now), p.timeout_ms)
+                }
+            }
+        }
+        self.pending = kept;
+        for s in &mut self.subs {
             s.server_id = None;
         }
         if code == Some(crate::close_code::NOT_FOUND) {
-            self.set_state(ConnectionState::Closed);
+            self.close(now);
             return;
         }
-        if code == Some(crate::close_code::UNAUTHORIZED) {
-            self.events.push_back(ClientEvent::AuthRequired);
+        if code == Some(crate::close_code::UNAUTHORIZED) && !self.auth_reported {
+            self.events.push_back(ClientEvent::AuthRequired {
+                reason: AuthReason::Rejected,
+            });
         }
+        self.auth_reported = false;
         let random = self.next_random();
         let delay = self.config.backoff.delay(self.attempt, random);
         self.attempt = self.attempt.saturating_add(1);
@@ -460,100 +658,122 @@ impl ClientSession {
         self.set_state(ConnectionState::Reconnecting);
     }
 
-    /// A text frame from the server.
+    /// A text frame from the server. A frame the client cannot read is reported as
+    /// [`ClientError::BadServerFrame`] and otherwise ignored.
     pub fn handle_frame(&mut self, now: Instant, text: &str) -> Result<(), ClientError> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|e| ClientError::BadServerFrame(e.to_string()))?;
-        let Value::Object(mut obj) = value else {
-            return Err(ClientError::BadServerFrame("not a JSON object".into()));
-        };
-        if let Some(kind) = obj.get("event").and_then(Value::as_str).map(str::to_owned) {
-            return self.handle_event(kind, obj);
+        if self.state == ConnectionState::Closed {
+            return Ok(());
         }
-        let Some(status) = obj.get("status").and_then(Value::as_u64) else {
+        let frame = ServerFrame::read(text)
+            .ok_or_else(|| ClientError::BadServerFrame("not a JSON object".into()))?;
+        if let Some(kind) = &frame.event {
+            return self.handle_event(kind, &frame);
+        }
+        let Some(status) = frame.status else {
             return Err(ClientError::BadServerFrame(
                 "neither an event nor a response".into(),
             ));
         };
-        let status = u16::try_from(status).unwrap_or(500);
-        let body = obj.remove("body").unwrap_or(Value::Null);
-        let id = match obj.get("id") {
-            Some(Value::Number(n)) => n.as_u64(),
-            _ => None,
-        };
-        let Some(pending) = id.and_then(|id| self.pending.remove(&id)) else {
-            if status == 200 && self.ready_deadline.is_some() {
-                self.handle_ready(now);
-                return Ok(());
-            }
-            // A frame for the connection: a refused handshake or an expiring token.
-            let auth = status == 401;
-            self.events
-                .push_back(ClientEvent::ServerError { status, body });
-            if auth {
-                self.events.push_back(ClientEvent::AuthRequired);
-            }
+        let body = frame.body.unwrap_or("null");
+        let found = frame
+            .id
+            .and_then(|id| self.pending.iter().position(|p| p.id == id));
+        let Some(i) = found else {
+            self.connection_frame(now, status, frame.body);
             return Ok(());
         };
-        let id = id.unwrap_or_default();
-        match pending.kind {
-            PendingKind::Request => self.events.push_back(ClientEvent::Response {
-                id: RequestId(id),
-                status,
-                body,
-            }),
-            PendingKind::Internal => {
-                if status == 401 || status == 403 {
-                    self.events.push_back(ClientEvent::AuthRequired);
+        let p = self.pending.remove(i);
+        let id = RequestId(p.id);
+        match p.waiting {
+            Waiting::Request { .. } => {
+                if status == 401 && is_token_error(&BodyFields::of(frame.body)) {
+                    self.auth_required(AuthReason::Rejected);
                 }
+                self.events.push_back(ClientEvent::Response {
+                    id,
+                    status,
+                    body: body.to_owned(),
+                });
             }
-            PendingKind::Subscribe(sub) => self.subscribed(sub, status, body),
+            Waiting::Subscribe(sub) => self.subscribed(sub, status, frame.body),
+            Waiting::Unsubscribe => {}
+            Waiting::Auth { token } => {
+                if status == 200 {
+                    self.access_token = Some(token);
+                    self.auth_reported = false;
+                    let expires_in = BodyFields::of(frame.body).expires_in;
+                    self.schedule_refresh(now, expires_in);
+                }
+                self.events.push_back(ClientEvent::Response {
+                    id,
+                    status,
+                    body: body.to_owned(),
+                });
+            }
         }
         Ok(())
     }
 
-    /// Time passed: requests past their deadline fail with [`ClientError::Timeout`]; when the
-    /// backoff is over, a [`ClientEvent::Connect`] asks for a new socket.
+    /// Time passed: requests, tokens and first confirmations past their deadline fail with
+    /// [`ClientError::Timeout`]; an attempt past the connect timeout is dropped and counts as
+    /// failed; a token about to expire is announced; when the backoff is over, a
+    /// [`ClientEvent::Connect`] asks for a new socket.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            let Some(p) = self.pending.remove(&id) else {
+        if self.state == ConnectionState::Closed {
+            return;
+        }
+        let due = |d: Option<Instant>| d.is_some_and(|t| t <= now);
+        let mut i = 0;
+        while i < self.pending.len() {
+            if !due(self.pending[i].deadline) {
+                i += 1;
                 continue;
-            };
-            let ms = self.config.request_timeout.as_millis() as u64;
-            match p.kind {
-                PendingKind::Request => self.events.push_back(ClientEvent::RequestFailed {
-                    id: RequestId(id),
-                    error: ClientError::Timeout(ms),
-                }),
-                PendingKind::Subscribe(sub) => {
-                    self.subs.remove(&sub);
-                    self.events.push_back(ClientEvent::SubscribeFailed {
-                        sub,
-                        status: 504,
-                        body: json!({"error": "timeout", "error_description": format!("no confirmation within {ms} ms")}),
-                    });
-                }
-                PendingKind::Internal => {}
+            }
+            let p = self.pending.remove(i);
+            if matches!(p.waiting, Waiting::Request { .. } | Waiting::Auth { .. }) {
+                self.fail(p.id, ClientError::Timeout(p.timeout_ms));
             }
         }
-        if self.ready_deadline.is_some_and(|t| t <= now) {
-            // Open but never greeted: a server that does not speak the protocol; try again.
+        if self.proposal.as_ref().is_some_and(|p| p.deadline <= now)
+            && let Some(p) = self.proposal.take()
+        {
+            for id in p.ids {
+                self.fail(id, ClientError::Timeout(p.timeout_ms));
+            }
+        }
+        let ms = self.config.request_timeout.as_millis() as u64;
+        let mut i = 0;
+        while i < self.subs.len() {
+            if due(self.subs[i].confirm_deadline) {
+                let s = self.subs.remove(i);
+                self.events.push_back(ClientEvent::SubscriptionEnded {
+                    sub: s.id,
+                    error: ClientError::Timeout(ms),
+                });
+            } else {
+                i += 1;
+            }
+        }
+        if due(self.first_open_deadline) {
+            self.events.push_back(ClientEvent::Failed {
+                error: ClientError::Timeout(ms),
+            });
+            self.close(now);
+            return;
+        }
+        if due(self.connect_deadline) {
+            // An attempt that neither opened nor failed (a silent network, a server that does
+            // not speak the protocol): drop it and count it as failed.
+            self.events.push_back(ClientEvent::Disconnect);
             self.handle_close(now, None);
         }
-        if self.state == ConnectionState::Reconnecting
-            && self.reconnect_at.is_some_and(|t| t <= now)
-        {
+        if due(self.refresh_at) {
+            self.refresh_at = None;
+            self.auth_required(AuthReason::Expiring);
+        }
+        if self.state == ConnectionState::Reconnecting && due(self.reconnect_at) {
             self.reconnect_at = None;
-            self.set_state(ConnectionState::Connecting);
-            self.events.push_back(ClientEvent::Connect {
-                url: self.connect_url(),
-            });
+            self.connect(now);
         }
     }
 
@@ -569,93 +789,223 @@ impl ClientSession {
         self.events.pop_front()
     }
 
-    /// When to call [`handle_timeout`](Self::handle_timeout): the earliest request deadline
-    /// or the reconnect time.
+    /// When to call [`handle_timeout`](Self::handle_timeout): the earliest of the request,
+    /// token and confirmation deadlines, the connect timeout, the token refresh and the
+    /// reconnect time. Changes after every command and input.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state == ConnectionState::Closed {
             return None;
         }
-        let request = self.pending.values().map(|p| p.deadline).min();
-        [request, self.reconnect_at, self.ready_deadline]
-            .into_iter()
-            .flatten()
+        let pending = self.pending.iter().filter_map(|p| p.deadline);
+        let subs = self.subs.iter().filter_map(|s| s.confirm_deadline);
+        let timers = [
+            self.proposal.as_ref().map(|p| p.deadline),
+            self.reconnect_at,
+            self.connect_deadline,
+            self.first_open_deadline,
+            self.refresh_at,
+        ];
+        pending
+            .chain(subs)
+            .chain(timers.into_iter().flatten())
             .min()
     }
 
-    fn handle_event(&mut self, kind: String, obj: Map<String, Value>) -> Result<(), ClientError> {
-        let server_id = obj
-            .get("subscription")
-            .and_then(Value::as_str)
+    fn connect(&mut self, now: Instant) {
+        self.trying_proposal = self.proposal.is_some();
+        self.connect_deadline = Some(now + self.config.connect_timeout);
+        self.set_state(ConnectionState::Connecting);
+        self.events.push_back(ClientEvent::Connect {
+            url: self.connect_url(),
+        });
+    }
+
+    /// A frame that answers no request of ours: the greeting, a refusal, or news about the
+    /// connection (an expiring token).
+    fn connection_frame(&mut self, now: Instant, status: u16, body: Option<&str>) {
+        let text = body.unwrap_or("null").to_owned();
+        let fields = BodyFields::of(body);
+        if self.state != ConnectionState::Connecting {
+            // News about an open connection.
+            if status == 401 {
+                let reason = if fields.error.as_deref() == Some("expired_token") {
+                    AuthReason::Expired
+                } else {
+                    AuthReason::Rejected
+                };
+                self.auth_required(reason);
+            }
+            self.events
+                .push_back(ClientEvent::ServerError { status, body: text });
+            return;
+        }
+        if status == 200 {
+            self.greeted(now, &fields);
+            return;
+        }
+        // A refused handshake; the server closes the socket next.
+        if self.trying_proposal
+            && let Some(p) = self.proposal.take()
+        {
+            // The token just set was refused: its call fails, the old token goes on.
+            self.auth_reported = true;
+            for id in p.ids {
+                self.events.push_back(ClientEvent::Response {
+                    id: RequestId(id),
+                    status,
+                    body: text.clone(),
+                });
+            }
+            return;
+        }
+        self.events
+            .push_back(ClientEvent::ServerError { status, body: text });
+        if !self.opened_once && matches!(status, 401 | 403 | 404) {
+            // The first connection is refused for good: bad credentials, no such app.
+            self.close(now);
+        } else if status == 401 {
+            self.auth_required(AuthReason::Rejected);
+        }
+    }
+
+    /// The server greeted the socket: it is open once it is the client's user.
+    fn greeted(&mut self, now: Instant, fields: &BodyFields<'_>) {
+        let user = fields.user.as_deref().map(str::to_owned);
+        if self.user.as_ref().is_some_and(|known| *known != user) {
+            self.events.push_back(ClientEvent::Disconnect);
+            if self.trying_proposal
+                && let Some(p) = self.proposal.take()
+            {
+                for id in p.ids {
+                    self.fail(id, ClientError::UserChanged);
+                }
+                // Back to the client's own token, at once.
+                self.trying_proposal = false;
+                self.connect_deadline = None;
+                self.reconnect_at = Some(now);
+                self.set_state(ConnectionState::Reconnecting);
+            } else {
+                self.events.push_back(ClientEvent::Failed {
+                    error: ClientError::UserChanged,
+                });
+                self.close(now);
+            }
+            return;
+        }
+        self.user = Some(user);
+        if self.trying_proposal
+            && let Some(p) = self.proposal.take()
+        {
+            self.access_token = Some(p.token);
+            let mut body = String::from("{\"action\":\"auth\",\"expires_in\":");
+            match fields.expires_in {
+                Some(s) => push_u64(&mut body, s),
+                None => body.push_str("null"),
+            }
+            body.push('}');
+            for id in p.ids {
+                self.events.push_back(ClientEvent::Response {
+                    id: RequestId(id),
+                    status: 200,
+                    body: body.clone(),
+                });
+            }
+        }
+        self.trying_proposal = false;
+        self.schedule_refresh(now, fields.expires_in);
+        self.opened_once = true;
+        self.first_open_deadline = None;
+        self.connect_deadline = None;
+        self.auth_reported = false;
+        self.attempt = 0;
+        self.set_state(ConnectionState::Open);
+        let subs: Vec<SubId> = self.subs.iter().map(|s| s.id).collect();
+        for sub in subs {
+            self.send_subscribe(now, sub);
+        }
+        // Requests queued or unanswered, in the order they were made.
+        for p in &self.pending {
+            if let Waiting::Request { frame } = &p.waiting {
+                self.transmits.push_back(frame.clone());
+            }
+        }
+    }
+
+    fn handle_event(&mut self, kind: &str, frame: &ServerFrame<'_>) -> Result<(), ClientError> {
+        let server_id = frame
+            .subscription
+            .as_deref()
             .ok_or_else(|| ClientError::BadServerFrame("an event without a subscription".into()))?;
-        let Some(sub) = self.by_server.get(server_id).copied() else {
+        let Some(i) = self
+            .subs
+            .iter()
+            .position(|s| s.server_id.as_deref() == Some(server_id))
+        else {
             // An event of a subscription this client already ended: nothing to do.
             return Ok(());
         };
         if kind == "revoked" {
-            self.by_server.remove(server_id);
-            self.subs.remove(&sub);
-            let reason = obj
-                .get("reason")
-                .and_then(Value::as_str)
-                .unwrap_or("revoked")
-                .to_owned();
-            self.events.push_back(ClientEvent::Revoked { sub, reason });
+            let s = self.subs.remove(i);
+            let reason = frame.reason.as_deref().unwrap_or("revoked").to_owned();
+            self.events
+                .push_back(ClientEvent::Revoked { sub: s.id, reason });
             return Ok(());
         }
-        let seq = obj
-            .get("seq")
-            .and_then(Value::as_u64)
+        let seq = frame
+            .seq
             .ok_or_else(|| ClientError::BadServerFrame("an event without a seq".into()))?;
-        let Some(s) = self.subs.get_mut(&sub) else {
-            return Ok(());
-        };
-        let is_delivery = obj
-            .get("entity")
-            .and_then(|e| e.get("transaction"))
-            .is_some();
+        let entity = frame.entity.unwrap_or("null");
+        let s = &mut self.subs[i];
         // Events come once and in order; a queue delivery may repeat a seq (a redelivery).
-        if !is_delivery {
+        if !frame.entity.is_some_and(is_delivery) {
             if s.last_seq.is_some_and(|last| seq <= last) {
                 return Ok(());
             }
             s.last_seq = Some(seq);
         }
-        let entity = obj.get("entity").cloned().unwrap_or(Value::Null);
         self.events.push_back(ClientEvent::Event {
-            sub,
-            kind,
+            sub: s.id,
+            kind: kind.to_owned(),
             seq,
-            entity,
+            entity: entity.to_owned(),
         });
         Ok(())
     }
 
-    fn subscribed(&mut self, sub: SubId, status: u16, body: Value) {
-        let Some(s) = self.subs.get_mut(&sub) else {
+    fn subscribed(&mut self, sub: SubId, status: u16, body: Option<&str>) {
+        let fields = BodyFields::of(body);
+        let Some(i) = self.subs.iter().position(|s| s.id == sub) else {
+            // Given up or unsubscribed meanwhile: end it on the server too.
+            if status == 200
+                && let Some(server_id) = fields.subscription.as_deref()
+            {
+                let server_id = server_id.to_owned();
+                self.send_unsubscribe(&server_id);
+            }
             return;
         };
         if status != 200 {
-            self.subs.remove(&sub);
+            self.subs.remove(i);
+            let body = body.unwrap_or("null").to_owned();
             self.events
                 .push_back(ClientEvent::SubscribeFailed { sub, status, body });
             return;
         }
-        let seq = body.get("seq").and_then(Value::as_u64).unwrap_or(0);
-        if let Some(server_id) = body.get("subscription").and_then(Value::as_str) {
-            s.server_id = Some(server_id.to_owned());
-            self.by_server.insert(server_id.to_owned(), sub);
-        }
+        let s = &mut self.subs[i];
+        let seq = fields.seq.unwrap_or(0);
+        s.server_id = fields.subscription.as_deref().map(str::to_owned);
         let resumed = s.confirmed_once;
         s.confirmed_once = true;
-        let lost = body.get("recovered") == Some(&Value::Bool(false));
+        s.confirm_deadline = None;
+        let lost = fields.recovered == Some(false);
         if lost || s.last_seq.is_none() {
             s.last_seq = Some(seq);
         }
         self.events.push_back(ClientEvent::Subscribed {
             sub,
             seq,
-            snapshot: body.get("snapshot").cloned(),
+            snapshot: fields.snapshot.map(str::to_owned),
             resumed,
         });
         if lost {
@@ -663,51 +1013,105 @@ impl ClientSession {
         }
     }
 
-    fn send_subscribe(&mut self, now: Instant, sub: SubId) {
+    fn send_subscribe(&mut self, _now: Instant, sub: SubId) {
         let id = self.take_id();
-        let Some(s) = self.subs.get(&sub) else {
+        let Some(s) = self.subs.iter().find(|s| s.id == sub) else {
             return;
         };
-        let mut frame = json!({"id": id, "method": "SUBSCRIBE", "path": s.path});
-        if let Some(p) = &s.params {
-            // A snapshot is for the first confirmation; a resume replays instead.
-            let mut p = p.clone();
-            if s.confirmed_once
-                && let Some(obj) = p.as_object_mut()
-            {
-                obj.remove("snapshot");
+        let mut frame = start_frame(id, "SUBSCRIBE");
+        frame.push_str(",\"path\":");
+        push_str(&mut frame, &s.path);
+        // A snapshot is for the first confirmation; a resume replays instead.
+        let snapshot = s.snapshot && !s.confirmed_once;
+        if snapshot || s.params.is_some() {
+            frame.push_str(",\"params\":{");
+            if snapshot {
+                frame.push_str("\"snapshot\":true");
             }
-            frame["params"] = p;
+            if let Some(p) = &s.params {
+                if snapshot {
+                    frame.push(',');
+                }
+                frame.push_str(p);
+            }
+            frame.push('}');
         }
         if let Some(seq) = s.last_seq {
-            frame["since"] = json!(seq);
+            frame.push_str(",\"since\":");
+            push_u64(&mut frame, seq);
         }
-        self.send(now, id, frame, PendingKind::Subscribe(sub));
-    }
-
-    fn send(&mut self, now: Instant, id: u64, frame: Value, kind: PendingKind) {
-        self.pending.insert(
+        frame.push('}');
+        self.transmits.push_back(frame);
+        self.pending.push(Pending {
             id,
-            Pending {
-                deadline: now + self.config.request_timeout,
-                kind,
-            },
-        );
-        self.transmits.push_back(frame.to_string());
+            deadline: None,
+            timeout_ms: 0,
+            waiting: Waiting::Subscribe(sub),
+        });
     }
 
-    fn fail_pending(&mut self, error: ClientError) {
-        let pending = std::mem::take(&mut self.pending);
-        for (id, p) in pending {
-            match p.kind {
-                PendingKind::Request => self.events.push_back(ClientEvent::RequestFailed {
-                    id: RequestId(id),
-                    error: error.clone(),
-                }),
-                // Subscriptions are resent when the socket opens again.
-                PendingKind::Subscribe(_) | PendingKind::Internal => {}
+    fn send_unsubscribe(&mut self, server_id: &str) {
+        if self.state != ConnectionState::Open {
+            return;
+        }
+        let id = self.take_id();
+        let mut frame = start_frame(id, "UNSUBSCRIBE");
+        frame.push_str(",\"subscription\":");
+        push_str(&mut frame, server_id);
+        frame.push('}');
+        self.transmits.push_back(frame);
+        self.pending.push(Pending {
+            id,
+            deadline: None,
+            timeout_ms: 0,
+            waiting: Waiting::Unsubscribe,
+        });
+    }
+
+    fn propose(&mut self, token: String, ids: Vec<u64>, deadline: Instant, timeout_ms: u64) {
+        match &mut self.proposal {
+            // The newest token is tried; every call waiting gets its answer.
+            Some(p) => {
+                p.token = token;
+                p.ids.extend(ids);
+                p.deadline = p.deadline.max(deadline);
+            }
+            None => {
+                self.proposal = Some(Proposal {
+                    token,
+                    ids,
+                    deadline,
+                    timeout_ms,
+                })
             }
         }
+    }
+
+    /// Asks for a token once per connection attempt (and once per expiry warning).
+    fn auth_required(&mut self, reason: AuthReason) {
+        if reason != AuthReason::Expiring {
+            if self.auth_reported {
+                return;
+            }
+            self.auth_reported = true;
+        }
+        self.events.push_back(ClientEvent::AuthRequired { reason });
+    }
+
+    /// Plans the next token request before the token expires: a fifth of its life before, at
+    /// most a minute.
+    fn schedule_refresh(&mut self, now: Instant, expires_in: Option<u64>) {
+        self.refresh_at = expires_in.map(|secs| {
+            let life = Duration::from_secs(secs);
+            now + life - (life / 5).min(Duration::from_secs(60))
+        });
+    }
+
+    fn fail(&mut self, id: u64, error: ClientError) {
+        self.events.push_back(ClientEvent::RequestFailed {
+            id: RequestId(id),
+            error,
+        });
     }
 
     fn set_state(&mut self, state: ConnectionState) {
@@ -732,6 +1136,14 @@ impl ClientSession {
         self.random = x;
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// A 401 about the token itself (not a missing permission).
+fn is_token_error(fields: &BodyFields<'_>) -> bool {
+    matches!(
+        fields.error.as_deref(),
+        Some("expired_token" | "auth_bad_access_token")
+    )
 }
 
 #[cfg(test)]

@@ -84,6 +84,10 @@ pub enum ServerEvent {
         handle: RequestHandle,
         /// What to execute.
         request: ApiRequest,
+        /// The client's id for this write, if the frame carried one: execute a repeat of an
+        /// already applied write id (in the same application) by answering it the first
+        /// answer, not by applying it again. Always `None` for reads.
+        write_id: Option<String>,
     },
     /// Check access, start delivering changes of `path` for `subscription`, then call
     /// [`ServerSession::confirm_subscription`] (or `complete` with an error).
@@ -265,14 +269,19 @@ impl ServerSession {
             Ok(frame) => match frame.command {
                 Command::Api(request) => {
                     if let Some(handle) = self.start(now, Some(frame.id), None) {
+                        let mut write_id = None;
                         if !request.is_read_only() {
                             self.writes.insert(handle);
+                            write_id = frame.write_id;
                         } else if !self.writes.is_empty() {
                             self.held_reads.push_back((handle, request));
                             return;
                         }
-                        self.events
-                            .push_back(ServerEvent::Request { handle, request });
+                        self.events.push_back(ServerEvent::Request {
+                            handle,
+                            request,
+                            write_id,
+                        });
                     }
                 }
                 Command::Subscribe {
@@ -689,8 +698,11 @@ impl ServerSession {
             };
             // A held read that timed out was answered 504 already.
             if self.pending.contains_key(&handle) {
-                self.events
-                    .push_back(ServerEvent::Request { handle, request });
+                self.events.push_back(ServerEvent::Request {
+                    handle,
+                    request,
+                    write_id: None,
+                });
             }
         }
     }

@@ -8,6 +8,7 @@
 
 mod access;
 pub mod auth;
+pub mod dedup;
 mod entities;
 mod envelope;
 mod error;

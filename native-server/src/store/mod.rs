@@ -304,6 +304,17 @@ pub enum QueueRead {
     },
 }
 
+/// What the store remembers of a write sent with a client's `write_id` (see [`crate::dedup`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRecord {
+    /// Who sent it: [`crate::dedup`]'s name for the caller.
+    pub owner: String,
+    /// `METHOD path` of the write.
+    pub fingerprint: String,
+    /// Its answer (status, JSON body) once it finished; `None` while it runs.
+    pub answer: Option<(u16, String)>,
+}
+
 /// The storage interface the service layer runs on.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -467,4 +478,28 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         permission: &str,
     ) -> StoreResult<bool>;
+    /// Records that a write with this `write_id` starts, unless one was recorded before:
+    /// `None` when it is new (run it, then [`finish_write`](Store::finish_write) or
+    /// [`release_write`](Store::release_write)), else what is remembered of the first.
+    async fn claim_write(
+        &self,
+        app: &str,
+        write_id: &str,
+        owner: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> StoreResult<Option<WriteRecord>>;
+    /// Remembers a claimed write's answer.
+    async fn finish_write(
+        &self,
+        app: &str,
+        write_id: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()>;
+    /// Forgets a claimed write that changed nothing, so that a repeat runs it.
+    async fn release_write(&self, app: &str, write_id: &str) -> StoreResult<()>;
+    /// Forgets writes recorded before `before_ms`, and all but the newest `keep`; returns how
+    /// many.
+    async fn prune_writes(&self, before_ms: i64, keep: u64) -> StoreResult<u64>;
 }

@@ -11,7 +11,7 @@ use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_message};
 use super::{
     AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
     Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult, TokenKind,
-    TokenRecord,
+    TokenRecord, WriteRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -25,7 +25,8 @@ use tokio_postgres::{NoTls, Row};
 /// Schema migrations, applied in order at start, each once (recorded in
 /// `gridsocket_migrations`). Text columns compare byte-wise (`COLLATE "C"`), as SQLite's do;
 /// names that are unique regardless of case have unique indexes on `lower(name)`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE orgs(
     uuid TEXT COLLATE "C" PRIMARY KEY, name TEXT COLLATE "C" NOT NULL,
     client_id TEXT COLLATE "C" NOT NULL UNIQUE, client_secret TEXT NOT NULL,
@@ -87,7 +88,15 @@ CREATE TABLE queue_subs(
 CREATE TABLE permissions(
     app TEXT COLLATE "C" NOT NULL, owner TEXT COLLATE "C" NOT NULL,
     permission TEXT COLLATE "C" NOT NULL, PRIMARY KEY(app, owner, permission));
-"#];
+"#,
+    r#"
+CREATE TABLE write_ids(
+    app TEXT COLLATE "C" NOT NULL, write_id TEXT COLLATE "C" NOT NULL, owner TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, created BIGINT NOT NULL, status INTEGER, body TEXT,
+    PRIMARY KEY(app, write_id));
+CREATE INDEX write_ids_created ON write_ids(created);
+"#,
+];
 
 /// Any key; it names the lock that lets one node at a time migrate the schema.
 const MIGRATION_LOCK: i64 = 0x6772_6964_736f_636b;
@@ -1174,5 +1183,90 @@ impl Store for PostgresStore {
     ) -> StoreResult<bool> {
         let sql = "DELETE FROM permissions WHERE app = $1 AND owner = $2 AND permission = $3";
         Ok(self.exec(sql, &[&app, &owner, &permission]).await? > 0)
+    }
+
+    // Writes sent again (crate::dedup): the claim is its own statement, committed before the
+    // write it guards runs, so every node sees it.
+    async fn claim_write(
+        &self,
+        app: &str,
+        write_id: &str,
+        owner: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> StoreResult<Option<WriteRecord>> {
+        // A record pruned between the two statements is claimed again.
+        for _ in 0..3 {
+            let added = self
+                .exec(
+                    "INSERT INTO write_ids(app, write_id, owner, fingerprint, created)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[&app, &write_id, &owner, &fingerprint, &now],
+                )
+                .await?;
+            if added == 1 {
+                return Ok(None);
+            }
+            let found = self
+                .one(
+                    "SELECT owner, fingerprint, status, body FROM write_ids
+                     WHERE app = $1 AND write_id = $2",
+                    &[&app, &write_id],
+                    |r| {
+                        let status: Option<i32> = r.try_get(2)?;
+                        let body: Option<String> = r.try_get(3)?;
+                        Ok(WriteRecord {
+                            owner: r.try_get(0)?,
+                            fingerprint: r.try_get(1)?,
+                            answer: status.map(|s| (s as u16, body.unwrap_or_default())),
+                        })
+                    },
+                )
+                .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Err(StoreError::Backend("a write id kept vanishing".into()))
+    }
+
+    async fn finish_write(
+        &self,
+        app: &str,
+        write_id: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()> {
+        let status = i32::from(status);
+        self.exec(
+            "UPDATE write_ids SET status = $3, body = $4 WHERE app = $1 AND write_id = $2",
+            &[&app, &write_id, &status, &body],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn release_write(&self, app: &str, write_id: &str) -> StoreResult<()> {
+        self.exec(
+            "DELETE FROM write_ids WHERE app = $1 AND write_id = $2 AND status IS NULL",
+            &[&app, &write_id],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn prune_writes(&self, before_ms: i64, keep: u64) -> StoreResult<u64> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let old = self
+            .exec("DELETE FROM write_ids WHERE created < $1", &[&before_ms])
+            .await?;
+        let over = self
+            .exec(
+                "DELETE FROM write_ids WHERE (app, write_id) IN
+                 (SELECT app, write_id FROM write_ids ORDER BY created DESC OFFSET $1)",
+                &[&keep],
+            )
+            .await?;
+        Ok(old + over)
     }
 }

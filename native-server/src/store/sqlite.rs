@@ -7,7 +7,7 @@ use super::sqlite_writer::Writer;
 use super::{
     AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
     Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult, TokenKind,
-    TokenRecord,
+    TokenRecord, WriteRecord,
 };
 use async_trait::async_trait;
 use gridsocket_core::subscription::ChangeKind;
@@ -68,6 +68,10 @@ CREATE TABLE IF NOT EXISTS queue_subs(
 CREATE TABLE IF NOT EXISTS permissions(
     app TEXT NOT NULL, owner TEXT NOT NULL, permission TEXT NOT NULL,
     PRIMARY KEY(app, owner, permission));
+CREATE TABLE IF NOT EXISTS write_ids(
+    app TEXT NOT NULL, write_id TEXT NOT NULL, owner TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    created INTEGER NOT NULL, status INTEGER, body TEXT, PRIMARY KEY(app, write_id));
+CREATE INDEX IF NOT EXISTS write_ids_created ON write_ids(created);
 "#;
 
 /// The SQLite store: one writer connection on a thread of its own that commits queued writes
@@ -1245,6 +1249,95 @@ impl Store for SqliteStore {
     ) -> StoreResult<bool> {
         let sql = "DELETE FROM permissions WHERE app = ?1 AND owner = ?2 AND permission = ?3";
         Ok(self.exec(sql, strs_vec(&[app, owner, permission])).await? > 0)
+    }
+
+    // Writes sent again (crate::dedup): claims and answers go through the writer, so a claim
+    // is committed before the write it guards.
+    async fn claim_write(
+        &self,
+        app: &str,
+        write_id: &str,
+        owner: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> StoreResult<Option<WriteRecord>> {
+        let args = strs_vec(&[app, write_id, owner, fingerprint]);
+        self.call(move |c| {
+            let added = c
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO write_ids(app, write_id, owner, fingerprint, created)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut st| st.execute(params![args[0], args[1], args[2], args[3], now]))
+                .map_err(backend)?;
+            if added == 1 {
+                return Ok(None);
+            }
+            c.prepare_cached(
+                "SELECT owner, fingerprint, status, body FROM write_ids
+                 WHERE app = ?1 AND write_id = ?2",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![args[0], args[1]], |r| {
+                    let status: Option<u16> = r.get(2)?;
+                    let body: Option<String> = r.get(3)?;
+                    Ok(WriteRecord {
+                        owner: r.get(0)?,
+                        fingerprint: r.get(1)?,
+                        answer: status.map(|s| (s, body.unwrap_or_default())),
+                    })
+                })
+            })
+            .map(Some)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn finish_write(
+        &self,
+        app: &str,
+        write_id: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()> {
+        let args = strs_vec(&[app, write_id, body]);
+        self.call(move |c| {
+            c.prepare_cached(
+                "UPDATE write_ids SET status = ?3, body = ?4 WHERE app = ?1 AND write_id = ?2",
+            )
+            .and_then(|mut st| st.execute(params![args[0], args[1], status, args[2]]))
+            .map(drop)
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn release_write(&self, app: &str, write_id: &str) -> StoreResult<()> {
+        self.exec(
+            "DELETE FROM write_ids WHERE app = ?1 AND write_id = ?2 AND status IS NULL",
+            strs_vec(&[app, write_id]),
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn prune_writes(&self, before_ms: i64, keep: u64) -> StoreResult<u64> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        self.call(move |c| {
+            let old = c
+                .execute("DELETE FROM write_ids WHERE created < ?1", [before_ms])
+                .map_err(backend)?;
+            let over = c
+                .execute(
+                    "DELETE FROM write_ids WHERE rowid IN
+                     (SELECT rowid FROM write_ids ORDER BY created DESC LIMIT -1 OFFSET ?1)",
+                    [keep],
+                )
+                .map_err(backend)?;
+            Ok((old + over) as u64)
+        })
+        .await
     }
 }
 

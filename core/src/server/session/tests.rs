@@ -37,7 +37,9 @@ fn text(s: &mut ServerSession) -> Value {
 
 fn request(s: &mut ServerSession) -> (RequestHandle, ApiRequest) {
     match s.poll_event() {
-        Some(ServerEvent::Request { handle, request }) => (handle, request),
+        Some(ServerEvent::Request {
+            handle, request, ..
+        }) => (handle, request),
         other => panic!("expected a request, got {other:?}"),
     }
 }

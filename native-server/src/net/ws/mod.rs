@@ -483,14 +483,23 @@ fn handle_event(
         tx
     };
     match event {
-        ServerEvent::Request { handle, request } => {
+        ServerEvent::Request {
+            handle,
+            request,
+            write_id,
+        } => {
             let read_only = request.is_read_only();
             let work = async move {
                 let started = std::time::Instant::now();
-                let resp = realtime
-                    .api()
-                    .handle_app(&app, &caller, request, started)
-                    .await;
+                let resp = crate::api::dedup::execute(
+                    realtime.api(),
+                    &app,
+                    &caller,
+                    request,
+                    write_id,
+                    started,
+                )
+                .await;
                 realtime
                     .api()
                     .metrics()
