@@ -3,14 +3,13 @@
 use super::envelope::{Envelope, render_entity};
 use super::{Api, ApiConfig, ApiError, Caller, now_ms};
 use crate::signal::Signal;
-use crate::store::{AppRecord, Direction, Entity, EntityKey, PageQuery};
+use crate::store::{AppRecord, Direction, Entity, PageQuery};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use gridsocket_core::access::implied_target_collection;
-use gridsocket_core::inflector::{collection_name, singularize};
-use gridsocket_core::path::{RelationTarget, is_uuid};
+use gridsocket_core::inflector::singularize;
+use gridsocket_core::path::is_uuid;
 use gridsocket_core::query::Select;
-use gridsocket_core::{ApiRequest, EntityRef, Method, Permission, Query, Resource, ResourcePath};
+use gridsocket_core::{ApiRequest, EntityRef, Method, Query};
 use serde_json::{Map, Value};
 
 /// Default page size (Usergrid's `DEFAULT_LIMIT`).
@@ -23,19 +22,8 @@ pub const MAX_PAGE_BYTES: usize = 8 << 20;
 /// Longest entity name accepted.
 const MAX_NAME_LEN: usize = 256;
 
-/// A user's endpoints that are not relations (`/users/{u}/password`, …).
-const USER_ENDPOINTS: &[&str] = &[
-    "password",
-    "revoketoken",
-    "revoketokens",
-    "credentials",
-    "token",
-];
-
 /// Properties the server owns; a body cannot set them.
 const RESERVED: &[&str] = &["uuid", "type", "created", "modified", "metadata"];
-
-type Reply = Result<(u16, Envelope), ApiError>;
 
 /// The property that names entities of a collection, and whether it is required.
 fn name_property(collection: &str) -> (&'static str, bool) {
@@ -47,24 +35,7 @@ fn name_property(collection: &str) -> (&'static str, bool) {
     }
 }
 
-/// Collections whose membership is kept on both sides: `(owner, relation) → reverse relation`.
-fn linked_reverse(owner_collection: &str, relation: &str) -> Option<&'static str> {
-    match (owner_collection, relation) {
-        ("groups", "users") => Some("groups"),
-        ("users", "groups") => Some("users"),
-        ("roles", "users") => Some("roles"),
-        ("users", "roles") => Some("users"),
-        _ => None,
-    }
-}
-
-/// Relations that change what someone may do.
-fn affects_grants(collection: &str, relation: &str) -> bool {
-    matches!(collection, "users" | "groups" | "roles")
-        && matches!(relation, "users" | "groups" | "roles" | "permissions")
-}
-
-fn encode_cursor(offset: usize) -> String {
+pub(super) fn encode_cursor(offset: usize) -> String {
     URL_SAFE_NO_PAD.encode(format!("o:{offset}"))
 }
 
@@ -84,15 +55,18 @@ fn decode_cursor(cursor: &str) -> Result<usize, ApiError> {
 }
 
 /// `limit`, `cursor` and `ql` of a read, and when its query must be done.
-struct Paging {
-    query: Option<Query>,
+pub(super) struct Paging {
+    pub(super) query: Option<Query>,
     limit: usize,
-    offset: usize,
+    pub(super) offset: usize,
     deadline: std::time::Instant,
 }
 
 impl Paging {
-    fn from_request(request: &ApiRequest, config: &ApiConfig) -> Result<Paging, ApiError> {
+    pub(super) fn from_request(
+        request: &ApiRequest,
+        config: &ApiConfig,
+    ) -> Result<Paging, ApiError> {
         let limit = match request.params.get("limit") {
             None | Some("") => DEFAULT_LIMIT,
             Some(s) => match s.parse::<i64>() {
@@ -123,7 +97,7 @@ impl Paging {
         })
     }
 
-    fn page_query(&self) -> PageQuery<'_> {
+    pub(super) fn page_query(&self) -> PageQuery<'_> {
         PageQuery {
             query: self.query.as_ref(),
             limit: self.limit,
@@ -134,7 +108,7 @@ impl Paging {
     }
 }
 
-fn body_object(request: &ApiRequest) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn body_object(request: &ApiRequest) -> Result<Map<String, Value>, ApiError> {
     match &request.body {
         Some(Value::Object(m)) => Ok(m.clone()),
         Some(_) => Err(ApiError::BadBody("the body must be a JSON object".into())),
@@ -218,93 +192,6 @@ impl Api {
         }
     }
 
-    pub(super) async fn dispatch(
-        &self,
-        app: &AppRecord,
-        caller: &Caller,
-        request: &ApiRequest,
-        path: &ResourcePath,
-    ) -> Reply {
-        let method = request.method;
-        let env = |action: &str| {
-            Envelope::for_app(
-                action,
-                app,
-                &self.config.base_url,
-                &request.path,
-                &request.params,
-            )
-        };
-        match &path.resource {
-            Resource::Collection { collection } => match method {
-                Method::Get => {
-                    self.get_collection(app, caller, request, collection, env("get"))
-                        .await
-                }
-                Method::Post => {
-                    self.post_collection(app, caller, request, collection, env("post"))
-                        .await
-                }
-                Method::Delete => {
-                    self.delete_collection(app, caller, request, collection, env("delete"))
-                        .await
-                }
-                Method::Put => Err(ApiError::MethodNotAllowed("PUT")),
-            },
-            Resource::Entity { collection, entity } => {
-                let key = key_of(caller, entity)?;
-                match method {
-                    Method::Get => {
-                        let e = self.load(app, collection, &key).await?;
-                        Ok(with_entities(
-                            env("get"),
-                            vec![e],
-                            &format!("/{collection}"),
-                        ))
-                    }
-                    Method::Put | Method::Post => {
-                        let action = if method == Method::Put { "put" } else { "post" };
-                        self.update_entity(app, caller, request, collection, &key, env(action))
-                            .await
-                    }
-                    Method::Delete => {
-                        let e = self.load(app, collection, &key).await?;
-                        self.may_change_owned(app, caller, &e).await?;
-                        self.delete_one(app, &e).await?;
-                        Ok(with_entities(
-                            env("delete"),
-                            vec![e],
-                            &format!("/{collection}"),
-                        ))
-                    }
-                }
-            }
-            Resource::Related {
-                collection,
-                entity,
-                relation,
-                inbound,
-                target,
-            } => {
-                let key = key_of(caller, entity)?;
-                let owner = self.load(app, collection, &key).await?;
-                let call = RelatedCall {
-                    app,
-                    caller,
-                    request,
-                    owner: &owner,
-                    relation,
-                    inbound: *inbound,
-                    target: target.as_ref(),
-                };
-                self.related(call, env).await
-            }
-            Resource::Queue { .. } | Resource::Token | Resource::Credentials => Err(
-                ApiError::NoSuchResource(format!("{} is not served here", request.path)),
-            ),
-        }
-    }
-
     /// Reads one entity or answers 404.
     pub(super) async fn load(
         &self,
@@ -321,14 +208,14 @@ impl Api {
             .ok_or_else(|| ApiError::NotFound(format!("{collection}/{} not found", key.text())))
     }
 
-    async fn get_collection(
+    pub(super) async fn get_collection(
         &self,
         app: &AppRecord,
         caller: &Caller,
         request: &ApiRequest,
         collection: &str,
         mut env: Envelope,
-    ) -> Reply {
+    ) -> Result<Envelope, ApiError> {
         let paging = Paging::from_request(request, &self.config)?;
         let mut page = self
             .store
@@ -356,20 +243,20 @@ impl Api {
                         .map(|e| q.project(&Value::Object(e.data.clone())))
                         .collect(),
                 );
-                Ok((200, env))
+                Ok(env)
             }
             _ => Ok(with_entities(env, page.entities, &access_path)),
         }
     }
 
-    async fn post_collection(
+    pub(super) async fn post_collection(
         &self,
         app: &AppRecord,
         caller: &Caller,
         request: &ApiRequest,
         collection: &str,
         env: Envelope,
-    ) -> Reply {
+    ) -> Result<Envelope, ApiError> {
         let items: Vec<Map<String, Value>> = match &request.body {
             Some(Value::Object(m)) => vec![m.clone()],
             Some(Value::Array(list)) => {
@@ -485,7 +372,7 @@ impl Api {
         Ok(entity)
     }
 
-    async fn update_entity(
+    pub(super) async fn update_entity(
         &self,
         app: &AppRecord,
         caller: &Caller,
@@ -493,7 +380,7 @@ impl Api {
         collection: &str,
         key: &Key,
         env: Envelope,
-    ) -> Reply {
+    ) -> Result<Envelope, ApiError> {
         let mut props = body_object(request)?;
         if collection == "users" && props.contains_key("password") {
             return Err(ApiError::IllegalArgument(
@@ -572,6 +459,33 @@ impl Api {
         Ok(with_entities(env, vec![entity], &format!("/{collection}")))
     }
 
+    /// `GET /{collection}/{entity}`.
+    pub(super) async fn get_entity(
+        &self,
+        app: &AppRecord,
+        collection: &str,
+        key: &Key,
+        env: Envelope,
+    ) -> Result<Envelope, ApiError> {
+        let e = self.load(app, collection, key).await?;
+        Ok(with_entities(env, vec![e], &format!("/{collection}")))
+    }
+
+    /// `DELETE /{collection}/{entity}`.
+    pub(super) async fn delete_entity(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        collection: &str,
+        key: &Key,
+        env: Envelope,
+    ) -> Result<Envelope, ApiError> {
+        let e = self.load(app, collection, key).await?;
+        self.may_change_owned(app, caller, &e).await?;
+        self.delete_one(app, &e).await?;
+        Ok(with_entities(env, vec![e], &format!("/{collection}")))
+    }
+
     async fn delete_one(&self, app: &AppRecord, entity: &Entity) -> Result<(), ApiError> {
         if !self.store.delete_entity(&app.uuid, &entity.uuid).await? {
             return Err(ApiError::NotFound(format!(
@@ -588,14 +502,14 @@ impl Api {
         Ok(())
     }
 
-    async fn delete_collection(
+    pub(super) async fn delete_collection(
         &self,
         app: &AppRecord,
         caller: &Caller,
         request: &ApiRequest,
         collection: &str,
         env: Envelope,
-    ) -> Reply {
+    ) -> Result<Envelope, ApiError> {
         let mut paging = Paging::from_request(request, &self.config)?;
         paging.offset = 0;
         let page = self
@@ -617,315 +531,6 @@ impl Api {
             self.delete_one(app, e).await?;
         }
         Ok(with_entities(env, doomed, &format!("/{collection}")))
-    }
-
-    async fn related(&self, call: RelatedCall<'_>, env: impl Fn(&str) -> Envelope) -> Reply {
-        let RelatedCall {
-            app,
-            caller,
-            request,
-            owner,
-            relation,
-            inbound,
-            target,
-        } = call;
-        let method = request.method;
-        match (relation, target) {
-            ("permissions", None) if !inbound => {
-                return self
-                    .permissions_call(app, request, owner, env(method.action()))
-                    .await;
-            }
-            // Usergrid takes POST for PUT on these.
-            ("password", None)
-                if owner.collection == "users" && matches!(method, Method::Put | Method::Post) =>
-            {
-                return self
-                    .change_password(app, caller, request, owner, env("set user password"))
-                    .await;
-            }
-            ("revoketokens", None)
-                if owner.collection == "users" && matches!(method, Method::Put | Method::Post) =>
-            {
-                if caller.user_uuid() != Some(owner.uuid.as_str()) {
-                    self.require_app_admin(app, caller)?;
-                }
-                self.revoke_subject(&owner.uuid, None).await?;
-                return Ok((200, env("revoked user tokens")));
-            }
-            // A user's own endpoints are never collections: a POST there must not store its
-            // body (a password in clear text) as an entity.
-            (r, _) if owner.collection == "users" && USER_ENDPOINTS.contains(&r) => {
-                return Err(ApiError::MethodNotAllowed(method.as_str()));
-            }
-            ("feed" | "activities", None)
-                if !inbound && matches!(owner.collection.as_str(), "users" | "groups") =>
-            {
-                return match method {
-                    Method::Get => {
-                        let mut paging = Paging::from_request(request, &self.config)?;
-                        // Feeds read newest first unless the query orders them.
-                        let q = paging.query.get_or_insert_with(Query::default);
-                        if q.order.is_empty() {
-                            q.order.push(gridsocket_core::query::OrderBy {
-                                property: "published".into(),
-                                descending: true,
-                            });
-                        }
-                        let page = self
-                            .store
-                            .related(
-                                &app.uuid,
-                                &owner.uuid,
-                                relation,
-                                Direction::Outbound,
-                                &paging.page_query(),
-                            )
-                            .await?;
-                        let mut env = env("get");
-                        if page.more {
-                            env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
-                        }
-                        env.count = Some(page.entities.len());
-                        Ok(with_entities(env, page.entities, "/activities"))
-                    }
-                    Method::Post if relation == "activities" => {
-                        let activity = self.post_activity(app, caller, owner, request).await?;
-                        Ok(with_entities(env("post"), vec![activity], "/activities"))
-                    }
-                    _ => Err(ApiError::MethodNotAllowed(method.as_str())),
-                };
-            }
-            _ => {}
-        }
-        let access_path = request.path.trim_end_matches('/').to_owned();
-        let direction = if inbound {
-            Direction::Inbound
-        } else {
-            Direction::Outbound
-        };
-        let Some(target) = target else {
-            return match method {
-                Method::Get => {
-                    let paging = Paging::from_request(request, &self.config)?;
-                    let mut page = self
-                        .store
-                        .related(
-                            &app.uuid,
-                            &owner.uuid,
-                            relation,
-                            direction,
-                            &paging.page_query(),
-                        )
-                        .await?;
-                    let mut env = env("get");
-                    if page.more {
-                        env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
-                    }
-                    // Connected entities show only where their own GET would.
-                    page.entities = self
-                        .permitted(app, caller, Method::Get, page.entities)
-                        .await;
-                    env.count = Some(page.entities.len());
-                    Ok(with_entities(env, page.entities, &access_path))
-                }
-                Method::Post if !inbound => {
-                    // POST /users/fred/devices {…}: create in that collection, then connect.
-                    let props = match &request.body {
-                        Some(Value::Object(m)) => m.clone(),
-                        _ => return Err(ApiError::BadBody("POST needs a JSON object body".into())),
-                    };
-                    let collection = implied_target_collection(&owner.collection, relation)
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| collection_name(relation));
-                    let created = self.create_entity(app, &collection, props).await?;
-                    self.connect(app, owner, relation, &created).await?;
-                    Ok(with_entities(env("post"), vec![created], &access_path))
-                }
-                _ => Err(ApiError::MethodNotAllowed(method.as_str())),
-            };
-        };
-        let target_entity = self
-            .load_target(app, caller, owner, relation, target)
-            .await?;
-        // A relation shows and takes only what the caller may read on its own: linking an
-        // entity to oneself opens nothing.
-        if !self
-            .may(
-                app,
-                caller,
-                Method::Get,
-                &target_entity.collection,
-                &target_entity.uuid,
-                target_entity.name.as_deref(),
-            )
-            .await
-        {
-            let what = format!("/{}/{}", target_entity.collection, target.entity);
-            return Err(if caller.user_uuid().is_some() {
-                ApiError::Forbidden(format!("no permission to GET {what}"))
-            } else {
-                ApiError::Unauthorized(format!("guests may not GET {what}: send an access token"))
-            });
-        }
-        let access_path = access_path
-            .rsplit_once('/')
-            .map(|(head, _)| head.to_owned())
-            .unwrap_or_default();
-        match method {
-            Method::Get => {
-                let linked = self
-                    .store
-                    .related_uuids(&app.uuid, &owner.uuid, relation, direction)
-                    .await?
-                    .contains(&target_entity.uuid);
-                if !linked {
-                    return Err(ApiError::NotFound(format!(
-                        "{} is not related to {} by {relation}",
-                        target_entity.uuid, owner.uuid
-                    )));
-                }
-                Ok(with_entities(env("get"), vec![target_entity], &access_path))
-            }
-            Method::Post if !inbound => {
-                self.connect(app, owner, relation, &target_entity).await?;
-                Ok(with_entities(
-                    env("post"),
-                    vec![target_entity],
-                    &access_path,
-                ))
-            }
-            Method::Delete if !inbound => {
-                let removed = self
-                    .store
-                    .remove_relation(&app.uuid, &owner.uuid, relation, &target_entity.uuid)
-                    .await?;
-                if !removed {
-                    return Err(ApiError::NotFound(format!(
-                        "{} is not related to {} by {relation}",
-                        target_entity.uuid, owner.uuid
-                    )));
-                }
-                if let Some(reverse) = linked_reverse(&owner.collection, relation) {
-                    self.store
-                        .remove_relation(&app.uuid, &target_entity.uuid, reverse, &owner.uuid)
-                        .await?;
-                }
-                if affects_grants(&owner.collection, relation) {
-                    self.bump_grants();
-                }
-                Ok(with_entities(
-                    env("delete"),
-                    vec![target_entity],
-                    &access_path,
-                ))
-            }
-            _ => Err(ApiError::MethodNotAllowed(method.as_str())),
-        }
-    }
-
-    /// `POST /users/{u}/activities` or `/groups/{g}/activities`: creates the activity and
-    /// delivers it to the owner's feed and to the feeds of the user's followers or the
-    /// group's members.
-    async fn post_activity(
-        &self,
-        app: &AppRecord,
-        caller: &Caller,
-        owner: &Entity,
-        request: &ApiRequest,
-    ) -> Result<Entity, ApiError> {
-        let mut props = match &request.body {
-            Some(Value::Object(m)) => m.clone(),
-            _ => return Err(ApiError::BadBody("an activity is a JSON object".into())),
-        };
-        let default_actor = (owner.collection == "users").then_some(owner);
-        self.stamp_actor(app, caller, default_actor, &mut props)
-            .await?;
-        if !props.get("actor").is_some_and(Value::is_object) {
-            return Err(ApiError::RequiredProperty("actor"));
-        }
-        props.entry("verb").or_insert(Value::String("post".into()));
-        props.entry("published").or_insert(now_ms().into());
-        let activity = self.create_entity(app, "activities", props).await?;
-        self.store
-            .add_relation(&app.uuid, &owner.uuid, "activities", &activity.uuid)
-            .await?;
-        let mut owners = vec![owner.uuid.clone()];
-        let audience = match owner.collection.as_str() {
-            "users" => {
-                self.store
-                    .related_uuids(&app.uuid, &owner.uuid, "following", Direction::Inbound)
-                    .await?
-            }
-            _ => {
-                self.store
-                    .related_uuids(&app.uuid, &owner.uuid, "users", Direction::Outbound)
-                    .await?
-            }
-        };
-        owners.extend(audience);
-        self.store
-            .deliver_to_feeds(&app.uuid, &activity, &owners)
-            .await?;
-        Ok(activity)
-    }
-
-    /// Sets an activity's actor. A user posts as themself: the actor's identity (uuid,
-    /// username, email) is theirs, whatever the body says. An admin may name any actor, and by
-    /// default posts as `default` (the feed's owner).
-    async fn stamp_actor(
-        &self,
-        app: &AppRecord,
-        caller: &Caller,
-        default: Option<&Entity>,
-        props: &mut Map<String, Value>,
-    ) -> Result<(), ApiError> {
-        let (poster, forced) = match caller.user_uuid() {
-            Some(uuid) => (
-                self.store
-                    .entity(&app.uuid, Some("users"), EntityKey::Uuid(uuid))
-                    .await?,
-                true,
-            ),
-            None => (default.cloned(), false),
-        };
-        let Some(user) = &poster else {
-            return Ok(());
-        };
-        let username = user.data.get("username").cloned().unwrap_or(Value::Null);
-        let display = user
-            .data
-            .get("name")
-            .cloned()
-            .unwrap_or_else(|| username.clone());
-        let actor = props
-            .entry("actor")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !actor.is_object() && forced {
-            *actor = Value::Object(Map::new());
-        }
-        if let Value::Object(a) = actor {
-            let mut identity = vec![
-                ("uuid", Value::String(user.uuid.clone())),
-                ("username", username),
-            ];
-            match user.data.get("email") {
-                Some(email) => identity.push(("email", email.clone())),
-                None if forced => {
-                    a.remove("email");
-                }
-                None => {}
-            }
-            for (k, v) in identity {
-                if forced {
-                    a.insert(k.into(), v);
-                } else {
-                    a.entry(k).or_insert(v);
-                }
-            }
-            a.entry("displayName").or_insert(display);
-        }
-        Ok(())
     }
 
     /// Refuses a change to an entity that belongs to a user, by whatever path it is named,
@@ -969,202 +574,6 @@ impl Api {
             ApiError::Unauthorized(format!("{what} belongs to a user: send their access token"))
         })
     }
-
-    async fn connect(
-        &self,
-        app: &AppRecord,
-        owner: &Entity,
-        relation: &str,
-        target: &Entity,
-    ) -> Result<(), ApiError> {
-        if let Some(expected) = implied_target_collection(&owner.collection, relation)
-            && target.collection != expected
-        {
-            return Err(ApiError::IllegalArgument(format!(
-                "{relation} of a {} must be {expected}, not {}",
-                singularize(&owner.collection),
-                target.collection
-            )));
-        }
-        self.store
-            .add_relation(&app.uuid, &owner.uuid, relation, &target.uuid)
-            .await?;
-        if let Some(reverse) = linked_reverse(&owner.collection, relation) {
-            self.store
-                .add_relation(&app.uuid, &target.uuid, reverse, &owner.uuid)
-                .await?;
-        }
-        if affects_grants(&owner.collection, relation) {
-            self.bump_grants();
-        }
-        if relation == "following" && target.collection == "users" {
-            // Usergrid copies the followed user's activities into the follower's feed.
-            let all = PageQuery {
-                query: None,
-                limit: MAX_LIMIT,
-                offset: 0,
-                deadline: None,
-                max_bytes: None,
-            };
-            let past = self
-                .store
-                .related(
-                    &app.uuid,
-                    &target.uuid,
-                    "activities",
-                    Direction::Outbound,
-                    &all,
-                )
-                .await?;
-            for activity in past.entities {
-                self.store
-                    .deliver_to_feeds(&app.uuid, &activity, std::slice::from_ref(&owner.uuid))
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn load_target(
-        &self,
-        app: &AppRecord,
-        caller: &Caller,
-        owner: &Entity,
-        relation: &str,
-        target: &RelationTarget,
-    ) -> Result<Entity, ApiError> {
-        let collection = target
-            .collection
-            .clone()
-            .or_else(|| implied_target_collection(&owner.collection, relation).map(str::to_owned));
-        let key = key_of(caller, &target.entity)?;
-        match (collection, &key) {
-            (Some(c), _) => {
-                // Whether the caller may read it is asked before whether it exists, so that
-                // a refusal tells nothing about what is there.
-                let path = ResourcePath::from_segments(vec![c.clone(), key.text().to_owned()])?;
-                self.check_access(app, caller, Method::Get, &path).await?;
-                self.load(app, &c, &key).await
-            }
-            (None, Key::Uuid(u)) => self
-                .store
-                .entity(&app.uuid, None, EntityKey::Uuid(u))
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("{u} not found"))),
-            (None, Key::Name(n)) => Err(ApiError::IllegalArgument(format!(
-                "name the collection of {n:?}: /{}/{}/{relation}/{{collection}}/{n}",
-                owner.collection, owner.uuid
-            ))),
-        }
-    }
-
-    async fn permissions_call(
-        &self,
-        app: &AppRecord,
-        request: &ApiRequest,
-        owner: &Entity,
-        mut env: Envelope,
-    ) -> Reply {
-        if !matches!(owner.collection.as_str(), "users" | "groups" | "roles") {
-            return Err(ApiError::NoSuchResource(
-                "only users, groups and roles have permissions".into(),
-            ));
-        }
-        let permission_arg = |text: Option<&str>| -> Result<String, ApiError> {
-            let text = text.ok_or(ApiError::RequiredProperty("permission"))?;
-            let parsed =
-                Permission::parse(text).map_err(|e| ApiError::IllegalArgument(e.to_string()))?;
-            Ok(parsed.to_string())
-        };
-        match request.method {
-            Method::Get => {
-                let perms = self.store.permissions(&app.uuid, &owner.uuid).await?;
-                env.data = Some(Value::from(perms));
-            }
-            Method::Post | Method::Put => {
-                let body = body_object(request)?;
-                let perm = permission_arg(body.get("permission").and_then(Value::as_str))?;
-                self.store
-                    .add_permission(&app.uuid, &owner.uuid, &perm)
-                    .await?;
-                self.bump_grants();
-                env.data = Some(Value::from(vec![perm]));
-            }
-            Method::Delete => {
-                let perm = permission_arg(request.params.get("permission"))?;
-                if !self
-                    .store
-                    .remove_permission(&app.uuid, &owner.uuid, &perm)
-                    .await?
-                {
-                    return Err(ApiError::NotFound(format!(
-                        "permission {perm:?} is not granted"
-                    )));
-                }
-                self.bump_grants();
-                env.data = Some(Value::from(vec![perm]));
-            }
-        }
-        Ok((200, env))
-    }
-
-    async fn change_password(
-        &self,
-        app: &AppRecord,
-        caller: &Caller,
-        request: &ApiRequest,
-        user: &Entity,
-        env: Envelope,
-    ) -> Reply {
-        let body = body_object(request)?;
-        let new = body
-            .get("newpassword")
-            .and_then(Value::as_str)
-            .filter(|p| !p.is_empty())
-            .ok_or(ApiError::RequiredProperty("newpassword"))?
-            .to_owned();
-        if !self.is_app_admin(app, caller) {
-            if caller.user_uuid() != Some(user.uuid.as_str()) {
-                return Err(ApiError::Forbidden(
-                    "only the user or an admin may change a password".into(),
-                ));
-            }
-            let old = body
-                .get("oldpassword")
-                .and_then(Value::as_str)
-                .ok_or(ApiError::RequiredProperty("oldpassword"))?
-                .to_owned();
-            // A wrong old password is a failed login: throttled like one.
-            let key = Some((app.uuid.as_str(), user.uuid.as_str()));
-            self.login_allowed(caller.address(), key)?;
-            let stored = self.store.user_secret(&app.uuid, &user.uuid).await?;
-            if !self.verify_password(old, stored).await? {
-                self.login_failed(caller.address(), key);
-                return Err(ApiError::InvalidGrant("old password is wrong".into()));
-            }
-        }
-        let hash = self.hash_password(new).await?;
-        self.store
-            .set_user_secret(&app.uuid, &user.uuid, &hash)
-            .await?;
-        // Whoever knew the old password is logged out everywhere; the user's own session that
-        // made the change goes on.
-        let keep = caller
-            .token()
-            .filter(|_| caller.user_uuid() == Some(user.uuid.as_str()));
-        self.revoke_subject(&user.uuid, keep).await?;
-        Ok((200, env))
-    }
-}
-
-struct RelatedCall<'a> {
-    app: &'a AppRecord,
-    caller: &'a Caller,
-    request: &'a ApiRequest,
-    owner: &'a Entity,
-    relation: &'a str,
-    inbound: bool,
-    target: Option<&'a RelationTarget>,
 }
 
 /// An entity reference with `me` resolved.
@@ -1174,14 +583,14 @@ pub(super) enum Key {
 }
 
 impl Key {
-    fn text(&self) -> &str {
+    pub(super) fn text(&self) -> &str {
         match self {
             Key::Uuid(s) | Key::Name(s) => s,
         }
     }
 }
 
-fn key_of(caller: &Caller, entity: &EntityRef) -> Result<Key, ApiError> {
+pub(super) fn key_of(caller: &Caller, entity: &EntityRef) -> Result<Key, ApiError> {
     Ok(match entity {
         EntityRef::Uuid(u) => Key::Uuid(u.clone()),
         EntityRef::Name(n) => Key::Name(n.clone()),
@@ -1201,12 +610,17 @@ fn who_fields(user: &Entity) -> [Option<Value>; 4] {
     ["username", "email", "activated", "disabled"].map(|k| user.data.get(k).cloned())
 }
 
-fn with_entities(mut env: Envelope, entities: Vec<Entity>, access_path: &str) -> (u16, Envelope) {
+/// The envelope carrying `entities`, each shown as living under `access_path`.
+pub(super) fn with_entities(
+    mut env: Envelope,
+    entities: Vec<Entity>,
+    access_path: &str,
+) -> Envelope {
     env.entities = Some(
         entities
             .into_iter()
             .map(|e| render_entity(e, access_path))
             .collect(),
     );
-    (200, env)
+    env
 }

@@ -7,6 +7,14 @@ use gridsocket_core::Params;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+/// A response body: the Usergrid envelope, or plain JSON (token grants).
+pub(crate) enum Body {
+    Envelope(Box<Envelope>),
+    Json(Value),
+}
+
+pub(crate) type Reply = Result<(u16, Body), ApiError>;
+
 /// Query parameters that are never echoed back (Usergrid's `IGNORE_QP`).
 const HIDDEN_PARAMS: &[&str] = &[
     "client_id",

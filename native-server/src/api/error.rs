@@ -177,3 +177,17 @@ impl ApiError {
         }
     }
 }
+
+impl From<gridsocket_core::route::RouteError> for ApiError {
+    fn from(e: gridsocket_core::route::RouteError) -> Self {
+        match e {
+            gridsocket_core::route::RouteError::MethodNotAllowed(m) => {
+                ApiError::MethodNotAllowed(m)
+            }
+            gridsocket_core::route::RouteError::NoSuchResource(what) => {
+                ApiError::NoSuchResource(what.to_owned())
+            }
+            other => ApiError::NoSuchResource(other.to_string()),
+        }
+    }
+}

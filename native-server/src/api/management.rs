@@ -1,21 +1,13 @@
 //! Organizations, applications, admins and the token endpoints.
 
 use super::access::user_may_log_in;
-use super::envelope::{Envelope, render_entity};
+use super::envelope::{Body, Envelope, Reply, render_entity};
 use super::{Api, ApiError, Caller, Principal, now_ms};
 use crate::api::auth::{Credentials, random_secret, secrets_equal};
 use crate::store::{AdminRecord, AppRecord, Entity, OrgRecord, TokenKind};
 use gridsocket_core::{ApiRequest, EntityRef, Method, Params};
 use serde_json::{Map, Value, json};
 use std::net::IpAddr;
-
-/// A response body: the Usergrid envelope, or plain JSON (token grants).
-pub(crate) enum Body {
-    Envelope(Box<Envelope>),
-    Json(Value),
-}
-
-pub(crate) type Reply = Result<(u16, Body), ApiError>;
 
 /// Names that cannot be organizations or applications: they are routes.
 const RESERVED_NAMES: &[&str] = &["management", "status", "healthz", "metrics", "demo-assets"];

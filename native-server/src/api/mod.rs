@@ -7,6 +7,7 @@
 //! [`Signal`], for the realtime layer and the other nodes.
 
 mod access;
+mod activities;
 pub mod auth;
 pub mod dedup;
 mod entities;
@@ -15,6 +16,9 @@ mod error;
 mod management;
 mod passwords;
 mod queues;
+mod relations;
+mod router;
+mod users;
 
 pub use access::{Authenticated, Caller, Principal, user_may_log_in};
 pub use envelope::render_entity;
@@ -26,11 +30,11 @@ use crate::metrics::Metrics;
 use crate::signal::Signal;
 use crate::store::{AppRecord, Store, TokenKind, TokenRecord};
 use envelope::error_json;
+use envelope::{Body, Reply};
 use gridsocket_core::path::split_segments;
 use gridsocket_core::{
-    ApiRequest, ConnectPath, Method, Params, QueryLimits, Resource, ResourcePath, close_code,
+    ApiRequest, ConnectPath, Method, Params, QueryLimits, ResourcePath, close_code,
 };
-use management::Body;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -170,7 +174,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// How many bytes `value` takes as compact JSON, without building the text.
-fn json_size(value: &Value) -> usize {
+pub(super) fn json_size(value: &Value) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -234,7 +238,7 @@ impl Api {
         }
     }
 
-    fn respond(&self, result: management::Reply, started: Instant) -> ApiResponse {
+    fn respond(&self, result: Reply, started: Instant) -> ApiResponse {
         match result {
             Ok((status, Body::Envelope(mut env))) => {
                 env.timestamp = now_ms();
@@ -401,53 +405,6 @@ impl Api {
     ) -> ApiResponse {
         let result = self.app_call(app, caller, &request).await;
         self.respond(result, started)
-    }
-
-    async fn app_call(
-        &self,
-        app: &AppRecord,
-        caller: &Caller,
-        request: &ApiRequest,
-    ) -> management::Reply {
-        let path = ResourcePath::parse(&request.path)?;
-        if let Some(body) = &request.body {
-            let size = json_size(body);
-            if size > self.config.max_entity_bytes {
-                return Err(ApiError::EntityTooLarge {
-                    size,
-                    limit: self.config.max_entity_bytes,
-                });
-            }
-        }
-        match &path.resource {
-            Resource::Token => return self.app_token(app, caller, request).await,
-            Resource::Credentials => {
-                self.require_app_admin(app, caller)?;
-                return Ok((
-                    200,
-                    Body::Envelope(Box::new(self.app_credentials_envelope(app, request))),
-                ));
-            }
-            _ => {}
-        }
-        self.check_access(app, caller, request.method, &path)
-            .await?;
-        let result = match &path.resource {
-            Resource::Queue { queue, part } => {
-                self.queue_call(app, caller, request, queue, part).await
-            }
-            _ => self
-                .dispatch(app, caller, request, &path)
-                .await
-                .map(|(status, env)| (status, Body::Envelope(Box::new(env)))),
-        };
-        if request.method != Method::Get {
-            // Writes log their changes; the dispatchers read them from there.
-            self.signal(Signal::Changed {
-                app: app.uuid.clone(),
-            });
-        }
-        result
     }
 
     /// Finds the app a REST URL names: `/{org}/{app}/…` first, then `/{app}/…` of the default

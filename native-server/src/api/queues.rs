@@ -2,10 +2,10 @@
 //! commit, and subscriber queues that receive copies.
 
 use super::entities::MAX_LIMIT;
-use super::management::{Body, Reply};
+use super::envelope::{Body, Reply};
 use super::{Api, ApiError, Caller, now_ms};
 use crate::store::{AppRecord, QueueRead};
-use gridsocket_core::path::QueuePart;
+use gridsocket_core::route::QueueRoute;
 use gridsocket_core::{ApiRequest, Method, ResourcePath};
 use serde_json::{Map, Value, json};
 
@@ -40,18 +40,17 @@ impl Api {
         app: &AppRecord,
         caller: &Caller,
         request: &ApiRequest,
-        queue: &str,
-        part: &QueuePart,
+        route: QueueRoute,
     ) -> Reply {
-        let method = request.method;
         let ok = |v: Value| Ok((200, Body::Json(v)));
-        match (part, method) {
-            (QueuePart::Messages, Method::Get) if queue == "/" => {
+        match route {
+            QueueRoute::List => {
                 let queues = self.store.queues(&app.uuid).await?;
                 let list: Vec<Value> = queues.into_iter().map(|q| json!({"path": q})).collect();
                 ok(json!({"path": "/queues", "queues": list}))
             }
-            (QueuePart::Messages, Method::Post) if queue != "/" => {
+            QueueRoute::Post { queue } => {
+                let queue = queue.as_str();
                 let messages: Vec<Map<String, Value>> = match &request.body {
                     Some(Value::Object(m)) => vec![m.clone()],
                     Some(Value::Array(items)) if items.len() <= MAX_LIMIT => items
@@ -88,7 +87,8 @@ impl Api {
                     .await?;
                 ok(json!({"path": queue, "count": posted.len(), "messages": posted}))
             }
-            (QueuePart::Messages, Method::Get) => {
+            QueueRoute::Read { queue } => {
+                let queue = queue.as_str();
                 let limit = match request.params.get("limit") {
                     None => 10,
                     Some(l) => l
@@ -136,7 +136,11 @@ impl Api {
                 }
                 ok(body)
             }
-            (QueuePart::Transaction(id), Method::Delete) => {
+            QueueRoute::Commit {
+                queue,
+                transaction: id,
+            } => {
+                let (queue, id) = (queue.as_str(), id.as_str());
                 if !self.store.queue_commit(&app.uuid, queue, id).await? {
                     return Err(ApiError::NotFound(format!(
                         "transaction {id} not found: already committed, or timed out and redelivered"
@@ -144,11 +148,16 @@ impl Api {
                 }
                 ok(json!({"path": queue, "transaction": id}))
             }
-            (QueuePart::Subscribers(None), Method::Get) => {
+            QueueRoute::Subscribers { queue } => {
+                let queue = queue.as_str();
                 let subs = self.store.queue_subscribers(&app.uuid, queue).await?;
                 ok(json!({"path": queue, "subscribers": subs}))
             }
-            (QueuePart::Subscribers(Some(other)), Method::Post | Method::Put) => {
+            QueueRoute::Subscribe {
+                queue,
+                subscriber: other,
+            } => {
+                let (queue, other) = (queue.as_str(), other.as_str());
                 if other == queue || other == "/" {
                     return Err(ApiError::IllegalArgument(
                         "a queue cannot subscribe to itself or to /".into(),
@@ -169,7 +178,11 @@ impl Api {
                     .await?;
                 ok(json!({"path": queue, "subscriber": other}))
             }
-            (QueuePart::Subscribers(Some(other)), Method::Delete) => {
+            QueueRoute::Unsubscribe {
+                queue,
+                subscriber: other,
+            } => {
+                let (queue, other) = (queue.as_str(), other.as_str());
                 if !self
                     .store
                     .queue_subscribe(&app.uuid, queue, other, false)
@@ -181,10 +194,6 @@ impl Api {
                 }
                 ok(json!({"path": queue, "subscriber": other}))
             }
-            (QueuePart::Properties, _) => Err(ApiError::NoSuchResource(
-                "queue properties are not served".into(),
-            )),
-            (_, m) => Err(ApiError::MethodNotAllowed(m.as_str())),
         }
     }
 }
