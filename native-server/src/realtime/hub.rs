@@ -6,12 +6,14 @@ use crate::api::Caller;
 use crate::store::AppRecord;
 use gridsocket_core::Instant;
 use gridsocket_core::access::AccessPath;
-use gridsocket_core::{SubscriptionId, SubscriptionIndex, Target};
+use gridsocket_core::subscription::Change;
+use gridsocket_core::{EventKind, SubscriptionId, SubscriptionIndex, Target, close_code};
 use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// Names one socket.
 pub type ConnId = u64;
@@ -61,38 +63,78 @@ pub struct SubEntry {
     pub consumer: Option<(ConsumerKey, u64)>,
 }
 
+/// One subscription a change goes to, with what deciding and encoding its event needs.
+pub struct Delivery {
+    /// The subscriber's socket.
+    pub socket: Arc<dyn Sink>,
+    /// Which subscription.
+    pub subscription: SubscriptionId,
+    /// The event it gets.
+    pub kind: EventKind,
+    /// The path as the client wrote it.
+    pub path: Arc<str>,
+    /// The wire id (`s1`).
+    pub wire_id: Arc<str>,
+    /// For a queue consumer: which one (its pump hands out the messages).
+    pub consumer: Option<ConsumerKey>,
+    /// True for the application's admins.
+    pub admin: bool,
+    /// Who subscribed.
+    pub caller: Arc<Caller>,
+    /// The application.
+    pub app: Arc<AppRecord>,
+}
+
+/// One subscription, as its access is re-checked.
+pub struct Subscribed {
+    /// Which subscription.
+    pub key: SubKey,
+    /// Its application.
+    pub app: Arc<AppRecord>,
+    /// Who subscribed.
+    pub caller: Arc<Caller>,
+    /// What it watches, in canonical form.
+    pub access: Arc<AccessPath>,
+}
+
+/// The next socket a queue consumer's message goes to.
+pub struct Consumer {
+    /// The subscription.
+    pub key: SubKey,
+    /// Its path as the client wrote it.
+    pub path: Arc<str>,
+    /// Its wire id.
+    pub wire_id: Arc<str>,
+}
+
 /// The subscriptions of one application.
 #[derive(Default)]
-pub struct AppSubs {
-    /// Matching index.
-    pub index: SubscriptionIndex<SubKey>,
+struct AppSubs {
+    index: SubscriptionIndex<SubKey>,
     /// Details by key (the hub's and sessions' own numbers: a fast, unkeyed hash).
-    pub entries: FxHashMap<SubKey, SubEntry>,
+    entries: FxHashMap<SubKey, SubEntry>,
     /// The last log position dispatched, once known.
-    pub dispatched: Option<u64>,
+    dispatched: Option<u64>,
 }
 
 /// A running consumer pump.
-pub struct Pump {
-    /// Wakes it (a message arrived).
-    pub wake: Arc<Notify>,
+struct Pump {
+    wake: Arc<Notify>,
     /// Sockets subscribed as this consumer, in delivery rotation.
-    pub members: Vec<SubKey>,
+    members: Vec<SubKey>,
     /// Next member to hand a message to.
-    pub next: usize,
-    /// Stops it.
-    pub stop: tokio_util::sync::CancellationToken,
+    next: usize,
+    stop: CancellationToken,
 }
 
 /// Hub state behind one lock.
 #[derive(Default)]
-pub struct HubState {
+struct HubState {
     /// Sockets (by the hub's own numbers: a fast, unkeyed hash).
-    pub conns: FxHashMap<ConnId, ConnHandle>,
+    conns: FxHashMap<ConnId, ConnHandle>,
     /// Subscriptions per application uuid.
-    pub apps: HashMap<String, AppSubs>,
-    /// Queue consumer pumps.
-    pub pumps: HashMap<ConsumerKey, Pump>,
+    apps: HashMap<String, AppSubs>,
+    pumps: HashMap<ConsumerKey, Pump>,
 }
 
 /// The hub.
@@ -106,8 +148,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Locks the state.
-    pub fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
+    fn state(&self) -> std::sync::MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -210,6 +251,185 @@ impl Hub {
     /// How many sockets are registered.
     pub fn connections(&self) -> usize {
         self.state().conns.len()
+    }
+    /// Where an application's dispatch stands: the last position dispatched (once known) and
+    /// whether anyone watches it; `None` if the hub does not know the application.
+    pub fn dispatch_state(&self, app: &str) -> Option<(Option<u64>, bool)> {
+        self.state()
+            .apps
+            .get(app)
+            .map(|a| (a.dispatched, !a.entries.is_empty()))
+    }
+
+    /// Starts dispatching an application's log at `position`, unless it already is.
+    pub fn start_dispatch_at(&self, app: &str, position: u64) {
+        let mut st = self.state();
+        let subs = st.apps.entry(app.to_owned()).or_default();
+        if subs.dispatched.is_none() {
+            subs.dispatched = Some(position);
+        }
+    }
+
+    /// Records that an application's log is dispatched up to `seq`.
+    pub fn dispatched_to(&self, app: &str, seq: u64) {
+        if let Some(a) = self.state().apps.get_mut(app) {
+            a.dispatched = Some(a.dispatched.unwrap_or(0).max(seq));
+        }
+    }
+
+    /// The subscriptions of an application a change goes to.
+    pub fn deliveries(&self, app: &str, change: &Change<'_>) -> Vec<Delivery> {
+        let st = self.state();
+        let Some(subs) = st.apps.get(app) else {
+            return Vec::new();
+        };
+        let mut matched = Vec::new();
+        subs.index.matches(change, &mut matched);
+        matched
+            .into_iter()
+            .filter_map(|((conn, subscription), kind)| {
+                let entry = subs.entries.get(&(conn, subscription))?;
+                let handle = st.conns.get(&conn)?;
+                Some(Delivery {
+                    socket: handle.socket.clone(),
+                    subscription,
+                    kind,
+                    path: entry.path.clone(),
+                    wire_id: entry.wire_id.clone(),
+                    consumer: entry.consumer.as_ref().map(|(c, _)| c.clone()),
+                    admin: handle.admin,
+                    caller: handle.caller.clone(),
+                    app: handle.app.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every subscription, with what re-checking its access needs.
+    pub fn subscriptions_to_check(&self) -> Vec<Subscribed> {
+        let st = self.state();
+        st.apps
+            .values()
+            .flat_map(|a| a.entries.iter())
+            .filter_map(|(key, entry)| {
+                let conn = st.conns.get(&key.0)?;
+                Some(Subscribed {
+                    key: *key,
+                    app: conn.app.clone(),
+                    caller: conn.caller.clone(),
+                    access: entry.access.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Ends the sockets `which` picks: each subscription gets a `revoked` event
+    /// (`token_revoked`) and is forgotten, then the socket closes with 4401 and `reason`.
+    pub fn close_where(&self, which: impl Fn(&ConnHandle) -> bool, reason: &'static str) {
+        let mut st = self.state();
+        let conns: Vec<ConnId> = st
+            .conns
+            .iter()
+            .filter(|(_, c)| which(c))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in conns {
+            let Some(app) = st.conns.get(&conn).map(|c| c.app.uuid.clone()) else {
+                continue;
+            };
+            let keys: Vec<SubKey> = st
+                .apps
+                .get(&app)
+                .map(|a| a.entries.keys().filter(|k| k.0 == conn).copied().collect())
+                .unwrap_or_default();
+            if let Some(handle) = st.conns.get(&conn) {
+                for key in &keys {
+                    handle.push(Push::Revoke {
+                        subscription: key.1,
+                        reason: "token_revoked",
+                    });
+                }
+                handle.push(Push::Close {
+                    code: close_code::UNAUTHORIZED,
+                    reason,
+                });
+            }
+            for key in keys {
+                remove_locked(&mut st, &app, key);
+            }
+        }
+    }
+
+    /// The callers of the sockets `which` picks.
+    pub fn callers(&self, which: impl Fn(&ConnHandle) -> bool) -> Vec<Arc<Caller>> {
+        self.state()
+            .conns
+            .values()
+            .filter(|c| which(c))
+            .map(|c| c.caller.clone())
+            .collect()
+    }
+
+    /// The hashes of the tokens this node's sockets authenticated with, each once.
+    pub fn tokens(&self) -> Vec<[u8; 32]> {
+        let mut t: Vec<[u8; 32]> = self
+            .state()
+            .conns
+            .values()
+            .filter_map(|c| c.caller.token())
+            .collect();
+        t.sort_unstable();
+        t.dedup();
+        t
+    }
+
+    /// Registers a queue consumer's pump; `None` if it runs already. The pump stops when its
+    /// last subscriber goes.
+    pub fn start_pump(&self, key: &ConsumerKey) -> Option<(Arc<Notify>, CancellationToken)> {
+        let mut st = self.state();
+        if st.pumps.contains_key(key) {
+            return None;
+        }
+        let (wake, stop) = (Arc::new(Notify::new()), CancellationToken::new());
+        st.pumps.insert(
+            key.clone(),
+            Pump {
+                wake: wake.clone(),
+                members: Vec::new(),
+                next: 0,
+                stop: stop.clone(),
+            },
+        );
+        Some((wake, stop))
+    }
+
+    /// Wakes a queue consumer's pump (a message arrived).
+    pub fn wake_pump(&self, key: &ConsumerKey) {
+        if let Some(p) = self.state().pumps.get(key) {
+            p.wake.notify_one();
+        }
+    }
+
+    /// The socket a consumer's next message goes to, in rotation: `Err(())` when the pump is
+    /// gone, `Ok(None)` when nobody is subscribed right now.
+    #[allow(clippy::result_unit_err)]
+    pub fn next_consumer(&self, key: &ConsumerKey) -> Result<Option<Consumer>, ()> {
+        let mut st = self.state();
+        let pump = st.pumps.get_mut(key).ok_or(())?;
+        if pump.members.is_empty() {
+            return Ok(None);
+        }
+        let k = pump.members[pump.next % pump.members.len()];
+        pump.next = pump.next.wrapping_add(1);
+        Ok(st
+            .apps
+            .get(&key.app)
+            .and_then(|a| a.entries.get(&k))
+            .map(|e| Consumer {
+                key: k,
+                path: e.path.clone(),
+                wire_id: e.wire_id.clone(),
+            }))
     }
 }
 
