@@ -249,3 +249,32 @@ async fn queue_transactions_hide_messages_until_they_time_out_then_come_back_onc
         assert_eq!(again, expected, "{kind}");
     }
 }
+
+/// Every method of the store contract (`store::contract`), on both stores.
+#[tokio::test]
+async fn both_stores_keep_the_whole_contract() {
+    let temp = std::sync::Mutex::new(Vec::new());
+    gridsocket_server::store::contract::run_all(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("sqlite opens");
+        temp.lock().unwrap_or_else(|p| p.into_inner()).push(dir);
+        async move { Arc::new(store) as Arc<dyn Store> }
+    })
+    .await;
+    if require_postgres().await.is_none() {
+        return;
+    }
+    let n = std::sync::atomic::AtomicU64::new(0);
+    gridsocket_server::store::contract::run_all(|| {
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            let url = postgres_schema(&format!("gs_test_contract_{nonce:x}_{i}")).await;
+            Arc::new(PostgresStore::connect(&url).await.expect("pg opens")) as Arc<dyn Store>
+        }
+    })
+    .await;
+}

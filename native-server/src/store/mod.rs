@@ -3,11 +3,11 @@
 //! The store knows records and pages, not HTTP: the service layer turns requests into these
 //! calls. Every write that returns `Ok` is durable.
 
+pub mod contract;
+mod plan;
 mod postgres;
 mod rows;
 mod sqlite;
-mod sqlite_readers;
-mod sqlite_writer;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

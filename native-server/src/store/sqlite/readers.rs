@@ -14,9 +14,9 @@
 //! embedded store belongs to one process (`SqliteStore` locks its data dir): the commits
 //! counted are all the commits there are.
 
-use super::StoreResult;
-use super::sqlite::backend;
-use super::sqlite_writer::CommitObserver;
+use super::error::backend;
+use super::writer::CommitObserver;
+use crate::store::StoreResult;
 use rusqlite::{Connection, OpenFlags};
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -1,82 +1,34 @@
 //! The embedded default store: one SQLite file in the data dir, WAL mode, `synchronous=FULL`
 //! so that an answered write survives `kill -9` and power loss.
 
+use super::plan::{self, Taken};
 use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_message};
-use super::sqlite_readers::{MAX_IDLE_READERS, ReaderPool};
-use super::sqlite_writer::Writer;
+mod error;
+mod readers;
+mod writer;
+
 use super::{
     AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
     Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult, TokenKind,
     TokenRecord, WriteRecord,
 };
 use async_trait::async_trait;
+use error::backend;
 use gridsocket_core::subscription::ChangeKind;
+use readers::{MAX_IDLE_READERS, ReaderPool};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde_json::{Map, Value};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
+use writer::Writer;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS orgs(
-    uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    client_id TEXT NOT NULL UNIQUE, client_secret TEXT NOT NULL, created INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS admins(
-    uuid TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    email TEXT NOT NULL UNIQUE COLLATE NOCASE, name TEXT NOT NULL,
-    password_hash TEXT NOT NULL, created INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS org_admins(
-    org_uuid TEXT NOT NULL, admin_uuid TEXT NOT NULL, PRIMARY KEY(org_uuid, admin_uuid));
-CREATE TABLE IF NOT EXISTS apps(
-    uuid TEXT PRIMARY KEY, org_uuid TEXT NOT NULL, name TEXT NOT NULL COLLATE NOCASE,
-    client_id TEXT NOT NULL UNIQUE, client_secret TEXT NOT NULL, created INTEGER NOT NULL,
-    UNIQUE(org_uuid, name));
-CREATE TABLE IF NOT EXISTS tokens(
-    hash BLOB PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, scope TEXT NOT NULL,
-    created INTEGER NOT NULL, expires INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS tokens_subject ON tokens(subject);
-CREATE TABLE IF NOT EXISTS entities(
-    app TEXT NOT NULL, uuid TEXT NOT NULL, collection TEXT NOT NULL, name TEXT COLLATE NOCASE,
-    data TEXT NOT NULL, secret TEXT, PRIMARY KEY(app, uuid));
-CREATE UNIQUE INDEX IF NOT EXISTS entities_name ON entities(app, collection, name)
-    WHERE name IS NOT NULL;
-CREATE INDEX IF NOT EXISTS entities_collection ON entities(app, collection, uuid);
-CREATE TABLE IF NOT EXISTS relations(
-    id INTEGER PRIMARY KEY, app TEXT NOT NULL, source TEXT NOT NULL, relation TEXT NOT NULL,
-    target TEXT NOT NULL, UNIQUE(app, source, relation, target));
-CREATE INDEX IF NOT EXISTS relations_target ON relations(app, target, relation);
-CREATE TABLE IF NOT EXISTS app_seq(app TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS changes(
-    app TEXT NOT NULL, seq INTEGER NOT NULL, created INTEGER NOT NULL, kind TEXT NOT NULL,
-    collection TEXT NOT NULL, uuid TEXT NOT NULL, name TEXT, entity TEXT NOT NULL,
-    previous TEXT, feed_owner TEXT, queue TEXT, PRIMARY KEY(app, seq));
-CREATE INDEX IF NOT EXISTS changes_created ON changes(created);
-CREATE TABLE IF NOT EXISTS queue_messages(
-    id INTEGER PRIMARY KEY AUTOINCREMENT, app TEXT NOT NULL, queue TEXT NOT NULL,
-    uuid TEXT NOT NULL, seq INTEGER NOT NULL, created INTEGER NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS queue_messages_queue ON queue_messages(app, queue, id);
-CREATE TABLE IF NOT EXISTS queue_consumers(
-    app TEXT NOT NULL, queue TEXT NOT NULL, consumer TEXT NOT NULL, position INTEGER NOT NULL,
-    PRIMARY KEY(app, queue, consumer));
-CREATE TABLE IF NOT EXISTS queue_tx(
-    id TEXT PRIMARY KEY, app TEXT NOT NULL, queue TEXT NOT NULL, consumer TEXT NOT NULL,
-    message_id INTEGER NOT NULL, expires INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS queue_tx_consumer ON queue_tx(app, queue, consumer, expires);
-CREATE TABLE IF NOT EXISTS queue_subs(
-    app TEXT NOT NULL, queue TEXT NOT NULL, subscriber TEXT NOT NULL,
-    PRIMARY KEY(app, queue, subscriber));
-CREATE TABLE IF NOT EXISTS permissions(
-    app TEXT NOT NULL, owner TEXT NOT NULL, permission TEXT NOT NULL,
-    PRIMARY KEY(app, owner, permission));
-CREATE TABLE IF NOT EXISTS write_ids(
-    app TEXT NOT NULL, write_id TEXT NOT NULL, owner TEXT NOT NULL, fingerprint TEXT NOT NULL,
-    created INTEGER NOT NULL, status INTEGER, body TEXT, PRIMARY KEY(app, write_id));
-CREATE INDEX IF NOT EXISTS write_ids_created ON write_ids(created);
-"#;
+/// The schema, applied at every start (every statement is `IF NOT EXISTS`).
+const SCHEMA: &str = include_str!("schema.sql");
 
 /// The SQLite store: one writer connection on a thread of its own that commits queued writes
-/// in groups (`sqlite_writer`), and a pool of read-only connections whose snapshots last from
-/// one commit to the next (`sqlite_readers`). In WAL mode readers never wait for the writer.
+/// in groups (`writer`), and a pool of read-only connections whose snapshots last from
+/// one commit to the next (`readers`). In WAL mode readers never wait for the writer.
 /// Point reads (a row by key, short lists) run on the caller's thread: from SQLite's page
 /// cache they take microseconds, less than handing them to another thread would. Scans run on
 /// blocking threads. The data dir belongs to one process: it is locked while a store is open.
@@ -91,7 +43,7 @@ pub struct SqliteStore {
 }
 
 /// Locks `dir` for this process: the readers' snapshots assume that every commit to the
-/// database is this process's (`sqlite_readers`). A server still letting go of the dir (a
+/// database is this process's (`readers`). A server still letting go of the dir (a
 /// restart that overlaps the old process's exit) is waited for, up to [`LOCK_WAIT`]; then a
 /// second server on the same dir is refused.
 fn lock_dir(dir: &Path) -> StoreResult<std::fs::File> {
@@ -129,17 +81,6 @@ fn lock_dir(dir: &Path) -> StoreResult<std::fs::File> {
 
 /// How long opening waits for another holder of the data dir to let go.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-pub(super) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    let code = (&e as &dyn std::any::Any)
-        .downcast_ref::<rusqlite::Error>()
-        .and_then(rusqlite::Error::sqlite_error_code);
-    match code {
-        Some(ErrorCode::DiskFull) => StoreError::Full,
-        Some(ErrorCode::ReadOnly) => StoreError::ReadOnly,
-        _ => StoreError::Backend(Box::new(e)),
-    }
-}
 
 fn sql_err(e: rusqlite::Error, what: &str) -> StoreError {
     match e.sqlite_error_code() {
@@ -1019,9 +960,9 @@ impl Store for SqliteStore {
                     }
                 }
                 QueueRead::Consumer { consumer, timeout_ms } => {
-                    let timeout = *timeout_ms as i64;
-                    // Timed-out transactions of this consumer come first, in a new transaction.
-                    if timeout > 0 {
+                    // Timed-out transactions of this consumer come again, in new transactions.
+                    let mut redelivered = Vec::new();
+                    if *timeout_ms > 0 {
                         let expired: Vec<(String, i64)> = {
                             let mut st = tx
                                 .prepare_cached(
@@ -1038,17 +979,9 @@ impl Store for SqliteStore {
                         };
                         for (old, message_id) in expired {
                             tx.execute("DELETE FROM queue_tx WHERE id = ?1", [&old]).map_err(backend)?;
-                            let Some((seq, mut data)) = message(message_id, &tx)? else {
-                                continue;
-                            };
-                            let id = uuid::Uuid::now_v7().to_string();
-                            tx.execute(
-                                "INSERT INTO queue_tx VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                                params![id, app, queue, consumer, message_id, now + timeout],
-                            )
-                            .map_err(backend)?;
-                            data["transaction"] = Value::String(id);
-                            out.push(QueuedMessage { seq, message: data });
+                            if let Some((seq, data)) = message(message_id, &tx)? {
+                                redelivered.push(Taken { id: message_id, seq, data });
+                            }
                         }
                     }
                     let position: i64 = tx
@@ -1060,7 +993,7 @@ impl Store for SqliteStore {
                         .optional()
                         .map_err(backend)?
                         .unwrap_or(0);
-                    let fresh: Vec<(i64, i64, String)> = {
+                    let fresh: Vec<Taken> = {
                         let mut st = tx
                             .prepare_cached(
                                 "SELECT id, seq, data FROM queue_messages WHERE app = ?1 AND queue = ?2
@@ -1069,33 +1002,33 @@ impl Store for SqliteStore {
                             .map_err(backend)?;
                         let rows = st
                             .query_map(
-                                params![app, queue, position, limit.saturating_sub(out.len()) as i64],
-                                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                                params![app, queue, position, plan::fresh_limit(limit, redelivered.len()) as i64],
+                                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)),
                             )
                             .map_err(backend)?;
-                        rows.collect::<Result<_, _>>().map_err(backend)?
-                    };
-                    let mut last = position;
-                    for (id, seq, data) in fresh {
-                        last = id;
-                        let mut data: Value = serde_json::from_str(&data).map_err(backend)?;
-                        if timeout > 0 {
-                            let tx_id = uuid::Uuid::now_v7().to_string();
-                            tx.execute(
-                                "INSERT INTO queue_tx VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                                params![tx_id, app, queue, consumer, id, now + timeout],
-                            )
-                            .map_err(backend)?;
-                            data["transaction"] = Value::String(tx_id);
+                        let mut fresh = Vec::new();
+                        for row in rows {
+                            let (id, seq, data) = row.map_err(backend)?;
+                            let data = serde_json::from_str(&data).map_err(backend)?;
+                            fresh.push(Taken { id, seq: seq as u64, data });
                         }
-                        out.push(QueuedMessage { seq: seq as u64, message: data });
+                        fresh
+                    };
+                    let read = plan::consumer_read(redelivered, fresh, position, *timeout_ms, now);
+                    for o in &read.opened {
+                        tx.execute(
+                            "INSERT INTO queue_tx VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![o.id, app, queue, consumer, o.message, o.expires],
+                        )
+                        .map_err(backend)?;
                     }
                     tx.execute(
                         "INSERT INTO queue_consumers VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT(app, queue, consumer) DO UPDATE SET position = ?4",
-                        params![app, queue, consumer, last],
+                        params![app, queue, consumer, read.position],
                     )
                     .map_err(backend)?;
+                    out = read.messages;
                 }
             }
             tx.commit().map_err(backend)?;
@@ -1343,6 +1276,18 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_embedded_store_keeps_the_contract() {
+        let dirs = std::sync::Mutex::new(Vec::new());
+        crate::store::contract::run_all(|| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = SqliteStore::open(dir.path()).expect("store opens");
+            dirs.lock().unwrap_or_else(|p| p.into_inner()).push(dir);
+            async move { std::sync::Arc::new(store) as std::sync::Arc<dyn crate::store::Store> }
+        })
+        .await;
+    }
     use super::*;
 
     #[test]

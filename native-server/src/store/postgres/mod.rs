@@ -7,6 +7,7 @@
 //! every node; a queue consumer's row serializes the reads of that consumer id, whichever
 //! node they come from, so no message goes to two readers of one consumer at once.
 
+use super::plan::{self, Taken};
 use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_message};
 use super::{
     AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
@@ -26,76 +27,8 @@ use tokio_postgres::{NoTls, Row};
 /// `gridsocket_migrations`). Text columns compare byte-wise (`COLLATE "C"`), as SQLite's do;
 /// names that are unique regardless of case have unique indexes on `lower(name)`.
 const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE orgs(
-    uuid TEXT COLLATE "C" PRIMARY KEY, name TEXT COLLATE "C" NOT NULL,
-    client_id TEXT COLLATE "C" NOT NULL UNIQUE, client_secret TEXT NOT NULL,
-    created BIGINT NOT NULL);
-CREATE UNIQUE INDEX orgs_name ON orgs(lower(name));
-CREATE TABLE admins(
-    uuid TEXT COLLATE "C" PRIMARY KEY, username TEXT COLLATE "C" NOT NULL,
-    email TEXT COLLATE "C" NOT NULL, name TEXT NOT NULL, password_hash TEXT NOT NULL,
-    created BIGINT NOT NULL);
-CREATE UNIQUE INDEX admins_username ON admins(lower(username));
-CREATE UNIQUE INDEX admins_email ON admins(lower(email));
-CREATE TABLE org_admins(
-    org_uuid TEXT COLLATE "C" NOT NULL, admin_uuid TEXT COLLATE "C" NOT NULL,
-    PRIMARY KEY(org_uuid, admin_uuid));
-CREATE TABLE apps(
-    uuid TEXT COLLATE "C" PRIMARY KEY, org_uuid TEXT COLLATE "C" NOT NULL,
-    name TEXT COLLATE "C" NOT NULL, client_id TEXT COLLATE "C" NOT NULL UNIQUE,
-    client_secret TEXT NOT NULL, created BIGINT NOT NULL);
-CREATE UNIQUE INDEX apps_name ON apps(org_uuid, lower(name));
-CREATE TABLE tokens(
-    hash BYTEA PRIMARY KEY, kind TEXT NOT NULL, subject TEXT COLLATE "C" NOT NULL,
-    scope TEXT COLLATE "C" NOT NULL, created BIGINT NOT NULL, expires BIGINT NOT NULL);
-CREATE INDEX tokens_subject ON tokens(subject);
-CREATE TABLE entities(
-    app TEXT COLLATE "C" NOT NULL, uuid TEXT COLLATE "C" NOT NULL,
-    collection TEXT COLLATE "C" NOT NULL, name TEXT COLLATE "C", data TEXT NOT NULL,
-    secret TEXT, PRIMARY KEY(app, uuid));
-CREATE UNIQUE INDEX entities_name ON entities(app, collection, lower(name))
-    WHERE name IS NOT NULL;
-CREATE INDEX entities_collection ON entities(app, collection, uuid);
-CREATE TABLE relations(
-    id BIGSERIAL PRIMARY KEY, app TEXT COLLATE "C" NOT NULL, source TEXT COLLATE "C" NOT NULL,
-    relation TEXT COLLATE "C" NOT NULL, target TEXT COLLATE "C" NOT NULL,
-    UNIQUE(app, source, relation, target));
-CREATE INDEX relations_target ON relations(app, target, relation);
-CREATE TABLE app_seq(app TEXT COLLATE "C" PRIMARY KEY, seq BIGINT NOT NULL);
-CREATE TABLE changes(
-    app TEXT COLLATE "C" NOT NULL, seq BIGINT NOT NULL, created BIGINT NOT NULL,
-    kind TEXT NOT NULL, collection TEXT COLLATE "C" NOT NULL, uuid TEXT COLLATE "C" NOT NULL,
-    name TEXT, entity TEXT NOT NULL, previous TEXT, feed_owner TEXT, queue TEXT,
-    PRIMARY KEY(app, seq));
-CREATE INDEX changes_created ON changes(created);
-CREATE TABLE queue_messages(
-    id BIGSERIAL PRIMARY KEY, app TEXT COLLATE "C" NOT NULL, queue TEXT COLLATE "C" NOT NULL,
-    uuid TEXT NOT NULL, seq BIGINT NOT NULL, created BIGINT NOT NULL, data TEXT NOT NULL);
-CREATE INDEX queue_messages_queue ON queue_messages(app, queue, id);
-CREATE TABLE queue_consumers(
-    app TEXT COLLATE "C" NOT NULL, queue TEXT COLLATE "C" NOT NULL,
-    consumer TEXT COLLATE "C" NOT NULL, position BIGINT NOT NULL,
-    PRIMARY KEY(app, queue, consumer));
-CREATE TABLE queue_tx(
-    id TEXT COLLATE "C" PRIMARY KEY, app TEXT COLLATE "C" NOT NULL,
-    queue TEXT COLLATE "C" NOT NULL, consumer TEXT COLLATE "C" NOT NULL,
-    message_id BIGINT NOT NULL, expires BIGINT NOT NULL);
-CREATE INDEX queue_tx_consumer ON queue_tx(app, queue, consumer, expires);
-CREATE TABLE queue_subs(
-    app TEXT COLLATE "C" NOT NULL, queue TEXT COLLATE "C" NOT NULL,
-    subscriber TEXT COLLATE "C" NOT NULL, PRIMARY KEY(app, queue, subscriber));
-CREATE TABLE permissions(
-    app TEXT COLLATE "C" NOT NULL, owner TEXT COLLATE "C" NOT NULL,
-    permission TEXT COLLATE "C" NOT NULL, PRIMARY KEY(app, owner, permission));
-"#,
-    r#"
-CREATE TABLE write_ids(
-    app TEXT COLLATE "C" NOT NULL, write_id TEXT COLLATE "C" NOT NULL, owner TEXT NOT NULL,
-    fingerprint TEXT NOT NULL, created BIGINT NOT NULL, status INTEGER, body TEXT,
-    PRIMARY KEY(app, write_id));
-CREATE INDEX write_ids_created ON write_ids(created);
-"#,
+    include_str!("migrations/0001.sql"),
+    include_str!("migrations/0002.sql"),
 ];
 
 /// Any key; it names the lock that lets one node at a time migrate the schema.
@@ -397,23 +330,6 @@ async fn message_by_id(tx: &Transaction<'_>, id: i64) -> StoreResult<Option<(u64
         Ok((seq as u64, serde_json::from_str(&data).map_err(backend)?))
     })
     .transpose()
-}
-
-/// Opens a queue transaction on a message for a consumer; returns its id.
-async fn open_queue_tx(
-    tx: &Transaction<'_>,
-    (app, queue, consumer): (&str, &str, &str),
-    message_id: i64,
-    expires: i64,
-) -> StoreResult<String> {
-    let id = uuid::Uuid::now_v7().to_string();
-    tx.execute(
-        "INSERT INTO queue_tx VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&id, &app, &queue, &consumer, &message_id, &expires],
-    )
-    .await
-    .map_err(backend)?;
-    Ok(id)
 }
 
 fn change_row(r: &Row) -> StoreResult<ChangeRecord> {
@@ -983,10 +899,9 @@ impl Store for PostgresStore {
                     .await
                     .map_err(backend)?
                     .get(0);
-                let timeout = *timeout_ms as i64;
-                let who = (app, queue, consumer.as_str());
-                // Timed-out transactions of this consumer come first, in a new transaction.
-                if timeout > 0 {
+                // Timed-out transactions of this consumer come again, in new transactions.
+                let mut redelivered = Vec::new();
+                if *timeout_ms > 0 {
                     let expired = tx
                         .query(
                             "DELETE FROM queue_tx WHERE id IN (
@@ -998,18 +913,18 @@ impl Store for PostgresStore {
                         )
                         .await
                         .map_err(backend)?;
-                    let mut ids: Vec<i64> = expired.iter().map(|r| r.get(0)).collect();
-                    ids.sort_unstable();
-                    for message_id in ids {
-                        let Some((seq, mut data)) = message_by_id(&tx, message_id).await? else {
-                            continue;
-                        };
-                        let id = open_queue_tx(&tx, who, message_id, now + timeout).await?;
-                        data["transaction"] = Value::String(id);
-                        out.push(QueuedMessage { seq, message: data });
+                    for row in expired {
+                        let message_id: i64 = row.get(0);
+                        if let Some((seq, data)) = message_by_id(&tx, message_id).await? {
+                            redelivered.push(Taken {
+                                id: message_id,
+                                seq,
+                                data,
+                            });
+                        }
                     }
                 }
-                let fresh = tx
+                let rows = tx
                     .query(
                         "SELECT id, seq, data FROM queue_messages WHERE app = $1 AND queue = $2
                          AND id > $3 ORDER BY id LIMIT $4",
@@ -1017,32 +932,37 @@ impl Store for PostgresStore {
                             &app,
                             &queue,
                             &position,
-                            &(limit.saturating_sub(out.len()) as i64),
+                            &(plan::fresh_limit(limit, redelivered.len()) as i64),
                         ],
                     )
                     .await
                     .map_err(backend)?;
-                let mut last = position;
-                for r in fresh {
-                    let (id, seq, data): (i64, i64, String) = (r.get(0), r.get(1), r.get(2));
-                    last = id;
-                    let mut data: Value = serde_json::from_str(&data).map_err(backend)?;
-                    if timeout > 0 {
-                        let tx_id = open_queue_tx(&tx, who, id, now + timeout).await?;
-                        data["transaction"] = Value::String(tx_id);
-                    }
-                    out.push(QueuedMessage {
-                        seq: seq as u64,
-                        message: data,
+                let mut fresh = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let data: String = r.get(2);
+                    fresh.push(Taken {
+                        id: r.get(0),
+                        seq: r.get::<_, i64>(1) as u64,
+                        data: serde_json::from_str(&data).map_err(backend)?,
                     });
+                }
+                let read = plan::consumer_read(redelivered, fresh, position, *timeout_ms, now);
+                for o in &read.opened {
+                    tx.execute(
+                        "INSERT INTO queue_tx VALUES ($1, $2, $3, $4, $5, $6)",
+                        &[&o.id, &app, &queue, consumer, &o.message, &o.expires],
+                    )
+                    .await
+                    .map_err(backend)?;
                 }
                 tx.execute(
                     "UPDATE queue_consumers SET position = $4
                      WHERE app = $1 AND queue = $2 AND consumer = $3",
-                    &[&app, &queue, consumer, &last],
+                    &[&app, &queue, consumer, &read.position],
                 )
                 .await
                 .map_err(backend)?;
+                out = read.messages;
             }
         }
         tx.commit().await.map_err(backend)?;

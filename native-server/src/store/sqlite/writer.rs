@@ -9,7 +9,7 @@
 //! transaction, each write inside its own savepoint, so a failing write undoes only itself.
 //! One commit (one `fsync`) then covers the group, and each caller is answered only after it.
 
-use super::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult};
 use rusqlite::Connection;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -38,7 +38,7 @@ struct Written {
     failure: Option<StoreError>,
 }
 
-/// What the writer tells the read connections about its commits (`sqlite_readers`).
+/// What the writer tells the read connections about its commits (`readers`).
 pub(super) trait CommitObserver: Send + Sync + 'static {
     /// A transaction is about to commit: read transactions left open now would keep its
     /// checkpoint from copying it into the database.
@@ -155,7 +155,7 @@ fn commit_group(conn: &mut Connection, observer: &dyn CommitObserver, group: &mu
         Some(e) => Err(e),
         None => {
             observer.before_commit();
-            conn.execute_batch("COMMIT").map_err(super::sqlite::backend)
+            conn.execute_batch("COMMIT").map_err(super::error::backend)
         }
     };
     if ended.is_err() && !conn.is_autocommit() {
@@ -229,11 +229,11 @@ mod tests {
     /// Inserts `k` inside a savepoint, as the store's writes do.
     async fn insert(w: &Writer, k: i64) -> StoreResult<usize> {
         w.write(move |c| {
-            let sp = c.savepoint().map_err(super::super::sqlite::backend)?;
+            let sp = c.savepoint().map_err(super::super::error::backend)?;
             let n = sp
                 .execute("INSERT INTO t VALUES (?1)", [k])
                 .map_err(|_| StoreError::Duplicate(format!("k={k}")))?;
-            sp.commit().map_err(super::super::sqlite::backend)?;
+            sp.commit().map_err(super::super::error::backend)?;
             Ok(n)
         })
         .await
@@ -243,12 +243,12 @@ mod tests {
         w.write(|c| {
             let mut st = c
                 .prepare("SELECT k FROM t ORDER BY k")
-                .map_err(super::super::sqlite::backend)?;
+                .map_err(super::super::error::backend)?;
             let rows = st
                 .query_map([], |r| r.get(0))
-                .map_err(super::super::sqlite::backend)?;
+                .map_err(super::super::error::backend)?;
             rows.collect::<Result<Vec<i64>, _>>()
-                .map_err(super::super::sqlite::backend)
+                .map_err(super::super::error::backend)
         })
         .await
         .expect("read back")
@@ -301,9 +301,9 @@ mod tests {
     async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
         let w = writer();
         let panicking = w.write(|c| -> StoreResult<()> {
-            let sp = c.savepoint().map_err(super::super::sqlite::backend)?;
+            let sp = c.savepoint().map_err(super::super::error::backend)?;
             sp.execute("INSERT INTO t VALUES (1000)", [])
-                .map_err(super::super::sqlite::backend)?;
+                .map_err(super::super::error::backend)?;
             panic!("a bug in a write");
         });
         let (panicked, others) = tokio::join!(panicking, join_all((0..50).map(|k| insert(&w, k))));
