@@ -1,12 +1,12 @@
 //! The process: opens the store, binds both listeners, accepts until shutdown.
 
-use crate::api::{Api, ApiConfig};
+use crate::api::Api;
 use crate::bus::{BusError, NatsBus};
 use crate::config::{Role, Settings};
 use crate::demo;
 use crate::net::ws::Admission;
 use crate::net::{http as rest, ws};
-use crate::realtime::{Realtime, RealtimeConfig};
+use crate::realtime::Realtime;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -150,35 +150,9 @@ impl Server {
             addr: settings.http_addr,
             source,
         })?;
-        let config = ApiConfig {
-            base_url: settings
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{http_addr}"))
-                .trim_end_matches('/')
-                .to_owned(),
-            default_org: settings.default_org.clone(),
-            superuser: settings.superuser_pair(),
-            token_ttl: Duration::from_secs(settings.token_ttl_secs),
-            max_entity_bytes: settings.max_entity_bytes,
-            query_limits: gridsocket_core::QueryLimits {
-                max_depth: settings.max_query_depth,
-                max_terms: settings.max_query_terms,
-                ..Default::default()
-            },
-            query_timeout: Duration::from_secs(settings.query_timeout_secs.max(1)),
-            login_failures_per_user: settings.login_failures_per_user,
-            login_failures_per_ip: settings.login_failures_per_ip,
-            max_password_checks: settings.max_password_checks,
-            ..ApiConfig::default()
-        };
+        let config = settings.api_config(format!("http://{http_addr}"));
         let api = Api::new(store, config);
-        let realtime = Realtime::new(
-            api.clone(),
-            RealtimeConfig {
-                max_replay_bytes: settings.max_queued_bytes / 2,
-            },
-        );
+        let realtime = Realtime::new(api.clone(), settings.realtime_config());
         let bus = match &settings.bus {
             Some(url) => {
                 Some(NatsBus::connect(url, &settings.bus_subject, api.metrics().clone()).await?)

@@ -27,7 +27,7 @@ pub struct ServerConfig {
     /// Most subscriptions one socket may hold; one more is answered 429.
     pub max_subscriptions: usize,
     /// Most events held for subscriptions awaiting confirmation; more closes with 4008.
-    pub max_buffered_events: usize,
+    pub max_queued_events: usize,
     /// Ping a socket idle this long; close it when idle twice as long. `None`: never.
     pub ping_interval: Option<Duration>,
     /// How long after its token expires a socket may send `AUTH` before it is closed.
@@ -44,7 +44,7 @@ impl Default for ServerConfig {
             max_in_flight: 256,
             request_timeout: Duration::from_secs(30),
             max_subscriptions: 1000,
-            max_buffered_events: 10_000,
+            max_queued_events: 10_000,
             ping_interval: Some(Duration::from_secs(25)),
             auth_grace: Duration::from_secs(30),
             max_requests_per_sec: None,
@@ -459,7 +459,7 @@ impl ServerSession {
                 }
             }
             SubState::Pending { buffered } => {
-                if self.buffered_events >= self.config.max_buffered_events {
+                if self.buffered_events >= self.config.max_queued_events {
                     self.close_with(close_code::SLOW_CONSUMER, "slow consumer");
                     return;
                 }
@@ -487,7 +487,7 @@ impl ServerSession {
                 true
             }
             Some(SubState::Pending { buffered }) => {
-                if self.buffered_events >= self.config.max_buffered_events {
+                if self.buffered_events >= self.config.max_queued_events {
                     self.close_with(close_code::SLOW_CONSUMER, "slow consumer");
                     return false;
                 }

@@ -53,7 +53,10 @@ pub struct ApiResponse {
     pub retry_after: Option<u64>,
 }
 
-/// Settings of the service layer.
+/// The longest a token lives, whatever its grant asks for (Usergrid's `LONG_TOKEN_AGE`).
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Settings of the API.
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     /// Base of the `uri` field (`http://127.0.0.1:8080`).
@@ -64,8 +67,6 @@ pub struct ApiConfig {
     pub superuser: Option<(String, String)>,
     /// Lifetime of a token when the request asks for none.
     pub token_ttl: Duration,
-    /// Longest lifetime a request may ask for.
-    pub max_token_ttl: Duration,
     /// Largest JSON body a POST or PUT may store, in bytes.
     pub max_entity_bytes: usize,
     /// How complex a `ql` may be.
@@ -78,24 +79,6 @@ pub struct ApiConfig {
     pub login_failures_per_ip: u32,
     /// Password hashes and checks that run at once.
     pub max_password_checks: usize,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        ApiConfig {
-            base_url: "http://127.0.0.1:8080".into(),
-            default_org: None,
-            superuser: None,
-            token_ttl: Duration::from_secs(24 * 3600),
-            max_token_ttl: Duration::from_secs(7 * 24 * 3600),
-            max_entity_bytes: 256 * 1024,
-            query_limits: QueryLimits::default(),
-            query_timeout: Duration::from_secs(5),
-            login_failures_per_user: 5,
-            login_failures_per_ip: 20,
-            max_password_checks: 4,
-        }
-    }
 }
 
 /// What a socket is bound to once its handshake succeeds.
@@ -571,7 +554,7 @@ impl Api {
         ttl_ms: Option<u64>,
     ) -> Result<(String, u64), ApiError> {
         let ttl = match ttl_ms {
-            Some(ms) if ms > 0 => Duration::from_millis(ms).min(self.config.max_token_ttl),
+            Some(ms) if ms > 0 => Duration::from_millis(ms).min(MAX_TOKEN_TTL),
             _ => self.config.token_ttl,
         };
         let token = crate::api::auth::random_secret(32);

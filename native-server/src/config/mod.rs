@@ -1,8 +1,22 @@
 //! Server settings, from flags or environment variables (`gridsocket serve --help`).
 
+mod file;
+
+pub use file::{ConfigFileError, config_file_env};
+
+use crate::api::ApiConfig;
+use crate::net::ws::socket::BacklogLimits;
+use crate::realtime::RealtimeConfig;
+use gridsocket_core::{QueryLimits, ServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// The read buffer per socket: tungstenite's default (128 KiB, zero-filled) would cost that
+/// much memory for every idle connection. Request frames are small; a larger frame grows the
+/// buffer to fit while it is read.
+const READ_BUFFER: usize = 2048;
 
 /// Which APIs a node serves. Any mix of nodes works against one shared store and bus.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,10 +140,10 @@ pub struct Settings {
     #[arg(long, env = "GRIDSOCKET_MAX_ENTITY_BYTES", default_value_t = 256 * 1024)]
     pub max_entity_bytes: usize,
     /// Deepest nesting of parentheses and `not` in a `ql`; deeper is 400 `query_parse`.
-    #[arg(long, env = "GRIDSOCKET_MAX_QUERY_DEPTH", default_value_t = 32)]
+    #[arg(long, env = "GRIDSOCKET_MAX_QUERY_DEPTH", default_value_t = gridsocket_core::query::MAX_DEPTH)]
     pub max_query_depth: usize,
     /// Most comparisons in a `ql`; more is 400 `query_parse`.
-    #[arg(long, env = "GRIDSOCKET_MAX_QUERY_TERMS", default_value_t = 128)]
+    #[arg(long, env = "GRIDSOCKET_MAX_QUERY_TERMS", default_value_t = gridsocket_core::query::MAX_TERMS)]
     pub max_query_terms: usize,
     /// Seconds a query that filters or orders may run; longer is 504 `query_timeout`.
     #[arg(long, env = "GRIDSOCKET_QUERY_TIMEOUT_SECS", default_value_t = 5)]
@@ -218,55 +232,24 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Settings for tests and embedding: ephemeral ports on loopback, data in `data_dir`.
+    /// Settings for tests and embedding: every default as the command line has it (each is
+    /// written once, in its flag), on ephemeral loopback ports, with data in `data_dir`.
     pub fn ephemeral(data_dir: PathBuf) -> Settings {
-        Settings {
-            config: None,
-            log_format: LogFormat::Text,
-            http_addr: "127.0.0.1:0".parse().expect("literal address"),
-            ws_addr: "127.0.0.1:0".parse().expect("literal address"),
-            data_dir,
-            store: None,
-            bus: None,
-            bus_subject: "gridsocket".into(),
-            role: Role::All,
-            dispatch_poll_ms: 500,
-            superuser: None,
-            default_org: None,
-            public_url: None,
-            demo: false,
-            demo_dir: PathBuf::from("web-demo"),
-            demo_pkg_dir: PathBuf::from("wasm-client/pkg"),
-            public_ws_url: None,
-            max_connections: 20_000,
-            max_connections_per_ip: 1_000,
-            max_requests_per_sec: 10_000,
-            max_entity_bytes: 256 * 1024,
-            max_query_depth: 32,
-            max_query_terms: 128,
-            query_timeout_secs: 5,
-            max_http_connections: 4_096,
-            max_http_connections_per_ip: 256,
-            http_header_timeout_secs: 10,
-            http_idle_timeout_secs: 60,
-            handshake_timeout_secs: 10,
-            login_failures_per_user: 5,
-            login_failures_per_ip: 20,
-            max_password_checks: 4,
-            max_frame_bytes: 1 << 20,
-            max_in_flight: 256,
-            request_timeout_secs: 30,
-            max_subscriptions: 1_000,
-            max_queued_events: 4_096,
-            max_queued_bytes: 4 << 20,
-            ping_interval_secs: 25,
-            auth_grace_secs: 30,
-            log_retention_secs: 86_400,
-            token_ttl_secs: 86_400,
-            allowed_origins: Vec::new(),
-            tls_cert: None,
-            tls_key: None,
+        /// The command line with nothing on it.
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            settings: Settings,
         }
+        let mut settings = <Defaults as clap::Parser>::try_parse_from(["gridsocket"])
+            .map(|d| d.settings)
+            // Every setting has a default, so an empty command line always parses; should a
+            // bad environment variable break it, the process has no settings to go on.
+            .unwrap_or_else(|e| panic!("the default settings do not parse: {e}"));
+        settings.http_addr = "127.0.0.1:0".parse().expect("literal address");
+        settings.ws_addr = "127.0.0.1:0".parse().expect("literal address");
+        settings.data_dir = data_dir;
+        settings
     }
 
     /// The superuser as `(name, password)`, if it is set and well formed.
@@ -299,83 +282,74 @@ impl Settings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
     }
-}
 
-/// Why a settings file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigFileError {
-    /// It could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// It is not TOML.
-    #[error("{path} is not valid TOML: {source}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: toml::de::Error,
-    },
-    /// It names a setting that does not exist, or gives one a table.
-    #[error("{path}: unknown or malformed setting {key:?} (see `gridsocket serve --help`)")]
-    Key {
-        /// The file.
-        path: String,
-        /// The key.
-        key: String,
-    },
-}
-
-/// Reads a settings file into `(environment variable, value)` pairs: each key is a flag name
-/// (`max_frame_bytes` or `max-frame-bytes`) and `known` maps the flags a file may set to
-/// their variables. Lists become comma-separated values. The caller sets those not already
-/// set, so flags and the environment win over the file.
-pub fn config_file_env(
-    path: &std::path::Path,
-    known: &std::collections::HashMap<String, String>,
-) -> Result<Vec<(String, String)>, ConfigFileError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let table: toml::Table = text.parse().map_err(|source| ConfigFileError::Parse {
-        path: shown.clone(),
-        source,
-    })?;
-    let scalar = |v: &toml::Value| match v {
-        toml::Value::String(s) => Some(s.clone()),
-        toml::Value::Integer(i) => Some(i.to_string()),
-        toml::Value::Float(f) => Some(f.to_string()),
-        toml::Value::Boolean(b) => Some(b.to_string()),
-        _ => None,
-    };
-    let mut out = Vec::new();
-    for (key, value) in &table {
-        let flag = key.replace('_', "-");
-        let rendered = match value {
-            toml::Value::Array(items) => items
-                .iter()
-                .map(scalar)
-                .collect::<Option<Vec<_>>>()
-                .map(|v| v.join(",")),
-            other => scalar(other),
-        };
-        match (rendered, known.get(&flag)) {
-            (Some(v), Some(env)) if flag != "config" => out.push((env.clone(), v)),
-            _ => {
-                return Err(ConfigFileError::Key {
-                    path: shown,
-                    key: key.clone(),
-                });
-            }
+    /// The API's settings; `base_url` is where REST answers (for the `uri` of responses).
+    pub fn api_config(&self, base_url: String) -> ApiConfig {
+        ApiConfig {
+            base_url: self
+                .public_url
+                .clone()
+                .unwrap_or(base_url)
+                .trim_end_matches('/')
+                .to_owned(),
+            default_org: self.default_org.clone(),
+            superuser: self.superuser_pair(),
+            token_ttl: Duration::from_secs(self.token_ttl_secs),
+            max_entity_bytes: self.max_entity_bytes,
+            query_limits: QueryLimits {
+                max_depth: self.max_query_depth,
+                max_terms: self.max_query_terms,
+                ..QueryLimits::default()
+            },
+            query_timeout: Duration::from_secs(self.query_timeout_secs.max(1)),
+            login_failures_per_user: self.login_failures_per_user,
+            login_failures_per_ip: self.login_failures_per_ip,
+            max_password_checks: self.max_password_checks,
         }
     }
-    Ok(out)
+
+    /// The realtime layer's settings: a resume replays at most half of what a socket may
+    /// queue, since a replay is sent at once.
+    pub fn realtime_config(&self) -> RealtimeConfig {
+        RealtimeConfig {
+            max_replay_bytes: self.max_queued_bytes / 2,
+        }
+    }
+
+    /// The protocol session's settings for each socket.
+    pub fn session_config(&self) -> ServerConfig {
+        ServerConfig {
+            max_frame_len: self.max_frame_bytes,
+            max_in_flight: self.max_in_flight,
+            request_timeout: self.request_timeout(),
+            max_subscriptions: self.max_subscriptions,
+            max_queued_events: self.max_queued_events,
+            ping_interval: (self.ping_interval_secs > 0)
+                .then(|| Duration::from_secs(self.ping_interval_secs)),
+            auth_grace: Duration::from_secs(self.auth_grace_secs),
+            max_requests_per_sec: (self.max_requests_per_sec > 0)
+                .then_some(self.max_requests_per_sec),
+        }
+    }
+
+    /// How much may wait for one socket before it is a slow consumer.
+    pub fn backlog_limits(&self) -> BacklogLimits {
+        BacklogLimits {
+            events: self.max_queued_events,
+            bytes: self.max_queued_bytes,
+        }
+    }
+
+    /// The WebSocket layer's settings.
+    pub fn ws_config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .max_message_size(Some(self.max_frame_bytes))
+            .max_frame_size(Some(self.max_frame_bytes))
+    }
+
+    /// How long a new socket has for its handshakes and authentication.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs.max(1))
+    }
 }

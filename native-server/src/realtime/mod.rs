@@ -51,14 +51,6 @@ pub struct RealtimeConfig {
     pub max_replay_bytes: usize,
 }
 
-impl Default for RealtimeConfig {
-    fn default() -> Self {
-        RealtimeConfig {
-            max_replay_bytes: 2 << 20,
-        }
-    }
-}
-
 /// The realtime layer of a node: the hub of sockets and subscriptions, over the [`Api`].
 pub struct Realtime {
     api: Arc<Api>,

@@ -16,7 +16,7 @@ fn config() -> ServerConfig {
         max_in_flight: 2,
         request_timeout: Duration::from_secs(5),
         max_subscriptions: 3,
-        max_buffered_events: 4,
+        max_queued_events: 4,
         ping_interval: Some(Duration::from_secs(20)),
         auth_grace: Duration::from_secs(10),
         max_requests_per_sec: None,

@@ -9,16 +9,14 @@ use crate::api::{ApiResponse, SocketContext, now_ms};
 use crate::config::Settings;
 use crate::metrics::Via;
 use crate::net::tls::Conn;
-use crate::net::ws::socket::{BacklogLimits, Socket};
+use crate::net::ws::socket::Socket;
 use crate::net::ws::stream::{Wire, Writer};
 use crate::realtime::hub::{ConnHandle, ConnId};
 use crate::realtime::{Realtime, SubscribeOk};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use gridsocket_core::{
-    Instant, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
-};
+use gridsocket_core::{Instant, RequestHandle, ServerEvent, ServerSession, close_code};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,22 +25,8 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
-
-/// The read buffer per socket: tungstenite's default (128 KiB, zero-filled) would cost that
-/// much memory for every idle connection. Request frames are small; a larger frame grows the
-/// buffer to fit while it is read. 2 KiB instead of 4 saved 2 KB of RSS per idle socket at
-/// 19k sockets, with no throughput difference beyond run-to-run noise (BENCHMARKS.md).
-const READ_BUFFER: usize = 2048;
-
-fn ws_config(settings: &Settings) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(settings.max_frame_bytes))
-        .max_frame_size(Some(settings.max_frame_bytes))
-}
 
 /// What a spawned task hands back to the socket's loop.
 enum Done {
@@ -115,11 +99,10 @@ pub async fn serve_socket(
     let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
         wire,
         callback,
-        Some(ws_config(&settings)),
+        Some(settings.ws_config()),
     ));
     // A connection that never finishes its handshake gives its places back.
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs(settings.handshake_timeout_secs.max(1));
+    let deadline = tokio::time::Instant::now() + settings.handshake_timeout();
     let mut ws = match tokio::time::timeout_at(deadline, handshake).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
@@ -131,18 +114,7 @@ pub async fn serve_socket(
             return;
         }
     };
-    let config = ServerConfig {
-        max_frame_len: settings.max_frame_bytes,
-        max_in_flight: settings.max_in_flight,
-        request_timeout: settings.request_timeout(),
-        max_subscriptions: settings.max_subscriptions,
-        max_buffered_events: settings.max_queued_events,
-        ping_interval: (settings.ping_interval_secs > 0)
-            .then(|| Duration::from_secs(settings.ping_interval_secs)),
-        auth_grace: Duration::from_secs(settings.auth_grace_secs),
-        max_requests_per_sec: (settings.max_requests_per_sec > 0)
-            .then_some(settings.max_requests_per_sec),
-    };
+    let config = settings.session_config();
     let now = Instant::now();
     let refusal = match admission {
         Admission::Admitted => None,
@@ -203,10 +175,7 @@ pub async fn serve_socket(
     let socket = Arc::new(Socket::new(
         session,
         direct,
-        BacklogLimits {
-            frames: settings.max_queued_events,
-            bytes: settings.max_queued_bytes,
-        },
+        settings.backlog_limits(),
         realtime.api().metrics().clone(),
     ));
     let Some(mut writer) = ws.get_mut().attach(socket.clone()) else {

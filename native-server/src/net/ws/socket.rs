@@ -75,9 +75,9 @@ pub struct Socket {
 /// How much may wait for a socket's connection before it is a slow consumer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BacklogLimits {
-    /// Most frames.
-    pub frames: usize,
-    /// Most bytes (answers and events together).
+    /// Most frames (events and answers), `--max-queued-events`.
+    pub events: usize,
+    /// Most bytes behind the frame being written, `--max-queued-bytes`.
     pub bytes: usize,
 }
 
@@ -135,7 +135,7 @@ impl Socket {
             wake: Notify::new(),
             direct,
             limits: BacklogLimits {
-                frames: limits.frames.max(1),
+                events: limits.events.max(1),
                 bytes: limits.bytes.max(1),
             },
             metrics,
@@ -304,7 +304,7 @@ impl Socket {
     /// Closes the socket as a slow consumer once its backlog is past a limit.
     fn check_backlog(&self, st: &mut State, now: Instant) {
         let waiting_bytes = st.backlog_bytes - st.backlog.front().map_or(0, Bytes::len);
-        let over = st.backlog.len() > self.limits.frames
+        let over = st.backlog.len() > self.limits.events
             || (st.backlog.len() > 1 && waiting_bytes > self.limits.bytes);
         if !over || st.slow {
             return;
@@ -451,9 +451,9 @@ mod tests {
     }
 
     /// A socket whose session has one confirmed subscription.
-    async fn socket(max_backlog: usize) -> (Arc<Socket>, SubscriptionId, TcpStream) {
+    async fn socket(max_events: usize) -> (Arc<Socket>, SubscriptionId, TcpStream) {
         socket_with(BacklogLimits {
-            frames: max_backlog,
+            events: max_events,
             bytes: usize::MAX,
         })
         .await
@@ -592,7 +592,7 @@ mod tests {
     async fn a_peer_that_never_reads_is_cut_off_at_the_byte_bound() {
         let limit = 1 << 20;
         let (socket, sub, _client) = socket_with(BacklogLimits {
-            frames: 100_000,
+            events: 100_000,
             bytes: limit,
         })
         .await;
@@ -623,7 +623,7 @@ mod tests {
     #[tokio::test]
     async fn one_answer_larger_than_the_byte_bound_is_not_slowness() {
         let (socket, sub, mut client) = socket_with(BacklogLimits {
-            frames: 100,
+            events: 100,
             bytes: 64 * 1024,
         })
         .await;
