@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A signal on the wire, with the node that sent it (a node skips its own).
 #[derive(Serialize, Deserialize)]
-struct Envelope {
+struct WireSignal {
     node: String,
     #[serde(flatten)]
     signal: Signal,
@@ -94,7 +94,8 @@ impl NatsBus {
         {
             return Err(BusError::Url(url.to_owned()));
         }
-        let node = crate::api::auth::random_secret(8);
+        // Time-ordered and random: unique per process, and readable in NATS's connection list.
+        let node = uuid::Uuid::now_v7().simple().to_string();
         let (connects_tx, connects) = watch::channel(0u64);
         let events_metrics = metrics.clone();
         let options = async_nats::ConnectOptions::new()
@@ -178,7 +179,7 @@ impl NatsBus {
                         s = outbox.recv() => match s { Some(s) => s, None => return },
                         _ = cancel.cancelled() => return,
                     };
-                    let envelope = Envelope {
+                    let envelope = WireSignal {
                         node: node.clone(),
                         signal,
                     };
@@ -202,7 +203,7 @@ impl NatsBus {
             tokio::select! {
                 msg = subscriber.next() => {
                     let Some(msg) = msg else { break };
-                    match serde_json::from_slice::<Envelope>(&msg.payload) {
+                    match serde_json::from_slice::<WireSignal>(&msg.payload) {
                         Ok(env) if env.node == node => {}
                         Ok(env) => {
                             metrics.bus_received.inc();

@@ -35,6 +35,7 @@ pub fn queue_timeout(param: Option<&str>, default: u64) -> Result<u64, ApiError>
 }
 
 impl Api {
+    /// Runs one queue operation.
     pub(super) async fn queue_call(
         &self,
         app: &AppRecord,
@@ -42,158 +43,172 @@ impl Api {
         request: &ApiRequest,
         route: QueueRoute,
     ) -> Reply {
-        let ok = |v: Value| Ok((200, Body::Json(v)));
-        match route {
+        let body = match route {
             QueueRoute::List => {
                 let queues = self.store.queues(&app.uuid).await?;
                 let list: Vec<Value> = queues.into_iter().map(|q| json!({"path": q})).collect();
-                ok(json!({"path": "/queues", "queues": list}))
+                json!({"path": "/queues", "queues": list})
             }
-            QueueRoute::Post { queue } => {
-                let queue = queue.as_str();
-                let messages: Vec<Map<String, Value>> = match &request.body {
-                    Some(Value::Object(m)) => vec![m.clone()],
-                    Some(Value::Array(items)) if items.len() <= MAX_LIMIT => items
-                        .iter()
-                        .map(|v| match v {
-                            Value::Object(m) => Ok(m.clone()),
-                            _ => Err(ApiError::BadBody(
-                                "every message must be a JSON object".into(),
-                            )),
-                        })
-                        .collect::<Result<_, _>>()?,
-                    Some(Value::Array(_)) => {
-                        return Err(ApiError::IllegalArgument(format!(
-                            "at most {MAX_LIMIT} messages per request"
-                        )));
-                    }
-                    _ => {
-                        return Err(ApiError::BadBody(
-                            "post a JSON object or an array of objects".into(),
-                        ));
-                    }
-                };
-                let subscribers = self.store.queue_subscribers(&app.uuid, queue).await?;
-                let copies = messages.len() * (1 + subscribers.len());
-                if copies > MAX_COPIES {
-                    return Err(ApiError::IllegalArgument(format!(
-                        "this post would write {copies} messages with its {} subscriber queues; at most {MAX_COPIES}",
-                        subscribers.len()
-                    )));
-                }
-                let posted = self
-                    .store
-                    .queue_post(&app.uuid, queue, &messages, now_ms())
-                    .await?;
-                ok(json!({"path": queue, "count": posted.len(), "messages": posted}))
-            }
-            QueueRoute::Read { queue } => {
-                let queue = queue.as_str();
-                let limit = match request.params.get("limit") {
-                    None => 10,
-                    Some(l) => l
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|n| *n >= 1)
-                        .ok_or_else(|| {
-                            ApiError::IllegalArgument(
-                                "limit must be a positive whole number".into(),
-                            )
-                        })?
-                        .min(MAX_LIMIT),
-                };
-                let consumer = request.params.get("consumer").filter(|c| !c.is_empty());
-                let read = match (consumer, request.params.get("pos")) {
-                    (Some(c), _) => QueueRead::Consumer {
-                        consumer: c.to_owned(),
-                        timeout_ms: queue_timeout(request.params.get("timeout"), 0)?,
-                    },
-                    (None, Some("start")) => QueueRead::Start,
-                    _ => {
-                        return Err(ApiError::IllegalArgument(
-                            "You must specify a valid position or query: consumer=ID or pos=start"
-                                .into(),
-                        ));
-                    }
-                };
-                let messages: Vec<Value> = self
-                    .store
-                    .queue_read(&app.uuid, queue, &read, limit, now_ms())
-                    .await?
-                    .into_iter()
-                    .map(|m| m.message)
-                    .collect();
-                let mut body = json!({"path": queue, "messages": messages});
-                if let Some(last) = body["messages"]
-                    .as_array()
-                    .and_then(|m| m.last())
-                    .map(|m| m["uuid"].clone())
-                {
-                    body["last"] = last;
-                }
-                if let Some(c) = consumer {
-                    body["consumer"] = Value::String(c.to_owned());
-                }
-                ok(body)
-            }
+            QueueRoute::Post { queue } => self.queue_post(app, &queue, request).await?,
+            QueueRoute::Read { queue } => self.queue_read(app, &queue, request).await?,
             QueueRoute::Commit {
                 queue,
                 transaction: id,
             } => {
-                let (queue, id) = (queue.as_str(), id.as_str());
-                if !self.store.queue_commit(&app.uuid, queue, id).await? {
+                if !self.store.queue_commit(&app.uuid, &queue, &id).await? {
                     return Err(ApiError::NotFound(format!(
                         "transaction {id} not found: already committed, or timed out and redelivered"
                     )));
                 }
-                ok(json!({"path": queue, "transaction": id}))
+                json!({"path": queue, "transaction": id})
             }
             QueueRoute::Subscribers { queue } => {
-                let queue = queue.as_str();
-                let subs = self.store.queue_subscribers(&app.uuid, queue).await?;
-                ok(json!({"path": queue, "subscribers": subs}))
+                let subs = self.store.queue_subscribers(&app.uuid, &queue).await?;
+                json!({"path": queue, "subscribers": subs})
             }
             QueueRoute::Subscribe {
                 queue,
                 subscriber: other,
-            } => {
-                let (queue, other) = (queue.as_str(), other.as_str());
-                if other == queue || other == "/" {
-                    return Err(ApiError::IllegalArgument(
-                        "a queue cannot subscribe to itself or to /".into(),
-                    ));
-                }
-                // Copies go into the subscriber queue: that needs the right to post there.
-                let target = ResourcePath::parse(&format!("/queues{other}"))?;
-                self.check_access(app, caller, Method::Post, &target)
-                    .await?;
-                let now = self.store.queue_subscribers(&app.uuid, queue).await?;
-                if now.len() >= MAX_SUBSCRIBERS && !now.iter().any(|s| s == other) {
-                    return Err(ApiError::IllegalArgument(format!(
-                        "{queue} has {MAX_SUBSCRIBERS} subscriber queues, the most one queue may have"
-                    )));
-                }
-                self.store
-                    .queue_subscribe(&app.uuid, queue, other, true)
-                    .await?;
-                ok(json!({"path": queue, "subscriber": other}))
-            }
+            } => self.queue_subscribe(app, caller, &queue, &other).await?,
             QueueRoute::Unsubscribe {
                 queue,
                 subscriber: other,
             } => {
-                let (queue, other) = (queue.as_str(), other.as_str());
                 if !self
                     .store
-                    .queue_subscribe(&app.uuid, queue, other, false)
+                    .queue_subscribe(&app.uuid, &queue, &other, false)
                     .await?
                 {
                     return Err(ApiError::NotFound(format!(
                         "{other} does not subscribe to {queue}"
                     )));
                 }
-                ok(json!({"path": queue, "subscriber": other}))
+                json!({"path": queue, "subscriber": other})
             }
+        };
+        Ok((200, Body::Json(body)))
+    }
+
+    /// Posts one message or an array of them, copied to every subscriber queue.
+    async fn queue_post(
+        &self,
+        app: &AppRecord,
+        queue: &str,
+        request: &ApiRequest,
+    ) -> Result<Value, ApiError> {
+        let messages: Vec<Map<String, Value>> = match &request.body {
+            Some(Value::Object(m)) => vec![m.clone()],
+            Some(Value::Array(items)) if items.len() <= MAX_LIMIT => items
+                .iter()
+                .map(|v| match v {
+                    Value::Object(m) => Ok(m.clone()),
+                    _ => Err(ApiError::BadBody(
+                        "every message must be a JSON object".into(),
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(Value::Array(_)) => {
+                return Err(ApiError::IllegalArgument(format!(
+                    "at most {MAX_LIMIT} messages per request"
+                )));
+            }
+            _ => {
+                return Err(ApiError::BadBody(
+                    "post a JSON object or an array of objects".into(),
+                ));
+            }
+        };
+        let subscribers = self.store.queue_subscribers(&app.uuid, queue).await?;
+        let copies = messages.len() * (1 + subscribers.len());
+        if copies > MAX_COPIES {
+            return Err(ApiError::IllegalArgument(format!(
+                "this post would write {copies} messages with its {} subscriber queues; at most {MAX_COPIES}",
+                subscribers.len()
+            )));
         }
+        let posted = self
+            .store
+            .queue_post(&app.uuid, queue, &messages, now_ms())
+            .await?;
+        Ok(json!({"path": queue, "count": posted.len(), "messages": posted}))
+    }
+
+    /// Reads from the start (`pos=start`) or as a consumer, whose read opens a transaction
+    /// per message when it asks for a `timeout`.
+    async fn queue_read(
+        &self,
+        app: &AppRecord,
+        queue: &str,
+        request: &ApiRequest,
+    ) -> Result<Value, ApiError> {
+        let limit = match request.params.get("limit") {
+            None => 10,
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    ApiError::IllegalArgument("limit must be a positive whole number".into())
+                })?
+                .min(MAX_LIMIT),
+        };
+        let consumer = request.params.get("consumer").filter(|c| !c.is_empty());
+        let read = match (consumer, request.params.get("pos")) {
+            (Some(c), _) => QueueRead::Consumer {
+                consumer: c.to_owned(),
+                timeout_ms: queue_timeout(request.params.get("timeout"), 0)?,
+            },
+            (None, Some("start")) => QueueRead::Start,
+            _ => {
+                return Err(ApiError::IllegalArgument(
+                    "You must specify a valid position or query: consumer=ID or pos=start".into(),
+                ));
+            }
+        };
+        let messages: Vec<Value> = self
+            .store
+            .queue_read(&app.uuid, queue, &read, limit, now_ms())
+            .await?
+            .into_iter()
+            .map(|m| m.message)
+            .collect();
+        let last = messages.last().map(|m| m["uuid"].clone());
+        let mut body = json!({"path": queue, "messages": messages});
+        if let Some(last) = last {
+            body["last"] = last;
+        }
+        if let Some(c) = consumer {
+            body["consumer"] = Value::String(c.to_owned());
+        }
+        Ok(body)
+    }
+
+    /// Makes `other` a subscriber of `queue`: every later post to `queue` is copied there.
+    async fn queue_subscribe(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        queue: &str,
+        other: &str,
+    ) -> Result<Value, ApiError> {
+        if other == queue || other == "/" {
+            return Err(ApiError::IllegalArgument(
+                "a queue cannot subscribe to itself or to /".into(),
+            ));
+        }
+        // Copies go into the subscriber queue: that needs the right to post there.
+        let target = ResourcePath::parse(&format!("/queues{other}"))?;
+        self.check_access(app, caller, Method::Post, &target)
+            .await?;
+        let now = self.store.queue_subscribers(&app.uuid, queue).await?;
+        if now.len() >= MAX_SUBSCRIBERS && !now.iter().any(|s| s == other) {
+            return Err(ApiError::IllegalArgument(format!(
+                "{queue} has {MAX_SUBSCRIBERS} subscriber queues, the most one queue may have"
+            )));
+        }
+        self.store
+            .queue_subscribe(&app.uuid, queue, other, true)
+            .await?;
+        Ok(json!({"path": queue, "subscriber": other}))
     }
 }

@@ -5,7 +5,6 @@ mod file;
 pub use file::{ConfigFileError, config_file_env};
 
 use crate::api::ApiConfig;
-use crate::net::ws::socket::BacklogLimits;
 use crate::realtime::RealtimeConfig;
 use gridsocket_core::{QueryLimits, ServerConfig};
 use std::net::SocketAddr;
@@ -17,6 +16,15 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 /// much memory for every idle connection. Request frames are small; a larger frame grows the
 /// buffer to fit while it is read.
 const READ_BUFFER: usize = 2048;
+
+/// How much may wait for a socket's connection before it is a slow consumer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BacklogLimits {
+    /// Most frames (events and answers), `--max-queued-events`.
+    pub events: usize,
+    /// Most bytes behind the frame being written, `--max-queued-bytes`.
+    pub bytes: usize,
+}
 
 /// Which APIs a node serves. Any mix of nodes works against one shared store and bus.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

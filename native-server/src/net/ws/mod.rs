@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::metrics::Via;
 use crate::net::tls::Conn;
 use crate::net::ws::socket::Socket;
-use crate::net::ws::stream::{Wire, Writer};
+use crate::net::ws::stream::{ConnWriter, Wire};
 use crate::realtime::hub::{ConnHandle, ConnId};
 use crate::realtime::{Realtime, SubscribeOk};
 use futures_util::future::BoxFuture;
@@ -55,7 +55,25 @@ pub enum Admission {
     AddressFull,
 }
 
-/// Serves one WebSocket connection. One that does not fit the limits is closed with 1013 right
+impl Admission {
+    /// The error code and description a connection over a limit is told.
+    fn refusal(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Admission::Admitted => None,
+            Admission::ServerFull => Some((
+                "too_many_connections",
+                "the server is at its connection limit; retry with backoff",
+            )),
+            Admission::AddressFull => Some((
+                "too_many_connections_from_address",
+                "this address has as many sockets open as the server allows one address",
+            )),
+        }
+    }
+}
+
+/// Serves one WebSocket connection: the handshake, authentication, then the socket's loop
+/// until either side ends it. One that does not fit the limits is closed with 1013 right
 /// after the handshake, with an error frame saying which limit.
 pub async fn serve_socket(
     stream: Conn,
@@ -65,113 +83,45 @@ pub async fn serve_socket(
     cancel: CancellationToken,
     admission: Admission,
 ) {
-    let mut target = String::new();
-    let mut authorization = None;
-    let origin_settings = settings.clone();
-    // The error type is tungstenite's, fixed by its callback signature.
-    #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| {
-        let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
-        if !origin_settings.origin_allowed(origin) {
-            let body = gridsocket_core::wire::error_body_json(
-                "origin_not_allowed",
-                "this origin is not in the server's allowed origins",
-            );
-            let mut refusal = ErrorResponse::new(Some(body));
-            *refusal.status_mut() = StatusCode::FORBIDDEN;
-            return Err(refusal);
-        }
-        target = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_default();
-        authorization = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        Ok(resp)
-    };
-    let (wire, direct) = Wire::new(stream);
-    // Boxed: the handshake's state is large and short-lived; inline, it would size the
-    // socket's task for as long as the socket lives.
-    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
-        wire,
-        callback,
-        Some(settings.ws_config()),
-    ));
-    // A connection that never finishes its handshake gives its places back.
+    // A connection that never finishes its handshake and authentication gives its places back.
     let deadline = tokio::time::Instant::now() + settings.handshake_timeout();
-    let mut ws = match tokio::time::timeout_at(deadline, handshake).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "websocket handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("websocket handshake timed out");
-            return;
-        }
+    let Some(Handshake {
+        mut ws,
+        direct,
+        target,
+        authorization,
+    }) = handshake(stream, &settings, deadline).await
+    else {
+        return;
     };
-    let config = settings.session_config();
     let now = Instant::now();
-    let refusal = match admission {
-        Admission::Admitted => None,
-        Admission::ServerFull => Some((
-            "too_many_connections",
-            "the server is at its connection limit; retry with backoff",
-        )),
-        Admission::AddressFull => Some((
-            "too_many_connections_from_address",
-            "this address has as many sockets open as the server allows one address",
-        )),
-    };
-    let (mut session, context) = if let Some((error, description)) = refusal {
-        let body = gridsocket_core::wire::error_body_json(error, description);
-        let s = ServerSession::reject(config, now, 503, &body, close_code::TRY_AGAIN_LATER);
-        (s, None)
-    } else {
-        let opened = tokio::time::timeout_at(
-            deadline,
-            Box::pin(
-                realtime
-                    .api()
-                    .open_socket(&target, authorization.as_deref(), Some(peer)),
-            ),
-        )
-        .await
-        .unwrap_or_else(|_| Err(crate::api::ConnectRefusal::timed_out()));
-        match opened {
-            Ok(ctx) => (ServerSession::accept(config, now), Some(ctx)),
-            Err(refusal) => {
-                let s = ServerSession::reject(
-                    config,
-                    now,
-                    refusal.status,
-                    &refusal.body,
-                    refusal.close_code,
-                );
-                (s, None)
+    let config = settings.session_config();
+    let (session, context) = match admission.refusal() {
+        Some((error, description)) => {
+            let body = gridsocket_core::wire::error_body_json(error, description);
+            let s = ServerSession::reject(config, now, 503, &body, close_code::TRY_AGAIN_LATER);
+            (s, None)
+        }
+        None => {
+            let api = realtime.api();
+            let open = api.open_socket(&target, authorization.as_deref(), Some(peer));
+            let opened = tokio::time::timeout_at(deadline, Box::pin(open))
+                .await
+                .unwrap_or_else(|_| Err(crate::api::ConnectRefusal::timed_out()));
+            match opened {
+                Ok(ctx) => {
+                    let mut session = ServerSession::accept(config, now);
+                    greet(&mut session, &ctx, now);
+                    (session, Some(ctx))
+                }
+                Err(refusal) => {
+                    let (status, code) = (refusal.status, refusal.close_code);
+                    let s = ServerSession::reject(config, now, status, &refusal.body, code);
+                    (s, None)
+                }
             }
         }
     };
-    if let Some(ctx) = &context {
-        session.set_token_expiry(now, expiry_instant(ctx.expires));
-        match &ctx.resource {
-            Some(path) => session.subscribe_on_connect(now, path.clone(), ctx.params.clone()),
-            None => {
-                let body = serde_json::json!({
-                    "connected": true,
-                    "organization": ctx.app.org_name,
-                    "applicationName": ctx.app.name,
-                    "user": ctx.caller.user_uuid(),
-                    "expires_in": ctx.expires.map(|e| (e - now_ms()).max(0) / 1000),
-                });
-                session.welcome(now, &body.to_string());
-            }
-        }
-    }
     let socket = Arc::new(Socket::new(
         session,
         direct,
@@ -202,13 +152,113 @@ pub async fn serve_socket(
     if let Some(conn) = conn {
         realtime.hub().unregister(conn);
     }
+    finish(&mut ws, &mut writer, &socket, ending).await;
+}
+
+/// A connection whose WebSocket handshake succeeded, and what it asked for.
+struct Handshake {
+    ws: WebSocketStream<Wire>,
+    /// The plain TCP connection, for pushers' direct writes (`None` under TLS).
+    direct: Option<Arc<tokio::net::TcpStream>>,
+    /// The request target: `/{org}/{app}[/resource]?query`.
+    target: String,
+    /// The `Authorization` header, if any.
+    authorization: Option<String>,
+}
+
+/// Runs the WebSocket handshake until `deadline`, refusing an origin the settings do not
+/// allow (403). `None`: it failed or timed out, and the connection is dropped.
+async fn handshake(
+    stream: Conn,
+    settings: &Settings,
+    deadline: tokio::time::Instant,
+) -> Option<Handshake> {
+    let mut target = String::new();
+    let mut authorization = None;
+    // The error type is tungstenite's, fixed by its callback signature.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &Request, resp: Response| {
+        let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+        if !settings.origin_allowed(origin) {
+            let body = gridsocket_core::wire::error_body_json(
+                "origin_not_allowed",
+                "this origin is not in the server's allowed origins",
+            );
+            let mut refusal = ErrorResponse::new(Some(body));
+            *refusal.status_mut() = StatusCode::FORBIDDEN;
+            return Err(refusal);
+        }
+        target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default();
+        authorization = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok(resp)
+    };
+    let (wire, direct) = Wire::new(stream);
+    // Boxed: the handshake's state is large and short-lived; inline, it would size the
+    // socket's task for as long as the socket lives.
+    let handshake = Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
+        wire,
+        callback,
+        Some(settings.ws_config()),
+    ));
+    let ws = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "websocket handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("websocket handshake timed out");
+            return None;
+        }
+    };
+    Some(Handshake {
+        ws,
+        direct,
+        target,
+        authorization,
+    })
+}
+
+/// The first thing an accepted socket hears: the subscription its URL names (an inbox, a
+/// queue), or a welcome saying who it is connected as.
+fn greet(session: &mut ServerSession, ctx: &SocketContext, now: Instant) {
+    session.set_token_expiry(now, expiry_instant(ctx.expires));
+    match &ctx.resource {
+        Some(path) => session.subscribe_on_connect(now, path.clone(), ctx.params.clone()),
+        None => {
+            let body = serde_json::json!({
+                "connected": true,
+                "organization": ctx.app.org_name,
+                "applicationName": ctx.app.name,
+                "user": ctx.caller.user_uuid(),
+                "expires_in": ctx.expires.map(|e| (e - now_ms()).max(0) / 1000),
+            });
+            session.welcome(now, &body.to_string());
+        }
+    }
+}
+
+/// Sends a finished socket's last frames (a close) if the peer takes them soon; a slow
+/// consumer gets only what fits at once.
+async fn finish(
+    ws: &mut WebSocketStream<Wire>,
+    writer: &mut ConnWriter,
+    socket: &Socket,
+    ending: Ending,
+) {
     if ending == Ending::PeerClosed {
         // tungstenite's reply to the peer's close joins the outgoing frames.
         let _ = ws.flush().await;
     }
-    // The last frames (a close) go out if the peer takes them soon; a slow consumer gets only
-    // what fits at once.
-    let rest = poll_fn(|cx| socket.poll_write_backlog(cx, &mut writer));
+    let rest = poll_fn(|cx| socket.poll_write_backlog(cx, writer));
     if socket.lock().is_slow() {
         let _ = rest.now_or_never();
     } else {
@@ -235,7 +285,7 @@ enum Ending {
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     ws: &mut WebSocketStream<Wire>,
-    writer: &mut Writer,
+    writer: &mut ConnWriter,
     socket: &Socket,
     realtime: &Arc<Realtime>,
     context: Option<&SocketContext>,
@@ -293,39 +343,9 @@ async fn drive(
                 }
             }
             msg = ws.next() => {
-                let now = Instant::now();
                 let mut st = socket.lock();
-                let session = &mut st.session;
-                match msg {
-                    Some(Ok(Message::Text(text))) => session.handle_text(now, text.as_str()),
-                    Some(Ok(Message::Binary(bytes))) => session.handle_binary(now, bytes.len()),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.handle_pong(now),
-                    Some(Ok(Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) => {
-                        session.handle_disconnect(now);
-                        return Ending::PeerClosed;
-                    }
-                    None => {
-                        session.handle_disconnect(now);
-                        return Ending::Done;
-                    }
-                    Some(Err(WsError::Capacity(e))) => {
-                        tracing::debug!(error = %e, "oversize frame");
-                        session.close(now, close_code::MESSAGE_TOO_BIG, "frame too large");
-                    }
-                    Some(Err(WsError::Utf8(e))) => {
-                        tracing::debug!(error = %e, "text frame is not UTF-8");
-                        session.close(now, close_code::INVALID_PAYLOAD, "text frame is not UTF-8");
-                    }
-                    Some(Err(WsError::Protocol(e))) => {
-                        tracing::debug!(error = %e, "websocket protocol error");
-                        session.close(now, close_code::PROTOCOL_ERROR, "websocket protocol error");
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "websocket read failed");
-                        session.handle_disconnect(now);
-                        return Ending::Done;
-                    }
+                if let Some(ending) = read_message(&mut st.session, Instant::now(), msg) {
+                    return ending;
                 }
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
@@ -348,6 +368,46 @@ async fn drive(
             }
         }
     }
+}
+
+/// Hands what the connection read to the session. `Some`: the connection is over.
+fn read_message(
+    session: &mut ServerSession,
+    now: Instant,
+    msg: Option<Result<Message, WsError>>,
+) -> Option<Ending> {
+    match msg {
+        Some(Ok(Message::Text(text))) => session.handle_text(now, text.as_str()),
+        Some(Ok(Message::Binary(bytes))) => session.handle_binary(now, bytes.len()),
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.handle_pong(now),
+        Some(Ok(Message::Frame(_))) => {}
+        Some(Ok(Message::Close(_))) => {
+            session.handle_disconnect(now);
+            return Some(Ending::PeerClosed);
+        }
+        None => {
+            session.handle_disconnect(now);
+            return Some(Ending::Done);
+        }
+        Some(Err(WsError::Capacity(e))) => {
+            tracing::debug!(error = %e, "oversize frame");
+            session.close(now, close_code::MESSAGE_TOO_BIG, "frame too large");
+        }
+        Some(Err(WsError::Utf8(e))) => {
+            tracing::debug!(error = %e, "text frame is not UTF-8");
+            session.close(now, close_code::INVALID_PAYLOAD, "text frame is not UTF-8");
+        }
+        Some(Err(WsError::Protocol(e))) => {
+            tracing::debug!(error = %e, "websocket protocol error");
+            session.close(now, close_code::PROTOCOL_ERROR, "websocket protocol error");
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "websocket read failed");
+            session.handle_disconnect(now);
+            return Some(Ending::Done);
+        }
+    }
+    None
 }
 
 /// Hands a finished request's answer to the session. `None`: its task died without

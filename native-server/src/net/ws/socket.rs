@@ -11,6 +11,7 @@
 //! waits for it. A frame being written may exceed the byte bound by itself (one large answer
 //! is not slowness); frames waiting behind it may not.
 
+use crate::config::BacklogLimits;
 use crate::metrics::Metrics;
 use crate::realtime::push::{Push, SharedEvent, Sink};
 use bytes::Bytes;
@@ -70,15 +71,6 @@ pub struct Socket {
     direct: Option<Arc<TcpStream>>,
     limits: BacklogLimits,
     metrics: Arc<Metrics>,
-}
-
-/// How much may wait for a socket's connection before it is a slow consumer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BacklogLimits {
-    /// Most frames (events and answers), `--max-queued-events`.
-    pub events: usize,
-    /// Most bytes behind the frame being written, `--max-queued-bytes`.
-    pub bytes: usize,
 }
 
 /// What the lock guards.

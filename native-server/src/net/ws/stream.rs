@@ -1,4 +1,4 @@
-//! The connection under a WebSocket, split in the two halves [`crate::socket`] needs: the
+//! The connection under a WebSocket, split in the two halves [`Socket`] needs: the
 //! stream tungstenite reads frames from, and a writer for the socket's task. A plain TCP
 //! connection is shared, so that pushers can also write to it directly; a TLS one is split
 //! (only its task encrypts and writes).
@@ -109,14 +109,14 @@ impl AsyncWrite for SharedTcp {
 }
 
 /// The half a socket's task writes with.
-pub type Writer = Either<SharedTcp, WriteHalf<Box<TlsStream<TcpStream>>>>;
+pub type ConnWriter = Either<SharedTcp, WriteHalf<Box<TlsStream<TcpStream>>>>;
 
 /// The stream tungstenite runs on. During the handshake its writes go to the connection;
 /// once the socket exists they join the socket's outgoing frames in order (after the
 /// handshake tungstenite writes only pongs and its reply to the peer's close).
 pub struct Wire {
     read: Either<SharedTcp, ReadHalf<Box<TlsStream<TcpStream>>>>,
-    handshake_writer: Option<Writer>,
+    handshake_writer: Option<ConnWriter>,
     socket: Option<Arc<Socket>>,
 }
 
@@ -143,7 +143,7 @@ impl Wire {
     }
 
     /// Ends the handshake phase: later writes go to `socket`; returns the task's writer.
-    pub fn attach(&mut self, socket: Arc<Socket>) -> Option<Writer> {
+    pub fn attach(&mut self, socket: Arc<Socket>) -> Option<ConnWriter> {
         self.socket = Some(socket);
         self.handshake_writer.take()
     }

@@ -2,8 +2,8 @@
 //! reads.
 //!
 //! In WAL mode every read transaction takes a shared lock on a slot of the WAL index when it
-//! starts and drops it when it ends: two `fcntl` calls, measured here at a third of a point
-//! read and 8 % of a socket GET. Between two commits the database does not change, so a read
+//! starts and drops it when it ends: two `fcntl` calls, a large share of a point read
+//! (BENCHMARKS.md). Between two commits the database does not change, so a read
 //! connection keeps its read transaction (its snapshot) open from one read to the next and
 //! only starts a new one after a commit: the writer counts its commits and bumps the count
 //! before it answers a write, so a read that starts after a write was answered always sees it.

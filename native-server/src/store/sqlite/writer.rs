@@ -27,12 +27,12 @@ type Job = Box<dyn FnOnce(&mut Connection) -> Written + Send>;
 
 /// Answers a write's caller: given the error that ended its transaction, if it was not
 /// committed.
-type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+type OnCommit = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// What a write left behind.
 struct Written {
     /// Answers the caller.
-    reply: Reply,
+    reply: OnCommit,
     /// The write's own failure, to tell the others in its group why their transaction was
     /// lost if this failure ended it (SQLite rolls the whole transaction back on a full disk).
     failure: Option<StoreError>,
