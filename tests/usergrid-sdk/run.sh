@@ -70,12 +70,15 @@ RUST_LOG=${RUST_LOG:-info} "$bin" serve \
   >"$out/server.log" 2>&1 &
 server_pid=$!
 
-for _ in $(seq 1 150); do
-  curl -fsS "$base/status" >/dev/null 2>&1 && break
+answers() { # URL: does it answer 200?
+  node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$1"
+}
+for _ in $(seq 1 100); do
+  answers "$base/status" && break
   kill -0 "$server_pid" 2>/dev/null || { echo "run.sh: gridsocket exited:" >&2; cat "$out/server.log" >&2; exit 1; }
   sleep 0.2
 done
-curl -fsS "$base/status" >/dev/null || { echo "run.sh: gridsocket did not answer /status" >&2; exit 1; }
+answers "$base/status" || { echo "run.sh: gridsocket did not answer /status" >&2; exit 1; }
 echo "gridsocket $("$bin" --version | awk '{print $2}') on $base"
 
 sdk_base=$base
@@ -84,7 +87,7 @@ if [ -n "${SDK_TRACE:-}" ]; then
   node "$here/trace-proxy.mjs" "$proxy_port" "$base" "$out/trace.jsonl" &
   proxy_pid=$!
   sdk_base=http://127.0.0.1:$proxy_port
-  for _ in $(seq 1 50); do curl -sS "$sdk_base/status" >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 1 50); do answers "$sdk_base/status" && break; sleep 0.1; done
   export SDK_TRACE=$out/trace.jsonl
 fi
 

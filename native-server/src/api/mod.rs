@@ -20,6 +20,9 @@ mod relations;
 mod router;
 mod users;
 
+#[cfg(test)]
+mod tests;
+
 pub use access::{Authenticated, Caller, Principal, user_may_log_in};
 pub use envelope::render_entity;
 pub use error::ApiError;
