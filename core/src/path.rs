@@ -226,6 +226,13 @@ impl ResourcePath {
                 let mut relation = rest[0].to_ascii_lowercase();
                 let mut inbound = false;
                 rest = &rest[1..];
+                // Usergrid's `connections/{verb}` is `{verb}`: the word only says what follows.
+                if relation == "connections"
+                    && let Some(verb) = rest.first()
+                {
+                    relation = verb.to_ascii_lowercase();
+                    rest = &rest[1..];
+                }
                 if relation == "connecting" {
                     let Some(verb) = rest.first() else {
                         return Err(PathError::Unsupported(original.to_owned()));
@@ -409,6 +416,17 @@ mod tests {
                 collection: "people".into(),
                 entity: EntityRef::Name("John Doe".into())
             }
+        );
+    }
+
+    #[test]
+    fn connections_then_a_verb_is_the_verb() {
+        let plain = res("/nodejs/a/foos/nodejs/b");
+        assert_eq!(res("/nodejs/a/connections/foos/nodejs/b"), plain);
+        assert_eq!(res("/nodejs/a/Connections/foos"), res("/nodejs/a/foos"));
+        assert!(
+            matches!(res("/nodejs/a/connections"), Resource::Related { ref relation, target: None, .. } if relation == "connections"),
+            "alone, it is a relation of that name"
         );
     }
 

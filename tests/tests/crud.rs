@@ -190,7 +190,8 @@ async fn create_read_update_delete_over_the_socket() {
             Some(json!([{"name": "a1"}, {"name": "a2"}])),
         )
         .await;
-    assert_eq!(batch["body"]["path"], "/Book");
+    // The path is the canonical collection, however the request spelled it (as Usergrid).
+    assert_eq!(batch["body"]["path"], "/books");
     assert_eq!(batch["body"]["entities"].as_array().unwrap().len(), 2);
     let all = ws
         .request(json!(8), "GET", "/books", Some(json!({"limit": 50})), None)

@@ -1,7 +1,7 @@
 //! Activities and feeds: a user's or group's outbox (`activities`) and inbox (`feed`), and
 //! posting an activity, which reaches the feeds of the owner and of its followers or members.
 
-use super::entities::{Paging, encode_cursor, with_entities};
+use super::entities::{Paging, encode_cursor};
 use super::envelope::Envelope;
 use super::{Api, ApiError, Caller, now_ms};
 use crate::store::{AppRecord, Direction, Entity, EntityKey};
@@ -42,7 +42,7 @@ impl Api {
             env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
         }
         env.count = Some(page.entities.len());
-        Ok(with_entities(env, page.entities, "/activities"))
+        self.with_entities(app, env, page.entities).await
     }
 
     /// `POST /users/{u}/activities` or `/groups/{g}/activities`: creates the activity and
@@ -89,7 +89,7 @@ impl Api {
         self.store
             .deliver_to_feeds(&app.uuid, &activity, &owners)
             .await?;
-        Ok(with_entities(env, vec![activity], "/activities"))
+        self.with_entities(app, env, vec![activity]).await
     }
 
     /// Sets an activity's actor. A user posts as themself: the actor's identity (uuid,

@@ -1,6 +1,6 @@
 //! Collections, entities and relations: the generic part of the Usergrid API.
 
-use super::envelope::{Envelope, render_entity};
+use super::envelope::{Envelope, render_entity_with};
 use super::{Api, ApiConfig, ApiError, Caller, now_ms};
 use crate::signal::Signal;
 use crate::store::{AppRecord, Direction, Entity, PageQuery};
@@ -230,7 +230,6 @@ impl Api {
             .permitted(app, caller, Method::Get, page.entities)
             .await;
         env.count = Some(page.entities.len());
-        let access_path = format!("/{collection}");
         match paging.query.as_ref().map(|q| &q.select) {
             Some(select @ (Select::Fields(_) | Select::Rename(_))) => {
                 let q = Query {
@@ -245,7 +244,7 @@ impl Api {
                 );
                 Ok(env)
             }
-            _ => Ok(with_entities(env, page.entities, &access_path)),
+            _ => self.with_entities(app, env, page.entities).await,
         }
     }
 
@@ -295,7 +294,7 @@ impl Api {
             }
             created.push(self.create_entity(app, collection, props).await?);
         }
-        Ok(with_entities(env, created, &format!("/{collection}")))
+        self.with_entities(app, env, created).await
     }
 
     /// Creates one entity in a collection from the properties a client sent.
@@ -399,7 +398,7 @@ impl Api {
                             self.stamp_actor(app, caller, None, &mut props).await?;
                         }
                         let e = self.create_entity(app, collection, props).await?;
-                        return Ok(with_entities(env, vec![e], &format!("/{collection}")));
+                        return self.with_entities(app, env, vec![e]).await;
                     }
                     Err(e) => return Err(e),
                 }
@@ -456,7 +455,7 @@ impl Api {
                 user: entity.uuid.clone(),
             });
         }
-        Ok(with_entities(env, vec![entity], &format!("/{collection}")))
+        self.with_entities(app, env, vec![entity]).await
     }
 
     /// `GET /{collection}/{entity}`.
@@ -468,7 +467,7 @@ impl Api {
         env: Envelope,
     ) -> Result<Envelope, ApiError> {
         let e = self.load(app, collection, key).await?;
-        Ok(with_entities(env, vec![e], &format!("/{collection}")))
+        self.with_entities(app, env, vec![e]).await
     }
 
     /// `DELETE /{collection}/{entity}`.
@@ -483,7 +482,7 @@ impl Api {
         let e = self.load(app, collection, key).await?;
         self.may_change_owned(app, caller, &e).await?;
         self.delete_one(app, &e).await?;
-        Ok(with_entities(env, vec![e], &format!("/{collection}")))
+        self.with_entities(app, env, vec![e]).await
     }
 
     async fn delete_one(&self, app: &AppRecord, entity: &Entity) -> Result<(), ApiError> {
@@ -530,7 +529,7 @@ impl Api {
         for e in &doomed {
             self.delete_one(app, e).await?;
         }
-        Ok(with_entities(env, doomed, &format!("/{collection}")))
+        self.with_entities(app, env, doomed).await
     }
 
     /// Refuses a change to an entity that belongs to a user, by whatever path it is named,
@@ -610,17 +609,32 @@ fn who_fields(user: &Entity) -> [Option<Value>; 4] {
     ["username", "email", "activated", "disabled"].map(|k| user.data.get(k).cloned())
 }
 
-/// The envelope carrying `entities`, each shown as living under `access_path`.
-pub(super) fn with_entities(
-    mut env: Envelope,
-    entities: Vec<Entity>,
-    access_path: &str,
-) -> Envelope {
-    env.entities = Some(
-        entities
-            .into_iter()
-            .map(|e| render_entity(e, access_path))
-            .collect(),
-    );
-    env
+impl Api {
+    /// The envelope carrying `entities`, each shown under the envelope's path (Usergrid's
+    /// `importEntity`: `metadata.path` is that path plus the uuid) with the verbs of its
+    /// connections, both ways.
+    pub(super) async fn with_entities(
+        &self,
+        app: &AppRecord,
+        mut env: Envelope,
+        entities: Vec<Entity>,
+    ) -> Result<Envelope, ApiError> {
+        let uuids: Vec<String> = entities.iter().map(|e| e.uuid.clone()).collect();
+        let names = self.store.relation_names(&app.uuid, &uuids).await?;
+        let base = env.path.clone().unwrap_or_default();
+        let mut rendered = Vec::with_capacity(entities.len());
+        // `names` is in the order of `entities`: each entity takes the run of rows that is its.
+        let mut rows = names.iter().peekable();
+        for entity in entities {
+            let mut mine = Vec::new();
+            while let Some((_, direction, relation)) =
+                rows.next_if(|(uuid, _, _)| *uuid == entity.uuid)
+            {
+                mine.push((*direction, relation.as_str()));
+            }
+            rendered.push(render_entity_with(entity, &base, &mine));
+        }
+        env.entities = Some(rendered);
+        Ok(env)
+    }
 }

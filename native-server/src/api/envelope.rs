@@ -2,7 +2,7 @@
 //! the socket send the same bytes.
 
 use super::error::ApiError;
-use crate::store::{AppRecord, Entity};
+use crate::store::{AppRecord, Direction, Entity};
 use gridsocket_core::Params;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -117,8 +117,45 @@ impl Envelope {
 
 /// An entity as the API shows it: its properties plus `metadata` with its path.
 pub fn render_entity(entity: Entity, access_path: &str) -> Value {
-    let mut out = entity.data;
+    render_entity_with(entity, access_path, &[])
+}
+
+/// Relations that are collections of their owner (`metadata.collections`), not connections.
+const COLLECTION_RELATIONS: &[&str] = &["users", "groups", "roles", "devices", "activities", "feed"];
+
+/// An entity with `metadata.connections` and `metadata.connecting` too, as Usergrid's
+/// `importEntity` shows them: for each verb leading out of it (`relations`' outbound names)
+/// or into it, the path that lists those entities.
+pub(crate) fn render_entity_with(
+    entity: Entity,
+    access_path: &str,
+    relations: &[(Direction, &str)],
+) -> Value {
     let self_path = [access_path, "/", &entity.uuid].concat();
+    let verbs = |direction: Direction, infix: &str| -> Option<Value> {
+        let map: Map<String, Value> = relations
+            .iter()
+            .filter(|(d, r)| *d == direction && !COLLECTION_RELATIONS.contains(r))
+            .map(|(_, r)| ((*r).to_owned(), Value::String([&self_path, infix, r].concat())))
+            .collect();
+        (!map.is_empty()).then_some(Value::Object(map))
+    };
+    let connections = verbs(Direction::Outbound, "/");
+    let connecting = verbs(Direction::Inbound, "/connecting/");
+    let mut out = render(entity, self_path);
+    if let Some(Value::Object(metadata)) = out.get_mut("metadata") {
+        if let Some(c) = connections {
+            metadata.insert("connections".into(), c);
+        }
+        if let Some(c) = connecting {
+            metadata.insert("connecting".into(), c);
+        }
+    }
+    out
+}
+
+fn render(entity: Entity, self_path: String) -> Value {
+    let mut out = entity.data;
     let mut metadata = Map::new();
     let collections: &[&str] = match entity.collection.as_str() {
         "users" => &[

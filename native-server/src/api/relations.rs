@@ -1,7 +1,7 @@
 //! Relations between entities: connections (`/users/a/likes/books/b`, `following`) and
 //! linked collections (`/groups/g/users/u`), read, made and unmade.
 
-use super::entities::{Key, MAX_LIMIT, Paging, encode_cursor, key_of, with_entities};
+use super::entities::{Key, MAX_LIMIT, Paging, encode_cursor, key_of};
 use super::envelope::Envelope;
 use super::{Api, ApiError, Caller};
 use crate::store::{AppRecord, Direction, Entity, EntityKey, PageQuery};
@@ -26,19 +26,6 @@ fn linked_reverse(owner_collection: &str, relation: &str) -> Option<&'static str
 fn affects_grants(collection: &str, relation: &str) -> bool {
     matches!(collection, "users" | "groups" | "roles")
         && matches!(relation, "users" | "groups" | "roles" | "permissions")
-}
-
-/// Where a relation's entities are shown to live: the request's path (a target's: without
-/// the target).
-fn shown_path(request: &ApiRequest, with_target: bool) -> String {
-    let path = request.path.trim_end_matches('/');
-    if with_target {
-        path.rsplit_once('/')
-            .map(|(head, _)| head.to_owned())
-            .unwrap_or_default()
-    } else {
-        path.to_owned()
-    }
 }
 
 fn direction(inbound: bool) -> Direction {
@@ -88,11 +75,7 @@ impl Api {
             .permitted(app, caller, Method::Get, page.entities)
             .await;
         env.count = Some(page.entities.len());
-        Ok(with_entities(
-            env,
-            page.entities,
-            &shown_path(request, false),
-        ))
+        self.with_entities(app, env, page.entities).await
     }
 
     /// `POST /users/fred/devices {…}`: creates the entity in the relation's collection, then
@@ -114,11 +97,7 @@ impl Api {
             .unwrap_or_else(|| collection_name(relation));
         let created = self.create_entity(app, &collection, props).await?;
         self.connect(app, owner, relation, &created).await?;
-        Ok(with_entities(
-            env,
-            vec![created],
-            &shown_path(request, false),
-        ))
+        self.with_entities(app, env, vec![created]).await
     }
 
     /// The target of a relation, if it is related.
@@ -127,7 +106,6 @@ impl Api {
         &self,
         app: &AppRecord,
         caller: &Caller,
-        request: &ApiRequest,
         owner: &Entity,
         relation: &str,
         inbound: bool,
@@ -145,7 +123,7 @@ impl Api {
         if !linked {
             return Err(not_related(&target, owner, relation));
         }
-        Ok(with_entities(env, vec![target], &shown_path(request, true)))
+        self.with_entities(app, env, vec![target]).await
     }
 
     /// Relates the owner to a target.
@@ -154,7 +132,6 @@ impl Api {
         &self,
         app: &AppRecord,
         caller: &Caller,
-        request: &ApiRequest,
         owner: &Entity,
         relation: &str,
         target: &RelationTarget,
@@ -164,7 +141,7 @@ impl Api {
             .readable_target(app, caller, owner, relation, target)
             .await?;
         self.connect(app, owner, relation, &target).await?;
-        Ok(with_entities(env, vec![target], &shown_path(request, true)))
+        self.with_entities(app, env, vec![target]).await
     }
 
     /// Unrelates the owner from a target (both sides of a linked collection).
@@ -173,7 +150,6 @@ impl Api {
         &self,
         app: &AppRecord,
         caller: &Caller,
-        request: &ApiRequest,
         owner: &Entity,
         relation: &str,
         target: &RelationTarget,
@@ -197,7 +173,7 @@ impl Api {
         if affects_grants(&owner.collection, relation) {
             self.bump_grants();
         }
-        Ok(with_entities(env, vec![target], &shown_path(request, true)))
+        self.with_entities(app, env, vec![target]).await
     }
 
     /// A relation's target, if the caller may read it on its own: a relation shows and takes

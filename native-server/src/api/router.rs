@@ -64,16 +64,37 @@ impl Api {
         request: &ApiRequest,
         route: AppRoute,
     ) -> Reply {
-        let env = |action: &str| {
+        // Usergrid's response path is the canonical path of what was asked for: the plural
+        // collection, and a relation under its owner's uuid (`/users/{uuid}/groups`).
+        let env = |action: &str, path: &str| {
             Envelope::for_app(
                 action,
                 app,
                 &self.config.base_url,
-                &request.path,
+                path,
                 &request.params,
             )
         };
+        let typed = |i: usize| {
+            request
+                .path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .nth(i)
+                .map(str::to_ascii_lowercase)
+        };
+        // The relation as its path shows it: entities pointing at the owner are its
+        // `connecting` ones (or, for users, its `followers`).
+        let relation_path = |owner: &Entity, relation: &str, inbound: bool| {
+            let shown = match (inbound, typed(2).as_deref()) {
+                (false, _) => relation,
+                (true, Some("followers")) => "followers",
+                (true, _) => "connecting",
+            };
+            format!("/{}/{}/{shown}", owner.collection, owner.uuid)
+        };
         let action = request.method.action();
+        let listed = |collection: &str| env(action, &format!("/{collection}"));
         let answer = match route {
             AppRoute::Token => return self.app_token(app, caller, request).await,
             AppRoute::Credentials => {
@@ -82,55 +103,61 @@ impl Api {
             }
             AppRoute::Queue(queue) => return self.queue_call(app, caller, request, queue).await,
             AppRoute::List { collection } => {
-                self.get_collection(app, caller, request, &collection, env(action))
+                self.get_collection(app, caller, request, &collection, listed(&collection))
                     .await
             }
             AppRoute::Create { collection } => {
-                self.post_collection(app, caller, request, &collection, env(action))
+                self.post_collection(app, caller, request, &collection, listed(&collection))
                     .await
             }
             AppRoute::DeleteMatching { collection } => {
-                self.delete_collection(app, caller, request, &collection, env(action))
+                self.delete_collection(app, caller, request, &collection, listed(&collection))
                     .await
             }
             AppRoute::Get { collection, entity } => {
                 let key = key_of(caller, &entity)?;
-                self.get_entity(app, &collection, &key, env(action)).await
+                self.get_entity(app, &collection, &key, listed(&collection))
+                    .await
             }
             AppRoute::Update { collection, entity } => {
                 let key = key_of(caller, &entity)?;
-                self.update_entity(app, caller, request, &collection, &key, env(action))
+                let env = listed(&collection);
+                self.update_entity(app, caller, request, &collection, &key, env)
                     .await
             }
             AppRoute::Delete { collection, entity } => {
                 let key = key_of(caller, &entity)?;
-                self.delete_entity(app, caller, &collection, &key, env(action))
+                self.delete_entity(app, caller, &collection, &key, listed(&collection))
                     .await
             }
             AppRoute::Feed { owner, relation } => {
                 let owner = self.owner(app, caller, &owner).await?;
-                self.feed(app, request, &owner, &relation, env(action))
-                    .await
+                let env = env(action, &relation_path(&owner, &relation, false));
+                self.feed(app, request, &owner, &relation, env).await
             }
             AppRoute::PostActivity { owner } => {
                 let owner = self.owner(app, caller, &owner).await?;
-                self.post_activity(app, caller, &owner, request, env(action))
-                    .await
+                let env = env(action, &relation_path(&owner, "activities", false));
+                self.post_activity(app, caller, &owner, request, env).await
             }
             AppRoute::SetPassword { user } => {
                 let user = self.owner(app, caller, &user).await?;
-                self.change_password(app, caller, request, &user, env("set user password"))
+                let env = env("set user password", &relation_path(&user, "password", false));
+                self.change_password(app, caller, request, &user, env)
                     .await
             }
             AppRoute::RevokeTokens { user } => {
                 let user = self.owner(app, caller, &user).await?;
-                self.revoke_tokens(app, caller, &user, env("revoked user tokens"))
-                    .await
+                let env = env(
+                    "revoked user tokens",
+                    &relation_path(&user, "revoketokens", false),
+                );
+                self.revoke_tokens(app, caller, &user, env).await
             }
             AppRoute::Permissions { owner, op } => {
                 let owner = self.owner(app, caller, &owner).await?;
-                self.permissions(app, request, &owner, op, env(action))
-                    .await
+                let env = env(action, &relation_path(&owner, "permissions", false));
+                self.permissions(app, request, &owner, op, env).await
             }
             AppRoute::Related {
                 owner,
@@ -138,20 +165,14 @@ impl Api {
                 inbound,
             } => {
                 let owner = self.owner(app, caller, &owner).await?;
-                self.list_related(
-                    app,
-                    caller,
-                    request,
-                    &owner,
-                    &relation,
-                    inbound,
-                    env(action),
-                )
-                .await
+                let env = env(action, &relation_path(&owner, &relation, inbound));
+                self.list_related(app, caller, request, &owner, &relation, inbound, env)
+                    .await
             }
             AppRoute::CreateRelated { owner, relation } => {
                 let owner = self.owner(app, caller, &owner).await?;
-                self.create_related(app, request, &owner, &relation, env(action))
+                let env = env(action, &relation_path(&owner, &relation, false));
+                self.create_related(app, request, &owner, &relation, env)
                     .await
             }
             AppRoute::GetRelated {
@@ -161,17 +182,9 @@ impl Api {
                 target,
             } => {
                 let owner = self.owner(app, caller, &owner).await?;
-                self.get_related(
-                    app,
-                    caller,
-                    request,
-                    &owner,
-                    &relation,
-                    inbound,
-                    &target,
-                    env(action),
-                )
-                .await
+                let env = env(action, &relation_path(&owner, &relation, inbound));
+                self.get_related(app, caller, &owner, &relation, inbound, &target, env)
+                    .await
             }
             AppRoute::Link {
                 owner,
@@ -179,16 +192,9 @@ impl Api {
                 target,
             } => {
                 let owner = self.owner(app, caller, &owner).await?;
-                self.link(
-                    app,
-                    caller,
-                    request,
-                    &owner,
-                    &relation,
-                    &target,
-                    env(action),
-                )
-                .await
+                let env = env(action, &relation_path(&owner, &relation, false));
+                self.link(app, caller, &owner, &relation, &target, env)
+                    .await
             }
             AppRoute::Unlink {
                 owner,
@@ -196,16 +202,9 @@ impl Api {
                 target,
             } => {
                 let owner = self.owner(app, caller, &owner).await?;
-                self.unlink(
-                    app,
-                    caller,
-                    request,
-                    &owner,
-                    &relation,
-                    &target,
-                    env(action),
-                )
-                .await
+                let env = env(action, &relation_path(&owner, &relation, false));
+                self.unlink(app, caller, &owner, &relation, &target, env)
+                    .await
             }
         };
         answer.map(|env| (200, Body::Envelope(Box::new(env))))

@@ -523,6 +523,37 @@ pub async fn relations_and_feeds(store: &dyn Store) {
         .await
         .expect("read");
     assert_eq!(inbound, std::slice::from_ref(&ann.uuid));
+    // The names of an entity's relations, each once, outbound first.
+    store
+        .add_relation(APP, &ann.uuid, "likes", &bob.uuid)
+        .await
+        .expect("add");
+    store
+        .add_relation(APP, &bob.uuid, "likes", &ann.uuid)
+        .await
+        .expect("add");
+    let names = store
+        .relation_names(APP, &[bob.uuid.clone(), ann.uuid.clone()])
+        .await
+        .expect("names");
+    let row = |e: &Entity, d, r: &str| (e.uuid.clone(), d, r.to_owned());
+    assert_eq!(
+        names,
+        [
+            row(&bob, Direction::Outbound, "likes"),
+            row(&bob, Direction::Inbound, "following"),
+            row(&bob, Direction::Inbound, "likes"),
+            row(&ann, Direction::Outbound, "following"),
+            row(&ann, Direction::Outbound, "likes"),
+            row(&ann, Direction::Inbound, "likes"),
+        ]
+    );
+    for (from, to) in [(&ann, &bob), (&bob, &ann)] {
+        store
+            .remove_relation(APP, &from.uuid, "likes", &to.uuid)
+            .await
+            .expect("remove");
+    }
     assert!(
         store
             .remove_relation(APP, &ann.uuid, "following", &bob.uuid)

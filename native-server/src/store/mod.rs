@@ -467,6 +467,14 @@ pub trait Store: Send + Sync + 'static {
         relation: &str,
         direction: Direction,
     ) -> StoreResult<Vec<String>>;
+    /// For each of `entities`, every relation name leading out of it and into it, each once:
+    /// `(entity, direction, relation)`, in the order of `entities`, then outbound first, then
+    /// by name (for an entity's `metadata.connections` and `connecting`).
+    async fn relation_names(
+        &self,
+        app: &str,
+        entities: &[String],
+    ) -> StoreResult<Vec<(String, Direction, String)>>;
     /// The permissions granted directly to a user, group or role.
     async fn permissions(&self, app: &str, owner: &str) -> StoreResult<Vec<String>>;
     /// Grants a permission; false if it was already granted.

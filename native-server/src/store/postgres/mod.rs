@@ -1084,6 +1084,45 @@ impl Store for PostgresStore {
         self.all(sql, &[&app, &owner, &relation], string_row).await
     }
 
+    async fn relation_names(
+        &self,
+        app: &str,
+        entities: &[String],
+    ) -> StoreResult<Vec<(String, Direction, String)>> {
+        if entities.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip for a whole page; each half reads an index by its prefix.
+        let sql = "SELECT source, 0, relation FROM relations WHERE app = $1 AND source = ANY($2)
+                   UNION
+                   SELECT target, 1, relation FROM relations WHERE app = $1 AND target = ANY($2)";
+        let rows = self
+            .all(sql, &[&app, &entities], |r| {
+                let inbound: i32 = r.try_get(1)?;
+                Ok((r.try_get::<_, String>(0)?, inbound == 1, r.try_get::<_, String>(2)?))
+            })
+            .await?;
+        let mut out: Vec<(usize, bool, String, String)> = rows
+            .into_iter()
+            .filter_map(|(entity, inbound, relation)| {
+                let at = entities.iter().position(|e| *e == entity)?;
+                Some((at, inbound, relation, entity))
+            })
+            .collect();
+        out.sort();
+        Ok(out
+            .into_iter()
+            .map(|(_, inbound, relation, entity)| {
+                let direction = if inbound {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                };
+                (entity, direction, relation)
+            })
+            .collect())
+    }
+
     async fn permissions(&self, app: &str, owner: &str) -> StoreResult<Vec<String>> {
         let sql = "SELECT permission FROM permissions WHERE app = $1 AND owner = $2
                    ORDER BY permission";

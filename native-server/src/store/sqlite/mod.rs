@@ -1163,6 +1163,40 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn relation_names(
+        &self,
+        app: &str,
+        entities: &[String],
+    ) -> StoreResult<Vec<(String, Direction, String)>> {
+        // Both halves read an index by its prefix: (app, source, …) and (app, target, …).
+        let sql = "SELECT 0, relation FROM relations WHERE app = ?1 AND source = ?2
+                   UNION
+                   SELECT 1, relation FROM relations WHERE app = ?1 AND target = ?2
+                   ORDER BY 1, 2";
+        self.read(|c| {
+            let mut st = c.prepare_cached(sql).map_err(backend)?;
+            let mut out = Vec::new();
+            for entity in entities {
+                let rows = st
+                    .query_map(rusqlite::params![app, entity], |r| {
+                        let inbound: i64 = r.get(0)?;
+                        Ok((inbound == 1, r.get::<_, String>(1)?))
+                    })
+                    .map_err(backend)?;
+                for row in rows {
+                    let (inbound, relation) = row.map_err(backend)?;
+                    let direction = if inbound {
+                        Direction::Inbound
+                    } else {
+                        Direction::Outbound
+                    };
+                    out.push((entity.clone(), direction, relation));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     async fn permissions(&self, app: &str, owner: &str) -> StoreResult<Vec<String>> {
         let sql = "SELECT permission FROM permissions WHERE app = ?1 AND owner = ?2
                    ORDER BY permission";
