@@ -97,6 +97,12 @@ pub enum AppRoute {
         /// The collection.
         collection: String,
     },
+    /// `PUT /{collection}`: with a `ql`, merge the body into every match (up to `limit`);
+    /// without, create one entity, as Usergrid's `putCollection` calls `postCollection`.
+    PutCollection {
+        /// The collection.
+        collection: String,
+    },
     /// `DELETE /{collection}?ql=…`: delete a page of matches.
     DeleteMatching {
         /// The collection.
@@ -226,7 +232,7 @@ impl AppRoute {
                     Get => AppRoute::List { collection },
                     Post => AppRoute::Create { collection },
                     Delete => AppRoute::DeleteMatching { collection },
-                    Put => return Err(not_allowed()),
+                    Put => AppRoute::PutCollection { collection },
                 }
             }
             Resource::Entity { collection, entity } => {
@@ -386,7 +392,9 @@ mod tests {
         );
         assert_eq!(
             route(Put, "/books"),
-            Err(RouteError::MethodNotAllowed("PUT"))
+            Ok(AppRoute::PutCollection {
+                collection: "books".into()
+            })
         );
         let dune = EntityRef::Name("dune".into());
         assert_eq!(

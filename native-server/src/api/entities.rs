@@ -405,6 +405,21 @@ impl Api {
             }
             Key::Uuid(_) => self.load(app, collection, key).await?,
         };
+        let entity = self.merge_into(app, caller, existing, props).await?;
+        self.with_entities(app, env, vec![entity]).await
+    }
+
+    /// Merges `props` into an existing entity the caller may change (a `null` removes a
+    /// property) and stores it.
+    async fn merge_into(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        existing: Entity,
+        props: Map<String, Value>,
+    ) -> Result<Entity, ApiError> {
+        let collection = existing.collection.clone();
+        let collection = collection.as_str();
         self.may_change_owned(app, caller, &existing).await?;
         // An activity's actor is who posted it: it never changes but by an admin.
         if collection == "activities"
@@ -455,7 +470,43 @@ impl Api {
                 user: entity.uuid.clone(),
             });
         }
-        self.with_entities(app, env, vec![entity]).await
+        Ok(entity)
+    }
+
+    /// `PUT /{collection}`: with a `ql`, merges the body into every match the caller may
+    /// change, as each entity's own PUT would (up to `limit`); without, creates one entity.
+    pub(super) async fn put_collection(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        request: &ApiRequest,
+        collection: &str,
+        env: Envelope,
+    ) -> Result<Envelope, ApiError> {
+        if request.params.get("ql").is_none_or(|q| q.trim().is_empty()) {
+            return self
+                .post_collection(app, caller, request, collection, env)
+                .await;
+        }
+        let props = body_object(request)?;
+        if collection == "users" && props.contains_key("password") {
+            return Err(ApiError::IllegalArgument(
+                "change a password with PUT /users/{user}/password {\"oldpassword\", \"newpassword\"}".into(),
+            ));
+        }
+        let mut paging = Paging::from_request(request, &self.config)?;
+        paging.offset = 0;
+        let page = self
+            .store
+            .query(&app.uuid, collection, &paging.page_query())
+            .await?;
+        let mut updated = Vec::new();
+        for e in self.permitted(app, caller, Method::Put, page.entities).await {
+            if self.may_change_owned(app, caller, &e).await.is_ok() {
+                updated.push(self.merge_into(app, caller, e, props.clone()).await?);
+            }
+        }
+        self.with_entities(app, env, updated).await
     }
 
     /// `GET /{collection}/{entity}`.

@@ -62,6 +62,10 @@ pub enum ApiError {
     /// Wrong username or password, or a bad grant (400 `invalid_grant`).
     #[error("{0}")]
     InvalidGrant(String),
+    /// The old password given to change a password is wrong (400
+    /// `auth_invalid_username_or_password`).
+    #[error("the old password is wrong")]
+    WrongOldPassword,
     /// A grant type this endpoint does not take (400 `unsupported_grant_type`).
     #[error("unsupported grant type {0:?}")]
     UnsupportedGrant(String),
@@ -107,6 +111,7 @@ impl ApiError {
             | ApiError::RequiredProperty(_)
             | ApiError::Duplicate(_)
             | ApiError::InvalidGrant(_)
+            | ApiError::WrongOldPassword
             | ApiError::UnsupportedGrant(_) => 400,
             ApiError::Conflict(_) => 409,
             ApiError::MethodNotAllowed(_) => 405,
@@ -141,6 +146,7 @@ impl ApiError {
             }
             ApiError::Conflict(_) => "conflict",
             ApiError::InvalidGrant(_) => "invalid_grant",
+            ApiError::WrongOldPassword => "auth_invalid_username_or_password",
             ApiError::UnsupportedGrant(_) => "unsupported_grant_type",
             ApiError::MethodNotAllowed(_) => "unsupported_service_operation",
             ApiError::EntityTooLarge { .. } => "entity_too_large",

@@ -287,7 +287,8 @@ impl Api {
                 let org = self.store.org_by_client_id(&id).await?;
                 let Some(org) = org.filter(|o| secrets_equal(&o.client_secret, &secret)) else {
                     self.login_failed(peer, None);
-                    return Err(ApiError::InvalidClient);
+                    // As Usergrid's token endpoints answer any failed grant.
+                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
                 };
                 let (token, expires_in) = self
                     .issue_token(TokenKind::OrgClient, &org.uuid, &org.uuid, ttl)
@@ -371,7 +372,8 @@ impl Api {
                     && secrets_equal(&app.client_secret, &secret))
                 {
                     self.login_failed(peer, None);
-                    return Err(ApiError::InvalidClient);
+                    // As Usergrid's token endpoints answer any failed grant.
+                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
                 }
                 let (token, expires_in) = self
                     .issue_token(TokenKind::AppClient, &app.uuid, &app.uuid, ttl)

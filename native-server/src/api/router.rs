@@ -33,8 +33,11 @@ impl Api {
         // Everything but the token endpoint and the admins' credentials goes by the caller's
         // grants, and before anything else is said about the path.
         if !matches!(route, Ok(AppRoute::Token | AppRoute::Credentials)) {
-            self.check_access(app, caller, request.method, &path)
-                .await?;
+            // A PUT on a collection without a query creates: it is asked about as a POST.
+            let creates = matches!(route, Ok(AppRoute::PutCollection { .. }))
+                && request.params.get("ql").is_none_or(|q| q.trim().is_empty());
+            let method = if creates { Method::Post } else { request.method };
+            self.check_access(app, caller, method, &path).await?;
         }
         let route = match route {
             Ok(route) => route,
@@ -108,6 +111,10 @@ impl Api {
             }
             AppRoute::Create { collection } => {
                 self.post_collection(app, caller, request, &collection, listed(&collection))
+                    .await
+            }
+            AppRoute::PutCollection { collection } => {
+                self.put_collection(app, caller, request, &collection, listed(&collection))
                     .await
             }
             AppRoute::DeleteMatching { collection } => {
