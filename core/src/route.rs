@@ -146,6 +146,11 @@ pub enum AppRoute {
         /// The user.
         user: Owner,
     },
+    /// `PUT`/`POST /users/{u}/revoketoken?token=…`: revoke that one token.
+    RevokeToken {
+        /// The user.
+        user: Owner,
+    },
     /// `PUT`/`POST /users/{u}/revoketokens`.
     RevokeTokens {
         /// The user.
@@ -271,6 +276,9 @@ impl AppRoute {
                     }
                     ("revoketokens", None, Put | Post) if users => {
                         AppRoute::RevokeTokens { user: owner }
+                    }
+                    ("revoketoken", None, Put | Post) if users => {
+                        AppRoute::RevokeToken { user: owner }
                     }
                     (r, _, _) if users && USER_ENDPOINTS.contains(&r) => return Err(not_allowed()),
                     ("feed" | "activities", None, _)
@@ -445,10 +453,16 @@ mod tests {
                     user: owner("users", "john")
                 })
             );
+            assert_eq!(
+                route(m, "/users/john/revoketoken"),
+                Ok(AppRoute::RevokeToken {
+                    user: owner("users", "john")
+                })
+            );
         }
         for (m, p) in [
             (Get, "/users/john/password"),
-            (Post, "/users/john/revoketoken"),
+            (Get, "/users/john/revoketoken"),
             (Post, "/users/john/credentials"),
             (Get, "/users/john/token/x"),
         ] {

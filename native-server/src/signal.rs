@@ -25,6 +25,11 @@ pub enum Signal {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         except: Option<String>,
     },
+    /// One token was revoked: forget it and close the sockets using it.
+    TokenRevoked {
+        /// The token's hash (base64url).
+        hash: String,
+    },
     /// An application user's username, email, activation or disabled flag changed, or the
     /// user was deleted: re-read who their cached tokens and open sockets speak for.
     UserChanged {

@@ -440,7 +440,8 @@ impl Api {
 /// (403).
 fn denied(denial: Denial, guest: bool, method: Method) -> ApiError {
     match (denial, guest) {
-        (Denial::NoUser, _) => ApiError::Unauthorized(Denial::NoUser.to_string()),
+        // Usergrid answers a `me` that names nobody as a path that names nothing.
+        (Denial::NoUser, _) => ApiError::NoSuchResource(Denial::NoUser.to_string()),
         (Denial::NoGrant { path, .. }, true) => ApiError::Unauthorized(format!(
             "guests may not {} {path}: send an access token",
             method.as_str()

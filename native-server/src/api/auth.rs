@@ -211,26 +211,14 @@ impl<K: std::hash::Hash + Eq + Clone> Throttle<K> {
             .min(f64::from(self.per_minute))
     }
 
-    /// `Err(seconds to wait)` when `key` has no failures left now.
-    pub fn check(&self, key: &K, now: std::time::Instant) -> Result<(), u64> {
+    /// Takes one failure from `key`'s allowance before an attempt is checked, or
+    /// `Err(seconds to wait)` when none is left. Taking first, and giving it back with
+    /// [`Throttle::refund`] once the attempt succeeds, means that attempts made at once are
+    /// counted at once: a burst of concurrent guesses cannot all pass a check made before any
+    /// of them failed.
+    pub fn take(&self, key: &K, now: std::time::Instant) -> Result<(), u64> {
         if self.per_minute == 0 {
             return Ok(());
-        }
-        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        match buckets.get(key) {
-            Some(b) if self.refilled(*b, now) < 1.0 => {
-                let rate = f64::from(self.per_minute) / 60.0;
-                let wait = (1.0 - self.refilled(*b, now)) / rate;
-                Err(wait.ceil().max(1.0) as u64)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a failure of `key`.
-    pub fn fail(&self, key: &K, now: std::time::Instant) {
-        if self.per_minute == 0 {
-            return;
         }
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= Self::MAX_KEYS && !buckets.contains_key(key) {
@@ -248,13 +236,30 @@ impl<K: std::hash::Hash + Eq + Clone> Throttle<K> {
             Some(b) => self.refilled(*b, now),
             None => f64::from(self.per_minute),
         };
+        if left < 1.0 {
+            let rate = f64::from(self.per_minute) / 60.0;
+            return Err(((1.0 - left) / rate).ceil().max(1.0) as u64);
+        }
         buckets.insert(
             key.clone(),
             Bucket {
-                left: (left - 1.0).max(0.0),
+                left: left - 1.0,
                 at: now,
             },
         );
+        Ok(())
+    }
+
+    /// Gives back what [`Throttle::take`] took: the attempt succeeded.
+    pub fn refund(&self, key: &K, now: std::time::Instant) {
+        if self.per_minute == 0 {
+            return;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = buckets.get(key).copied() {
+            let left = (self.refilled(b, now) + 1.0).min(f64::from(self.per_minute));
+            buckets.insert(key.clone(), Bucket { left, at: now });
+        }
     }
 }
 
@@ -304,21 +309,47 @@ mod tests {
         let t = Throttle::new(6);
         let start = std::time::Instant::now();
         for _ in 0..6 {
-            assert_eq!(t.check(&"john", start), Ok(()));
-            t.fail(&"john", start);
+            assert_eq!(t.take(&"john", start), Ok(()));
         }
         // One failure comes back every ten seconds.
-        assert_eq!(t.check(&"john", start), Err(10));
-        assert_eq!(t.check(&"jane", start), Ok(()));
+        assert_eq!(t.take(&"john", start), Err(10));
+        assert_eq!(t.take(&"jane", start), Ok(()));
         let later = start + std::time::Duration::from_secs(10);
-        assert_eq!(t.check(&"john", later), Ok(()));
-        t.fail(&"john", later);
-        assert!(t.check(&"john", later).is_err());
+        assert_eq!(t.take(&"john", later), Ok(()));
+        assert!(t.take(&"john", later).is_err());
         let unlimited = Throttle::new(0);
         for _ in 0..100 {
-            unlimited.fail(&"x", start);
+            assert_eq!(unlimited.take(&"x", start), Ok(()));
         }
-        assert_eq!(unlimited.check(&"x", start), Ok(()));
+    }
+
+    #[test]
+    fn attempts_in_flight_count_until_they_succeed() {
+        let t = Throttle::new(3);
+        let now = std::time::Instant::now();
+        // Three attempts at once use the allowance up before any is decided ...
+        for _ in 0..3 {
+            assert_eq!(t.take(&"john", now), Ok(()));
+        }
+        assert!(t.take(&"john", now).is_err(), "a fourth waits");
+        // ... and the ones that succeed give theirs back.
+        t.refund(&"john", now);
+        t.refund(&"john", now);
+        assert_eq!(t.take(&"john", now), Ok(()));
+        assert_eq!(t.take(&"john", now), Ok(()));
+        assert!(t.take(&"john", now).is_err());
+        t.refund(&"nobody", now);
+        for _ in 0..3 {
+            t.refund(&"john", now);
+        }
+        for _ in 0..3 {
+            assert_eq!(
+                t.take(&"john", now),
+                Ok(()),
+                "refunds never pass the allowance"
+            );
+        }
+        assert!(t.take(&"john", now).is_err());
     }
 
     #[test]

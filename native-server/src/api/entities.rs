@@ -501,7 +501,10 @@ impl Api {
             .query(&app.uuid, collection, &paging.page_query())
             .await?;
         let mut updated = Vec::new();
-        for e in self.permitted(app, caller, Method::Put, page.entities).await {
+        for e in self
+            .permitted(app, caller, Method::Put, page.entities)
+            .await
+        {
             if self.may_change_owned(app, caller, &e).await.is_ok() {
                 updated.push(self.merge_into(app, caller, e, props.clone()).await?);
             }
@@ -647,8 +650,9 @@ pub(super) fn key_of(caller: &Caller, entity: &EntityRef) -> Result<Key, ApiErro
         EntityRef::Me => Key::Uuid(
             caller
                 .user_uuid()
+                // Usergrid answers a `me` that names nobody as a path that names nothing.
                 .ok_or_else(|| {
-                    ApiError::Unauthorized("/users/me needs a user's access token".into())
+                    ApiError::NoSuchResource("/users/me needs a user's access token".into())
                 })?
                 .to_owned(),
         ),

@@ -121,7 +121,8 @@ pub fn render_entity(entity: Entity, access_path: &str) -> Value {
 }
 
 /// Relations that are collections of their owner (`metadata.collections`), not connections.
-const COLLECTION_RELATIONS: &[&str] = &["users", "groups", "roles", "devices", "activities", "feed"];
+const COLLECTION_RELATIONS: &[&str] =
+    &["users", "groups", "roles", "devices", "activities", "feed"];
 
 /// An entity with `metadata.connections` and `metadata.connecting` too, as Usergrid's
 /// `importEntity` shows them: for each verb leading out of it (`relations`' outbound names)
@@ -136,7 +137,12 @@ pub(crate) fn render_entity_with(
         let map: Map<String, Value> = relations
             .iter()
             .filter(|(d, r)| *d == direction && !COLLECTION_RELATIONS.contains(r))
-            .map(|(_, r)| ((*r).to_owned(), Value::String([&self_path, infix, r].concat())))
+            .map(|(_, r)| {
+                (
+                    (*r).to_owned(),
+                    Value::String([&self_path, infix, r].concat()),
+                )
+            })
             .collect();
         (!map.is_empty()).then_some(Value::Object(map))
     };

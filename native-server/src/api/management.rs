@@ -238,18 +238,14 @@ impl Api {
             "password" => {
                 let username = args.require("username")?;
                 let password = args.require("password")?;
-                let key = Some(("management", username.as_str()));
-                self.login_allowed(peer, key)?;
                 let bad = || ApiError::InvalidGrant("invalid username or password".into());
                 if let Some((su_name, su_hash)) = self.superuser_named(&username) {
-                    let su_name = su_name.to_owned();
-                    if !self
-                        .verify_password(password, Some(su_hash.to_owned()))
-                        .await?
-                    {
-                        self.login_failed(peer, key);
+                    let (su_name, su_hash) = (su_name.to_owned(), su_hash.to_owned());
+                    let attempt = self.login_attempt(peer, Some(("management", "superuser")))?;
+                    if !self.verify_password(password, Some(su_hash)).await? {
                         return Err(bad());
                     }
+                    attempt.succeeded();
                     let (token, expires_in) = self
                         .issue_token(TokenKind::Superuser, "superuser", "", ttl)
                         .await?;
@@ -262,14 +258,18 @@ impl Api {
                     ));
                 }
                 let admin = self.store.admin_by_login(&username).await?;
+                // Failures count against the admin, however the login names them (username
+                // or email), or against the name given when there is no such admin.
+                let who = admin
+                    .as_ref()
+                    .map_or_else(|| username.to_lowercase(), |a| a.uuid.clone());
+                let attempt = self.login_attempt(peer, Some(("management", who.as_str())))?;
                 let hash = admin.as_ref().map(|a| a.password_hash.clone());
                 let admin = match (self.verify_password(password, hash).await?, admin) {
                     (true, Some(admin)) => admin,
-                    _ => {
-                        self.login_failed(peer, key);
-                        return Err(bad());
-                    }
+                    _ => return Err(bad()),
                 };
+                attempt.succeeded();
                 let orgs = self.store.admin_orgs(&admin.uuid).await?;
                 let (token, expires_in) = self
                     .issue_token(TokenKind::Admin, &admin.uuid, "", ttl)
@@ -283,13 +283,15 @@ impl Api {
             }
             "client_credentials" => {
                 let (id, secret) = client_pair(args, creds)?;
-                self.login_allowed(peer, None)?;
+                let attempt = self.login_attempt(peer, None)?;
                 let org = self.store.org_by_client_id(&id).await?;
                 let Some(org) = org.filter(|o| secrets_equal(&o.client_secret, &secret)) else {
-                    self.login_failed(peer, None);
                     // As Usergrid's token endpoints answer any failed grant.
-                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                    return Err(ApiError::InvalidGrant(
+                        "invalid username or password".into(),
+                    ));
                 };
+                attempt.succeeded();
                 let (token, expires_in) = self
                     .issue_token(TokenKind::OrgClient, &org.uuid, &org.uuid, ttl)
                     .await?;
@@ -332,7 +334,7 @@ impl Api {
                     .as_ref()
                     .map_or_else(|| username.clone(), |u| u.uuid.clone());
                 let key = Some((app.uuid.as_str(), who.as_str()));
-                self.login_allowed(peer, key)?;
+                let attempt = self.login_attempt(peer, key)?;
                 // An unknown user costs what a wrong password does: the dummy hash is checked.
                 let hash = match &user {
                     Some(u) => self.store.user_secret(&app.uuid, &u.uuid).await?,
@@ -341,12 +343,12 @@ impl Api {
                 let user = match (self.verify_password(password, hash).await?, user) {
                     (true, Some(user)) => user,
                     _ => {
-                        self.login_failed(peer, key);
                         return Err(ApiError::InvalidGrant(
                             "invalid username or password".into(),
                         ));
                     }
                 };
+                attempt.succeeded();
                 match user_may_log_in(&user) {
                     Err(ApiError::UserNotActivated) => {
                         return Err(ApiError::InvalidGrant("user not activated".into()));
@@ -367,14 +369,16 @@ impl Api {
             }
             "client_credentials" => {
                 let (id, secret) = client_pair(&args, &Credentials::None)?;
-                self.login_allowed(peer, None)?;
+                let attempt = self.login_attempt(peer, None)?;
                 if !(secrets_equal(&app.client_id, &id)
                     && secrets_equal(&app.client_secret, &secret))
                 {
-                    self.login_failed(peer, None);
                     // As Usergrid's token endpoints answer any failed grant.
-                    return Err(ApiError::InvalidGrant("invalid username or password".into()));
+                    return Err(ApiError::InvalidGrant(
+                        "invalid username or password".into(),
+                    ));
                 }
+                attempt.succeeded();
                 let (token, expires_in) = self
                     .issue_token(TokenKind::AppClient, &app.uuid, &app.uuid, ttl)
                     .await?;

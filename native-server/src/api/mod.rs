@@ -462,19 +462,20 @@ impl Api {
             Credentials::None => Ok(Principal::Guest.into()),
             Credentials::Token(token) => self.principal_of_token(token).await,
             Credentials::Client { id, secret } => {
-                self.login_allowed(peer, None)?;
+                let attempt = self.login_attempt(peer, None)?;
                 if let Some(found) = self.store.app_by_client_id(id).await?
                     && crate::api::auth::secrets_equal(&found.client_secret, secret)
                     && app.is_none_or(|a| a.uuid == found.uuid)
                 {
+                    attempt.succeeded();
                     return Ok(Principal::AppClient { app: found.uuid }.into());
                 }
                 if let Some(org) = self.store.org_by_client_id(id).await?
                     && crate::api::auth::secrets_equal(&org.client_secret, secret)
                 {
+                    attempt.succeeded();
                     return Ok(Principal::OrgClient { org: org.uuid }.into());
                 }
-                self.login_failed(peer, None);
                 Err(ApiError::InvalidClient)
             }
         }
@@ -625,6 +626,10 @@ impl Api {
                 let keep = except.as_deref().and_then(crate::api::auth::hash_from_text);
                 self.tokens
                     .remove_where(|hash, t| &t.subject == subject && Some(*hash) != keep);
+            }
+            Signal::TokenRevoked { hash } => {
+                let gone = crate::api::auth::hash_from_text(hash);
+                self.tokens.remove_where(|h, _| Some(*h) == gone);
             }
             Signal::UserChanged { user, .. } => {
                 self.tokens.remove_where(|_, t| &t.subject == user);

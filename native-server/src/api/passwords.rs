@@ -85,32 +85,55 @@ impl Api {
             .map(|(name, hash)| (name.as_str(), hash.as_str()))
     }
 
-    /// Refuses a login attempt from `address`, or for `key`, that used up its failures; call
-    /// before checking the credentials.
-    pub(super) fn login_allowed(
+    /// Starts a login attempt from `address`, or for `key`: it counts as a failure of both
+    /// from now on, unless [`LoginAttempt::succeeded`] says otherwise. Refused when either has
+    /// used up its failures. Call before checking the credentials.
+    pub(super) fn login_attempt(
         &self,
         address: Option<IpAddr>,
         key: LoginKey<'_>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<LoginAttempt<'_>, ApiError> {
         let now = Instant::now();
-        let by_address = address.map_or(Ok(()), |ip| self.logins.per_address.check(&ip, now));
-        let by_user = user_key(key).map_or(Ok(()), |k| self.logins.per_user.check(&k, now));
+        let user = user_key(key);
+        let by_address = address.map_or(Ok(()), |ip| self.logins.per_address.take(&ip, now));
+        let by_user = match (&by_address, &user) {
+            (Ok(()), Some(k)) => self.logins.per_user.take(k, now),
+            _ => Ok(()),
+        };
         match (by_address, by_user) {
-            (Ok(()), Ok(())) => Ok(()),
-            (a, u) => Err(ApiError::TooManyAttempts {
-                retry_after: a.err().unwrap_or(0).max(u.err().unwrap_or(0)),
+            (Ok(()), Ok(())) => Ok(LoginAttempt {
+                logins: &self.logins,
+                address,
+                user,
             }),
+            (Err(wait), _) => Err(ApiError::TooManyAttempts { retry_after: wait }),
+            (Ok(()), Err(wait)) => {
+                if let Some(ip) = address {
+                    self.logins.per_address.refund(&ip, now);
+                }
+                Err(ApiError::TooManyAttempts { retry_after: wait })
+            }
         }
     }
+}
 
-    /// Counts a failed login against `address` and `key`.
-    pub(super) fn login_failed(&self, address: Option<IpAddr>, key: LoginKey<'_>) {
+/// A login attempt under way: counted as a failed one unless it succeeds.
+#[must_use = "a login attempt counts as failed unless `succeeded` is called"]
+pub(super) struct LoginAttempt<'a> {
+    logins: &'a Logins,
+    address: Option<IpAddr>,
+    user: Option<(String, String)>,
+}
+
+impl LoginAttempt<'_> {
+    /// The credentials were right: the attempt is not a failure.
+    pub(super) fn succeeded(self) {
         let now = Instant::now();
-        if let Some(ip) = address {
-            self.logins.per_address.fail(&ip, now);
+        if let Some(ip) = &self.address {
+            self.logins.per_address.refund(ip, now);
         }
-        if let Some(k) = user_key(key) {
-            self.logins.per_user.fail(&k, now);
+        if let Some(k) = &self.user {
+            self.logins.per_user.refund(k, now);
         }
     }
 }

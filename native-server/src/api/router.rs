@@ -30,13 +30,26 @@ impl Api {
             }
         }
         let route = AppRoute::parse(&path, request.method);
-        // Everything but the token endpoint and the admins' credentials goes by the caller's
-        // grants, and before anything else is said about the path.
-        if !matches!(route, Ok(AppRoute::Token | AppRoute::Credentials)) {
+        // Everything else goes by the caller's grants, before anything else is said about the
+        // path.
+        // The token endpoint and the admins' credentials check their own credentials; so do a
+        // password change (the old password) and a token's revocation (the token itself).
+        let own_credentials = matches!(
+            route,
+            Ok(AppRoute::Token
+                | AppRoute::Credentials
+                | AppRoute::SetPassword { .. }
+                | AppRoute::RevokeToken { .. })
+        );
+        if !own_credentials {
             // A PUT on a collection without a query creates: it is asked about as a POST.
             let creates = matches!(route, Ok(AppRoute::PutCollection { .. }))
                 && request.params.get("ql").is_none_or(|q| q.trim().is_empty());
-            let method = if creates { Method::Post } else { request.method };
+            let method = if creates {
+                Method::Post
+            } else {
+                request.method
+            };
             self.check_access(app, caller, method, &path).await?;
         }
         let route = match route {
@@ -70,13 +83,7 @@ impl Api {
         // Usergrid's response path is the canonical path of what was asked for: the plural
         // collection, and a relation under its owner's uuid (`/users/{uuid}/groups`).
         let env = |action: &str, path: &str| {
-            Envelope::for_app(
-                action,
-                app,
-                &self.config.base_url,
-                path,
-                &request.params,
-            )
+            Envelope::for_app(action, app, &self.config.base_url, path, &request.params)
         };
         let typed = |i: usize| {
             request
@@ -149,9 +156,19 @@ impl Api {
             }
             AppRoute::SetPassword { user } => {
                 let user = self.owner(app, caller, &user).await?;
-                let env = env("set user password", &relation_path(&user, "password", false));
-                self.change_password(app, caller, request, &user, env)
-                    .await
+                let env = env(
+                    "set user password",
+                    &relation_path(&user, "password", false),
+                );
+                self.change_password(app, caller, request, &user, env).await
+            }
+            AppRoute::RevokeToken { user } => {
+                let user = self.owner(app, caller, &user).await?;
+                let env = env(
+                    "revoked user token",
+                    &relation_path(&user, "revoketoken", false),
+                );
+                self.revoke_token(app, request, &user, env).await
             }
             AppRoute::RevokeTokens { user } => {
                 let user = self.owner(app, caller, &user).await?;

@@ -4,7 +4,9 @@
 use super::entities::body_object;
 use super::envelope::Envelope;
 use super::{Api, ApiError, Caller};
-use crate::store::{AppRecord, Entity};
+use crate::api::auth::{hash_text, token_hash};
+use crate::signal::Signal;
+use crate::store::{AppRecord, Entity, TokenKind};
 use gridsocket_core::route::PermissionsOp;
 use gridsocket_core::{ApiRequest, Permission};
 use serde_json::Value;
@@ -27,12 +29,9 @@ impl Api {
             .filter(|p| !p.is_empty())
             .ok_or(ApiError::RequiredProperty("newpassword"))?
             .to_owned();
+        // The old password is the credential (Usergrid's UserResource): whoever knows it may
+        // change it, with or without a token. Only an app admin may set one without it.
         if !self.is_app_admin(app, caller) {
-            if caller.user_uuid() != Some(user.uuid.as_str()) {
-                return Err(ApiError::Forbidden(
-                    "only the user or an admin may change a password".into(),
-                ));
-            }
             let old = body
                 .get("oldpassword")
                 .and_then(Value::as_str)
@@ -40,12 +39,12 @@ impl Api {
                 .to_owned();
             // A wrong old password is a failed login: throttled like one.
             let key = Some((app.uuid.as_str(), user.uuid.as_str()));
-            self.login_allowed(caller.address(), key)?;
+            let attempt = self.login_attempt(caller.address(), key)?;
             let stored = self.store.user_secret(&app.uuid, &user.uuid).await?;
             if !self.verify_password(old, stored).await? {
-                self.login_failed(caller.address(), key);
-                return Err(ApiError::InvalidGrant("old password is wrong".into()));
+                return Err(ApiError::WrongOldPassword);
             }
+            attempt.succeeded();
         }
         let hash = self.hash_password(new).await?;
         self.store
@@ -72,6 +71,36 @@ impl Api {
             self.require_app_admin(app, caller)?;
         }
         self.revoke_subject(&user.uuid, None).await?;
+        Ok(env)
+    }
+
+    /// Revokes one token of a user, named by `?token=`: holding it is the right to end it.
+    /// Its sockets close (4401) on every node.
+    pub(super) async fn revoke_token(
+        &self,
+        app: &AppRecord,
+        request: &ApiRequest,
+        user: &Entity,
+        env: Envelope,
+    ) -> Result<Envelope, ApiError> {
+        let token = request
+            .params
+            .get("token")
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::RequiredProperty("token"))?;
+        let hash = token_hash(token);
+        match self.store.token(&hash).await? {
+            Some(t)
+                if t.kind == TokenKind::AppUser
+                    && t.subject == user.uuid
+                    && t.scope == app.uuid => {}
+            // Not this user's: nothing is said about whose it is.
+            _ => return Err(ApiError::BadToken),
+        }
+        self.store.revoke_token(&hash).await?;
+        self.signal(Signal::TokenRevoked {
+            hash: hash_text(&hash),
+        });
         Ok(env)
     }
 

@@ -90,6 +90,12 @@ impl Realtime {
                 let keep = except.as_deref().and_then(crate::api::auth::hash_from_text);
                 self.close_user_sockets(subject, keep);
             }
+            Signal::TokenRevoked { hash } => {
+                if let Some(gone) = crate::api::auth::hash_from_text(hash) {
+                    self.hub
+                        .close_where(|c| c.caller.token() == Some(gone), "token revoked");
+                }
+            }
             Signal::UserChanged { app, user } => {
                 if let Some(me) = self.me.upgrade() {
                     let (app, user) = (app.clone(), user.clone());
@@ -296,8 +302,8 @@ impl Realtime {
                         uuid: Some(
                             caller
                                 .user_uuid()
-                                .ok_or(ApiError::Unauthorized(
-                                    "/users/me needs a user's token".into(),
+                                .ok_or(ApiError::NoSuchResource(
+                                    "/users/me needs a user's access token".into(),
                                 ))?
                                 .to_owned(),
                         ),

@@ -249,6 +249,9 @@ pub async fn tokens_are_stored_hashed_and_revoked(store: &dyn Store) {
         "another subject's"
     );
     assert_eq!(store.revoke_tokens("u1", None).await.expect("revoke"), 1);
+    assert!(store.revoke_token(&[4; 32]).await.expect("revoke one"));
+    assert!(store.token(&[4; 32]).await.expect("read").is_none());
+    assert!(!store.revoke_token(&[4; 32]).await.expect("revoke again"));
 }
 
 /// Entities: unique by name in their collection whatever the case, found by uuid (in any

@@ -352,6 +352,8 @@ pub trait Store: Send + Sync + 'static {
     async fn token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
     /// Deletes every token of a subject but `except` (a token hash); returns how many.
     async fn revoke_tokens(&self, subject: &str, except: Option<&[u8; 32]>) -> StoreResult<u64>;
+    /// Deletes one token; false if there was none.
+    async fn revoke_token(&self, hash: &[u8; 32]) -> StoreResult<bool>;
     /// Inserts a new entity, with a password hash for users, and logs its creation;
     /// `Duplicate` if its name is taken.
     async fn insert_entity(

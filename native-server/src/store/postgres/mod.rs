@@ -552,6 +552,14 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn revoke_token(&self, hash: &[u8; 32]) -> StoreResult<bool> {
+        let hash: &[u8] = hash.as_slice();
+        Ok(self
+            .exec("DELETE FROM tokens WHERE hash = $1", &[&hash])
+            .await?
+            > 0)
+    }
+
     async fn insert_entity(&self, app: &str, e: &Entity, secret: Option<&str>) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
@@ -1099,7 +1107,11 @@ impl Store for PostgresStore {
         let rows = self
             .all(sql, &[&app, &entities], |r| {
                 let inbound: i32 = r.try_get(1)?;
-                Ok((r.try_get::<_, String>(0)?, inbound == 1, r.try_get::<_, String>(2)?))
+                Ok((
+                    r.try_get::<_, String>(0)?,
+                    inbound == 1,
+                    r.try_get::<_, String>(2)?,
+                ))
             })
             .await?;
         let mut out: Vec<(usize, bool, String, String)> = rows

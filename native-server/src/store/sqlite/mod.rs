@@ -523,6 +523,18 @@ impl Store for SqliteStore {
         Ok(n as u64)
     }
 
+    async fn revoke_token(&self, hash: &[u8; 32]) -> StoreResult<bool> {
+        let hash = hash.to_vec();
+        let n = self
+            .call(move |c| {
+                c.prepare_cached("DELETE FROM tokens WHERE hash = ?1")
+                    .and_then(|mut st| st.execute(params![hash]))
+                    .map_err(backend)
+            })
+            .await?;
+        Ok(n > 0)
+    }
+
     async fn insert_entity(
         &self,
         app: &str,
