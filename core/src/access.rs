@@ -391,6 +391,12 @@ impl AccessPath {
             .is_some_and(|s| s.state != SlotState::Unresolved)
     }
 
+    /// The path as error messages show it: canonical, with each entity as the request named
+    /// it (so it tells nothing the request did not say).
+    pub fn shown(&self) -> String {
+        self.text()
+    }
+
     /// The path as error messages show it.
     fn text(&self) -> String {
         self.text_of(0..self.shown.len())
@@ -491,6 +497,28 @@ pub fn decide(
                 return check.membership(collection, *owner, *target);
             }
             let private_feed = collection == "users" && relation == "feed" && !inbound;
+            // The feeds an entity is in (`…/connecting/feed`) are other people's inboxes:
+            // only a grant naming `feed` lists them.
+            if relation == "feed" && *inbound {
+                return match check.grant(path.segments(), &|p| p.names("feed"), || path.text()) {
+                    Decision::Deny(_) => Decision::Deny(Denial::PrivateFeed { owner: path.text() }),
+                    other => other,
+                };
+            }
+            // A group's activities are its members': taking one out of the group, or out of
+            // its feed, needs an admin or a grant naming that relation.
+            if collection == "groups"
+                && method == Method::Delete
+                && matches!(relation.as_str(), "activities" | "feed")
+            {
+                return match check.grant(path.segments(), &|p| p.names(relation), || path.text()) {
+                    Decision::Deny(_) => Decision::Deny(Denial::OtherUsersData {
+                        path: path.text(),
+                        relation: relation.clone(),
+                    }),
+                    other => other,
+                };
+            }
             let others_data = collection == "users" && write;
             if !(private_feed || others_data) {
                 return plain();

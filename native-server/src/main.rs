@@ -34,13 +34,10 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let Command::Serve(settings) = Cli::parse().command;
+    // tungstenite logs whole frames at trace level, and frames carry tokens and passwords:
+    // the `log` crate it logs through is built without its trace level (Cargo.toml), so no
+    // RUST_LOG can bring those lines back.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // tungstenite logs whole frames at trace level, and frames carry tokens and passwords: its
-    // logs stop at debug whatever RUST_LOG asks.
-    let filter = ["tungstenite=debug", "tokio_tungstenite=debug"]
-        .iter()
-        .filter_map(|d| d.parse().ok())
-        .fold(filter, EnvFilter::add_directive);
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -151,6 +151,9 @@ impl Server {
             source,
         })?;
         let config = settings.api_config(format!("http://{http_addr}"));
+        // The API keeps only the superuser password's hash; the settings forget the text.
+        settings.superuser = None;
+        check_open_files(&settings);
         let api = Api::new(store, config);
         let realtime = Realtime::new(api.clone(), settings.realtime_config());
         let bus = match &settings.bus {
@@ -282,6 +285,52 @@ impl Server {
     }
 }
 
+/// File descriptors the process needs beside its connections: the store, the log, the bus,
+/// the listeners, connections still being accepted or refused.
+const SPARE_FILES: u64 = 256;
+
+/// Raises the process's open-file limit to its hard limit, and warns when that still cannot
+/// hold every connection the settings allow: past it, accepts fail on both ports and the REST
+/// port stops answering while sockets hold the rest.
+fn check_open_files(settings: &Settings) {
+    let wanted = (settings.max_connections + settings.max_http_connections) as u64 + SPARE_FILES;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    let have = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+        limit.rlim_cur
+    };
+    if have < wanted {
+        tracing::warn!(
+            open_files = have,
+            wanted,
+            "the open-file limit is lower than --max-connections plus --max-http-connections \
+             plus {SPARE_FILES}: lower those, or raise the limit (ulimit -n, LimitNOFILE)"
+        );
+    }
+}
+
+/// Refused socket connections told why at once (a handshake and an error frame each); more
+/// are closed without a word, so that refusals cannot hold the process's file descriptors.
+const REFUSALS_EXPLAINED_AT_ONCE: usize = 64;
+
+/// How long a refused connection has for its handshake and its error frame.
+const REFUSAL_HANDSHAKE: Duration = Duration::from_secs(2);
+
 /// Connections the kernel queues for accepting. After a restart every client reconnects at
 /// once; the default of 128 would drop most of those SYNs and leave clients waiting a second
 /// or more for their retry. The kernel caps it at `net.core.somaxconn`.
@@ -386,7 +435,8 @@ async fn accept_http(
         let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
         let tls = tls.clone();
         tracker.spawn(async move {
-            if let Some(conn) = crate::net::tls::wrap(stream, tls.as_ref()).await {
+            let timeout = settings.handshake_timeout();
+            if let Some(conn) = crate::net::tls::wrap(stream, tls.as_ref(), timeout).await {
                 rest::serve_connection(conn, peer.ip(), service, settings, cancel).await;
             }
             drop((permit, slot));
@@ -404,6 +454,7 @@ async fn accept_ws(
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let per_address = Arc::new(AddressSlots::default());
+    let explaining = Arc::new(Semaphore::new(REFUSALS_EXPLAINED_AT_ONCE));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -428,17 +479,37 @@ async fn accept_ws(
             (_, None) => Admission::ServerFull,
             _ => Admission::Admitted,
         };
-        // A refused connection gives its places back at once; it is only told why.
+        // A refused connection gives its places back at once; it is only told why, and only
+        // while few others are being told: a flood of refused connections is closed at once
+        // rather than holding a file descriptor each through its handshake.
         let places = (admission == Admission::Admitted).then_some((permit, slot));
+        let (explained, handshake) = match admission {
+            Admission::Admitted => (None, settings.handshake_timeout()),
+            _ => match explaining.clone().try_acquire_owned() {
+                Ok(turn) => (Some(turn), REFUSAL_HANDSHAKE),
+                Err(_) => {
+                    drop(stream);
+                    continue;
+                }
+            },
+        };
         let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
         let tls = tls.clone();
         tracker.spawn(async move {
-            let handshake = Duration::from_secs(settings.handshake_timeout_secs.max(1));
-            let conn = tokio::time::timeout(handshake, crate::net::tls::wrap(stream, tls.as_ref()));
+            let deadline = tokio::time::Instant::now() + handshake;
+            let conn = crate::net::tls::wrap(stream, tls.as_ref(), handshake);
+            let conn = tokio::time::timeout_at(deadline, conn);
             if let Ok(Some(conn)) = conn.await {
-                ws::serve_socket(conn, peer.ip(), service, settings, cancel, admission).await;
+                let serve = ws::serve_socket(conn, peer.ip(), service, settings, cancel, admission);
+                match explained {
+                    // A refusal is a handshake and one frame: it has until the deadline.
+                    Some(_) => {
+                        let _ = tokio::time::timeout_at(deadline, serve).await;
+                    }
+                    None => serve.await,
+                }
             }
-            drop(places);
+            drop((places, explained));
         });
     }
 }

@@ -706,7 +706,8 @@ async fn users_cannot_edit_or_delete_other_users() {
     )
     .await;
     assert_eq!(status, 400);
-    // A username that looks like someone's email does not catch their logins.
+    // A username that is someone's email is refused, and so is an email that is someone's
+    // username: a login names either, and must find one user (the attacker's pass).
     let (status, body) = rest(
         "PUT",
         &f.app_url("/users/me"),
@@ -714,7 +715,11 @@ async fn users_cannot_edit_or_delete_other_users() {
         Some(json!({"username": "jane@acme.test"})),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("duplicate_unique_property_exists")),
+        "{body}"
+    );
     let (status, body) = rest("POST", &f.app_url("/token"), None, Some(json!({"grant_type": "password", "username": "jane@acme.test", "password": "jane-password"}))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["username"], "jane");
@@ -1405,19 +1410,23 @@ async fn relations_open_nothing_their_target_hides() {
         assert_eq!(status, 200);
     }
     let mut ws = f.socket(&f.john).await;
-    for (method, path) in [
-        ("POST", "/users/me/likes/secrets/s1".to_owned()),
-        ("GET", "/users/me/likes/secrets/s1".to_owned()),
-        ("POST", format!("/users/me/likes/{uuid}")),
-        ("POST", "/users/me/likes/secret/S1".to_owned()),
-        ("POST", "/users/me/likes/secrets/no-such-secret".to_owned()),
-        ("POST", "/users/me/likes/roles/admin".to_owned()),
+    // Named with its collection, access is asked first: 403 whether it exists or not. Named
+    // by uuid alone it is looked up first, so a hidden one is not found, like a missing one.
+    let missing = "01a23f33-e21b-7173-aca1-000000000000";
+    for (method, path, refusal) in [
+        ("POST", "/users/me/likes/secrets/s1".to_owned(), 403),
+        ("GET", "/users/me/likes/secrets/s1".to_owned(), 403),
+        ("POST", format!("/users/me/likes/{uuid}"), 404),
+        ("POST", format!("/users/me/likes/{missing}"), 404),
+        ("POST", "/users/me/likes/secret/S1".to_owned(), 403),
+        ("POST", "/users/me/likes/secrets/no-such-secret".to_owned(), 403),
+        ("POST", "/users/me/likes/roles/admin".to_owned(), 403),
     ] {
         let (status, body) = rest(method, &f.app_url(&path), Some(&f.john), None).await;
-        assert_eq!(status, 403, "REST {method} {path}: {body}");
+        assert_eq!(status, refusal, "REST {method} {path}: {body}");
         assert_eq!(body["entities"], Value::Null, "{body}");
         let r = ask(&mut ws, "rel", method, &path, None).await;
-        assert_eq!(r["status"], 403, "socket {method} {path}: {r}");
+        assert_eq!(r["status"], refusal, "socket {method} {path}: {r}");
     }
 }
 

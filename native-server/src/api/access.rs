@@ -145,12 +145,21 @@ impl Caller {
 /// Refuses a user who may not act now: not activated, or disabled (by an admin). Tokens of
 /// such a user are refused as their logins are.
 pub fn user_may_log_in(user: &Entity) -> Result<(), ApiError> {
-    let flag = |name: &str, value: bool| match user.data.get(name) {
-        Some(serde_json::Value::Bool(b)) => *b == value,
-        Some(serde_json::Value::String(s)) => {
-            s.eq_ignore_ascii_case(if value { "true" } else { "false" })
-        }
-        _ => false,
+    // A flag is read as a client may have written it: true, "true", 1 or "1" (and their
+    // opposites); anything else is unset.
+    use serde_json::Value;
+    let flag = |name: &str, value: bool| {
+        let set = match user.data.get(name) {
+            Some(Value::Bool(b)) => Some(*b),
+            Some(Value::Number(n)) => n.as_f64().map(|f| f != 0.0),
+            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Some(true),
+                "false" | "0" | "no" => Some(false),
+                _ => None,
+            },
+            _ => None,
+        };
+        set == Some(value)
     };
     if flag("activated", false) {
         return Err(ApiError::UserNotActivated);
@@ -209,7 +218,7 @@ impl Api {
     ) -> Result<AccessPath, ApiError> {
         let name = caller.username();
         let me = self.identity(app, caller, &name)?;
-        AccessPath::new(path, me).map_err(|d| denied(d, me.is_none(), Method::Get))
+        AccessPath::new(path, me).map_err(|d| denied(d, me.is_none(), Method::Get, ""))
     }
 
     /// Who `caller` is to the access rules: an app user of this app, or a guest (`None`).
@@ -265,7 +274,9 @@ impl Api {
         for _ in 0..2 {
             match access::decide(access, method, who, &grants.permissions) {
                 Decision::Allow => return Ok(()),
-                Decision::Deny(d) => return Err(denied(d, who.is_none(), method)),
+                Decision::Deny(d) => {
+                    return Err(denied(d, who.is_none(), method, &access.shown()));
+                }
                 Decision::Lookup => self.resolve_access(app, access).await?,
             }
         }
@@ -437,16 +448,16 @@ impl Api {
 }
 
 /// The error for a refusal: guests are told to authenticate (401), users that they may not
-/// (403).
-fn denied(denial: Denial, guest: bool, method: Method) -> ApiError {
+/// (403). A guest hears the same whatever the refusal, so that a refusal tells a stranger
+/// nothing about what exists (a user's "only they may change it" would say the user exists).
+fn denied(denial: Denial, guest: bool, method: Method, shown: &str) -> ApiError {
     match (denial, guest) {
         // Usergrid answers a `me` that names nobody as a path that names nothing.
         (Denial::NoUser, _) => ApiError::NoSuchResource(Denial::NoUser.to_string()),
-        (Denial::NoGrant { path, .. }, true) => ApiError::Unauthorized(format!(
-            "guests may not {} {path}: send an access token",
+        (_, true) => ApiError::Unauthorized(format!(
+            "guests may not {} {shown}: send an access token",
             method.as_str()
         )),
-        (d, true) => ApiError::Unauthorized(format!("{d}: send an access token")),
         (d, false) => ApiError::Forbidden(d.to_string()),
     }
 }

@@ -15,6 +15,7 @@ impl Api {
     pub(super) async fn feed(
         &self,
         app: &AppRecord,
+        caller: &Caller,
         request: &ApiRequest,
         owner: &Entity,
         relation: &str,
@@ -28,7 +29,7 @@ impl Api {
                 descending: true,
             });
         }
-        let page = self
+        let mut page = self
             .store
             .related(
                 &app.uuid,
@@ -41,6 +42,11 @@ impl Api {
         if page.more {
             env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
         }
+        // A feed shows only the activities a GET of each would: the cursor still counts
+        // every one the page passed over.
+        page.entities = self
+            .permitted(app, caller, gridsocket_core::Method::Get, page.entities)
+            .await;
         env.count = Some(page.entities.len());
         self.with_entities(app, env, page.entities).await
     }
@@ -68,7 +74,7 @@ impl Api {
         }
         props.entry("verb").or_insert(Value::String("post".into()));
         props.entry("published").or_insert(now_ms().into());
-        let activity = self.create_entity(app, "activities", props).await?;
+        let activity = self.create_entity(app, caller, "activities", props).await?;
         self.store
             .add_relation(&app.uuid, &owner.uuid, "activities", &activity.uuid)
             .await?;
@@ -145,7 +151,11 @@ impl Api {
                     a.entry(k).or_insert(v);
                 }
             }
-            a.entry("displayName").or_insert(display);
+            if forced {
+                a.insert("displayName".into(), display);
+            } else {
+                a.entry("displayName").or_insert(display);
+            }
         }
         Ok(())
     }

@@ -87,6 +87,21 @@ pub fn hash_password(password: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A stable Argon2id digest of the superuser's name and password, kept with each superuser
+/// token: a token is honoured only while the server runs with the credentials it was issued
+/// under, so changing `--superuser` (or removing it) ends every superuser token. The salt
+/// comes from the name, so every node computes the same digest; being Argon2id, a copy of the
+/// token table is no shortcut to the password.
+pub fn superuser_fingerprint(name: &str, password: &str) -> String {
+    let digest = Sha256::digest(format!("gridsocket superuser {name}").as_bytes());
+    let salt = SaltString::encode_b64(&digest[..16])
+        .unwrap_or_else(|_| SaltString::from_b64("c2FsdHNhbHRzYWx0").expect("static salt"));
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
 /// True when `password` matches the PHC hash.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)

@@ -3,7 +3,7 @@
 use super::envelope::{Envelope, render_entity_with};
 use super::{Api, ApiConfig, ApiError, Caller, now_ms};
 use crate::signal::Signal;
-use crate::store::{AppRecord, Direction, Entity, PageQuery};
+use crate::store::{AppRecord, Direction, Entity, EntityKey, PageQuery};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gridsocket_core::inflector::singularize;
@@ -128,11 +128,17 @@ fn forbidden_in_name(c: char) -> bool {
 /// Characters that print as nothing (zero-width spaces and joiners, direction marks, the byte
 /// order mark): a name holding one looks like another name.
 fn invisible(c: char) -> bool {
-    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
-        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+    matches!(c, '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}'
+        | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}')
 }
 
-fn validate_name(collection: &str, prop: &str, value: &Value) -> Result<String, ApiError> {
+pub(super) fn validate_name(
+    collection: &str,
+    prop: &str,
+    value: &Value,
+) -> Result<String, ApiError> {
     let Value::String(name) = value else {
         return Err(ApiError::IllegalArgument(format!(
             "{prop} must be a string"
@@ -160,7 +166,7 @@ fn validate_name(collection: &str, prop: &str, value: &Value) -> Result<String, 
 }
 
 /// A user's email: one address, nothing a path or a login could read otherwise.
-fn validate_email(value: &Value) -> Result<String, ApiError> {
+pub(super) fn validate_email(value: &Value) -> Result<String, ApiError> {
     let ok = |e: &str| {
         e.len() <= MAX_NAME_LEN
             && e.split_once('@')
@@ -186,8 +192,38 @@ impl Api {
     ) -> Result<(), ApiError> {
         match self.store.user_by_email(&app.uuid, email).await? {
             Some(other) if Some(other.uuid.as_str()) != except => {
-                Err(ApiError::Duplicate(format!("a user with email {email:?}")))
+                return Err(ApiError::Duplicate(format!("a user with email {email:?}")));
             }
+            _ => {}
+        }
+        // A login names a user by username or email: one user's email may not be another's
+        // username, or that login would find the wrong user.
+        match self
+            .store
+            .entity(&app.uuid, Some("users"), EntityKey::Name(email))
+            .await?
+        {
+            Some(other) if Some(other.uuid.as_str()) != except => Err(ApiError::Duplicate(
+                format!("a user with username {email:?}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a username that is another user's email (see [`Api::check_email_free`]).
+    async fn check_username_free(
+        &self,
+        app: &AppRecord,
+        username: &str,
+        except: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if !username.contains('@') {
+            return Ok(());
+        }
+        match self.store.user_by_email(&app.uuid, username).await? {
+            Some(other) if Some(other.uuid.as_str()) != except => Err(ApiError::Duplicate(
+                format!("a user with email {username:?}"),
+            )),
             _ => Ok(()),
         }
     }
@@ -288,19 +324,18 @@ impl Api {
             ));
         }
         let mut created = Vec::with_capacity(items.len());
-        for mut props in items {
-            if collection == "activities" {
-                self.stamp_actor(app, caller, None, &mut props).await?;
-            }
-            created.push(self.create_entity(app, collection, props).await?);
+        for props in items {
+            created.push(self.create_entity(app, caller, collection, props).await?);
         }
         self.with_entities(app, env, created).await
     }
 
-    /// Creates one entity in a collection from the properties a client sent.
+    /// Creates one entity in a collection from the properties `caller` sent, by whatever path:
+    /// an activity's actor is its poster, and users signing up are counted per address.
     pub(super) async fn create_entity(
         &self,
         app: &AppRecord,
+        caller: &Caller,
         collection: &str,
         mut props: Map<String, Value>,
     ) -> Result<Entity, ApiError> {
@@ -309,9 +344,19 @@ impl Api {
                 "queues are not an entity collection".into(),
             ));
         }
+        if collection == "activities" {
+            self.stamp_actor(app, caller, None, &mut props).await?;
+        }
+
         let (name_prop, required) = name_property(collection);
         let name = match props.get(name_prop) {
-            Some(v) if !v.is_null() => Some(validate_name(collection, name_prop, v)?),
+            Some(v) if !v.is_null() => {
+                let name = validate_name(collection, name_prop, v)?;
+                if collection == "users" {
+                    self.check_username_free(app, &name, None).await?;
+                }
+                Some(name)
+            }
             _ if required => return Err(ApiError::RequiredProperty(name_prop)),
             _ => None,
         };
@@ -327,6 +372,10 @@ impl Api {
                     return Err(ApiError::IllegalArgument(
                         "password must not be empty".into(),
                     ));
+                }
+                // Each sign-up costs a password hash: a client address gets a few a minute.
+                if !self.is_app_admin(app, caller) {
+                    self.signup_allowed(caller.address())?;
                 }
                 secret = Some(self.hash_password(pw).await?);
             }
@@ -394,10 +443,7 @@ impl Api {
                     Err(ApiError::NotFound(_)) if request.method == Method::Put => {
                         let (name_prop, _) = name_property(collection);
                         props.insert(name_prop.into(), Value::String(n.clone()));
-                        if collection == "activities" {
-                            self.stamp_actor(app, caller, None, &mut props).await?;
-                        }
-                        let e = self.create_entity(app, collection, props).await?;
+                        let e = self.create_entity(app, caller, collection, props).await?;
                         return self.with_entities(app, env, vec![e]).await;
                     }
                     Err(e) => return Err(e),
@@ -452,7 +498,12 @@ impl Api {
                     }
                     entity.name = None;
                 } else {
-                    entity.name = Some(validate_name(collection, name_prop, &v)?);
+                    let name = validate_name(collection, name_prop, &v)?;
+                    if collection == "users" {
+                        self.check_username_free(app, &name, Some(&entity.uuid))
+                            .await?;
+                    }
+                    entity.name = Some(name);
                 }
             }
             if v.is_null() {

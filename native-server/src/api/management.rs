@@ -1,6 +1,7 @@
 //! Organizations, applications, admins and the token endpoints.
 
 use super::access::user_may_log_in;
+use super::entities::{validate_email, validate_name};
 use super::envelope::{Body, Envelope, Reply, render_entity};
 use super::{Api, ApiError, Caller, Principal, now_ms};
 use crate::api::auth::{Credentials, random_secret, secrets_equal};
@@ -247,7 +248,12 @@ impl Api {
                     }
                     attempt.succeeded();
                     let (token, expires_in) = self
-                        .issue_token(TokenKind::Superuser, "superuser", "", ttl)
+                        .issue_token(
+                            TokenKind::Superuser,
+                            "superuser",
+                            self.superuser_fingerprint().unwrap_or_default(),
+                            ttl,
+                        )
                         .await?;
                     return Ok((
                         200,
@@ -414,8 +420,11 @@ impl Api {
     async fn create_org(&self, args: &GrantArgs<'_>, params: &Params) -> Reply {
         let org_name = args.require("organization")?;
         valid_name("organization", &org_name)?;
+        // An admin's login names are held to the rules of users' (nothing a path, a pattern
+        // or a login could read as more than itself).
         let username = args.require("username")?;
-        let email = args.require("email")?;
+        let username = validate_name("users", "username", &Value::String(username))?;
+        let email = validate_email(&Value::String(args.require("email")?))?;
         let password = args.require("password")?;
         let name = args.get("name").unwrap_or_else(|| username.clone());
         let now = now_ms();

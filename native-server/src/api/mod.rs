@@ -80,6 +80,8 @@ pub struct ApiConfig {
     pub login_failures_per_user: u32,
     /// Failed logins allowed per client address per minute (0: any).
     pub login_failures_per_ip: u32,
+    /// Users one client address may sign up per minute (0: any).
+    pub signups_per_ip: u32,
     /// Password hashes and checks that run at once.
     pub max_password_checks: usize,
 }
@@ -189,6 +191,7 @@ impl Api {
             config.superuser.take(),
             config.login_failures_per_user,
             config.login_failures_per_ip,
+            config.signups_per_ip,
             config.max_password_checks,
         );
         Arc::new(Api {
@@ -497,7 +500,13 @@ impl Api {
             return Err(ApiError::ExpiredToken);
         }
         let who: Authenticated = match rec.kind {
-            TokenKind::Superuser => Principal::Superuser.into(),
+            // Issued under other superuser credentials, or with none configured now: void.
+            TokenKind::Superuser => match self.superuser_fingerprint() {
+                Some(now) if crate::api::auth::secrets_equal(now, &rec.scope) => {
+                    Principal::Superuser.into()
+                }
+                _ => return Err(ApiError::BadToken),
+            },
             TokenKind::Admin => {
                 let orgs = self.store.admin_orgs(&rec.subject).await?;
                 Principal::Admin {

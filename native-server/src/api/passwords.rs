@@ -3,7 +3,9 @@
 //! and failed logins throttled per username and per client address.
 
 use super::{Api, ApiError};
-use crate::api::auth::{Throttle, hash_password, random_secret, secrets_equal, verify_password};
+use crate::api::auth::{
+    Throttle, hash_password, random_secret, secrets_equal, superuser_fingerprint, verify_password,
+};
 use std::net::IpAddr;
 use std::time::Instant;
 use tokio::sync::Semaphore;
@@ -12,10 +14,17 @@ use tokio::sync::Semaphore;
 pub(super) struct Logins {
     /// Argon2id runs at once.
     checks: Semaphore,
+    /// Hashes of new passwords at once: one fewer than `checks`, so that a flood of sign-ups
+    /// never takes every turn from the logins.
+    hashes: Semaphore,
+    /// Sign-ups per client address.
+    signups: Throttle<IpAddr>,
     /// The hash an unknown user's password is checked against (it never matches).
     dummy: String,
     /// The bootstrap superuser's name and password hash.
     superuser: Option<(String, String)>,
+    /// What the superuser's tokens must carry to be honoured ([`superuser_fingerprint`]).
+    superuser_fingerprint: Option<String>,
     /// Failures per (scope, lower-case login): an app's users and the admins apart.
     per_user: Throttle<(String, String)>,
     /// Failures per client address.
@@ -32,11 +41,17 @@ impl Logins {
         superuser: Option<(String, String)>,
         per_user: u32,
         per_address: u32,
+        signups: u32,
         checks: usize,
     ) -> Logins {
         Logins {
             checks: Semaphore::new(checks.max(1)),
+            hashes: Semaphore::new(checks.saturating_sub(1).max(1)),
+            signups: Throttle::new(signups),
             dummy: hash_password(&random_secret(16)),
+            superuser_fingerprint: superuser
+                .as_ref()
+                .map(|(name, password)| superuser_fingerprint(name, password)),
             superuser: superuser.map(|(name, password)| (name, hash_password(&password))),
             per_user: Throttle::new(per_user),
             per_address: Throttle::new(per_address),
@@ -51,6 +66,7 @@ fn user_key(key: LoginKey<'_>) -> Option<(String, String)> {
 impl Api {
     /// Hashes a password off the async threads, a few at a time.
     pub(super) async fn hash_password(&self, password: String) -> Result<String, ApiError> {
+        let _hashing = self.logins.hashes.acquire().await;
         let _turn = self.logins.checks.acquire().await;
         tokio::task::spawn_blocking(move || hash_password(&password))
             .await
@@ -83,6 +99,24 @@ impl Api {
             .as_ref()
             .filter(|(name, _)| secrets_equal(name, login))
             .map(|(name, hash)| (name.as_str(), hash.as_str()))
+    }
+
+    /// Counts a sign-up from `address`, or refuses it when the address has used up its
+    /// sign-ups for now.
+    pub(super) fn signup_allowed(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
+        match address {
+            Some(ip) => self
+                .logins
+                .signups
+                .take(&ip, Instant::now())
+                .map_err(|wait| ApiError::TooManyAttempts { retry_after: wait }),
+            None => Ok(()),
+        }
+    }
+
+    /// What a superuser token must carry now; `None` when the server has no superuser.
+    pub(super) fn superuser_fingerprint(&self) -> Option<&str> {
+        self.logins.superuser_fingerprint.as_deref()
     }
 
     /// Starts a login attempt from `address`, or for `key`: it counts as a failure of both

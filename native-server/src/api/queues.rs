@@ -196,7 +196,10 @@ impl Api {
                 "a queue cannot subscribe to itself or to /".into(),
             ));
         }
-        // Copies go into the subscriber queue: that needs the right to post there.
+        // Copies of what is posted to `queue` go into `other`: that needs the right to read
+        // `queue` (the copies show its messages) and to post to `other`.
+        let source = ResourcePath::parse(&format!("/queues{queue}"))?;
+        self.check_access(app, caller, Method::Get, &source).await?;
         let target = ResourcePath::parse(&format!("/queues{other}"))?;
         self.check_access(app, caller, Method::Post, &target)
             .await?;

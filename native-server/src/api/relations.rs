@@ -28,6 +28,12 @@ fn affects_grants(collection: &str, relation: &str) -> bool {
         && matches!(relation, "users" | "groups" | "roles" | "permissions")
 }
 
+/// True when a relation's target is named without a collection that the relation implies:
+/// then it is found by uuid in any collection, before access is asked.
+fn relation_names_no_collection(owner: &Entity, relation: &str) -> bool {
+    implied_target_collection(&owner.collection, relation).is_none()
+}
+
 fn direction(inbound: bool) -> Direction {
     if inbound {
         Direction::Inbound
@@ -83,6 +89,7 @@ impl Api {
     pub(super) async fn create_related(
         &self,
         app: &AppRecord,
+        caller: &Caller,
         request: &ApiRequest,
         owner: &Entity,
         relation: &str,
@@ -95,7 +102,7 @@ impl Api {
         let collection = implied_target_collection(&owner.collection, relation)
             .map(str::to_owned)
             .unwrap_or_else(|| collection_name(relation));
-        let created = self.create_entity(app, &collection, props).await?;
+        let created = self.create_entity(app, caller, &collection, props).await?;
         self.connect(app, owner, relation, &created).await?;
         self.with_entities(app, env, vec![created]).await
     }
@@ -140,6 +147,20 @@ impl Api {
         let target = self
             .readable_target(app, caller, owner, relation, target)
             .await?;
+        if owner.collection == "users" && relation == "devices" && !self.is_app_admin(app, caller) {
+            // A device belongs to the first user it is registered to: linking it to oneself
+            // would make it one's own to change or delete.
+            let users = self
+                .store
+                .related_uuids(&app.uuid, &target.uuid, "devices", Direction::Inbound)
+                .await?;
+            if users.iter().any(|u| *u != owner.uuid) {
+                return Err(ApiError::Forbidden(format!(
+                    "/devices/{} belongs to another user",
+                    target.uuid
+                )));
+            }
+        }
         self.connect(app, owner, relation, &target).await?;
         self.with_entities(app, env, vec![target]).await
     }
@@ -203,6 +224,11 @@ impl Api {
             return Ok(found);
         }
         let what = format!("/{}/{}", found.collection, target.entity);
+        if target.collection.is_none() && relation_names_no_collection(owner, relation) {
+            // Named by uuid alone, it was looked up before access could be asked: a refusal
+            // would tell that it exists. It is not found, like one that does not.
+            return Err(ApiError::NotFound(format!("{} not found", target.entity)));
+        }
         Err(if caller.user_uuid().is_some() {
             ApiError::Forbidden(format!("no permission to GET {what}"))
         } else {

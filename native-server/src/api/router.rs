@@ -147,7 +147,8 @@ impl Api {
             AppRoute::Feed { owner, relation } => {
                 let owner = self.owner(app, caller, &owner).await?;
                 let env = env(action, &relation_path(&owner, &relation, false));
-                self.feed(app, request, &owner, &relation, env).await
+                self.feed(app, caller, request, &owner, &relation, env)
+                    .await
             }
             AppRoute::PostActivity { owner } => {
                 let owner = self.owner(app, caller, &owner).await?;
@@ -196,7 +197,7 @@ impl Api {
             AppRoute::CreateRelated { owner, relation } => {
                 let owner = self.owner(app, caller, &owner).await?;
                 let env = env(action, &relation_path(&owner, &relation, false));
-                self.create_related(app, request, &owner, &relation, env)
+                self.create_related(app, caller, request, &owner, &relation, env)
                     .await
             }
             AppRoute::GetRelated {

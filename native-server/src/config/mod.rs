@@ -191,8 +191,13 @@ pub struct Settings {
     /// more are answered 429 `too_many_attempts`. 0: no limit.
     #[arg(long, env = "GRIDSOCKET_LOGIN_FAILURES_PER_IP", default_value_t = 20)]
     pub login_failures_per_ip: u32,
+    /// Users one client address may sign up per minute (bursts of that many); more are
+    /// answered 429 `too_many_attempts`. Application admins are not counted. 0: no limit.
+    #[arg(long, env = "GRIDSOCKET_SIGNUPS_PER_IP", default_value_t = 20)]
+    pub signups_per_ip: u32,
     /// Password hashes and checks (Argon2id, about 19 MiB of memory each) that run at once;
-    /// more wait their turn.
+    /// more wait their turn. Hashing new passwords (sign-ups, changes) takes at most all but
+    /// one of them, so logins always have a turn.
     #[arg(long, env = "GRIDSOCKET_MAX_PASSWORD_CHECKS", default_value_t = 4)]
     pub max_password_checks: usize,
     /// Largest WebSocket message and REST body, in bytes.
@@ -312,6 +317,7 @@ impl Settings {
             query_timeout: Duration::from_secs(self.query_timeout_secs.max(1)),
             login_failures_per_user: self.login_failures_per_user,
             login_failures_per_ip: self.login_failures_per_ip,
+            signups_per_ip: self.signups_per_ip,
             max_password_checks: self.max_password_checks,
         }
     }

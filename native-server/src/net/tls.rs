@@ -15,9 +15,6 @@ use tokio_util::either::Either;
 /// kilobyte) is boxed so that it is not part of every plain socket's task.
 pub type Conn = Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>;
 
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -79,14 +76,15 @@ pub fn acceptor(cert: Option<&Path>, key: Option<&Path>) -> Result<Option<TlsAcc
 }
 
 /// Wraps an accepted connection in TLS if the server has it; `None` if the client did not
-/// finish the handshake in time or sent something other than TLS.
-pub async fn wrap(stream: TcpStream, tls: Option<&TlsAcceptor>) -> Option<Conn> {
+/// finish the handshake within `timeout` (`--handshake-timeout-secs`) or sent something other
+/// than TLS.
+pub async fn wrap(stream: TcpStream, tls: Option<&TlsAcceptor>, timeout: Duration) -> Option<Conn> {
     match tls {
         None => Some(Either::Left(stream)),
         Some(acceptor) => {
             // Boxed: the handshake's state is large and short-lived.
             let accept = Box::pin(acceptor.accept(stream));
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            match tokio::time::timeout(timeout, accept).await {
                 Ok(Ok(s)) => Some(Either::Right(Box::new(s))),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "TLS handshake failed");

@@ -230,15 +230,16 @@ impl Realtime {
         ok
     }
 
-    /// May this caller see this change? Entities are checked as a GET of their canonical
-    /// path (by uuid and name); feed items and queue messages were checked when subscribing.
+    /// May this caller see this change? Entities, and the activities of a feed, are checked
+    /// as a GET of their canonical path (by uuid and name), as a listing checks them; queue
+    /// messages were checked when subscribing.
     pub(super) async fn may_read(
         &self,
         app: &AppRecord,
         caller: &Caller,
         rec: &ChangeRecord,
     ) -> bool {
-        matches!(rec.kind, ChangeKind::FeedItem | ChangeKind::QueueMessage)
+        rec.kind == ChangeKind::QueueMessage
             || self
                 .api
                 .may(

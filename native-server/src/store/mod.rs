@@ -142,7 +142,8 @@ pub struct TokenRecord {
     pub kind: TokenKind,
     /// The principal's uuid (see [`TokenKind`]).
     pub subject: String,
-    /// The app or org the token is for (empty for the superuser).
+    /// The app or org the token is for; for the superuser, the fingerprint of the credentials
+    /// it was issued under.
     pub scope: String,
     /// Issue time, ms since the epoch.
     pub created: i64,
