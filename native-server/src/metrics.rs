@@ -48,6 +48,9 @@ pub struct Metrics {
     pub events_delivered: Counter,
     /// Sockets closed with 4008 because too many frames waited to be written to them.
     pub slow_consumer_closes: Counter,
+    /// Bytes waiting, on all sockets together, for connections that could not take them at
+    /// once (bounded by `--max-queued-bytes-total`).
+    pub queued_bytes: Gauge,
     /// How many frames waited for a socket that could not take them at once, each time its
     /// task wrote them (an idle socket is written directly and never counts here).
     pub queue_depth: Histogram,
@@ -77,6 +80,7 @@ impl Default for Metrics {
             tasks: Gauge::default(),
             events_delivered: Counter::default(),
             slow_consumer_closes: Counter::default(),
+            queued_bytes: Gauge::default(),
             queue_depth: depth_histogram(),
             request_duration: Family::new_with_constructor(duration_histogram),
             bus_connected: Gauge::default(),
@@ -108,6 +112,11 @@ impl Default for Metrics {
             "slow_consumer_closes",
             "Sockets closed with 4008 because too many frames waited to be written to them",
             m.slow_consumer_closes.clone(),
+        );
+        registry.register(
+            "queued_bytes",
+            "Bytes waiting, on all sockets together, for connections that could not take them at once",
+            m.queued_bytes.clone(),
         );
         registry.register(
             "queue_depth",

@@ -362,6 +362,7 @@ struct AddressSlot {
 impl AddressSlots {
     /// A place for one more socket from `ip`, unless it already has `max` (0: no limit).
     fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let ip = crate::api::auth::client_of(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(ip).or_insert(0);
         if max > 0 && *n >= max {

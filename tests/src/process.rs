@@ -61,15 +61,40 @@ impl Node {
 
     /// [`Node::start`] on a given data dir (a restart after a kill finds its data there).
     pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Node {
-        Node::spawn(data, args, None)
+        Node::spawn(
+            data,
+            args,
+            None,
+            Some(&format!("{}:{}", SUPERUSER.0, SUPERUSER.1)),
+        )
+    }
+
+    /// [`Node::start_in`] with another superuser (`NAME:PASSWORD`), or none.
+    pub fn start_with_superuser(
+        data: tempfile::TempDir,
+        superuser: Option<&str>,
+        args: &[&str],
+    ) -> Node {
+        Node::spawn(data, args, None, superuser)
     }
 
     /// [`Node::start`] logging everything (`RUST_LOG=debug`) to the file `log`.
     pub fn start_logging(args: &[&str], log: &std::path::Path) -> Node {
-        Node::spawn(tempfile::tempdir().expect("temp dir"), args, Some(log))
+        let superuser = format!("{}:{}", SUPERUSER.0, SUPERUSER.1);
+        Node::spawn(
+            tempfile::tempdir().expect("temp dir"),
+            args,
+            Some(log),
+            Some(&superuser),
+        )
     }
 
-    fn spawn(data: tempfile::TempDir, args: &[&str], log: Option<&std::path::Path>) -> Node {
+    fn spawn(
+        data: tempfile::TempDir,
+        args: &[&str],
+        log: Option<&std::path::Path>,
+        superuser: Option<&str>,
+    ) -> Node {
         let (level, stderr) = match log {
             Some(path) => (
                 "debug",
@@ -81,8 +106,7 @@ impl Node {
             .arg("serve")
             .args(args)
             .args(["--http-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
-            .arg("--superuser")
-            .arg(format!("{}:{}", SUPERUSER.0, SUPERUSER.1))
+            .args(superuser.map(|s| format!("--superuser={s}")))
             .arg("--data-dir")
             .arg(data.path())
             .env("RUST_LOG", level)

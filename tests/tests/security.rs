@@ -257,6 +257,8 @@ async fn a_username_is_never_a_pattern() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn who_a_token_speaks_for_is_reread_when_the_user_changes() {
     let f = Fixture::new().await;
+    // Grants that name users by `${user}`: a token that kept the old name would match it.
+    per_user_roles(&f).await;
     let (old_token, _) = user(&f, "carol").await;
     let mut socket = f.socket(&old_token).await;
     // carol becomes carla; someone else takes the name carol.
@@ -301,6 +303,21 @@ async fn who_a_token_speaks_for_is_reread_when_the_user_changes() {
         Some(json!({"content": "as you"})),
     )
     .await;
+    assert_eq!(r["status"], 403, "{r}");
+    // Nor is carol herself, or her relations, whether by REST or the socket opened before.
+    let (status, _) = rest("GET", &f.app_url("/users/carol"), Some(&old_token), None).await;
+    assert_eq!(status, 403, "GET /users/carol with the old token");
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/users/carol/likes/books/dune"),
+        Some(&old_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "POST /users/carol/likes with the old token");
+    let r = ask(&mut socket, "get", "GET", "/users/carol", None).await;
+    assert_eq!(r["status"], 403, "{r}");
+    let r = ask(&mut socket, "sub-user", "SUBSCRIBE", "/users/carol", None).await;
     assert_eq!(r["status"], 403, "{r}");
     let r = ask(&mut socket, "me", "GET", "/users/me", None).await;
     assert_eq!(r["body"]["entities"][0]["username"], "carla", "{r}");
@@ -1419,7 +1436,11 @@ async fn relations_open_nothing_their_target_hides() {
         ("POST", format!("/users/me/likes/{uuid}"), 404),
         ("POST", format!("/users/me/likes/{missing}"), 404),
         ("POST", "/users/me/likes/secret/S1".to_owned(), 403),
-        ("POST", "/users/me/likes/secrets/no-such-secret".to_owned(), 403),
+        (
+            "POST",
+            "/users/me/likes/secrets/no-such-secret".to_owned(),
+            403,
+        ),
         ("POST", "/users/me/likes/roles/admin".to_owned(), 403),
     ] {
         let (status, body) = rest(method, &f.app_url(&path), Some(&f.john), None).await;
@@ -1740,4 +1761,487 @@ async fn answers_and_waits_are_bounded() {
     )
     .await;
     assert_eq!(status, 429);
+}
+
+/// The second attacker's pass, rule 10: failed logins are counted when they start, so guesses
+/// sent at once are throttled like guesses sent one by one (99 of 100 concurrent guesses got
+/// through a check made before any of them had failed), over REST and over a guest socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_are_counted_at_once() {
+    let _measuring = MEASURING.lock().await;
+    let f = Fixture::new().await;
+    let token = f.app_url("/token");
+    let guess = |pw: &str| json!({"grant_type": "password", "username": "jane", "password": pw});
+    let client = reqwest::Client::new();
+    let attempts = (0..60).map(|i| {
+        let (client, token, body) = (client.clone(), token.clone(), guess(&format!("g{i}")));
+        async move {
+            let resp = client.post(&token).json(&body).send().await.expect("login");
+            resp.status().as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(attempts).await;
+    let checked = statuses.iter().filter(|s| **s == 400).count();
+    assert!(
+        checked <= 5,
+        "{checked} of 60 concurrent guesses were checked; jane allows 5 failures a minute"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 60 - checked);
+    let (status, _) = rest("POST", &token, None, Some(guess("jane-password"))).await;
+    assert_eq!(
+        status, 429,
+        "the right password, sent after the burst, is not checked"
+    );
+    // The same over one guest socket, its frames pipelined.
+    let (_, bob) = user(&f, "bob").await;
+    let _ = bob;
+    let mut ws = WsClient::connect(&f.ws_url(""))
+        .await
+        .expect("guest socket");
+    let _welcome = ws.recv().await;
+    for i in 0..30 {
+        ws.send_json(&json!({"id": i, "method": "POST", "path": "/token",
+            "body": {"grant_type": "password", "username": "bob", "password": format!("g{i}")}}))
+            .await;
+    }
+    let mut checked = 0;
+    for i in 0..30 {
+        let r = ws.response_to(&json!(i)).await;
+        if r["status"] == 400 {
+            checked += 1;
+        }
+    }
+    assert!(
+        checked <= 5,
+        "{checked} of 30 pipelined guesses were checked"
+    );
+}
+
+/// The second attacker's pass, rule 10: sign-ups are counted per client address, and hashing
+/// new passwords never takes every password turn, so a sign-up flood cannot stop logins (a
+/// guest's 3,072 pipelined sign-ups made a login time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_are_counted_and_never_starve_logins() {
+    let _measuring = MEASURING.lock().await;
+    let f = Fixture::new().await;
+    let client = reqwest::Client::new();
+    let users = f.app_url("/users");
+    let signups = (0..40).map(|i| {
+        let (client, users) = (client.clone(), users.clone());
+        async move {
+            let body = json!({"username": format!("walkin{i}"), "password": "pw-pw-pw"});
+            let resp = client
+                .post(&users)
+                .json(&body)
+                .send()
+                .await
+                .expect("sign up");
+            resp.status().as_u16()
+        }
+    });
+    let login = async {
+        let started = Instant::now();
+        let token = f.login("jane", "jane-password").await;
+        (token, started.elapsed())
+    };
+    let (statuses, (token, took)) = tokio::join!(futures_util::future::join_all(signups), login);
+    assert!(!token.is_empty());
+    assert!(
+        took < Duration::from_secs(10),
+        "a login during a sign-up burst took {took:?}"
+    );
+    let made = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        made <= 20,
+        "{made} sign-ups from one address in a minute; 20 are allowed"
+    );
+    assert_eq!(made + refused, 40, "{statuses:?}");
+    // Admins are not counted.
+    let (status, body) = rest(
+        "POST",
+        &users,
+        Some(&f.admin_token),
+        Some(json!({"username": "imported", "password": "pw-pw-pw"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The second attacker's pass, rule 8: a connection refused for its address's limit is closed
+/// at once once many are being refused, so one address cannot hold the process's file
+/// descriptors (about 16,000 refused connections, each held through its handshake, starved
+/// the REST port of descriptors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_hold_no_file_descriptors() {
+    let _measuring = MEASURING.lock().await;
+    let node = Node::start(&["--max-connections-per-ip", "5"]);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", node.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let before = fds();
+    let addr: SocketAddr = node
+        .ws()
+        .trim_start_matches("ws://")
+        .parse()
+        .expect("ws address");
+    let mut held = Vec::new();
+    for _ in 0..500 {
+        if let Ok(c) = TcpStream::connect(addr).await {
+            held.push(c);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let during = fds();
+    assert!(
+        during < before + 5 + 64 + 40,
+        "500 bare connections from one address: {before} -> {during} descriptors"
+    );
+    let http: SocketAddr = node
+        .http
+        .trim_start_matches("http://")
+        .parse()
+        .expect("http address");
+    let mut other = tcp_from(OTHER_ADDRESS, http).await.expect("connect");
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read_to_end(&mut other, &mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "another address gets /healthz answered");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(held);
+}
+
+/// The second attacker's pass, rule 2: superuser tokens end when the superuser's credentials
+/// change or go (an old token still created organizations after a restart with a new
+/// password, and with none at all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn superuser_tokens_end_with_their_credentials() {
+    let start = |data, superuser| Node::start_with_superuser(data, superuser, &[]);
+    let node = start(
+        tempfile::tempdir().expect("temp dir"),
+        Some("root:first-password"),
+    );
+    let token_of = |http: String, pw: &'static str| async move {
+        let (status, body) = rest(
+            "POST",
+            &format!("{http}/management/token"),
+            None,
+            Some(json!({"grant_type": "password", "username": "root", "password": pw})),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().expect("token").to_owned()
+    };
+    let token = token_of(node.http.clone(), "first-password").await;
+    let orgs = |http: &str| format!("{http}/management/orgs");
+    let org = |name: &str| {
+        json!({"organization": name, "username": format!("{name}-admin"),
+               "email": format!("{name}@example.com"), "password": "admin-pw"})
+    };
+    let (status, body) = rest("POST", &orgs(&node.http), Some(&token), Some(org("one"))).await;
+    assert_eq!(status, 200, "{body}");
+    let node = start(node.kill_keeping_data(), Some("root:second-password"));
+    let (status, body) = rest("POST", &orgs(&node.http), Some(&token), Some(org("two"))).await;
+    assert_eq!(status, 401, "a token of the old password: {body}");
+    let fresh = token_of(node.http.clone(), "second-password").await;
+    let (status, body) = rest("POST", &orgs(&node.http), Some(&fresh), Some(org("two"))).await;
+    assert_eq!(status, 200, "a token of the new one: {body}");
+    let node = start(node.kill_keeping_data(), None);
+    let (status, body) = rest("POST", &orgs(&node.http), Some(&fresh), Some(org("three"))).await;
+    assert_eq!(status, 401, "no superuser configured: {body}");
+}
+
+/// The second attacker's pass: an activity's actor is its poster by whatever path it is
+/// created (`POST /books/b1/activities` named anyone), a device belongs to the first user it
+/// is registered to (linking another's device made it one's own to change), and an email may
+/// not be another user's username (it caught their logins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_belongs_to_a_user_stays_theirs_by_every_path() {
+    let f = Fixture::new().await;
+    let (_, jane) = user(&f, "janet").await;
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/books"),
+        Some(&f.john),
+        Some(json!({"name": "b1"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let forged = json!({"content": "hi", "actor": {"uuid": jane, "username": "janet", "displayName": "Janet"}});
+    let mut ws = f.socket(&f.john).await;
+    for (via, path) in [
+        ("REST", "/books/b1/activities"),
+        ("socket", "/books/b1/activity"),
+    ] {
+        let body = if via == "REST" {
+            rest(
+                "POST",
+                &f.app_url(path),
+                Some(&f.john),
+                Some(forged.clone()),
+            )
+            .await
+            .1
+        } else {
+            ask(&mut ws, "act", "POST", path, Some(forged.clone())).await["body"].clone()
+        };
+        let actor = &body["entities"][0]["actor"];
+        assert_eq!(actor["username"], "john", "{via} {path}: {body}");
+        assert_ne!(actor["uuid"], json!(jane), "{via} {path}");
+        assert_ne!(actor["displayName"], "Janet", "{via} {path}");
+    }
+    // Janet's device is hers.
+    let janet = f.login("janet", "janet-password").await;
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/users/me/devices"),
+        Some(&janet),
+        Some(json!({"name": "janephone"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for path in [
+        "/users/me/devices/devices/janephone",
+        "/users/john/devices/devices/janephone",
+    ] {
+        let (status, body) = rest("POST", &f.app_url(path), Some(&f.john), None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        let r = ask(&mut ws, "dev", "POST", path, None).await;
+        assert_eq!(r["status"], 403, "socket {path}: {r}");
+    }
+    let (status, _) = rest(
+        "PUT",
+        &f.app_url("/devices/janephone"),
+        Some(&f.john),
+        Some(json!({"pushToken": "john"})),
+    )
+    .await;
+    assert_eq!(status, 403, "not his to change");
+    // A username with an @ is nobody's email, and an email nobody's username.
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/users"),
+        None,
+        Some(json!({"username": "bob@x.test", "password": "pw-pw-pw"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest(
+        "PUT",
+        &f.app_url("/users/me"),
+        Some(&f.john),
+        Some(json!({"email": "BOB@x.test"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("duplicate_unique_property_exists")),
+        "{body}"
+    );
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/token"),
+        None,
+        Some(json!({"grant_type": "password", "username": "bob@x.test", "password": "pw-pw-pw"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["user"]["username"].clone()),
+        (200, json!("bob@x.test"))
+    );
+}
+
+/// The second attacker's pass, rules 3 and 6: every way of reading a feed is private. The
+/// feeds an activity is in (`/activities/{a}/connecting/feed`) are others' inboxes; a feed
+/// lists only the activities a GET of each would show, as its events do; a group's activities
+/// are not anyone's to take out of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feeds_show_only_what_their_reader_may_read() {
+    let f = Fixture::new().await;
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/users/jane/activities"),
+        Some(&f.jane),
+        Some(json!({"content": "for my followers"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let activity = body["entities"][0]["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_owned();
+    let mut ws = f.socket(&f.john).await;
+    for path in [
+        format!("/activities/{activity}/connecting/feed"),
+        format!("/activities/{activity}/connecting/feed/users/jane"),
+    ] {
+        let (status, body) = rest("GET", &f.app_url(&path), Some(&f.john), None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        let r = ask(&mut ws, "feeds", "GET", &path, None).await;
+        assert_eq!(r["status"], 403, "socket {path}: {r}");
+    }
+    // A group whose activities its members may list, but not read one by one.
+    for (method, path, body) in [
+        ("POST", "/groups", Some(json!({"path": "club"}))),
+        ("POST", "/groups/club/users/john", None),
+    ] {
+        let (status, b) = rest(method, &f.app_url(path), Some(&f.admin_token), body).await;
+        assert_eq!(status, 200, "{path}: {b}");
+    }
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/groups/club/activities"),
+        Some(&f.admin_token),
+        Some(json!({"content": "secret minutes", "actor": {"username": "admin"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let minutes = body["entities"][0]["uuid"]
+        .as_str()
+        .expect("uuid")
+        .to_owned();
+    // Members may take nothing out of the group's activities or its feed.
+    for path in [
+        format!("/groups/club/activities/{minutes}"),
+        format!("/groups/club/feed/{minutes}"),
+    ] {
+        let (status, body) = rest("DELETE", &f.app_url(&path), Some(&f.john), None).await;
+        assert_eq!(status, 403, "DELETE {path}: {body}");
+    }
+    let perms = f.app_url("/roles/default/permissions");
+    let (status, _) = rest(
+        "DELETE",
+        &format!("{perms}?permission=get,put,post,delete:/**"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = rest(
+        "POST",
+        &perms,
+        Some(&f.admin_token),
+        Some(json!({"permission": "get:/groups/**"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = rest(
+        "GET",
+        &f.app_url(&format!("/activities/{minutes}")),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "the activity itself is hidden");
+    for relation in ["activities", "feed"] {
+        let path = format!("/groups/club/{relation}");
+        let (status, body) = rest("GET", &f.app_url(&path), Some(&f.john), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["entities"],
+            json!([]),
+            "{path} lists nothing hidden: {body}"
+        );
+        let r = ask(&mut ws, "list", "GET", &path, None).await;
+        assert_eq!(r["body"]["entities"], json!([]), "socket {path}: {r}");
+    }
+    // Nor does a feed's subscription push it.
+    let r = ask(&mut ws, "sub", "SUBSCRIBE", "/groups/club/feed", None).await;
+    assert_eq!(r["status"], 200, "{r}");
+    let (status, _) = rest(
+        "POST",
+        &f.app_url("/groups/club/activities"),
+        Some(&f.admin_token),
+        Some(json!({"content": "more minutes", "actor": {"username": "admin"}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        ws.try_recv(Duration::from_millis(800)).await.is_none(),
+        "no event for an activity its reader may not GET"
+    );
+}
+
+/// The second attacker's pass, rule 4 of queues: subscribing a queue to another copies its
+/// messages there, so it needs the right to read it (copying `orders` into one's own queue
+/// showed messages its reader could not read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copying_a_queue_needs_the_right_to_read_it() {
+    let f = Fixture::new().await;
+    let perms = f.app_url("/roles/default/permissions");
+    let (status, _) = rest(
+        "DELETE",
+        &format!("{perms}?permission=get,put,post,delete:/**"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for p in ["post:/queues/orders/**", "get,post,delete:/queues/mine/**"] {
+        let (status, _) = rest(
+            "POST",
+            &perms,
+            Some(&f.admin_token),
+            Some(json!({"permission": p})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = rest(
+        "GET",
+        &f.app_url("/queues/orders?pos=start"),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "orders is not john's to read");
+    let path = "/queues/orders/subscribers/mine";
+    let (status, body) = rest("POST", &f.app_url(path), Some(&f.john), None).await;
+    assert_eq!(status, 403, "{body}");
+    let mut ws = f.socket(&f.john).await;
+    let r = ask(&mut ws, "copy", "POST", path, None).await;
+    assert_eq!(r["status"], 403, "{r}");
+}
+
+/// The second attacker's pass, rule 13 for users: a guest's refusal reads the same whether
+/// the user it names exists or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_do_not_tell_guests_who_exists() {
+    let f = Fixture::new().await;
+    for (method, existing, missing) in [
+        ("PUT", "/users/jane@acme.test", "/users/nobody@acme.test"),
+        ("POST", "/users/jane/activities", "/users/nobody/activities"),
+        ("DELETE", "/users/jane", "/users/nobody"),
+    ] {
+        let body = Some(json!({"content": "x"}));
+        let (s1, b1) = rest(method, &f.app_url(existing), None, body.clone()).await;
+        let (s2, b2) = rest(method, &f.app_url(missing), None, body).await;
+        assert_eq!((s1, s2), (401, 401), "{b1} / {b2}");
+        let desc = |b: &Value, path: &str| {
+            b["error_description"].as_str().unwrap_or_default().replace(
+                path.rsplit('/')
+                    .nth(usize::from(method == "POST"))
+                    .unwrap_or(""),
+                "…",
+            )
+        };
+        assert_eq!(
+            desc(&b1, existing),
+            desc(&b2, missing),
+            "{method}: {b1} / {b2}"
+        );
+    }
 }

@@ -4,7 +4,8 @@
 
 use super::{Api, ApiError};
 use crate::api::auth::{
-    Throttle, hash_password, random_secret, secrets_equal, superuser_fingerprint, verify_password,
+    Throttle, client_of, hash_password, random_secret, secrets_equal, superuser_fingerprint,
+    verify_password,
 };
 use std::net::IpAddr;
 use std::time::Instant;
@@ -104,7 +105,7 @@ impl Api {
     /// Counts a sign-up from `address`, or refuses it when the address has used up its
     /// sign-ups for now.
     pub(super) fn signup_allowed(&self, address: Option<IpAddr>) -> Result<(), ApiError> {
-        match address {
+        match address.map(client_of) {
             Some(ip) => self
                 .logins
                 .signups
@@ -128,6 +129,7 @@ impl Api {
         key: LoginKey<'_>,
     ) -> Result<LoginAttempt<'_>, ApiError> {
         let now = Instant::now();
+        let address = address.map(client_of);
         let user = user_key(key);
         let by_address = address.map_or(Ok(()), |ip| self.logins.per_address.take(&ip, now));
         let by_user = match (&by_address, &user) {

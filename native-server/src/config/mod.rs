@@ -24,6 +24,9 @@ pub struct BacklogLimits {
     pub events: usize,
     /// Most bytes behind the frame being written, `--max-queued-bytes`.
     pub bytes: usize,
+    /// Most bytes waiting on all sockets together, `--max-queued-bytes-total`: past it, a
+    /// socket with anything behind its frame in progress is a slow consumer.
+    pub total_bytes: usize,
 }
 
 /// Which APIs a node serves. Any mix of nodes works against one shared store and bus.
@@ -219,6 +222,11 @@ pub struct Settings {
     /// written, before it counts as a slow consumer (closed with 4008).
     #[arg(long, env = "GRIDSOCKET_MAX_QUEUED_BYTES", default_value_t = 4 << 20)]
     pub max_queued_bytes: usize,
+    /// Most bytes waiting on all sockets together for connections that cannot take them at
+    /// once; past it, every socket with anything waiting behind its frame in progress closes
+    /// with 4008, so that many slow readers cannot exhaust the server's memory.
+    #[arg(long, env = "GRIDSOCKET_MAX_QUEUED_BYTES_TOTAL", default_value_t = 256 << 20)]
+    pub max_queued_bytes_total: usize,
     /// Seconds of silence before a socket is pinged; twice that and it is closed. 0: never.
     #[arg(long, env = "GRIDSOCKET_PING_INTERVAL_SECS", default_value_t = 25)]
     pub ping_interval_secs: u64,
@@ -351,6 +359,7 @@ impl Settings {
         BacklogLimits {
             events: self.max_queued_events,
             bytes: self.max_queued_bytes,
+            total_bytes: self.max_queued_bytes_total,
         }
     }
 

@@ -129,6 +129,7 @@ impl Socket {
             limits: BacklogLimits {
                 events: limits.events.max(1),
                 bytes: limits.bytes.max(1),
+                total_bytes: limits.total_bytes.max(1),
             },
             metrics,
         }
@@ -171,7 +172,7 @@ impl Socket {
         let mut st = self.lock();
         st.corked = false;
         if let Some(tcp) = &self.direct {
-            write_now(&mut st, tcp);
+            self.write_now(&mut st, tcp);
         }
         self.check_backlog(&mut st, Instant::now());
         if st.has_backlog() || st.is_finished() {
@@ -242,7 +243,7 @@ impl Socket {
     pub fn flush(&self, st: &mut State, now: Instant) {
         self.transmit(st, now, None, true);
         if let Some(tcp) = &self.direct {
-            write_now(st, tcp);
+            self.write_now(st, tcp);
         }
         self.check_backlog(st, now);
     }
@@ -285,7 +286,7 @@ impl Socket {
             // Cut off: only what fits at once goes out on the way to the close.
             return;
         }
-        st.backlog_bytes += bytes.len();
+        self.set_backlog_bytes(st, st.backlog_bytes + bytes.len());
         st.backlog.push_back(bytes);
         // Gathered frames are judged once the write they wait for has been tried.
         if !corked && !st.corked {
@@ -296,8 +297,10 @@ impl Socket {
     /// Closes the socket as a slow consumer once its backlog is past a limit.
     fn check_backlog(&self, st: &mut State, now: Instant) {
         let waiting_bytes = st.backlog_bytes - st.backlog.front().map_or(0, Bytes::len);
+        let all_sockets = usize::try_from(self.metrics.queued_bytes.get()).unwrap_or(0);
         let over = st.backlog.len() > self.limits.events
-            || (st.backlog.len() > 1 && waiting_bytes > self.limits.bytes);
+            || (st.backlog.len() > 1
+                && (waiting_bytes > self.limits.bytes || all_sockets > self.limits.total_bytes));
         if !over || st.slow {
             return;
         }
@@ -316,7 +319,19 @@ impl Socket {
                 st.backlog.push_back(encode(frame));
             }
         }
-        st.backlog_bytes = st.backlog.iter().map(Bytes::len).sum();
+        let left = st.backlog.iter().map(Bytes::len).sum();
+        self.set_backlog_bytes(st, left);
+    }
+
+    /// Sets what a socket's backlog holds, in bytes, and the server-wide count with it.
+    fn set_backlog_bytes(&self, st: &mut State, bytes: usize) {
+        let gauge = &self.metrics.queued_bytes;
+        if bytes >= st.backlog_bytes {
+            gauge.inc_by(i64::try_from(bytes - st.backlog_bytes).unwrap_or(i64::MAX));
+        } else {
+            gauge.dec_by(i64::try_from(st.backlog_bytes - bytes).unwrap_or(i64::MAX));
+        }
+        st.backlog_bytes = bytes;
     }
 
     /// Writes the backlog to `out` (the task's writer) until it is empty or `out` is full.
@@ -338,14 +353,14 @@ impl Socket {
             if st.backlog.is_empty() {
                 // An emptied queue keeps no memory.
                 st.backlog = VecDeque::new();
-                st.backlog_bytes = 0;
+                self.set_backlog_bytes(&mut st, 0);
                 return Pin::new(&mut *out).poll_flush(cx);
             }
             let mut slices = [IoSlice::new(&[]); WRITE_VECTORS];
             let count = front_slices(&st.backlog, &mut slices);
             let written = ready!(Pin::new(&mut *out).poll_write_vectored(cx, &slices[..count]));
             match written {
-                Ok(n) if n > 0 => consume(&mut st, n),
+                Ok(n) if n > 0 => self.consume(&mut st, n),
                 Ok(_) => {
                     st.broken = true;
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -373,26 +388,55 @@ impl Sink for Socket {
     }
 }
 
-/// Writes the backlog to a plain TCP connection as far as it takes it without waiting.
-fn write_now(st: &mut State, tcp: &TcpStream) {
-    while !st.backlog.is_empty() && !st.broken {
-        let written = match st.backlog.len() {
-            1 => tcp.try_write(&st.backlog[0]),
-            _ => {
-                let mut slices = [IoSlice::new(&[]); WRITE_VECTORS];
-                let count = front_slices(&st.backlog, &mut slices);
-                tcp.try_write_vectored(&slices[..count])
+impl Socket {
+    /// Writes the backlog to a plain TCP connection as far as it takes it without waiting.
+    fn write_now(&self, st: &mut State, tcp: &TcpStream) {
+        while !st.backlog.is_empty() && !st.broken {
+            let written = match st.backlog.len() {
+                1 => tcp.try_write(&st.backlog[0]),
+                _ => {
+                    let mut slices = [IoSlice::new(&[]); WRITE_VECTORS];
+                    let count = front_slices(&st.backlog, &mut slices);
+                    tcp.try_write_vectored(&slices[..count])
+                }
+            };
+            match written {
+                Ok(n) if n > 0 => self.consume(st, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                _ => st.broken = true,
             }
-        };
-        match written {
-            Ok(n) if n > 0 => consume(st, n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            _ => st.broken = true,
+        }
+        if st.backlog.is_empty() {
+            st.backlog = VecDeque::new();
+            self.set_backlog_bytes(st, 0);
         }
     }
-    if st.backlog.is_empty() {
-        st.backlog = VecDeque::new();
-        st.backlog_bytes = 0;
+
+    /// Takes `n` written bytes off the front of a socket's backlog.
+    fn consume(&self, st: &mut State, mut n: usize) {
+        let left = st.backlog_bytes.saturating_sub(n);
+        self.set_backlog_bytes(st, left);
+        while n > 0 {
+            let Some(front) = st.backlog.front_mut() else {
+                return;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                st.backlog.pop_front();
+            } else {
+                let _ = front.split_to(n);
+                n = 0;
+            }
+        }
+    }
+}
+
+impl Drop for Socket {
+    /// What it still held is no longer waiting.
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let left = i64::try_from(st.backlog_bytes).unwrap_or(i64::MAX);
+        self.metrics.queued_bytes.dec_by(left);
     }
 }
 
@@ -404,23 +448,6 @@ fn front_slices<'a>(backlog: &'a VecDeque<Bytes>, slices: &mut [IoSlice<'a>]) ->
         count += 1;
     }
     count
-}
-
-/// Takes `n` written bytes off the front of a socket's backlog.
-fn consume(st: &mut State, mut n: usize) {
-    st.backlog_bytes = st.backlog_bytes.saturating_sub(n);
-    while n > 0 {
-        let Some(front) = st.backlog.front_mut() else {
-            return;
-        };
-        if n >= front.len() {
-            n -= front.len();
-            st.backlog.pop_front();
-        } else {
-            let _ = front.split_to(n);
-            n = 0;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -447,11 +474,20 @@ mod tests {
         socket_with(BacklogLimits {
             events: max_events,
             bytes: usize::MAX,
+            total_bytes: usize::MAX,
         })
         .await
     }
 
     async fn socket_with(limits: BacklogLimits) -> (Arc<Socket>, SubscriptionId, TcpStream) {
+        socket_counted_in(limits, Arc::new(Metrics::default())).await
+    }
+
+    /// A socket whose bytes count into `metrics`, as every socket of one server does.
+    async fn socket_counted_in(
+        limits: BacklogLimits,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Socket>, SubscriptionId, TcpStream) {
         let now = Instant::now();
         let mut session = ServerSession::accept(ServerConfig::default(), now);
         session.subscribe_on_connect(now, "/notes".into(), Params::default());
@@ -466,7 +502,6 @@ mod tests {
         session.confirm_subscription(now, handle, 0, "{}", Vec::new());
         while session.poll_transmit().is_some() {}
         let (server, client) = pair().await;
-        let metrics = Arc::new(Metrics::default());
         let socket = Socket::new(session, Some(server), limits, metrics);
         (Arc::new(socket), subscription, client)
     }
@@ -586,6 +621,7 @@ mod tests {
         let (socket, sub, _client) = socket_with(BacklogLimits {
             events: 100_000,
             bytes: limit,
+            total_bytes: usize::MAX,
         })
         .await;
         let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(64 * 1024));
@@ -613,10 +649,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn many_slow_readers_are_cut_off_at_the_server_wide_bound() {
+        let limits = BacklogLimits {
+            events: 100_000,
+            bytes: usize::MAX,
+            total_bytes: 4 << 20,
+        };
+        let (first, sub, _a) = socket_with(limits).await;
+        // A second socket counting into the same server-wide total.
+        let (second, sub2, _b) = socket_counted_in(limits, first.metrics.clone()).await;
+        let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(64 * 1024));
+        for seq in 1..=2_000 {
+            for (socket, sub) in [(&*first, sub), (&*second, sub2)] {
+                let (push, _) = event(sub, seq, &body);
+                socket.push(Instant::now(), push);
+            }
+            if first.lock().is_slow() && second.lock().is_slow() {
+                break;
+            }
+        }
+        assert!(first.lock().is_slow() && second.lock().is_slow());
+        // Neither passed its own bound (there is none); together they passed the server's.
+        let total = first.metrics.queued_bytes.get();
+        assert!(total < 1 << 20, "what is left after the cut: {total} bytes");
+        drop(second);
+        let left = first.lock().backlog_bytes as i64;
+        assert_eq!(
+            first.metrics.queued_bytes.get(),
+            left,
+            "a dropped socket holds nothing"
+        );
+    }
+
+    #[tokio::test]
     async fn one_answer_larger_than_the_byte_bound_is_not_slowness() {
         let (socket, sub, mut client) = socket_with(BacklogLimits {
             events: 100,
             bytes: 64 * 1024,
+            total_bytes: usize::MAX,
         })
         .await;
         let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(8 << 20));
@@ -631,7 +701,7 @@ mod tests {
             }
             if let Some(tcp) = &socket.direct {
                 let mut st = socket.lock();
-                write_now(&mut st, tcp);
+                socket.write_now(&mut st, tcp);
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         };
