@@ -179,12 +179,16 @@ pub struct AccessPath {
 }
 
 /// The collection a relation's targets live in when the path names only the target.
+/// These are the built-in collections of Usergrid's `User` and `Group` entities, so a
+/// target there may be named by name (`/users/fred/devices/iphone`).
 pub fn implied_target_collection(owner_collection: &str, relation: &str) -> Option<&'static str> {
     match (owner_collection, relation) {
         (_, "following") => Some("users"),
         ("groups" | "roles", "users") => Some("users"),
         ("users", "groups") => Some("groups"),
-        ("users", "roles") => Some("roles"),
+        ("users" | "groups", "roles") => Some("roles"),
+        ("users", "devices") => Some("devices"),
+        ("users" | "groups", "activities" | "feed") => Some("activities"),
         _ => None,
     }
 }
@@ -200,7 +204,9 @@ impl AccessPath {
             shape: Shape::Other,
         };
         match &path.resource {
-            Resource::Collection { collection } => {
+            // A query in place of an entity reads the collection first; what follows is
+            // decided for each entity it selects, as its own path.
+            Resource::Collection { collection } | Resource::Matching { collection, .. } => {
                 out.literal(collection);
                 out.shape = Shape::Collection(collection.clone());
             }

@@ -68,6 +68,30 @@ pub fn split_segments(path: &str) -> Result<Vec<String>, PathError> {
     Ok(out)
 }
 
+/// What a segment's text must escape to be read back as the same segment.
+const SEGMENT_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b'%')
+    .add(b'/')
+    .add(b'\\')
+    .add(b'?')
+    .add(b'#')
+    .add(b';')
+    .add(b' ');
+
+/// Joins decoded segments into a path that [`split_segments`] reads back as the same
+/// segments (`/` first, each escaped where it must be).
+pub fn join_segments<S: AsRef<str>>(segments: &[S]) -> String {
+    let mut out = String::new();
+    for seg in segments {
+        out.push('/');
+        out.extend(percent_encoding::utf8_percent_encode(
+            seg.as_ref(),
+            SEGMENT_ESCAPES,
+        ));
+    }
+    out
+}
+
 /// How one entity is named in a path.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum EntityRef {
@@ -158,6 +182,16 @@ pub enum Resource {
         /// Which part of the queue.
         part: QueuePart,
     },
+    /// `/{collection};ql=…/{rest}`: Usergrid's matrix form, a query in place of an entity.
+    /// `rest` applies to each entity the query selects, as `/{collection}/{uuid}/{rest}`.
+    /// (`/{collection};ql=…` alone is [`Resource::Collection`] with
+    /// [`ResourcePath::matrix`].)
+    Matching {
+        /// Canonical collection name.
+        collection: String,
+        /// What follows the query, decoded.
+        rest: Vec<String>,
+    },
     /// `/token`: the application's token endpoint.
     Token,
     /// `/credentials`: the application's client id and secret.
@@ -180,25 +214,78 @@ pub enum QueuePart {
 /// A parsed path inside one application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourcePath {
-    /// The decoded segments, as given.
+    /// The decoded segments, as given (a collection's matrix parameters left out).
     pub segments: Vec<String>,
     /// What they name.
     pub resource: Resource,
+    /// Matrix parameters of the first segment (`/books;ql=select * where a=1;limit=5`):
+    /// query parameters written into the path, as Usergrid reads them.
+    pub matrix: Option<Params>,
+}
+
+/// Splits Usergrid's matrix parameters off the first segment of a raw path: `/users;ql=…/x`
+/// is `/users/x` with `ql=…`. Only the first segment may carry them (no name may hold `;`).
+fn split_matrix(path: &str) -> Result<(String, Option<Params>), PathError> {
+    let mut raw = path.split('/').filter(|s| !s.is_empty());
+    let Some(first) = raw.next() else {
+        return Ok((path.to_owned(), None));
+    };
+    if raw.any(|s| s.contains(';')) {
+        return Err(PathError::Unsupported(path.to_owned()));
+    }
+    let Some((name, matrix)) = first.split_once(';') else {
+        return Ok((path.to_owned(), None));
+    };
+    let params = Params::from_query_string(&matrix.replace(';', "&"));
+    let rest = path.trim_start_matches('/');
+    let after = &rest[first.len()..];
+    Ok((format!("/{name}{after}"), Some(params)))
 }
 
 impl ResourcePath {
     /// Parses a path relative to an application (`/users/johndoe`).
     pub fn parse(path: &str) -> Result<ResourcePath, PathError> {
-        let segments = split_segments(path)?;
-        let resource = Self::classify(&segments, path)?;
-        Ok(ResourcePath { segments, resource })
+        let (path, matrix) = split_matrix(path)?;
+        let segments = split_segments(&path)?;
+        let resource = match &matrix {
+            None => Self::classify(&segments, &path)?,
+            Some(_) => Self::classify_matching(&segments, &path)?,
+        };
+        Ok(ResourcePath {
+            segments,
+            resource,
+            matrix,
+        })
     }
 
     /// Builds the resource of already-split segments.
     pub fn from_segments(segments: Vec<String>) -> Result<ResourcePath, PathError> {
         let joined = format!("/{}", segments.join("/"));
         let resource = Self::classify(&segments, &joined)?;
-        Ok(ResourcePath { segments, resource })
+        Ok(ResourcePath {
+            segments,
+            resource,
+            matrix: None,
+        })
+    }
+
+    /// What a path whose first segment carries a query names.
+    fn classify_matching(segments: &[String], original: &str) -> Result<Resource, PathError> {
+        let Some(first) = segments.first() else {
+            return Err(PathError::Empty);
+        };
+        let lower = first.to_ascii_lowercase();
+        if matches!(lower.as_str(), "queues" | "token" | "credentials") {
+            return Err(PathError::Unsupported(original.to_owned()));
+        }
+        let collection = collection_name(&lower);
+        Ok(match segments.len() {
+            1 => Resource::Collection { collection },
+            _ => Resource::Matching {
+                collection,
+                rest: segments[1..].to_vec(),
+            },
+        })
     }
 
     fn classify(segments: &[String], original: &str) -> Result<Resource, PathError> {
@@ -417,6 +504,44 @@ mod tests {
                 entity: EntityRef::Name("John Doe".into())
             }
         );
+    }
+
+    #[test]
+    fn joined_segments_read_back_the_same() {
+        let segs = ["books", "100% a;b", "x?y#z", "é"];
+        let joined = join_segments(&segs);
+        assert_eq!(split_segments(&joined).unwrap(), segs);
+    }
+
+    #[test]
+    fn a_query_in_the_path() {
+        let p = ResourcePath::parse("/Horses;ql=select%20*%20where%20a%3D1;limit=5").unwrap();
+        assert_eq!(
+            p.resource,
+            Resource::Collection {
+                collection: "horses".into()
+            }
+        );
+        let m = p.matrix.expect("matrix");
+        assert_eq!(m.get("ql"), Some("select * where a=1"));
+        assert_eq!(m.get("limit"), Some("5"));
+        let p = ResourcePath::parse("/users;ql=select * where username='x'/notifications").unwrap();
+        assert_eq!(
+            p.resource,
+            Resource::Matching {
+                collection: "users".into(),
+                rest: vec!["notifications".into()]
+            }
+        );
+        assert_eq!(p.segments, ["users", "notifications"]);
+        assert_eq!(
+            p.matrix.as_ref().and_then(|m| m.get("ql")),
+            Some("select * where username='x'")
+        );
+        // Only the first segment, and never a queue or an endpoint.
+        assert!(ResourcePath::parse("/users/x;ql=a/y").is_err());
+        assert!(ResourcePath::parse("/queues;ql=a").is_err());
+        assert_eq!(ResourcePath::parse("/books").unwrap().matrix, None);
     }
 
     #[test]

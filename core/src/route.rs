@@ -199,6 +199,16 @@ pub enum AppRoute {
         /// The other end.
         target: RelationTarget,
     },
+    /// `PUT …/{relation}/[{collection}/]{target}`: update the target and relate the two; a
+    /// target named by a free name is created, as Usergrid's `putItemByName` does.
+    PutRelated {
+        /// Where the relation starts.
+        owner: Owner,
+        /// The relation.
+        relation: String,
+        /// The other end.
+        target: RelationTarget,
+    },
     /// `DELETE …/{relation}/[{collection}/]{target}`: unrelate them.
     Unlink {
         /// Where the relation starts.
@@ -210,6 +220,14 @@ pub enum AppRoute {
     },
     /// `/queues/…`.
     Queue(QueueRoute),
+    /// `/{collection};ql=…/{rest}`: `rest` for each entity the query selects (the host runs
+    /// `/{collection}/{uuid}/{rest}` for each, every one checked as its own request).
+    Matching {
+        /// The collection queried.
+        collection: String,
+        /// What applies to each entity.
+        rest: Vec<String>,
+    },
 }
 
 /// A user's endpoints that are not relations (`/users/{u}/password`, …): never collections,
@@ -231,6 +249,10 @@ impl AppRoute {
             Resource::Token => AppRoute::Token,
             Resource::Credentials => AppRoute::Credentials,
             Resource::Queue { queue, part } => AppRoute::Queue(queue_route(queue, part, method)?),
+            Resource::Matching { collection, rest } => AppRoute::Matching {
+                collection: collection.clone(),
+                rest: rest.clone(),
+            },
             Resource::Collection { collection } => {
                 let collection = collection.clone();
                 match method {
@@ -303,6 +325,11 @@ impl AppRoute {
                         target: t.clone(),
                     },
                     (_, Some(t), Post) if !inbound => AppRoute::Link {
+                        owner,
+                        relation,
+                        target: t.clone(),
+                    },
+                    (_, Some(t), Put) if !inbound => AppRoute::PutRelated {
                         owner,
                         relation,
                         target: t.clone(),

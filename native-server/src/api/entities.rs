@@ -26,7 +26,7 @@ const MAX_NAME_LEN: usize = 256;
 const RESERVED: &[&str] = &["uuid", "type", "created", "modified", "metadata"];
 
 /// The property that names entities of a collection, and whether it is required.
-fn name_property(collection: &str) -> (&'static str, bool) {
+pub(super) fn name_property(collection: &str) -> (&'static str, bool) {
     match collection {
         "users" => ("username", true),
         "groups" => ("path", true),
@@ -457,7 +457,7 @@ impl Api {
 
     /// Merges `props` into an existing entity the caller may change (a `null` removes a
     /// property) and stores it.
-    async fn merge_into(
+    pub(super) async fn merge_into(
         &self,
         app: &AppRecord,
         caller: &Caller,

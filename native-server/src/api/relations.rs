@@ -1,14 +1,14 @@
 //! Relations between entities: connections (`/users/a/likes/books/b`, `following`) and
 //! linked collections (`/groups/g/users/u`), read, made and unmade.
 
-use super::entities::{Key, MAX_LIMIT, Paging, encode_cursor, key_of};
+use super::entities::{Key, MAX_LIMIT, Paging, body_object, encode_cursor, key_of, name_property};
 use super::envelope::Envelope;
 use super::{Api, ApiError, Caller};
 use crate::store::{AppRecord, Direction, Entity, EntityKey, PageQuery};
 use gridsocket_core::access::implied_target_collection;
 use gridsocket_core::inflector::{collection_name, singularize};
 use gridsocket_core::path::RelationTarget;
-use gridsocket_core::{ApiRequest, Method, ResourcePath};
+use gridsocket_core::{ApiRequest, EntityRef, Method, ResourcePath};
 use serde_json::Value;
 
 /// Collections whose membership is kept on both sides: `(owner, relation) → reverse relation`.
@@ -147,6 +147,21 @@ impl Api {
         let target = self
             .readable_target(app, caller, owner, relation, target)
             .await?;
+        self.link_checked(app, caller, owner, relation, &target)
+            .await?;
+        self.with_entities(app, env, vec![target]).await
+    }
+
+    /// Relates the owner to a target the caller may read, unless the target belongs to
+    /// another user.
+    async fn link_checked(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        owner: &Entity,
+        relation: &str,
+        target: &Entity,
+    ) -> Result<(), ApiError> {
         if owner.collection == "users" && relation == "devices" && !self.is_app_admin(app, caller) {
             // A device belongs to the first user it is registered to: linking it to oneself
             // would make it one's own to change or delete.
@@ -161,8 +176,55 @@ impl Api {
                 )));
             }
         }
-        self.connect(app, owner, relation, &target).await?;
-        self.with_entities(app, env, vec![target]).await
+        self.connect(app, owner, relation, target).await
+    }
+
+    /// Updates a relation's target with the body and relates it to the owner; a target the
+    /// path names by a name nothing has yet is created with it (`PUT /users/fred/devices/ipad`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn put_related(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        request: &ApiRequest,
+        owner: &Entity,
+        relation: &str,
+        target: &RelationTarget,
+        env: Envelope,
+    ) -> Result<Envelope, ApiError> {
+        let props = body_object(request)?;
+        let found = self
+            .readable_target(app, caller, owner, relation, target)
+            .await;
+        let entity = match (found, &target.entity) {
+            (Ok(existing), _) => {
+                let path = ResourcePath::from_segments(vec![
+                    existing.collection.clone(),
+                    existing.uuid.clone(),
+                ])?;
+                self.check_access(app, caller, Method::Put, &path).await?;
+                self.merge_into(app, caller, existing, props).await?
+            }
+            (Err(ApiError::NotFound(_)), EntityRef::Name(name)) => {
+                let Some(collection) = target.collection.clone().or_else(|| {
+                    implied_target_collection(&owner.collection, relation).map(str::to_owned)
+                }) else {
+                    return Err(ApiError::IllegalArgument(format!(
+                        "name the collection of {name:?}: …/{relation}/{{collection}}/{name}"
+                    )));
+                };
+                let path = ResourcePath::from_segments(vec![collection.clone(), name.clone()])?;
+                self.check_access(app, caller, Method::Put, &path).await?;
+                let mut props = props;
+                let (name_prop, _) = name_property(&collection);
+                props.insert(name_prop.into(), Value::String(name.clone()));
+                self.create_entity(app, caller, &collection, props).await?
+            }
+            (Err(e), _) => return Err(e),
+        };
+        self.link_checked(app, caller, owner, relation, &entity)
+            .await?;
+        self.with_entities(app, env, vec![entity]).await
     }
 
     /// Unrelates the owner from a target (both sides of a linked collection).

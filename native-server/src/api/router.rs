@@ -8,8 +8,9 @@ use super::envelope::{Body, Reply};
 use super::{Api, ApiError, Caller, json_size};
 use crate::signal::Signal;
 use crate::store::{AppRecord, Entity};
+use gridsocket_core::path::{Resource, join_segments};
 use gridsocket_core::route::{AppRoute, Owner};
-use gridsocket_core::{ApiRequest, Method, ResourcePath};
+use gridsocket_core::{ApiRequest, Method, Params, ResourcePath};
 
 impl Api {
     /// Checks and runs one request inside an application.
@@ -20,6 +21,9 @@ impl Api {
         request: &ApiRequest,
     ) -> Reply {
         let path = ResourcePath::parse(&request.path)?;
+        if let Some(matrix) = &path.matrix {
+            return self.matrix_call(app, caller, request, &path, matrix).await;
+        }
         if let Some(body) = &request.body {
             let size = json_size(body);
             if size > self.config.max_entity_bytes {
@@ -112,6 +116,12 @@ impl Api {
                 Ok(self.app_credentials_envelope(app, request))
             }
             AppRoute::Queue(queue) => return self.queue_call(app, caller, request, queue).await,
+            // Paths with a query in them went to `matrix_call` before any route.
+            AppRoute::Matching { .. } => {
+                return Err(ApiError::NoSuchResource(
+                    "a query in a path applies only to its first segment".into(),
+                ));
+            }
             AppRoute::List { collection } => {
                 self.get_collection(app, caller, request, &collection, listed(&collection))
                     .await
@@ -221,6 +231,16 @@ impl Api {
                 self.link(app, caller, &owner, &relation, &target, env)
                     .await
             }
+            AppRoute::PutRelated {
+                owner,
+                relation,
+                target,
+            } => {
+                let owner = self.owner(app, caller, &owner).await?;
+                let env = env(action, &relation_path(&owner, &relation, false));
+                self.put_related(app, caller, request, &owner, &relation, &target, env)
+                    .await
+            }
             AppRoute::Unlink {
                 owner,
                 relation,
@@ -233,6 +253,84 @@ impl Api {
             }
         };
         answer.map(|env| (200, Body::Envelope(Box::new(env))))
+    }
+
+    /// A path with Usergrid's matrix parameters (`/books;ql=…`): on a collection alone they
+    /// are its query parameters; with more path after them, the rest of the path runs for
+    /// each entity the query selects, each as its own request (its own access check), and the
+    /// answers' entities come back together.
+    async fn matrix_call(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        request: &ApiRequest,
+        path: &ResourcePath,
+        matrix: &Params,
+    ) -> Reply {
+        let with_params = |path: String, params: Params| ApiRequest {
+            method: request.method,
+            path,
+            params,
+            body: request.body.clone(),
+        };
+        let rest = match &path.resource {
+            Resource::Matching { rest, .. } => rest,
+            _ => {
+                // The matrix's parameters win over the query string's of the same name.
+                let mut params = request.params.clone();
+                for (name, _) in matrix.iter() {
+                    params.remove(name);
+                }
+                for (name, value) in matrix.iter() {
+                    params.push(name, value);
+                }
+                let plain = with_params(join_segments(&path.segments), params);
+                return Box::pin(self.app_call(app, caller, &plain)).await;
+            }
+        };
+        let collection = path.segments[0].as_str();
+        let listing = ResourcePath::from_segments(vec![collection.to_owned()])?;
+        self.check_access(app, caller, Method::Get, &listing)
+            .await?;
+        let selection = with_params(join_segments(&[collection]), matrix.clone());
+        let paging = super::entities::Paging::from_request(&selection, &self.config)?;
+        let canonical = gridsocket_core::inflector::collection_name(collection);
+        let page = self
+            .store
+            .query(&app.uuid, &canonical, &paging.page_query())
+            .await?;
+        let selected = self
+            .permitted(app, caller, Method::Get, page.entities)
+            .await;
+        let mut merged: Option<Box<Envelope>> = None;
+        for entity in selected {
+            let mut segments = vec![canonical.clone(), entity.uuid.clone()];
+            segments.extend(rest.iter().cloned());
+            let one = with_params(join_segments(&segments), request.params.clone());
+            match Box::pin(self.app_call(app, caller, &one)).await? {
+                (_, Body::Envelope(env)) => match &mut merged {
+                    None => merged = Some(env),
+                    Some(all) => {
+                        let more = env.entities.unwrap_or_default();
+                        all.entities.get_or_insert_with(Vec::new).extend(more);
+                    }
+                },
+                other => return Ok(other),
+            }
+        }
+        let mut env = match merged {
+            Some(env) => env,
+            None => Box::new(Envelope::for_app(
+                request.method.action(),
+                app,
+                &self.config.base_url,
+                &format!("/{canonical}"),
+                &request.params,
+            )),
+        };
+        let count = env.entities.get_or_insert_with(Vec::new).len();
+        env.count = Some(count);
+        Ok((200, Body::Envelope(env)))
     }
 
     /// The entity a relation route starts from, or 404.

@@ -150,6 +150,20 @@ impl Realtime {
         since: Option<u64>,
     ) -> Result<SubscribeOk, ApiError> {
         let parsed = ResourcePath::parse(path)?;
+        // A collection's matrix parameters (`/books;ql=…`) are its query parameters.
+        let with_matrix;
+        let params = match &parsed.matrix {
+            Some(matrix) => {
+                let mut merged = params.clone();
+                for (name, value) in matrix.iter() {
+                    merged.remove(name);
+                    merged.push(name, value);
+                }
+                with_matrix = merged;
+                &with_matrix
+            }
+            None => params,
+        };
         let mut access = self.api.access_path(app, caller, &parsed)?;
         self.api
             .authorize(app, caller, Method::Get, &mut access)
