@@ -23,7 +23,14 @@ pub const MAX_PAGE_BYTES: usize = 8 << 20;
 const MAX_NAME_LEN: usize = 256;
 
 /// Properties the server owns; a body cannot set them.
-const RESERVED: &[&str] = &["uuid", "type", "created", "modified", "metadata"];
+const RESERVED: &[&str] = &[
+    "uuid",
+    "type",
+    "created",
+    "modified",
+    "metadata",
+    "file-metadata",
+];
 
 /// The property that names entities of a collection, and whether it is required.
 pub(super) fn name_property(collection: &str) -> (&'static str, bool) {

@@ -8,6 +8,7 @@
 
 mod access;
 mod activities;
+mod assets;
 pub mod auth;
 pub mod dedup;
 mod entities;
@@ -24,6 +25,7 @@ mod users;
 mod tests;
 
 pub use access::{Authenticated, Caller, Principal, user_may_log_in};
+pub use assets::{AssetReply, Upload};
 pub use envelope::render_entity;
 pub use error::ApiError;
 pub use queues::queue_timeout;
@@ -72,6 +74,8 @@ pub struct ApiConfig {
     pub token_ttl: Duration,
     /// Largest JSON body a POST or PUT may store, in bytes.
     pub max_entity_bytes: usize,
+    /// Largest asset an entity may carry, in bytes.
+    pub max_asset_bytes: usize,
     /// How complex a `ql` may be.
     pub query_limits: QueryLimits,
     /// How long a query that filters or orders in memory may run.
@@ -280,26 +284,44 @@ impl Api {
                 self.respond(result, started)
             }
             Some(_) => {
-                let (app, rest) = match self.resolve_app_path(&segments).await {
+                let found = self.rest_caller(path, &segments, &creds, peer).await;
+                let (app, caller, path) = match found {
                     Ok(found) => found,
                     Err(e) => return self.error_response(e, started),
                 };
-                let caller = match self.authenticate(&creds, Some(&app), peer).await {
-                    Ok(who) => Caller::new(who).at(peer),
-                    Err(e) => return self.error_response(e, started),
-                };
-                if let Credentials::Token(t) = &creds {
-                    caller.set_token(token_hash(t));
-                }
                 let request = ApiRequest {
                     method,
-                    path: format!("/{}", rest.join("/")),
+                    path,
                     params,
                     body,
                 };
                 self.handle_app(&app, &caller, request, started).await
             }
         }
+    }
+
+    /// The application a REST path names (`raw`, split into `segments`), the caller its
+    /// credentials make, and the path inside the application, as sent (still encoded, with
+    /// any matrix parameters).
+    async fn rest_caller(
+        &self,
+        raw: &str,
+        segments: &[String],
+        creds: &Credentials,
+        peer: Option<IpAddr>,
+    ) -> Result<(Arc<AppRecord>, Caller, String), ApiError> {
+        let (app, rest) = self.resolve_app_path(segments).await?;
+        let caller = Caller::new(self.authenticate(creds, Some(&app), peer).await?).at(peer);
+        if let Credentials::Token(t) = creds {
+            caller.set_token(token_hash(t));
+        }
+        let consumed = segments.len() - rest.len();
+        let inside: Vec<&str> = raw
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .skip(consumed)
+            .collect();
+        Ok((app, caller, format!("/{}", inside.join("/"))))
     }
 
     fn root_envelope(&self) -> envelope::Envelope {

@@ -150,6 +150,10 @@ pub struct Settings {
     /// 413 `entity_too_large`.
     #[arg(long, env = "GRIDSOCKET_MAX_ENTITY_BYTES", default_value_t = 256 * 1024)]
     pub max_entity_bytes: usize,
+    /// Largest asset (an entity's binary data, uploaded as a multipart `file` part), in bytes;
+    /// larger is 413 `entity_too_large`.
+    #[arg(long, env = "GRIDSOCKET_MAX_ASSET_BYTES", default_value_t = 10 << 20)]
+    pub max_asset_bytes: usize,
     /// Deepest nesting of parentheses and `not` in a `ql`; deeper is 400 `query_parse`.
     #[arg(long, env = "GRIDSOCKET_MAX_QUERY_DEPTH", default_value_t = gridsocket_core::query::MAX_DEPTH)]
     pub max_query_depth: usize,
@@ -317,6 +321,7 @@ impl Settings {
             superuser: self.superuser_pair(),
             token_ttl: Duration::from_secs(self.token_ttl_secs),
             max_entity_bytes: self.max_entity_bytes,
+            max_asset_bytes: self.max_asset_bytes,
             query_limits: QueryLimits {
                 max_depth: self.max_query_depth,
                 max_terms: self.max_query_terms,

@@ -3,6 +3,7 @@
 use crate::api::ApiResponse;
 use crate::config::Settings;
 use crate::metrics::Via;
+use crate::net::assets;
 use crate::net::tls::Conn;
 use crate::realtime::Realtime;
 use bytes::Bytes;
@@ -298,19 +299,32 @@ async fn handle(
         );
     }
     let params = Params::from_query_string(req.uri().query().unwrap_or(""));
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let header_text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let authorization = header_text(header::AUTHORIZATION).map(str::to_owned);
+    let content_type = header_text(header::CONTENT_TYPE);
+    let is_form =
+        content_type.is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let api = realtime.api();
+    // An entity with an asset answers a GET that prefers another type with its bytes.
+    if method == Method::Get && assets::wants_bytes(header_text(header::ACCEPT)) {
+        let found = api.asset_of(&path, &params, authorization.as_deref(), Some(peer));
+        match tokio::time::timeout(settings.request_timeout(), found).await {
+            Ok(Ok(Some(asset))) => return assets::response(asset, req.headers()),
+            Ok(Ok(None)) => {}
+            Ok(Err(refused)) => return json_response(refused.status, refused.body),
+            Err(_) => return error(504, "request_timeout", "the asset was not read in time"),
+        }
+    }
+    let boundary = matches!(method, Method::Post | Method::Put)
+        .then(|| assets::form_boundary(content_type))
+        .flatten();
+    let limit = match boundary {
+        Some(_) => settings.max_asset_bytes + assets::FORM_OVERHEAD,
+        None => settings.max_frame_bytes,
+    };
     // A body that never finishes arriving must not hold the connection: it has as long as
     // a request has to run.
-    let collect = Limited::new(req.into_body(), settings.max_frame_bytes).collect();
+    let collect = Limited::new(req.into_body(), limit).collect();
     let Ok(collected) = tokio::time::timeout(settings.request_timeout(), collect).await else {
         return error(
             408,
@@ -327,24 +341,33 @@ async fn handle(
             return error(
                 413,
                 "request_entity_too_large",
-                &format!(
-                    "the body is larger than {} bytes, or the upload broke off",
-                    settings.max_frame_bytes
-                ),
+                &format!("the body is larger than {limit} bytes, or the upload broke off"),
             );
         }
     };
-    let body = parse_body(&bytes, is_form);
     let started = std::time::Instant::now();
-    let api = realtime.api();
-    let call = api.handle_rest(
-        method,
-        &path,
-        params,
-        body,
-        authorization.as_deref(),
-        Some(peer),
-    );
+    let call: Pin<Box<dyn Future<Output = ApiResponse> + Send + '_>> = match boundary {
+        Some(boundary) => match assets::read_form(bytes, boundary).await {
+            Ok((fields, file)) => Box::pin(api.handle_upload(
+                method,
+                &path,
+                params,
+                fields,
+                file,
+                authorization.as_deref(),
+                Some(peer),
+            )),
+            Err(why) => return error(400, "illegal_argument", &why),
+        },
+        None => Box::pin(api.handle_rest(
+            method,
+            &path,
+            params,
+            parse_body(&bytes, is_form),
+            authorization.as_deref(),
+            Some(peer),
+        )),
+    };
     // A request waits at most as long over REST as over the socket.
     let Ok(ApiResponse {
         status,

@@ -5,8 +5,8 @@
 //! Times are the callers' (`now` arguments), so the checks are deterministic.
 
 use super::{
-    AdminRecord, AppRecord, Direction, Entity, EntityKey, OrgRecord, PageQuery, QueueRead, Store,
-    StoreError, TokenKind, TokenRecord,
+    AdminRecord, AppRecord, Asset, Direction, Entity, EntityKey, OrgRecord, PageQuery, QueueRead,
+    Store, StoreError, TokenKind, TokenRecord,
 };
 use gridsocket_core::Query;
 use gridsocket_core::subscription::ChangeKind;
@@ -32,6 +32,7 @@ where
     queues_deliver_each_message_once_per_consumer(&*make().await).await;
     queue_subscribers_get_copies(&*make().await).await;
     writes_are_claimed_once(&*make().await).await;
+    assets_live_and_die_with_their_entity(&*make().await).await;
 }
 
 /// A fresh uuid in time order.
@@ -872,4 +873,45 @@ pub async fn writes_are_claimed_once(store: &dyn Store) {
             .is_none(),
         "forgotten"
     );
+}
+
+/// An entity's binary data: stored in the same write as the entity's update (which is
+/// logged), replaced by the next, read back whole, and deleted with the entity.
+pub async fn assets_live_and_die_with_their_entity(store: &dyn Store) {
+    let mut photo = entity("photos", Some("cat"), json!({}));
+    store
+        .insert_entity(APP, &photo, None)
+        .await
+        .expect("insert");
+    assert_eq!(store.asset(APP, &photo.uuid).await.expect("read"), None);
+    let jpeg = Asset {
+        content_type: "image/jpeg".into(),
+        data: (0..=255u8).cycle().take(100_000).collect(),
+    };
+    photo
+        .data
+        .insert("file-metadata".into(), json!({"content-length": 100_000}));
+    assert!(store.put_asset(APP, &photo, &jpeg).await.expect("put"));
+    assert_eq!(
+        store.asset(APP, &photo.uuid).await.expect("read"),
+        Some(jpeg)
+    );
+    let batch = store.changes_since(APP, 0, 10).await.expect("changes");
+    let last = batch.changes.last().expect("a change");
+    assert_eq!(last.kind, ChangeKind::Update);
+    assert_eq!(last.entity["file-metadata"]["content-length"], 100_000);
+    let png = Asset {
+        content_type: "image/png".into(),
+        data: vec![1, 2, 3],
+    };
+    assert!(store.put_asset(APP, &photo, &png).await.expect("replace"));
+    assert_eq!(
+        store.asset(APP, &photo.uuid).await.expect("read"),
+        Some(png.clone())
+    );
+    let ghost = entity("photos", None, json!({}));
+    assert!(!store.put_asset(APP, &ghost, &png).await.expect("no entity"));
+    assert_eq!(store.asset(APP, &ghost.uuid).await.expect("read"), None);
+    assert!(store.delete_entity(APP, &photo.uuid).await.expect("delete"));
+    assert_eq!(store.asset(APP, &photo.uuid).await.expect("read"), None);
 }

@@ -198,6 +198,16 @@ pub struct Page {
     pub more: bool,
 }
 
+/// An entity's binary data (Usergrid's assets): its bytes and their type. The entity's
+/// `file-metadata` property describes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Asset {
+    /// The MIME type it was uploaded with.
+    pub content_type: String,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
 /// Which side of a relation to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -379,6 +389,11 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces an entity's name and properties and logs the update; `Duplicate` if the new
     /// name is taken.
     async fn replace_entity(&self, app: &str, entity: &Entity) -> StoreResult<()>;
+    /// [`Store::replace_entity`] and, in the same write, stores `asset` as the entity's
+    /// binary data (replacing any it had). False if there is no such entity.
+    async fn put_asset(&self, app: &str, entity: &Entity, asset: &Asset) -> StoreResult<bool>;
+    /// An entity's binary data, if it has any. Deleting the entity deletes it.
+    async fn asset(&self, app: &str, entity: &str) -> StoreResult<Option<Asset>>;
     /// Deletes an entity with its relations and permissions and logs it; false if it did not
     /// exist.
     async fn delete_entity(&self, app: &str, uuid: &str) -> StoreResult<bool>;

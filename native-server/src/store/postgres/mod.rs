@@ -10,9 +10,9 @@
 use super::plan::{self, Taken};
 use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_message};
 use super::{
-    AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
-    Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult, TokenKind,
-    TokenRecord, WriteRecord,
+    AdminRecord, AppRecord, Asset, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey,
+    OrgRecord, Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult,
+    TokenKind, TokenRecord, WriteRecord,
 };
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -29,6 +29,7 @@ use tokio_postgres::{NoTls, Row};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001.sql"),
     include_str!("migrations/0002.sql"),
+    include_str!("migrations/0003.sql"),
 ];
 
 /// Any key; it names the lock that lets one node at a time migrate the schema.
@@ -301,6 +302,28 @@ async fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> S
     .await
     .map_err(backend)?;
     Ok(seq as u64)
+}
+
+/// Replaces an entity's name and properties inside `tx` and logs the update; false if there is
+/// no such entity.
+async fn replace_in(tx: &Transaction<'_>, app: &str, e: &Entity) -> StoreResult<bool> {
+    let Some(before) = load_for_update(tx, app, &e.uuid).await? else {
+        return Ok(false);
+    };
+    let data = Value::Object(e.data.clone()).to_string();
+    let st = tx
+        .prepare_cached("UPDATE entities SET name = $3, data = $4 WHERE app = $1 AND uuid = $2")
+        .await
+        .map_err(backend)?;
+    tx.execute(&st, &[&app, &e.uuid, &e.name, &data])
+        .await
+        .map_err(|err| {
+            let name = e.name.clone().unwrap_or_default();
+            sql_err(err, &format!("an entity named {name:?}"))
+        })?;
+    let change = entity_change(ChangeKind::Update, e, Some(before.data));
+    append_change(tx, app, &change).await?;
+    Ok(true)
 }
 
 async fn load_for_update(
@@ -640,23 +663,43 @@ impl Store for PostgresStore {
     async fn replace_entity(&self, app: &str, e: &Entity) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        let Some(before) = load_for_update(&tx, app, &e.uuid).await? else {
-            return Ok(());
-        };
-        let data = Value::Object(e.data.clone()).to_string();
-        let st = tx
-            .prepare_cached("UPDATE entities SET name = $3, data = $4 WHERE app = $1 AND uuid = $2")
-            .await
-            .map_err(backend)?;
-        tx.execute(&st, &[&app, &e.uuid, &e.name, &data])
-            .await
-            .map_err(|err| {
-                let name = e.name.clone().unwrap_or_default();
-                sql_err(err, &format!("an entity named {name:?}"))
-            })?;
-        let change = entity_change(ChangeKind::Update, e, Some(before.data));
-        append_change(&tx, app, &change).await?;
-        tx.commit().await.map_err(backend)
+        if replace_in(&tx, app, e).await? {
+            tx.commit().await.map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    async fn put_asset(&self, app: &str, e: &Entity, asset: &Asset) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        if !replace_in(&tx, app, e).await? {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO assets VALUES ($1, $2, $3, $4)
+             ON CONFLICT (app, uuid) DO UPDATE SET content_type = $3, data = $4",
+            &[&app, &e.uuid, &asset.content_type, &asset.data],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
+    }
+
+    async fn asset(&self, app: &str, entity: &str) -> StoreResult<Option<Asset>> {
+        let rows = self
+            .all(
+                "SELECT content_type, data FROM assets WHERE app = $1 AND uuid = $2",
+                &[&app, &entity],
+                |r| {
+                    Ok(Asset {
+                        content_type: r.try_get(0)?,
+                        data: r.try_get(1)?,
+                    })
+                },
+            )
+            .await?;
+        Ok(rows.into_iter().next())
     }
 
     async fn delete_entity(&self, app: &str, uuid: &str) -> StoreResult<bool> {
@@ -681,6 +724,12 @@ impl Store for PostgresStore {
         .map_err(backend)?;
         tx.execute(
             "DELETE FROM permissions WHERE app = $1 AND owner = $2",
+            &[&app, &uuid],
+        )
+        .await
+        .map_err(backend)?;
+        tx.execute(
+            "DELETE FROM assets WHERE app = $1 AND uuid = $2",
             &[&app, &uuid],
         )
         .await

@@ -8,9 +8,9 @@ mod readers;
 mod writer;
 
 use super::{
-    AdminRecord, AppRecord, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey, OrgRecord,
-    Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult, TokenKind,
-    TokenRecord, WriteRecord,
+    AdminRecord, AppRecord, Asset, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey,
+    OrgRecord, Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult,
+    TokenKind, TokenRecord, WriteRecord,
 };
 use async_trait::async_trait;
 use error::backend;
@@ -256,6 +256,29 @@ fn append_change(tx: &Connection, app: &str, rec: &ChangeRecord) -> StoreResult<
         })
         .map_err(backend)?;
     Ok(seq as u64)
+}
+
+/// Replaces an entity's name and properties inside `tx` and logs the update; false if there is
+/// no such entity.
+fn replace_in(tx: &Connection, app: &str, e: &Entity) -> StoreResult<bool> {
+    let Some(before) = load_for_update(tx, app, &e.uuid)? else {
+        return Ok(false);
+    };
+    let data = Value::Object(e.data.clone()).to_string();
+    tx.prepare_cached("UPDATE entities SET name = ?3, data = ?4 WHERE app = ?1 AND uuid = ?2")
+        .and_then(|mut s| s.execute(params![app, e.uuid, e.name, data]))
+        .map_err(|err| {
+            sql_err(
+                err,
+                &format!("an entity named {:?}", e.name.clone().unwrap_or_default()),
+            )
+        })?;
+    append_change(
+        tx,
+        app,
+        &entity_change(ChangeKind::Update, e, Some(before.data)),
+    )?;
+    Ok(true)
 }
 
 fn load_for_update(tx: &Connection, app: &str, uuid: &str) -> StoreResult<Option<Entity>> {
@@ -625,28 +648,41 @@ impl Store for SqliteStore {
         let (app, e) = (app.to_owned(), entity.clone());
         self.call(move |c| {
             let tx = c.savepoint().map_err(backend)?;
-            let Some(before) = load_for_update(&tx, &app, &e.uuid)? else {
-                return Ok(());
-            };
-            let data = Value::Object(e.data.clone()).to_string();
-            tx.prepare_cached(
-                "UPDATE entities SET name = ?3, data = ?4 WHERE app = ?1 AND uuid = ?2",
-            )
-            .and_then(|mut s| s.execute(params![app, e.uuid, e.name, data]))
-            .map_err(|err| {
-                sql_err(
-                    err,
-                    &format!("an entity named {:?}", e.name.clone().unwrap_or_default()),
-                )
-            })?;
-            append_change(
-                &tx,
-                &app,
-                &entity_change(ChangeKind::Update, &e, Some(before.data)),
-            )?;
-            tx.commit().map_err(backend)
+            if replace_in(&tx, &app, &e)? {
+                tx.commit().map_err(backend)?;
+            }
+            Ok(())
         })
         .await
+    }
+
+    async fn put_asset(&self, app: &str, entity: &Entity, asset: &Asset) -> StoreResult<bool> {
+        let (app, e, asset) = (app.to_owned(), entity.clone(), asset.clone());
+        self.call(move |c| {
+            let tx = c.savepoint().map_err(backend)?;
+            if !replace_in(&tx, &app, &e)? {
+                return Ok(false);
+            }
+            tx.prepare_cached("INSERT OR REPLACE INTO assets VALUES (?1, ?2, ?3, ?4)")
+                .and_then(|mut s| s.execute(params![app, e.uuid, asset.content_type, asset.data]))
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn asset(&self, app: &str, entity: &str) -> StoreResult<Option<Asset>> {
+        let sql = "SELECT content_type, data FROM assets WHERE app = ?1 AND uuid = ?2";
+        let rows = self
+            .all(sql, strs_vec(&[app, entity]), |r| {
+                Ok(Asset {
+                    content_type: r.get(0)?,
+                    data: r.get(1)?,
+                })
+            })
+            .await?;
+        Ok(rows.into_iter().next())
     }
 
     async fn delete_entity(&self, app: &str, uuid: &str) -> StoreResult<bool> {
@@ -670,6 +706,11 @@ impl Store for SqliteStore {
             .map_err(backend)?;
             tx.execute(
                 "DELETE FROM permissions WHERE app = ?1 AND owner = ?2",
+                [&app, &uuid],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM assets WHERE app = ?1 AND uuid = ?2",
                 [&app, &uuid],
             )
             .map_err(backend)?;

@@ -53,3 +53,6 @@ CREATE TABLE IF NOT EXISTS write_ids(
     app TEXT NOT NULL, write_id TEXT NOT NULL, owner TEXT NOT NULL, fingerprint TEXT NOT NULL,
     created INTEGER NOT NULL, status INTEGER, body TEXT, PRIMARY KEY(app, write_id));
 CREATE INDEX IF NOT EXISTS write_ids_created ON write_ids(created);
+CREATE TABLE IF NOT EXISTS assets(
+    app TEXT NOT NULL, uuid TEXT NOT NULL, content_type TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY(app, uuid));
