@@ -2245,3 +2245,105 @@ async fn refusals_do_not_tell_guests_who_exists() {
         );
     }
 }
+
+/// Rule 3, for every protected resource, not only feeds: a group's name and existence, roles
+/// and their members, activities, devices, a feed's items, a user's relations and the user
+/// itself are refused by every alias (singular or plural, any case, uuid or name or email,
+/// percent-encoded), over REST and socket requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_alias_of_every_protected_resource_is_one_resource() {
+    let f = Fixture::new().await;
+    let uuid_of = |body: &Value| body["entities"][0]["uuid"].as_str().expect("uuid").to_owned();
+    let (_, me) = rest("GET", &f.app_url("/users/me"), Some(&f.jane), None).await;
+    let jane = uuid_of(&me);
+    let (_, group) = rest(
+        "POST",
+        &f.app_url("/groups"),
+        Some(&f.admin_token),
+        Some(json!({"path": "staff"})),
+    )
+    .await;
+    let staff = uuid_of(&group);
+    let (_, roles) = rest("GET", &f.app_url("/roles/admin"), Some(&f.admin_token), None).await;
+    let admin_role = uuid_of(&roles);
+    let (_, activity) = rest(
+        "POST",
+        &f.app_url("/users/me/activities"),
+        Some(&f.jane),
+        Some(json!({"content": "mine"})),
+    )
+    .await;
+    let post = uuid_of(&activity);
+    let (_, device) = rest(
+        "POST",
+        &f.app_url("/users/me/devices"),
+        Some(&f.jane),
+        Some(json!({"name": "janephone"})),
+    )
+    .await;
+    let phone = uuid_of(&device);
+    let (up_jane, up_post, up_phone) = (
+        jane.to_ascii_uppercase(),
+        post.to_ascii_uppercase(),
+        phone.to_ascii_uppercase(),
+    );
+    let users = ["jane", "JANE", jane.as_str(), up_jane.as_str(), "jane@acme.test", "jan%65"];
+    let mut cases: Vec<(&str, String, Option<Value>)> = Vec::new();
+    for coll in ["group", "groups", "Groups", "GROUP", "gr%6Fups"] {
+        for name in ["staff", "STAFF", staff.as_str(), "st%61ff"] {
+            cases.push(("PUT", format!("/{coll}/{name}"), Some(json!({"path": "mine"}))));
+            cases.push(("DELETE", format!("/{coll}/{name}"), None));
+        }
+    }
+    for coll in ["role", "roles", "Roles"] {
+        for name in ["admin", "Admin", admin_role.as_str()] {
+            cases.push((
+                "POST",
+                format!("/{coll}/{name}/permissions"),
+                Some(json!({"permission": "get:/**"})),
+            ));
+            cases.push(("POST", format!("/{coll}/{name}/users/john"), None));
+            cases.push(("DELETE", format!("/{coll}/{name}"), None));
+        }
+    }
+    for coll in ["activity", "activities", "Activities"] {
+        for id in [post.as_str(), up_post.as_str()] {
+            cases.push(("PUT", format!("/{coll}/{id}"), Some(json!({"content": "hijacked"}))));
+            cases.push(("DELETE", format!("/{coll}/{id}"), None));
+        }
+    }
+    for coll in ["device", "devices", "Devices"] {
+        for id in ["janephone", "JANEPHONE", phone.as_str(), up_phone.as_str()] {
+            cases.push(("PUT", format!("/{coll}/{id}"), Some(json!({"pushToken": "mine"}))));
+            cases.push(("DELETE", format!("/{coll}/{id}"), None));
+        }
+    }
+    for coll in ["users", "user", "USERS", "us%65rs"] {
+        for name in users {
+            cases.push(("GET", format!("/{coll}/{name}/feed/{post}"), None));
+            cases.push(("GET", format!("/{coll}/{name}/inbox/activities/{post}"), None));
+            cases.push(("POST", format!("/{coll}/{name}/devices"), Some(json!({"name": "x"}))));
+            cases.push(("POST", format!("/{coll}/{name}/following/users/john"), None));
+            cases.push(("DELETE", format!("/{coll}/{name}/devices/{phone}"), None));
+            cases.push(("DELETE", format!("/{coll}/{name}"), None));
+        }
+    }
+    let mut ws = f.socket(&f.john).await;
+    for (i, (method, path, body)) in cases.iter().enumerate() {
+        let (status, answer) = rest(method, &f.app_url(path), Some(&f.john), body.clone()).await;
+        assert_eq!(status, 403, "REST {method} {path}: {answer}");
+        // The socket takes decoded paths: the same alias, as a client would write it.
+        let decoded = path.replace("%65", "e").replace("%6F", "o").replace("%61", "a");
+        let r = ws
+            .request(json!(i), method, &decoded, None, body.clone())
+            .await;
+        assert_eq!(r["status"], 403, "socket {method} {decoded}: {r}");
+    }
+    // Nothing moved.
+    let (_, after) = rest("GET", &f.app_url(&format!("/activities/{post}")), Some(&f.admin_token), None).await;
+    assert_eq!(after["entities"][0]["content"], "mine");
+    let (status, _) = rest("GET", &f.app_url("/groups/staff"), Some(&f.admin_token), None).await;
+    assert_eq!(status, 200);
+    let (status, _) = rest("GET", &f.app_url("/users/jane"), Some(&f.admin_token), None).await;
+    assert_eq!(status, 200);
+}
