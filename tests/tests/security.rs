@@ -222,6 +222,54 @@ async fn a_username_is_never_a_pattern() {
         )
         .await;
         assert_eq!(status, 400, "app named {name:?}");
+        // Organizations and their admins, as the superuser makes them.
+        let su = f.server.url("/management/token");
+        let (_, token) = rest(
+            "POST",
+            &su,
+            None,
+            Some(
+                json!({"grant_type": "password", "username": gridsocket_e2e::SUPERUSER.0,
+                        "password": gridsocket_e2e::SUPERUSER.1}),
+            ),
+        )
+        .await;
+        let su_token = token["access_token"].as_str().expect("superuser token");
+        for body in [
+            json!({"organization": name, "username": "o-admin", "email": "o@x.test", "password": "pw-pw-pw"}),
+            json!({"organization": "fine-org", "username": name, "email": "o@x.test", "password": "pw-pw-pw"}),
+        ] {
+            let (status, answer) = outcome(
+                "POST",
+                &f.server.url("/management/orgs"),
+                Some(su_token),
+                Some(body.clone()),
+            )
+            .await;
+            assert_eq!(status, 400, "{body}: {answer}");
+        }
+        // A rename over the socket, and a PUT that would create an entity by that name.
+        let mut john = f.socket(&f.john).await;
+        let r = ask(
+            &mut john,
+            "rename",
+            "PUT",
+            "/users/me",
+            Some(json!({"username": name})),
+        )
+        .await;
+        assert_eq!(r["status"], 400, "socket rename to {name:?}: {r}");
+        if !name.contains('/') {
+            let encoded: String = name.bytes().map(|b| format!("%{b:02X}")).collect();
+            let (status, answer) = outcome(
+                "PUT",
+                &f.app_url(&format!("/books/{encoded}")),
+                Some(&f.admin_token),
+                Some(json!({"price": 1})),
+            )
+            .await;
+            assert_eq!(status, 400, "PUT /books/{encoded}: {answer}");
+        }
     }
     // Whatever `${user}` stands for is literal: jane cannot act on john through a permission
     // written for herself.
@@ -1266,15 +1314,31 @@ async fn numbers_from_clients_cannot_overflow() {
     let r = ws.response_to(&json!("s")).await;
     assert_eq!(r["status"], 200, "{r}");
     assert_eq!(r["body"]["recovered"], false, "{r}");
-    for limit in ["18446744073709551616", "9223372036854775807"] {
-        let (status, _) = rest(
+    // Past any number or not, a limit over the maximum is cut to it, as Usergrid cuts it.
+    for limit in ["18446744073709551616", "9223372036854775807", "1001"] {
+        let (status, body) = rest(
             "GET",
             &format!("{}?limit={limit}", f.app_url("/books")),
             Some(&f.john),
             None,
         )
         .await;
-        assert!(status == 200 || status == 400, "limit {limit}: {status}");
+        assert_eq!(status, 200, "limit {limit}: {body}");
+        assert!(body["count"].as_u64().is_some_and(|n| n <= 1000), "{body}");
+    }
+    for limit in ["-1", "0", "1e3", "99999999999999999999999999999x"] {
+        let (status, body) = rest(
+            "GET",
+            &format!("{}?limit={limit}", f.app_url("/books")),
+            Some(&f.john),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"].clone()),
+            (400, json!("illegal_argument")),
+            "limit {limit}"
+        );
     }
     let (status, body) = rest("POST", &f.app_url("/token"), None, Some(json!({"grant_type": "password", "username": "john", "password": "john-password", "ttl": u64::MAX}))).await;
     assert_eq!(status, 200, "{body}");
@@ -2253,7 +2317,12 @@ async fn refusals_do_not_tell_guests_who_exists() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_alias_of_every_protected_resource_is_one_resource() {
     let f = Fixture::new().await;
-    let uuid_of = |body: &Value| body["entities"][0]["uuid"].as_str().expect("uuid").to_owned();
+    let uuid_of = |body: &Value| {
+        body["entities"][0]["uuid"]
+            .as_str()
+            .expect("uuid")
+            .to_owned()
+    };
     let (_, me) = rest("GET", &f.app_url("/users/me"), Some(&f.jane), None).await;
     let jane = uuid_of(&me);
     let (_, group) = rest(
@@ -2264,7 +2333,13 @@ async fn every_alias_of_every_protected_resource_is_one_resource() {
     )
     .await;
     let staff = uuid_of(&group);
-    let (_, roles) = rest("GET", &f.app_url("/roles/admin"), Some(&f.admin_token), None).await;
+    let (_, roles) = rest(
+        "GET",
+        &f.app_url("/roles/admin"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
     let admin_role = uuid_of(&roles);
     let (_, activity) = rest(
         "POST",
@@ -2287,11 +2362,22 @@ async fn every_alias_of_every_protected_resource_is_one_resource() {
         post.to_ascii_uppercase(),
         phone.to_ascii_uppercase(),
     );
-    let users = ["jane", "JANE", jane.as_str(), up_jane.as_str(), "jane@acme.test", "jan%65"];
+    let users = [
+        "jane",
+        "JANE",
+        jane.as_str(),
+        up_jane.as_str(),
+        "jane@acme.test",
+        "jan%65",
+    ];
     let mut cases: Vec<(&str, String, Option<Value>)> = Vec::new();
     for coll in ["group", "groups", "Groups", "GROUP", "gr%6Fups"] {
         for name in ["staff", "STAFF", staff.as_str(), "st%61ff"] {
-            cases.push(("PUT", format!("/{coll}/{name}"), Some(json!({"path": "mine"}))));
+            cases.push((
+                "PUT",
+                format!("/{coll}/{name}"),
+                Some(json!({"path": "mine"})),
+            ));
             cases.push(("DELETE", format!("/{coll}/{name}"), None));
         }
     }
@@ -2308,21 +2394,37 @@ async fn every_alias_of_every_protected_resource_is_one_resource() {
     }
     for coll in ["activity", "activities", "Activities"] {
         for id in [post.as_str(), up_post.as_str()] {
-            cases.push(("PUT", format!("/{coll}/{id}"), Some(json!({"content": "hijacked"}))));
+            cases.push((
+                "PUT",
+                format!("/{coll}/{id}"),
+                Some(json!({"content": "hijacked"})),
+            ));
             cases.push(("DELETE", format!("/{coll}/{id}"), None));
         }
     }
     for coll in ["device", "devices", "Devices"] {
         for id in ["janephone", "JANEPHONE", phone.as_str(), up_phone.as_str()] {
-            cases.push(("PUT", format!("/{coll}/{id}"), Some(json!({"pushToken": "mine"}))));
+            cases.push((
+                "PUT",
+                format!("/{coll}/{id}"),
+                Some(json!({"pushToken": "mine"})),
+            ));
             cases.push(("DELETE", format!("/{coll}/{id}"), None));
         }
     }
     for coll in ["users", "user", "USERS", "us%65rs"] {
         for name in users {
             cases.push(("GET", format!("/{coll}/{name}/feed/{post}"), None));
-            cases.push(("GET", format!("/{coll}/{name}/inbox/activities/{post}"), None));
-            cases.push(("POST", format!("/{coll}/{name}/devices"), Some(json!({"name": "x"}))));
+            cases.push((
+                "GET",
+                format!("/{coll}/{name}/inbox/activities/{post}"),
+                None,
+            ));
+            cases.push((
+                "POST",
+                format!("/{coll}/{name}/devices"),
+                Some(json!({"name": "x"})),
+            ));
             cases.push(("POST", format!("/{coll}/{name}/following/users/john"), None));
             cases.push(("DELETE", format!("/{coll}/{name}/devices/{phone}"), None));
             cases.push(("DELETE", format!("/{coll}/{name}"), None));
@@ -2333,16 +2435,31 @@ async fn every_alias_of_every_protected_resource_is_one_resource() {
         let (status, answer) = rest(method, &f.app_url(path), Some(&f.john), body.clone()).await;
         assert_eq!(status, 403, "REST {method} {path}: {answer}");
         // The socket takes decoded paths: the same alias, as a client would write it.
-        let decoded = path.replace("%65", "e").replace("%6F", "o").replace("%61", "a");
+        let decoded = path
+            .replace("%65", "e")
+            .replace("%6F", "o")
+            .replace("%61", "a");
         let r = ws
             .request(json!(i), method, &decoded, None, body.clone())
             .await;
         assert_eq!(r["status"], 403, "socket {method} {decoded}: {r}");
     }
     // Nothing moved.
-    let (_, after) = rest("GET", &f.app_url(&format!("/activities/{post}")), Some(&f.admin_token), None).await;
+    let (_, after) = rest(
+        "GET",
+        &f.app_url(&format!("/activities/{post}")),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
     assert_eq!(after["entities"][0]["content"], "mine");
-    let (status, _) = rest("GET", &f.app_url("/groups/staff"), Some(&f.admin_token), None).await;
+    let (status, _) = rest(
+        "GET",
+        &f.app_url("/groups/staff"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, _) = rest("GET", &f.app_url("/users/jane"), Some(&f.admin_token), None).await;
     assert_eq!(status, 200);
