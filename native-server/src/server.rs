@@ -409,6 +409,7 @@ async fn accept_http(
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_http_connections));
     let per_address = Arc::new(AddressSlots::default());
+    let bodies = Arc::new(rest::BodyBudget::new(settings.max_body_bytes_total));
     loop {
         // At the limit, stop accepting until a connection ends (the kernel queues the rest).
         let permit = tokio::select! {
@@ -434,11 +435,11 @@ async fn accept_http(
         };
         let _ = stream.set_nodelay(true);
         let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
-        let tls = tls.clone();
+        let (tls, bodies) = (tls.clone(), bodies.clone());
         tracker.spawn(async move {
             let timeout = settings.handshake_timeout();
             if let Some(conn) = crate::net::tls::wrap(stream, tls.as_ref(), timeout).await {
-                rest::serve_connection(conn, peer.ip(), service, settings, cancel).await;
+                rest::serve_connection(conn, peer.ip(), service, settings, bodies, cancel).await;
             }
             drop((permit, slot));
         });

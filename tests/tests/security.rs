@@ -2464,3 +2464,67 @@ async fn every_alias_of_every_protected_resource_is_one_resource() {
     let (status, _) = rest("GET", &f.app_url("/users/jane"), Some(&f.admin_token), None).await;
     assert_eq!(status, 200);
 }
+
+/// The second attacker's pass, rule 7 for bodies: the REST port holds at most
+/// `--max-body-bytes-total` of request bodies at once, each reserving its length before it is
+/// read, so many connections each sending a large upload slowly cannot exhaust memory; a GET
+/// (no body) is never held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_held_at_once_are_bounded() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.max_body_bytes_total = 2 << 20;
+    settings.max_asset_bytes = 1 << 20;
+    settings.request_timeout_secs = 2;
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let head = |n: usize| {
+        format!(
+            "POST /acme/shop/photos HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+             content-type: multipart/form-data; boundary=b\r\ncontent-length: {n}\r\n\r\n",
+            f.john
+        )
+    };
+    // Two uploads that never finish take the whole budget ...
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(f.server.http).await.expect("connect");
+        c.write_all(head(1 << 20).as_bytes()).await.expect("head");
+        c.write_all(b"--b\r\n").await.expect("a little");
+        stalled.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... so a third is told to come back, at once.
+    let started = Instant::now();
+    let mut third = TcpStream::connect(f.server.http).await.expect("connect");
+    third
+        .write_all(head(1 << 20).as_bytes())
+        .await
+        .expect("head");
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(
+        Duration::from_secs(6),
+        tokio::io::AsyncReadExt::read(&mut third, &mut answer),
+    )
+    .await
+    .expect("an answer")
+    .expect("read");
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("server_busy"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // Requests without a body go on meanwhile, and a declared body over the limit is refused
+    // before it is read.
+    let (status, _) = rest("GET", &f.app_url("/users/me"), Some(&f.john), None).await;
+    assert_eq!(status, 200);
+    let mut big = TcpStream::connect(f.server.http).await.expect("connect");
+    big.write_all(head(2 << 20).as_bytes()).await.expect("head");
+    let n = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read(&mut big, &mut answer),
+    )
+    .await
+    .expect("an answer at once")
+    .expect("read");
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 413"));
+    drop(stalled);
+}

@@ -733,7 +733,10 @@ impl Api {
         entities: Vec<Entity>,
     ) -> Result<Envelope, ApiError> {
         let uuids: Vec<String> = entities.iter().map(|e| e.uuid.clone()).collect();
-        let names = self.store.relation_names(&app.uuid, &uuids).await?;
+        let names = match uuids.is_empty() {
+            true => Vec::new(),
+            false => self.store.relation_names(&app.uuid, &uuids).await?,
+        };
         let base = env.path.clone().unwrap_or_default();
         let mut rendered = Vec::with_capacity(entities.len());
         // `names` is in the order of `entities`: each entity takes the run of rows that is its.

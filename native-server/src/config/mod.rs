@@ -154,6 +154,11 @@ pub struct Settings {
     /// larger is 413 `entity_too_large`.
     #[arg(long, env = "GRIDSOCKET_MAX_ASSET_BYTES", default_value_t = 10 << 20)]
     pub max_asset_bytes: usize,
+    /// Request bodies the REST port holds at once, all connections together, in bytes: each
+    /// reserves its Content-Length (or, chunked, its most) before it is read; past it, 503
+    /// `server_busy` with `Retry-After`.
+    #[arg(long, env = "GRIDSOCKET_MAX_BODY_BYTES_TOTAL", default_value_t = 128 << 20)]
+    pub max_body_bytes_total: usize,
     /// Deepest nesting of parentheses and `not` in a `ql`; deeper is 400 `query_parse`.
     #[arg(long, env = "GRIDSOCKET_MAX_QUERY_DEPTH", default_value_t = gridsocket_core::query::MAX_DEPTH)]
     pub max_query_depth: usize,

@@ -137,12 +137,32 @@ async fn expiry(phase: &PhaseCell, header: Duration, idle: Duration) {
     }
 }
 
+/// Request bodies the REST port holds at once, all connections together, in KiB: each body
+/// reserves its `Content-Length` (or, without one, the most it may be) before it is read, so
+/// thousands of connections each sending a large body cannot exhaust memory.
+pub struct BodyBudget(tokio::sync::Semaphore);
+
+impl BodyBudget {
+    /// A budget of `bytes` (`--max-body-bytes-total`).
+    pub fn new(bytes: usize) -> BodyBudget {
+        BodyBudget(tokio::sync::Semaphore::new((bytes / 1024).max(1)))
+    }
+
+    /// Reserves room for a body of at most `bytes`; `None`: the server is holding too many
+    /// bodies now (the client is told to retry rather than kept waiting with its connection).
+    fn reserve(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).ok()?;
+        self.0.try_acquire_many(kib).ok()
+    }
+}
+
 /// Serves one HTTP connection until it closes, waits too long, or the server shuts down.
 pub async fn serve_connection(
     stream: Conn,
     peer: IpAddr,
     realtime: Arc<Realtime>,
     settings: Arc<Settings>,
+    bodies: Arc<BodyBudget>,
     cancel: CancellationToken,
 ) {
     let phase = Arc::new(PhaseCell(Mutex::new(Phase::Idle(Instant::now()))));
@@ -156,7 +176,7 @@ pub async fn serve_connection(
     };
     let serving = phase.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
-        let (realtime, settings) = (realtime.clone(), settings.clone());
+        let (realtime, settings, bodies) = (realtime.clone(), settings.clone(), bodies.clone());
         serving.set(Phase::Busy);
         let done = Serving(serving.clone());
         async move {
@@ -173,7 +193,7 @@ pub async fn serve_connection(
                     "this origin is not in the server's allowed origins",
                 ));
             }
-            let mut resp = handle(req, peer, &realtime, &settings).await;
+            let mut resp = handle(req, peer, &realtime, &settings, &bodies).await;
             // With an allow-list, name the one origin instead of `*`.
             if let Some(o) = origin.filter(|_| !settings.allowed_origins.is_empty())
                 && let Ok(v) = HeaderValue::from_str(&o)
@@ -234,6 +254,7 @@ async fn handle(
     peer: IpAddr,
     realtime: &Realtime,
     settings: &Settings,
+    bodies: &BodyBudget,
 ) -> Response<Full<Bytes>> {
     if req.method() == hyper::Method::OPTIONS {
         // CORS preflight: browsers may call the API from any origin with a bearer token.
@@ -322,10 +343,40 @@ async fn handle(
         Some(_) => settings.max_asset_bytes + assets::FORM_OVERHEAD,
         None => settings.max_frame_bytes,
     };
+    // HTTP/1.1: a body is as long as its Content-Length says, chunked (then as long as it may
+    // be), or empty.
+    let declared = match header_text(header::CONTENT_LENGTH) {
+        Some(n) => n.trim().parse::<usize>().unwrap_or(usize::MAX),
+        None if req.headers().contains_key(header::TRANSFER_ENCODING) => limit,
+        None => 0,
+    };
+    if declared > limit {
+        return error(
+            413,
+            "request_entity_too_large",
+            &format!("the body is larger than {limit} bytes"),
+        );
+    }
     // A body that never finishes arriving must not hold the connection: it has as long as
     // a request has to run.
+    let deadline = tokio::time::Instant::now() + settings.request_timeout();
+    let _room = if declared == 0 {
+        None
+    } else {
+        let Some(room) = bodies.reserve(declared) else {
+            let mut resp = error(
+                503,
+                "server_busy",
+                "the server is reading as many request bodies as it holds at once; retry",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        };
+        Some(room)
+    };
     let collect = Limited::new(req.into_body(), limit).collect();
-    let Ok(collected) = tokio::time::timeout(settings.request_timeout(), collect).await else {
+    let Ok(collected) = tokio::time::timeout_at(deadline, collect).await else {
         return error(
             408,
             "request_timeout",

@@ -1221,19 +1221,20 @@ impl Store for SqliteStore {
         app: &str,
         entities: &[String],
     ) -> StoreResult<Vec<(String, Direction, String)>> {
-        // Both halves read an index by its prefix: (app, source, …) and (app, target, …).
+        // One statement of two index range scans, (app, source, relation, …) and (app, target,
+        // relation), each in relation order: no sort and no temporary table (a UNION or a
+        // DISTINCT would make one), and nothing to read for an entity without relations, the
+        // common case. Repeats (one verb to many targets) are dropped here.
         let sql = "SELECT 0, relation FROM relations WHERE app = ?1 AND source = ?2
-                   UNION
-                   SELECT 1, relation FROM relations WHERE app = ?1 AND target = ?2
-                   ORDER BY 1, 2";
+                   UNION ALL
+                   SELECT 1, relation FROM relations WHERE app = ?1 AND target = ?2";
         self.read(|c| {
             let mut st = c.prepare_cached(sql).map_err(backend)?;
-            let mut out = Vec::new();
+            let mut out: Vec<(String, Direction, String)> = Vec::new();
             for entity in entities {
                 let rows = st
                     .query_map(rusqlite::params![app, entity], |r| {
-                        let inbound: i64 = r.get(0)?;
-                        Ok((inbound == 1, r.get::<_, String>(1)?))
+                        Ok((r.get::<_, i64>(0)? == 1, r.get::<_, String>(1)?))
                     })
                     .map_err(backend)?;
                 for row in rows {
@@ -1243,7 +1244,12 @@ impl Store for SqliteStore {
                     } else {
                         Direction::Outbound
                     };
-                    out.push((entity.clone(), direction, relation));
+                    let repeat = out
+                        .last()
+                        .is_some_and(|(e, d, r)| e == entity && *d == direction && *r == relation);
+                    if !repeat {
+                        out.push((entity.clone(), direction, relation));
+                    }
                 }
             }
             Ok(out)
