@@ -4,6 +4,7 @@
 //! calls. Every write that returns `Ok` is durable.
 
 pub mod contract;
+pub mod index;
 mod plan;
 mod postgres;
 mod rows;
