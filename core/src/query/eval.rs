@@ -13,8 +13,9 @@ pub fn lookup<'a>(entity: &'a Value, dotted: &str) -> Option<&'a Value> {
     Some(cur)
 }
 
-/// The total order of `order by`: numbers, then strings (case-insensitive), then booleans, then
-/// anything else; a missing value sorts last.
+/// The order of values in `order by`: numbers, then strings (case-insensitively, so `Bob` and
+/// `bob` are equal), then booleans, then anything else (objects, arrays, `null`, all equal); a
+/// missing value sorts last. [`Query::compare`](super::Query::compare) builds on it.
 pub fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     fn rank(v: &Value) -> u8 {
         match v {
@@ -33,7 +34,7 @@ pub fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
                 let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
                 x.partial_cmp(&y).unwrap_or(Ordering::Equal)
             }
-            (Value::String(x), Value::String(y)) => cmp_ci(x, y).then_with(|| x.cmp(y)),
+            (Value::String(x), Value::String(y)) => cmp_ci(x, y),
             (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
             _ => rank(a).cmp(&rank(b)),
         },

@@ -202,21 +202,41 @@ impl Query {
         self.filter.as_ref().is_none_or(|f| f.matches(entity))
     }
 
-    /// Sorts entities by the `order by` keys (stable; ties keep their order).
+    /// Sorts entities by [`Query::compare`].
     pub fn sort(&self, entities: &mut [serde_json::Value]) {
-        if self.order.is_empty() {
-            return;
-        }
-        entities.sort_by(|a, b| {
-            for key in &self.order {
-                let ord = compare_values(lookup(a, &key.property), lookup(b, &key.property));
-                let ord = if key.descending { ord.reverse() } else { ord };
-                if ord.is_ne() {
-                    return ord;
-                }
+        entities.sort_by(|a, b| self.compare(a, b));
+    }
+
+    /// The order of a query's answer, a total order on entities: by each `order by` key in
+    /// turn, then by `uuid`. A key's missing values come last whichever its direction, as in
+    /// Elasticsearch's default (`missing: _last`), which Usergrid 2 answered `order by` with;
+    /// ties (the same value, or both missing) go by `uuid` in the first key's direction, so
+    /// `order by created desc` lists the newest first among equals too, and an index walked
+    /// backwards yields exactly this order.
+    pub fn compare(&self, a: &serde_json::Value, b: &serde_json::Value) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        for key in &self.order {
+            let (x, y) = (lookup(a, &key.property), lookup(b, &key.property));
+            let ord = match (x, y) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(_), None) => Ordering::Less,
+                (Some(_), Some(_)) if key.descending => compare_values(x, y).reverse(),
+                (Some(_), Some(_)) => compare_values(x, y),
+            };
+            if ord.is_ne() {
+                return ord;
             }
-            std::cmp::Ordering::Equal
-        });
+        }
+        fn uuid(v: &serde_json::Value) -> Option<&str> {
+            v.get("uuid").and_then(serde_json::Value::as_str)
+        }
+        let ord = uuid(a).cmp(&uuid(b));
+        if self.order.first().is_some_and(|k| k.descending) {
+            ord.reverse()
+        } else {
+            ord
+        }
     }
 
     /// What the `select` clause makes of one entity: the entity itself for `*`, a row of values

@@ -121,8 +121,43 @@ fn sorts_and_projects() {
     assert_eq!(v[2].get("n"), None);
     q("order by p desc").sort(&mut v);
     assert_eq!(v[0]["p"], 3);
+    q("order by n desc").sort(&mut v);
+    assert_eq!(v[0]["n"], "b");
+    assert_eq!(
+        v[2].get("n"),
+        None,
+        "missing comes last in either direction"
+    );
+    q("order by p desc").sort(&mut v);
     assert_eq!(q("select n, p").project(&v[0]), json!(["A", 3]));
     assert_eq!(q("select {name: n}").project(&v[0]), json!({"name": "A"}));
+}
+
+#[test]
+fn ties_go_by_uuid_in_the_first_keys_direction() {
+    let mut v = vec![
+        json!({"uuid": "b", "n": "x"}),
+        json!({"uuid": "c", "n": "X"}),
+        json!({"uuid": "a", "n": "x"}),
+        json!({"uuid": "d"}),
+        json!({"uuid": "e"}),
+    ];
+    let order = |v: &[serde_json::Value]| v.iter().map(|e| e["uuid"].clone()).collect::<Vec<_>>();
+    q("order by n").sort(&mut v);
+    assert_eq!(
+        order(&v),
+        json!(["a", "b", "c", "d", "e"]).as_array().unwrap().clone()
+    );
+    q("order by n desc").sort(&mut v);
+    assert_eq!(
+        order(&v),
+        json!(["c", "b", "a", "e", "d"]).as_array().unwrap().clone()
+    );
+    q("").sort(&mut v);
+    assert_eq!(
+        order(&v),
+        json!(["a", "b", "c", "d", "e"]).as_array().unwrap().clone()
+    );
 }
 
 #[test]

@@ -36,7 +36,7 @@ impl Api {
                 &owner.uuid,
                 relation,
                 Direction::Outbound,
-                &paging.page_query(),
+                &paging.page_query()?,
             )
             .await?;
         if page.more {

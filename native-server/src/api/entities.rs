@@ -42,31 +42,72 @@ pub(super) fn name_property(collection: &str) -> (&'static str, bool) {
     }
 }
 
+/// The cursor of a relation or feed page: how many entries came before the next page.
 pub(super) fn encode_cursor(offset: usize) -> String {
     URL_SAFE_NO_PAD.encode(format!("o:{offset}"))
 }
 
-fn decode_cursor(cursor: &str) -> Result<usize, ApiError> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|s| s.strip_prefix("o:").and_then(|n| n.parse::<usize>().ok()))
-        // Offsets the server hands out fit a database's signed 64-bit OFFSET.
-        .filter(|n| i64::try_from(*n).is_ok())
-        .ok_or_else(|| {
-            ApiError::IllegalArgument(
-                "invalid cursor: pass back the cursor of the previous page unchanged".into(),
-            )
+/// The cursor of a collection page: the last entity's uuid and `order by` values (a keyset:
+/// the next page starts after them, wherever entities were added or removed meanwhile). It
+/// holds nothing the caller could not read, and any values in it only choose where a page
+/// starts, so it needs no signature; it is checked for its form.
+pub(super) fn encode_after(after: Map<String, Value>) -> String {
+    URL_SAFE_NO_PAD.encode(format!("k:{}", Value::Object(after)))
+}
+
+/// Longest cursor accepted, encoded.
+const MAX_CURSOR_BYTES: usize = 8 << 10;
+
+/// Where a cursor says the next page starts.
+enum Cursor {
+    Offset(usize),
+    After(Map<String, Value>),
+}
+
+fn invalid_cursor() -> ApiError {
+    ApiError::IllegalArgument(
+        "invalid cursor: pass back the cursor of the previous page unchanged".into(),
+    )
+}
+
+fn decode_cursor(cursor: &str) -> Result<Cursor, ApiError> {
+    let invalid = invalid_cursor;
+    if cursor.len() > MAX_CURSOR_BYTES {
+        return Err(invalid());
+    }
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = String::from_utf8(raw).map_err(|_| invalid())?;
+    if let Some(n) = text.strip_prefix("o:") {
+        return n
+            .parse::<usize>()
+            .ok()
+            // Offsets the server hands out fit a database's signed 64-bit OFFSET.
+            .filter(|n| i64::try_from(*n).is_ok())
+            .map(Cursor::Offset)
+            .ok_or_else(invalid);
+    }
+    let after = text
+        .strip_prefix("k:")
+        .and_then(|json| serde_json::from_str::<Map<String, Value>>(json).ok())
+        .filter(|m| {
+            m.get("uuid")
+                .and_then(Value::as_str)
+                .is_some_and(|u| uuid::Uuid::parse_str(u).is_ok())
         })
+        .ok_or_else(invalid)?;
+    Ok(Cursor::After(after))
 }
 
 /// `limit`, `cursor` and `ql` of a read, and when its query must be done.
 pub(super) struct Paging {
     pub(super) query: Option<Query>,
     limit: usize,
+    /// Where a relation or feed page starts.
     pub(super) offset: usize,
+    /// Where a collection page starts.
+    after: Option<Map<String, Value>>,
     deadline: std::time::Instant,
+    max_rows: usize,
 }
 
 impl Paging {
@@ -87,9 +128,12 @@ impl Paging {
                 }
             },
         };
-        let offset = match request.params.get("cursor") {
-            None | Some("") => 0,
-            Some(c) => decode_cursor(c)?,
+        let (offset, after) = match request.params.get("cursor") {
+            None | Some("") => (0, None),
+            Some(c) => match decode_cursor(c)? {
+                Cursor::Offset(n) => (n, None),
+                Cursor::After(a) => (0, Some(a)),
+            },
         };
         let query = match request.params.get("ql") {
             None => None,
@@ -100,18 +144,43 @@ impl Paging {
             query,
             limit,
             offset,
+            after,
             deadline: std::time::Instant::now() + config.query_timeout,
+            max_rows: config.max_query_rows,
         })
     }
 
-    pub(super) fn page_query(&self) -> PageQuery<'_> {
+    /// A relation or feed page; a collection's cursor is refused here.
+    pub(super) fn page_query(&self) -> Result<PageQuery<'_>, ApiError> {
+        if self.after.is_some() {
+            return Err(invalid_cursor());
+        }
+        Ok(self.page(None))
+    }
+
+    /// A collection page; a relation's cursor is refused here.
+    pub(super) fn collection_page(&self) -> Result<PageQuery<'_>, ApiError> {
+        if self.offset > 0 {
+            return Err(invalid_cursor());
+        }
+        Ok(self.page(self.after.as_ref()))
+    }
+
+    fn page<'a>(&'a self, after: Option<&'a Map<String, Value>>) -> PageQuery<'a> {
         PageQuery {
             query: self.query.as_ref(),
             limit: self.limit,
             offset: self.offset,
+            after,
             deadline: Some(self.deadline),
             max_bytes: Some(MAX_PAGE_BYTES),
+            max_rows: Some(self.max_rows),
         }
+    }
+
+    /// The cursor of the collection page that ended with `last`.
+    pub(super) fn next_after(&self, last: &Entity) -> String {
+        encode_after(crate::store::search::position(self.query.as_ref(), last))
     }
 }
 
@@ -262,10 +331,12 @@ impl Api {
         let paging = Paging::from_request(request, &self.config)?;
         let mut page = self
             .store
-            .query(&app.uuid, collection, &paging.page_query())
+            .query(&app.uuid, collection, &paging.collection_page()?)
             .await?;
-        if page.more {
-            env.cursor = Some(encode_cursor(paging.offset + page.entities.len()));
+        if page.more
+            && let Some(last) = page.entities.last()
+        {
+            env.cursor = Some(paging.next_after(last));
         }
         // A listing shows only what a GET of each entity would: the cursor still counts
         // every entity the page passed over.
@@ -553,10 +624,10 @@ impl Api {
             ));
         }
         let mut paging = Paging::from_request(request, &self.config)?;
-        paging.offset = 0;
+        (paging.offset, paging.after) = (0, None);
         let page = self
             .store
-            .query(&app.uuid, collection, &paging.page_query())
+            .query(&app.uuid, collection, &paging.collection_page()?)
             .await?;
         let mut updated = Vec::new();
         for e in self
@@ -622,10 +693,10 @@ impl Api {
         env: Envelope,
     ) -> Result<Envelope, ApiError> {
         let mut paging = Paging::from_request(request, &self.config)?;
-        paging.offset = 0;
+        (paging.offset, paging.after) = (0, None);
         let page = self
             .store
-            .query(&app.uuid, collection, &paging.page_query())
+            .query(&app.uuid, collection, &paging.collection_page()?)
             .await?;
         // Each entity as if deleted alone: a bulk delete removes nothing its caller could
         // not delete one by one.

@@ -120,6 +120,7 @@ impl ApiError {
             ApiError::Store(StoreError::Duplicate(_)) => 400,
             ApiError::Store(StoreError::Full | StoreError::ReadOnly) => 507,
             ApiError::Store(StoreError::Timeout) => 504,
+            ApiError::Store(StoreError::TooExpensive(_)) => 400,
             ApiError::Store(_) => 500,
         }
     }
@@ -154,6 +155,7 @@ impl ApiError {
             ApiError::Store(StoreError::Full) => "storage_full",
             ApiError::Store(StoreError::ReadOnly) => "storage_read_only",
             ApiError::Store(StoreError::Timeout) => "query_timeout",
+            ApiError::Store(StoreError::TooExpensive(_)) => "query_too_expensive",
             ApiError::Store(_) => "internal_error",
         }
     }
@@ -179,6 +181,12 @@ impl ApiError {
             ApiError::Store(StoreError::Timeout) => {
                 "the query took longer than the server's query time limit: narrow it".into()
             }
+            ApiError::Store(StoreError::TooExpensive(n)) => format!(
+                "the query read {n} entities without filling its page: the index cannot narrow \
+                 it enough (a `not`, or a filter on one property and an order on another); \
+                 add a condition on an indexed property, such as `k = v`, a range, or a range \
+                 on the order by key"
+            ),
             other => other.to_string(),
         }
     }

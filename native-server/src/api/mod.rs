@@ -78,8 +78,10 @@ pub struct ApiConfig {
     pub max_asset_bytes: usize,
     /// How complex a `ql` may be.
     pub query_limits: QueryLimits,
-    /// How long a query that filters or orders in memory may run.
+    /// How long a query may run.
     pub query_timeout: Duration,
+    /// Most entities a collection query reads for one page.
+    pub max_query_rows: usize,
     /// Failed password logins allowed per username per minute (0: any).
     pub login_failures_per_user: u32,
     /// Failed logins allowed per client address per minute (0: any).

@@ -70,7 +70,7 @@ impl Api {
                 &owner.uuid,
                 relation,
                 direction(inbound),
-                &paging.page_query(),
+                &paging.page_query()?,
             )
             .await?;
         if page.more {
@@ -331,8 +331,10 @@ impl Api {
                 query: None,
                 limit: MAX_LIMIT,
                 offset: 0,
+                after: None,
                 deadline: None,
                 max_bytes: None,
+                max_rows: None,
             };
             let past = self
                 .store

@@ -297,7 +297,7 @@ impl Api {
         let canonical = gridsocket_core::inflector::collection_name(collection);
         let page = self
             .store
-            .query(&app.uuid, &canonical, &paging.page_query())
+            .query(&app.uuid, &canonical, &paging.collection_page()?)
             .await?;
         let selected = self
             .permitted(app, caller, Method::Get, page.entities)

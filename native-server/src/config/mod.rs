@@ -168,6 +168,11 @@ pub struct Settings {
     /// Seconds a query that filters or orders may run; longer is 504 `query_timeout`.
     #[arg(long, env = "GRIDSOCKET_QUERY_TIMEOUT_SECS", default_value_t = 5)]
     pub query_timeout_secs: u64,
+    /// Most entities a collection query may read for one page: a filter or order the
+    /// property index cannot narrow reads entities one by one, and past this many it is 400
+    /// `query_too_expensive`.
+    #[arg(long, env = "GRIDSOCKET_MAX_QUERY_ROWS", default_value_t = 100_000)]
+    pub max_query_rows: usize,
     /// Most concurrent REST connections; more wait to be accepted.
     #[arg(long, env = "GRIDSOCKET_MAX_HTTP_CONNECTIONS", default_value_t = 4_096)]
     pub max_http_connections: usize,
@@ -333,6 +338,7 @@ impl Settings {
                 ..QueryLimits::default()
             },
             query_timeout: Duration::from_secs(self.query_timeout_secs.max(1)),
+            max_query_rows: self.max_query_rows.max(1),
             login_failures_per_user: self.login_failures_per_user,
             login_failures_per_ip: self.login_failures_per_ip,
             signups_per_ip: self.signups_per_ip,

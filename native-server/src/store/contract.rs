@@ -27,6 +27,9 @@ where
     entities_are_unique_by_name_in_any_case(&*make().await).await;
     entity_changes_are_logged_in_order(&*make().await).await;
     pages_follow_limit_offset_query_bytes_and_deadline(&*make().await).await;
+    queries_answer_as_the_query_language_does(&*make().await).await;
+    cursors_hold_while_others_write(&*make().await).await;
+    queries_the_index_cannot_narrow_are_bounded(&*make().await).await;
     relations_and_feeds(&*make().await).await;
     permissions_are_a_set(&*make().await).await;
     queues_deliver_each_message_once_per_consumer(&*make().await).await;
@@ -49,6 +52,10 @@ pub fn entity(collection: &str, name: Option<&str>, props: Value) -> Entity {
     };
     data.insert("uuid".into(), json!(uuid));
     data.insert("type".into(), json!(collection.trim_end_matches('s')));
+    // As the API sets them: every entity has both.
+    let now = super::rows::wall_ms();
+    data.insert("created".into(), json!(now));
+    data.insert("modified".into(), json!(now));
     if let Some(n) = name {
         data.insert("name".into(), json!(n));
     }
@@ -65,8 +72,10 @@ fn page(query: Option<&Query>, limit: usize, offset: usize) -> PageQuery<'_> {
         query,
         limit,
         offset,
+        after: None,
         deadline: None,
         max_bytes: None,
+        max_rows: None,
     }
 }
 
@@ -432,7 +441,7 @@ pub async fn entity_changes_are_logged_in_order(store: &dyn Store) {
     assert_eq!(pruned.position, 3, "positions go on after pruning");
 }
 
-/// Pages: oldest first by default, `limit`, `offset` and `more`; a query filters and orders;
+/// Pages: oldest first by default, `limit`, a cursor and `more`; a query filters and orders;
 /// a byte budget ends a page early; a query past its deadline gives up.
 pub async fn pages_follow_limit_offset_query_bytes_and_deadline(store: &dyn Store) {
     for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
@@ -451,8 +460,29 @@ pub async fn pages_follow_limit_offset_query_bytes_and_deadline(store: &dyn Stor
         (names(&first.entities), first.more),
         (vec!["a".into(), "b".into()], true)
     );
+    let fourth = super::search::position(None, &first.entities[1]);
+    let second = store
+        .query(
+            APP,
+            "books",
+            &PageQuery {
+                after: Some(&fourth),
+                ..page(None, 2, 0)
+            },
+        )
+        .await
+        .expect("page");
+    assert_eq!(names(&second.entities), ["c", "d"]);
+    let after_d = super::search::position(None, &second.entities[1]);
     let last = store
-        .query(APP, "books", &page(None, 2, 4))
+        .query(
+            APP,
+            "books",
+            &PageQuery {
+                after: Some(&after_d),
+                ..page(None, 2, 0)
+            },
+        )
         .await
         .expect("page");
     assert_eq!(
@@ -489,6 +519,311 @@ pub async fn pages_follow_limit_offset_query_bytes_and_deadline(store: &dyn Stor
         store.query(APP, "books", &late).await,
         Err(StoreError::Timeout)
     ));
+}
+
+/// A small random generator (xorshift), seeded: the same entities and queries every run.
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+const WORDS: &[&str] = &[
+    "alpha", "Beta", "gamma", "delta", "Alpha", "beta-max", "Zeta", "alphabet",
+];
+
+/// An entity of random shape: numbers, strings, booleans, arrays and objects where a query
+/// expects them, other kinds or nothing where it may not.
+fn random_entity(dice: &mut Dice) -> Entity {
+    let mut props = Map::new();
+    let n = match dice.below(10) {
+        0 => None,
+        1 => Some(json!(format!("{}", dice.below(50)))),
+        2 => Some(json!(dice.below(50) as f64 + 0.5)),
+        3 => Some(json!([dice.below(50), dice.below(50)])),
+        4 => Some(json!(dice.below(2) == 0)),
+        _ => Some(json!(dice.below(50))),
+    };
+    if let Some(n) = n {
+        props.insert("n".into(), n);
+    }
+    if dice.below(8) > 0 {
+        let words: Vec<&str> = (0..1 + dice.below(3)).map(|_| *dice.pick(WORDS)).collect();
+        props.insert("s".into(), json!(words.join(" ")));
+    }
+    if dice.below(3) > 0 {
+        props.insert("b".into(), json!(dice.below(2) == 0));
+    }
+    if dice.below(2) == 0 {
+        props.insert("tags".into(), json!([dice.pick(WORDS), dice.below(5)]));
+    }
+    if dice.below(2) == 0 {
+        let lat = dice.below(180) as f64 - 90.0 + dice.below(100) as f64 / 100.0;
+        props.insert(
+            "loc".into(),
+            json!({"latitude": lat, "longitude": dice.below(360) as f64 - 180.0}),
+        );
+    }
+    if dice.below(2) == 0 {
+        props.insert(
+            "a".into(),
+            json!({"b": dice.below(20), "c": *dice.pick(WORDS)}),
+        );
+    }
+    entity("things", None, Value::Object(props))
+}
+
+fn random_leaf(dice: &mut Dice) -> String {
+    let op = *dice.pick(&["=", "<", "<=", ">", ">="]);
+    match dice.below(12) {
+        0 => format!("n {op} {}", dice.below(50)),
+        1 => format!("n {op} {}.5", dice.below(50)),
+        2 => format!("n = {}", dice.below(50)),
+        3 => format!("s {op} '{}'", dice.pick(WORDS)),
+        4 => format!("s = '{}*'", &dice.pick(WORDS)[..2]),
+        5 => format!("s contains '{}'", dice.pick(WORDS)),
+        6 => format!("s contains '{}*'", &dice.pick(WORDS)[..3]),
+        7 => format!("b = {}", dice.below(2) == 0),
+        8 => format!("tags = '{}'", dice.pick(WORDS)),
+        9 => format!("a.b {op} {}", dice.below(20)),
+        10 => format!(
+            "loc within {} of {}, 10",
+            1 + dice.below(3_000_000),
+            dice.below(180) as i64 - 90
+        ),
+        _ => format!("n = '{}'", dice.below(50)),
+    }
+}
+
+fn random_filter(dice: &mut Dice, depth: usize) -> String {
+    match if depth > 2 { 0 } else { dice.below(6) } {
+        0..=2 => random_leaf(dice),
+        3 => format!(
+            "{} and {}",
+            random_filter(dice, depth + 1),
+            random_filter(dice, depth + 1)
+        ),
+        4 => format!(
+            "({} or {})",
+            random_filter(dice, depth + 1),
+            random_filter(dice, depth + 1)
+        ),
+        _ => format!("not ({})", random_filter(dice, depth + 1)),
+    }
+}
+
+fn random_ql(dice: &mut Dice) -> String {
+    let filter = match dice.below(5) {
+        0 => String::new(),
+        _ => format!(" where {}", random_filter(dice, 0)),
+    };
+    let keys = ["n", "s", "b", "a.b", "created", "uuid", "tags", "loc"];
+    let order = match dice.below(4) {
+        0 => String::new(),
+        1 | 2 => format!(
+            " order by {} {}",
+            dice.pick(&keys),
+            dice.pick(&["asc", "desc"])
+        ),
+        _ => format!(
+            " order by {} {}, {} {}",
+            dice.pick(&keys),
+            dice.pick(&["asc", "desc"]),
+            dice.pick(&keys),
+            dice.pick(&["asc", "desc"])
+        ),
+    };
+    format!("select *{filter}{order}")
+}
+
+/// Every page of a query, walked with cursors; at most `max_pages`.
+async fn walk(
+    store: &dyn Store,
+    collection: &str,
+    q: &Query,
+    limit: usize,
+    max_pages: usize,
+) -> (Vec<String>, bool) {
+    let (mut seen, mut after): (Vec<String>, Option<Map<String, Value>>) = (Vec::new(), None);
+    for _ in 0..max_pages {
+        let p = PageQuery {
+            after: after.as_ref(),
+            ..page(Some(q), limit, 0)
+        };
+        let got = store.query(APP, collection, &p).await.expect("query");
+        seen.extend(got.entities.iter().map(|e| e.uuid.clone()));
+        match got.entities.last() {
+            Some(last) if got.more => after = Some(super::search::position(Some(q), last)),
+            _ => return (seen, true),
+        }
+    }
+    (seen, false)
+}
+
+/// The index answers every query form exactly as the query language does over the same
+/// entities: random entities, random `ql`, each walked to its end with cursors and compared
+/// with `Query::matches` and `Query::compare` over all of them. Enough entities that both the
+/// few-candidates path and the walks run.
+pub async fn queries_answer_as_the_query_language_does(store: &dyn Store) {
+    let mut dice = Dice(0x9E37_79B9_7F4A_7C15);
+    let mut all = Vec::new();
+    for _ in 0..1400 {
+        let e = random_entity(&mut dice);
+        store.insert_entity(APP, &e, None).await.expect("insert");
+        all.push(e);
+    }
+    // Updates and deletes keep the index in step.
+    for i in (0..all.len()).step_by(7) {
+        let replacement = random_entity(&mut dice);
+        let e = &mut all[i];
+        let mut data = replacement.data;
+        data.insert("uuid".into(), json!(e.uuid));
+        e.data = data;
+        store.replace_entity(APP, e).await.expect("replace");
+    }
+    for i in (3..all.len()).step_by(11).rev() {
+        let e = all.remove(i);
+        store.delete_entity(APP, &e.uuid).await.expect("delete");
+    }
+    let values: Vec<Value> = all.iter().map(|e| Value::Object(e.data.clone())).collect();
+    for round in 0..120 {
+        let ql = random_ql(&mut dice);
+        let q = Query::parse(&ql).expect("ql");
+        let mut expected: Vec<&Value> = values.iter().filter(|v| q.matches(v)).collect();
+        expected.sort_by(|a, b| q.compare(a, b));
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|v| v["uuid"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let limit = *dice.pick(&[1, 7, 100, 1000]);
+        let (seen, done) = walk(store, "things", &q, limit, 25).await;
+        if done {
+            assert_eq!(
+                seen.len(),
+                expected.len(),
+                "round {round}: {ql} limit {limit}"
+            );
+            assert!(
+                seen == expected,
+                "round {round}: {ql} limit {limit}: a different order"
+            );
+        } else {
+            assert_eq!(
+                seen[..],
+                expected[..seen.len()],
+                "round {round}: {ql} limit {limit}"
+            );
+        }
+    }
+}
+
+/// A walk with cursors while others insert and delete: every entity that exists for the
+/// whole walk comes exactly once, in order, wherever the others write.
+pub async fn cursors_hold_while_others_write(store: &dyn Store) {
+    let mut dice = Dice(7);
+    let mut stay = Vec::new();
+    for i in 0..60 {
+        let e = entity("walks", None, json!({"k": dice.below(20), "i": i}));
+        store.insert_entity(APP, &e, None).await.expect("insert");
+        stay.push(e);
+    }
+    for ql in [
+        "select * order by k",
+        "select * order by k desc",
+        "select *",
+        "select * where k >= 3 order by k",
+    ] {
+        let q = Query::parse(ql).expect("ql");
+        let mut after: Option<Map<String, Value>> = None;
+        let mut seen: Vec<Value> = Vec::new();
+        let mut doomed: Vec<String> = Vec::new();
+        loop {
+            let p = PageQuery {
+                after: after.as_ref(),
+                ..page(Some(&q), 4, 0)
+            };
+            let got = store.query(APP, "walks", &p).await.expect("page");
+            seen.extend(got.entities.iter().map(|e| Value::Object(e.data.clone())));
+            // Others write everywhere, before and after the cursor.
+            for _ in 0..3 {
+                let e = entity("walks", None, json!({"k": dice.below(20), "new": true}));
+                store.insert_entity(APP, &e, None).await.expect("insert");
+                doomed.push(e.uuid);
+            }
+            if dice.below(2) == 0
+                && let Some(victim) = doomed.pop()
+            {
+                store.delete_entity(APP, &victim).await.expect("delete");
+            }
+            match got.entities.last() {
+                Some(last) if got.more => after = Some(super::search::position(Some(&q), last)),
+                _ => break,
+            }
+        }
+        for pair in seen.windows(2) {
+            assert_eq!(
+                q.compare(&pair[0], &pair[1]),
+                std::cmp::Ordering::Less,
+                "{ql}: in order, once"
+            );
+        }
+        let seen: std::collections::HashSet<&str> =
+            seen.iter().filter_map(|v| v["uuid"].as_str()).collect();
+        for e in stay
+            .iter()
+            .filter(|e| q.matches(&Value::Object(e.data.clone())))
+        {
+            assert!(
+                seen.contains(e.uuid.as_str()),
+                "{ql}: {} was skipped",
+                e.uuid
+            );
+        }
+        for uuid in doomed {
+            store.delete_entity(APP, &uuid).await.expect("delete");
+        }
+    }
+}
+
+/// A query the index cannot narrow reads at most `max_rows` entities for a page, then gives
+/// up; one it can narrow answers whatever the collection's size.
+pub async fn queries_the_index_cannot_narrow_are_bounded(store: &dyn Store) {
+    for i in 0..300 {
+        let e = entity("logs", None, json!({"n": i, "even": i % 2 == 0}));
+        store.insert_entity(APP, &e, None).await.expect("insert");
+    }
+    fn bounded(q: &Query) -> PageQuery<'_> {
+        PageQuery {
+            max_rows: Some(100),
+            ..page(Some(q), 10, 0)
+        }
+    }
+    let none = Query::parse("select * where not n >= 0").expect("ql");
+    assert!(matches!(
+        store.query(APP, "logs", &bounded(&none)).await,
+        Err(StoreError::TooExpensive(100))
+    ));
+    for ql in [
+        "select * where n = 299",
+        "select * where n > 290 order by n desc",
+        "select * order by n desc",
+        "select * where not even = true",
+    ] {
+        let q = Query::parse(ql).expect("ql");
+        let got = store.query(APP, "logs", &bounded(&q)).await.expect(ql);
+        assert!(!got.entities.is_empty(), "{ql}");
+    }
 }
 
 /// Relations are a set of (source, relation, target), read from either end; feeds get

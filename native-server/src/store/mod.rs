@@ -8,6 +8,7 @@ pub mod index;
 mod plan;
 mod postgres;
 mod rows;
+pub mod search;
 mod sqlite;
 
 pub use postgres::PostgresStore;
@@ -35,6 +36,10 @@ pub enum StoreError {
     /// narrower query may answer in time.
     #[error("the query took longer than its time limit")]
     Timeout,
+    /// A query read more entities than a page may (`--max-query-rows`) before its page was
+    /// full: its filter or order cannot use the index enough. Nothing was changed.
+    #[error("the query read more than {0} entities for one page")]
+    TooExpensive(usize),
     /// The backend failed; the request can be retried.
     #[error("storage failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -181,8 +186,14 @@ pub struct PageQuery<'a> {
     pub query: Option<&'a Query>,
     /// Page size.
     pub limit: usize,
-    /// Entities to skip (decoded from the cursor).
+    /// Entities to skip (decoded from the cursor), in relations and feeds.
     pub offset: usize,
+    /// In collection queries, the last entity of the previous page (its `uuid` and the
+    /// values of the query's `order by` keys, decoded from the cursor): the page starts after
+    /// it. Entities added or removed meanwhile move nothing else.
+    pub after: Option<&'a Map<String, Value>>,
+    /// Most entities a collection query reads for one page ([`StoreError::TooExpensive`]).
+    pub max_rows: Option<usize>,
     /// When to give up on a query that filters or orders in memory ([`StoreError::Timeout`]).
     pub deadline: Option<std::time::Instant>,
     /// A page ends once its entities hold this many bytes of JSON (then `more` is set): one

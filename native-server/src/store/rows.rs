@@ -84,19 +84,21 @@ pub(super) fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> StoreResult<Pa
             if late() {
                 return Err(StoreError::Timeout);
             }
-            rows.sort_by(|a, b| {
-                for key in &q.order {
-                    let ord = gridsocket_core::query::compare_values(
-                        field(&a.data, &key.property),
-                        field(&b.data, &key.property),
-                    );
-                    let ord = if key.descending { ord.reverse() } else { ord };
-                    if ord.is_ne() {
-                        return ord;
+            // Sorted as JSON values without copying the entities.
+            let mut values: Vec<(Value, Entity)> = rows
+                .into_iter()
+                .map(|mut e| (Value::Object(std::mem::take(&mut e.data)), e))
+                .collect();
+            values.sort_by(|a, b| q.compare(&a.0, &b.0));
+            rows = values
+                .into_iter()
+                .map(|(v, mut e)| {
+                    if let Value::Object(data) = v {
+                        e.data = data;
                     }
-                }
-                std::cmp::Ordering::Equal
-            });
+                    e
+                })
+                .collect();
         }
     }
     let total = rows.len();
@@ -119,7 +121,7 @@ pub(super) fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> StoreResult<Pa
 }
 
 /// How many bytes a JSON object takes, written compactly (without writing it).
-fn json_len(data: &Map<String, Value>) -> usize {
+pub(super) fn json_len(data: &Map<String, Value>) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -158,8 +160,10 @@ pub(super) async fn page_apart(rows: Vec<Entity>, page: &PageQuery<'_>) -> Store
                 query: Some(&query),
                 limit,
                 offset,
+                after: None,
                 deadline,
                 max_bytes,
+                max_rows: None,
             },
         )
     })
@@ -169,7 +173,7 @@ pub(super) async fn page_apart(rows: Vec<Entity>, page: &PageQuery<'_>) -> Store
 
 /// A property of an entity's data by dotted path (`address.city`), as the query language reads
 /// it.
-fn field<'a>(data: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+pub(super) fn field<'a>(data: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     let (first, rest) = path.split_once('.').unwrap_or((path, ""));
     let value = data.get(first)?;
     if rest.is_empty() {
@@ -221,8 +225,10 @@ mod tests {
             query: Some(query),
             limit: 10,
             offset: 0,
+            after: None,
             deadline: None,
             max_bytes: None,
+            max_rows: None,
         }
     }
 

@@ -7,6 +7,8 @@
 //! every node; a queue consumer's row serializes the reads of that consumer id, whichever
 //! node they come from, so no message goes to two readers of one consumer at once.
 
+mod search;
+
 use super::plan::{self, Taken};
 use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_message};
 use super::{
@@ -30,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001.sql"),
     include_str!("migrations/0002.sql"),
     include_str!("migrations/0003.sql"),
+    include_str!("migrations/0004.sql"),
 ];
 
 /// Any key; it names the lock that lets one node at a time migrate the schema.
@@ -122,6 +125,9 @@ impl PostgresStore {
                 continue;
             }
             tx.batch_execute(sql).await.map_err(backend)?;
+            if version == search::INDEX_MIGRATION {
+                search::build_index(&tx).await?;
+            }
             tx.execute(
                 "INSERT INTO gridsocket_migrations VALUES ($1, $2)",
                 &[&version, &super::rows::wall_ms()],
@@ -174,36 +180,6 @@ impl PostgresStore {
         let st = client.prepare_cached(sql).await.map_err(backend)?;
         let rows = client.query(&st, args).await.map_err(backend)?;
         rows.iter().map(to_entity).collect()
-    }
-
-    /// The rows' entities until they hold `max_bytes` of JSON, read as they stream in; true if
-    /// rows were left unread.
-    async fn entities_within(
-        &self,
-        sql: &str,
-        args: &[Param<'_>],
-        max_bytes: usize,
-    ) -> StoreResult<(Vec<Entity>, bool)> {
-        let client = self.client().await?;
-        let st = client.prepare_cached(sql).await.map_err(backend)?;
-        let rows = client
-            .query_raw(&st, args.iter().copied())
-            .await
-            .map_err(backend)?;
-        futures_util::pin_mut!(rows);
-        let (mut out, mut bytes) = (Vec::new(), 0usize);
-        while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows)
-            .await
-            .map_err(backend)?
-        {
-            if bytes >= max_bytes {
-                return Ok((out, true));
-            }
-            let data: &str = row.try_get(3).map_err(backend)?;
-            bytes = bytes.saturating_add(data.len());
-            out.push(to_entity(&row)?);
-        }
-        Ok((out, false))
     }
 }
 
@@ -321,6 +297,7 @@ async fn replace_in(tx: &Transaction<'_>, app: &str, e: &Entity) -> StoreResult<
             let name = e.name.clone().unwrap_or_default();
             sql_err(err, &format!("an entity named {name:?}"))
         })?;
+    search::index_entity(tx, app, e, false).await?;
     let change = entity_change(ChangeKind::Update, e, Some(before.data));
     append_change(tx, app, &change).await?;
     Ok(true)
@@ -484,6 +461,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(|err| sql_err(err, "entity"))?;
+            search::index_entity(&tx, &app.uuid, e, true).await?;
         }
         for (owner, perm) in permissions {
             tx.execute(
@@ -600,6 +578,7 @@ impl Store for PostgresStore {
             let name = e.name.clone().unwrap_or_default();
             sql_err(err, &format!("an entity named {name:?}"))
         })?;
+        search::index_entity(&tx, app, e, true).await?;
         append_change(&tx, app, &entity_change(ChangeKind::Create, e, None)).await?;
         tx.commit().await.map_err(backend)
     }
@@ -716,6 +695,7 @@ impl Store for PostgresStore {
             .await
             .map_err(backend)?;
         append_change(&tx, app, &entity_change(ChangeKind::Delete, &before, None)).await?;
+        search::unindex(&tx, app, uuid).await?;
         tx.execute(
             "DELETE FROM relations WHERE app = $1 AND (source = $2 OR target = $2)",
             &[&app, &uuid],
@@ -739,32 +719,7 @@ impl Store for PostgresStore {
     }
 
     async fn query(&self, app: &str, collection: &str, page: &PageQuery<'_>) -> StoreResult<Page> {
-        let plain = page
-            .query
-            .is_none_or(|q| q.filter.is_none() && q.order.is_empty());
-        if plain {
-            // Keyed by uuid (time-ordered): the database does the paging.
-            let (limit, offset) = ((page.limit + 1) as i64, page.offset as i64);
-            let (mut entities, cut) = self
-                .entities_within(
-                    "SELECT uuid, collection, name, data FROM entities
-                     WHERE app = $1 AND collection = $2 ORDER BY uuid LIMIT $3 OFFSET $4",
-                    &[&app, &collection, &limit, &offset],
-                    page.max_bytes.unwrap_or(usize::MAX),
-                )
-                .await?;
-            let more = cut || entities.len() > page.limit;
-            entities.truncate(page.limit);
-            return Ok(Page { entities, more });
-        }
-        let rows = self
-            .entities(
-                "SELECT uuid, collection, name, data FROM entities
-                 WHERE app = $1 AND collection = $2 ORDER BY uuid",
-                &[&app, &collection],
-            )
-            .await?;
-        page_apart(rows, page).await
+        crate::store::search::query(self, app, collection, page).await
     }
 
     async fn deliver_to_feeds(

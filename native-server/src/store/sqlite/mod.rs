@@ -5,6 +5,7 @@ use super::plan::{self, Taken};
 use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_message};
 mod error;
 mod readers;
+mod search;
 mod writer;
 
 use super::{
@@ -103,6 +104,8 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        let mut conn = conn;
+        search::build_index(&mut conn)?;
         let readers = Arc::new(ReaderPool::new(path));
         Ok(SqliteStore {
             writer: Writer::start(conn, readers.clone())?,
@@ -273,6 +276,7 @@ fn replace_in(tx: &Connection, app: &str, e: &Entity) -> StoreResult<bool> {
                 &format!("an entity named {:?}", e.name.clone().unwrap_or_default()),
             )
         })?;
+    search::index_entity(tx, app, e, false)?;
     append_change(
         tx,
         app,
@@ -446,6 +450,7 @@ impl Store for SqliteStore {
                     params![app.uuid, e.uuid, e.collection, e.name, data],
                 )
                 .map_err(|err| sql_err(err, "entity"))?;
+                search::index_entity(&tx, &app.uuid, e, true)?;
             }
             for (owner, perm) in &permissions {
                 tx.execute(
@@ -576,6 +581,7 @@ impl Store for SqliteStore {
                     let name = e.name.clone().unwrap_or_default();
                     sql_err(err, &format!("an entity named {name:?}"))
                 })?;
+            search::index_entity(&tx, &app, &e, true)?;
             append_change(&tx, &app, &entity_change(ChangeKind::Create, &e, None))?;
             tx.commit().map_err(backend)
         })
@@ -699,6 +705,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(backend)?;
             append_change(&tx, &app, &entity_change(ChangeKind::Delete, &before, None))?;
+            search::unindex(&tx, &app, &uuid)?;
             tx.execute(
                 "DELETE FROM relations WHERE app = ?1 AND (source = ?2 OR target = ?2)",
                 [&app, &uuid],
@@ -721,45 +728,7 @@ impl Store for SqliteStore {
     }
 
     async fn query(&self, app: &str, collection: &str, page: &PageQuery<'_>) -> StoreResult<Page> {
-        let (app, collection) = (app.to_owned(), collection.to_owned());
-        let plain = page
-            .query
-            .is_none_or(|q| q.filter.is_none() && q.order.is_empty());
-        if plain {
-            // Keyed by uuid (time-ordered): the database does the paging.
-            let (limit, offset) = (page.limit, page.offset);
-            let max_bytes = page.max_bytes.unwrap_or(usize::MAX);
-            return self
-                .scan(move |c| {
-                    let mut stmt = c
-                        .prepare_cached(
-                            "SELECT uuid, collection, name, data FROM entities
-                             WHERE app = ?1 AND collection = ?2 ORDER BY uuid LIMIT ?3 OFFSET ?4",
-                        )
-                        .map_err(backend)?;
-                    let (mut entities, cut) = collect_within(
-                        &mut stmt,
-                        params![app, collection, (limit + 1) as i64, offset as i64],
-                        max_bytes,
-                    )?;
-                    let more = cut || entities.len() > limit;
-                    entities.truncate(limit);
-                    Ok(Page { entities, more })
-                })
-                .await;
-        }
-        let rows = self
-            .scan(move |c| {
-                let mut stmt = c
-                    .prepare_cached(
-                        "SELECT uuid, collection, name, data FROM entities
-                         WHERE app = ?1 AND collection = ?2 ORDER BY uuid",
-                    )
-                    .map_err(backend)?;
-                collect_entities(&mut stmt, params![app, collection])
-            })
-            .await?;
-        page_apart(rows, page).await
+        crate::store::search::query(self, app, collection, page).await
     }
 
     async fn deliver_to_feeds(

@@ -56,3 +56,14 @@ CREATE INDEX IF NOT EXISTS write_ids_created ON write_ids(created);
 CREATE TABLE IF NOT EXISTS assets(
     app TEXT NOT NULL, uuid TEXT NOT NULL, content_type TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY(app, uuid));
+-- The property index (store/index.rs): a row per value of every property, a row per word of
+-- every string, kept with the entity in each write. The primary keys are the walk orders.
+CREATE TABLE IF NOT EXISTS props(
+    app TEXT NOT NULL, collection TEXT NOT NULL, name TEXT NOT NULL, kind INTEGER NOT NULL,
+    num REAL NOT NULL, str TEXT NOT NULL, uuid TEXT NOT NULL, direct INTEGER NOT NULL,
+    PRIMARY KEY(app, collection, name, kind, num, str, uuid, direct)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS props_entity ON props(app, uuid, name, direct);
+CREATE TABLE IF NOT EXISTS words(
+    app TEXT NOT NULL, collection TEXT NOT NULL, name TEXT NOT NULL, word TEXT NOT NULL,
+    uuid TEXT NOT NULL, PRIMARY KEY(app, collection, name, word, uuid)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS words_entity ON words(app, uuid);

@@ -105,6 +105,7 @@ fn copy(e: &StoreError) -> StoreError {
         StoreError::Full => StoreError::Full,
         StoreError::ReadOnly => StoreError::ReadOnly,
         StoreError::Timeout => StoreError::Timeout,
+        StoreError::TooExpensive(n) => StoreError::TooExpensive(*n),
         StoreError::Backend(e) => StoreError::Backend(e.to_string().into()),
     }
 }
