@@ -23,7 +23,8 @@ if [ "${1:-}" = "--smoke" ]; then
   shift
   profile=debug
   extra=(--duration 1 --warmup 0.2 --rr-connections 1,4 --rr-depths 1,8
-         --fanout 10@10,20@max --idle 200 --json target/gridsocket-bench/smoke.json)
+         --fanout 10@10,20@max --idle 200 --query-sizes 2000
+         --json target/gridsocket-bench/smoke.json)
 fi
 if [ "$profile" = release ]; then
   cargo build --release -p gridsocket-server -p gridsocket-bench

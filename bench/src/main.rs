@@ -7,6 +7,7 @@ mod client;
 mod fanout;
 mod idle;
 mod measure;
+mod query;
 mod report;
 mod rr;
 
@@ -25,7 +26,8 @@ use std::time::{Duration, Instant};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Scenarios to run, in order: idle, rr, fanout (all, in that order, when none is named).
+    /// Scenarios to run, in order: idle, rr, fanout, query (all, in that order, when none is
+    /// named).
     scenarios: Vec<String>,
     /// The server's REST address.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -79,6 +81,9 @@ struct Cli {
         default_value = "10@10,1000@10,1000@max,10000@10"
     )]
     fanout: Vec<FanoutCase>,
+    /// query: collection sizes to load to and query at, in turn.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    query_sizes: Vec<u64>,
     /// idle: how many sockets to hold open.
     #[arg(long, default_value_t = 19_000)]
     idle: usize,
@@ -264,7 +269,7 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
     let token = client::login(&run.target, &cli.username, &cli.password).await?;
     // idle first: it measures the server's memory growth per socket, which only means
     // something from a fresh server (the allocator keeps what earlier scenarios freed).
-    let all = ["idle", "rr", "fanout"];
+    let all = ["idle", "rr", "fanout", "query"];
     let chosen: Vec<&str> = if cli.scenarios.is_empty() {
         all.to_vec()
     } else {
@@ -282,9 +287,10 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
                 }
             }
             "idle" => rows.extend(idle::run(&run, &token, &cli.username, cli.idle).await?),
+            "query" => rows.extend(query::run(&run, &token, &cli.query_sizes).await?),
             other => {
                 return Err(ClientError::Unexpected(format!(
-                    "unknown scenario {other:?}: use rr, fanout or idle"
+                    "unknown scenario {other:?}: use rr, fanout, idle or query"
                 )));
             }
         }

@@ -234,3 +234,173 @@ async fn cursor_paging_visits_everything_once() {
     .await;
     assert_eq!(body["count"], 22);
 }
+
+/// A walk with cursors over the socket while another socket inserts and deletes everywhere
+/// in the order: every book that exists for the whole walk comes exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_hold_while_others_write() {
+    let f = seeded().await;
+    let mut reader = f.socket(&f.john).await;
+    let mut writer = f.socket(&f.john).await;
+    for ql in [
+        "select * order by price",
+        "select * order by price desc",
+        "select * where genre = 'sf' order by title desc",
+        "select *",
+    ] {
+        let (mut cursor, mut seen, mut id) = (None::<String>, Vec::<Value>::new(), 0u64);
+        loop {
+            id += 1;
+            let mut params = json!({"ql": ql, "limit": 4});
+            if let Some(c) = &cursor {
+                params["cursor"] = json!(c);
+            }
+            let page = reader
+                .request(json!(id), "GET", "/books", Some(params), None)
+                .await;
+            assert_eq!(page["status"], 200, "{page}");
+            seen.extend(page["body"]["entities"].as_array().unwrap().iter().cloned());
+            // Others write before and after the cursor.
+            for price in [-1, 12, 99] {
+                let made = writer
+                    .request(
+                        json!(format!("w{id}{price}")),
+                        "POST",
+                        "/books",
+                        None,
+                        Some(json!({"price": price, "genre": "sf", "title": "New", "new": true})),
+                    )
+                    .await;
+                assert_eq!(made["status"], 200, "{made}");
+                let uuid = made["body"]["entities"][0]["uuid"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                if price == 12 {
+                    let gone = writer
+                        .request(
+                            json!(format!("d{id}")),
+                            "DELETE",
+                            &format!("/books/{uuid}"),
+                            None,
+                            None,
+                        )
+                        .await;
+                    assert_eq!(gone["status"], 200, "{gone}");
+                }
+            }
+            match page["body"]["cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let old: Vec<&str> = seen
+            .iter()
+            .filter(|e| e.get("new").is_none())
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        let expected = if ql.contains("genre") { 13 } else { 25 };
+        assert_eq!(old.len(), expected, "{ql}: every old book once: {old:?}");
+        assert_eq!(old.iter().collect::<HashSet<_>>().len(), expected, "{ql}");
+        let uuids: Vec<&str> = seen.iter().filter_map(|e| e["uuid"].as_str()).collect();
+        assert_eq!(
+            uuids.iter().collect::<HashSet<_>>().len(),
+            uuids.len(),
+            "{ql}: no repeats"
+        );
+        if ql == "select * order by price" {
+            let prices: Vec<i64> = seen.iter().filter_map(|e| e["price"].as_i64()).collect();
+            assert!(prices.windows(2).all(|w| w[0] <= w[1]), "{ql}: {prices:?}");
+        }
+    }
+}
+
+/// A filter the index cannot narrow is bounded (`--max-query-rows`): 400
+/// `query_too_expensive`, over REST and the socket, while indexed filters on the same
+/// collection answer; `order by` puts entities without the key last in either direction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_the_index_cannot_narrow_are_bounded() {
+    use gridsocket_e2e::TestServer;
+    use gridsocket_server::config::Settings;
+    let temp = tempfile::tempdir().unwrap();
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.max_query_rows = 20;
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let books: Vec<Value> = (0..200).map(|i| json!({"price": i})).collect();
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/books"),
+        Some(&f.john),
+        Some(Value::Array(books)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/books"),
+        Some(&f.john),
+        Some(json!({"title": "no price"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let url = |ql: &str| {
+        format!(
+            "{}?limit=5&ql={}",
+            f.app_url("/books"),
+            ql.replace(' ', "%20")
+                .replace('=', "%3D")
+                .replace('>', "%3E")
+        )
+    };
+    let (status, body) = rest(
+        "GET",
+        &url("select * where not price >= 0"),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("query_too_expensive")),
+        "{body}"
+    );
+    let mut ws = f.socket(&f.john).await;
+    let r = ws
+        .request(
+            json!(1),
+            "GET",
+            "/books",
+            Some(json!({"ql": "select * where not price >= 0"})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["error"].clone()),
+        (json!(400), json!("query_too_expensive")),
+        "{r}"
+    );
+    for (ql, first) in [
+        ("select * where price = 199", json!(199)),
+        ("select * where price > 50 order by price desc", json!(199)),
+        ("select * order by price desc", json!(199)),
+        ("select * order by price", json!(0)),
+    ] {
+        let (status, body) = rest("GET", &url(ql), Some(&f.john), None).await;
+        assert_eq!(status, 200, "{ql}: {body}");
+        assert_eq!(body["entities"][0]["price"], first, "{ql}: {body}");
+    }
+    for dir in ["asc", "desc"] {
+        let (_, body) = rest(
+            "GET",
+            &url(&format!("select * order by price {dir}")).replace("limit=5", "limit=1000"),
+            Some(&f.john),
+            None,
+        )
+        .await;
+        let last = body["entities"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(
+            last["title"], "no price",
+            "{dir}: missing values come last: {last}"
+        );
+    }
+}

@@ -182,7 +182,8 @@ impl ApiError {
                 "the query took longer than the server's query time limit: narrow it".into()
             }
             ApiError::Store(StoreError::TooExpensive(n)) => format!(
-                "the query read {n} entities without filling its page: the index cannot narrow \
+                "the query read {n} entities that do not match without filling its page: the \
+                 index cannot narrow \
                  it enough (a `not`, or a filter on one property and an order on another); \
                  add a condition on an indexed property, such as `k = v`, a range, or a range \
                  on the order by key"

@@ -168,9 +168,9 @@ pub struct Settings {
     /// Seconds a query that filters or orders may run; longer is 504 `query_timeout`.
     #[arg(long, env = "GRIDSOCKET_QUERY_TIMEOUT_SECS", default_value_t = 5)]
     pub query_timeout_secs: u64,
-    /// Most entities a collection query may read for one page: a filter or order the
-    /// property index cannot narrow reads entities one by one, and past this many it is 400
-    /// `query_too_expensive`.
+    /// Most entities that do not match a collection query may read for one page: a filter
+    /// the property index cannot narrow reads entities one by one, and past this many it is
+    /// 400 `query_too_expensive`.
     #[arg(long, env = "GRIDSOCKET_MAX_QUERY_ROWS", default_value_t = 100_000)]
     pub max_query_rows: usize,
     /// Most concurrent REST connections; more wait to be accepted.

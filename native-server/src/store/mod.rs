@@ -36,9 +36,10 @@ pub enum StoreError {
     /// narrower query may answer in time.
     #[error("the query took longer than its time limit")]
     Timeout,
-    /// A query read more entities than a page may (`--max-query-rows`) before its page was
-    /// full: its filter or order cannot use the index enough. Nothing was changed.
-    #[error("the query read more than {0} entities for one page")]
+    /// A query read more entities that do not match than a page may (`--max-query-rows`)
+    /// before its page was full: its filter or order cannot use the index enough. Nothing was
+    /// changed.
+    #[error("the query read more than {0} entities that do not match for one page")]
     TooExpensive(usize),
     /// The backend failed; the request can be retried.
     #[error("storage failure: {0}")]
@@ -192,7 +193,8 @@ pub struct PageQuery<'a> {
     /// values of the query's `order by` keys, decoded from the cursor): the page starts after
     /// it. Entities added or removed meanwhile move nothing else.
     pub after: Option<&'a Map<String, Value>>,
-    /// Most entities a collection query reads for one page ([`StoreError::TooExpensive`]).
+    /// Most entities that do not match a collection query reads for one page
+    /// ([`StoreError::TooExpensive`]).
     pub max_rows: Option<usize>,
     /// When to give up on a query that filters or orders in memory ([`StoreError::Timeout`]).
     pub deadline: Option<std::time::Instant>,

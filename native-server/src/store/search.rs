@@ -13,9 +13,9 @@
 //!    walked: the index holds its entities in uuid order.
 //! 4. **Everything else** walks the collection in uuid order.
 //!
-//! A walk reads at most the page's `max_rows` entities before it gives up with
-//! [`StoreError::TooExpensive`]: a query the index cannot narrow is bounded, never a way to
-//! make the server read a whole collection.
+//! A walk that has read the page's `max_rows` entities that do not match gives up with
+//! [`StoreError::TooExpensive`] before its next read: a query the index cannot narrow is
+//! bounded, never a way to make the server read a whole collection.
 
 use super::index::{ALWAYS_SET, Kind, Leaf, Lookup, Range, SortKey};
 use super::rows::field;
@@ -227,14 +227,16 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Counts entities read, and stops a query that has read too many or run too long.
+    /// Counts entities read, and stops a query that has read too many that did not match
+    /// (before this read: a page of many matches is never too expensive), or run too long.
     fn count(&mut self, n: usize) -> StoreResult<()> {
-        self.read = self.read.saturating_add(n);
-        if self.page.max_rows.is_some_and(|max| self.read > max) {
-            return Err(StoreError::TooExpensive(
-                self.page.max_rows.unwrap_or_default(),
-            ));
+        let wasted = self.read.saturating_sub(self.found.len());
+        if let Some(max) = self.page.max_rows
+            && wasted > max
+        {
+            return Err(StoreError::TooExpensive(max));
         }
+        self.read = self.read.saturating_add(n);
         if self
             .page
             .deadline
