@@ -135,6 +135,28 @@ test("writes made offline, or whose answer was lost in a drop, are applied exact
   client.close();
 });
 
+test("a thousand writes at once all land; a request too large for the server fails alone, at once", async () => {
+  const client = await Client.connect(server.app, { accessToken: john });
+  let reconnects = 0;
+  client.on("state", (s) => { if (s === "reconnecting") reconnects++; });
+  const all = await Promise.allSettled(
+    Array.from({ length: 1000 }, (_, i) => client.post("/floods", { i })),
+  );
+  const refused = all.filter((r) => r.status === "rejected").map((r) => r.reason.code);
+  assert.deepEqual(refused, [], "none refused for being too many");
+  const listed = await client.get("/floods", { limit: 1000 });
+  assert.equal(listed.count, 1000);
+  const started = Date.now();
+  const big = client.post("/floods", { s: "x".repeat(1_100_000) }).catch((e) => e);
+  const small = client.get("/users/me");
+  const err = await big;
+  assert.equal(err.code, "frame_too_large");
+  assert.ok(Date.now() - started < 1000, "at once");
+  assert.equal((await small).entities[0].username, "johndoe");
+  assert.equal(reconnects, 0, "the socket stays up");
+  client.close();
+});
+
 test("close ends every pending request, subscribe() and events() with closed", async () => {
   const client = await Client.connect(server.app, { accessToken: john });
   const iterator = client.events("/ledger");

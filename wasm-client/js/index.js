@@ -32,6 +32,7 @@ function load() {
 const MESSAGES = {
   closed: "the client is closed",
   too_many_pending: "too many requests are waiting for answers",
+  frame_too_large: "the request is larger than the server takes (its max_frame_bytes): it was not sent",
   user_changed: "the server greeted the connection as another user: a client stays one user; open a new client for another",
   bad_server_frame: "the server sent a frame that is not part of the protocol",
 };

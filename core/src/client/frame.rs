@@ -56,6 +56,8 @@ pub(crate) struct BodyFields<'a> {
     pub(crate) user: Option<Cow<'a, str>>,
     pub(crate) expires_in: Option<u64>,
     pub(crate) error: Option<Cow<'a, str>>,
+    pub(crate) max_in_flight: Option<u64>,
+    pub(crate) max_frame_bytes: Option<u64>,
 }
 
 impl<'a> BodyFields<'a> {
@@ -72,6 +74,8 @@ impl<'a> BodyFields<'a> {
             user: get(&m, "user").and_then(as_str),
             expires_in: get(&m, "expires_in").and_then(as_u64),
             error: get(&m, "error").and_then(as_str),
+            max_in_flight: get(&m, "max_in_flight").and_then(as_u64),
+            max_frame_bytes: get(&m, "max_frame_bytes").and_then(as_u64),
         }
     }
 }

@@ -23,6 +23,13 @@ pub struct ClientConfig {
     /// Most requests waiting for answers (in flight or queued); more fail with
     /// [`ClientError::TooManyPending`].
     pub max_pending: usize,
+    /// Most requests out on a socket at once until the server's greeting says its own limit
+    /// (`max_in_flight`); the others wait in the client, so the server never refuses one for
+    /// being one too many.
+    pub max_in_flight: usize,
+    /// Largest frame sent until the server's greeting says its own (`max_frame_bytes`); a
+    /// request over it fails at once with [`ClientError::FrameTooLarge`].
+    pub max_frame_bytes: usize,
 }
 
 impl Default for ClientConfig {
@@ -32,6 +39,8 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             max_pending: 1024,
+            max_in_flight: 64,
+            max_frame_bytes: 1 << 20,
         }
     }
 }
@@ -85,6 +94,9 @@ pub enum ClientError {
     /// Too many requests are waiting for answers; wait for some.
     #[error("too many requests waiting for answers")]
     TooManyPending,
+    /// The request's frame (in bytes) is larger than the server takes: it was never sent.
+    #[error("the request is larger than the server takes")]
+    FrameTooLarge(usize),
     /// The server greeted the socket as another user than the client's (a token of another
     /// user): that socket was dropped. Open a new client for another user.
     #[error("the token belongs to another user than the client's")]
@@ -102,6 +114,7 @@ impl ClientError {
             ClientError::Timeout(_) => "timeout",
             ClientError::Closed => "closed",
             ClientError::TooManyPending => "too_many_pending",
+            ClientError::FrameTooLarge(_) => "frame_too_large",
             ClientError::UserChanged => "user_changed",
             ClientError::BadServerFrame(_) => "bad_server_frame",
         }
@@ -238,8 +251,10 @@ pub enum ClientEvent {
 }
 
 enum Waiting {
-    /// A REST call: its frame goes out (again) on every greeted socket until answered.
-    Request { frame: String },
+    /// A REST call: its frame goes out (again) on every greeted socket until answered;
+    /// `sent` while it is out on the current socket (at most the server's in-flight limit
+    /// are: the rest wait their turn in the client).
+    Request { frame: String, sent: bool },
     /// A `SUBSCRIBE` on the current socket.
     Subscribe(SubId),
     /// An `UNSUBSCRIBE` on the current socket; its answer changes nothing.
@@ -332,6 +347,10 @@ pub struct ClientSession {
     first_open_deadline: Option<Instant>,
     refresh_at: Option<Instant>,
     attempt: u32,
+    /// Requests out on a socket at once, and the largest frame: the config's until the
+    /// server's greeting says.
+    window: usize,
+    max_frame: usize,
 }
 
 impl ClientSession {
@@ -375,6 +394,8 @@ impl ClientSession {
             first_open_deadline: Some(now + config.request_timeout),
             refresh_at: None,
             attempt: 0,
+            window: config.max_in_flight.max(1),
+            max_frame: config.max_frame_bytes,
             config,
         };
         s.events
@@ -407,6 +428,30 @@ impl ClientSession {
     /// Where the connection stands.
     pub fn state(&self) -> ConnectionState {
         self.state
+    }
+
+    /// Sends waiting requests, oldest first, while fewer than the window are out.
+    fn send_waiting(&mut self) {
+        if self.state != ConnectionState::Open {
+            return;
+        }
+        let mut out = self
+            .pending
+            .iter()
+            .filter(|p| matches!(p.waiting, Waiting::Request { sent: true, .. }))
+            .count();
+        for p in &mut self.pending {
+            if out >= self.window {
+                break;
+            }
+            if let Waiting::Request { frame, sent } = &mut p.waiting
+                && !*sent
+            {
+                *sent = true;
+                out += 1;
+                self.transmits.push_back(frame.clone());
+            }
+        }
     }
 
     /// How many requests wait for an answer (sent, or queued until the connection is back).
@@ -480,16 +525,22 @@ impl ClientSession {
             frame.push('"');
         }
         frame.push('}');
-        let timeout = timeout.unwrap_or(self.config.request_timeout);
-        if self.state == ConnectionState::Open {
-            self.transmits.push_back(frame.clone());
+        if frame.len() > self.max_frame {
+            // The server would close the socket on it, and the client would send it again.
+            self.events.push_back(ClientEvent::RequestFailed {
+                id: RequestId(id),
+                error: ClientError::FrameTooLarge(frame.len()),
+            });
+            return RequestId(id);
         }
+        let timeout = timeout.unwrap_or(self.config.request_timeout);
         self.pending.push(Pending {
             id,
             deadline: Some(now + timeout),
             timeout_ms: timeout.as_millis() as u64,
-            waiting: Waiting::Request { frame },
+            waiting: Waiting::Request { frame, sent: false },
         });
+        self.send_waiting();
         RequestId(id)
     }
 
@@ -626,13 +677,17 @@ impl ClientSession {
         }
         self.connect_deadline = None;
         let mut kept = Vec::with_capacity(self.pending.len());
-        for p in std::mem::take(&mut self.pending) {
-            match p.waiting {
-                Waiting::Request { .. } => kept.push(p),
+        for mut p in std::mem::take(&mut self.pending) {
+            match &mut p.waiting {
+                Waiting::Request { sent, .. } => {
+                    *sent = false;
+                    kept.push(p);
+                }
                 // Subscriptions are sent again on the next socket; an unsubscribe is moot.
                 Waiting::Subscribe(_) | Waiting::Unsubscribe => {}
                 // Not taken yet: the next connection tries it.
                 Waiting::Auth { token } => {
+                    let token = std::mem::take(token);
                     self.propose(token, vec![p.id], p.deadline.unwrap_or(now), p.timeout_ms)
                 }
             }
@@ -682,6 +737,16 @@ impl ClientSession {
             self.connection_frame(now, status, frame.body);
             return Ok(());
         };
+        let fields_429 = (status == 429).then(|| BodyFields::of(frame.body));
+        if fields_429.is_some_and(|f| f.error.as_deref() == Some("too_many_requests"))
+            && let Waiting::Request { sent, .. } = &mut self.pending[i].waiting
+        {
+            // More were out than the server takes (subscriptions count too): it waits its
+            // turn again, and was not applied.
+            *sent = false;
+            self.window = self.window.saturating_sub(1).max(1);
+            return Ok(());
+        }
         let p = self.pending.remove(i);
         let id = RequestId(p.id);
         match p.waiting {
@@ -694,6 +759,7 @@ impl ClientSession {
                     status,
                     body: body.to_owned(),
                 });
+                self.send_waiting();
             }
             Waiting::Subscribe(sub) => self.subscribed(sub, status, frame.body),
             Waiting::Unsubscribe => {}
@@ -924,12 +990,31 @@ impl ClientSession {
         for sub in subs {
             self.send_subscribe(now, sub);
         }
-        // Requests queued or unanswered, in the order they were made.
-        for p in &self.pending {
-            if let Waiting::Request { frame } = &p.waiting {
-                self.transmits.push_back(frame.clone());
-            }
+        // The server's limits; a server that does not say keeps the config's.
+        if let Some(n) = fields.max_in_flight {
+            // Room for the subscriptions and AUTH that count too.
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            self.window = n.saturating_sub(n / 8).max(1);
         }
+        if let Some(n) = fields.max_frame_bytes {
+            self.max_frame = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        let too_large: Vec<(u64, usize)> = self
+            .pending
+            .iter()
+            .filter_map(|p| match &p.waiting {
+                Waiting::Request { frame, .. } if frame.len() > self.max_frame => {
+                    Some((p.id, frame.len()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (id, len) in too_large {
+            self.pending.retain(|p| p.id != id);
+            self.fail(id, ClientError::FrameTooLarge(len));
+        }
+        // Requests queued or unanswered, in the order they were made.
+        self.send_waiting();
     }
 
     fn handle_event(&mut self, kind: &str, frame: &ServerFrame<'_>) -> Result<(), ClientError> {

@@ -875,3 +875,69 @@ fn bad_frames_are_reported_and_ignored() {
     assert!(p.client.handle_frame(p.now, r#"{"id":1}"#).is_err());
     assert_eq!(p.client.state(), ConnectionState::Open);
 }
+
+#[test]
+fn at_most_the_servers_in_flight_limit_is_out_and_the_rest_wait_their_turn() {
+    let mut p = Pair::unopened(ClientConfig::default());
+    p.greeting =
+        r#"{"connected":true,"user":"u-john","max_in_flight":16,"max_frame_bytes":4096}"#.into();
+    p.answer = false;
+    p.open();
+    p.take();
+    let ids: Vec<RequestId> = (0..100)
+        .map(|i| {
+            let body = format!(r#"{{"i":{i}}}"#);
+            p.client
+                .request(p.now, "POST", "/floods", None, Some(&body), None)
+        })
+        .collect();
+    p.step();
+    let posts = |p: &Pair| p.sent.iter().filter(|f| f["method"] == "POST").count();
+    assert_eq!(posts(&p), 14, "16 less room for subscriptions");
+    assert_eq!(p.client.pending_requests(), 100);
+    // A new socket that answers: every one is sent in order and answered once.
+    p.answer = true;
+    p.drop_connection();
+    p.reconnect();
+    let answered: Vec<RequestId> = p
+        .take()
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Response {
+                id, status: 200, ..
+            } => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered, ids);
+    assert_eq!(p.applied.len(), 100, "each write applied once");
+}
+
+#[test]
+fn a_request_larger_than_the_server_takes_fails_at_once_and_the_others_go_on() {
+    let mut p = Pair::unopened(ClientConfig::default());
+    p.greeting =
+        r#"{"connected":true,"user":"u-john","max_in_flight":256,"max_frame_bytes":200}"#.into();
+    p.open();
+    p.take();
+    let big = format!(r#"{{"s":"{}"}}"#, "x".repeat(300));
+    let id = p
+        .client
+        .request(p.now, "POST", "/things", None, Some(&big), None);
+    let small = p
+        .client
+        .request(p.now, "GET", "/users/me", None, None, None);
+    p.step();
+    let got = p.take();
+    assert!(
+        got.iter().any(|e| matches!(e, ClientEvent::RequestFailed { id: i, error: ClientError::FrameTooLarge(n) } if *i == id && *n > 300)),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|e| matches!(e, ClientEvent::Response { id: i, status: 200, .. } if *i == small)),
+        "{got:?}"
+    );
+    assert!(!p.sent.iter().any(|f| f["method"] == "POST"), "never sent");
+    assert_eq!(p.client.state(), ConnectionState::Open);
+}

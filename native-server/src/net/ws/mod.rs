@@ -111,7 +111,7 @@ pub async fn serve_socket(
             match opened {
                 Ok(ctx) => {
                     let mut session = ServerSession::accept(config, now);
-                    greet(&mut session, &ctx, now);
+                    greet(&mut session, &ctx, &settings, now);
                     (session, Some(ctx))
                 }
                 Err(refusal) => {
@@ -228,8 +228,9 @@ async fn handshake(
 }
 
 /// The first thing an accepted socket hears: the subscription its URL names (an inbox, a
-/// queue), or a welcome saying who it is connected as.
-fn greet(session: &mut ServerSession, ctx: &SocketContext, now: Instant) {
+/// queue), or a welcome saying who it is connected as and the socket's limits (so that a
+/// client holds back what the server would refuse).
+fn greet(session: &mut ServerSession, ctx: &SocketContext, settings: &Settings, now: Instant) {
     session.set_token_expiry(now, expiry_instant(ctx.expires));
     match &ctx.resource {
         Some(path) => session.subscribe_on_connect(now, path.clone(), ctx.params.clone()),
@@ -240,6 +241,8 @@ fn greet(session: &mut ServerSession, ctx: &SocketContext, now: Instant) {
                 "applicationName": ctx.app.name,
                 "user": ctx.caller.user_uuid(),
                 "expires_in": ctx.expires.map(|e| (e - now_ms()).max(0) / 1000),
+                "max_in_flight": settings.max_in_flight,
+                "max_frame_bytes": settings.max_frame_bytes,
             });
             session.welcome(now, &body.to_string());
         }

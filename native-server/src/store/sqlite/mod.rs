@@ -1370,4 +1370,47 @@ mod tests {
         assert!(started.elapsed() >= LOCK_WAIT);
         drop(second);
     }
+
+    /// A database written before the index existed gets it on start: its entities answer
+    /// indexed queries at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_older_database_gets_its_index_on_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("store opens");
+        let books: Vec<Entity> = (0..30)
+            .map(|i| {
+                crate::store::contract::entity(
+                    "books",
+                    None,
+                    serde_json::json!({"n": i, "t": "a word"}),
+                )
+            })
+            .collect();
+        for b in &books {
+            store.insert_entity("app", b, None).await.expect("insert");
+        }
+        drop(store);
+        let old = Connection::open(dir.path().join("gridsocket.db")).expect("db");
+        old.execute_batch("DELETE FROM props; DELETE FROM words; PRAGMA user_version = 0;")
+            .expect("as before the index");
+        drop(old);
+        let store = SqliteStore::open(dir.path()).expect("store reopens");
+        for (ql, count) in [
+            ("select * where n = 7", 1),
+            ("select * where t contains 'word' order by n desc", 10),
+        ] {
+            let q = gridsocket_core::Query::parse(ql).expect("ql");
+            let page = PageQuery {
+                query: Some(&q),
+                limit: 10,
+                offset: 0,
+                after: None,
+                deadline: None,
+                max_bytes: None,
+                max_rows: Some(0),
+            };
+            let got = store.query("app", "books", &page).await.expect(ql);
+            assert_eq!(got.entities.len(), count, "{ql}");
+        }
+    }
 }
