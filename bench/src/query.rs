@@ -135,7 +135,6 @@ pub async fn run(run: &Run, token: &str, sizes: &[u64]) -> Result<Vec<Row>, Clie
     let idle_rss = run.server_pid.and_then(crate::measure::rss_bytes);
     let mut rows = Vec::new();
     let mut loaded = 0u64;
-    let mut ws = open(target, token).await?;
     let mut id = 0u64;
     for &size in sizes {
         if size > loaded {
@@ -153,6 +152,8 @@ pub async fn run(run: &Run, token: &str, sizes: &[u64]) -> Result<Vec<Row>, Clie
             ));
             loaded = size;
         }
+        // Opened after loading: an idle socket nobody reads would miss the server's pings.
+        let mut ws = open(target, token).await?;
         let setup = |form: &str| format!("{form} at {size}");
         let until = Instant::now() + run.duration;
         let mut round = 0u64;
@@ -275,8 +276,8 @@ pub async fn run(run: &Run, token: &str, sizes: &[u64]) -> Result<Vec<Row>, Clie
                 "",
             ));
         }
+        let _ = ws.close(None).await;
     }
-    let _ = ws.close(None).await;
     Ok(rows)
 }
 

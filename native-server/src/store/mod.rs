@@ -46,6 +46,20 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl StoreError {
+    /// The same error again, for each write a failed group commit took with it.
+    pub(crate) fn again(&self) -> StoreError {
+        match self {
+            StoreError::Duplicate(what) => StoreError::Duplicate(what.clone()),
+            StoreError::Full => StoreError::Full,
+            StoreError::ReadOnly => StoreError::ReadOnly,
+            StoreError::Timeout => StoreError::Timeout,
+            StoreError::TooExpensive(n) => StoreError::TooExpensive(*n),
+            StoreError::Backend(e) => StoreError::Backend(e.to_string().into()),
+        }
+    }
+}
+
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 

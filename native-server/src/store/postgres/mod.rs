@@ -4,9 +4,11 @@
 //! gap-free `seq` per application, the same queue pointers and transactions. What SQLite gets
 //! from having one writer, this store gets from row locks: an application's `app_seq` row
 //! serializes its writers until they commit, so the log becomes visible in `seq` order on
-//! every node; a queue consumer's row serializes the reads of that consumer id, whichever
-//! node they come from, so no message goes to two readers of one consumer at once.
+//! every node, and each node commits the writes waiting for that row together (`batch`); a
+//! queue consumer's row serializes the reads of that consumer id, whichever node they come
+//! from, so no message goes to two readers of one consumer at once.
 
+mod batch;
 mod search;
 
 use super::plan::{self, Taken};
@@ -45,6 +47,8 @@ const POOL_SIZE: usize = 16;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Group commit of the writes that append to a change log.
+    batcher: batch::Batcher,
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -88,7 +92,10 @@ impl PostgresStore {
             .create_timeout(Some(std::time::Duration::from_secs(10)))
             .build()
             .map_err(backend)?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore {
+            batcher: batch::Batcher::start(pool.clone()),
+            pool,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -301,6 +308,112 @@ async fn replace_in(tx: &Transaction<'_>, app: &str, e: &Entity) -> StoreResult<
     let change = entity_change(ChangeKind::Update, e, Some(before.data));
     append_change(tx, app, &change).await?;
     Ok(true)
+}
+
+/// Inserts an entity inside `tx`, with its index rows, and logs its creation.
+async fn insert_in(
+    tx: &Transaction<'_>,
+    app: String,
+    e: Entity,
+    secret: Option<String>,
+) -> StoreResult<()> {
+    let data = Value::Object(e.data.clone()).to_string();
+    let st = tx
+        .prepare_cached("INSERT INTO entities VALUES ($1, $2, $3, $4, $5, $6)")
+        .await
+        .map_err(backend)?;
+    tx.execute(
+        &st,
+        &[&app, &e.uuid, &e.collection, &e.name, &data, &secret],
+    )
+    .await
+    .map_err(|err| {
+        let name = e.name.clone().unwrap_or_default();
+        sql_err(err, &format!("an entity named {name:?}"))
+    })?;
+    search::index_entity(tx, &app, &e, true).await?;
+    append_change(tx, &app, &entity_change(ChangeKind::Create, &e, None)).await?;
+    Ok(())
+}
+
+/// Deletes an entity inside `tx` with what hangs on it, and logs it; false if there is none.
+async fn delete_in(tx: &Transaction<'_>, app: String, uuid: String) -> StoreResult<bool> {
+    let Some(before) = load_for_update(tx, &app, &uuid).await? else {
+        return Ok(false);
+    };
+    let n = tx
+        .execute(
+            "DELETE FROM entities WHERE app = $1 AND uuid = $2",
+            &[&app, &uuid],
+        )
+        .await
+        .map_err(backend)?;
+    append_change(tx, &app, &entity_change(ChangeKind::Delete, &before, None)).await?;
+    search::unindex(tx, &app, &uuid).await?;
+    for sql in [
+        "DELETE FROM relations WHERE app = $1 AND (source = $2 OR target = $2)",
+        "DELETE FROM permissions WHERE app = $1 AND owner = $2",
+        "DELETE FROM assets WHERE app = $1 AND uuid = $2",
+    ] {
+        tx.execute(sql, &[&app, &uuid]).await.map_err(backend)?;
+    }
+    Ok(n > 0)
+}
+
+/// Posts messages to a queue and its subscribers inside `tx`, each logged.
+async fn queue_post_in(
+    tx: &Transaction<'_>,
+    app: String,
+    queue: String,
+    messages: Vec<Map<String, Value>>,
+    now: i64,
+) -> StoreResult<Vec<Value>> {
+    let (app, queue) = (app.as_str(), queue.as_str());
+    let mut targets = vec![queue.to_owned()];
+    for row in tx
+        .query(
+            "SELECT subscriber FROM queue_subs WHERE app = $1 AND queue = $2",
+            &[&app, &queue],
+        )
+        .await
+        .map_err(backend)?
+    {
+        let sub: String = row.get(0);
+        if !targets.contains(&sub) {
+            targets.push(sub);
+        }
+    }
+    let mut posted = Vec::with_capacity(messages.len());
+    for props in messages {
+        let (uuid, data) = queue_message(props.clone(), now);
+        let text = Value::Object(data.clone()).to_string();
+        for target in &targets {
+            let rec = ChangeRecord {
+                seq: 0,
+                created: now,
+                kind: ChangeKind::QueueMessage,
+                collection: String::new(),
+                uuid: uuid.clone(),
+                name: None,
+                entity: data.clone(),
+                previous: None,
+                feed_owner: None,
+                queue: Some(target.clone()),
+            };
+            // The batch holds the application's lock from its start, so message ids grow
+            // in commit order and a consumer's pointer never skips one.
+            let seq = append_change(tx, app, &rec).await? as i64;
+            tx.execute(
+                "INSERT INTO queue_messages(app, queue, uuid, seq, created, data)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&app, target, &uuid, &seq, &now, &text],
+            )
+            .await
+            .map_err(backend)?;
+        }
+        posted.push(Value::Object(data));
+    }
+    Ok(posted)
 }
 
 async fn load_for_update(
@@ -562,25 +675,9 @@ impl Store for PostgresStore {
     }
 
     async fn insert_entity(&self, app: &str, e: &Entity, secret: Option<&str>) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let data = Value::Object(e.data.clone()).to_string();
-        let st = tx
-            .prepare_cached("INSERT INTO entities VALUES ($1, $2, $3, $4, $5, $6)")
+        let (a, e, secret) = (app.to_owned(), e.clone(), secret.map(str::to_owned));
+        self.log_write(app, move |tx| Box::pin(insert_in(tx, a, e, secret)))
             .await
-            .map_err(backend)?;
-        tx.execute(
-            &st,
-            &[&app, &e.uuid, &e.collection, &e.name, &data, &secret],
-        )
-        .await
-        .map_err(|err| {
-            let name = e.name.clone().unwrap_or_default();
-            sql_err(err, &format!("an entity named {name:?}"))
-        })?;
-        search::index_entity(&tx, app, e, true).await?;
-        append_change(&tx, app, &entity_change(ChangeKind::Create, e, None)).await?;
-        tx.commit().await.map_err(backend)
     }
 
     async fn entity(
@@ -640,29 +737,31 @@ impl Store for PostgresStore {
     }
 
     async fn replace_entity(&self, app: &str, e: &Entity) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        if replace_in(&tx, app, e).await? {
-            tx.commit().await.map_err(backend)?;
-        }
-        Ok(())
+        let (a, e) = (app.to_owned(), e.clone());
+        self.log_write(app, move |tx| {
+            Box::pin(async move { replace_in(tx, &a, &e).await.map(|_| ()) })
+        })
+        .await
     }
 
     async fn put_asset(&self, app: &str, e: &Entity, asset: &Asset) -> StoreResult<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        if !replace_in(&tx, app, e).await? {
-            return Ok(false);
-        }
-        tx.execute(
-            "INSERT INTO assets VALUES ($1, $2, $3, $4)
-             ON CONFLICT (app, uuid) DO UPDATE SET content_type = $3, data = $4",
-            &[&app, &e.uuid, &asset.content_type, &asset.data],
-        )
+        let (a, e, asset) = (app.to_owned(), e.clone(), asset.clone());
+        self.log_write(app, move |tx| {
+            Box::pin(async move {
+                if !replace_in(tx, &a, &e).await? {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT INTO assets VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (app, uuid) DO UPDATE SET content_type = $3, data = $4",
+                    &[&a, &e.uuid, &asset.content_type, &asset.data],
+                )
+                .await
+                .map_err(backend)?;
+                Ok(true)
+            })
+        })
         .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
     }
 
     async fn asset(&self, app: &str, entity: &str) -> StoreResult<Option<Asset>> {
@@ -682,40 +781,9 @@ impl Store for PostgresStore {
     }
 
     async fn delete_entity(&self, app: &str, uuid: &str) -> StoreResult<bool> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let Some(before) = load_for_update(&tx, app, uuid).await? else {
-            return Ok(false);
-        };
-        let n = tx
-            .execute(
-                "DELETE FROM entities WHERE app = $1 AND uuid = $2",
-                &[&app, &uuid],
-            )
+        let (a, uuid) = (app.to_owned(), uuid.to_owned());
+        self.log_write(app, move |tx| Box::pin(delete_in(tx, a, uuid)))
             .await
-            .map_err(backend)?;
-        append_change(&tx, app, &entity_change(ChangeKind::Delete, &before, None)).await?;
-        search::unindex(&tx, app, uuid).await?;
-        tx.execute(
-            "DELETE FROM relations WHERE app = $1 AND (source = $2 OR target = $2)",
-            &[&app, &uuid],
-        )
-        .await
-        .map_err(backend)?;
-        tx.execute(
-            "DELETE FROM permissions WHERE app = $1 AND owner = $2",
-            &[&app, &uuid],
-        )
-        .await
-        .map_err(backend)?;
-        tx.execute(
-            "DELETE FROM assets WHERE app = $1 AND uuid = $2",
-            &[&app, &uuid],
-        )
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(n > 0)
     }
 
     async fn query(&self, app: &str, collection: &str, page: &PageQuery<'_>) -> StoreResult<Page> {
@@ -728,24 +796,28 @@ impl Store for PostgresStore {
         activity: &Entity,
         owners: &[String],
     ) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        for owner in owners {
-            let added = tx
-                .execute(
-                    "INSERT INTO relations(app, source, relation, target)
-                     VALUES ($1, $2, 'feed', $3) ON CONFLICT DO NOTHING",
-                    &[&app, owner, &activity.uuid],
-                )
-                .await
-                .map_err(backend)?;
-            if added > 0 {
-                let mut rec = entity_change(ChangeKind::FeedItem, activity, None);
-                rec.feed_owner = Some(owner.clone());
-                append_change(&tx, app, &rec).await?;
-            }
-        }
-        tx.commit().await.map_err(backend)
+        let (a, activity, owners) = (app.to_owned(), activity.clone(), owners.to_vec());
+        self.log_write(app, move |tx| {
+            Box::pin(async move {
+                for owner in &owners {
+                    let added = tx
+                        .execute(
+                            "INSERT INTO relations(app, source, relation, target)
+                             VALUES ($1, $2, 'feed', $3) ON CONFLICT DO NOTHING",
+                            &[&a, owner, &activity.uuid],
+                        )
+                        .await
+                        .map_err(backend)?;
+                    if added > 0 {
+                        let mut rec = entity_change(ChangeKind::FeedItem, &activity, None);
+                        rec.feed_owner = Some(owner.clone());
+                        append_change(tx, &a, &rec).await?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn log_position(&self, app: &str) -> StoreResult<u64> {
@@ -811,54 +883,11 @@ impl Store for PostgresStore {
         messages: &[Map<String, Value>],
         now: i64,
     ) -> StoreResult<Vec<Value>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let mut targets = vec![queue.to_owned()];
-        for row in tx
-            .query(
-                "SELECT subscriber FROM queue_subs WHERE app = $1 AND queue = $2",
-                &[&app, &queue],
-            )
-            .await
-            .map_err(backend)?
-        {
-            let sub: String = row.get(0);
-            if !targets.contains(&sub) {
-                targets.push(sub);
-            }
-        }
-        let mut posted = Vec::with_capacity(messages.len());
-        for props in messages {
-            let (uuid, data) = queue_message(props.clone(), now);
-            let text = Value::Object(data.clone()).to_string();
-            for target in &targets {
-                let rec = ChangeRecord {
-                    seq: 0,
-                    created: now,
-                    kind: ChangeKind::QueueMessage,
-                    collection: String::new(),
-                    uuid: uuid.clone(),
-                    name: None,
-                    entity: data.clone(),
-                    previous: None,
-                    feed_owner: None,
-                    queue: Some(target.clone()),
-                };
-                // The log append comes first: it takes the application's lock, so message ids
-                // grow in commit order and a consumer's pointer never skips one.
-                let seq = append_change(&tx, app, &rec).await? as i64;
-                tx.execute(
-                    "INSERT INTO queue_messages(app, queue, uuid, seq, created, data)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[&app, target, &uuid, &seq, &now, &text],
-                )
-                .await
-                .map_err(backend)?;
-            }
-            posted.push(Value::Object(data));
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(posted)
+        let (a, queue, messages) = (app.to_owned(), queue.to_owned(), messages.to_vec());
+        self.log_write(app, move |tx| {
+            Box::pin(queue_post_in(tx, a, queue, messages, now))
+        })
+        .await
     }
 
     async fn queue_read(

@@ -101,6 +101,11 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(backend)?;
+        // The writer's page cache (64 MiB, where SQLite's default is 2 MiB): every write also
+        // updates the property index, whose pages are spread over the file; without it a
+        // large database makes each write read its pages back from the OS.
+        conn.pragma_update(None, "cache_size", -65_536)
+            .map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;

@@ -78,10 +78,10 @@ impl Writer {
         let job: Job = Box::new(move |conn| {
             let out = f(conn);
             Written {
-                failure: out.as_ref().err().map(copy),
+                failure: out.as_ref().err().map(StoreError::again),
                 reply: Box::new(move |lost| {
                     let _ = tx.send(match lost {
-                        Some(e) => Err(copy(e)),
+                        Some(e) => Err(e.again()),
                         None => out,
                     });
                 }),
@@ -96,18 +96,6 @@ impl Writer {
 /// The error for a write whose answer never came.
 fn stopped() -> StoreError {
     StoreError::Backend("the SQLite writer stopped".into())
-}
-
-/// The same error again, for each write a failed transaction took with it.
-fn copy(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Duplicate(what) => StoreError::Duplicate(what.clone()),
-        StoreError::Full => StoreError::Full,
-        StoreError::ReadOnly => StoreError::ReadOnly,
-        StoreError::Timeout => StoreError::Timeout,
-        StoreError::TooExpensive(n) => StoreError::TooExpensive(*n),
-        StoreError::Backend(e) => StoreError::Backend(e.to_string().into()),
-    }
 }
 
 fn run(mut conn: Connection, observer: &dyn CommitObserver, mut queue: mpsc::Receiver<Job>) {
