@@ -5,6 +5,8 @@
 #   ./scripts/bench.sh rr --duration 10    any gridsocket-bench arguments pass through
 #   ./scripts/bench.sh --smoke             each scenario once, briefly, at small N, debug build:
 #                                          what CI runs; it checks correctness, not speed
+#   ./scripts/bench.sh --postgres write    the same against one node on the local PostgreSQL
+#                                          (a fresh schema) instead of the embedded SQLite
 #   ./scripts/bench.sh --cluster fanout    the same against three nodes on one machine: an API
 #                                          node and two gateways (all on CPU 0) sharing the
 #                                          local PostgreSQL (a fresh schema) and NATS; the
@@ -15,9 +17,13 @@ cd "$(dirname "$0")/.."
 profile=release
 extra=()
 cluster=""
+postgres=""
 if [ "${1:-}" = "--cluster" ]; then
   shift
   cluster=1
+elif [ "${1:-}" = "--postgres" ]; then
+  shift
+  postgres=1
 fi
 if [ "${1:-}" = "--smoke" ]; then
   shift
@@ -71,18 +77,24 @@ start_node() {
   fi
 }
 
+pg=${GRIDSOCKET_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}
+nats=${GRIDSOCKET_BENCH_NATS:-nats://127.0.0.1:4222}
+store="$pg?options=-csearch_path%3Dbench_$$"
+if [ -n "$cluster$postgres" ]; then
+  schema="bench_$$"
+  psql -q "$pg" -c "CREATE SCHEMA $schema" >/dev/null
+fi
+
 if [ -z "$cluster" ]; then
-  start_node server WebSocket --demo
+  if [ -n "$postgres" ]; then
+    start_node server WebSocket --demo --store "$store"
+  else
+    start_node server WebSocket --demo
+  fi
   "${pin_client[@]}" "$bin/gridsocket-bench" --server-pid "${pids[0]}" --http "$http" --ws "$ws" \
     "${extra[@]}" "$@"
   exit
 fi
-
-pg=${GRIDSOCKET_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}
-nats=${GRIDSOCKET_BENCH_NATS:-nats://127.0.0.1:4222}
-schema="bench_$$"
-psql -q "$pg" -c "CREATE SCHEMA $schema" >/dev/null
-store="$pg?options=-csearch_path%3D$schema"
 shared=(--store "$store" --bus "$nats" --bus-subject "bench-$$")
 start_node api REST --role api --demo "${shared[@]}"
 api_http=$http

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Scenarios to run, in order: idle, rr, fanout, query (all, in that order, when none is
-    /// named).
+    /// Scenarios to run, in order: idle, rr, fanout, write, query (all, in that order, when
+    /// none is named).
     scenarios: Vec<String>,
     /// The server's REST address.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -269,7 +269,7 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
     let token = client::login(&run.target, &cli.username, &cli.password).await?;
     // idle first: it measures the server's memory growth per socket, which only means
     // something from a fresh server (the allocator keeps what earlier scenarios freed).
-    let all = ["idle", "rr", "fanout", "query"];
+    let all = ["idle", "rr", "fanout", "write", "query"];
     let chosen: Vec<&str> = if cli.scenarios.is_empty() {
         all.to_vec()
     } else {
@@ -288,9 +288,27 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
             }
             "idle" => rows.extend(idle::run(&run, &token, &cli.username, cli.idle).await?),
             "query" => rows.extend(query::run(&run, &token, &cli.query_sizes).await?),
+            "write" => {
+                // POSTs over the socket, each a new entity: the store's write path.
+                for &depth in &cli.rr_depths {
+                    let connections = if cli.rr_connections.contains(&16) {
+                        16
+                    } else {
+                        cli.rr_connections.iter().copied().max().unwrap_or(16)
+                    };
+                    eprintln!("  write ws C={connections} depth={depth}");
+                    let case = RrCase {
+                        transport: Transport::Ws,
+                        connections,
+                        depth: depth.max(1),
+                        post: true,
+                    };
+                    rows.extend(rr::run(&run, &token, "/benchwrites", case).await?.0);
+                }
+            }
             other => {
                 return Err(ClientError::Unexpected(format!(
-                    "unknown scenario {other:?}: use rr, fanout, idle or query"
+                    "unknown scenario {other:?}: use rr, fanout, idle, write or query"
                 )));
             }
         }
@@ -309,6 +327,7 @@ async fn rr_runs(cli: &Cli, run: &Run, token: &str) -> Result<Vec<Row>, ClientEr
                 transport: Transport::Ws,
                 connections,
                 depth: depth.max(1),
+                post: false,
             };
             let (r, rate) = rr::run(run, token, &path, case).await?;
             rows.extend(r);
@@ -319,6 +338,7 @@ async fn rr_runs(cli: &Cli, run: &Run, token: &str) -> Result<Vec<Row>, ClientEr
             transport: Transport::Rest,
             connections,
             depth: 1,
+            post: false,
         };
         let (r, rest_rate) = rr::run(run, token, &path, case).await?;
         rows.extend(r);

@@ -23,6 +23,8 @@ pub struct RrCase {
     pub connections: usize,
     /// Requests in flight per connection (always 1 for REST).
     pub depth: usize,
+    /// POST a new entity each time instead of the GET (the `write` scenario).
+    pub post: bool,
 }
 
 /// How requests travel.
@@ -57,7 +59,8 @@ pub async fn run(
         tasks.push(tokio::spawn(async move {
             match case.transport {
                 Transport::Ws => {
-                    ws_conn(&target, &token, &path, case.depth, warm_until, until).await
+                    let depth = case.depth;
+                    ws_conn(&target, &token, &path, depth, case.post, warm_until, until).await
                 }
                 Transport::Rest => rest_conn(&target, &token, &path, warm_until, until).await,
             }
@@ -88,11 +91,16 @@ pub async fn run(
     let setup = format!("{name} C={} depth={}", case.connections, case.depth);
     let limited = cpu.limiter(run.server_cores, run.client_cores);
     // The per-core goal: 50k/s at C=16 over the socket, on the server's one core.
-    let goal = (case.transport == Transport::Ws && case.connections == 16 && case.depth == 1)
+    let goal = (!case.post
+        && case.transport == Transport::Ws
+        && case.connections == 16
+        && case.depth == 1)
         .then_some(Goal::AtLeast(50_000.0 * run.server_cores));
-    let mut rows = vec![Row::new("rr", &setup, "requests/s", rate, goal, &limited)];
+    let scenario = if case.post { "write" } else { "rr" };
+    let metric = if case.post { "POST/s" } else { "requests/s" };
+    let mut rows = vec![Row::new(scenario, &setup, metric, rate, goal, &limited)];
     rows.extend(latency_rows(
-        "rr",
+        scenario,
         &setup,
         &total.latency,
         &[50.0, 99.0, 99.9],
@@ -100,7 +108,7 @@ pub async fn run(
     ));
     if total.errors > 0 {
         rows.push(Row::new(
-            "rr",
+            scenario,
             &setup,
             "errors",
             total.errors as f64,
@@ -116,6 +124,7 @@ async fn ws_conn(
     token: &str,
     path: &str,
     depth: usize,
+    post: bool,
     warm_until: Instant,
     until: Instant,
 ) -> Result<Tally, ClientError> {
@@ -130,7 +139,15 @@ async fn ws_conn(
             )));
         }
     }
-    let frame = |id: u64| format!(r#"{{"id":{id},"method":"GET","path":"{path}"}}"#);
+    let frame = |id: u64| {
+        if post {
+            format!(
+                r#"{{"id":{id},"method":"POST","path":"{path}","body":{{"n":{id},"text":"a message"}}}}"#
+            )
+        } else {
+            format!(r#"{{"id":{id},"method":"GET","path":"{path}"}}"#)
+        }
+    };
     let mut sent: HashMap<u64, Instant> = HashMap::with_capacity(depth * 2);
     let mut next_id = 1u64;
     for _ in 0..depth {

@@ -102,6 +102,58 @@ async fn concurrent_writers_on_two_nodes_get_a_gap_free_log_in_order() {
     }
 }
 
+/// Writes committed together (PostgreSQL's group commit, SQLite's writer groups) stay each
+/// its own: among many at once on two nodes, the ones refused (a taken name) change nothing
+/// and take no `seq`, and every other lands, with the log gap-free, on two apps at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_write_among_many_at_once_undoes_only_itself() {
+    for (kind, a, b, _temp) in stores("batch").await {
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                let app = if w % 4 < 2 { APP } else { "app-2" };
+                let mut refused = 0;
+                for i in 0..20 {
+                    // Every writer tries the same names: one of each lands.
+                    let name = (i % 5 == 0).then(|| format!("taken-{i}"));
+                    match store
+                        .insert_entity(app, &entity("things", name.as_deref()), None)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(StoreError::Duplicate(_)) => refused += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                (app, refused)
+            }));
+        }
+        let mut refused = std::collections::HashMap::new();
+        for t in tasks {
+            let (app, n) = t.await.expect("writer");
+            *refused.entry(app).or_insert(0u64) += n;
+        }
+        for app in [APP, "app-2"] {
+            // 8 writers of 20 each; 4 names taken once, refused for the other 7.
+            assert_eq!(refused[app], 4 * 7, "{kind} {app}");
+            let landed = 8 * 20 - 4 * 7;
+            assert_eq!(
+                a.log_position(app).await.expect("position"),
+                landed,
+                "{kind} {app}"
+            );
+            let batch = b.changes_since(app, 0, 1000).await.expect("changes");
+            let seqs: Vec<u64> = batch.changes.iter().map(|c| c.seq).collect();
+            assert_eq!(
+                seqs,
+                (1..=landed).collect::<Vec<u64>>(),
+                "{kind} {app}: gap-free"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn names_are_unique_regardless_of_case_and_found_regardless_of_case() {
     for (kind, a, b, _temp) in stores("names").await {
