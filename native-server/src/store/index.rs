@@ -321,7 +321,14 @@ impl Lookup {
     pub fn of(expr: &Expr) -> Option<Lookup> {
         match expr {
             Expr::And(a, b) => {
-                let parts: Vec<Lookup> = [a, b].into_iter().filter_map(|e| Lookup::of(e)).collect();
+                let mut parts = Vec::new();
+                for part in [a, b].into_iter().filter_map(|e| Lookup::of(e)) {
+                    match part {
+                        Lookup::And(inner) => parts.extend(inner),
+                        other => parts.push(other),
+                    }
+                }
+                let parts = merge_ranges(parts);
                 match parts.len() {
                     0 => None,
                     1 => parts.into_iter().next(),
@@ -405,6 +412,66 @@ impl Lookup {
             Lookup::And(parts) => parts.iter().flat_map(|p| p.ranges_of(name)).collect(),
             _ => Vec::new(),
         }
+    }
+}
+
+/// Joins the ranges of one property that must all hold (`n >= 5 and n < 9`) into one, so that
+/// a narrow range made of two wide ones is read as narrow.
+fn merge_ranges(parts: Vec<Lookup>) -> Vec<Lookup> {
+    let mut out: Vec<Lookup> = Vec::with_capacity(parts.len());
+    for part in parts {
+        let merged = match &part {
+            Lookup::Leaf(leaf) => out.iter_mut().any(|o| match o {
+                Lookup::Leaf(o) if o.name == leaf.name => both(&mut o.range, &leaf.range),
+                _ => false,
+            }),
+            _ => false,
+        };
+        if !merged {
+            out.push(part);
+        }
+    }
+    out
+}
+
+/// Narrows `a` to what it and `b` both hold, when they are ranges of one kind; false (and
+/// `a` unchanged) otherwise.
+fn both(a: &mut Range, b: &Range) -> bool {
+    match (a, b) {
+        (
+            Range::Num { kind, lo, hi },
+            Range::Num {
+                kind: k2,
+                lo: lo2,
+                hi: hi2,
+            },
+        ) if kind == k2 => {
+            *lo = match (*lo, *lo2) {
+                (Some(x), Some(y)) => Some(x.max(y)),
+                (x, y) => x.or(y),
+            };
+            *hi = match (*hi, *hi2) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            };
+            true
+        }
+        (Range::Text { lo, hi }, Range::Text { lo: lo2, hi: hi2 }) => {
+            *lo = match (lo.take(), lo2) {
+                (Some(x), Some(y)) => Some(if x >= *y { x } else { y.clone() }),
+                (x, y) => x.or_else(|| y.clone()),
+            };
+            *hi = match (hi.take(), hi2) {
+                (Some(x), Some(y)) => Some(match x.0.cmp(&y.0) {
+                    std::cmp::Ordering::Less => x,
+                    std::cmp::Ordering::Greater => y.clone(),
+                    std::cmp::Ordering::Equal => (x.0, x.1 && y.1),
+                }),
+                (x, y) => x.or_else(|| y.clone()),
+            };
+            true
+        }
+        _ => false,
     }
 }
 
@@ -732,6 +799,28 @@ mod tests {
         let both = lookup("n = 1 and not m = 2 and k = 'x'").expect("lookup");
         assert_eq!(both.singles().len(), 2);
         assert!(lookup("name = 'Σx*'").is_none());
+        assert_eq!(
+            lookup("n >= 5 and k = 1 and n < 9"),
+            Some(Lookup::And(vec![
+                leaf(
+                    "n",
+                    Range::Num {
+                        kind: Kind::Number,
+                        lo: Some(5.0),
+                        hi: Some(9.0)
+                    }
+                ),
+                leaf(
+                    "k",
+                    Range::Num {
+                        kind: Kind::Number,
+                        lo: Some(1.0),
+                        hi: Some(1.0)
+                    }
+                ),
+            ])),
+            "two ranges of one property are one"
+        );
         assert!(
             matches!(lookup("loc within 10 of 1, 2"), Some(Lookup::Or(bands)) if bands.len() == 3)
         );
