@@ -210,6 +210,7 @@ pub async fn run(run: &Run, token: &str, sizes: &[u64]) -> Result<Vec<Row>, Clie
         }
         // A walk with cursors, first page to last, in order, every entity once.
         let (mut cursor, mut seen, mut last) = (None::<String>, 0u64, None::<u64>);
+        let mut deep: Vec<String> = Vec::new();
         let walk_started = Instant::now();
         loop {
             let mut params = json!({"ql": "select * order by n", "limit": 1000});
@@ -227,7 +228,12 @@ pub async fn run(run: &Run, token: &str, sizes: &[u64]) -> Result<Vec<Row>, Clie
                 seen += 1;
             }
             match body["cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
+                Some(c) => {
+                    cursor = Some(c.to_owned());
+                    if seen % 20_000 == 0 {
+                        deep.push(c.to_owned());
+                    }
+                }
                 None => break,
             }
             if let Some(rss) = run.server_pid.and_then(crate::measure::rss_bytes) {
@@ -235,6 +241,16 @@ pub async fn run(run: &Run, token: &str, sizes: &[u64]) -> Result<Vec<Row>, Clie
             }
         }
         check(seen == size, "the walk visits every entity once")?;
+        // A page of 10 from cursors all along the walk: a page costs the same at any depth.
+        for _ in 0..5 {
+            for (i, c) in deep.iter().enumerate() {
+                let params = json!({"ql": "select * order by n", "limit": 10, "cursor": c});
+                let (body, t) = get(&mut ws, &mut id, params).await?;
+                let first = (i as u64 + 1) * 20_000;
+                check(numbers(&body, "n").first() == Some(&first), "a deep page")?;
+                record(&mut hists, "cursor page of 10 at any depth", t);
+            }
+        }
         rows.push(Row::new(
             "query",
             setup("cursor walk, whole collection"),
@@ -251,7 +267,7 @@ pub async fn run(run: &Run, token: &str, sizes: &[u64]) -> Result<Vec<Row>, Clie
                 let at_scale = size >= 1_000_000 && p == 50.0;
                 match *form {
                     "order by n desc, limit 10" if at_scale => Some(Goal::AtMost(10.0)),
-                    "contains a word, limit 10" => None,
+                    "contains a word, limit 10" | "cursor walk, a page of 1000" => None,
                     _ if at_scale => Some(Goal::AtMost(5.0)),
                     _ => None,
                 }

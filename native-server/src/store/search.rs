@@ -6,7 +6,8 @@
 //! [`Query::compare`], so the index only has to select a superset in the right order. The
 //! paths, cheapest first:
 //! 1. **A few candidates.** When the filter's index reads select at most [`CANDIDATES`]
-//!    entities, those are read, checked and sorted in memory.
+//!    entities, those are read (with no `order by`, only as many as the page needs, in uuid
+//!    order from the cursor), checked and sorted in memory.
 //! 2. **An `order by`.** The first key's index is walked in order from the cursor (or from
 //!    the filter's range on that key), then, past its end, the entities without that key.
 //! 3. **A single value.** With no `order by`, a filter part `k = v` (or `contains 'w'`) is
@@ -121,10 +122,27 @@ pub async fn query<R: IndexReads>(
     if let Some(lookup) = &lookup
         && let Some(uuids) = candidates(reads, app, collection, lookup).await?
     {
-        let entities = reads.entities_in(app, collection, &uuids).await?;
-        run.count(entities.len())?;
-        for e in entities {
-            run.offer(e);
+        if run.query.order.is_empty() {
+            // In uuid order: only as many as the page needs, from the cursor on.
+            let mut rest: &[String] = match run.after_uuid() {
+                Some(after) => &uuids[uuids.partition_point(|u| *u <= after)..],
+                None => &uuids,
+            };
+            while run.found.len() < run.need && !rest.is_empty() {
+                let (chunk, tail) = rest.split_at(run.batch().min(rest.len()));
+                rest = tail;
+                let entities = reads.entities_in(app, collection, chunk).await?;
+                run.count(entities.len())?;
+                for e in entities {
+                    run.offer(e);
+                }
+            }
+        } else {
+            let entities = reads.entities_in(app, collection, &uuids).await?;
+            run.count(entities.len())?;
+            for e in entities {
+                run.offer(e);
+            }
         }
     } else if let Some(first) = run.query.order.first() {
         run.ordered(

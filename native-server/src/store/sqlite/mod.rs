@@ -101,11 +101,6 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(backend)?;
-        // The writer's page cache (64 MiB, where SQLite's default is 2 MiB): every write also
-        // updates the property index, whose pages are spread over the file; without it a
-        // large database makes each write read its pages back from the OS.
-        conn.pragma_update(None, "cache_size", -65_536)
-            .map_err(backend)?;
         // Each write of a group runs in a savepoint, whose journal of changed pages goes to a
         // temporary file by default: a write syscall per page a write touches first (a
         // quarter of the writer's time once the index made writes touch many pages).

@@ -17,28 +17,42 @@ pub(super) fn index_entity(tx: &Connection, app: &str, e: &Entity, fresh: bool) 
     if !fresh {
         unindex(tx, app, &e.uuid)?;
     }
-    let mut row = tx
-        .prepare_cached("INSERT OR IGNORE INTO props VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
-        .map_err(backend)?;
-    for r in index::index_rows(&e.data) {
-        row.execute(params![
-            app,
-            e.collection,
-            r.name,
-            r.key.kind as i32,
-            r.key.num,
-            r.key.text,
-            e.uuid,
-            r.direct
-        ])
+    // One statement per table, whatever the number of rows: the rows go in as a JSON array.
+    let rows: Vec<serde_json::Value> = index::index_rows(&e.data)
+        .into_iter()
+        .map(|r| serde_json::json!([r.name, r.key.kind as i32, r.key.num, r.key.text, r.direct]))
+        .collect();
+    if !rows.is_empty() {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO props
+             SELECT ?1, ?2, value->>0, value->>1, value->>2, value->>3, ?3, value->>4
+             FROM json_each(?4)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                app,
+                e.collection,
+                e.uuid,
+                serde_json::Value::Array(rows).to_string()
+            ])
+        })
         .map_err(backend)?;
     }
-    let mut word = tx
-        .prepare_cached("INSERT OR IGNORE INTO words VALUES (?1, ?2, ?3, ?4, ?5)")
+    let words: Vec<(String, String)> = index::words(&e.data);
+    if !words.is_empty() {
+        let words = serde_json::to_string(&words).map_err(backend)?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO words SELECT ?1, ?2, value->>0, value->>1, ?3 FROM json_each(?4)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                app,
+                e.collection,
+                e.uuid,
+                words
+            ])
+        })
         .map_err(backend)?;
-    for (name, w) in index::words(&e.data) {
-        word.execute(params![app, e.collection, name, w, e.uuid])
-            .map_err(backend)?;
     }
     Ok(())
 }
