@@ -134,17 +134,21 @@ async fn commit_one_app(pool: &Pool, app: &str, jobs: Vec<Job>) {
         return fail_all(jobs, &backend(e)).await;
     }
     let mut finishes = Vec::with_capacity(jobs.len());
-    for job in jobs {
+    for (i, job) in jobs.into_iter().enumerate() {
+        // One round trip between writes: the last one's savepoint ends (a failed one was
+        // rolled back to it already) as the next one's starts; the commit ends the last.
         // A failed savepoint statement leaves the transaction aborted: its commit fails, and
         // every write of the batch with it.
-        let _ = tx.batch_execute("SAVEPOINT w").await;
-        let (ok, finish) = (job.run)(&tx).await;
-        let end = if ok {
-            "RELEASE SAVEPOINT w"
+        let start = if i == 0 {
+            "SAVEPOINT w"
         } else {
-            "ROLLBACK TO SAVEPOINT w; RELEASE SAVEPOINT w"
+            "RELEASE SAVEPOINT w; SAVEPOINT w"
         };
-        let _ = tx.batch_execute(end).await;
+        let _ = tx.batch_execute(start).await;
+        let (ok, finish) = (job.run)(&tx).await;
+        if !ok {
+            let _ = tx.batch_execute("ROLLBACK TO SAVEPOINT w").await;
+        }
         finishes.push((ok, finish));
     }
     let committed = tx.commit().await.map_err(backend);

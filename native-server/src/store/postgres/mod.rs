@@ -249,41 +249,40 @@ fn to_entity(r: &Row) -> StoreResult<Entity> {
 /// locks the application's `app_seq` row until the transaction ends, so positions are
 /// gap-free and become visible in order.
 async fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> StoreResult<u64> {
-    let st = tx
-        .prepare_cached(
-            "INSERT INTO app_seq(app, seq) VALUES ($1, 1)
-             ON CONFLICT(app) DO UPDATE SET seq = app_seq.seq + 1 RETURNING seq",
-        )
-        .await
-        .map_err(backend)?;
-    let seq: i64 = tx.query_one(&st, &[&app]).await.map_err(backend)?.get(0);
     let entity = Value::Object(rec.entity.clone()).to_string();
     let previous = rec
         .previous
         .as_ref()
         .map(|p| Value::Object(p.clone()).to_string());
+    // One round trip: the position and the entry together.
     let st = tx
-        .prepare_cached("INSERT INTO changes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+        .prepare_cached(
+            "WITH s AS (INSERT INTO app_seq(app, seq) VALUES ($1, 1)
+                        ON CONFLICT(app) DO UPDATE SET seq = app_seq.seq + 1 RETURNING seq)
+             INSERT INTO changes SELECT $1, s.seq, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM s
+             RETURNING seq",
+        )
         .await
         .map_err(backend)?;
-    tx.execute(
-        &st,
-        &[
-            &app,
-            &seq,
-            &rec.created,
-            &kind_name(rec.kind),
-            &rec.collection,
-            &rec.uuid,
-            &rec.name,
-            &entity,
-            &previous,
-            &rec.feed_owner,
-            &rec.queue,
-        ],
-    )
-    .await
-    .map_err(backend)?;
+    let row = tx
+        .query_one(
+            &st,
+            &[
+                &app,
+                &rec.created,
+                &kind_name(rec.kind),
+                &rec.collection,
+                &rec.uuid,
+                &rec.name,
+                &entity,
+                &previous,
+                &rec.feed_owner,
+                &rec.queue,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    let seq: i64 = row.get(0);
     Ok(seq as u64)
 }
 
