@@ -92,6 +92,9 @@ fn stopped() -> StoreError {
 
 async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
+    // A connection of its own, kept between batches: a batch never waits behind the pool's
+    // other users for one.
+    let mut conn: Option<deadpool_postgres::Object> = None;
     while let Some(first) = queue.recv().await {
         batch.push(first);
         while batch.len() < BATCH_MAX {
@@ -105,19 +108,33 @@ async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
             let app = batch[0].app.clone();
             let (mine, rest): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|j| j.app == app);
             batch = rest;
-            commit_one_app(&pool, &app, mine).await;
+            if conn.is_none() {
+                match pool.get().await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        fail_all(mine, &backend(e)).await;
+                        continue;
+                    }
+                }
+            }
+            if let Some(c) = conn.as_mut()
+                && !commit_one_app(c, &app, mine).await
+            {
+                // A failed connection is dropped; the next batch takes a fresh one.
+                conn = None;
+            }
         }
     }
 }
 
-async fn commit_one_app(pool: &Pool, app: &str, jobs: Vec<Job>) {
-    let mut client = match pool.get().await {
-        Ok(c) => c,
-        Err(e) => return fail_all(jobs, &backend(e)).await,
-    };
+/// Commits one application's writes; false when the connection failed.
+async fn commit_one_app(client: &mut deadpool_postgres::Object, app: &str, jobs: Vec<Job>) -> bool {
     let tx = match client.transaction().await {
         Ok(tx) => tx,
-        Err(e) => return fail_all(jobs, &backend(e)).await,
+        Err(e) => {
+            fail_all(jobs, &backend(e)).await;
+            return false;
+        }
     };
     // The application's row first (made if it is the application's first write).
     let locked = async {
@@ -131,7 +148,8 @@ async fn commit_one_app(pool: &Pool, app: &str, jobs: Vec<Job>) {
     }
     .await;
     if let Err(e) = locked {
-        return fail_all(jobs, &backend(e)).await;
+        fail_all(jobs, &backend(e)).await;
+        return false;
     }
     let mut finishes = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.into_iter().enumerate() {
@@ -155,6 +173,7 @@ async fn commit_one_app(pool: &Pool, app: &str, jobs: Vec<Job>) {
     for (ok, finish) in finishes {
         finish(if ok { committed.as_ref().err() } else { None });
     }
+    committed.is_ok()
 }
 
 async fn fail_all(jobs: Vec<Job>, error: &StoreError) {
