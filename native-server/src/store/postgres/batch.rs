@@ -162,8 +162,8 @@ async fn commit_one_app(client: &mut deadpool_postgres::Object, app: &str, jobs:
         } else {
             "RELEASE SAVEPOINT w; SAVEPOINT w"
         };
-        let _ = tx.batch_execute(start).await;
-        let (ok, finish) = (job.run)(&tx).await;
+        // The savepoint goes out with the write's first statements (pipelined).
+        let (_, (ok, finish)) = futures_util::join!(tx.batch_execute(start), (job.run)(&tx));
         if !ok {
             let _ = tx.batch_execute("ROLLBACK TO SAVEPOINT w").await;
         }
