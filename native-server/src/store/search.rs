@@ -156,22 +156,7 @@ pub async fn query<R: IndexReads>(
         .await?;
     } else {
         let single = lookup.as_ref().and_then(|l| l.singles().into_iter().next());
-        let mut after = run.after_uuid();
-        while run.found.len() < run.need {
-            let n = run.batch();
-            let batch = reads
-                .by_uuid(app, collection, single, after.as_deref(), false, n)
-                .await?;
-            run.count(batch.len())?;
-            let done = batch.len() < n;
-            after = batch.last().map(|e| e.uuid.clone()).or(after);
-            for e in batch {
-                run.offer(e);
-            }
-            if done {
-                break;
-            }
-        }
+        run.by_uuid(reads, app, collection, single, false).await?;
     }
     Ok(run.finish())
 }
@@ -295,6 +280,35 @@ impl Run<'_> {
         keep
     }
 
+    /// Walks the collection in uuid order from the cursor (only entities with a row in
+    /// `single`, if given) until the page is full or the collection ends.
+    async fn by_uuid<R: IndexReads>(
+        &mut self,
+        reads: &R,
+        app: &str,
+        collection: &str,
+        single: Option<&Leaf>,
+        desc: bool,
+    ) -> StoreResult<()> {
+        let mut after = self.after_uuid();
+        while self.found.len() < self.need {
+            let n = self.batch();
+            let batch = reads
+                .by_uuid(app, collection, single, after.as_deref(), desc, n)
+                .await?;
+            self.count(batch.len())?;
+            let done = batch.len() < n;
+            after = batch.last().map(|e| e.uuid.clone()).or(after);
+            for e in batch {
+                self.offer(e);
+            }
+            if done {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Walks the first key's index in order, then the entities without that key.
     async fn ordered<R: IndexReads>(
         &mut self,
@@ -308,23 +322,7 @@ impl Run<'_> {
         if matches!(name, "uuid" | "type") {
             // Entities are kept in uuid order, and every `type` of a collection is the same:
             // ties go by uuid in the key's direction.
-            let mut after = self.after_uuid();
-            while self.found.len() < self.need {
-                let n = self.batch();
-                let batch = reads
-                    .by_uuid(app, collection, None, after.as_deref(), desc, n)
-                    .await?;
-                self.count(batch.len())?;
-                let done = batch.len() < n;
-                after = batch.last().map(|e| e.uuid.clone()).or(after);
-                for e in batch {
-                    self.offer(e);
-                }
-                if done {
-                    break;
-                }
-            }
-            return Ok(());
+            return self.by_uuid(reads, app, collection, None, desc).await;
         }
         let one_key = self.query.order.len() == 1;
         let cursor = self.after.as_ref().map(|a| lookup_key(a, name));
