@@ -630,9 +630,9 @@ impl Leaf {
     }
 }
 
-/// The SQL of [`IndexReads::by_value`](super::search::IndexReads::by_value): the start
-/// condition on `(kind, num, str, uuid)` and the order, for a walk in either direction.
-pub fn walk_sql(
+/// The start condition on `(kind, num, str, uuid)` of a walk by value, and its order, in
+/// either direction.
+fn walk_sql(
     from: Option<&super::search::From>,
     desc: bool,
     first: usize,
@@ -668,6 +668,134 @@ pub fn walk_sql(
         ),
     };
     (condition, order, args)
+}
+
+/// One statement of the index's reads: its text, with parameters `{mark}1…` (`?` for SQLite,
+/// `$` for PostgreSQL), and their values in order.
+pub struct Statement {
+    /// The SQL.
+    pub sql: String,
+    /// The parameters.
+    pub args: Vec<Arg>,
+}
+
+/// The entity columns every walk selects, from `entities e`.
+const ENTITY: &str = "e.uuid, e.collection, e.name, e.data";
+
+fn text(s: &str) -> Arg {
+    Arg::Text(s.to_owned())
+}
+
+/// The reads of [`IndexReads`](super::search::IndexReads), written once for both stores.
+impl Statement {
+    /// Uuids of entities with a row in `leaf`, at most `cap + 1`.
+    pub fn leaf_uuids(
+        app: &str,
+        collection: &str,
+        leaf: &Leaf,
+        cap: usize,
+        mark: char,
+    ) -> Statement {
+        let l = leaf.sql(3, mark);
+        let mut args = vec![text(app), text(collection)];
+        args.extend(l.args);
+        Statement {
+            sql: format!(
+                "SELECT p.uuid FROM {} p WHERE p.app = {mark}1 AND p.collection = {mark}2 AND {} \
+                 LIMIT {}",
+                l.table,
+                l.condition,
+                cap + 1
+            ),
+            args,
+        }
+    }
+
+    /// Up to `n` entities in uuid order after `after`, with a row in `single` if given.
+    pub fn by_uuid(
+        app: &str,
+        collection: &str,
+        single: Option<&Leaf>,
+        after: Option<&str>,
+        desc: bool,
+        n: usize,
+        mark: char,
+    ) -> Statement {
+        let (op, dir) = if desc { ("<", "DESC") } else { (">", "") };
+        let mut args = vec![text(app), text(collection)];
+        let on = if single.is_some() { "p" } else { "e" };
+        let from = after.map_or(String::new(), |a| {
+            args.push(text(a));
+            format!("AND {on}.uuid {op} {mark}3")
+        });
+        let sql = match single {
+            None => format!(
+                "SELECT {ENTITY} FROM entities e WHERE e.app = {mark}1 AND e.collection = {mark}2 \
+                 {from} ORDER BY e.uuid {dir} LIMIT {n}"
+            ),
+            Some(leaf) => {
+                let l = leaf.sql(args.len() + 1, mark);
+                args.extend(l.args);
+                format!(
+                    "SELECT {ENTITY} FROM {} p JOIN entities e ON e.app = p.app AND e.uuid = p.uuid \
+                     WHERE p.app = {mark}1 AND p.collection = {mark}2 {from} AND {} \
+                     ORDER BY p.uuid {dir} LIMIT {n}",
+                    l.table, l.condition
+                )
+            }
+        };
+        Statement { sql, args }
+    }
+
+    /// Up to `n` entities with a value of `name` of their own, in index order from `from`.
+    pub fn by_value(
+        app: &str,
+        collection: &str,
+        name: &str,
+        from: Option<&super::search::From>,
+        desc: bool,
+        n: usize,
+        mark: char,
+    ) -> Statement {
+        let (start, order, rest) = walk_sql(from, desc, 4, mark);
+        let mut args = vec![text(app), text(collection), text(name)];
+        args.extend(rest);
+        Statement {
+            sql: format!(
+                "SELECT {ENTITY} FROM props p JOIN entities e ON e.app = p.app AND e.uuid = p.uuid \
+                 WHERE p.app = {mark}1 AND p.collection = {mark}2 AND p.name = {mark}3 \
+                 AND p.direct = 1 {start} ORDER BY {order} LIMIT {n}"
+            ),
+            args,
+        }
+    }
+
+    /// Up to `n` entities without a value of `name`, in uuid order after `after`.
+    pub fn missing(
+        app: &str,
+        collection: &str,
+        name: &str,
+        after: Option<&str>,
+        desc: bool,
+        n: usize,
+        mark: char,
+    ) -> Statement {
+        let (op, dir) = if desc { ("<", "DESC") } else { (">", "") };
+        let mut args = vec![text(app), text(collection), text(name)];
+        let from = after.map_or(String::new(), |a| {
+            args.push(text(a));
+            format!("AND e.uuid {op} {mark}4")
+        });
+        Statement {
+            sql: format!(
+                "SELECT {ENTITY} FROM entities e WHERE e.app = {mark}1 AND e.collection = {mark}2 \
+                 {from} AND NOT EXISTS (SELECT 1 FROM props p WHERE p.app = e.app \
+                 AND p.uuid = e.uuid AND p.name = {mark}3 AND p.direct = 1) \
+                 ORDER BY e.uuid {dir} LIMIT {n}"
+            ),
+            args,
+        }
+    }
 }
 
 #[cfg(test)]

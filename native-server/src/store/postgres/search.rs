@@ -2,7 +2,7 @@
 //! it for entities written before it existed, and the reads the search makes of it.
 
 use super::{Param, PostgresStore, backend, to_entity};
-use crate::store::index::{self, Arg, Leaf};
+use crate::store::index::{self, Arg, Leaf, Statement};
 use crate::store::search::{From, IndexReads};
 use crate::store::{Entity, StoreResult};
 use async_trait::async_trait;
@@ -120,33 +120,30 @@ pub(super) async fn build_index(tx: &Transaction<'_>) -> StoreResult<()> {
     Ok(())
 }
 
-/// Boxed parameters: the fixed text ones, then the index's.
-fn sql_args(fixed: &[&str], args: Vec<Arg>) -> Vec<Box<dyn ToSql + Sync + Send>> {
-    let mut out: Vec<Box<dyn ToSql + Sync + Send>> = fixed
-        .iter()
-        .map(|s| Box::new((*s).to_owned()) as Box<dyn ToSql + Sync + Send>)
-        .collect();
-    out.extend(args.into_iter().map(|a| match a {
-        Arg::Text(s) => Box::new(s) as Box<dyn ToSql + Sync + Send>,
-        Arg::Real(f) => Box::new(f),
-        Arg::Int(i) => Box::new(i),
-    }));
-    out
+/// A statement's parameters, boxed for the driver.
+fn sql_args(args: Vec<Arg>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    args.into_iter()
+        .map(|a| match a {
+            Arg::Text(s) => Box::new(s) as Box<dyn ToSql + Sync + Send>,
+            Arg::Real(f) => Box::new(f),
+            Arg::Int(i) => Box::new(i),
+        })
+        .collect()
 }
 
-const ENTITY: &str = "e.uuid, e.collection, e.name, e.data";
-
 impl PostgresStore {
-    async fn walk(
-        &self,
-        sql: &str,
-        args: &[Box<dyn ToSql + Sync + Send>],
-    ) -> StoreResult<Vec<Entity>> {
+    /// The rows a statement selects.
+    async fn rows(&self, st: Statement) -> StoreResult<Vec<tokio_postgres::Row>> {
+        let args = sql_args(st.args);
         let client = self.client().await?;
-        let st = client.prepare_cached(sql).await.map_err(backend)?;
+        let prepared = client.prepare_cached(&st.sql).await.map_err(backend)?;
         let params: Vec<Param<'_>> = args.iter().map(|a| a.as_ref() as Param<'_>).collect();
-        let rows = client.query(&st, &params).await.map_err(backend)?;
-        rows.iter().map(to_entity).collect()
+        client.query(&prepared, &params).await.map_err(backend)
+    }
+
+    /// The entities a statement selects.
+    async fn walk(&self, st: Statement) -> StoreResult<Vec<Entity>> {
+        self.rows(st).await?.iter().map(to_entity).collect()
     }
 }
 
@@ -159,18 +156,9 @@ impl IndexReads for PostgresStore {
         leaf: &Leaf,
         cap: usize,
     ) -> StoreResult<Vec<String>> {
-        let l = leaf.sql(3, '$');
-        let sql = format!(
-            "SELECT p.uuid FROM {} p WHERE p.app = $1 AND p.collection = $2 AND {} LIMIT {}",
-            l.table,
-            l.condition,
-            cap + 1
-        );
-        let args = sql_args(&[app, collection], l.args);
-        let client = self.client().await?;
-        let st = client.prepare_cached(&sql).await.map_err(backend)?;
-        let params: Vec<Param<'_>> = args.iter().map(|a| a.as_ref() as Param<'_>).collect();
-        let rows = client.query(&st, &params).await.map_err(backend)?;
+        let rows = self
+            .rows(Statement::leaf_uuids(app, collection, leaf, cap, '$'))
+            .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -204,33 +192,10 @@ impl IndexReads for PostgresStore {
         desc: bool,
         n: usize,
     ) -> StoreResult<Vec<Entity>> {
-        let (op, dir) = if desc { ("<", "DESC") } else { (">", "") };
-        match single {
-            None => {
-                let from = after.map_or(String::new(), |_| format!("AND e.uuid {op} $3"));
-                let sql = format!(
-                    "SELECT {ENTITY} FROM entities e WHERE e.app = $1 AND e.collection = $2 {from}
-                     ORDER BY e.uuid {dir} LIMIT {n}"
-                );
-                let fixed = [app, collection, after.unwrap_or_default()];
-                let used = if after.is_some() { 3 } else { 2 };
-                self.walk(&sql, &sql_args(&fixed[..used], Vec::new())).await
-            }
-            Some(leaf) => {
-                let first = if after.is_some() { 4 } else { 3 };
-                let l = leaf.sql(first, '$');
-                let from = after.map_or(String::new(), |_| format!("AND p.uuid {op} $3"));
-                let sql = format!(
-                    "SELECT {ENTITY} FROM {} p JOIN entities e ON e.app = p.app AND e.uuid = p.uuid
-                     WHERE p.app = $1 AND p.collection = $2 {from} AND {}
-                     ORDER BY p.uuid {dir} LIMIT {n}",
-                    l.table, l.condition
-                );
-                let fixed = [app, collection, after.unwrap_or_default()];
-                self.walk(&sql, &sql_args(&fixed[..first - 1], l.args))
-                    .await
-            }
-        }
+        self.walk(Statement::by_uuid(
+            app, collection, single, after, desc, n, '$',
+        ))
+        .await
     }
 
     async fn by_value(
@@ -242,14 +207,10 @@ impl IndexReads for PostgresStore {
         desc: bool,
         n: usize,
     ) -> StoreResult<Vec<Entity>> {
-        let (start, order, args) = index::walk_sql(from, desc, 4, '$');
-        let sql = format!(
-            "SELECT {ENTITY} FROM props p JOIN entities e ON e.app = p.app AND e.uuid = p.uuid
-             WHERE p.app = $1 AND p.collection = $2 AND p.name = $3 AND p.direct = 1 {start}
-             ORDER BY {order} LIMIT {n}"
-        );
-        self.walk(&sql, &sql_args(&[app, collection, name], args))
-            .await
+        self.walk(Statement::by_value(
+            app, collection, name, from, desc, n, '$',
+        ))
+        .await
     }
 
     async fn missing(
@@ -261,16 +222,9 @@ impl IndexReads for PostgresStore {
         desc: bool,
         n: usize,
     ) -> StoreResult<Vec<Entity>> {
-        let (op, dir) = if desc { ("<", "DESC") } else { (">", "") };
-        let from = after.map_or(String::new(), |_| format!("AND e.uuid {op} $4"));
-        let sql = format!(
-            "SELECT {ENTITY} FROM entities e WHERE e.app = $1 AND e.collection = $2 {from}
-             AND NOT EXISTS (SELECT 1 FROM props p WHERE p.app = e.app AND p.uuid = e.uuid
-                             AND p.name = $3 AND p.direct = 1)
-             ORDER BY e.uuid {dir} LIMIT {n}"
-        );
-        let fixed = [app, collection, name, after.unwrap_or_default()];
-        let used = if after.is_some() { 4 } else { 3 };
-        self.walk(&sql, &sql_args(&fixed[..used], Vec::new())).await
+        self.walk(Statement::missing(
+            app, collection, name, after, desc, n, '$',
+        ))
+        .await
     }
 }

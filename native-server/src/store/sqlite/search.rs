@@ -3,7 +3,7 @@
 
 use super::error::backend;
 use super::{SqliteStore, collect_entities};
-use crate::store::index::{self, Arg, Leaf};
+use crate::store::index::{self, Arg, Leaf, Statement};
 use crate::store::search::{From, IndexReads};
 use crate::store::{Entity, StoreResult};
 use async_trait::async_trait;
@@ -107,26 +107,21 @@ pub(super) fn build_index(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn sql_args(fixed: &[&str], args: Vec<Arg>) -> Vec<rusqlite::types::Value> {
+fn sql_args(args: Vec<Arg>) -> Vec<rusqlite::types::Value> {
     use rusqlite::types::Value as V;
-    let mut out: Vec<V> = fixed.iter().map(|s| V::Text((*s).to_owned())).collect();
-    out.extend(args.into_iter().map(|a| match a {
-        Arg::Text(s) => V::Text(s),
-        Arg::Real(f) => V::Real(f),
-        Arg::Int(i) => V::Integer(i.into()),
-    }));
-    out
+    args.into_iter()
+        .map(|a| match a {
+            Arg::Text(s) => V::Text(s),
+            Arg::Real(f) => V::Real(f),
+            Arg::Int(i) => V::Integer(i.into()),
+        })
+        .collect()
 }
 
-const ENTITY: &str = "e.uuid, e.collection, e.name, e.data";
-
 impl SqliteStore {
-    /// Entities of a statement with the given parameters, on a read connection.
-    async fn walk(
-        &self,
-        sql: String,
-        args: Vec<rusqlite::types::Value>,
-    ) -> StoreResult<Vec<Entity>> {
+    /// The entities a statement selects, on a read connection.
+    async fn walk(&self, st: Statement) -> StoreResult<Vec<Entity>> {
+        let (sql, args) = (st.sql, sql_args(st.args));
         self.scan(move |c| {
             let mut stmt = c.prepare_cached(&sql).map_err(backend)?;
             collect_entities(&mut stmt, params_from_iter(args))
@@ -144,14 +139,8 @@ impl IndexReads for SqliteStore {
         leaf: &Leaf,
         cap: usize,
     ) -> StoreResult<Vec<String>> {
-        let l = leaf.sql(3, '?');
-        let sql = format!(
-            "SELECT p.uuid FROM {} p WHERE p.app = ?1 AND p.collection = ?2 AND {} LIMIT {}",
-            l.table,
-            l.condition,
-            cap + 1
-        );
-        let args = sql_args(&[app, collection], l.args);
+        let st = Statement::leaf_uuids(app, collection, leaf, cap, '?');
+        let (sql, args) = (st.sql, sql_args(st.args));
         self.scan(move |c| {
             let mut stmt = c.prepare_cached(&sql).map_err(backend)?;
             let rows = stmt
@@ -169,12 +158,18 @@ impl IndexReads for SqliteStore {
         uuids: &[String],
     ) -> StoreResult<Vec<Entity>> {
         let list = serde_json::to_string(uuids).map_err(backend)?;
-        let sql = format!(
-            "SELECT {ENTITY} FROM entities e WHERE e.app = ?1 AND e.collection = ?2
-             AND e.uuid IN (SELECT value FROM json_each(?3))"
-        );
-        self.walk(sql, sql_args(&[app, collection, &list], Vec::new()))
-            .await
+        self.walk(Statement {
+            sql: "SELECT e.uuid, e.collection, e.name, e.data FROM entities e
+                  WHERE e.app = ?1 AND e.collection = ?2
+                  AND e.uuid IN (SELECT value FROM json_each(?3))"
+                .into(),
+            args: vec![
+                Arg::Text(app.into()),
+                Arg::Text(collection.into()),
+                Arg::Text(list),
+            ],
+        })
+        .await
     }
 
     async fn by_uuid(
@@ -186,31 +181,10 @@ impl IndexReads for SqliteStore {
         desc: bool,
         n: usize,
     ) -> StoreResult<Vec<Entity>> {
-        let (op, dir) = if desc { ("<", "DESC") } else { (">", "") };
-        let sql = match single {
-            None => {
-                let from = after.map_or(String::new(), |_| format!("AND e.uuid {op} ?3"));
-                format!(
-                    "SELECT {ENTITY} FROM entities e WHERE e.app = ?1 AND e.collection = ?2 {from}
-                     ORDER BY e.uuid {dir} LIMIT {n}"
-                )
-            }
-            Some(leaf) => {
-                let l = leaf.sql(4, '?');
-                let from = after.map_or(String::new(), |_| format!("AND p.uuid {op} ?3"));
-                let sql = format!(
-                    "SELECT {ENTITY} FROM {} p JOIN entities e ON e.app = p.app AND e.uuid = p.uuid
-                     WHERE p.app = ?1 AND p.collection = ?2 {from} AND {}
-                     ORDER BY p.uuid {dir} LIMIT {n}",
-                    l.table, l.condition
-                );
-                let fixed = [app, collection, after.unwrap_or_default()];
-                return self.walk(sql, sql_args(&fixed, l.args)).await;
-            }
-        };
-        let fixed = [app, collection, after.unwrap_or_default()];
-        let used = if after.is_some() { 3 } else { 2 };
-        self.walk(sql, sql_args(&fixed[..used], Vec::new())).await
+        self.walk(Statement::by_uuid(
+            app, collection, single, after, desc, n, '?',
+        ))
+        .await
     }
 
     async fn by_value(
@@ -222,14 +196,10 @@ impl IndexReads for SqliteStore {
         desc: bool,
         n: usize,
     ) -> StoreResult<Vec<Entity>> {
-        let (start, order, args) = index::walk_sql(from, desc, 4, '?');
-        let sql = format!(
-            "SELECT {ENTITY} FROM props p JOIN entities e ON e.app = p.app AND e.uuid = p.uuid
-             WHERE p.app = ?1 AND p.collection = ?2 AND p.name = ?3 AND p.direct = 1 {start}
-             ORDER BY {order} LIMIT {n}"
-        );
-        self.walk(sql, sql_args(&[app, collection, name], args))
-            .await
+        self.walk(Statement::by_value(
+            app, collection, name, from, desc, n, '?',
+        ))
+        .await
     }
 
     async fn missing(
@@ -241,16 +211,9 @@ impl IndexReads for SqliteStore {
         desc: bool,
         n: usize,
     ) -> StoreResult<Vec<Entity>> {
-        let (op, dir) = if desc { ("<", "DESC") } else { (">", "") };
-        let from = after.map_or(String::new(), |_| format!("AND e.uuid {op} ?4"));
-        let sql = format!(
-            "SELECT {ENTITY} FROM entities e WHERE e.app = ?1 AND e.collection = ?2 {from}
-             AND NOT EXISTS (SELECT 1 FROM props p WHERE p.app = e.app AND p.uuid = e.uuid
-                             AND p.name = ?3 AND p.direct = 1)
-             ORDER BY e.uuid {dir} LIMIT {n}"
-        );
-        let fixed = [app, collection, name, after.unwrap_or_default()];
-        let used = if after.is_some() { 4 } else { 3 };
-        self.walk(sql, sql_args(&fixed[..used], Vec::new())).await
+        self.walk(Statement::missing(
+            app, collection, name, after, desc, n, '?',
+        ))
+        .await
     }
 }
