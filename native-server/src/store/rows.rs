@@ -199,6 +199,27 @@ pub(super) fn queue_message(props: Map<String, Value>, now: i64) -> (String, Map
     (uuid, data)
 }
 
+/// The log entry of a queue message posted to `queue` (the queue itself or a subscriber).
+pub(super) fn queue_change(
+    uuid: &str,
+    message: &Map<String, Value>,
+    queue: &str,
+    now: i64,
+) -> ChangeRecord {
+    ChangeRecord {
+        seq: 0,
+        created: now,
+        kind: ChangeKind::QueueMessage,
+        collection: String::new(),
+        uuid: uuid.to_owned(),
+        name: None,
+        entity: message.clone(),
+        previous: None,
+        feed_owner: None,
+        queue: Some(queue.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

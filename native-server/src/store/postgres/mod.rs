@@ -12,7 +12,7 @@ mod batch;
 mod search;
 
 use super::plan::{self, Taken};
-use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_message};
+use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_change, queue_message};
 use super::{
     AdminRecord, AppRecord, Asset, ChangeBatch, ChangeRecord, Direction, Entity, EntityKey,
     OrgRecord, Page, PageQuery, QueueRead, QueuedMessage, Store, StoreError, StoreResult,
@@ -393,21 +393,10 @@ async fn queue_post_in(
     }
     let mut posted = Vec::with_capacity(messages.len());
     for props in messages {
-        let (uuid, data) = queue_message(props.clone(), now);
+        let (uuid, data) = queue_message(props, now);
         let text = Value::Object(data.clone()).to_string();
         for target in &targets {
-            let rec = ChangeRecord {
-                seq: 0,
-                created: now,
-                kind: ChangeKind::QueueMessage,
-                collection: String::new(),
-                uuid: uuid.clone(),
-                name: None,
-                entity: data.clone(),
-                previous: None,
-                feed_owner: None,
-                queue: Some(target.clone()),
-            };
+            let rec = queue_change(&uuid, &data, target, now);
             // The batch holds the application's lock from its start, so message ids grow
             // in commit order and a consumer's pointer never skips one.
             let seq = append_change(tx, app, &rec).await? as i64;

@@ -2,7 +2,7 @@
 //! so that an answered write survives `kill -9` and power loss.
 
 use super::plan::{self, Taken};
-use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_message};
+use super::rows::{entity_change, kind_name, kind_of, page_apart, queue_change, queue_message};
 mod error;
 mod readers;
 mod search;
@@ -906,18 +906,7 @@ impl Store for SqliteStore {
             for props in messages {
                 let (uuid, data) = queue_message(props, now);
                 for target in &targets {
-                    let rec = ChangeRecord {
-                        seq: 0,
-                        created: now,
-                        kind: ChangeKind::QueueMessage,
-                        collection: String::new(),
-                        uuid: uuid.clone(),
-                        name: None,
-                        entity: data.clone(),
-                        previous: None,
-                        feed_owner: None,
-                        queue: Some(target.clone()),
-                    };
+                    let rec = queue_change(&uuid, &data, target, now);
                     let seq = append_change(&tx, &app, &rec)?;
                     tx.execute(
                         "INSERT INTO queue_messages(app, queue, uuid, seq, created, data)
