@@ -10,7 +10,8 @@
 #   ./scripts/bench.sh --cluster fanout    the same against three nodes on one machine: an API
 #                                          node and two gateways (all on CPU 0) sharing the
 #                                          local PostgreSQL (a fresh schema) and NATS; the
-#                                          fan-out subscribers are spread over both gateways
+#                                          fan-out subscribers and the writers of `write` are
+#                                          spread over both gateways
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -83,6 +84,8 @@ store="$pg?options=-csearch_path%3Dbench_$$"
 if [ -n "$cluster$postgres" ]; then
   schema="bench_$$"
   psql -q "$pg" -c "CREATE SCHEMA $schema" >/dev/null
+  # What each write costs the database, whichever node sent it.
+  extra+=(--database-cpu)
 fi
 
 if [ -z "$cluster" ]; then

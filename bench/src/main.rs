@@ -87,6 +87,9 @@ struct Cli {
     /// idle: how many sockets to hold open.
     #[arg(long, default_value_t = 19_000)]
     idle: usize,
+    /// Also report the CPU of the local PostgreSQL (every `postgres` process) in `write`.
+    #[arg(long)]
+    database_cpu: bool,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "target/gridsocket-bench/results.json")]
     json: PathBuf,
@@ -108,6 +111,8 @@ pub struct Run {
     pub server_cores: f64,
     /// How many CPUs this client may use.
     pub client_cores: f64,
+    /// Whether to read the local PostgreSQL's CPU use too.
+    pub database_cpu: bool,
 }
 
 impl Run {
@@ -258,6 +263,7 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
         server_cores: cores(cli.server_pid.and_then(measure::allowed_cpus)).unwrap_or(1.0),
         client_cores: (cli.threads.max(1) as f64)
             .min(cores(measure::allowed_cpus(std::process::id())).unwrap_or(f64::MAX)),
+        database_cpu: cli.database_cpu,
     };
     eprintln!(
         "server pid {:?} on CPUs {:?}; client on CPUs {:?} with {} thread(s); open-file limit {open_files}",

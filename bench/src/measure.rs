@@ -14,6 +14,18 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks_per_second())
 }
 
+/// The processes whose command name is `name` (every PostgreSQL backend, say).
+pub fn processes_named(name: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .collect()
+}
+
 /// CPU seconds used by all of `pids`; `None` if there are none or one cannot be read.
 fn total_cpu_seconds(pids: &[u32]) -> Option<f64> {
     if pids.is_empty() {

@@ -3,7 +3,7 @@
 //! every request as REST clients do).
 
 use crate::client::{self, ClientError, Target};
-use crate::measure::CpuWindow;
+use crate::measure::{self, CpuWindow};
 use crate::report::{Goal, Row};
 use crate::{Run, latency_rows};
 use bytes::Bytes;
@@ -54,13 +54,18 @@ pub async fn run(
     let warm_until = Instant::now() + run.warmup + Duration::from_millis(200);
     let until = warm_until + run.duration;
     let mut tasks = Vec::new();
-    for _ in 0..case.connections {
+    for n in 0..case.connections {
         let (target, token, path) = (target.clone(), token.to_owned(), entity_path.to_owned());
         tasks.push(tokio::spawn(async move {
             match case.transport {
                 Transport::Ws => {
-                    let depth = case.depth;
-                    ws_conn(&target, &token, &path, depth, case.post, warm_until, until).await
+                    let socket = Socket {
+                        // Writes spread over every node given; reads go to the first.
+                        node: if case.post { n } else { 0 },
+                        depth: case.depth,
+                        post: case.post,
+                    };
+                    ws_conn(&target, &token, &path, socket, warm_until, until).await
                 }
                 Transport::Rest => rest_conn(&target, &token, &path, warm_until, until).await,
             }
@@ -68,8 +73,12 @@ pub async fn run(
     }
     tokio::time::sleep_until(warm_until.into()).await;
     let cpu = CpuWindow::start(run.server_pids());
+    let db = run
+        .database_cpu
+        .then(|| CpuWindow::start(measure::processes_named("postgres")));
     tokio::time::sleep_until(until.into()).await;
     let cpu = cpu.finish();
+    let db = db.map(|w| w.finish());
     let mut total = Tally {
         done: 0,
         errors: 0,
@@ -106,6 +115,22 @@ pub async fn run(
         &[50.0, 99.0, 99.9],
         None,
     ));
+    if let Some(cores) = db.and_then(|d| d.server) {
+        // The database's CPU for the same window: what a write costs it, whichever node sent
+        // it, is what decides how far more nodes take one application.
+        rows.push(Row::new(
+            scenario,
+            &setup,
+            "PostgreSQL cores",
+            cores,
+            None,
+            "",
+        ));
+        if total.done > 0 {
+            let per_k = cores * run.duration.as_secs_f64() * 1e6 / total.done as f64;
+            rows.push(Row::new(scenario, &setup, "PG CPU ms/1k", per_k, None, ""));
+        }
+    }
     if total.errors > 0 {
         rows.push(Row::new(
             scenario,
@@ -119,17 +144,28 @@ pub async fn run(
     Ok((rows, rate))
 }
 
+/// One socket of a run.
+#[derive(Clone, Copy)]
+struct Socket {
+    /// Which node it connects to (modulo their number).
+    node: usize,
+    /// Requests in flight.
+    depth: usize,
+    /// POSTs instead of GETs.
+    post: bool,
+}
+
 async fn ws_conn(
     target: &Target,
     token: &str,
     path: &str,
-    depth: usize,
-    post: bool,
+    socket: Socket,
     warm_until: Instant,
     until: Instant,
 ) -> Result<Tally, ClientError> {
+    let Socket { node, depth, post } = socket;
     let url = format!("/{}/{}?access_token={token}", target.org, target.app);
-    let mut ws = client::websocket(target, &url).await?;
+    let mut ws = client::websocket_via(target, node, &url).await?;
     // The welcome frame comes first.
     match ws.next().await {
         Some(Ok(Message::Text(t))) if t.contains("\"connected\":true") => {}

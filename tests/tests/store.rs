@@ -5,7 +5,9 @@
 //! are two handles on one store.
 
 use gridsocket_e2e::{postgres_schema, require_postgres};
-use gridsocket_server::store::{Entity, PostgresStore, QueueRead, SqliteStore, Store, StoreError};
+use gridsocket_server::store::{
+    Entity, PageQuery, PostgresStore, QueueRead, SqliteStore, Store, StoreError,
+};
 use serde_json::{Map, Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -150,6 +152,25 @@ async fn a_refused_write_among_many_at_once_undoes_only_itself() {
                 (1..=landed).collect::<Vec<u64>>(),
                 "{kind} {app}: gap-free"
             );
+            // The index holds what landed, whether it went in with others or again alone.
+            for ql in [
+                "select * where name = 'taken-5'".to_owned(),
+                "select * where type = 'things'".to_owned(),
+            ] {
+                let q = gridsocket_core::Query::parse(&ql).expect("ql");
+                let page = PageQuery {
+                    query: Some(&q),
+                    limit: 1000,
+                    offset: 0,
+                    after: None,
+                    max_rows: None,
+                    deadline: None,
+                    max_bytes: None,
+                };
+                let found = b.query(app, "things", &page).await.expect("query");
+                let want = if ql.contains("taken") { 1 } else { landed };
+                assert_eq!(found.entities.len() as u64, want, "{kind} {app}: {ql}");
+            }
         }
     }
 }

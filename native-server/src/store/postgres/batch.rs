@@ -1,15 +1,29 @@
 //! Group commit: the writes that append to an application's change log wait here and go
-//! into one transaction per application, each in a savepoint of its own, so that one failing
-//! write undoes only itself. The transaction takes the application's `app_seq` row first:
-//! every node's batches of one application queue on that row before touching anything else
-//! (so two nodes' batches never deadlock), and the row is held once per batch instead of
-//! once per write, with one commit, and one WAL flush, for the lot. That is what the SQLite
-//! writer does with its groups, and what lets PostgreSQL keep up with it.
+//! into one transaction per application, so that one failing write undoes only itself. The
+//! transaction takes the application's `app_seq` row first: every node's batches of one
+//! application queue on that row before touching anything else (so two nodes' batches never
+//! deadlock), and the row is held once per batch instead of once per write, with one commit,
+//! and one WAL flush, for the lot. That is what the SQLite writer does with its groups.
+//!
+//! The batch counts the log's positions itself, from the row's value when it took it, and
+//! writes the row back once, before its commit: a row updated once per write keeps a chain
+//! of versions as long as the batch, which every later update walks (256 appends took
+//! longer than all their writes together).
+//!
+//! Within a batch, new entities that come one after another (each with a fresh uuid, its own
+//! index rows and one log append: nothing another write of the batch reads) go in together,
+//! as one statement in one savepoint: the batch then costs a round trip and a statement per
+//! run of them, not per write, and the row is held for the database's work alone. When the
+//! statement fails, it is rolled back to its savepoint and its entities go in again one at a
+//! time, each in a savepoint of its own, so the refused one undoes only itself. Every other
+//! write runs by itself in its own savepoint.
 
-use super::{PostgresStore, backend};
+use super::{NewEntity, PostgresStore, backend, insert_in};
 use crate::store::{StoreError, StoreResult};
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{Client, Object, Pool};
 use futures_util::future::BoxFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most writes one transaction takes.
@@ -17,16 +31,69 @@ const BATCH_MAX: usize = 256;
 /// Writes waiting for a batch; more wait to be queued.
 const QUEUE: usize = 4096;
 
-/// What a write tells once its batch is done: its value, or the batch's failure to commit.
-type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// A write run inside its batch's transaction: whether it succeeded, and how to answer it.
-type Run = Box<dyn for<'t> FnOnce(&'t Transaction<'t>) -> BoxFuture<'t, (bool, Finish)> + Send>;
+/// Runs a write inside its batch's transaction and keeps its outcome; true if it succeeded.
+type Run = Box<dyn for<'t> Fn(&'t BatchTx<'t>) -> BoxFuture<'t, bool> + Send + Sync>;
+/// Answers a write once its batch is done: its own outcome, unless the batch failed around it.
+type Finish = Box<dyn FnOnce(Option<&StoreError>) + Send + Sync>;
+
+/// A batch's transaction (on the batcher's own connection, begun and ended by the batch),
+/// and how many log positions its writes have taken. Positions are the application's
+/// `app_seq` value as the batch found it plus an offset, so a write's statements need not
+/// wait for the row's value to come back before they go out.
+pub(super) struct BatchTx<'t> {
+    client: &'t Client,
+    taken: AtomicU64,
+}
+
+impl BatchTx<'_> {
+    /// Takes the log's next `n` positions for the changes a write appends; answers the first's
+    /// offset: its position is `app_seq.seq` (unchanged until the batch ends) plus it.
+    pub(super) fn take_seqs(&self, n: usize) -> i64 {
+        self.taken.fetch_add(n as u64, Ordering::Relaxed) as i64 + 1
+    }
+
+    /// The connection the batch's transaction runs on.
+    pub(super) fn client(&self) -> &Client {
+        self.client
+    }
+
+    fn position(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
+    /// Gives back the positions taken since `position` (their writes were rolled back).
+    fn rewind(&self, position: u64) {
+        self.taken.store(position, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for BatchTx<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.client
+    }
+}
 
 struct Job {
     app: String,
     run: Run,
-    /// Answers a write that never ran (its batch could not start).
-    fail: Box<dyn FnOnce(StoreError) + Send>,
+    finish: Finish,
+    /// A new entity's insert, which may go in with its neighbours'.
+    insert: Option<Insert>,
+}
+
+/// A new entity, and where its insert's outcome goes when it goes in with others.
+struct Insert {
+    new: Arc<NewEntity>,
+    outcome: Outcome<()>,
+}
+
+/// A write's outcome, kept until its batch is done.
+type Outcome<T> = Arc<Mutex<Option<StoreResult<T>>>>;
+
+fn keep<T>(outcome: &Outcome<T>, result: StoreResult<T>) {
+    *outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
 }
 
 /// The queue of one store's log writes, and the task that commits them.
@@ -48,42 +115,84 @@ impl Batcher {
     pub(super) async fn write<T, F>(&self, app: &str, write: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: for<'t> FnOnce(&'t Transaction<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+        F: for<'t> Fn(&'t BatchTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + Sync + 'static,
+    {
+        let outcome: Outcome<T> = Arc::default();
+        self.queue(app, write, outcome, None).await
+    }
+
+    /// Inserts a new entity in the next batch of `app`'s writes, with the new entities
+    /// beside it in one statement where it can.
+    pub(super) async fn insert(&self, app: &str, new: NewEntity) -> StoreResult<()> {
+        let (new, outcome) = (Arc::new(new), Outcome::default());
+        let (a, one) = (app.to_owned(), new.clone());
+        let insert = Insert {
+            new,
+            outcome: outcome.clone(),
+        };
+        self.queue(
+            app,
+            move |tx| insert_one(tx, a.clone(), one.clone()),
+            outcome,
+            Some(insert),
+        )
+        .await
+    }
+
+    async fn queue<T, F>(
+        &self,
+        app: &str,
+        write: F,
+        outcome: Outcome<T>,
+        insert: Option<Insert>,
+    ) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(&'t BatchTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + Sync + 'static,
     {
         let (answer, answered) = oneshot::channel::<StoreResult<T>>();
-        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(answer)));
-        let send = |slot: &std::sync::Mutex<Option<oneshot::Sender<StoreResult<T>>>>, r| {
-            let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(a) = taken {
-                let _ = a.send(r);
-            }
-        };
-        let fail_slot = slot.clone();
-        let fail = Box::new(move |e| send(&fail_slot, Err(e)));
+        let kept = outcome.clone();
         let run: Run = Box::new(move |tx| {
+            let running = write(tx);
+            let kept = kept.clone();
             Box::pin(async move {
-                match write(tx).await {
-                    Ok(value) => {
-                        let finish: Finish = Box::new(move |failed| {
-                            send(&slot, failed.map_or(Ok(value), |e| Err(e.again())));
-                        });
-                        (true, finish)
-                    }
-                    Err(e) => {
-                        let finish: Finish = Box::new(move |_| send(&slot, Err(e)));
-                        (false, finish)
-                    }
-                }
+                let result = running.await;
+                let ok = result.is_ok();
+                keep(&kept, result);
+                ok
             })
+        });
+        let finish: Finish = Box::new(move |failed| {
+            let own = outcome
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let result = match (own, failed) {
+                // A refused write was undone alone: its own error is the answer.
+                (Some(Err(e)), _) => Err(e),
+                (_, Some(e)) => Err(e.again()),
+                (Some(Ok(value)), None) => Ok(value),
+                (None, None) => Err(stopped()),
+            };
+            let _ = answer.send(result);
         });
         let job = Job {
             app: app.to_owned(),
             run,
-            fail,
+            finish,
+            insert,
         };
         self.jobs.send(job).await.map_err(|_| stopped())?;
         answered.await.map_err(|_| stopped())?
     }
+}
+
+fn insert_one<'t>(
+    tx: &'t BatchTx<'t>,
+    app: String,
+    new: Arc<NewEntity>,
+) -> BoxFuture<'t, StoreResult<()>> {
+    Box::pin(async move { insert_in(tx, &app, &[&new]).await })
 }
 
 fn stopped() -> StoreError {
@@ -93,8 +202,9 @@ fn stopped() -> StoreError {
 async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
     let mut batch = Vec::with_capacity(BATCH_MAX);
     // A connection of its own, kept between batches: a batch never waits behind the pool's
-    // other users for one.
-    let mut conn: Option<deadpool_postgres::Object> = None;
+    // other users for one. One batch at a time, so a node's writes run in the order they
+    // came, batch after batch.
+    let mut conn: Option<Object> = None;
     while let Some(first) = queue.recv().await {
         batch.push(first);
         while batch.len() < BATCH_MAX {
@@ -108,77 +218,168 @@ async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
             let app = batch[0].app.clone();
             let (mine, rest): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|j| j.app == app);
             batch = rest;
-            if conn.is_none() {
-                match pool.get().await {
-                    Ok(c) => conn = Some(c),
+            let c = match conn.take() {
+                Some(c) => c,
+                None => match pool.get().await {
+                    Ok(c) => c,
                     Err(e) => {
-                        fail_all(mine, &backend(e)).await;
+                        fail_all(mine, &backend(e));
                         continue;
                     }
-                }
-            }
-            if let Some(c) = conn.as_mut()
-                && !commit_one_app(c, &app, mine).await
-            {
-                // A failed connection is dropped; the next batch takes a fresh one.
-                conn = None;
-            }
+                },
+            };
+            // A failed connection is dropped; the next batch takes a fresh one.
+            conn = commit_one_app(c, app, mine).await;
         }
     }
 }
 
-/// Commits one application's writes; false when the connection failed.
-async fn commit_one_app(client: &mut deadpool_postgres::Object, app: &str, jobs: Vec<Job>) -> bool {
-    let tx = match client.transaction().await {
-        Ok(tx) => tx,
+/// Runs one application's writes in a transaction and commits it; gives back the connection
+/// unless it failed.
+async fn commit_one_app(conn: Object, app: String, jobs: Vec<Job>) -> Option<Object> {
+    let client: &Client = &conn;
+    let tx = BatchTx {
+        client,
+        taken: AtomicU64::new(0),
+    };
+    // The transaction, the application's row (made if this is its first write) and its lock
+    // go out with the first writes' statements: the database runs them in order, so they wait
+    // for the lock there, and the batch costs no round trip of its own before its writes.
+    // Statements go out when first polled, but one not yet prepared goes out as its Parse
+    // alone and the rest of it after the answer: these are prepared (once per connection)
+    // before anything is sent, so that the lock is taken before the writes run.
+    let statements = futures_util::try_join!(
+        client.prepare_cached(
+            "INSERT INTO app_seq(app, seq) VALUES ($1, 0) ON CONFLICT (app) DO NOTHING"
+        ),
+        client.prepare_cached("SELECT 1 FROM app_seq WHERE app = $1 FOR UPDATE"),
+        client.prepare_cached("UPDATE app_seq SET seq = seq + $2 WHERE app = $1"),
+    );
+    let (make, lock, advance) = match statements {
+        Ok(s) => s,
         Err(e) => {
-            fail_all(jobs, &backend(e)).await;
-            return false;
+            fail_all(jobs, &backend(e));
+            return None;
         }
     };
-    // The application's row first (made if it is the application's first write).
-    let locked = async {
-        tx.execute(
-            "INSERT INTO app_seq(app, seq) VALUES ($1, 0) ON CONFLICT (app) DO NOTHING",
-            &[&app],
-        )
-        .await?;
-        tx.execute("SELECT seq FROM app_seq WHERE app = $1 FOR UPDATE", &[&app])
-            .await
-    }
-    .await;
-    if let Err(e) = locked {
-        fail_all(jobs, &backend(e)).await;
-        return false;
-    }
-    let mut finishes = Vec::with_capacity(jobs.len());
-    for (i, job) in jobs.into_iter().enumerate() {
-        // One round trip between writes: the last one's savepoint ends (a failed one was
-        // rolled back to it already) as the next one's starts; the commit ends the last.
-        // A failed savepoint statement leaves the transaction aborted: its commit fails, and
-        // every write of the batch with it.
-        let start = if i == 0 {
-            "SAVEPOINT w"
-        } else {
-            "RELEASE SAVEPOINT w; SAVEPOINT w"
-        };
-        // The savepoint goes out with the write's first statements (pipelined).
-        let (_, (ok, finish)) = futures_util::join!(tx.batch_execute(start), (job.run)(&tx));
-        if !ok {
-            let _ = tx.batch_execute("ROLLBACK TO SAVEPOINT w").await;
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&app];
+    let lock = async {
+        let begin = client.batch_execute("BEGIN");
+        let made = client.execute(&make, &key);
+        let locked = client.execute(&lock, &key);
+        futures_util::try_join!(begin, made, locked)
+    };
+    let writes = async {
+        let mut savepoint = Savepoint::default();
+        let mut rest = jobs.as_slice();
+        while let Some(first) = rest.first() {
+            let n = match first.insert {
+                Some(_) => rest.iter().take_while(|j| j.insert.is_some()).count(),
+                None => 1,
+            };
+            let (group, after) = rest.split_at(n);
+            rest = after;
+            if n > 1 && savepoint.insert_together(&tx, &app, group).await {
+                continue;
+            }
+            // Alone, or again one by one after its group failed (rolled back to its savepoint).
+            for job in group {
+                savepoint.run_alone(&tx, job).await;
+            }
         }
-        finishes.push((ok, finish));
+    };
+    let (locked, ()) = futures_util::join!(lock, writes);
+    let taken = tx.position() as i64;
+    if let Err(e) = locked {
+        let failed = backend(e);
+        let alive = client.batch_execute("ROLLBACK").await.is_ok();
+        fail_all(jobs, &failed);
+        return alive.then_some(conn);
     }
-    let committed = tx.commit().await.map_err(backend);
-    for (ok, finish) in finishes {
-        finish(if ok { committed.as_ref().err() } else { None });
-    }
-    committed.is_ok()
+    commit(conn, &app, advance, taken, jobs).await
 }
 
-async fn fail_all(jobs: Vec<Job>, error: &StoreError) {
+/// Commits a batch's transaction and answers its writes; gives back the connection unless it
+/// failed.
+async fn commit(
+    conn: Object,
+    app: &str,
+    advance: tokio_postgres::Statement,
+    taken: i64,
+    jobs: Vec<Job>,
+) -> Option<Object> {
+    let client: &Client = &conn;
+    // The row moves on by the positions taken, with the commit (an update that fails leaves
+    // the transaction aborted, and its COMMIT then rolls back without an error of its own).
+    let moved = async {
+        if taken > 0 {
+            client.execute(&advance, &[&app, &taken]).await?;
+        }
+        Ok(())
+    };
+    let (moved, commit) = futures_util::join!(moved, client.batch_execute("COMMIT"));
+    let alive = commit.is_ok();
+    let committed = moved.and(commit).map_err(backend);
+    if committed.is_err() && alive {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
     for job in jobs {
-        (job.fail)(error.again());
+        (job.finish)(committed.as_ref().err());
+    }
+    alive.then_some(conn)
+}
+
+/// The one savepoint name a batch reuses: each write, or pipelined group, starts a new
+/// savepoint as the last one's ends, in one statement sent with the write's own (a failed
+/// one was rolled back to it already). A failed savepoint statement leaves the transaction
+/// aborted: its commit fails, and every write of the batch with it.
+#[derive(Default)]
+struct Savepoint {
+    started: bool,
+}
+
+impl Savepoint {
+    fn next(&mut self) -> &'static str {
+        if std::mem::replace(&mut self.started, true) {
+            "RELEASE SAVEPOINT w; SAVEPOINT w"
+        } else {
+            "SAVEPOINT w"
+        }
+    }
+
+    /// Runs one write in a savepoint of its own; a failed one is undone.
+    async fn run_alone(&mut self, tx: &BatchTx<'_>, job: &Job) {
+        let position = tx.position();
+        let (_, ok) = futures_util::join!(tx.batch_execute(self.next()), (job.run)(tx));
+        if !ok {
+            let _ = tx.batch_execute("ROLLBACK TO SAVEPOINT w").await;
+            tx.rewind(position);
+        }
+    }
+
+    /// Inserts new entities together, in one statement after one savepoint; false (and
+    /// rolled back to it) if it failed.
+    async fn insert_together(&mut self, tx: &BatchTx<'_>, app: &str, group: &[Job]) -> bool {
+        let position = tx.position();
+        let inserts: Vec<&Insert> = group.iter().filter_map(|j| j.insert.as_ref()).collect();
+        let new: Vec<&NewEntity> = inserts.iter().map(|i| &*i.new).collect();
+        let (_, done) =
+            futures_util::join!(tx.batch_execute(self.next()), insert_in(tx, app, &new));
+        if done.is_ok() {
+            for insert in inserts {
+                keep(&insert.outcome, Ok(()));
+            }
+            return true;
+        }
+        let _ = tx.batch_execute("ROLLBACK TO SAVEPOINT w").await;
+        tx.rewind(position);
+        false
+    }
+}
+
+fn fail_all(jobs: Vec<Job>, error: &StoreError) {
+    for job in jobs {
+        (job.finish)(Some(error));
     }
 }
 
@@ -187,7 +388,7 @@ impl PostgresStore {
     pub(super) async fn log_write<T, F>(&self, app: &str, write: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: for<'t> FnOnce(&'t Transaction<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + 'static,
+        F: for<'t> Fn(&'t BatchTx<'t>) -> BoxFuture<'t, StoreResult<T>> + Send + Sync + 'static,
     {
         self.batcher.write(app, write).await
     }

@@ -19,10 +19,12 @@ use super::{
     TokenKind, TokenRecord, WriteRecord,
 };
 use async_trait::async_trait;
+use batch::BatchTx;
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use gridsocket_core::subscription::ChangeKind;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -245,21 +247,21 @@ fn to_entity(r: &Row) -> StoreResult<Entity> {
     })
 }
 
-/// Appends a change inside the writer's transaction and returns its position. The upsert
-/// locks the application's `app_seq` row until the transaction ends, so positions are
-/// gap-free and become visible in order.
-async fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> StoreResult<u64> {
+/// Appends a change inside the batch's transaction and returns its position. The batch holds
+/// the application's `app_seq` row until it ends, so positions are gap-free and become
+/// visible in order.
+async fn append_change(tx: &BatchTx<'_>, app: &str, rec: &ChangeRecord) -> StoreResult<u64> {
+    let offset = tx.take_seqs(1);
     let entity = Value::Object(rec.entity.clone()).to_string();
     let previous = rec
         .previous
         .as_ref()
         .map(|p| Value::Object(p.clone()).to_string());
-    // One round trip: the position and the entry together.
     let st = tx
         .prepare_cached(
-            "WITH s AS (INSERT INTO app_seq(app, seq) VALUES ($1, 1)
-                        ON CONFLICT(app) DO UPDATE SET seq = app_seq.seq + 1 RETURNING seq)
-             INSERT INTO changes SELECT $1, s.seq, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM s
+            "INSERT INTO changes
+             SELECT $1, s.seq + $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+             FROM app_seq s WHERE s.app = $1
              RETURNING seq",
         )
         .await
@@ -269,6 +271,7 @@ async fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> S
             &st,
             &[
                 &app,
+                &offset,
                 &rec.created,
                 &kind_name(rec.kind),
                 &rec.collection,
@@ -282,14 +285,13 @@ async fn append_change(tx: &Transaction<'_>, app: &str, rec: &ChangeRecord) -> S
         )
         .await
         .map_err(backend)?;
-    let seq: i64 = row.get(0);
-    Ok(seq as u64)
+    Ok(row.try_get::<_, i64>(0).map_err(backend)? as u64)
 }
 
 /// Replaces an entity's name and properties inside `tx` and logs the update; false if there is
 /// no such entity.
-async fn replace_in(tx: &Transaction<'_>, app: &str, e: &Entity) -> StoreResult<bool> {
-    let Some(before) = load_for_update(tx, app, &e.uuid).await? else {
+async fn replace_in(tx: &BatchTx<'_>, app: &str, e: &Entity) -> StoreResult<bool> {
+    let Some(before) = load_for_update(tx.client(), app, &e.uuid).await? else {
         return Ok(false);
     };
     let data = Value::Object(e.data.clone()).to_string();
@@ -303,50 +305,74 @@ async fn replace_in(tx: &Transaction<'_>, app: &str, e: &Entity) -> StoreResult<
             let name = e.name.clone().unwrap_or_default();
             sql_err(err, &format!("an entity named {name:?}"))
         })?;
-    search::index_entity(tx, app, e, false).await?;
+    search::index_entity(tx.client(), app, e, false).await?;
     let change = entity_change(ChangeKind::Update, e, Some(before.data));
     append_change(tx, app, &change).await?;
     Ok(true)
 }
 
-/// Inserts an entity inside `tx`, with its index rows, and logs its creation. The three are
-/// sent at once (pipelined on the connection): the batch's writes run one after another, so
-/// a write costs its round trips, not its work.
-async fn insert_in(
-    tx: &Transaction<'_>,
-    app: String,
-    e: Entity,
+/// A new entity, as an insert takes it.
+pub(super) struct NewEntity {
+    entity: Entity,
+    /// A user's password hash.
     secret: Option<String>,
-) -> StoreResult<()> {
-    let data = Value::Object(e.data.clone()).to_string();
-    let st = tx
-        .prepare_cached("INSERT INTO entities VALUES ($1, $2, $3, $4, $5, $6)")
-        .await
-        .map_err(backend)?;
-    let insert = async {
-        tx.execute(
-            &st,
-            &[&app, &e.uuid, &e.collection, &e.name, &data, &secret],
+}
+
+/// Inserts new entities inside `tx`, with their index rows, and logs their creation, in one
+/// statement: a statement costs the database a round of its protocol and the opening of
+/// every table and index it writes, more than a row does (and each entity's JSON is written
+/// once for both the row and the log). Any refused fails them all.
+async fn insert_in(tx: &BatchTx<'_>, app: &str, new: &[&NewEntity]) -> StoreResult<()> {
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = STATEMENT.get_or_init(|| {
+        format!(
+            "WITH e AS (INSERT INTO entities SELECT $1, u, c, n, d, s
+                        FROM unnest($13::text[], $14::text[], $15::text[], $16::text[],
+                                    $17::text[]) AS t(u, c, n, d, s)),
+             {}
+             INSERT INTO changes
+             SELECT $1, s.seq + $18 + o - 1, $19, $20, c, u, n, d, NULL, NULL, NULL
+             FROM app_seq s,
+                  unnest($13::text[], $14::text[], $15::text[], $16::text[])
+                  WITH ORDINALITY AS t(u, c, n, d, o)
+             WHERE s.app = $1",
+            search::INSERT_INDEX_ROWS
         )
-        .await
-        .map_err(|err| {
-            let name = e.name.clone().unwrap_or_default();
-            sql_err(err, &format!("an entity named {name:?}"))
-        })
-    };
-    let change = entity_change(ChangeKind::Create, &e, None);
-    // Answers come in the order the statements went: a refused insert's error is the first.
-    futures_util::try_join!(
-        insert,
-        search::index_entity(tx, &app, &e, true),
-        append_change(tx, &app, &change)
-    )?;
+    });
+    let entities = || new.iter().map(|n| &n.entity);
+    let uuids: Vec<&str> = entities().map(|e| e.uuid.as_str()).collect();
+    let collections: Vec<&str> = entities().map(|e| e.collection.as_str()).collect();
+    let names: Vec<Option<&str>> = entities().map(|e| e.name.as_deref()).collect();
+    let data: Vec<String> = entities()
+        .map(|e| Value::Object(e.data.clone()).to_string())
+        .collect();
+    let secrets: Vec<Option<&str>> = new.iter().map(|n| n.secret.as_deref()).collect();
+    let arrays = search::IndexArrays::of(entities());
+    let first = tx.take_seqs(new.len());
+    let (created, kind) = (super::rows::wall_ms(), kind_name(ChangeKind::Create));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&app];
+    params.extend(arrays.params());
+    params.extend([
+        &uuids as &(dyn ToSql + Sync),
+        &collections,
+        &names,
+        &data,
+        &secrets,
+        &first,
+        &created,
+        &kind,
+    ]);
+    let st = tx.prepare_cached(sql).await.map_err(backend)?;
+    tx.execute(&st, &params).await.map_err(|err| {
+        let named: Vec<&str> = names.iter().flatten().copied().collect();
+        sql_err(err, &format!("an entity named {:?}", named.join(", ")))
+    })?;
     Ok(())
 }
 
 /// Deletes an entity inside `tx` with what hangs on it, and logs it; false if there is none.
-async fn delete_in(tx: &Transaction<'_>, app: String, uuid: String) -> StoreResult<bool> {
-    let Some(before) = load_for_update(tx, &app, &uuid).await? else {
+async fn delete_in(tx: &BatchTx<'_>, app: String, uuid: String) -> StoreResult<bool> {
+    let Some(before) = load_for_update(tx.client(), &app, &uuid).await? else {
         return Ok(false);
     };
     let n = tx
@@ -357,7 +383,7 @@ async fn delete_in(tx: &Transaction<'_>, app: String, uuid: String) -> StoreResu
         .await
         .map_err(backend)?;
     append_change(tx, &app, &entity_change(ChangeKind::Delete, &before, None)).await?;
-    search::unindex(tx, &app, &uuid).await?;
+    search::unindex(tx.client(), &app, &uuid).await?;
     for sql in [
         "DELETE FROM relations WHERE app = $1 AND (source = $2 OR target = $2)",
         "DELETE FROM permissions WHERE app = $1 AND owner = $2",
@@ -370,7 +396,7 @@ async fn delete_in(tx: &Transaction<'_>, app: String, uuid: String) -> StoreResu
 
 /// Posts messages to a queue and its subscribers inside `tx`, each logged.
 async fn queue_post_in(
-    tx: &Transaction<'_>,
+    tx: &BatchTx<'_>,
     app: String,
     queue: String,
     messages: Vec<Map<String, Value>>,
@@ -414,7 +440,7 @@ async fn queue_post_in(
 }
 
 async fn load_for_update(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     app: &str,
     uuid: &str,
 ) -> StoreResult<Option<Entity>> {
@@ -672,9 +698,11 @@ impl Store for PostgresStore {
     }
 
     async fn insert_entity(&self, app: &str, e: &Entity, secret: Option<&str>) -> StoreResult<()> {
-        let (a, e, secret) = (app.to_owned(), e.clone(), secret.map(str::to_owned));
-        self.log_write(app, move |tx| Box::pin(insert_in(tx, a, e, secret)))
-            .await
+        let new = NewEntity {
+            entity: e.clone(),
+            secret: secret.map(str::to_owned),
+        };
+        self.batcher.insert(app, new).await
     }
 
     async fn entity(
@@ -734,16 +762,18 @@ impl Store for PostgresStore {
     }
 
     async fn replace_entity(&self, app: &str, e: &Entity) -> StoreResult<()> {
-        let (a, e) = (app.to_owned(), e.clone());
+        let (a, e) = (app.to_owned(), Arc::new(e.clone()));
         self.log_write(app, move |tx| {
+            let (a, e) = (a.clone(), e.clone());
             Box::pin(async move { replace_in(tx, &a, &e).await.map(|_| ()) })
         })
         .await
     }
 
     async fn put_asset(&self, app: &str, e: &Entity, asset: &Asset) -> StoreResult<bool> {
-        let (a, e, asset) = (app.to_owned(), e.clone(), asset.clone());
+        let (a, e, asset) = (app.to_owned(), Arc::new(e.clone()), Arc::new(asset.clone()));
         self.log_write(app, move |tx| {
+            let (a, e, asset) = (a.clone(), e.clone(), asset.clone());
             Box::pin(async move {
                 if !replace_in(tx, &a, &e).await? {
                     return Ok(false);
@@ -779,8 +809,10 @@ impl Store for PostgresStore {
 
     async fn delete_entity(&self, app: &str, uuid: &str) -> StoreResult<bool> {
         let (a, uuid) = (app.to_owned(), uuid.to_owned());
-        self.log_write(app, move |tx| Box::pin(delete_in(tx, a, uuid)))
-            .await
+        self.log_write(app, move |tx| {
+            Box::pin(delete_in(tx, a.clone(), uuid.clone()))
+        })
+        .await
     }
 
     async fn query(&self, app: &str, collection: &str, page: &PageQuery<'_>) -> StoreResult<Page> {
@@ -793,8 +825,9 @@ impl Store for PostgresStore {
         activity: &Entity,
         owners: &[String],
     ) -> StoreResult<()> {
-        let (a, activity, owners) = (app.to_owned(), activity.clone(), owners.to_vec());
+        let (a, activity, owners) = (app.to_owned(), Arc::new(activity.clone()), owners.to_vec());
         self.log_write(app, move |tx| {
+            let (a, activity, owners) = (a.clone(), activity.clone(), owners.clone());
             Box::pin(async move {
                 for owner in &owners {
                     let added = tx
@@ -882,7 +915,13 @@ impl Store for PostgresStore {
     ) -> StoreResult<Vec<Value>> {
         let (a, queue, messages) = (app.to_owned(), queue.to_owned(), messages.to_vec());
         self.log_write(app, move |tx| {
-            Box::pin(queue_post_in(tx, a, queue, messages, now))
+            Box::pin(queue_post_in(
+                tx,
+                a.clone(),
+                queue.clone(),
+                messages.clone(),
+                now,
+            ))
         })
         .await
     }
