@@ -72,4 +72,6 @@ pub use server::{
 };
 pub use subscription::{EventKind, SubscriptionIndex, Target};
 pub use time::Instant;
-pub use wire::{ApiRequest, Command, FrameError, FrameId, Method, Params, RequestFrame};
+pub use wire::{
+    ApiRequest, Command, FrameError, FrameId, Method, Params, PresenceAction, RequestFrame,
+};

@@ -588,5 +588,17 @@ fn handle_event(
                 let _ = done.send(msg);
             });
         }
+        ServerEvent::Presence { handle, .. } | ServerEvent::Broadcast { handle, .. } => {
+            let body = gridsocket_core::wire::error_body_json(
+                "not_implemented",
+                "this server does not serve PRESENCE and BROADCAST yet",
+            );
+            let resp = ApiResponse {
+                status: 501,
+                body,
+                retry_after: None,
+            };
+            let _ = answer().send(Done::Response(handle, resp));
+        }
     }
 }
