@@ -146,6 +146,14 @@ pub struct Settings {
         default_value_t = 10_000
     )]
     pub max_requests_per_sec: u32,
+    /// Largest presence state of one connection (`PRESENCE`'s `state`), in bytes of compact
+    /// JSON; larger ones are answered 413 `state_too_large`.
+    #[arg(
+        long,
+        env = "GRIDSOCKET_MAX_PRESENCE_STATE_BYTES",
+        default_value_t = 1024
+    )]
+    pub max_presence_state_bytes: usize,
     /// Largest `BROADCAST` body, in bytes of compact JSON; larger ones are answered 413
     /// `broadcast_too_large`.
     #[arg(long, env = "GRIDSOCKET_MAX_BROADCAST_BYTES", default_value_t = 8 * 1024)]
@@ -359,6 +367,7 @@ impl Settings {
     pub fn realtime_config(&self) -> RealtimeConfig {
         RealtimeConfig {
             max_replay_bytes: self.max_queued_bytes / 2,
+            max_presence_state_bytes: self.max_presence_state_bytes,
         }
     }
 

@@ -151,6 +151,8 @@ pub async fn serve_socket(
     .await;
     if let Some(conn) = conn {
         realtime.hub().unregister(conn);
+        // After the hub forgets it: a join still being checked then finds it gone.
+        realtime.presence().leave_connection(conn);
     }
     finish(&mut ws, &mut writer, &socket, ending).await;
 }
@@ -588,17 +590,31 @@ fn handle_event(
                 let _ = done.send(msg);
             });
         }
-        ServerEvent::Presence { handle, .. } | ServerEvent::Broadcast { handle, .. } => {
-            let body = gridsocket_core::wire::error_body_json(
-                "not_implemented",
-                "this server does not serve PRESENCE and BROADCAST yet",
-            );
-            let resp = ApiResponse {
-                status: 501,
-                body,
-                retry_after: None,
-            };
-            let _ = answer().send(Done::Response(handle, resp));
+        ServerEvent::Presence {
+            handle,
+            path,
+            action,
+        } => {
+            // Answered by a push to this socket, in order with the presence's changes.
+            tokio::spawn(async move {
+                realtime
+                    .presence_command(&app, &caller, conn, handle, &path, action)
+                    .await;
+            });
+        }
+        ServerEvent::Broadcast {
+            handle,
+            path,
+            body_json,
+            echo,
+        } => {
+            let done = answer();
+            tokio::spawn(async move {
+                let resp = realtime
+                    .broadcast(&app, &caller, conn, &path, &body_json, echo)
+                    .await;
+                let _ = done.send(Done::Response(handle, resp));
+            });
         }
     }
 }
