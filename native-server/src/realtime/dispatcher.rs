@@ -85,8 +85,6 @@ impl Realtime {
     /// Runs the dispatcher until `cancel`: pushes every application's changes in log order,
     /// when signalled and every `poll` regardless.
     pub async fn run_dispatcher(self: Arc<Self>, poll: Duration, cancel: CancellationToken) {
-        // Presence lives where the sockets are, as the dispatch does: its timers run beside.
-        tokio::spawn(self.clone().run_presence(cancel.clone()));
         let mut tick = tokio::time::interval(poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -17,6 +17,7 @@ pub mod push;
 mod revocation;
 
 use crate::api::{Api, ApiError, ApiResponse, Caller, now_ms, presence_path};
+use crate::bus::Broadcast;
 use crate::signal::Signal;
 use crate::store::{AppRecord, ChangeView, StoreError};
 use dispatcher::event_entity_json;
@@ -31,7 +32,7 @@ use presence::Presence;
 use push::{Push, SharedEvent, Sink};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Most missed changes a resume replays; further back, the reply says `"recovered": false`.
@@ -65,6 +66,8 @@ pub struct Realtime {
     config: RealtimeConfig,
     hub: Hub,
     presence: Arc<Presence>,
+    /// Where this node's broadcasts go to reach the other nodes.
+    broadcast_bus: OnceLock<Box<dyn Fn(Broadcast) + Send + Sync>>,
     /// This layer, for the tasks it spawns.
     me: Weak<Realtime>,
 }
@@ -82,6 +85,7 @@ impl Realtime {
             config,
             hub: Hub::default(),
             presence,
+            broadcast_bus: OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -123,6 +127,7 @@ impl Realtime {
                 }
             }
             Signal::Resync => {
+                self.presence.handle_bus_restored();
                 for app in self.hub.watched_apps() {
                     self.hub.notify(&app);
                 }
@@ -205,14 +210,7 @@ impl Realtime {
             return self.api.error_response(e, started);
         }
         let shown = presence_path(path, caller);
-        let key = format!("{}{shown}", app.uuid);
-        // Each socket once, however many ways it watches the path.
-        let mut targets: BTreeMap<ConnId, Arc<dyn Sink>> =
-            self.presence.present_sockets(&key).into_iter().collect();
-        targets.extend(
-            self.hub
-                .subscribers_of(&app.uuid, |p, c| presence_path(p, c) == shown),
-        );
+        let mut targets = self.watchers(&app.uuid, &shown);
         // The sender asked for its own message: it gets it whether it watches the path or not.
         match self.hub.socket(conn) {
             Some(me) if echo => {
@@ -227,6 +225,13 @@ impl Realtime {
             r#"{{"event":"broadcast","path":{},"from":{from},"body":{body_json}}}"#,
             Value::String(shown.clone())
         );
+        if let Some(bus) = self.broadcast_bus.get() {
+            bus(Broadcast {
+                app: app.uuid.clone(),
+                path: shown.clone(),
+                frame: frame.clone(),
+            });
+        }
         let event = SharedEvent::new(frame);
         let now = gridsocket_core::Instant::now();
         for sink in targets.values() {
@@ -242,6 +247,42 @@ impl Realtime {
             body: json!({"path": shown, "delivered": targets.len()}).to_string(),
             retry_after: None,
         }
+    }
+
+    /// A broadcast from another node: it goes to this node's sockets subscribed to or present
+    /// on its path.
+    pub fn handle_broadcast(&self, broadcast: Broadcast) {
+        let event = SharedEvent::new(broadcast.frame);
+        let now = gridsocket_core::Instant::now();
+        for sink in self.watchers(&broadcast.app, &broadcast.path).values() {
+            sink.push(
+                now,
+                Push::Ephemeral {
+                    event: event.clone(),
+                },
+            );
+        }
+    }
+
+    /// Sends this node's broadcasts to the other nodes through `bus` (set once, when the node
+    /// is put together).
+    pub fn send_broadcasts_to(&self, bus: Box<dyn Fn(Broadcast) + Send + Sync>) {
+        let _ = self.broadcast_bus.set(bus);
+    }
+
+    /// The local sockets subscribed to or present on presence path `shown` of application
+    /// `app`, each once however many ways it watches the path.
+    fn watchers(&self, app: &str, shown: &str) -> BTreeMap<ConnId, Arc<dyn Sink>> {
+        let mut targets: BTreeMap<ConnId, Arc<dyn Sink>> = self
+            .presence
+            .present_sockets(&format!("{app}{shown}"))
+            .into_iter()
+            .collect();
+        targets.extend(
+            self.hub
+                .subscribers_of(app, |p, c| presence_path(p, c) == shown),
+        );
+        targets
     }
 
     /// Runs the presence book's timers until `cancel`.

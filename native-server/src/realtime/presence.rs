@@ -15,18 +15,22 @@ use super::push::{Push, SharedEvent, Sink};
 use crate::api::PresenceSource;
 use gridsocket_core::presence::{
     ConnId as BookConn, NodeId, PresenceBook, PresenceConfig, PresenceError, PresenceEvent,
-    PresenceSnapshot, PresenceUser,
+    PresenceMessage, PresenceSnapshot, PresenceUser,
 };
 use gridsocket_core::wire::error_body_json;
 use gridsocket_core::{Instant, RequestHandle};
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+/// Where the book's messages go: the bus, when there is one.
+pub type PresenceBus = Box<dyn Fn(PresenceMessage) + Send + Sync>;
 
 /// This node's presence: the book and the local sockets present on each path.
 pub struct Presence {
     inner: Mutex<Inner>,
+    bus: OnceLock<PresenceBus>,
 }
 
 struct Inner {
@@ -52,7 +56,30 @@ impl Presence {
                 present: FxHashMap::default(),
                 paths: FxHashMap::default(),
             }),
+            bus: OnceLock::new(),
         }
+    }
+
+    /// Publishes the book's messages through `bus` from now on (set once, when the node is
+    /// put together; without it they are dropped: there is nobody to tell).
+    pub fn send_to_bus(&self, bus: PresenceBus) {
+        let _ = self.bus.set(bus);
+    }
+
+    /// A message from the bus (from any node: the book skips its own).
+    pub fn handle_message(&self, msg: PresenceMessage) {
+        let now = Instant::now();
+        let mut inner = self.inner();
+        inner.book.handle_message(now, msg);
+        self.deliver(&mut inner, now, None);
+    }
+
+    /// The bus came back after an outage: dumps are asked for and sent.
+    pub fn handle_bus_restored(&self) {
+        let now = Instant::now();
+        let mut inner = self.inner();
+        inner.book.handle_bus_restored(now);
+        self.deliver(&mut inner, now, None);
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -97,7 +124,7 @@ impl Presence {
                 body,
             },
         );
-        inner.deliver(now, Some(conn));
+        self.deliver(&mut inner, now, Some(conn));
     }
 
     /// Socket `conn` leaves `path` (a book path); request `handle` is answered
@@ -118,7 +145,7 @@ impl Presence {
                 },
             );
         }
-        inner.deliver(now, Some(conn));
+        self.deliver(&mut inner, now, Some(conn));
     }
 
     /// Socket `conn` closed: it leaves every path it was present on, at once.
@@ -137,7 +164,7 @@ impl Presence {
             }
         }
         inner.book.leave_connection(now, BookConn(conn));
-        inner.deliver(now, None);
+        self.deliver(&mut inner, now, None);
     }
 
     /// The local sockets present on `path` (a book path).
@@ -154,7 +181,7 @@ impl Presence {
         let now = Instant::now();
         let mut inner = self.inner();
         inner.book.handle_timeout(now);
-        inner.deliver(now, None);
+        self.deliver(&mut inner, now, None);
         inner.book.poll_timeout()
     }
 }
@@ -181,14 +208,21 @@ impl Inner {
             }
         }
     }
+}
 
-    /// Delivers the book's events to the sockets present on their paths, except `cause`
-    /// (the socket whose own command made them, answered already).
-    fn deliver(&mut self, now: Instant, cause: Option<ConnId>) {
-        // One node: nobody to tell. The messages are dropped so the queue stays empty.
-        while self.book.poll_transmit().is_some() {}
-        while let Some(event) = self.book.poll_event() {
-            let Some(present) = self.present.get(&event.path) else {
+impl Presence {
+    /// Publishes the book's messages and delivers its events to the sockets present on
+    /// their paths, except `cause` (the socket whose own command made them, answered
+    /// already).
+    fn deliver(&self, inner: &mut Inner, now: Instant, cause: Option<ConnId>) {
+        while let Some(msg) = inner.book.poll_transmit() {
+            // Without a bus there is nobody to tell: the queue is emptied all the same.
+            if let Some(bus) = self.bus.get() {
+                bus(msg);
+            }
+        }
+        while let Some(event) = inner.book.poll_event() {
+            let Some(present) = inner.present.get(&event.path) else {
                 continue;
             };
             let frame = SharedEvent::new(event_json(&event).to_string());
