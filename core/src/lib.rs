@@ -15,6 +15,8 @@
 //!   one path), without IO: a decision asks the host for lookups when it needs them.
 //! - [`subscription`]: what a subscription watches, and the index that matches changes to
 //!   subscriptions.
+//! - [`presence`]: [`PresenceBook`], who is present on a path, replicated between nodes over
+//!   a message bus.
 //! - [`server`]: [`ServerSession`], the protocol state machine of one server-side socket.
 //! - [`client`]: [`ClientSession`], one client's requests, subscriptions and reconnects.
 //!
@@ -46,6 +48,7 @@ pub mod client;
 pub mod inflector;
 pub mod path;
 pub mod permission;
+pub mod presence;
 pub mod query;
 pub mod rate;
 pub mod route;
@@ -60,10 +63,15 @@ pub use client::{
 };
 pub use path::{ConnectPath, EntityRef, PathError, Resource, ResourcePath};
 pub use permission::Permission;
+pub use presence::{
+    PresenceBook, PresenceConfig, PresenceError, PresenceEvent, PresenceMessage, PresenceSnapshot,
+};
 pub use query::{Query, QueryError, QueryLimits};
 pub use server::{
     OutFrame, RequestHandle, ServerConfig, ServerEvent, ServerSession, SubscriptionId, close_code,
 };
 pub use subscription::{EventKind, SubscriptionIndex, Target};
 pub use time::Instant;
-pub use wire::{ApiRequest, Command, FrameError, FrameId, Method, Params, RequestFrame};
+pub use wire::{
+    ApiRequest, Command, FrameError, FrameId, Method, Params, PresenceAction, RequestFrame,
+};

@@ -215,6 +215,36 @@ pub enum Command {
         /// The new token.
         access_token: String,
     },
+    /// `PRESENCE`: join the presence of a path (or change this connection's state there), or
+    /// leave it.
+    Presence {
+        /// The path whose presence is joined or left.
+        path: String,
+        /// Join with a state, or leave.
+        action: PresenceAction,
+    },
+    /// `BROADCAST`: an ephemeral message to whoever watches a path now (never stored).
+    Broadcast {
+        /// The path whose subscribers and present connections get it.
+        path: String,
+        /// The message: any JSON value but `null`.
+        body: Value,
+        /// `"params":{"echo":true}`: the sender gets its own message too.
+        echo: bool,
+    },
+}
+
+/// What a `PRESENCE` frame asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PresenceAction {
+    /// `"body":{"state":{…}}` (or no body: an empty state): be present with this state, or
+    /// change it when already present.
+    Join {
+        /// A JSON object.
+        state: Value,
+    },
+    /// `"body":{"leave":true}`: stop being present.
+    Leave,
 }
 
 /// A request frame from a client, decoded.
@@ -244,6 +274,8 @@ enum FrameMethod {
     Subscribe,
     Unsubscribe,
     Auth,
+    Presence,
+    Broadcast,
 }
 
 impl FrameMethod {
@@ -256,6 +288,8 @@ impl FrameMethod {
             "SUBSCRIBE" => FrameMethod::Subscribe,
             "UNSUBSCRIBE" => FrameMethod::Unsubscribe,
             "AUTH" => FrameMethod::Auth,
+            "PRESENCE" => FrameMethod::Presence,
+            "BROADCAST" => FrameMethod::Broadcast,
             _ => return None,
         })
     }
@@ -276,7 +310,7 @@ pub enum FrameError {
     BadId,
     /// `method` is missing or not one the protocol knows.
     #[error(
-        "missing or unknown \"method\": expected GET, POST, PUT, DELETE, SUBSCRIBE, UNSUBSCRIBE or AUTH"
+        "missing or unknown \"method\": expected GET, POST, PUT, DELETE, SUBSCRIBE, UNSUBSCRIBE, AUTH, PRESENCE or BROADCAST"
     )]
     BadMethod,
     /// `path` is missing or not a string.
@@ -291,6 +325,12 @@ pub enum FrameError {
     /// `AUTH` has no token.
     #[error("AUTH needs \"body\": {{\"access_token\": \"…\"}}")]
     BadAuth,
+    /// `PRESENCE` has a body that is neither `{"state":{…}}` nor `{"leave":true}`.
+    #[error("PRESENCE needs \"body\": {{\"state\": {{…}}}} (a JSON object) or {{\"leave\": true}}")]
+    BadPresence,
+    /// `BROADCAST` has no body.
+    #[error("BROADCAST needs a \"body\" (any JSON value but null)")]
+    BadBroadcast,
     /// `params` is not an object.
     #[error("\"params\" must be an object")]
     BadParams,
@@ -378,7 +418,44 @@ impl WellFormed {
                 }),
                 _ => Err(FrameError::BadAuth),
             },
+            FrameMethod::Presence => Ok(Command::Presence {
+                action: presence_action(self.body)?,
+                path: self.path.ok_or(FrameError::BadPath)?,
+            }),
+            FrameMethod::Broadcast => Ok(Command::Broadcast {
+                echo: params.get("echo") == Some("true"),
+                body: self
+                    .body
+                    .filter(|b| !b.is_null())
+                    .ok_or(FrameError::BadBroadcast)?,
+                path: self.path.ok_or(FrameError::BadPath)?,
+            }),
         }
+    }
+}
+
+/// Reads a `PRESENCE` body: `{"leave":true}`, `{"state":{…}}`, or none (an empty state).
+fn presence_action(body: Option<Value>) -> Result<PresenceAction, FrameError> {
+    let mut body = match body {
+        None | Some(Value::Null) => {
+            return Ok(PresenceAction::Join {
+                state: Value::Object(Map::new()),
+            });
+        }
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(FrameError::BadPresence),
+    };
+    match body.get("leave") {
+        Some(Value::Bool(true)) => return Ok(PresenceAction::Leave),
+        None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+        Some(_) => return Err(FrameError::BadPresence),
+    }
+    match body.remove("state") {
+        None | Some(Value::Null) => Ok(PresenceAction::Join {
+            state: Value::Object(Map::new()),
+        }),
+        Some(state @ Value::Object(_)) => Ok(PresenceAction::Join { state }),
+        Some(_) => Err(FrameError::BadPresence),
     }
 }
 
@@ -572,6 +649,80 @@ mod tests {
             ),
             (r#"{"id":1,"method":"AUTH","body":{}}"#, FrameError::BadAuth),
             (r#"{"id":1,"method":"AUTH"}"#, FrameError::BadAuth),
+        ] {
+            assert_eq!(decode_request(frame).unwrap_err().error, error, "{frame}");
+        }
+    }
+
+    #[test]
+    fn decodes_presence_and_broadcast() {
+        let f = decode_request(
+            r#"{"id":1,"method":"PRESENCE","path":"/groups/lobby","body":{"state":{"typing":true}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.command,
+            Command::Presence {
+                path: "/groups/lobby".into(),
+                action: PresenceAction::Join {
+                    state: serde_json::json!({"typing": true})
+                }
+            }
+        );
+        let f = decode_request(r#"{"id":1,"method":"PRESENCE","path":"/a"}"#).unwrap();
+        assert!(matches!(
+            f.command,
+            Command::Presence { action: PresenceAction::Join { ref state }, .. } if state == &serde_json::json!({})
+        ));
+        let f = decode_request(r#"{"id":1,"method":"PRESENCE","path":"/a","body":{"leave":true}}"#)
+            .unwrap();
+        assert!(matches!(
+            f.command,
+            Command::Presence {
+                action: PresenceAction::Leave,
+                ..
+            }
+        ));
+        let f = decode_request(
+            r#"{"id":2,"method":"BROADCAST","path":"/a","params":{"echo":true},"body":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.command,
+            Command::Broadcast {
+                path: "/a".into(),
+                body: serde_json::json!({"x": 1}),
+                echo: true
+            }
+        );
+        let f = decode_request(r#"{"id":2,"method":"BROADCAST","path":"/a","body":"hi"}"#).unwrap();
+        assert!(matches!(f.command, Command::Broadcast { echo: false, .. }));
+        for (frame, error) in [
+            (r#"{"id":1,"method":"PRESENCE"}"#, FrameError::BadPath),
+            (
+                r#"{"id":1,"method":"PRESENCE","path":"/a","body":{"state":3}}"#,
+                FrameError::BadPresence,
+            ),
+            (
+                r#"{"id":1,"method":"PRESENCE","path":"/a","body":[]}"#,
+                FrameError::BadPresence,
+            ),
+            (
+                r#"{"id":1,"method":"PRESENCE","path":"/a","body":{"leave":"yes"}}"#,
+                FrameError::BadPresence,
+            ),
+            (
+                r#"{"id":1,"method":"BROADCAST","path":"/a"}"#,
+                FrameError::BadBroadcast,
+            ),
+            (
+                r#"{"id":1,"method":"BROADCAST","path":"/a","body":null}"#,
+                FrameError::BadBroadcast,
+            ),
+            (
+                r#"{"id":1,"method":"BROADCAST","body":{}}"#,
+                FrameError::BadPath,
+            ),
         ] {
             assert_eq!(decode_request(frame).unwrap_err().error, error, "{frame}");
         }

@@ -1,5 +1,7 @@
 //! The bus between nodes: NATS carries short signals ("app X's log grew", "grants changed",
-//! "these tokens were revoked"), never the events themselves.
+//! "these tokens were revoked"), never the events themselves, on `{subject}.signals`; and what
+//! is never stored at all: presence ([`PresenceMessage`] JSON on `{subject}.presence`) and
+//! broadcasts (on `{subject}.broadcast`).
 //!
 //! Events live in the store's change log; a signal only tells the other nodes' dispatchers to
 //! read it now. So a lost signal costs latency, never an event: each dispatcher also reads
@@ -11,6 +13,7 @@
 use crate::metrics::Metrics;
 use crate::signal::Signal;
 use futures_util::StreamExt;
+use gridsocket_core::presence::PresenceMessage;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +28,43 @@ struct WireSignal {
     signal: Signal,
 }
 
+/// A broadcast for the sockets of other nodes: the event frame as receivers get it, and the
+/// presence path (of application `app`) whose watchers get it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Broadcast {
+    /// The application's uuid.
+    pub app: String,
+    /// The presence path (`/groups/lobby`).
+    pub path: String,
+    /// The `{"event":"broadcast",…}` frame.
+    pub frame: String,
+}
+
+/// A broadcast on the wire, with the node that sent it (a node skips its own).
+#[derive(Serialize, Deserialize)]
+struct WireBroadcast {
+    node: String,
+    #[serde(flatten)]
+    broadcast: Broadcast,
+}
+
+/// What the bus hands the node.
+pub enum Received<'a> {
+    /// A signal from another node (or the bus's own resync).
+    Signal(&'a Signal),
+    /// A presence message from any node (the book skips its own).
+    Presence(PresenceMessage),
+    /// A broadcast from another node.
+    Broadcast(Broadcast),
+}
+
+/// What waits to be published, and on which subject.
+enum Outgoing {
+    Signal(Signal),
+    Presence(PresenceMessage),
+    Broadcast(Broadcast),
+}
+
 /// Signals waiting to be published. When the bus is down or slow and this many are waiting,
 /// further signals are dropped and counted (`gridsocket_bus_dropped_total`): the dispatcher's
 /// poll and the resync after reconnecting make up for them.
@@ -33,14 +73,30 @@ pub const OUTBOX_CAPACITY: usize = 4096;
 /// The sending side of the bus, held by the service. Never waits.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Signal>,
+    tx: mpsc::Sender<Outgoing>,
     metrics: Arc<Metrics>,
 }
 
 impl Outbox {
     /// Queues a signal for the other nodes; drops it (counted) when the queue is full.
     pub fn send(&self, signal: Signal) {
-        if self.tx.try_send(signal).is_err() {
+        self.queue(Outgoing::Signal(signal));
+    }
+
+    /// Queues a presence message; dropped (counted) when the queue is full, which the
+    /// receivers notice by its counter and repair with a resync.
+    pub fn send_presence(&self, msg: PresenceMessage) {
+        self.queue(Outgoing::Presence(msg));
+    }
+
+    /// Queues a broadcast; dropped (counted) when the queue is full: a broadcast is
+    /// ephemeral, and late is no better than lost.
+    pub fn send_broadcast(&self, broadcast: Broadcast) {
+        self.queue(Outgoing::Broadcast(broadcast));
+    }
+
+    fn queue(&self, out: Outgoing) {
+        if self.tx.try_send(out).is_err() {
             self.metrics.bus_dropped.inc();
         }
     }
@@ -70,9 +126,11 @@ pub enum BusError {
 pub struct NatsBus {
     client: async_nats::Client,
     subscriber: async_nats::Subscriber,
-    subject: String,
+    presence: async_nats::Subscriber,
+    broadcasts: async_nats::Subscriber,
+    prefix: String,
     node: String,
-    outbox: mpsc::Receiver<Signal>,
+    outbox: mpsc::Receiver<Outgoing>,
     /// The outbox's sending side, for the bus's own resync signal.
     resync: Outbox,
     connects: watch::Receiver<u64>,
@@ -81,7 +139,7 @@ pub struct NatsBus {
 
 impl NatsBus {
     /// Connects to NATS at `url` (comma-separated servers), listens on `{prefix}.signals`,
-    /// and returns the bus with the outbox the service sends through.
+    /// `{prefix}.presence` and `{prefix}.broadcast`, and returns the bus with the outbox the service sends through.
     pub async fn connect(
         url: &str,
         prefix: &str,
@@ -129,8 +187,9 @@ impl NatsBus {
                 url: url.to_owned(),
                 source,
             })?;
-        let subject = format!("{prefix}.signals");
-        let subscriber = client.subscribe(subject.clone()).await?;
+        let subscriber = client.subscribe(format!("{prefix}.signals")).await?;
+        let presence = client.subscribe(format!("{prefix}.presence")).await?;
+        let broadcasts = client.subscribe(format!("{prefix}.broadcast")).await?;
         let (tx, outbox) = mpsc::channel(OUTBOX_CAPACITY);
         let sender = Outbox {
             tx,
@@ -139,7 +198,9 @@ impl NatsBus {
         let bus = NatsBus {
             client,
             subscriber,
-            subject,
+            presence,
+            broadcasts,
+            prefix: prefix.to_owned(),
             node,
             outbox,
             resync: sender.clone(),
@@ -149,14 +210,16 @@ impl NatsBus {
         Ok((bus, sender))
     }
 
-    /// Publishes this node's signals and hands the other nodes' to `apply` until `cancel`.
-    /// When the bus comes back after an outage, `apply` gets a [`Signal::Resync`], and every
-    /// other node one too.
-    pub async fn run(self, apply: impl Fn(&Signal), cancel: CancellationToken) {
+    /// Publishes this node's signals, presence messages and broadcasts, and hands the other
+    /// nodes' to `apply` until `cancel`. When the bus comes back after an outage, `apply`
+    /// gets a [`Signal::Resync`], and every other node one too.
+    pub async fn run(self, apply: impl Fn(Received<'_>), cancel: CancellationToken) {
         let NatsBus {
             client,
             mut subscriber,
-            subject,
+            mut presence,
+            mut broadcasts,
+            prefix,
             node,
             mut outbox,
             resync,
@@ -166,27 +229,35 @@ impl NatsBus {
         // Publishing waits while NATS is unreachable; it runs on its own so that receiving
         // does not wait with it (the outbox fills and drops meanwhile).
         let publisher = {
-            let (client, subject, node, metrics) = (
+            let (client, prefix, node, metrics) = (
                 client.clone(),
-                subject.clone(),
+                prefix.clone(),
                 node.clone(),
                 metrics.clone(),
             );
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 loop {
-                    let signal = tokio::select! {
+                    let out = tokio::select! {
                         s = outbox.recv() => match s { Some(s) => s, None => return },
                         _ = cancel.cancelled() => return,
                     };
-                    let envelope = WireSignal {
-                        node: node.clone(),
-                        signal,
+                    let node = node.clone();
+                    let (subject, payload) = match out {
+                        Outgoing::Signal(signal) => {
+                            ("signals", serde_json::to_vec(&WireSignal { node, signal }))
+                        }
+                        Outgoing::Presence(msg) => ("presence", serde_json::to_vec(&msg)),
+                        Outgoing::Broadcast(broadcast) => (
+                            "broadcast",
+                            serde_json::to_vec(&WireBroadcast { node, broadcast }),
+                        ),
                     };
-                    let Ok(payload) = serde_json::to_vec(&envelope) else {
+                    let Ok(payload) = payload else {
                         continue;
                     };
-                    match client.publish(subject.clone(), payload.into()).await {
+                    let subject = format!("{prefix}.{subject}");
+                    match client.publish(subject, payload.into()).await {
                         Ok(()) => {
                             metrics.bus_published.inc();
                         }
@@ -207,9 +278,30 @@ impl NatsBus {
                         Ok(env) if env.node == node => {}
                         Ok(env) => {
                             metrics.bus_received.inc();
-                            apply(&env.signal);
+                            apply(Received::Signal(&env.signal));
                         }
                         Err(e) => tracing::warn!(error = %e, "ignored a malformed bus message"),
+                    }
+                }
+                msg = presence.next() => {
+                    let Some(msg) = msg else { break };
+                    match serde_json::from_slice::<PresenceMessage>(&msg.payload) {
+                        Ok(msg) => {
+                            metrics.bus_received.inc();
+                            apply(Received::Presence(msg));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "ignored a malformed presence message"),
+                    }
+                }
+                msg = broadcasts.next() => {
+                    let Some(msg) = msg else { break };
+                    match serde_json::from_slice::<WireBroadcast>(&msg.payload) {
+                        Ok(env) if env.node == node => {}
+                        Ok(env) => {
+                            metrics.bus_received.inc();
+                            apply(Received::Broadcast(env.broadcast));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "ignored a malformed broadcast"),
                     }
                 }
                 changed = connects.changed() => {
@@ -218,7 +310,7 @@ impl NatsBus {
                     }
                     tracing::info!("bus is back: resyncing from the change log");
                     // Others may have missed this node's signals, and it theirs.
-                    apply(&Signal::Resync);
+                    apply(Received::Signal(&Signal::Resync));
                     resync.send(Signal::Resync);
                 }
                 _ = cancel.cancelled() => break,

@@ -27,7 +27,8 @@
 //!   subscriptions behind methods, `dispatcher.rs` reads each application's change log in
 //!   order and fans changes out, `revocation.rs` ends or re-reads sockets whose credentials
 //!   changed, `pumps.rs` hands queue messages to consumers, `push.rs` is the socket as the
-//!   realtime layer sees it (a `Sink`).
+//!   realtime layer sees it (a `Sink`), `presence.rs` is who is present where (one
+//!   `PresenceBook` per process) and delivers its changes.
 //! - [`api`]: the Usergrid API, one implementation that REST and the socket share.
 //!   `router.rs` runs each request core's `AppRoute` parsed; handlers live by resource
 //!   (`entities`, `relations`, `activities`, `users`, `queues`, `management`); `access.rs`
@@ -37,8 +38,8 @@
 //!   every backend passes; `plan.rs`, the queue-read plan both stores run; `rows.rs`, row
 //!   handling both SQL stores share; `sqlite/` (the embedded default) and `postgres/`, each
 //!   with its schema.
-//! - [`bus`]: NATS between nodes. It carries [`signal`]s, never events, and hands what it
-//!   receives to a callback.
+//! - [`bus`]: NATS between nodes. It carries [`signal`]s, never events, and what is never
+//!   stored (presence messages, broadcasts), and hands what it receives to a callback.
 //! - [`metrics`]: the Prometheus registry served at `/metrics`.
 //! - [`demo`]: the organization, app and users of `serve --demo`.
 //!

@@ -173,6 +173,15 @@ impl Server {
                 outbox.send(signal);
             }
         }));
+        // Presence messages and broadcasts go straight to the bus: they are never stored.
+        if let Some((_, outbox)) = &bus {
+            let presence = outbox.clone();
+            realtime
+                .presence()
+                .send_to_bus(Box::new(move |msg| presence.send_presence(msg)));
+            let broadcasts = outbox.clone();
+            realtime.send_broadcasts_to(Box::new(move |b| broadcasts.send_broadcast(b)));
+        }
         let bus = bus.map(|(bus, _)| bus);
         if settings.public_ws_url.is_none()
             && let Some(Ok(addr)) = ws.as_ref().map(TcpListener::local_addr)
@@ -256,12 +265,19 @@ impl Server {
         };
         let bus = self.bus.map(|bus| {
             let realtime = self.realtime.clone();
-            let apply = move |signal: &crate::signal::Signal| {
-                realtime.api().apply_signal(signal);
-                realtime.apply_signal(signal);
+            let apply = move |received: crate::bus::Received<'_>| match received {
+                crate::bus::Received::Signal(signal) => {
+                    realtime.api().apply_signal(signal);
+                    realtime.apply_signal(signal);
+                }
+                crate::bus::Received::Presence(msg) => realtime.presence().handle_message(msg),
+                crate::bus::Received::Broadcast(b) => realtime.handle_broadcast(b),
             };
             tokio::spawn(bus.run(apply, cancel.clone()))
         });
+        // Every node keeps the presence book: a gateway for its sockets, an API node for
+        // `GET …/presence` (a replica of the gateways', over the bus).
+        let presence = tokio::spawn(self.realtime.clone().run_presence(cancel.clone()));
         let pruner = tokio::spawn(prune_log(
             self.realtime.clone(),
             Duration::from_secs(self.settings.log_retention_secs),
@@ -270,7 +286,10 @@ impl Server {
         shutdown.await;
         tracing::info!("shutting down");
         cancel.cancel();
-        for task in [dispatcher, ws_task, bus].into_iter().flatten() {
+        for task in [dispatcher, ws_task, bus, Some(presence)]
+            .into_iter()
+            .flatten()
+        {
             let _ = task.await;
         }
         let _ = pruner.await;

@@ -4,8 +4,8 @@ use crate::rate::RateLimit;
 use crate::subscription::encode_revoked;
 use crate::time::Instant;
 use crate::wire::{
-    ApiRequest, Command, FrameError, FrameId, Params, RejectedFrame, decode_request,
-    encode_rejection, encode_response, error_body_json,
+    ApiRequest, Command, FrameError, FrameId, Params, PresenceAction, RejectedFrame,
+    decode_request, encode_rejection, encode_response, error_body_json,
 };
 use rustc_hash::FxBuildHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -35,6 +35,13 @@ pub struct ServerConfig {
     /// Most requests a socket may start per second (with a burst of one second's worth); one
     /// more is answered 429 `rate_limited`. `None`: no limit.
     pub max_requests_per_sec: Option<u32>,
+    /// Largest `BROADCAST` body, in bytes of compact JSON; a larger one is answered 413
+    /// `broadcast_too_large`.
+    pub max_broadcast_bytes: usize,
+    /// Most `BROADCAST`s a socket may send per second (with a burst of one second's worth),
+    /// on top of `max_requests_per_sec`; one more is answered 429 `rate_limited`. `None`: no
+    /// limit of its own.
+    pub max_broadcasts_per_sec: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +55,8 @@ impl Default for ServerConfig {
             ping_interval: Some(Duration::from_secs(25)),
             auth_grace: Duration::from_secs(30),
             max_requests_per_sec: None,
+            max_broadcast_bytes: 8 * 1024,
+            max_broadcasts_per_sec: Some(20),
         }
     }
 }
@@ -116,6 +125,30 @@ pub enum ServerEvent {
         handle: RequestHandle,
         /// The new token.
         access_token: String,
+    },
+    /// Check that the connection may read `path`, then join its presence (or change this
+    /// connection's state there) or leave it, and `complete` with the snapshot or the error.
+    Presence {
+        /// Pass back to `complete`.
+        handle: RequestHandle,
+        /// The path whose presence is joined or left.
+        path: String,
+        /// Join with a state, or leave.
+        action: PresenceAction,
+    },
+    /// Check that the connection may write `path`, then hand `body_json` to whoever watches
+    /// it now (its subscribers and present connections that may read it), the sender only if
+    /// `echo`, and `complete`. The body is within
+    /// [`ServerConfig::max_broadcast_bytes`] already.
+    Broadcast {
+        /// Pass back to `complete`.
+        handle: RequestHandle,
+        /// The path.
+        path: String,
+        /// The message, as compact JSON.
+        body_json: String,
+        /// The sender gets its own message too.
+        echo: bool,
     },
 }
 
@@ -201,6 +234,7 @@ pub struct ServerSession {
     token_expiry: Option<Instant>,
     expiry_close_at: Option<Instant>,
     rate: Option<RateLimit>,
+    broadcast_rate: Option<RateLimit>,
 }
 
 impl ServerSession {
@@ -208,6 +242,7 @@ impl ServerSession {
     pub fn accept(config: ServerConfig, now: Instant) -> Self {
         ServerSession {
             rate: config.max_requests_per_sec.map(RateLimit::new),
+            broadcast_rate: config.max_broadcasts_per_sec.map(RateLimit::new),
             config,
             next_handle: 0,
             next_subscription: 1,
@@ -299,6 +334,18 @@ impl ServerSession {
                             access_token,
                         });
                     }
+                }
+                Command::Presence { path, action } => {
+                    if let Some(handle) = self.start(now, Some(frame.id), None) {
+                        self.events.push_back(ServerEvent::Presence {
+                            handle,
+                            path,
+                            action,
+                        });
+                    }
+                }
+                Command::Broadcast { path, body, echo } => {
+                    self.broadcast(now, frame.id, path, &body, echo)
                 }
             },
         }
@@ -497,6 +544,16 @@ impl ServerSession {
             }
             None => false,
         }
+    }
+
+    /// An ephemeral event for this socket (a presence change, a broadcast): not part of any
+    /// subscription's ordered stream, sent as is. False if the socket is closed.
+    pub fn handle_ephemeral(&mut self, _now: Instant, frame: Arc<str>) -> bool {
+        if self.closed {
+            return false;
+        }
+        self.transmits.push_back(OutFrame::Event(frame));
+        true
     }
 
     /// The subscriber lost read access: sends `{"event":"revoked",…}` and ends the subscription.
@@ -748,6 +805,52 @@ impl ServerSession {
             params,
             since,
         });
+    }
+
+    fn broadcast(
+        &mut self,
+        now: Instant,
+        id: FrameId,
+        path: String,
+        body: &serde_json::Value,
+        echo: bool,
+    ) {
+        let body_json = body.to_string();
+        if body_json.len() > self.config.max_broadcast_bytes {
+            let body = error_body_json(
+                "broadcast_too_large",
+                &format!(
+                    "a broadcast body is at most {} bytes of JSON; this one is {}",
+                    self.config.max_broadcast_bytes,
+                    body_json.len()
+                ),
+            );
+            self.transmits
+                .push_back(OutFrame::Text(encode_response(Some(&id), 413, &body)));
+            return;
+        }
+        if let Some(rate) = &mut self.broadcast_rate
+            && !rate.try_take(now)
+        {
+            let body = error_body_json(
+                "rate_limited",
+                &format!(
+                    "more than {} broadcasts per second on this socket; slow down",
+                    rate.per_second()
+                ),
+            );
+            self.transmits
+                .push_back(OutFrame::Text(encode_response(Some(&id), 429, &body)));
+            return;
+        }
+        if let Some(handle) = self.start(now, Some(id), None) {
+            self.events.push_back(ServerEvent::Broadcast {
+                handle,
+                path,
+                body_json,
+                echo,
+            });
+        }
     }
 
     fn unsubscribe(&mut self, id: FrameId, path: Option<String>, subscription: Option<String>) {

@@ -16,6 +16,7 @@ mod envelope;
 mod error;
 mod management;
 mod passwords;
+mod presence;
 mod queues;
 mod relations;
 mod router;
@@ -28,6 +29,7 @@ pub use access::{Authenticated, Caller, Principal, user_may_log_in};
 pub use assets::{AssetReply, Upload};
 pub use envelope::render_entity;
 pub use error::ApiError;
+pub use presence::{PresenceSource, presence_path};
 pub use queues::queue_timeout;
 
 use crate::api::auth::{Credentials, TokenCache, token_hash};
@@ -154,6 +156,7 @@ pub struct Api {
     logins: passwords::Logins,
     /// Where signals go besides this API: the realtime layer and the bus.
     signals: OnceLock<SignalSink>,
+    presence: OnceLock<Arc<dyn PresenceSource>>,
 }
 
 /// Where the API's signals go once it has applied them itself.
@@ -209,6 +212,7 @@ impl Api {
             grants_generation: AtomicU64::new(0),
             metrics: Arc::new(Metrics::default()),
             signals: OnceLock::new(),
+            presence: OnceLock::new(),
         })
     }
 

@@ -20,6 +20,9 @@ impl Api {
         caller: &Caller,
         request: &ApiRequest,
     ) -> Reply {
+        if let Some(reply) = self.presence_call(app, caller, request).await {
+            return reply;
+        }
         let path = ResourcePath::parse(&request.path)?;
         if let Some(matrix) = &path.matrix {
             return self.matrix_call(app, caller, request, &path, matrix).await;

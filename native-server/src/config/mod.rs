@@ -146,6 +146,22 @@ pub struct Settings {
         default_value_t = 10_000
     )]
     pub max_requests_per_sec: u32,
+    /// Largest presence state of one connection (`PRESENCE`'s `state`), in bytes of compact
+    /// JSON; larger ones are answered 413 `state_too_large`.
+    #[arg(
+        long,
+        env = "GRIDSOCKET_MAX_PRESENCE_STATE_BYTES",
+        default_value_t = 1024
+    )]
+    pub max_presence_state_bytes: usize,
+    /// Largest `BROADCAST` body, in bytes of compact JSON; larger ones are answered 413
+    /// `broadcast_too_large`.
+    #[arg(long, env = "GRIDSOCKET_MAX_BROADCAST_BYTES", default_value_t = 8 * 1024)]
+    pub max_broadcast_bytes: usize,
+    /// Most `BROADCAST`s one socket may send per second (bursts of one second's worth); more
+    /// are answered 429 `rate_limited`. 0: no limit of their own.
+    #[arg(long, env = "GRIDSOCKET_MAX_BROADCASTS_PER_SEC", default_value_t = 20)]
+    pub max_broadcasts_per_sec: u32,
     /// Largest entity (its JSON) a POST or PUT may store, in bytes; larger ones are answered
     /// 413 `entity_too_large`.
     #[arg(long, env = "GRIDSOCKET_MAX_ENTITY_BYTES", default_value_t = 256 * 1024)]
@@ -351,6 +367,7 @@ impl Settings {
     pub fn realtime_config(&self) -> RealtimeConfig {
         RealtimeConfig {
             max_replay_bytes: self.max_queued_bytes / 2,
+            max_presence_state_bytes: self.max_presence_state_bytes,
         }
     }
 
@@ -367,6 +384,9 @@ impl Settings {
             auth_grace: Duration::from_secs(self.auth_grace_secs),
             max_requests_per_sec: (self.max_requests_per_sec > 0)
                 .then_some(self.max_requests_per_sec),
+            max_broadcast_bytes: self.max_broadcast_bytes,
+            max_broadcasts_per_sec: (self.max_broadcasts_per_sec > 0)
+                .then_some(self.max_broadcasts_per_sec),
         }
     }
 

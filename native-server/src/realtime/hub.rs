@@ -243,6 +243,31 @@ impl Hub {
         }
     }
 
+    /// The sockets with a subscription of application `app` whose path (as its subscriber
+    /// wrote it) `watches` says yes to, each once.
+    pub fn subscribers_of(
+        &self,
+        app: &str,
+        watches: impl Fn(&str, &Caller) -> bool,
+    ) -> Vec<(ConnId, Arc<dyn Sink>)> {
+        let st = self.state();
+        let Some(subs) = st.apps.get(app) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(ConnId, Arc<dyn Sink>)> = Vec::new();
+        for ((conn, _), entry) in &subs.entries {
+            if out.iter().any(|(c, _)| c == conn) {
+                continue;
+            }
+            if let Some(handle) = st.conns.get(conn)
+                && watches(&entry.path, &handle.caller)
+            {
+                out.push((*conn, handle.socket.clone()));
+            }
+        }
+        out
+    }
+
     /// How many subscriptions there are, over every application.
     pub fn subscriptions(&self) -> usize {
         self.state().apps.values().map(|a| a.entries.len()).sum()

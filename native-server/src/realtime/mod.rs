@@ -11,21 +11,28 @@
 
 mod dispatcher;
 pub mod hub;
+pub mod presence;
 mod pumps;
 pub mod push;
 mod revocation;
 
-use crate::api::{Api, ApiError, ApiResponse, Caller, now_ms};
+use crate::api::{Api, ApiError, ApiResponse, Caller, now_ms, presence_path};
+use crate::bus::Broadcast;
 use crate::signal::Signal;
 use crate::store::{AppRecord, ChangeView, StoreError};
 use dispatcher::event_entity_json;
+use gridsocket_core::presence::{PresenceConfig, PresenceUser};
 use gridsocket_core::subscription::encode_event;
 use gridsocket_core::{
-    ApiRequest, EntityRef, Method, Params, Query, Resource, ResourcePath, SubscriptionId, Target,
+    ApiRequest, EntityRef, Method, Params, PresenceAction, Query, RequestHandle, Resource,
+    ResourcePath, SubscriptionId, Target,
 };
 use hub::{ConnId, ConsumerKey, Hub, SubEntry};
+use presence::Presence;
+use push::{Push, SharedEvent, Sink};
 use serde_json::{Value, json};
-use std::sync::{Arc, Weak};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Most missed changes a resume replays; further back, the reply says `"recovered": false`.
@@ -49,6 +56,8 @@ pub struct RealtimeConfig {
     /// Most bytes of events a resume replays; past them the reply says `"recovered": false`
     /// and the client reloads (a replay is sent at once, and must fit a socket's backlog).
     pub max_replay_bytes: usize,
+    /// Largest presence state of one connection, in bytes of compact JSON.
+    pub max_presence_state_bytes: usize,
 }
 
 /// The realtime layer of a node: the hub of sockets and subscriptions, over the [`Api`].
@@ -56,6 +65,9 @@ pub struct Realtime {
     api: Arc<Api>,
     config: RealtimeConfig,
     hub: Hub,
+    presence: Arc<Presence>,
+    /// Where this node's broadcasts go to reach the other nodes.
+    broadcast_bus: OnceLock<Box<dyn Fn(Broadcast) + Send + Sync>>,
     /// This layer, for the tasks it spawns.
     me: Weak<Realtime>,
 }
@@ -63,12 +75,24 @@ pub struct Realtime {
 impl Realtime {
     /// The realtime layer over an API.
     pub fn new(api: Arc<Api>, config: RealtimeConfig) -> Arc<Realtime> {
+        let presence = Arc::new(Presence::new(PresenceConfig {
+            max_state_bytes: config.max_presence_state_bytes,
+            ..PresenceConfig::default()
+        }));
+        api.read_presence_from(presence.clone());
         Arc::new_cyclic(|me| Realtime {
             api,
             config,
             hub: Hub::default(),
+            presence,
+            broadcast_bus: OnceLock::new(),
             me: me.clone(),
         })
+    }
+
+    /// Who is present where, on this node.
+    pub fn presence(&self) -> &Presence {
+        &self.presence
     }
 
     /// The API underneath.
@@ -103,6 +127,7 @@ impl Realtime {
                 }
             }
             Signal::Resync => {
+                self.presence.handle_bus_restored();
                 for app in self.hub.watched_apps() {
                     self.hub.notify(&app);
                 }
@@ -116,6 +141,175 @@ impl Realtime {
 }
 
 impl Realtime {
+    /// `PRESENCE` from socket `conn`: joins (or changes its state on) or leaves `path` once
+    /// the caller may read it. Request `handle` is answered by a push to the socket, in order
+    /// with the presence's changes.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn presence_command(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        conn: ConnId,
+        handle: RequestHandle,
+        path: &str,
+        action: PresenceAction,
+    ) {
+        let started = Instant::now();
+        let key = format!("{}{}", app.uuid, presence_path(path, caller));
+        match action {
+            // Leaving needs no permission: a socket may always stop being somewhere.
+            PresenceAction::Leave => self.presence.leave(&self.hub, &key, conn, handle),
+            PresenceAction::Join { state } => {
+                if let Err(e) = self.check_path(app, caller, path, Method::Get).await {
+                    let resp = self.api.error_response(e, started);
+                    self.hub.push_to(
+                        conn,
+                        Push::Complete {
+                            handle,
+                            status: resp.status,
+                            body: resp.body,
+                        },
+                    );
+                    return;
+                }
+                let user = PresenceUser {
+                    uuid: caller.user_uuid().unwrap_or_default().to_owned(),
+                    username: caller.username().to_string(),
+                };
+                self.presence
+                    .join(&self.hub, &key, conn, user, state, handle);
+            }
+        }
+    }
+
+    /// `BROADCAST` from socket `conn`: once the caller may post to `path`, `body_json` goes to
+    /// the sockets subscribed to that path and those present on it, and the sender if `echo`.
+    /// Answered `{"path","delivered"}`.
+    ///
+    /// Posting to an entity is judged as posting an activity to it (`POST {path}/activities`):
+    /// a group's members may talk in it without the grant that changing the group needs, and
+    /// a user's path is theirs alone. Anything else is judged as a `POST` on the path itself.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn broadcast(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        conn: ConnId,
+        path: &str,
+        body_json: &str,
+        echo: bool,
+    ) -> ApiResponse {
+        let started = Instant::now();
+        let judged = match ResourcePath::parse(path) {
+            Ok(p) if matches!(p.resource, Resource::Entity { .. }) => {
+                format!("{}/activities", path.trim_end_matches('/'))
+            }
+            _ => path.to_owned(),
+        };
+        if let Err(e) = self.check_path(app, caller, &judged, Method::Post).await {
+            return self.api.error_response(e, started);
+        }
+        let shown = presence_path(path, caller);
+        let mut targets = self.watchers(&app.uuid, &shown);
+        // The sender asked for its own message: it gets it whether it watches the path or not.
+        match self.hub.socket(conn) {
+            Some(me) if echo => {
+                targets.insert(conn, me);
+            }
+            _ => {
+                targets.remove(&conn);
+            }
+        }
+        let from = json!({"uuid": caller.user_uuid(), "username": &*caller.username()});
+        let frame = format!(
+            r#"{{"event":"broadcast","path":{},"from":{from},"body":{body_json}}}"#,
+            Value::String(shown.clone())
+        );
+        if let Some(bus) = self.broadcast_bus.get() {
+            bus(Broadcast {
+                app: app.uuid.clone(),
+                path: shown.clone(),
+                frame: frame.clone(),
+            });
+        }
+        let event = SharedEvent::new(frame);
+        let now = gridsocket_core::Instant::now();
+        for sink in targets.values() {
+            sink.push(
+                now,
+                Push::Ephemeral {
+                    event: event.clone(),
+                },
+            );
+        }
+        ApiResponse {
+            status: 200,
+            body: json!({"path": shown, "delivered": targets.len()}).to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// A broadcast from another node: it goes to this node's sockets subscribed to or present
+    /// on its path.
+    pub fn handle_broadcast(&self, broadcast: Broadcast) {
+        let event = SharedEvent::new(broadcast.frame);
+        let now = gridsocket_core::Instant::now();
+        for sink in self.watchers(&broadcast.app, &broadcast.path).values() {
+            sink.push(
+                now,
+                Push::Ephemeral {
+                    event: event.clone(),
+                },
+            );
+        }
+    }
+
+    /// Sends this node's broadcasts to the other nodes through `bus` (set once, when the node
+    /// is put together).
+    pub fn send_broadcasts_to(&self, bus: Box<dyn Fn(Broadcast) + Send + Sync>) {
+        let _ = self.broadcast_bus.set(bus);
+    }
+
+    /// The local sockets subscribed to or present on presence path `shown` of application
+    /// `app`, each once however many ways it watches the path.
+    fn watchers(&self, app: &str, shown: &str) -> BTreeMap<ConnId, Arc<dyn Sink>> {
+        let mut targets: BTreeMap<ConnId, Arc<dyn Sink>> = self
+            .presence
+            .present_sockets(&format!("{app}{shown}"))
+            .into_iter()
+            .collect();
+        targets.extend(
+            self.hub
+                .subscribers_of(app, |p, c| presence_path(p, c) == shown),
+        );
+        targets
+    }
+
+    /// Runs the presence book's timers until `cancel`.
+    pub async fn run_presence(self: Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        loop {
+            let next = self.presence.handle_timeout();
+            let wait = next.map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(gridsocket_core::Instant::now())
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    async fn check_path(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        path: &str,
+        method: Method,
+    ) -> Result<(), ApiError> {
+        let parsed = ResourcePath::parse(path)?;
+        self.api.check_access(app, caller, method, &parsed).await
+    }
+
     /// Starts a subscription for socket `conn`.
     #[allow(clippy::too_many_arguments)]
     pub async fn subscribe(

@@ -6,7 +6,7 @@
 //! socket reuses.
 
 use bytes::Bytes;
-use gridsocket_core::{Instant, SubscriptionId};
+use gridsocket_core::{Instant, RequestHandle, SubscriptionId};
 use std::sync::{Arc, OnceLock};
 
 /// An event's text, shared by every subscriber that gets the same bytes, with a slot for its
@@ -64,6 +64,23 @@ pub enum Push {
         subscription: SubscriptionId,
         /// Why (`forbidden`, `token_revoked`).
         reason: &'static str,
+    },
+    /// An event outside every subscription's ordered stream (a presence change, a
+    /// broadcast): sent as is.
+    Ephemeral {
+        /// The event.
+        event: Arc<SharedEvent>,
+    },
+    /// The answer to one of the socket's requests, from work that must answer in order with
+    /// the events it causes (a presence join is answered before anybody's later change of
+    /// that presence reaches the socket).
+    Complete {
+        /// The request.
+        handle: RequestHandle,
+        /// Its status.
+        status: u16,
+        /// Its body, JSON.
+        body: String,
     },
     /// Close the socket (its credentials were revoked).
     Close {

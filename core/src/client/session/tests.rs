@@ -156,6 +156,11 @@ impl Pair {
                                 let _ = s.complete(self.now, handle, 200, body);
                             }
                         }
+                        // The client sends neither; an answer keeps the pair moving if one appears.
+                        ServerEvent::Presence { handle, .. }
+                        | ServerEvent::Broadcast { handle, .. } => {
+                            let _ = s.complete(self.now, handle, 200, "{}");
+                        }
                     }
                 }
                 while let Some(frame) = s.poll_transmit() {

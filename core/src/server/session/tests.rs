@@ -1,7 +1,7 @@
 //! Deterministic tests of the server session: frames in, frames and work out, simulated time.
 
 use super::*;
-use crate::wire::Method;
+use crate::wire::{Method, PresenceAction};
 use serde_json::{Value, json};
 
 // Any origin will do: every later instant is derived from it.
@@ -20,6 +20,8 @@ fn config() -> ServerConfig {
         ping_interval: Some(Duration::from_secs(20)),
         auth_grace: Duration::from_secs(10),
         max_requests_per_sec: None,
+        max_broadcast_bytes: 64,
+        max_broadcasts_per_sec: Some(2),
     }
 }
 
@@ -538,4 +540,126 @@ fn requests_over_the_rate_are_answered_429_and_not_executed() {
     let later = now + Duration::from_millis(500);
     s.handle_text(later, r#"{"id":4,"method":"GET","path":"/users/me"}"#);
     let _ = request(&mut s);
+}
+
+#[test]
+fn presence_is_handed_to_the_host_and_answered_through_complete() {
+    let (mut s, now) = roomy();
+    s.handle_text(
+        now,
+        r#"{"id":1,"method":"PRESENCE","path":"/groups/lobby","body":{"state":{"a":1}}}"#,
+    );
+    let handle = match s.poll_event() {
+        Some(ServerEvent::Presence {
+            handle,
+            path,
+            action: PresenceAction::Join { state },
+        }) => {
+            assert_eq!(path, "/groups/lobby");
+            assert_eq!(state, json!({"a": 1}));
+            handle
+        }
+        other => panic!("expected a presence join, got {other:?}"),
+    };
+    assert_eq!(s.in_flight(), 1);
+    assert!(s.complete(now, handle, 200, r#"{"users":[]}"#));
+    let answer = text(&mut s);
+    assert_eq!(answer["id"], 1);
+    assert_eq!(answer["body"]["users"], json!([]));
+    s.handle_text(
+        now,
+        r#"{"id":2,"method":"PRESENCE","path":"/groups/lobby","body":{"leave":true}}"#,
+    );
+    assert!(matches!(
+        s.poll_event(),
+        Some(ServerEvent::Presence {
+            action: PresenceAction::Leave,
+            ..
+        })
+    ));
+    // A bad body is answered at once and the socket carries on.
+    s.handle_text(
+        now,
+        r#"{"id":3,"method":"PRESENCE","path":"/a","body":{"state":"x"}}"#,
+    );
+    let refused = text(&mut s);
+    assert_eq!(
+        (refused["id"].clone(), refused["status"].clone()),
+        (json!(3), json!(400))
+    );
+    assert!(s.poll_event().is_none());
+    assert!(!s.is_closed());
+}
+
+#[test]
+fn broadcasts_are_bounded_in_size_and_rate() {
+    let (mut s, now) = roomy();
+    s.handle_text(
+        now,
+        r#"{"id":1,"method":"BROADCAST","path":"/groups/lobby","params":{"echo":true},"body":{"x":1}}"#,
+    );
+    let handle = match s.poll_event() {
+        Some(ServerEvent::Broadcast {
+            handle,
+            path,
+            body_json,
+            echo,
+        }) => {
+            assert_eq!(
+                (path.as_str(), body_json.as_str(), echo),
+                ("/groups/lobby", r#"{"x":1}"#, true)
+            );
+            handle
+        }
+        other => panic!("expected a broadcast, got {other:?}"),
+    };
+    assert!(s.complete(now, handle, 200, "{}"));
+    assert_eq!(text(&mut s)["status"], 200);
+    // Larger than 64 bytes: refused before the host sees it, and it costs no rate.
+    let big = format!(
+        r#"{{"id":2,"method":"BROADCAST","path":"/a","body":"{}"}}"#,
+        "x".repeat(70)
+    );
+    s.handle_text(now, &big);
+    let refused = text(&mut s);
+    assert_eq!(refused["status"], 413);
+    assert_eq!(refused["body"]["error"], "broadcast_too_large");
+    assert!(s.poll_event().is_none());
+    // Two a second: the second passes, the third is refused, half a second later one more.
+    s.handle_text(now, r#"{"id":3,"method":"BROADCAST","path":"/a","body":1}"#);
+    assert!(matches!(
+        s.poll_event(),
+        Some(ServerEvent::Broadcast { echo: false, .. })
+    ));
+    s.handle_text(now, r#"{"id":4,"method":"BROADCAST","path":"/a","body":1}"#);
+    assert!(s.poll_event().is_none());
+    let refused = text(&mut s);
+    assert_eq!(
+        (refused["id"].clone(), refused["status"].clone()),
+        (json!(4), json!(429))
+    );
+    assert_eq!(refused["body"]["error"], "rate_limited");
+    let later = now + Duration::from_millis(500);
+    s.handle_text(
+        later,
+        r#"{"id":5,"method":"BROADCAST","path":"/a","body":1}"#,
+    );
+    assert!(matches!(
+        s.poll_event(),
+        Some(ServerEvent::Broadcast { .. })
+    ));
+    // Other requests are not limited by the broadcast rate.
+    send(&mut s, later, 6, "GET", "/users/me");
+    let _ = request(&mut s);
+}
+
+#[test]
+fn ephemeral_events_go_out_as_is_until_the_socket_closes() {
+    let (mut s, now) = session();
+    let frame: Arc<str> = r#"{"event":"broadcast","path":"/a","body":1}"#.into();
+    assert!(s.handle_ephemeral(now, frame.clone()));
+    assert_eq!(s.poll_transmit(), Some(OutFrame::Event(frame.clone())));
+    s.handle_disconnect(now);
+    assert!(!s.handle_ephemeral(now, frame));
+    assert!(s.poll_transmit().is_none());
 }

@@ -151,6 +151,8 @@ pub async fn serve_socket(
     .await;
     if let Some(conn) = conn {
         realtime.hub().unregister(conn);
+        // After the hub forgets it: a join still being checked then finds it gone.
+        realtime.presence().leave_connection(conn);
     }
     finish(&mut ws, &mut writer, &socket, ending).await;
 }
@@ -586,6 +588,32 @@ fn handle_event(
                     Err(resp) => Done::Response(handle, resp),
                 };
                 let _ = done.send(msg);
+            });
+        }
+        ServerEvent::Presence {
+            handle,
+            path,
+            action,
+        } => {
+            // Answered by a push to this socket, in order with the presence's changes.
+            tokio::spawn(async move {
+                realtime
+                    .presence_command(&app, &caller, conn, handle, &path, action)
+                    .await;
+            });
+        }
+        ServerEvent::Broadcast {
+            handle,
+            path,
+            body_json,
+            echo,
+        } => {
+            let done = answer();
+            tokio::spawn(async move {
+                let resp = realtime
+                    .broadcast(&app, &caller, conn, &path, &body_json, echo)
+                    .await;
+                let _ = done.send(Done::Response(handle, resp));
             });
         }
     }

@@ -148,7 +148,10 @@ impl Socket {
     /// Applies a push to the session and writes what it sends at once.
     pub fn push(&self, now: Instant, push: Push) {
         let mut st = self.lock();
-        let wake_always = !matches!(push, Push::Event { .. } | Push::Delivery { .. });
+        let wake_always = !matches!(
+            push,
+            Push::Event { .. } | Push::Delivery { .. } | Push::Ephemeral { .. }
+        );
         let known = Self::apply(&mut st, now, push);
         self.transmit(&mut st, now, known.as_ref(), false);
         if wake_always || st.has_backlog() || st.is_finished() {
@@ -200,6 +203,18 @@ impl Socket {
                 st.session
                     .handle_delivery(now, subscription, event.text().clone());
                 Some(event)
+            }
+            Push::Ephemeral { event } => {
+                st.session.handle_ephemeral(now, event.text().clone());
+                Some(event)
+            }
+            Push::Complete {
+                handle,
+                status,
+                body,
+            } => {
+                st.session.complete(now, handle, status, &body);
+                None
             }
             Push::Revoke {
                 subscription,

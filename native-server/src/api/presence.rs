@@ -1,0 +1,74 @@
+//! Presence as the API sees it: `GET …/presence` of a path, answered from the realtime
+//! layer's book (the API layer sits below it, so the book is handed in as a
+//! [`PresenceSource`]), and the one name each path's presence goes by.
+
+use super::envelope::{Body, Reply};
+use super::{Api, Caller};
+use crate::store::AppRecord;
+use gridsocket_core::{ApiRequest, Method, ResourcePath};
+use serde_json::Value;
+
+/// Who is present where, on this node: the realtime layer's presence book.
+pub trait PresenceSource: Send + Sync {
+    /// Who is present on `path` (a [`presence_path`]) of application `app`, as the body of a
+    /// `GET …/presence`: `{"path","seq","epoch","users":[…]}`.
+    fn presence_of(&self, app: &str, path: &str) -> Value;
+}
+
+/// The name a path's presence goes by, whoever writes it: segments in lower case, no empty
+/// ones, `/users/me` as the caller's own uuid (each user's `me` is somebody else). Entities
+/// named by uuid and by name are two presences: a client picks one form and keeps to it.
+pub fn presence_path(path: &str, caller: &Caller) -> String {
+    let mut out = String::with_capacity(path.len() + 1);
+    for (i, segment) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
+        out.push('/');
+        let segment = segment.to_ascii_lowercase();
+        match (i, caller.user_uuid()) {
+            (1, Some(me)) if segment == "me" && out == "/users/" => out.push_str(me),
+            _ => out.push_str(&segment),
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+impl Api {
+    /// Where `GET …/presence` reads from (set once, when the node is put together).
+    pub fn read_presence_from(&self, source: std::sync::Arc<dyn PresenceSource>) {
+        let _ = self.presence.set(source);
+    }
+
+    /// `GET /{path}/presence`: `Some` for such a request, answered with who is present on
+    /// `path` if the caller may read it. A relation named `presence` cannot be read over REST:
+    /// this name is the presence's.
+    pub(super) async fn presence_call(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        request: &ApiRequest,
+    ) -> Option<Reply> {
+        if request.method != Method::Get {
+            return None;
+        }
+        let trimmed = request.path.trim_end_matches('/');
+        let (parent, last) = trimmed.rsplit_once('/')?;
+        if !last.eq_ignore_ascii_case("presence") || parent.trim_matches('/').is_empty() {
+            return None;
+        }
+        Some(self.presence_get(app, caller, parent).await)
+    }
+
+    async fn presence_get(&self, app: &AppRecord, caller: &Caller, parent: &str) -> Reply {
+        let path = ResourcePath::parse(parent)?;
+        self.check_access(app, caller, Method::Get, &path).await?;
+        let key = presence_path(parent, caller);
+        let body = match self.presence.get() {
+            Some(source) => source.presence_of(&app.uuid, &key),
+            // A node without sockets holds nobody's presence.
+            None => serde_json::json!({"path": key, "seq": 0, "epoch": "", "users": []}),
+        };
+        Ok((200, Body::Json(body)))
+    }
+}
