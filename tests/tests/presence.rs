@@ -322,6 +322,41 @@ async fn broadcasts_reach_subscribers_and_the_present_but_not_the_sender_unless_
     );
 }
 
+/// A cursor's moves or a typing flag are only useful in the order they were sent: one
+/// socket's broadcasts and state changes reach the others in that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sockets_broadcasts_and_states_arrive_in_the_order_sent() {
+    let f = Fixture::new().await;
+    lobby(&f).await;
+    let mut john = f.socket(&f.john).await;
+    join(&mut john, 1, "/groups/lobby", json!({})).await;
+    let mut jane = f.socket(&f.jane).await;
+    join(&mut jane, 1, "/groups/lobby", json!({"n": 0})).await;
+    assert_eq!(john.next_event().await["kind"], "join");
+    // Under the default 20 a second; states and broadcasts interleaved, none awaited.
+    for n in 1..=16 {
+        let frame = if n % 4 == 0 {
+            json!({"id": 100 + n, "method": "PRESENCE", "path": "/groups/lobby",
+                   "body": {"state": {"n": n}}})
+        } else {
+            json!({"id": 100 + n, "method": "BROADCAST", "path": "/groups/lobby",
+                   "body": {"n": n}})
+        };
+        jane.send_json(&frame).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 16 {
+        let e = john.next_event().await;
+        let n = match e["event"].as_str() {
+            Some("broadcast") => &e["body"]["n"],
+            Some("presence") => &e["connections"][0]["state"]["n"],
+            _ => panic!("unexpected {e}"),
+        };
+        seen.push(n.as_u64().expect("n"));
+    }
+    assert_eq!(seen, (1..=16).collect::<Vec<u64>>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_needs_read_and_broadcast_needs_write_permission() {
     let f = Fixture::new().await;

@@ -452,9 +452,20 @@ struct InFlight {
     running: FuturesUnordered<Answer>,
     reads: usize,
     waiting_reads: std::collections::VecDeque<Answer>,
+    /// Ends when the socket's last presence or broadcast command is done.
+    last_ephemeral: Option<oneshot::Receiver<()>>,
 }
 
 impl InFlight {
+    /// Puts a presence or broadcast command in line behind the socket's last one: it waits
+    /// for the first, and signals its own end on the second. A socket's state changes and
+    /// broadcasts (typing, a cursor's moves) then take effect, and reach the others, in the
+    /// order it sent them, though each checks access on a task of its own.
+    fn in_line(&mut self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (done, next) = oneshot::channel();
+        (self.last_ephemeral.replace(next), done)
+    }
+
     fn push(&self, answer: Answer) {
         self.running.push(answer);
     }
@@ -596,10 +607,15 @@ fn handle_event(
             action,
         } => {
             // Answered by a push to this socket, in order with the presence's changes.
+            let (before, done) = in_flight.in_line();
             tokio::spawn(async move {
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
                 realtime
                     .presence_command(&app, &caller, conn, handle, &path, action)
                     .await;
+                let _ = done.send(());
             });
         }
         ServerEvent::Broadcast {
@@ -608,12 +624,17 @@ fn handle_event(
             body_json,
             echo,
         } => {
-            let done = answer();
+            let answered = answer();
+            let (before, done) = in_flight.in_line();
             tokio::spawn(async move {
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
                 let resp = realtime
                     .broadcast(&app, &caller, conn, &path, &body_json, echo)
                     .await;
-                let _ = done.send(Done::Response(handle, resp));
+                let _ = answered.send(Done::Response(handle, resp));
+                let _ = done.send(());
             });
         }
     }
