@@ -796,7 +796,7 @@ impl PresenceBook {
         if !state.is_object() {
             return Err(PresenceError::NotAnObject);
         }
-        let size = json_len(state);
+        let size = crate::wire::json_size(state);
         if size > self.config.max_state_bytes {
             return Err(PresenceError::StateTooLarge {
                 size,
@@ -1103,22 +1103,4 @@ fn connections(conns: &Conns) -> Vec<PresenceConnection> {
             state: c.state.clone(),
         })
         .collect()
-}
-
-/// The length of `value` as compact JSON, without building the string.
-fn json_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail, and a `Value` always serializes.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }

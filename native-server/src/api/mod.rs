@@ -170,23 +170,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// How many bytes `value` takes as compact JSON, without building the text.
-pub(super) fn json_size(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing a Value into a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
-}
+pub(super) use gridsocket_core::wire::json_size;
 
 fn elapsed_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64

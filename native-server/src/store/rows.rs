@@ -4,6 +4,7 @@
 
 use super::{ChangeRecord, Entity, Page, PageQuery, StoreError, StoreResult};
 use gridsocket_core::subscription::ChangeKind;
+use gridsocket_core::wire::json_size;
 use serde_json::{Map, Value};
 
 /// The stored name of a change kind.
@@ -110,7 +111,7 @@ pub(super) fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> StoreResult<Pa
         .take(page.limit)
         .take_while(|e| {
             let fits = bytes < max_bytes;
-            bytes = bytes.saturating_add(json_len(&e.data));
+            bytes = bytes.saturating_add(json_size(&e.data));
             fits
         })
         .collect();
@@ -118,23 +119,6 @@ pub(super) fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> StoreResult<Pa
         more: page.offset.saturating_add(entities.len()) < total,
         entities,
     })
-}
-
-/// How many bytes a JSON object takes, written compactly (without writing it).
-pub(super) fn json_len(data: &Map<String, Value>) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, data);
-    count.0
 }
 
 /// [`page_of`] on a blocking thread when the query filters or orders (its cost grows with the

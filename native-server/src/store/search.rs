@@ -415,7 +415,7 @@ impl Run<'_> {
                 break;
             }
             if let Value::Object(data) = value {
-                bytes = bytes.saturating_add(super::rows::json_len(&data));
+                bytes = bytes.saturating_add(gridsocket_core::wire::json_size(&data));
                 e.data = data;
             }
             entities.push(e);
