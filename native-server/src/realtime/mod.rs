@@ -155,7 +155,7 @@ impl Realtime {
         action: PresenceAction,
     ) {
         let started = Instant::now();
-        let key = format!("{}{}", app.uuid, presence_path(path, caller));
+        let key = presence::book_path(&app.uuid, &presence_path(path, caller));
         match action {
             // Leaving needs no permission: a socket may always stop being somewhere.
             PresenceAction::Leave => self.presence.leave(&self.hub, &key, conn, handle),
@@ -232,16 +232,8 @@ impl Realtime {
                 frame: frame.clone(),
             });
         }
-        let event = SharedEvent::new(frame);
         let now = gridsocket_core::Instant::now();
-        for sink in targets.values() {
-            sink.push(
-                now,
-                Push::Ephemeral {
-                    event: event.clone(),
-                },
-            );
-        }
+        push::push_ephemeral(targets.values(), now, &SharedEvent::new(frame));
         ApiResponse {
             status: 200,
             body: json!({"path": shown, "delivered": targets.len()}).to_string(),
@@ -252,16 +244,9 @@ impl Realtime {
     /// A broadcast from another node: it goes to this node's sockets subscribed to or present
     /// on its path.
     pub fn handle_broadcast(&self, broadcast: Broadcast) {
+        let targets = self.watchers(&broadcast.app, &broadcast.path);
         let event = SharedEvent::new(broadcast.frame);
-        let now = gridsocket_core::Instant::now();
-        for sink in self.watchers(&broadcast.app, &broadcast.path).values() {
-            sink.push(
-                now,
-                Push::Ephemeral {
-                    event: event.clone(),
-                },
-            );
-        }
+        push::push_ephemeral(targets.values(), gridsocket_core::Instant::now(), &event);
     }
 
     /// Sends this node's broadcasts to the other nodes through `bus` (set once, when the node
@@ -275,7 +260,7 @@ impl Realtime {
     fn watchers(&self, app: &str, shown: &str) -> BTreeMap<ConnId, Arc<dyn Sink>> {
         let mut targets: BTreeMap<ConnId, Arc<dyn Sink>> = self
             .presence
-            .present_sockets(&format!("{app}{shown}"))
+            .present_sockets(&presence::book_path(app, shown))
             .into_iter()
             .collect();
         targets.extend(

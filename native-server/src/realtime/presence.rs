@@ -11,7 +11,7 @@
 //! [`presence_path`]: crate::api::presence_path
 
 use super::hub::{ConnId, Hub};
-use super::push::{Push, SharedEvent, Sink};
+use super::push::{Push, SharedEvent, Sink, push_ephemeral};
 use crate::api::PresenceSource;
 use gridsocket_core::presence::{
     ConnId as BookConn, NodeId, PresenceBook, PresenceConfig, PresenceError, PresenceEvent,
@@ -186,9 +186,15 @@ impl Presence {
     }
 }
 
+/// The book's name for presence path `path` (a [`presence_path`]) of application `app`: one
+/// book serves every application.
+pub fn book_path(app: &str, path: &str) -> String {
+    format!("{app}{path}")
+}
+
 impl PresenceSource for Presence {
     fn presence_of(&self, app: &str, path: &str) -> Value {
-        let key = format!("{app}{path}");
+        let key = book_path(app, path);
         snapshot_json(&key, &self.inner().book.snapshot(&key))
     }
 }
@@ -226,16 +232,11 @@ impl Presence {
                 continue;
             };
             let frame = SharedEvent::new(event_json(&event).to_string());
-            for (conn, sink) in present {
-                if Some(*conn) != cause {
-                    sink.push(
-                        now,
-                        Push::Ephemeral {
-                            event: frame.clone(),
-                        },
-                    );
-                }
-            }
+            let others = present
+                .iter()
+                .filter(|(conn, _)| Some(**conn) != cause)
+                .map(|(_, sink)| sink);
+            push_ephemeral(others, now, &frame);
         }
     }
 }

@@ -106,3 +106,19 @@ pub trait Sink: Send + Sync {
     /// Writes what [`Sink::push_corked`] held.
     fn uncork(&self);
 }
+
+/// Pushes one ephemeral event (presence, broadcast: outside any subscription) to `sinks`.
+pub fn push_ephemeral<'a>(
+    sinks: impl IntoIterator<Item = &'a Arc<dyn Sink>>,
+    now: Instant,
+    event: &Arc<SharedEvent>,
+) {
+    for sink in sinks {
+        sink.push(
+            now,
+            Push::Ephemeral {
+                event: event.clone(),
+            },
+        );
+    }
+}
