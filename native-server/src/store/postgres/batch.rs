@@ -18,7 +18,7 @@
 //! time, each in a savepoint of its own, so the refused one undoes only itself. Every other
 //! write runs by itself in its own savepoint.
 
-use super::{NewEntity, PostgresStore, backend, insert_in};
+use super::{NewEntity, PostgresStore, backend, insert_in, insert_sql};
 use crate::store::{StoreError, StoreResult};
 use deadpool_postgres::{Client, Object, Pool};
 use futures_util::future::BoxFuture;
@@ -254,8 +254,9 @@ async fn commit_one_app(conn: Object, app: String, jobs: Vec<Job>) -> Option<Obj
         ),
         client.prepare_cached("SELECT 1 FROM app_seq WHERE app = $1 FOR UPDATE"),
         client.prepare_cached("UPDATE app_seq SET seq = seq + $2 WHERE app = $1"),
+        client.prepare_cached(insert_sql()),
     );
-    let (make, lock, advance) = match statements {
+    let (make, lock, advance, _) = match statements {
         Ok(s) => s,
         Err(e) => {
             fail_all(jobs, &backend(e));
@@ -263,6 +264,26 @@ async fn commit_one_app(conn: Object, app: String, jobs: Vec<Job>) -> Option<Obj
         }
     };
     let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&app];
+    if jobs.iter().all(|j| j.insert.is_some()) {
+        match one_trip(&tx, &app, [&make, &lock, &advance], &jobs).await {
+            Trip::Committed => {
+                for job in jobs {
+                    if let Some(insert) = &job.insert {
+                        keep(&insert.outcome, Ok(()));
+                    }
+                    (job.finish)(None);
+                }
+                return Some(conn);
+            }
+            // Nothing of it stays: the writes go again, the long way, which finds the
+            // refused one and undoes it alone.
+            Trip::Refused => tx.rewind(0),
+            Trip::Failed(e, alive) => {
+                fail_all(jobs, &e);
+                return alive.then_some(conn);
+            }
+        }
+    }
     let lock = async {
         let begin = client.batch_execute("BEGIN");
         let made = client.execute(&make, &key);
@@ -297,6 +318,51 @@ async fn commit_one_app(conn: Object, app: String, jobs: Vec<Job>) -> Option<Obj
         return alive.then_some(conn);
     }
     commit(conn, &app, advance, taken, jobs).await
+}
+
+/// How a batch sent in one round trip ended.
+enum Trip {
+    Committed,
+    /// A write was refused: the transaction rolled back, and the connection is fine.
+    Refused,
+    /// The transaction failed around the writes; the connection is alive if true.
+    Failed(StoreError, bool),
+}
+
+/// Sends a batch of new entities, the row's lock and update and the commit, all at once: the
+/// database runs them in order, and a batch costs one round trip instead of two (at depth 1,
+/// 16 writers waiting make batches of a few writes, where the round trips are most of the
+/// time). A refused insert aborts the transaction, and its COMMIT then rolls back: the
+/// caller runs the batch again the long way.
+async fn one_trip(
+    tx: &BatchTx<'_>,
+    app: &str,
+    [make, lock, advance]: [&tokio_postgres::Statement; 3],
+    jobs: &[Job],
+) -> Trip {
+    let new: Vec<&NewEntity> = jobs
+        .iter()
+        .filter_map(|j| j.insert.as_ref().map(|i| &*i.new))
+        .collect();
+    let n = new.len() as i64;
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&app];
+    let moves: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&app, &n];
+    // Polled in this order, so sent in it: every statement is prepared already.
+    let (begun, made, locked, inserted, moved, committed) = futures_util::join!(
+        tx.batch_execute("BEGIN"),
+        tx.execute(make, &key),
+        tx.execute(lock, &key),
+        insert_in(tx, app, &new),
+        tx.execute(advance, &moves),
+        tx.batch_execute("COMMIT"),
+    );
+    let alive = committed.is_ok();
+    match (begun.and(made).and(locked), inserted, moved.and(committed)) {
+        (Ok(_), Ok(()), Ok(())) => Trip::Committed,
+        (Ok(_), Err(_), _) if alive => Trip::Refused,
+        (Err(e), _, _) | (_, _, Err(e)) => Trip::Failed(backend(e), alive),
+        (_, Err(e), _) => Trip::Failed(e, alive),
+    }
 }
 
 /// Commits a batch's transaction and answers its writes; gives back the connection unless it

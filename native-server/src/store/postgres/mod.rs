@@ -324,22 +324,6 @@ pub(super) struct NewEntity {
 /// every table and index it writes, more than a row does (and each entity's JSON is written
 /// once for both the row and the log). Any refused fails them all.
 async fn insert_in(tx: &BatchTx<'_>, app: &str, new: &[&NewEntity]) -> StoreResult<()> {
-    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql = STATEMENT.get_or_init(|| {
-        format!(
-            "WITH e AS (INSERT INTO entities SELECT $1, u, c, n, d, s
-                        FROM unnest($13::text[], $14::text[], $15::text[], $16::text[],
-                                    $17::text[]) AS t(u, c, n, d, s)),
-             {}
-             INSERT INTO changes
-             SELECT $1, s.seq + $18 + o - 1, $19, $20, c, u, n, d, NULL, NULL, NULL
-             FROM app_seq s,
-                  unnest($13::text[], $14::text[], $15::text[], $16::text[])
-                  WITH ORDINALITY AS t(u, c, n, d, o)
-             WHERE s.app = $1",
-            search::INSERT_INDEX_ROWS
-        )
-    });
     let entities = || new.iter().map(|n| &n.entity);
     let uuids: Vec<&str> = entities().map(|e| e.uuid.as_str()).collect();
     let collections: Vec<&str> = entities().map(|e| e.collection.as_str()).collect();
@@ -363,12 +347,32 @@ async fn insert_in(tx: &BatchTx<'_>, app: &str, new: &[&NewEntity]) -> StoreResu
         &created,
         &kind,
     ]);
-    let st = tx.prepare_cached(sql).await.map_err(backend)?;
+    let st = tx.prepare_cached(insert_sql()).await.map_err(backend)?;
     tx.execute(&st, &params).await.map_err(|err| {
         let named: Vec<&str> = names.iter().flatten().copied().collect();
         sql_err(err, &format!("an entity named {:?}", named.join(", ")))
     })?;
     Ok(())
+}
+
+/// The statement of [`insert_in`].
+fn insert_sql() -> &'static str {
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STATEMENT.get_or_init(|| {
+        format!(
+            "WITH e AS (INSERT INTO entities SELECT $1, u, c, n, d, s
+                        FROM unnest($13::text[], $14::text[], $15::text[], $16::text[],
+                                    $17::text[]) AS t(u, c, n, d, s)),
+             {}
+             INSERT INTO changes
+             SELECT $1, s.seq + $18 + o - 1, $19, $20, c, u, n, d, NULL, NULL, NULL
+             FROM app_seq s,
+                  unnest($13::text[], $14::text[], $15::text[], $16::text[])
+                  WITH ORDINALITY AS t(u, c, n, d, o)
+             WHERE s.app = $1",
+            search::INSERT_INDEX_ROWS
+        )
+    })
 }
 
 /// Deletes an entity inside `tx` with what hangs on it, and logs it; false if there is none.
