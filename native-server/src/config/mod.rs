@@ -14,8 +14,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// The read buffer per socket: tungstenite's default (128 KiB, zero-filled) would cost that
 /// much memory for every idle connection. Request frames are small; a larger frame grows the
-/// buffer to fit while it is read.
-const READ_BUFFER: usize = 2048;
+/// buffer to fit while it is read. Reads of the connection itself go through a buffer of the
+/// thread's (`net::ws::stream::Wire`), so a small one here costs no extra `recv()`.
+const READ_BUFFER: usize = 256;
 
 /// How much may wait for a socket's connection before it is a slow consumer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

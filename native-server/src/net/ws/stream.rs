@@ -114,10 +114,27 @@ pub type ConnWriter = Either<SharedTcp, WriteHalf<Box<TlsStream<TcpStream>>>>;
 /// The stream tungstenite runs on. During the handshake its writes go to the connection;
 /// once the socket exists they join the socket's outgoing frames in order (after the
 /// handshake tungstenite writes only pongs and its reply to the peer's close).
+///
+/// A plain TCP connection is read into a buffer of the thread's, not of the socket's:
+/// tungstenite reads a few hundred bytes at a time ([`crate::config`]'s read buffer), and what
+/// one read brings beyond that waits in `unread`, which is allocated only while it holds
+/// something. An idle socket holds no read buffer but tungstenite's small one, and a burst
+/// of pipelined frames still costs one `recv()`.
 pub struct Wire {
     read: Either<SharedTcp, ReadHalf<Box<TlsStream<TcpStream>>>>,
+    /// Bytes read from the connection that tungstenite has not taken yet, from `taken` on.
+    unread: Vec<u8>,
+    taken: usize,
     handshake_writer: Option<ConnWriter>,
     socket: Option<Arc<Socket>>,
+}
+
+/// The size of a thread's read buffer: a `recv()` takes up to this much.
+const SCRATCH: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
 
 impl Wire {
@@ -136,6 +153,8 @@ impl Wire {
         };
         let wire = Wire {
             read,
+            unread: Vec::new(),
+            taken: 0,
             handshake_writer: Some(write),
             socket: None,
         };
@@ -149,13 +168,50 @@ impl Wire {
     }
 }
 
+impl Wire {
+    /// Hands tungstenite what waits in `unread`, as much as it takes; frees `unread` once
+    /// it is all taken.
+    fn take_unread(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = buf.remaining().min(self.unread.len() - self.taken);
+        buf.put_slice(&self.unread[self.taken..self.taken + n]);
+        self.taken += n;
+        if self.taken == self.unread.len() {
+            self.unread = Vec::new();
+            self.taken = 0;
+        }
+    }
+}
+
 impl AsyncRead for Wire {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.read).poll_read(cx, buf)
+        let this = &mut *self;
+        let tcp = match &mut this.read {
+            Either::Left(tcp) => tcp,
+            Either::Right(tls) => return Pin::new(tls).poll_read(cx, buf),
+        };
+        if this.taken < this.unread.len() {
+            this.take_unread(buf);
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= SCRATCH {
+            // A large frame being read: straight into tungstenite's buffer.
+            return Pin::new(tcp).poll_read(cx, buf);
+        }
+        SCRATCH_BUF.with_borrow_mut(|scratch| {
+            let mut read = ReadBuf::new(scratch);
+            ready!(Pin::new(tcp).poll_read(cx, &mut read))?;
+            let filled = read.filled();
+            let n = buf.remaining().min(filled.len());
+            buf.put_slice(&filled[..n]);
+            if n < filled.len() {
+                this.unread = filled[n..].to_vec();
+            }
+            Poll::Ready(Ok(()))
+        })
     }
 }
 
@@ -230,5 +286,59 @@ mod tests {
             .expect("ready")
             .expect("read");
         assert_eq!(rest, 36);
+    }
+
+    #[tokio::test]
+    async fn frames_read_through_the_threads_buffer_arrive_whole_and_in_order() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let client =
+            WebSocketStream::from_raw_socket(client.expect("connect"), Role::Client, None).await;
+        let (wire, _) = Wire::new(Either::Left(accepted.expect("accept").0));
+        let config = WebSocketConfig::default().read_buffer_size(256);
+        let mut server = WebSocketStream::from_raw_socket(wire, Role::Server, Some(config)).await;
+        // Sizes around tungstenite's reads (256), the thread's buffer (16 KiB) and beyond,
+        // sent back to back so that one `recv()` holds many frames and ends inside one.
+        fn frame(i: usize) -> String {
+            let size = match i % 7 {
+                0 => 1,
+                1 => 255,
+                2 => 257,
+                3 => 3_000,
+                4 => SCRATCH - 3,
+                5 => SCRATCH * 3 + 11,
+                _ => 90,
+            };
+            format!("{i}:").repeat(size / 2 + 1)[..size].to_owned()
+        }
+        let sender = tokio::spawn(async move {
+            let mut client = client;
+            for i in 0..300 {
+                client.feed(Message::text(frame(i))).await.expect("feed");
+            }
+            client.flush().await.expect("flush");
+            client
+        });
+        for i in 0..300 {
+            let msg = tokio::time::timeout(Duration::from_secs(10), server.next())
+                .await
+                .expect("the frame arrives")
+                .expect("open")
+                .expect("a frame");
+            assert_eq!(
+                msg.into_text().expect("text").as_str(),
+                frame(i),
+                "frame {i}"
+            );
+        }
+        drop(sender.await.expect("sender"));
+        // Everything was taken: nothing waits, and nothing is kept for the idle socket.
+        assert!(server.get_ref().unread.is_empty());
     }
 }
