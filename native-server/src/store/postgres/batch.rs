@@ -17,6 +17,10 @@
 //! statement fails, it is rolled back to its savepoint and its entities go in again one at a
 //! time, each in a savepoint of its own, so the refused one undoes only itself. Every other
 //! write runs by itself in its own savepoint.
+//!
+//! A batch of new entities alone, the commonest (a chat's messages), is first sent whole in
+//! one round trip, its commit included, with no savepoint; only if an insert is refused does
+//! it run again the long way.
 
 use super::{NewEntity, PostgresStore, backend, insert_in, insert_sql};
 use crate::store::{StoreError, StoreResult};
