@@ -182,6 +182,15 @@ impl Paging {
     pub(super) fn next_after(&self, last: &Entity) -> String {
         encode_after(crate::store::search::position(self.query.as_ref(), last))
     }
+
+    /// The cursor of a collection page that stopped after `uuid`, among the entities without
+    /// the `order by` key.
+    pub(super) fn resume_after(&self, uuid: &str) -> String {
+        encode_after(Map::from_iter([(
+            "uuid".to_owned(),
+            Value::String(uuid.to_owned()),
+        )]))
+    }
 }
 
 pub(super) fn body_object(request: &ApiRequest) -> Result<Map<String, Value>, ApiError> {
@@ -333,10 +342,11 @@ impl Api {
             .store
             .query(&app.uuid, collection, &paging.collection_page()?)
             .await?;
-        if page.more
-            && let Some(last) = page.entities.last()
-        {
-            env.cursor = Some(paging.next_after(last));
+        if page.more {
+            env.cursor = match &page.resume_after {
+                Some(uuid) => Some(paging.resume_after(uuid)),
+                None => page.entities.last().map(|last| paging.next_after(last)),
+            };
         }
         // A listing shows only what a GET of each entity would: the cursor still counts
         // every entity the page passed over.

@@ -770,7 +770,8 @@ impl Statement {
         }
     }
 
-    /// Up to `n` entities without a value of `name`, in uuid order after `after`.
+    /// The next `n` entities of the collection in uuid order after `after`, each read whole
+    /// if it has no value of `name` of its own, else as its uuid alone (a NULL `data`).
     pub fn missing(
         app: &str,
         collection: &str,
@@ -788,10 +789,10 @@ impl Statement {
         });
         Statement {
             sql: format!(
-                "SELECT {ENTITY} FROM entities e WHERE e.app = {mark}1 AND e.collection = {mark}2 \
-                 {from} AND NOT EXISTS (SELECT 1 FROM props p WHERE p.app = e.app \
-                 AND p.uuid = e.uuid AND p.name = {mark}3 AND p.direct = 1) \
-                 ORDER BY e.uuid {dir} LIMIT {n}"
+                "SELECT e.uuid, e.collection, e.name, CASE WHEN NOT EXISTS (SELECT 1 FROM props p \
+                 WHERE p.app = e.app AND p.uuid = e.uuid AND p.name = {mark}3 AND p.direct = 1) \
+                 THEN e.data END FROM entities e WHERE e.app = {mark}1 AND e.collection = {mark}2 \
+                 {from} ORDER BY e.uuid {dir} LIMIT {n}"
             ),
             args,
         }

@@ -224,6 +224,10 @@ pub struct Page {
     pub entities: Vec<Entity>,
     /// True when more entities follow this page.
     pub more: bool,
+    /// The uuid the next page starts after, when this one stopped before the entities it
+    /// has (a pass over the collection for entities without the `order by` key is bounded
+    /// per page): its cursor is this position, not its last entity's.
+    pub resume_after: Option<String>,
 }
 
 /// An entity's binary data (Usergrid's assets): its bytes and their type. The entity's

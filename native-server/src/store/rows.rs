@@ -118,6 +118,7 @@ pub(super) fn page_of(rows: Vec<Entity>, page: &PageQuery<'_>) -> StoreResult<Pa
     Ok(Page {
         more: page.offset.saturating_add(entities.len()) < total,
         entities,
+        resume_after: None,
     })
 }
 

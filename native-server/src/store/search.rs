@@ -10,7 +10,8 @@
 //!    order from the cursor), checked and sorted in memory. A filter of one single value
 //!    alone skips this for path 3, which reads only a page of the index.
 //! 2. **An `order by`.** The first key's index is walked in order from the cursor (or from
-//!    the filter's range on that key), then, past its end, the entities without that key.
+//!    the filter's range on that key), then, past its end, the entities without that key,
+//!    found by a pass over the collection that is bounded per page ([`MISSING_PASS`]).
 //! 3. **A single value.** With no `order by`, a filter part `k = v` (or `contains 'w'`) is
 //!    walked: the index holds its entities in uuid order.
 //! 4. **Everything else** walks the collection in uuid order.
@@ -27,6 +28,9 @@ use futures_util::future::BoxFuture;
 use gridsocket_core::query::Query;
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
+
+/// Most entities one page passes over looking for those without an `order by` key.
+const MISSING_PASS: usize = 20_000;
 
 /// Most entities a query's index reads may select for them to be read, checked and sorted
 /// in memory.
@@ -90,8 +94,9 @@ pub trait IndexReads: Sync {
         n: usize,
     ) -> StoreResult<Vec<Entity>>;
 
-    /// Up to `n` entities without a value of `name`, in uuid order (descending if `desc`)
-    /// strictly after `after`.
+    /// Passes the next `n` entities of the collection in uuid order (descending if `desc`)
+    /// strictly after `after`: answers those among them without a value of `name`, and the
+    /// last one's uuid if there were `n` (more may follow).
     async fn missing(
         &self,
         app: &str,
@@ -100,7 +105,7 @@ pub trait IndexReads: Sync {
         after: Option<&str>,
         desc: bool,
         n: usize,
-    ) -> StoreResult<Vec<Entity>>;
+    ) -> StoreResult<(Vec<Entity>, Option<String>)>;
 }
 
 /// Answers a page of a collection query from the store's index.
@@ -117,6 +122,7 @@ pub async fn query<R: IndexReads>(
         need: page.limit.saturating_add(1),
         found: Vec::new(),
         read: 0,
+        resume: None,
         page,
     };
     let lookup = run.query.filter.as_ref().and_then(Lookup::of);
@@ -234,6 +240,8 @@ struct Run<'a> {
     found: Vec<(Value, Entity)>,
     /// Entities read so far.
     read: usize,
+    /// Where the next page starts when this one stopped before its end (see `ordered`).
+    resume: Option<String>,
     page: &'a PageQuery<'a>,
 }
 
@@ -392,14 +400,29 @@ impl Run<'_> {
             Some(None) if one_key => self.after_uuid(),
             _ => None,
         };
+        // Which entities lack the key only a pass over the collection tells: it goes at most
+        // MISSING_PASS entities a page (or the page's `max_rows`, if fewer). With one key,
+        // the page then ends where the pass stopped, and its cursor goes on from there; with
+        // more (the entities without the first key are sorted by the others), the entities
+        // passed count as read, so the whole pass is bounded by the page's `max_rows`.
+        let budget = self
+            .page
+            .max_rows
+            .map_or(MISSING_PASS, |m| m.min(MISSING_PASS));
+        let mut passed = 0usize;
         loop {
-            let n = self.batch();
-            let batch = reads
+            if one_key && passed >= budget {
+                self.resume = after;
+                return Ok(());
+            }
+            let n = self.batch().max(64);
+            let (batch, last) = reads
                 .missing(app, collection, name, after.as_deref(), desc, n)
                 .await?;
-            self.count(batch.len())?;
-            let done = batch.len() < n;
-            after = batch.last().map(|e| e.uuid.clone()).or(after);
+            passed = passed.saturating_add(n);
+            self.count(if one_key { batch.len() } else { n })?;
+            let done = last.is_none();
+            after = last.or(after);
             for e in batch {
                 self.offer(e);
             }
@@ -428,9 +451,12 @@ impl Run<'_> {
             }
             entities.push(e);
         }
+        // A page cut short by its bytes goes on after its last entity, before any resume.
+        let resume_after = self.resume.filter(|_| !cut);
         Page {
             entities,
-            more: more || cut,
+            more: more || cut || resume_after.is_some(),
+            resume_after,
         }
     }
 }

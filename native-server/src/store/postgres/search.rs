@@ -256,10 +256,23 @@ impl IndexReads for PostgresStore {
         after: Option<&str>,
         desc: bool,
         n: usize,
-    ) -> StoreResult<Vec<Entity>> {
-        self.walk(Statement::missing(
-            app, collection, name, after, desc, n, '$',
-        ))
-        .await
+    ) -> StoreResult<(Vec<Entity>, Option<String>)> {
+        let rows = self
+            .rows(Statement::missing(
+                app, collection, name, after, desc, n, '$',
+            ))
+            .await?;
+        let last = match rows.last() {
+            Some(r) if rows.len() == n => Some(r.try_get(0).map_err(backend)?),
+            _ => None,
+        };
+        let mut without = Vec::new();
+        for r in &rows {
+            // Only an entity without the key comes with its data.
+            if r.try_get::<_, Option<&str>>(3).map_err(backend)?.is_some() {
+                without.push(to_entity(r)?);
+            }
+        }
+        Ok((without, last))
     }
 }

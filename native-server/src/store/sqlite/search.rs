@@ -2,7 +2,7 @@
 //! for entities written before it existed, and the reads the search makes of it.
 
 use super::error::backend;
-use super::{SqliteStore, collect_entities};
+use super::{SqliteStore, collect_entities, to_entity};
 use crate::store::index::{self, Arg, Leaf, Statement};
 use crate::store::search::{From, IndexReads};
 use crate::store::{Entity, StoreResult};
@@ -210,10 +210,30 @@ impl IndexReads for SqliteStore {
         after: Option<&str>,
         desc: bool,
         n: usize,
-    ) -> StoreResult<Vec<Entity>> {
-        self.walk(Statement::missing(
-            app, collection, name, after, desc, n, '?',
-        ))
+    ) -> StoreResult<(Vec<Entity>, Option<String>)> {
+        let st = Statement::missing(app, collection, name, after, desc, n, '?');
+        let (sql, args) = (st.sql, sql_args(st.args));
+        self.scan(move |c| {
+            let mut stmt = c.prepare_cached(&sql).map_err(backend)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| {
+                    let passed: (String, String, Option<String>, Option<String>) =
+                        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                    Ok(passed)
+                })
+                .map_err(backend)?;
+            let (mut without, mut last, mut passed) = (Vec::new(), None, 0usize);
+            for row in rows {
+                let (uuid, collection, name, data) = row.map_err(backend)?;
+                passed += 1;
+                // Only an entity without the key comes with its data.
+                if let Some(data) = data {
+                    without.push(to_entity((uuid.clone(), collection, name, data))?);
+                }
+                last = Some(uuid);
+            }
+            Ok((without, last.filter(|_| passed == n)))
+        })
         .await
     }
 }
