@@ -9,6 +9,7 @@ use gridsocket_core::access::AccessPath;
 use gridsocket_core::subscription::Change;
 use gridsocket_core::{EventKind, SubscriptionId, SubscriptionIndex, Target, close_code};
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -113,6 +114,9 @@ struct AppSubs {
     index: SubscriptionIndex<SubKey>,
     /// Details by key (the hub's and sessions' own numbers: a fast, unkeyed hash).
     entries: FxHashMap<SubKey, SubEntry>,
+    /// Each socket's subscriptions here: a socket that goes forgets its own, without a look
+    /// at everyone else's (an application's sockets come and go a thousand a second).
+    by_conn: FxHashMap<ConnId, SmallVec<[SubscriptionId; 1]>>,
     /// The last log position dispatched, once known.
     dispatched: Option<u64>,
 }
@@ -166,12 +170,7 @@ impl Hub {
             return;
         };
         let app = handle.app.uuid.clone();
-        let keys: Vec<SubKey> = st
-            .apps
-            .get(&app)
-            .map(|a| a.entries.keys().filter(|k| k.0 == conn).copied().collect())
-            .unwrap_or_default();
-        for key in keys {
+        for key in subscriptions_of(&st, &app, conn) {
             remove_locked(&mut st, &app, key);
         }
     }
@@ -186,7 +185,9 @@ impl Hub {
         }
         let subs = st.apps.entry(app.to_owned()).or_default();
         subs.index.insert(key, target);
-        subs.entries.insert(key, entry);
+        if subs.entries.insert(key, entry).is_none() {
+            subs.by_conn.entry(key.0).or_default().push(key.1);
+        }
     }
 
     /// Removes a subscription (idempotent).
@@ -362,11 +363,7 @@ impl Hub {
             let Some(app) = st.conns.get(&conn).map(|c| c.app.uuid.clone()) else {
                 continue;
             };
-            let keys: Vec<SubKey> = st
-                .apps
-                .get(&app)
-                .map(|a| a.entries.keys().filter(|k| k.0 == conn).copied().collect())
-                .unwrap_or_default();
+            let keys = subscriptions_of(&st, &app, conn);
             if let Some(handle) = st.conns.get(&conn) {
                 for key in &keys {
                     handle.push(Push::Revoke {
@@ -458,12 +455,29 @@ impl Hub {
     }
 }
 
+/// A socket's subscriptions in an application.
+fn subscriptions_of(st: &HubState, app: &str, conn: ConnId) -> Vec<SubKey> {
+    st.apps
+        .get(app)
+        .and_then(|a| a.by_conn.get(&conn))
+        .map(|own| own.iter().map(|id| (conn, *id)).collect())
+        .unwrap_or_default()
+}
+
 fn remove_locked(st: &mut HubState, app: &str, key: SubKey) {
     let Some(subs) = st.apps.get_mut(app) else {
         return;
     };
     subs.index.remove(&key);
     let entry = subs.entries.remove(&key);
+    if entry.is_some()
+        && let Some(own) = subs.by_conn.get_mut(&key.0)
+    {
+        own.retain(|id| *id != key.1);
+        if own.is_empty() {
+            subs.by_conn.remove(&key.0);
+        }
+    }
     if let Some((consumer, _)) = entry.and_then(|e| e.consumer)
         && let Some(pump) = st.pumps.get_mut(&consumer)
     {
