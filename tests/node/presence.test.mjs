@@ -97,6 +97,7 @@ test("two people see each other join, change their state and leave", async () =>
   const before = lobbyJohn.state;
   await lobbyJane.update({ status: "away" });
   assert.deepEqual(who(lobbyJane.state).janedoe, [{ status: "away" }]);
+  assert.deepEqual(lobbyJane.myState, { status: "away" });
   await until("john sees jane away", () => johnSaw.length === 2);
   assert.deepEqual(johnSaw, ["join:janedoe", "update:janedoe"]);
   assert.deepEqual(who(lobbyJohn.state).janedoe, [{ status: "away" }]);
@@ -145,6 +146,15 @@ test("joins are refused with clear errors", async () => {
   const badState = await john.presence("/groups/lobby", [1]).catch((e) => e);
   assert.equal(badState.code, "invalid_argument");
   await assert.rejects(twice.update("x"), { code: "invalid_argument" });
+  // A refused state fails its own call; the presence goes on with the state the server has.
+  await twice.update({ n: 1 });
+  const tooBig = await twice.update({ note: "x".repeat(1100) }).catch((e) => e);
+  assert.equal(tooBig.code, "state_too_large");
+  assert.deepEqual(twice.myState, { n: 1 });
+  john.dropConnectionForTesting();
+  await john.ready({ timeoutMs: 10_000 });
+  await until("the rejoin", async () => (await serverWho("/groups/lobby")).johndoe !== undefined);
+  assert.deepEqual((await serverWho("/groups/lobby")).johndoe, [{ n: 1 }]);
   const foreign = await john.presence("/users/janedoe/feed", {}).catch((e) => e);
   assert.equal(foreign.code, "forbidden");
   assert.equal(foreign.status, 403);

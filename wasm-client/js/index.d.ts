@@ -417,7 +417,7 @@ export declare class Presence<S extends object = JsonObject> {
   /** Who is present, by user uuid (this client's user included). A new Map on every change;
    * empty once left or ended. */
   readonly state: ReadonlyMap<string, PresenceUser<S>>;
-  /** The state this client last set. */
+  /** This client's state, as the server last took it (a refused `update()` leaves it). */
   readonly myState: S;
   /** False once left, or ended. */
   readonly active: boolean;

@@ -189,7 +189,7 @@ export class Presence {
     return this.#record.users;
   }
 
-  /** The state this client last set. */
+  /** This client's state, as the server last took it. */
   get myState() {
     return JSON.parse(this.#record.state);
   }
@@ -449,8 +449,9 @@ export class Client {
       });
     const update = (text, timeoutMs) => {
       const id = this.#session.presenceUpdate(record.id, text, timeoutMs);
-      if (record.active) record.state = text;
-      return call(id);
+      return call(id).then(() => {
+        if (record.active) record.state = text;
+      });
     };
     const leave = (timeoutMs) => {
       const id = this.#session.presenceLeave(record.id, timeoutMs);
