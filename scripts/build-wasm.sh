@@ -25,7 +25,7 @@ trap 'rm -rf "$work"' EXIT
 # No name section (a third of the file) and no producers section.
 wasm-bindgen --target web --out-dir "$work" --out-name gridsocket --weak-refs \
   --remove-name-section --remove-producers-section \
-  target/wasm32-unknown-unknown/wasm-release/gridsocket_wasm.wasm
+  "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/wasm-release/gridsocket_wasm.wasm"
 wasm-client/build/node_modules/.bin/wasm-opt -Oz --strip-debug --strip-producers \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue \

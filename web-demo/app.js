@@ -7,7 +7,19 @@ const api = `/${config.org}/${config.app}`;
 const SESSION = "gridsocket-demo";
 // Offline, a message waits this long for the connection before it counts as not sent.
 const SEND_TIMEOUT_MS = 5 * 60 * 1000;
+// The lobby: its feed is the chat, its presence the online list, its broadcasts "typing".
+const ROOM = "/groups/lobby";
+const query = new URLSearchParams(location.search);
+// A tab with no input for this long (hidden tabs get none) shows as away; `?away=SECONDS`
+// changes it (the tests shorten it).
+const AWAY_AFTER_MS = (Number(query.get("away")) || 60) * 1000;
+// While typing, at most one "typing" broadcast goes out per this long; the others show
+// "… is typing" until this long after the last one (or the message) came.
+const TYPING_EVERY_MS = 2000;
+const TYPING_SHOWN_MS = 4000;
 let client;
+let presence;
+let me;
 
 async function token(username, password) {
   const res = await fetch(`${api}/token`, {
@@ -70,6 +82,86 @@ function logFrame({ direction, text }) {
   while ($("frames").children.length > 200) $("frames").lastChild.remove();
 }
 
+/** The online list: everyone present in the lobby, away when all their tabs are. */
+function renderOnline() {
+  const users = [...(presence?.state.values() ?? [])].sort((a, b) => a.username.localeCompare(b.username));
+  $("online").replaceChildren(
+    ...users.map((u) => {
+      const away = u.connections.every((c) => c.state.status === "away");
+      const li = document.createElement("li");
+      li.dataset.username = u.username;
+      li.dataset.status = away ? "away" : "online";
+      li.title = away ? "away" : "online";
+      li.textContent = u.username === me ? `${u.username} (you)` : u.username;
+      return li;
+    }),
+  );
+  $("online-count").textContent = users.length ? String(users.length) : "";
+}
+
+/** Who is typing, by username, each with the timer that hides them. */
+const typers = new Map();
+
+function renderTyping() {
+  const names = [...typers.keys()].sort();
+  $("typing").textContent =
+    names.length === 0 ? "" :
+    names.length === 1 ? `${names[0]} is typing…` :
+    names.length === 2 ? `${names[0]} and ${names[1]} are typing…` :
+    `${names.length} people are typing…`;
+}
+
+function typing(username, on) {
+  clearTimeout(typers.get(username));
+  if (on) typers.set(username, setTimeout(() => typing(username, false), TYPING_SHOWN_MS));
+  else typers.delete(username);
+  renderTyping();
+}
+
+let typingSentAt = 0;
+
+/** Tells the lobby this tab is typing, at most once per TYPING_EVERY_MS. */
+function sendTyping(on) {
+  if (!client || !presence) return;
+  const now = Date.now();
+  if (on && now - typingSentAt < TYPING_EVERY_MS) return;
+  if (!on && now - typingSentAt >= TYPING_SHOWN_MS) return; // nobody shows it any more
+  typingSentAt = on ? now : 0;
+  // Ephemeral: one lost while offline or past the server's rate is no loss.
+  client.broadcast(ROOM, { typing: on }).catch(() => {});
+}
+
+/** This tab is away after AWAY_AFTER_MS without input; any input makes it online again. */
+const activity = { last: Date.now(), status: "online", timer: null };
+
+function setStatus(status) {
+  if (activity.status === status) return;
+  activity.status = status;
+  $("me").dataset.status = status;
+  presence?.update({ status }).catch(() => {}); // a left presence (logged out) has no state
+}
+
+function checkAway() {
+  const idle = Date.now() - activity.last;
+  if (idle >= AWAY_AFTER_MS) {
+    activity.timer = null;
+    setStatus("away");
+  } else {
+    activity.timer = setTimeout(checkAway, AWAY_AFTER_MS - idle);
+  }
+}
+
+function active() {
+  if (document.visibilityState === "hidden") return;
+  activity.last = Date.now();
+  setStatus("online");
+  activity.timer ??= setTimeout(checkAway, AWAY_AFTER_MS);
+}
+for (const type of ["keydown", "pointerdown", "pointermove", "wheel", "focus"]) {
+  window.addEventListener(type, active, { passive: true });
+}
+document.addEventListener("visibilitychange", active);
+
 function setState(s) {
   $("state").dataset.state = s;
   $("state").textContent = s;
@@ -85,12 +177,30 @@ async function start(username, accessToken) {
   $("app").hidden = false;
   $("logout").hidden = false;
   $("me").textContent = `as ${username}`;
+  me = username;
 
   // Snapshot and subscribe in one step: nothing is missed between loading and listening.
   const room = await client.subscribe("/groups/lobby/feed", { snapshot: true, limit: 50 }, (e) => {
-    if (e.type === "create") show($("room"), e.entity);
+    if (e.type !== "create") return;
+    show($("room"), e.entity);
+    const who = e.entity.actor?.username;
+    if (who && typers.has(who)) typing(who, false); // the message they were typing came
   });
   [...(room.snapshot?.entities ?? [])].reverse().forEach((a) => show($("room"), a));
+  // Presence survives reconnects by itself: the list follows its events.
+  try {
+    presence = await client.presence(ROOM, { status: activity.status });
+    for (const type of ["join", "leave", "update", "sync", "ended"]) presence.on(type, renderOnline);
+    presence.on("leave", (e) => typers.has(e.user.username) && typing(e.user.username, false));
+    presence.on("broadcast", (e) => {
+      // Another tab of mine typing is not news.
+      if (e.from.username !== me && typeof e.body?.typing === "boolean") typing(e.from.username, e.body.typing);
+    });
+    renderOnline();
+  } catch (err) {
+    $("online").dataset.error = `online list unavailable: ${err.message}`;
+  }
+  activity.timer ??= setTimeout(checkAway, AWAY_AFTER_MS);
   const inbox = await client.subscribe("/users/me/feed", { snapshot: true, limit: 20 }, (e) => {
     if (e.type === "create") show($("inbox"), e.entity, true);
   });
@@ -143,6 +253,7 @@ function composer(form, input, list, path, newestFirst) {
     const content = $(input).value.trim();
     if (!content || !client) return;
     $(input).value = "";
+    if (input === "room-input") sendTyping(false);
     const li = item("me", content, Date.now());
     const send = async () => {
       li.className = "pending";
@@ -169,6 +280,7 @@ function composer(form, input, list, path, newestFirst) {
   });
 }
 composer("room-form", "room-input", "room", "/groups/lobby/activities", false);
+$("room-input").addEventListener("input", () => sendTyping($("room-input").value !== ""));
 composer("followers-form", "followers-input", "inbox", "/users/me/activities", true);
 
 $("login-form").addEventListener("submit", async (e) => {
@@ -205,8 +317,12 @@ $("signup").addEventListener("click", async () => {
 $("logout").addEventListener("click", () => {
   client?.close();
   client = undefined;
+  presence = undefined;
+  for (const who of [...typers.keys()]) typing(who, false);
+  typingSentAt = 0;
   sessionStorage.removeItem(SESSION);
   for (const id of ["room", "inbox", "people", "frames"]) $(id).replaceChildren();
+  renderOnline();
   $("app").hidden = true;
   $("logout").hidden = true;
   $("login").hidden = false;

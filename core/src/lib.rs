@@ -58,8 +58,8 @@ pub mod time;
 pub mod wire;
 
 pub use client::{
-    AuthReason, ClientConfig, ClientError, ClientEvent, ClientSession, ConnectionState, RequestId,
-    SubId,
+    AuthReason, ClientConfig, ClientError, ClientEvent, ClientSession, ConnectionState,
+    PresenceChange, PresenceId, RequestId, SubId, SyncReason,
 };
 pub use path::{ConnectPath, EntityRef, PathError, Resource, ResourcePath};
 pub use permission::Permission;

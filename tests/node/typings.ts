@@ -4,8 +4,13 @@ import WS from "ws";
 import {
   Client,
   GridsocketError,
+  Presence,
   Subscription,
   type ApiResponse,
+  type BroadcastEvent,
+  type BroadcastResult,
+  type PresenceChangeEvent,
+  type PresenceUser,
   type ConnectionState,
   type Entity,
   type GridsocketErrorCode,
@@ -70,6 +75,58 @@ export async function app(token: string): Promise<void> {
     break;
   }
 
+  // Presence: typed states, typed events, a handle that updates and leaves.
+  interface Status {
+    status: "online" | "away";
+  }
+  const lobby: Presence<Status> = await client.presence<Status>("/groups/lobby", { status: "online" });
+  const path: string = lobby.path;
+  for (const user of lobby.state.values()) {
+    const u: PresenceUser<Status> = user;
+    const away: boolean = u.connections.every((c) => c.state.status === "away");
+    console.log(u.uuid, u.username, away);
+  }
+  const mine: Status = lobby.myState;
+  const active: boolean = lobby.active;
+  const offJoin: () => void = lobby.on("join", (e) => {
+    const joined: "join" = e.type;
+    console.log(joined, e.user.username, e.connections[0]?.state.status);
+  });
+  lobby.on("leave", (e: PresenceChangeEvent<Status, "leave">) => console.log(e.user.uuid, e.connections.length));
+  lobby.on("update", (e) => console.log(e.path, e.connections.map((c) => c.state.status)));
+  lobby.on("sync", (e) => {
+    const reason: "join" | "reconnect" | "resync" = e.reason;
+    console.log(reason, e.users.length);
+  });
+  lobby.on("ended", (e) => console.log(e.error.code));
+  lobby.on<{ typing: boolean }>("broadcast", (e) => console.log(e.from.username, e.body.typing));
+  offJoin();
+  await lobby.update({ status: "away" }, { timeoutMs: 1000 });
+  // @ts-expect-error: not a state of this presence
+  await lobby.update({ status: "gone" });
+  // @ts-expect-error: no such presence event
+  lobby.on("joined", () => {});
+  // @ts-expect-error: a state is an object
+  await client.presence("/groups/lobby", "here");
+  await lobby.leave();
+  const untypedPresence: Presence = await client.presence("/books/dune");
+  console.log(untypedPresence.state.size);
+
+  // Broadcasts: any JSON body (or a typed one), echo, typed results and events.
+  const sent: BroadcastResult = await client.broadcast("/groups/lobby", { typing: true }, { echo: true, timeoutMs: 500 });
+  const delivered: number = sent.delivered;
+  await client.broadcast<string>("/groups/lobby", "hello");
+  // @ts-expect-error: not an option of broadcast
+  await client.broadcast("/groups/lobby", 1, { echoo: true });
+  const offBroadcast = client.on("broadcast", (e: BroadcastEvent) => {
+    const sender: string | null = e.from.uuid;
+    console.log(sender, e.path, e.body);
+  });
+  offBroadcast();
+  sub.on<{ cursor: number[] }>("broadcast", (e) => console.log(e.body.cursor.length));
+  // @ts-expect-error: a subscription's only event is broadcast
+  sub.on("create", () => {});
+
   // Listeners: one overload per event, typed payloads.
   const offState: () => void = client.on("state", (s: ConnectionState) => console.log(s));
   client.on("error", (e: GridsocketError) => console.log(e.code, e.status));
@@ -96,6 +153,6 @@ export async function app(token: string): Promise<void> {
       if (err.code === "not_a_code") console.log();
     }
   }
-  console.log(state, price, username, notChecked, last, snapshotTitle);
+  console.log(state, price, username, notChecked, last, snapshotTitle, path, mine, active, delivered);
   client.close();
 }

@@ -16,10 +16,12 @@ pub fn server_binary() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut build = Command::new(cargo);
             // Without what cargo set for this test: some build scripts would see it as a
-            // change and rebuild their crates.
+            // change and rebuild their crates. CARGO_HOME and CARGO_TARGET_DIR are the
+            // caller's, not cargo's: without the latter a second target tree is built from
+            // scratch, and the binary used below (next to this test's) is not the one built.
             for (key, _) in std::env::vars_os() {
                 let key = key.to_string_lossy().into_owned();
-                if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+                if (key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR")
                     || matches!(
                         key.as_str(),
                         "LD_LIBRARY_PATH" | "OUT_DIR" | "RUST_TEST_THREADS"

@@ -194,6 +194,89 @@ export type SubscriptionEvent<T extends object = JsonObject> =
   | ResyncEvent
   | RevokedEvent;
 
+/** Who sent a broadcast. */
+export interface BroadcastSender {
+  /** The sender's user uuid; `null` for an app admin or client credentials. */
+  uuid: string | null;
+  username: string;
+}
+
+/**
+ * A message sent with {@link Client.broadcast} to a path this client watches (subscribed to,
+ * or present on), or its own with `echo`. Never stored or replayed: only whoever watches when
+ * it is sent gets it. `B` types the body, as the app's senders write it.
+ */
+export interface BroadcastEvent<B = JsonValue> {
+  type: "broadcast";
+  /** The path's presence name (lower case, `/users/me` as the user's uuid). */
+  path: string;
+  from: BroadcastSender;
+  body: B;
+}
+
+/** Options of {@link Client.broadcast}. */
+export interface BroadcastOptions extends RequestOptions {
+  /** Also deliver it to this client (whether it watches the path or not). Default false. */
+  echo?: boolean;
+}
+
+/** The server's answer to a broadcast. */
+export interface BroadcastResult {
+  /** The path's presence name. */
+  path: string;
+  /** How many sockets it went to (on the sender's server node). */
+  delivered: number;
+}
+
+/** One connection (tab, device) of a present user, with the state it set. */
+export interface PresenceConnection<S extends object = JsonObject> {
+  state: S;
+}
+
+/** A present user: one per user however many connections it has on the path. */
+export interface PresenceUser<S extends object = JsonObject> {
+  uuid: string;
+  username: string;
+  /** Each of its connections on the path, with its state. */
+  connections: PresenceConnection<S>[];
+}
+
+/** The kinds of change of one user of a presence. */
+export type PresenceChangeType = "join" | "leave" | "update";
+
+/**
+ * One user of a presence changed: `join` (its first connection arrived), `leave` (its last
+ * went: closed, or left), `update` (a connection arrived, went or changed its state). Also
+ * reported for what changed while the connection was down, once it is back.
+ */
+export interface PresenceChangeEvent<S extends object = JsonObject, K extends PresenceChangeType = PresenceChangeType> {
+  type: K;
+  path: string;
+  user: { uuid: string; username: string };
+  /** The user's connections after the change (none for `leave`). */
+  connections: PresenceConnection<S>[];
+}
+
+/**
+ * {@link Presence.state} is the server's snapshot now: after a reconnect (`reconnect`), or when
+ * an event showed a change this client missed (`resync`). The changes it brought were
+ * reported just before, as `join`, `leave` and `update`.
+ */
+export interface PresenceSyncEvent<S extends object = JsonObject> {
+  type: "sync";
+  path: string;
+  reason: "join" | "reconnect" | "resync";
+  users: PresenceUser<S>[];
+}
+
+/** The presence is over without `leave()`: the client closed, or the server refused to rejoin
+ * after a reconnect (`error.code`: `forbidden`, …). {@link Presence.state} is empty. */
+export interface PresenceEndedEvent {
+  type: "ended";
+  path: string;
+  error: GridsocketError;
+}
+
 /** A raw frame, for developer tools (the `frame` event). */
 export interface Frame {
   direction: "in" | "out";
@@ -210,7 +293,10 @@ export type ClientErrorCode =
   | "no_websocket"
   | "invalid_argument"
   | "get_token_failed"
-  | "bad_server_frame";
+  | "bad_server_frame"
+  | "disconnected"
+  | "not_present"
+  | "already_present";
 
 /** Error codes of the server's answers: the Usergrid `error` of the body. */
 export type ServerErrorCode =
@@ -247,6 +333,9 @@ export type ServerErrorCode =
   | "too_many_connections_from_address"
   | "write_id_conflict"
   | "write_in_progress"
+  | "state_too_large"
+  | "too_many_paths"
+  | "broadcast_too_large"
   | "server_error";
 
 /** Every code a {@link GridsocketError} may have. */
@@ -296,6 +385,62 @@ export declare class Subscription<T extends object = JsonObject> {
   readonly snapshot: ApiResponse<T> | undefined;
   /** Ends the subscription; the callback gets nothing more. */
   unsubscribe(): void;
+  /**
+   * The broadcasts to the subscribed path ({@link Client.broadcast}). Returns a function that
+   * removes the listener.
+   */
+  on<B = JsonValue>(event: "broadcast", listener: (event: BroadcastEvent<B>) => void): () => void;
+}
+
+/**
+ * Who is present on a path, kept equal to the server's: made by {@link Client.presence}.
+ *
+ * After a reconnect it joins again with its last state, and takes the server's snapshot (the
+ * server replays no presence): whoever came, went or changed meanwhile is reported as the
+ * `join`, `leave` and `update` it is, then `sync`. Between snapshots every change of the
+ * others (and of this user's other tabs) comes as an event; this client's own changes show
+ * once the server took them.
+ *
+ * @example
+ * ```ts
+ * const lobby = await client.presence<{ status: string }>("/groups/lobby", { status: "here" });
+ * for (const user of lobby.state.values()) console.log(user.username, user.connections[0]?.state.status);
+ * lobby.on("join", (e) => console.log(e.user.username, "arrived"));
+ * await lobby.update({ status: "away" });
+ * await lobby.leave();
+ * ```
+ */
+export declare class Presence<S extends object = JsonObject> {
+  private constructor();
+  /** The presence's name: the path in lower case, `/users/me` as the user's uuid. */
+  readonly path: string;
+  /** Who is present, by user uuid (this client's user included). A new Map on every change;
+   * empty once left or ended. */
+  readonly state: ReadonlyMap<string, PresenceUser<S>>;
+  /** This client's state, as the server last took it (a refused `update()` leaves it). */
+  readonly myState: S;
+  /** False once left, or ended. */
+  readonly active: boolean;
+  /** A user joined, left or changed. Returns a function that removes the listener. */
+  on<K extends PresenceChangeType>(
+    event: K,
+    listener: (event: PresenceChangeEvent<S, K>) => void,
+  ): () => void;
+  /** `state` is the server's snapshot now (after a reconnect, or a resync). */
+  on(event: "sync", listener: (event: PresenceSyncEvent<S>) => void): () => void;
+  /** The broadcasts to this path. */
+  on<B = JsonValue>(event: "broadcast", listener: (event: BroadcastEvent<B>) => void): () => void;
+  /** The presence is over without `leave()`. */
+  on(event: "ended", listener: (event: PresenceEndedEvent) => void): () => void;
+  /**
+   * Changes this client's state. Resolves once the server has it; while the connection is
+   * down the state waits and goes with the join after the reconnect. Rejects with the
+   * server's refusal (`state_too_large`), `not_present` once left, `timeout` or `closed`.
+   */
+  update(state: S, options?: RequestOptions): Promise<void>;
+  /** Leaves: nothing more is reported, and `state` is empty. While the connection is down it
+   * resolves at once (a closed socket left every presence already). */
+  leave(options?: RequestOptions): Promise<void>;
 }
 
 /**
@@ -384,6 +529,31 @@ export declare class Client {
     options?: SubscribeOptions,
   ): AsyncIterableIterator<SubscriptionEvent<T>>;
 
+  /**
+   * Joins the presence of `path` (anything the user may read: a group, an entity, a
+   * collection, a feed) with `state`, a JSON object of at most 1 KiB. Resolves to a
+   * {@link Presence} with who is present once the server answers; rejects with the server's
+   * refusal (`forbidden`, `state_too_large`, `too_many_paths`), `already_present` when this
+   * client is present there already, `timeout` or `closed`. It survives reconnects.
+   */
+  presence<S extends object = JsonObject>(path: string, state?: S): Promise<Presence<S>>;
+
+  /**
+   * Sends `body` (any JSON value but `null`, at most 8 KiB) to whoever watches `path` now:
+   * its subscribers and those present on it (each gets a `broadcast` event), and this client
+   * with `echo`. Needs the permission to post there. Resolves with how many sockets it went
+   * to. Never stored, held while offline or sent again: rejects with `disconnected` when the
+   * connection is down (or dropped before the answer), `rate_limited` (429) past the server's
+   * broadcasts per second (20 by default, with a burst of as many), `broadcast_too_large`
+   * (413), `forbidden`.
+   *
+   * @example
+   * ```ts
+   * await client.broadcast("/groups/lobby", { typing: true });
+   * ```
+   */
+  broadcast<B = JsonValue>(path: string, body: B, options?: BroadcastOptions): Promise<BroadcastResult>;
+
   /** Resolves when the connection is open (at once if it is); rejects with `closed`, or
    * `timeout` after `timeoutMs`. */
   ready(options?: { timeoutMs?: number }): Promise<void>;
@@ -397,6 +567,8 @@ export declare class Client {
   on(event: "auth", listener: (info: { reason: AuthReason }) => void): () => void;
   /** Every raw frame, for developer tools. */
   on(event: "frame", listener: (frame: Frame) => void): () => void;
+  /** Every broadcast this client gets, whichever subscription or presence it is for. */
+  on<B = JsonValue>(event: "broadcast", listener: (event: BroadcastEvent<B>) => void): () => void;
 
   /**
    * Offers a new access token for the same user. Resolves once the server took it (in band

@@ -35,6 +35,10 @@ const MESSAGES = {
   frame_too_large: "the request is larger than the server takes (its max_frame_bytes): it was not sent",
   user_changed: "the server greeted the connection as another user: a client stays one user; open a new client for another",
   bad_server_frame: "the server sent a frame that is not part of the protocol",
+  disconnected:
+    "the connection is down (or dropped before the answer): a broadcast is for whoever watches now, so it is never held or sent again",
+  not_present: "the presence was left: join again with client.presence()",
+  already_present: "this client is present on that path already: change its state with that presence's update()",
 };
 
 /**
@@ -97,15 +101,42 @@ const INTERNAL = Symbol("gridsocket");
 /** Most events an `events()` iterator holds for a slow reader before it says `resync`. */
 const MAX_BUFFERED = 10000;
 
+/** Adds `listener` to the set of `event` in `listeners` (a Map); returns its remover. */
+function listen(listeners, event, listener) {
+  if (typeof listener !== "function") throw invalid("the listener must be a function");
+  let set = listeners.get(event);
+  if (!set) listeners.set(event, (set = new Set()));
+  set.add(listener);
+  return () => {
+    set.delete(listener);
+    if (set.size === 0 && listeners.get(event) === set) listeners.delete(event);
+  };
+}
+
+function emit(listeners, event, arg) {
+  const set = listeners.get(event);
+  if (set) for (const f of [...set]) call(f, arg);
+}
+
+/** A plain JSON object, as a presence state must be. */
+function stateJson(state) {
+  if (state === null || typeof state !== "object" || Array.isArray(state)) {
+    throw invalid("a presence state must be a JSON object: { status: \"here\" }");
+  }
+  return json(state, "the state");
+}
+
 /** One subscription of a {@link Client}. */
 export class Subscription {
   #lastSeq;
   #unsubscribe;
+  #listeners;
 
-  constructor(key, lastSeq, unsubscribe, path, seq, snapshot) {
+  constructor(key, lastSeq, unsubscribe, path, seq, snapshot, listeners) {
     if (key !== INTERNAL) throw new TypeError("subscriptions come from client.subscribe()");
     this.#lastSeq = lastSeq;
     this.#unsubscribe = unsubscribe;
+    this.#listeners = listeners;
     this.path = path;
     this.seq = seq;
     this.snapshot = snapshot;
@@ -116,9 +147,76 @@ export class Subscription {
     return this.#lastSeq();
   }
 
+  /** `broadcast`: the messages sent to this path (client.broadcast). Returns the remover. */
+  on(event, listener) {
+    if (event !== "broadcast") throw invalid(`a subscription has no "${event}" event`);
+    return listen(this.#listeners, event, listener);
+  }
+
   /** Ends the subscription; the callback gets nothing more. */
   unsubscribe() {
     this.#unsubscribe();
+  }
+}
+
+const PRESENCE_EVENTS = new Set(["join", "leave", "update", "sync", "broadcast", "ended"]);
+
+/**
+ * Who is present on a path, kept equal to the server's: a {@link Client.presence}. After a
+ * reconnect it joins again with its last state and takes the server's snapshot; whoever came,
+ * went or changed meanwhile is reported as the `join`, `leave` and `update` they are, then
+ * `sync`.
+ */
+export class Presence {
+  #record;
+  #update;
+  #leave;
+
+  constructor(key, record, update, leave) {
+    if (key !== INTERNAL) throw new TypeError("presences come from client.presence()");
+    this.#record = record;
+    this.#update = update;
+    this.#leave = leave;
+  }
+
+  /** The presence's name: the path in lower case, `/users/me` as the user's uuid. */
+  get path() {
+    return this.#record.path;
+  }
+
+  /** Who is present, by user uuid (this client's user included); a new Map on every change. */
+  get state() {
+    return this.#record.users;
+  }
+
+  /** This client's state, as the server last took it. */
+  get myState() {
+    return JSON.parse(this.#record.state);
+  }
+
+  /** False once left, or ended (the client closed, or a rejoin was refused). */
+  get active() {
+    return this.#record.active;
+  }
+
+  /** `join`, `leave`, `update`, `sync`, `broadcast` or `ended`. Returns the remover. */
+  on(event, listener) {
+    if (!PRESENCE_EVENTS.has(event)) throw invalid(`a presence has no "${event}" event`);
+    return listen(this.#record.listeners, event, listener);
+  }
+
+  /** Changes this client's state; resolves once the server has it. */
+  update(state, options) {
+    try {
+      return this.#update(stateJson(state), options?.timeoutMs ?? 0);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Leaves: nothing more is reported, and `state` is empty. */
+  leave(options) {
+    return this.#leave(options?.timeoutMs ?? 0);
   }
 }
 
@@ -131,6 +229,7 @@ export class Client {
   #driving = false;
   #requests = new Map();
   #subs = new Map();
+  #presences = new Map();
   #listeners = new Map();
   #getToken;
   #refreshing = false;
@@ -246,7 +345,8 @@ export class Client {
       const from = typeof since === "number" && since >= 0 ? since : -1;
       return new Promise((resolve, reject) => {
         const sub = this.#session.subscribe(path, text, snapshot === true, from);
-        this.#subs.set(sub, { path, callback, confirm: { resolve, reject }, end });
+        const listeners = new Map();
+        this.#subs.set(sub, { path, callback, confirm: { resolve, reject }, end, listeners });
         this.#drive();
       });
     } catch (e) {
@@ -301,6 +401,78 @@ export class Client {
     };
   }
 
+  presence(path, state = {}) {
+    try {
+      if (typeof path !== "string") throw invalid("the path must be a string: /groups/lobby");
+      const text = stateJson(state);
+      return new Promise((resolve, reject) => {
+        const id = this.#session.presence(path, text);
+        this.#presences.set(id, {
+          id,
+          path,
+          state: text,
+          users: new Map(),
+          listeners: new Map(),
+          active: true,
+          confirm: { resolve, reject },
+        });
+        this.#drive();
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  broadcast(path, body, options = {}) {
+    try {
+      if (typeof path !== "string") throw invalid("the path must be a string: /groups/lobby");
+      if (body === undefined || body === null) {
+        throw invalid("a broadcast body must be a JSON value other than null");
+      }
+      const text = json(body, "the body");
+      return new Promise((resolve, reject) => {
+        const id = this.#session.broadcast(path, text, options.echo === true, options.timeoutMs ?? 0);
+        this.#requests.set(id, { resolve, reject });
+        this.#drive();
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** A presence's handle, made when its first snapshot arrives. */
+  #presenceHandle(record) {
+    const call = (id) =>
+      new Promise((resolve, reject) => {
+        this.#requests.set(id, { resolve: () => resolve(), reject });
+        this.#drive();
+      });
+    const update = (text, timeoutMs) => {
+      const id = this.#session.presenceUpdate(record.id, text, timeoutMs);
+      return call(id).then(() => {
+        if (record.active) record.state = text;
+      });
+    };
+    const leave = (timeoutMs) => {
+      const id = this.#session.presenceLeave(record.id, timeoutMs);
+      if (this.#presences.get(record.id) === record) this.#presences.delete(record.id);
+      record.active = false;
+      record.users = new Map();
+      return call(id);
+    };
+    return new Presence(INTERNAL, record, update, leave);
+  }
+
+  /** A presence is over without being left: its copy is emptied and its listeners told. */
+  #presenceEnded(record, error) {
+    this.#presences.delete(record.id);
+    record.active = false;
+    if (record.confirm) return record.confirm.reject(error);
+    record.users = new Map();
+    emit(record.listeners, "ended", { type: "ended", path: record.path, error });
+    if (error.code !== "closed") this.#emit("error", error);
+  }
+
   ready(options = {}) {
     const state = this.state;
     if (state === "open") return Promise.resolve();
@@ -322,14 +494,7 @@ export class Client {
   }
 
   on(event, listener) {
-    if (typeof listener !== "function") throw invalid("the listener must be a function");
-    let set = this.#listeners.get(event);
-    if (!set) this.#listeners.set(event, (set = new Set()));
-    set.add(listener);
-    return () => {
-      set.delete(listener);
-      if (set.size === 0 && this.#listeners.get(event) === set) this.#listeners.delete(event);
-    };
+    return listen(this.#listeners, event, listener);
   }
 
   setAccessToken(token) {
@@ -435,7 +600,7 @@ export class Client {
           s.end?.(null);
         };
         return confirm.resolve(
-          new Subscription(INTERNAL, lastSeq, unsubscribe, sub.path, e.seq, e.snapshot),
+          new Subscription(INTERNAL, lastSeq, unsubscribe, sub.path, e.seq, e.snapshot, sub.listeners),
         );
       }
       case "refused":
@@ -471,6 +636,58 @@ export class Client {
       case "auth":
         this.#emit("auth", { reason: e.reason });
         return void this.#refresh(e.reason);
+      case "presence": {
+        const record = this.#presences.get(e.p);
+        if (!record) return;
+        const user = { uuid: e.uuid, username: e.username };
+        const users = new Map(record.users);
+        if (e.type === "leave") users.delete(e.uuid);
+        else users.set(e.uuid, { ...user, connections: e.connections });
+        record.users = users;
+        if (record.confirm) return; // the first snapshot: reported by the handle's state
+        return emit(record.listeners, e.type, {
+          type: e.type,
+          path: record.path,
+          user,
+          connections: e.connections,
+        });
+      }
+      case "sync": {
+        const record = this.#presences.get(e.p);
+        if (!record) return;
+        record.path = e.path;
+        record.users = new Map(e.users.map((u) => [u.uuid, u]));
+        const confirm = record.confirm;
+        if (confirm) {
+          record.confirm = null;
+          return confirm.resolve(this.#presenceHandle(record));
+        }
+        return emit(record.listeners, "sync", {
+          type: "sync",
+          path: record.path,
+          reason: e.reason,
+          users: e.users,
+        });
+      }
+      case "prefused":
+      case "pended": {
+        const record = this.#presences.get(e.p);
+        if (!record) return;
+        const error = e.t === "prefused" ? serverError(e.status, e.body) : clientError(e.code, e.ms);
+        return this.#presenceEnded(record, error);
+      }
+      case "broadcast": {
+        const event = { type: "broadcast", path: e.path, from: e.from, body: e.body };
+        for (const id of e.subs) {
+          const s = this.#subs.get(id);
+          if (s) emit(s.listeners, "broadcast", event);
+        }
+        for (const id of e.presences) {
+          const record = this.#presences.get(id);
+          if (record && !record.confirm) emit(record.listeners, "broadcast", event);
+        }
+        return this.#emit("broadcast", event);
+      }
     }
   }
 
@@ -523,8 +740,7 @@ export class Client {
   }
 
   #emit(event, arg) {
-    const set = this.#listeners.get(event);
-    if (set) for (const f of [...set]) call(f, arg);
+    emit(this.#listeners, event, arg);
   }
 
   /** Gets a fresh token from the app's getToken and offers it; one at a time. */

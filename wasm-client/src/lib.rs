@@ -13,7 +13,9 @@
 //! number: bodies and entities are the server's JSON text, spliced unparsed into each event's
 //! JSON, which the host parses once.
 
-use gridsocket_core::{ClientConfig, ClientError, ClientEvent, ClientSession, Instant, SubId};
+use gridsocket_core::{
+    ClientConfig, ClientError, ClientEvent, ClientSession, Instant, PresenceId, SubId,
+};
 use std::time::Duration;
 use wasm_bindgen::prelude::*;
 
@@ -86,6 +88,19 @@ fn text(out: &mut String, key: &str, s: &str) {
     out.push_str(key);
     out.push_str("\":");
     push_str(out, s);
+}
+
+fn ids(out: &mut String, key: &str, ids: impl Iterator<Item = u64>) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":[");
+    for (i, id) in ids.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_num(out, id);
+    }
+    out.push(']');
 }
 
 fn error(out: &mut String, e: &ClientError) {
@@ -179,6 +194,61 @@ fn encode(event: ClientEvent) -> String {
             o = start("gaveup");
             error(&mut o, &e);
         }
+        E::PresenceChanged {
+            presence,
+            change,
+            uuid,
+            username,
+            connections,
+        } => {
+            o = start("presence");
+            num(&mut o, "p", presence.0);
+            text(&mut o, "type", change.as_str());
+            text(&mut o, "uuid", &uuid);
+            text(&mut o, "username", &username);
+            raw(&mut o, "connections", &connections);
+        }
+        E::PresenceSynced {
+            presence,
+            reason,
+            path,
+            users,
+        } => {
+            o = start("sync");
+            num(&mut o, "p", presence.0);
+            text(&mut o, "reason", reason.as_str());
+            text(&mut o, "path", &path);
+            raw(&mut o, "users", &users);
+        }
+        E::PresenceRefused {
+            presence,
+            status,
+            body,
+        } => {
+            o = start("prefused");
+            num(&mut o, "p", presence.0);
+            num(&mut o, "status", status.into());
+            raw(&mut o, "body", &body);
+        }
+        E::PresenceEnded { presence, error: e } => {
+            o = start("pended");
+            num(&mut o, "p", presence.0);
+            error(&mut o, &e);
+        }
+        E::Broadcast {
+            path,
+            from,
+            body,
+            subs,
+            presences,
+        } => {
+            o = start("broadcast");
+            text(&mut o, "path", &path);
+            raw(&mut o, "from", &from);
+            raw(&mut o, "body", &body);
+            ids(&mut o, "subs", subs.iter().map(|s| s.0));
+            ids(&mut o, "presences", presences.iter().map(|p| p.0));
+        }
     }
     o.push('}');
     o
@@ -254,6 +324,45 @@ impl Session {
     /// Ends a subscription.
     pub fn unsubscribe(&mut self, sub: f64) {
         self.inner.unsubscribe(Instant::now(), SubId(sub as u64));
+    }
+
+    /// Joins the presence of `path` with `state` (a JSON object's text). Returns the
+    /// presence's id, which the `presence`, `sync`, `prefused` and `pended` events name.
+    pub fn presence(&mut self, path: &str, state: &str) -> f64 {
+        self.inner.presence(Instant::now(), path, state).0 as f64
+    }
+
+    /// Changes this client's state on a presence; answered like a request (its id is
+    /// returned). `timeout_ms` 0 for the default.
+    #[wasm_bindgen(js_name = presenceUpdate)]
+    pub fn presence_update(&mut self, presence: f64, state: &str, timeout_ms: f64) -> f64 {
+        let id = self.inner.presence_update(
+            Instant::now(),
+            PresenceId(presence as u64),
+            state,
+            duration(timeout_ms),
+        );
+        id.0 as f64
+    }
+
+    /// Leaves a presence; answered like a request (its id is returned).
+    #[wasm_bindgen(js_name = presenceLeave)]
+    pub fn presence_leave(&mut self, presence: f64, timeout_ms: f64) -> f64 {
+        let id = self.inner.presence_leave(
+            Instant::now(),
+            PresenceId(presence as u64),
+            duration(timeout_ms),
+        );
+        id.0 as f64
+    }
+
+    /// Sends `body` (JSON text) to whoever watches `path` now; answered like a request (its
+    /// id is returned).
+    pub fn broadcast(&mut self, path: &str, body: &str, echo: bool, timeout_ms: f64) -> f64 {
+        let id = self
+            .inner
+            .broadcast(Instant::now(), path, body, echo, duration(timeout_ms));
+        id.0 as f64
     }
 
     /// Offers a new token; answered like a request (its id is returned).

@@ -129,3 +129,65 @@ fn a_failed_attempt_reconnects_and_timeouts_say_how_long() {
         "{got:?}"
     );
 }
+
+#[wasm_bindgen_test]
+fn presence_changes_syncs_and_broadcasts_cross_as_the_host_expects() {
+    let mut s = Session::new("ws://h/org/app", None, 0.0, 0.0, &[3]);
+    events(&mut s);
+    assert!(s.frame(r#"{"id":null,"status":200,"body":{"connected":true,"user":"u1"}}"#));
+    let sub = s.subscribe("/Groups/Lobby", None, false, -1.0) as u64;
+    let p = s.presence("/groups/lobby", r#"{"status":"here"}"#) as u64;
+    let sent = frames(&mut s);
+    assert_eq!(sent[1]["method"], "PRESENCE");
+    assert_eq!(sent[1]["body"], json!({"state": {"status": "here"}}));
+    let confirm = format!(
+        r#"{{"id":{},"status":200,"body":{{"subscription":"s1","seq":0}}}}"#,
+        sent[0]["id"]
+    );
+    assert!(s.frame(&confirm));
+    let snapshot = format!(
+        r#"{{"id":{},"status":200,"body":{{"path":"/groups/lobby","seq":3,"epoch":"e","users":[{{"uuid":"u1","username":"ann","connections":[{{"state":{{"status":"here"}}}}]}}]}}}}"#,
+        sent[1]["id"]
+    );
+    assert!(s.frame(&snapshot));
+    let got = events(&mut s);
+    let users =
+        json!([{"uuid": "u1", "username": "ann", "connections": [{"state": {"status": "here"}}]}]);
+    assert!(got.contains(
+        &json!({"t": "presence", "p": p, "type": "join", "uuid": "u1",
+        "username": "ann", "connections": [{"state": {"status": "here"}}]})
+    ));
+    assert!(got.contains(
+        &json!({"t": "sync", "p": p, "reason": "join", "path": "/groups/lobby",
+        "users": users})
+    ));
+    assert!(s.frame(
+        r#"{"event":"presence","path":"/groups/lobby","kind":"join","seq":4,"epoch":"e","user":{"uuid":"u2","username":"bo\"b"},"connections":[{"state":{}}]}"#
+    ));
+    assert!(s.frame(
+        r#"{"event":"broadcast","path":"/groups/lobby","from":{"uuid":"u2","username":"bob"},"body":{"typing":true}}"#
+    ));
+    let got = events(&mut s);
+    assert_eq!(
+        got,
+        [
+            json!({"t": "presence", "p": p, "type": "join", "uuid": "u2", "username": "bo\"b",
+                "connections": [{"state": {}}]}),
+            json!({"t": "broadcast", "path": "/groups/lobby", "from": {"uuid": "u2", "username": "bob"},
+                "body": {"typing": true}, "subs": [sub], "presences": [p]}),
+        ]
+    );
+    let id = s.broadcast("/groups/lobby", "1", true, 0.0) as u64;
+    assert_eq!(frames(&mut s)[0]["params"], json!({"echo": true}));
+    let leave = s.presence_leave(p as f64, 0.0) as u64;
+    assert_eq!(frames(&mut s)[0]["body"], json!({"leave": true}));
+    s.closed(-1.0);
+    let got = events(&mut s);
+    assert!(got.contains(&json!({"t": "failed", "id": id, "code": "disconnected"})));
+    assert!(
+        got.contains(&json!({"t": "response", "id": leave, "status": 200,
+        "body": {"path": "/groups/lobby", "left": true}}))
+    );
+    let late = s.presence_update(p as f64, "{}", 0.0) as u64;
+    assert!(events(&mut s).contains(&json!({"t": "failed", "id": late, "code": "not_present"})));
+}

@@ -25,6 +25,18 @@ pub(crate) struct ServerFrame<'a> {
     pub(crate) entity: Option<&'a str>,
     /// Why a subscription was revoked.
     pub(crate) reason: Option<Cow<'a, str>>,
+    /// The presence name of a `presence` or `broadcast` event.
+    pub(crate) path: Option<Cow<'a, str>>,
+    /// A `presence` event's change: `join`, `leave` or `update`.
+    pub(crate) kind: Option<Cow<'a, str>>,
+    /// The numbering a `presence` event's `seq` counts in.
+    pub(crate) epoch: Option<Cow<'a, str>>,
+    /// A `presence` event's user, `{"uuid","username"}`.
+    pub(crate) user: Option<&'a str>,
+    /// A `presence` event's connections of the user after the change.
+    pub(crate) connections: Option<&'a str>,
+    /// A `broadcast` event's sender, `{"uuid","username"}`.
+    pub(crate) from: Option<&'a str>,
 }
 
 impl<'a> ServerFrame<'a> {
@@ -42,11 +54,18 @@ impl<'a> ServerFrame<'a> {
             seq: get(&m, "seq").and_then(as_u64),
             entity: get(&m, "entity"),
             reason: get(&m, "reason").and_then(as_str),
+            path: get(&m, "path").and_then(as_str),
+            kind: get(&m, "kind").and_then(as_str),
+            epoch: get(&m, "epoch").and_then(as_str),
+            user: get(&m, "user"),
+            connections: get(&m, "connections"),
+            from: get(&m, "from"),
         })
     }
 }
 
-/// The fields of a response body the client acts on (greeting, subscription, `AUTH`, errors).
+/// The fields of a response body the client acts on (greeting, subscription, `AUTH`, errors,
+/// a presence's snapshot).
 #[derive(Default)]
 pub(crate) struct BodyFields<'a> {
     pub(crate) subscription: Option<Cow<'a, str>>,
@@ -58,6 +77,10 @@ pub(crate) struct BodyFields<'a> {
     pub(crate) error: Option<Cow<'a, str>>,
     pub(crate) max_in_flight: Option<u64>,
     pub(crate) max_frame_bytes: Option<u64>,
+    /// A presence snapshot's name, numbering and users.
+    pub(crate) path: Option<Cow<'a, str>>,
+    pub(crate) epoch: Option<Cow<'a, str>>,
+    pub(crate) users: Option<&'a str>,
 }
 
 impl<'a> BodyFields<'a> {
@@ -76,6 +99,9 @@ impl<'a> BodyFields<'a> {
             error: get(&m, "error").and_then(as_str),
             max_in_flight: get(&m, "max_in_flight").and_then(as_u64),
             max_frame_bytes: get(&m, "max_frame_bytes").and_then(as_u64),
+            path: get(&m, "path").and_then(as_str),
+            epoch: get(&m, "epoch").and_then(as_str),
+            users: get(&m, "users"),
         }
     }
 }

@@ -41,6 +41,32 @@ pub(crate) fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
     (r.i == text.len()).then_some(out)
 }
 
+/// The elements of a JSON array, in order, each as raw text. `None` if `text` is not exactly
+/// one well-formed JSON array.
+pub(crate) fn elements(text: &str) -> Option<Vec<&str>> {
+    let mut r = Reader { s: text, i: 0 };
+    r.ws();
+    r.eat(b'[')?;
+    let mut out = Vec::new();
+    r.ws();
+    if r.eat(b']').is_none() {
+        loop {
+            r.ws();
+            let start = r.i;
+            r.value(1)?;
+            out.push(&text[start..r.i]);
+            r.ws();
+            if r.eat(b',').is_some() {
+                continue;
+            }
+            r.eat(b']')?;
+            break;
+        }
+    }
+    r.ws();
+    (r.i == text.len()).then_some(out)
+}
+
 /// The value of `key` among `members`, if present.
 pub(crate) fn get<'a>(members: &[(Cow<'_, str>, &'a str)], key: &str) -> Option<&'a str> {
     members.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
@@ -370,5 +396,13 @@ mod tests {
         let m = members(r#"{"a":"x","b":2}"#).unwrap();
         assert_eq!(get(&m, "b"), Some("2"));
         assert_eq!(get(&m, "c"), None);
+        assert_eq!(
+            elements(r#" [ {"a":[1,2]} , "x", 3 ] "#),
+            Some(vec![r#"{"a":[1,2]}"#, r#""x""#, "3"])
+        );
+        assert_eq!(elements("[]"), Some(vec![]));
+        for bad in ["[1,]", "[1 2]", "{}", "[", "[1] x"] {
+            assert_eq!(elements(bad), None, "{bad}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The client side of the protocol: [`ClientSession`], driven by the JavaScript package's host
-//! (and by any other host that wants reconnection, resume and offline requests without writing
-//! them again).
+//! (and by any other host that wants reconnection, resume, presence kept across reconnects and
+//! offline requests without writing them again).
 
 mod backoff;
 mod frame;
@@ -9,6 +9,6 @@ mod session;
 
 pub use backoff::Backoff;
 pub use session::{
-    AuthReason, ClientConfig, ClientError, ClientEvent, ClientSession, ConnectionState, RequestId,
-    SubId,
+    AuthReason, ClientConfig, ClientError, ClientEvent, ClientSession, ConnectionState,
+    PresenceChange, PresenceId, RequestId, SubId, SyncReason,
 };

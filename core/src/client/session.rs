@@ -7,6 +7,10 @@ use super::frame::{
 use crate::time::Instant;
 use std::time::Duration;
 
+mod presence;
+
+pub use presence::{PresenceChange, PresenceId, SyncReason};
+
 /// Settings of a client session.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -105,6 +109,18 @@ pub enum ClientError {
     /// ignored).
     #[error("unreadable frame from the server")]
     BadServerFrame(String),
+    /// A broadcast found the connection down, or the connection dropped before its answer
+    /// (then it may have been delivered). Broadcasts are for whoever watches now, so they are
+    /// never held or sent again: send a new one once the connection is back, if still useful.
+    #[error("the connection is down: a broadcast is never held or sent again")]
+    Disconnected,
+    /// The presence was left (or ended) before this call reached the server.
+    #[error("the presence was left")]
+    NotPresent,
+    /// This client is present on that path already (one socket has one state per path):
+    /// change the state through the presence it has.
+    #[error("this client is present on that path already")]
+    AlreadyPresent,
 }
 
 impl ClientError {
@@ -117,6 +133,9 @@ impl ClientError {
             ClientError::FrameTooLarge(_) => "frame_too_large",
             ClientError::UserChanged => "user_changed",
             ClientError::BadServerFrame(_) => "bad_server_frame",
+            ClientError::Disconnected => "disconnected",
+            ClientError::NotPresent => "not_present",
+            ClientError::AlreadyPresent => "already_present",
         }
     }
 }
@@ -248,6 +267,63 @@ pub enum ClientEvent {
         /// Why.
         error: ClientError,
     },
+    /// A user of a presence joined, left or changed: from the server's event, or found by
+    /// comparing a new snapshot with the copy. Replace the copy of that user with
+    /// `connections` (none: remove it).
+    PresenceChanged {
+        /// Which presence.
+        presence: PresenceId,
+        /// What happened.
+        change: PresenceChange,
+        /// The user's uuid.
+        uuid: String,
+        /// The user's username.
+        username: String,
+        /// The user's connections after the change, JSON text: `[{"state":{…}}, …]`.
+        connections: String,
+    },
+    /// A presence's copy is the server's snapshot now (each change it brought was reported
+    /// first, as a [`ClientEvent::PresenceChanged`]).
+    PresenceSynced {
+        /// Which presence.
+        presence: PresenceId,
+        /// The first join, a join again after a reconnect, or a resync.
+        reason: SyncReason,
+        /// The presence's name (`/groups/lobby`).
+        path: String,
+        /// Who is present, JSON text: `[{"uuid","username","connections"}, …]`.
+        users: String,
+    },
+    /// The server refused to join (or join again after a reconnect); the presence is gone.
+    PresenceRefused {
+        /// Which presence.
+        presence: PresenceId,
+        /// HTTP status.
+        status: u16,
+        /// The error body, JSON text.
+        body: String,
+    },
+    /// A presence ended without the server: the client closed, its first answer did not come
+    /// in time, or the client is present on that path already.
+    PresenceEnded {
+        /// Which presence.
+        presence: PresenceId,
+        /// Why.
+        error: ClientError,
+    },
+    /// A broadcast to a path this client watches (or its own, echoed).
+    Broadcast {
+        /// The path's presence name.
+        path: String,
+        /// The sender, JSON text: `{"uuid","username"}`.
+        from: String,
+        /// The message, JSON text.
+        body: String,
+        /// The subscriptions of that path.
+        subs: Vec<SubId>,
+        /// The presences of that path.
+        presences: Vec<PresenceId>,
+    },
 }
 
 enum Waiting {
@@ -261,6 +337,38 @@ enum Waiting {
     Unsubscribe,
     /// An `AUTH` on the current socket.
     Auth { token: String },
+    /// A presence's join on the current socket (answered with a snapshot).
+    Join {
+        presence: PresenceId,
+        reason: SyncReason,
+        /// The state it carries.
+        state: String,
+    },
+    /// An app's state change of a presence: out on the current socket (`sent`), or waiting
+    /// for the presence's next join, which carries it and whose answer answers it.
+    PresenceState {
+        presence: PresenceId,
+        sent: bool,
+        state: String,
+    },
+    /// A presence's leave on the current socket.
+    Leave { name: String },
+    /// A `BROADCAST` on the current socket: never sent again.
+    Broadcast,
+}
+
+impl Waiting {
+    /// An app's call, which the app awaits: it fails when it times out or the client closes.
+    fn is_call(&self) -> bool {
+        matches!(
+            self,
+            Waiting::Request { .. }
+                | Waiting::Auth { .. }
+                | Waiting::PresenceState { .. }
+                | Waiting::Leave { .. }
+                | Waiting::Broadcast
+        )
+    }
 }
 
 struct Pending {
@@ -332,6 +440,8 @@ pub struct ClientSession {
     /// In id order.
     pending: Vec<Pending>,
     subs: Vec<Sub>,
+    next_presence: u64,
+    presences: Vec<presence::Presence>,
     proposal: Option<Proposal>,
     /// The connection attempt under way tries the proposed token.
     trying_proposal: bool,
@@ -382,6 +492,8 @@ impl ClientSession {
             next_sub: 1,
             pending: Vec::new(),
             subs: Vec::new(),
+            next_presence: 1,
+            presences: Vec::new(),
             proposal: None,
             trying_proposal: false,
             user: None,
@@ -637,7 +749,7 @@ impl ClientSession {
             return;
         }
         for p in std::mem::take(&mut self.pending) {
-            if matches!(p.waiting, Waiting::Request { .. } | Waiting::Auth { .. }) {
+            if p.waiting.is_call() {
                 self.fail(p.id, ClientError::Closed);
             }
         }
@@ -652,6 +764,7 @@ impl ClientSession {
                 error: ClientError::Closed,
             });
         }
+        self.presences_closed();
         self.reconnect_at = None;
         self.connect_deadline = None;
         self.first_open_deadline = None;
@@ -683,8 +796,21 @@ impl ClientSession {
                     *sent = false;
                     kept.push(p);
                 }
-                // Subscriptions are sent again on the next socket; an unsubscribe is moot.
-                Waiting::Subscribe(_) | Waiting::Unsubscribe => {}
+                // Subscriptions and presences are sent again on the next socket; an
+                // unsubscribe is moot.
+                Waiting::Subscribe(_) | Waiting::Unsubscribe | Waiting::Join { .. } => {}
+                // The next join carries the state.
+                Waiting::PresenceState { sent, .. } => {
+                    *sent = false;
+                    kept.push(p);
+                }
+                // The closed socket left every presence at once.
+                Waiting::Leave { name } => self.events.push_back(ClientEvent::Response {
+                    id: RequestId(p.id),
+                    status: 200,
+                    body: presence::left_body(name, true),
+                }),
+                Waiting::Broadcast => self.fail(p.id, ClientError::Disconnected),
                 // Not taken yet: the next connection tries it.
                 Waiting::Auth { token } => {
                     let token = std::mem::take(token);
@@ -696,6 +822,7 @@ impl ClientSession {
         for s in &mut self.subs {
             s.server_id = None;
         }
+        self.presences_dropped();
         if code == Some(crate::close_code::NOT_FOUND) {
             self.close(now);
             return;
@@ -763,6 +890,28 @@ impl ClientSession {
             }
             Waiting::Subscribe(sub) => self.subscribed(sub, status, frame.body),
             Waiting::Unsubscribe => {}
+            Waiting::Join {
+                presence,
+                reason,
+                state,
+            } => self.joined(presence, reason, state, status, frame.body),
+            Waiting::PresenceState {
+                presence, state, ..
+            } => {
+                self.state_answered(presence, state, status, frame.body);
+                self.events.push_back(ClientEvent::Response {
+                    id,
+                    status,
+                    body: body.to_owned(),
+                });
+            }
+            Waiting::Leave { .. } | Waiting::Broadcast => {
+                self.events.push_back(ClientEvent::Response {
+                    id,
+                    status,
+                    body: body.to_owned(),
+                });
+            }
             Waiting::Auth { token } => {
                 if status == 200 {
                     self.access_token = Some(token);
@@ -796,7 +945,7 @@ impl ClientSession {
                 continue;
             }
             let p = self.pending.remove(i);
-            if matches!(p.waiting, Waiting::Request { .. } | Waiting::Auth { .. }) {
+            if p.waiting.is_call() {
                 self.fail(p.id, ClientError::Timeout(p.timeout_ms));
             }
         }
@@ -820,6 +969,7 @@ impl ClientSession {
                 i += 1;
             }
         }
+        self.presence_timeouts(now);
         if due(self.first_open_deadline) {
             self.events.push_back(ClientEvent::Failed {
                 error: ClientError::Timeout(ms),
@@ -865,6 +1015,7 @@ impl ClientSession {
         }
         let pending = self.pending.iter().filter_map(|p| p.deadline);
         let subs = self.subs.iter().filter_map(|s| s.confirm_deadline);
+        let presences = self.presences.iter().filter_map(|p| p.confirm_deadline);
         let timers = [
             self.proposal.as_ref().map(|p| p.deadline),
             self.reconnect_at,
@@ -874,6 +1025,7 @@ impl ClientSession {
         ];
         pending
             .chain(subs)
+            .chain(presences)
             .chain(timers.into_iter().flatten())
             .min()
     }
@@ -990,6 +1142,10 @@ impl ClientSession {
         for sub in subs {
             self.send_subscribe(now, sub);
         }
+        let presences: Vec<PresenceId> = self.presences.iter().map(|p| p.id).collect();
+        for presence in presences {
+            self.send_join(presence);
+        }
         // The server's limits; a server that does not say keeps the config's.
         if let Some(n) = fields.max_in_flight {
             // Room for the subscriptions and AUTH that count too.
@@ -1018,6 +1174,11 @@ impl ClientSession {
     }
 
     fn handle_event(&mut self, kind: &str, frame: &ServerFrame<'_>) -> Result<(), ClientError> {
+        match kind {
+            "presence" => return self.presence_event(frame),
+            "broadcast" => return self.broadcast_event(frame),
+            _ => {}
+        }
         let server_id = frame
             .subscription
             .as_deref()

@@ -74,6 +74,27 @@ use std::time::Duration;
 #[cfg(test)]
 mod tests;
 
+/// The name a path's presence goes by, whoever writes it: segments in lower case, no empty
+/// ones, `/users/me` as the caller's own uuid `me` (each user's `me` is somebody else).
+/// Entities named by uuid and by name are two presences: a client picks one form and keeps to
+/// it. The server names presences and broadcasts this way, and a client matches the paths it
+/// subscribed to with the broadcasts it gets this way too.
+pub fn presence_name(path: &str, me: Option<&str>) -> String {
+    let mut out = String::with_capacity(path.len() + 1);
+    for (i, segment) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
+        out.push('/');
+        let segment = segment.to_ascii_lowercase();
+        match (i, me) {
+            (1, Some(me)) if segment == "me" && out == "/users/" => out.push_str(me),
+            _ => out.push_str(&segment),
+        }
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
 /// Limits and timers of a [`PresenceBook`].
 #[derive(Clone, Debug)]
 pub struct PresenceConfig {

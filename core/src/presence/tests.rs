@@ -1022,3 +1022,18 @@ fn random_histories_with_losses_converge_after_a_resync() {
         "{diverged} diverged, {nonempty} non-empty"
     );
 }
+
+#[test]
+fn a_path_has_one_presence_name_however_it_is_written() {
+    assert_eq!(presence_name("/Groups/Lobby/", None), "/groups/lobby");
+    assert_eq!(presence_name("groups//lobby", None), "/groups/lobby");
+    assert_eq!(presence_name("", None), "/");
+    // `me` is the caller's uuid, only as the user of `/users/me`.
+    assert_eq!(
+        presence_name("/users/ME/feed", Some("u1")),
+        "/users/u1/feed"
+    );
+    assert_eq!(presence_name("/users/me", None), "/users/me");
+    assert_eq!(presence_name("/groups/me", Some("u1")), "/groups/me");
+    assert_eq!(presence_name("/users/x/me", Some("u1")), "/users/x/me");
+}

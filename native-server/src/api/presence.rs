@@ -15,23 +15,10 @@ pub trait PresenceSource: Send + Sync {
     fn presence_of(&self, app: &str, path: &str) -> Value;
 }
 
-/// The name a path's presence goes by, whoever writes it: segments in lower case, no empty
-/// ones, `/users/me` as the caller's own uuid (each user's `me` is somebody else). Entities
-/// named by uuid and by name are two presences: a client picks one form and keeps to it.
+/// The name a path's presence goes by, whoever writes it (see
+/// [`gridsocket_core::presence::presence_name`]: the client names them the same way).
 pub fn presence_path(path: &str, caller: &Caller) -> String {
-    let mut out = String::with_capacity(path.len() + 1);
-    for (i, segment) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
-        out.push('/');
-        let segment = segment.to_ascii_lowercase();
-        match (i, caller.user_uuid()) {
-            (1, Some(me)) if segment == "me" && out == "/users/" => out.push_str(me),
-            _ => out.push_str(&segment),
-        }
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
+    gridsocket_core::presence::presence_name(path, caller.user_uuid())
 }
 
 impl Api {
