@@ -148,6 +148,16 @@ impl Presence {
         self.deliver(&mut inner, now, Some(conn));
     }
 
+    /// The node shuts down: the book says bye on the bus, so the other nodes drop its
+    /// sockets' entries now (with leave events) instead of when they expire, and publishes
+    /// nothing after it (see [`PresenceBook::shutdown`]). Call it before the bus stops.
+    pub fn shutdown(&self) {
+        let now = Instant::now();
+        let mut inner = self.inner();
+        inner.book.shutdown(now);
+        self.deliver(&mut inner, now, None);
+    }
+
     /// Socket `conn` closed: it leaves every path it was present on, at once.
     pub fn leave_connection(&self, conn: ConnId) {
         let now = Instant::now();
