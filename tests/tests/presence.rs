@@ -322,6 +322,53 @@ async fn broadcasts_reach_subscribers_and_the_present_but_not_the_sender_unless_
     );
 }
 
+/// Broadcasts find a path's subscribers by the presence name of what they subscribed to: two
+/// subscriptions of one socket to one presence (however written) get it one copy, until the
+/// last of them ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_subscribed_twice_gets_one_copy_until_its_last_subscription_ends() {
+    let f = Fixture::new().await;
+    lobby(&f).await;
+    let mut watcher = f.socket(&f.jane).await;
+    let first = watcher
+        .subscribe(json!(1), "/groups/lobby", None, None)
+        .await;
+    let second = watcher
+        .subscribe(json!(2), "/Groups/Lobby/", None, None)
+        .await;
+    let mut john = f.socket(&f.john).await;
+    let send = async |john: &mut WsClient, n: u64| {
+        let r = john
+            .request(
+                json!(10 + n),
+                "BROADCAST",
+                "/groups/lobby",
+                None,
+                Some(json!({"n": n})),
+            )
+            .await;
+        assert_eq!(r["status"], 200, "{r}");
+        r["body"]["delivered"].as_u64().expect("delivered")
+    };
+    assert_eq!(send(&mut john, 1).await, 1);
+    assert_eq!(watcher.next_event().await["body"], json!({"n": 1}));
+    assert_eq!(watcher.try_recv(QUIET).await, None, "one copy");
+
+    let unsubscribe = async |watcher: &mut WsClient, id: u64, sub: &Value| {
+        watcher
+            .send_json(&json!({"id": id, "method": "UNSUBSCRIBE", "subscription": sub}))
+            .await;
+        let r = watcher.response_to(&json!(id)).await;
+        assert_eq!(r["status"], 200, "{r}");
+    };
+    unsubscribe(&mut watcher, 3, &first["subscription"]).await;
+    assert_eq!(send(&mut john, 2).await, 1);
+    assert_eq!(watcher.next_event().await["body"], json!({"n": 2}));
+    unsubscribe(&mut watcher, 4, &second["subscription"]).await;
+    assert_eq!(send(&mut john, 3).await, 0);
+    assert_eq!(watcher.try_recv(QUIET).await, None, "no subscription left");
+}
+
 /// A cursor's moves or a typing flag are only useful in the order they were sent: one
 /// socket's broadcasts and state changes reach the others in that order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
