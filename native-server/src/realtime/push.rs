@@ -120,9 +120,12 @@ pub struct EphemeralQueue {
     state: Mutex<QueueState>,
 }
 
+/// An event and the sockets it goes to.
+type Queued = (Vec<Arc<dyn Sink>>, Arc<SharedEvent>);
+
 #[derive(Default)]
 struct QueueState {
-    events: VecDeque<(Vec<Arc<dyn Sink>>, Arc<SharedEvent>)>,
+    events: VecDeque<Queued>,
     /// A task is writing the queue out.
     writing: bool,
 }
