@@ -30,7 +30,8 @@ if [ "${1:-}" = "--smoke" ]; then
   shift
   profile=debug
   extra=(--duration 1 --warmup 0.2 --rr-connections 1,4 --rr-depths 1,8
-         --fanout 10@10,20@max --idle 200 --query-sizes 2000
+         --fanout 10@10,20@max --broadcast 10@10,20@max --presence-users 10
+         --presence-watchers 10 --idle 200 --query-sizes 2000
          --json target/gridsocket-bench/smoke.json)
 fi
 if [ "$profile" = release ]; then
@@ -40,7 +41,7 @@ else
   # (building two packages alone unifies features differently and recompiles dependencies).
   cargo build --workspace --bins
 fi
-bin=target/$profile
+bin=${CARGO_TARGET_DIR:-target}/$profile
 
 pin_server=() pin_client=()
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
@@ -66,7 +67,8 @@ start_node() {
   # Capacity is what is measured: the per-socket rate and per-address limits are off.
   RUST_LOG=warn "${pin_server[@]}" "$bin/gridsocket" serve --http-addr 127.0.0.1:0 \
     --ws-addr 127.0.0.1:0 --data-dir "$data/$name" --max-requests-per-sec 0 \
-    --max-connections-per-ip 0 "$@" >"$data/$name.stdout" 2>"$data/$name.stderr" &
+    --max-broadcasts-per-sec 0 --max-connections-per-ip 0 "$@" \
+    >"$data/$name.stdout" 2>"$data/$name.stderr" &
   pids+=("$!")
   for _ in $(seq 200); do grep -q "^  $last" "$data/$name.stdout" 2>/dev/null && break; sleep 0.05; done
   http=$(awk '$1 == "REST" || $1 == "Ops" {print $2}' "$data/$name.stdout")

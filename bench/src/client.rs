@@ -144,6 +144,59 @@ pub async fn login(target: &Target, username: &str, password: &str) -> Result<St
     }
 }
 
+/// Logs an organization admin in (`/management/token`) and returns an access token.
+pub async fn admin_login(
+    target: &Target,
+    username: &str,
+    password: &str,
+) -> Result<String, ClientError> {
+    let mut sender = http(target).await?;
+    let body =
+        serde_json::json!({"grant_type": "password", "username": username, "password": password});
+    let (status, value) = json_request(
+        &mut sender,
+        target,
+        "POST",
+        "/management/token",
+        None,
+        &body,
+    )
+    .await?;
+    match value.get("access_token").and_then(|t| t.as_str()) {
+        Some(token) if status == 200 => Ok(token.to_owned()),
+        _ => Err(ClientError::Unexpected(format!(
+            "admin login: {status} {value}"
+        ))),
+    }
+}
+
+/// Sends a JSON request (with `token` as its bearer, if any) and returns the status and the
+/// JSON answer.
+pub async fn json_request(
+    sender: &mut SendRequest<Full<Bytes>>,
+    target: &Target,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<(u16, serde_json::Value), ClientError> {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", target.http.to_string())
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+    let (status, body) = exchange(sender, req).await?;
+    let value = serde_json::from_slice(&body)
+        .map_err(|_| ClientError::Unexpected(String::from_utf8_lossy(&body).into_owned()))?;
+    Ok((status, value))
+}
+
 /// The unsigned integer right after `key` (a quoted key with its colon, `"id":`) in `text`.
 pub fn field_u64(text: &str, key: &str) -> Option<u64> {
     let at = text.find(key)? + key.len();

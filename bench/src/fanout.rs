@@ -1,6 +1,9 @@
 //! `fanout`: N sockets subscribed to one collection, one writer posting to it at a set rate or
 //! as fast as the server acknowledges. Measures delivered events/s, latency from the writer's
 //! POST to each receipt, and every lost or repeated event.
+//!
+//! `broadcast` is the same run with `BROADCAST` in place of `POST`: the message goes to the
+//! subscribers without the store, the change log or the dispatcher's matching.
 
 use crate::client::{self, ClientError, Target};
 use crate::measure::CpuWindow;
@@ -51,6 +54,32 @@ impl std::str::FromStr for FanoutCase {
     }
 }
 
+/// How the writer's messages reach the subscribers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Source {
+    /// `POST`: stored, logged, matched and dispatched as a create event (`fanout`).
+    Store,
+    /// `BROADCAST`: straight to the path's subscribers, never stored (`broadcast`).
+    Broadcast,
+}
+
+impl Source {
+    /// The scenario's name in the results.
+    pub fn scenario(self) -> &'static str {
+        match self {
+            Source::Store => "fanout",
+            Source::Broadcast => "broadcast",
+        }
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            Source::Store => "POST",
+            Source::Broadcast => "BROADCAST",
+        }
+    }
+}
+
 /// Posts in flight when the writer runs at full speed.
 const MAX_RATE_WINDOW: usize = 64;
 
@@ -97,24 +126,38 @@ struct Shared {
     window: (Instant, Instant),
 }
 
-/// Runs one case and returns its rows.
-pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, ClientError> {
+/// Runs one case and returns its rows and its delivered events/s.
+pub async fn run(
+    run: &Run,
+    token: &str,
+    case: FanoutCase,
+    source: Source,
+) -> Result<(Vec<Row>, f64), ClientError> {
     let target = &run.target;
+    let scenario = source.scenario();
     let collection = format!(
-        "bench{}x{}messages",
+        "bench{}x{}{}",
         std::process::id(),
-        micros_since_start()
+        micros_since_start(),
+        match source {
+            Source::Store => "messages",
+            Source::Broadcast => "broadcasts",
+        }
     );
     let gateways = match target.ws.len() {
         1 => String::new(),
         n => format!(" on {n} gateways"),
     };
+    let (who, writer, what) = match source {
+        Source::Store => ("subscribers", "writer", "events"),
+        Source::Broadcast => ("receivers", "sender", "messages"),
+    };
     let setup = format!(
-        "{} subscribers{gateways}, {}",
+        "{} {who}{gateways}, {}",
         case.subscribers,
         match case.rate {
-            Rate::Max => "writer at max rate".to_owned(),
-            Rate::PerSecond(r) => format!("{} events/s", crate::report::human(r)),
+            Rate::Max => format!("{writer} at max rate"),
+            Rate::PerSecond(r) => format!("{} {what}/s", crate::report::human(r)),
         }
     );
     // 1. Subscribers, each by connecting straight to the collection's URL.
@@ -160,7 +203,7 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
             cpu.finish()
         }
     });
-    let posted = write(writer, &collection, case.rate, window.1).await?;
+    let posted = write(writer, &collection, source, case.rate, window.1).await?;
     let cpu = cpu_start
         .await
         .map_err(|e| ClientError::Unexpected(e.to_string()))?;
@@ -192,35 +235,43 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
     let delivered = in_window as f64 / run.duration.as_secs_f64();
     let mut rows = vec![
         Row::new(
-            "fanout",
+            scenario,
             &setup,
-            "events posted",
+            match source {
+                Source::Store => "events posted",
+                Source::Broadcast => "messages broadcast",
+            },
             posted as f64,
             None,
             &limited,
         ),
         Row::new(
-            "fanout",
+            scenario,
             &setup,
             "delivered events/s",
             delivered,
-            (case.rate == Rate::Max && case.subscribers == 1000 && !run.is_cluster())
-                .then_some(Goal::AtLeast(800_000.0 * run.server_cores)),
+            (source == Source::Store
+                && case.rate == Rate::Max
+                && case.subscribers == 1000
+                && !run.is_cluster())
+            .then_some(Goal::AtLeast(800_000.0 * run.server_cores)),
             &limited,
         ),
     ];
-    // The goals are per server core; a cluster's figures are reported without them.
-    let p99_goal = matches!(case.rate, Rate::PerSecond(r) if r <= 10.0)
+    // The goals are fan-out's, per server core; a cluster's figures are reported without them.
+    let p99_goal = source == Source::Store
+        && matches!(case.rate, Rate::PerSecond(r) if r <= 10.0)
         && case.subscribers >= 10_000
         && !run.is_cluster();
     // "Low load": a few subscribers at a low rate, the latency of the path itself. With a
     // thousand subscribers one core needs ~10 ms just to write to them all, so that run's p50
     // is reported without this goal (BENCHMARKS.md).
-    let p50_goal = matches!(case.rate, Rate::PerSecond(r) if r <= 10.0)
+    let p50_goal = source == Source::Store
+        && matches!(case.rate, Rate::PerSecond(r) if r <= 10.0)
         && case.subscribers <= 10
         && !run.is_cluster();
     rows.extend(latency_rows(
-        "fanout",
+        scenario,
         &setup,
         &latency,
         &[50.0, 99.0],
@@ -232,7 +283,7 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
     ));
     rows.push(
         Row::new(
-            "fanout",
+            scenario,
             &setup,
             "lost events",
             lost as f64,
@@ -243,7 +294,7 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
     );
     rows.push(
         Row::new(
-            "fanout",
+            scenario,
             &setup,
             "duplicated events",
             repeated as f64,
@@ -255,7 +306,7 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
     if closed > 0 {
         let reasons: Vec<_> = close_reasons.into_iter().collect();
         rows.push(Row::new(
-            "fanout",
+            scenario,
             &setup,
             "subscribers closed by the server",
             closed as f64,
@@ -263,7 +314,7 @@ pub async fn run(run: &Run, token: &str, case: FanoutCase) -> Result<Vec<Row>, C
             &reasons.join(", "),
         ));
     }
-    Ok(rows)
+    Ok((rows, delivered))
 }
 
 async fn subscribe(
@@ -336,19 +387,21 @@ fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
     seen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Posts until `until`; returns how many posts the server acknowledged with 200.
+/// Posts (or broadcasts) until `until`; returns how many the server acknowledged with 200.
 async fn write(
     ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     collection: &str,
+    source: Source,
     rate: Rate,
     until: Instant,
 ) -> Result<u64, ClientError> {
     let (mut sink, mut stream) = ws.split();
     // The welcome frame.
     let _ = stream.next().await;
+    let method = source.method();
     let frame = |n: u64| {
         format!(
-            r#"{{"id":{n},"method":"POST","path":"/{collection}","body":{{"bench_n":{n},"bench_t":{}}}}}"#,
+            r#"{{"id":{n},"method":"{method}","path":"/{collection}","body":{{"bench_n":{n},"bench_t":{}}}}}"#,
             micros_since_start()
         )
     };
@@ -405,7 +458,9 @@ async fn write(
     reader.abort();
     let failed = failed.load(Ordering::Relaxed);
     if failed > 0 {
-        return Err(ClientError::Unexpected(format!("{failed} posts failed")));
+        return Err(ClientError::Unexpected(format!(
+            "{failed} of {n} {method}s failed"
+        )));
     }
     Ok(acked.load(Ordering::Relaxed))
 }

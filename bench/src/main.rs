@@ -1,19 +1,21 @@
 //! `gridsocket-bench`: drives a running gridsocket server over loopback and reports
-//! request/response throughput (socket against REST), fan-out delivery and latency, and memory
-//! per idle connection, each against the project's goals. Every run is bounded in time and
+//! request/response throughput (socket against REST), fan-out and broadcast delivery and
+//! latency, presence changes' latency and cost, and memory per idle connection, each against
+//! the project's goals. Every run is bounded in time and
 //! count. `scripts/bench.sh` starts a server pinned to one core and runs this on the other.
 
 mod client;
 mod fanout;
 mod idle;
 mod measure;
+mod presence;
 mod query;
 mod report;
 mod rr;
 
 use clap::Parser;
 use client::{ClientError, Target};
-use fanout::FanoutCase;
+use fanout::{FanoutCase, Rate, Source};
 use hdrhistogram::Histogram;
 use report::{Goal, Row};
 use rr::{RrCase, Transport};
@@ -26,8 +28,8 @@ use std::time::{Duration, Instant};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Scenarios to run, in order: idle, rr, fanout, write, query (all, in that order, when
-    /// none is named).
+    /// Scenarios to run, in order: idle, rr, fanout, broadcast, presence, write, query (all,
+    /// in that order, when none is named).
     scenarios: Vec<String>,
     /// The server's REST address.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -42,6 +44,13 @@ struct Cli {
     /// Application under test.
     #[arg(long, default_value = "chatapp")]
     app: String,
+    /// An admin of the app's organization (the `serve --demo` one works as it is): presence
+    /// creates its users with it.
+    #[arg(long, default_value = "demo")]
+    admin_username: String,
+    /// That admin's password.
+    #[arg(long, default_value = "demo-admin")]
+    admin_password: String,
     /// App user to log in as (the `serve --demo` users work as they are).
     #[arg(long, default_value = "johndoe")]
     username: String,
@@ -81,6 +90,25 @@ struct Cli {
         default_value = "10@10,1000@10,1000@max,10000@10"
     )]
     fanout: Vec<FanoutCase>,
+    /// broadcast: runs as RECEIVERS@RATE (messages/s or `max`), one sender; each `max` case is
+    /// judged against fanout's case of the same size in the same run. (At `max` the sender
+    /// outruns 10,000 receivers, as fanout's writer does: neither waits for delivery, and
+    /// the backlog closes sockets as slow consumers. BENCHMARKS.md.)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000@10,1000@max,10000@10"
+    )]
+    broadcast: Vec<FanoutCase>,
+    /// presence: users who each join the group and leave it, one change at a time.
+    #[arg(long, default_value_t = 1000)]
+    presence_users: usize,
+    /// presence: users present on the group throughout, who get every change.
+    #[arg(long, default_value_t = 1000)]
+    presence_watchers: usize,
+    /// presence: changes per second.
+    #[arg(long, default_value_t = 100.0)]
+    presence_rate: f64,
     /// query: collection sizes to load to and query at, in turn.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     query_sizes: Vec<u64>,
@@ -275,22 +303,50 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
     let token = client::login(&run.target, &cli.username, &cli.password).await?;
     // idle first: it measures the server's memory growth per socket, which only means
     // something from a fresh server (the allocator keeps what earlier scenarios freed).
-    let all = ["idle", "rr", "fanout", "write", "query"];
+    let all = [
+        "idle",
+        "rr",
+        "fanout",
+        "broadcast",
+        "presence",
+        "write",
+        "query",
+    ];
     let chosen: Vec<&str> = if cli.scenarios.is_empty() {
         all.to_vec()
     } else {
         cli.scenarios.iter().map(String::as_str).collect()
     };
     let mut rows = Vec::new();
+    // Delivered events/s of each fan-out and broadcast case, for comparing the two.
+    let mut delivered: Vec<(Source, FanoutCase, f64)> = Vec::new();
     for scenario in chosen {
         eprintln!("running {scenario}");
         match scenario {
             "rr" => rows.extend(rr_runs(cli, &run, &token).await?),
-            "fanout" => {
-                for case in &cli.fanout {
-                    eprintln!("  fanout {case:?}");
-                    rows.extend(fanout::run(&run, &token, *case).await?);
+            "fanout" | "broadcast" => {
+                let (source, cases) = match scenario {
+                    "fanout" => (Source::Store, &cli.fanout),
+                    _ => (Source::Broadcast, &cli.broadcast),
+                };
+                for case in cases {
+                    eprintln!("  {scenario} {case:?}");
+                    let (r, rate) = fanout::run(&run, &token, *case, source).await?;
+                    rows.extend(r);
+                    delivered.push((source, *case, rate));
                 }
+            }
+            "presence" => {
+                let case = presence::PresenceCase {
+                    joiners: cli.presence_users,
+                    watchers: cli.presence_watchers,
+                    rate: cli.presence_rate,
+                };
+                eprintln!("  presence {case:?}");
+                let admin =
+                    client::admin_login(&run.target, &cli.admin_username, &cli.admin_password)
+                        .await?;
+                rows.extend(presence::run(&run, &admin, case).await?);
             }
             "idle" => rows.extend(idle::run(&run, &token, &cli.username, cli.idle).await?),
             "query" => rows.extend(query::run(&run, &token, &cli.query_sizes).await?),
@@ -314,12 +370,42 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
             }
             other => {
                 return Err(ClientError::Unexpected(format!(
-                    "unknown scenario {other:?}: use rr, fanout, idle, write or query"
+                    "unknown scenario {other:?}: use idle, rr, fanout, broadcast, presence, \
+                     write or query"
                 )));
             }
         }
     }
+    rows.extend(broadcast_against_fanout(&run, &delivered));
     Ok(rows)
+}
+
+/// A broadcast skips the store, the change log and the matching a POST's event goes through,
+/// so at full speed it delivers at least what fan-out does to as many receivers: one ratio
+/// row per size both ran at `max`.
+fn broadcast_against_fanout(run: &Run, delivered: &[(Source, FanoutCase, f64)]) -> Vec<Row> {
+    let at_max = |source: Source, n: usize| {
+        delivered
+            .iter()
+            .find(|(s, c, _)| *s == source && c.subscribers == n && c.rate == Rate::Max)
+            .map(|(_, _, rate)| *rate)
+    };
+    delivered
+        .iter()
+        .filter(|(s, c, _)| *s == Source::Broadcast && c.rate == Rate::Max)
+        .filter_map(|(_, c, broadcast)| {
+            // A fan-out run that delivered nothing in its window has no rate to compare with.
+            let fanout = at_max(Source::Store, c.subscribers).filter(|f| *f > 0.0)?;
+            Some(Row::new(
+                "broadcast",
+                format!("{} receivers, sender at max rate", c.subscribers),
+                "broadcast/fanout delivered events/s",
+                broadcast / fanout,
+                (!run.is_cluster()).then_some(Goal::AtLeast(1.0)),
+                "",
+            ))
+        })
+        .collect()
 }
 
 async fn rr_runs(cli: &Cli, run: &Run, token: &str) -> Result<Vec<Row>, ClientError> {

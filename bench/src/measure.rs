@@ -91,6 +91,13 @@ impl CpuWindow {
         }
     }
 
+    /// CPU seconds the server processes used since `start`.
+    pub fn server_seconds(&self) -> Option<f64> {
+        self.server_cpu
+            .zip(total_cpu_seconds(&self.server))
+            .map(|(a, b)| b - a)
+    }
+
     /// Ends the window: average cores used by each side since `start`.
     pub fn finish(&self) -> CpuUse {
         let wall = self.started.elapsed().as_secs_f64().max(1e-9);

@@ -70,6 +70,10 @@ enum Outgoing {
 /// poll and the resync after reconnecting make up for them.
 pub const OUTBOX_CAPACITY: usize = 4096;
 
+/// How long a node that shuts down keeps publishing what it queued before (its presence bye
+/// above all) and waits for NATS to take it; an unreachable bus does not hold the shutdown up.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
+
 /// The sending side of the bus, held by the service. Never waits.
 #[derive(Clone)]
 pub struct Outbox {
@@ -237,11 +241,7 @@ impl NatsBus {
             );
             let cancel = cancel.clone();
             tokio::spawn(async move {
-                loop {
-                    let out = tokio::select! {
-                        s = outbox.recv() => match s { Some(s) => s, None => return },
-                        _ = cancel.cancelled() => return,
-                    };
+                let publish = |out: Outgoing| {
                     let node = node.clone();
                     let (subject, payload) = match out {
                         Outgoing::Signal(signal) => {
@@ -253,19 +253,38 @@ impl NatsBus {
                             serde_json::to_vec(&WireBroadcast { node, broadcast }),
                         ),
                     };
-                    let Ok(payload) = payload else {
-                        continue;
-                    };
                     let subject = format!("{prefix}.{subject}");
-                    match client.publish(subject, payload.into()).await {
-                        Ok(()) => {
-                            metrics.bus_published.inc();
-                        }
-                        Err(e) => {
-                            metrics.bus_dropped.inc();
-                            tracing::warn!(error = %e, "could not publish a signal");
+                    let (client, metrics) = (&client, &metrics);
+                    async move {
+                        let Ok(payload) = payload else {
+                            return;
+                        };
+                        match client.publish(subject, payload.into()).await {
+                            Ok(()) => {
+                                metrics.bus_published.inc();
+                            }
+                            Err(e) => {
+                                metrics.bus_dropped.inc();
+                                tracing::warn!(error = %e, "could not publish a signal");
+                            }
                         }
                     }
+                };
+                loop {
+                    let out = tokio::select! {
+                        biased;
+                        s = outbox.recv() => match s { Some(s) => s, None => return },
+                        _ = cancel.cancelled() => {
+                            // What was queued before the shutdown still goes out: above all
+                            // the presence bye, which spares the others waiting for this
+                            // node's entries to expire.
+                            while let Ok(out) = outbox.try_recv() {
+                                publish(out).await;
+                            }
+                            return;
+                        }
+                    };
+                    publish(out).await;
                 }
             })
         };
@@ -316,7 +335,14 @@ impl NatsBus {
                 _ = cancel.cancelled() => break,
             }
         }
-        publisher.abort();
-        let _ = client.flush().await;
+        // The publisher sends what was queued before the shutdown, while the bus takes it.
+        let publishing = publisher.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_FLUSH, publisher)
+            .await
+            .is_err()
+        {
+            publishing.abort();
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, client.flush()).await;
     }
 }

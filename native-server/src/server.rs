@@ -232,8 +232,9 @@ impl Server {
         self.realtime.clone()
     }
 
-    /// Serves until `shutdown` completes, then closes every socket with 1012 (reconnect) and
-    /// waits a little for requests in flight to finish.
+    /// Serves until `shutdown` completes, then tells the other nodes on the bus that this
+    /// node's presence is gone, closes every socket with 1012 (reconnect) and waits a little
+    /// for requests in flight to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -285,6 +286,9 @@ impl Server {
         ));
         shutdown.await;
         tracing::info!("shutting down");
+        // Before anything stops: the bye goes out ahead of the sockets' closes, and the bus
+        // publishes it before it stops.
+        self.realtime.presence().shutdown();
         cancel.cancel();
         for task in [dispatcher, ws_task, bus, Some(presence)]
             .into_iter()

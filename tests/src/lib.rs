@@ -1,6 +1,7 @@
 //! Helpers for gridsocket's end-to-end tests: a real server on ephemeral loopback ports with a
 //! temporary data dir, a REST client, and a WebSocket client that speaks the JSON frames.
 
+pub mod cluster;
 pub mod process;
 
 use futures_util::{SinkExt, StreamExt};

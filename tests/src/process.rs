@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 
 /// The `gridsocket` binary, built now if it is missing or stale (cargo's lock is free while
 /// tests run).
-/// The `gridsocket` binary path.
 pub fn server_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -151,6 +150,23 @@ impl Node {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Asks it to stop with SIGTERM, as a service manager does, without waiting: it shuts down
+    /// gracefully (see [`Node::wait`]).
+    pub fn terminate(&self) {
+        let Ok(pid) = libc::pid_t::try_from(self.child.id()) else {
+            panic!("pid {} does not fit a pid_t", self.child.id());
+        };
+        // SAFETY: kill only sends a signal to the process; the pid is our own child's, which
+        // is not reaped before `wait` or `kill`, so it cannot name another process.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM reaches the node");
+    }
+
+    /// Waits for it to exit (after [`Node::terminate`]) and returns how it exited.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("the node's exit status")
     }
 
     /// Kills it and hands back its data dir, for a restart.

@@ -2,12 +2,12 @@
 //! events, two tabs of one user, limits, permissions, ephemeral messages, `GET …/presence`;
 //! and across two nodes on one PostgreSQL database and one NATS.
 
+use gridsocket_e2e::cluster::{NatsProxy, deployment};
 use gridsocket_e2e::process::Node;
-use gridsocket_e2e::{
-    Fixture, WsClient, postgres_schema, require_nats, require_postgres, rest, seed_acme,
-};
+use gridsocket_e2e::{Fixture, Seeded, WsClient, create_user, rest, seed_acme};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 /// Long enough for a frame that would come to arrive.
 const QUIET: Duration = Duration::from_millis(300);
@@ -322,6 +322,53 @@ async fn broadcasts_reach_subscribers_and_the_present_but_not_the_sender_unless_
     );
 }
 
+/// Broadcasts find a path's subscribers by the presence name of what they subscribed to: two
+/// subscriptions of one socket to one presence (however written) get it one copy, until the
+/// last of them ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_subscribed_twice_gets_one_copy_until_its_last_subscription_ends() {
+    let f = Fixture::new().await;
+    lobby(&f).await;
+    let mut watcher = f.socket(&f.jane).await;
+    let first = watcher
+        .subscribe(json!(1), "/groups/lobby", None, None)
+        .await;
+    let second = watcher
+        .subscribe(json!(2), "/Groups/Lobby/", None, None)
+        .await;
+    let mut john = f.socket(&f.john).await;
+    let send = async |john: &mut WsClient, n: u64| {
+        let r = john
+            .request(
+                json!(10 + n),
+                "BROADCAST",
+                "/groups/lobby",
+                None,
+                Some(json!({"n": n})),
+            )
+            .await;
+        assert_eq!(r["status"], 200, "{r}");
+        r["body"]["delivered"].as_u64().expect("delivered")
+    };
+    assert_eq!(send(&mut john, 1).await, 1);
+    assert_eq!(watcher.next_event().await["body"], json!({"n": 1}));
+    assert_eq!(watcher.try_recv(QUIET).await, None, "one copy");
+
+    let unsubscribe = async |watcher: &mut WsClient, id: u64, sub: &Value| {
+        watcher
+            .send_json(&json!({"id": id, "method": "UNSUBSCRIBE", "subscription": sub}))
+            .await;
+        let r = watcher.response_to(&json!(id)).await;
+        assert_eq!(r["status"], 200, "{r}");
+    };
+    unsubscribe(&mut watcher, 3, &first["subscription"]).await;
+    assert_eq!(send(&mut john, 2).await, 1);
+    assert_eq!(watcher.next_event().await["body"], json!({"n": 2}));
+    unsubscribe(&mut watcher, 4, &second["subscription"]).await;
+    assert_eq!(send(&mut john, 3).await, 0);
+    assert_eq!(watcher.try_recv(QUIET).await, None, "no subscription left");
+}
+
 /// A cursor's moves or a typing flag are only useful in the order they were sent: one
 /// socket's broadcasts and state changes reach the others in that order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,6 +513,20 @@ fn node(store: &str, bus: &str, subject: &str) -> Node {
     ])
 }
 
+/// Seeds org `acme`, app `shop` and its users through `node`, and creates the lobby.
+async fn seed_with_lobby(node: &Node) -> Seeded {
+    let seeded = seed_acme(&node.http).await;
+    let (status, body) = rest(
+        "POST",
+        &format!("{}/acme/shop/groups", node.http),
+        Some(&seeded.admin_token),
+        Some(json!({"path": "lobby"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    seeded
+}
+
 async fn socket_on(node: &Node, token: &str) -> WsClient {
     let ws_url = node.ws.as_deref().expect("the node serves sockets");
     let mut ws = WsClient::connect(&format!("{ws_url}/acme/shop?access_token={token}"))
@@ -478,26 +539,12 @@ async fn socket_on(node: &Node, token: &str) -> WsClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_and_broadcasts_cross_nodes_over_the_bus() {
     // Skipped (failing on CI) without PostgreSQL and NATS, as the other scale-out tests.
-    let (Some(_), Some(nats)) = (require_postgres().await, require_nats().await) else {
+    let Some((store, nats, subject)) = deployment("presence").await else {
         return;
     };
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let store = postgres_schema(&format!("gs_test_presence_{nonce:x}")).await;
-    let subject = format!("gs-test-{nonce:x}");
     let n1 = node(&store, &nats, &subject);
     let n2 = node(&store, &nats, &subject);
-    let seeded = seed_acme(&n1.http).await;
-    let (status, body) = rest(
-        "POST",
-        &format!("{}/acme/shop/groups", n1.http),
-        Some(&seeded.admin_token),
-        Some(json!({"path": "lobby"})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let seeded = seed_with_lobby(&n1).await;
 
     let mut john = socket_on(&n1, &seeded.john).await;
     join(&mut john, 1, "/groups/lobby", json!({"node": 1})).await;
@@ -571,4 +618,289 @@ async fn presence_and_broadcasts_cross_nodes_over_the_bus() {
         (e["kind"].clone(), e["user"]["username"].clone()),
         (json!("leave"), json!("jane"))
     );
+}
+
+/// How long a node may stay silent before the others drop its sockets' presence
+/// (docs/PROTOCOL.md, "Across nodes": a node that stops for more than 15 s has its sockets
+/// leave).
+const NODE_TTL: Duration = Duration::from_secs(15);
+
+/// Time a loaded test machine may add to a timer or a message between nodes.
+const SLACK: Duration = Duration::from_secs(2);
+
+/// The lobby as `node` lists it over REST: username → connection states.
+async fn listed(node: &Node, token: &str) -> BTreeMap<String, Vec<Value>> {
+    let (status, body) = rest(
+        "GET",
+        &format!("{}/acme/shop/groups/lobby/presence", node.http),
+        Some(token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    who(&body).into_iter().collect()
+}
+
+/// Polls `node`'s REST listing of the lobby until it is `want`, for at most `within`.
+async fn until_listed(
+    node: &Node,
+    token: &str,
+    want: &BTreeMap<String, Vec<Value>>,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = listed(node, token).await;
+        if &now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} lists {now:?}, not {want:?}, after {within:?}",
+            node.http
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The lobby as one client keeps it: a snapshot, then every later event replaces a user
+/// (or removes it), as docs/PROTOCOL.md tells clients to.
+struct ClientView {
+    epoch: Value,
+    seq: u64,
+    users: BTreeMap<String, Vec<Value>>,
+}
+
+impl ClientView {
+    fn from_snapshot(snapshot: &Value) -> ClientView {
+        ClientView {
+            epoch: snapshot["epoch"].clone(),
+            seq: snapshot["seq"].as_u64().expect("seq"),
+            users: who(snapshot).into_iter().collect(),
+        }
+    }
+
+    fn apply(&mut self, event: &Value) {
+        assert_eq!(event["event"], "presence", "{event}");
+        let seq = event["seq"].as_u64().expect("seq");
+        // An event at or below the snapshot's seq (same epoch) is in the snapshot already.
+        if event["epoch"] == self.epoch && seq <= self.seq {
+            return;
+        }
+        let name = event["user"]["username"]
+            .as_str()
+            .expect("username")
+            .to_owned();
+        let states: Vec<Value> = event["connections"]
+            .as_array()
+            .expect("connections")
+            .iter()
+            .map(|c| c["state"].clone())
+            .collect();
+        if event["kind"] == "leave" {
+            self.users.remove(&name);
+        } else {
+            self.users.insert(name, states);
+        }
+        (self.epoch, self.seq) = (event["epoch"].clone(), seq);
+    }
+
+    /// Applies `ws`'s events until the view is `want`, for at most `within`.
+    async fn until(
+        &mut self,
+        ws: &mut WsClient,
+        want: &BTreeMap<String, Vec<Value>>,
+        within: Duration,
+    ) {
+        let deadline = Instant::now() + within;
+        while &self.users != want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ws.try_recv(left).await {
+                Some(event) => self.apply(&event),
+                None => panic!("the client's view is {:?}, not {want:?}", self.users),
+            }
+        }
+    }
+}
+
+fn view(entries: &[(&str, Value)]) -> BTreeMap<String, Vec<Value>> {
+    entries
+        .iter()
+        .map(|(name, state)| ((*name).to_owned(), vec![state.clone()]))
+        .collect()
+}
+
+/// The next frame within `within`; panics on anything but a presence event.
+async fn presence_event_within(ws: &mut WsClient, within: Duration) -> Option<Value> {
+    let event = ws.try_recv(within).await?;
+    assert_eq!(event["event"], "presence", "{event}");
+    Some(event)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_users_leave_the_other_nodes_within_the_node_ttl() {
+    let Some((store, nats, subject)) = deployment("presence_kill").await else {
+        return;
+    };
+    let n1 = node(&store, &nats, &subject);
+    let mut n2 = node(&store, &nats, &subject);
+    let seeded = seed_with_lobby(&n1).await;
+    let mut john = socket_on(&n1, &seeded.john).await;
+    join(&mut john, 1, "/groups/lobby", json!({})).await;
+    let mut jane = socket_on(&n2, &seeded.jane).await;
+    join(&mut jane, 1, "/groups/lobby", json!({})).await;
+    assert_eq!(john.next_event().await["kind"], "join");
+
+    // Node 2 dies without a word: no leave, no bye. Node 1 drops jane once node 2 has been
+    // silent for the TTL, counted from its last message, which came before the kill.
+    let killed = Instant::now();
+    n2.kill();
+    drop(jane);
+    let e = presence_event_within(&mut john, NODE_TTL + SLACK)
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "jane is still present {:?} after the kill",
+                NODE_TTL + SLACK
+            )
+        });
+    let took = killed.elapsed();
+    assert_eq!(
+        (e["kind"].clone(), e["user"]["username"].clone()),
+        (json!("leave"), json!("jane")),
+        "{e}"
+    );
+    assert!(
+        took <= NODE_TTL + SLACK,
+        "jane left {took:?} after the kill"
+    );
+    assert_eq!(
+        listed(&n1, &seeded.john).await,
+        view(&[("john", json!({}))])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_converges_on_both_nodes_after_the_bus_comes_back() {
+    let Some((store, nats, subject)) = deployment("presence_cut").await else {
+        return;
+    };
+    let proxy = NatsProxy::start(&nats).await;
+    let n1 = node(&store, &nats, &subject);
+    let n2 = node(&store, &proxy.addr, &subject);
+    let seeded = seed_with_lobby(&n1).await;
+    let app = format!("{}/acme/shop", n1.http);
+    let alice = create_user(&app, &seeded.admin_token, "alice", "alice-password").await;
+    let bob = create_user(&app, &seeded.admin_token, "bob", "bob-password").await;
+
+    let mut john = socket_on(&n1, &seeded.john).await;
+    join(&mut john, 1, "/groups/lobby", json!({"v": 1})).await;
+    let mut jane = socket_on(&n2, &seeded.jane).await;
+    join(&mut jane, 1, "/groups/lobby", json!({})).await;
+    let before = view(&[("jane", json!({})), ("john", json!({"v": 1}))]);
+    for n in [&n1, &n2] {
+        until_listed(n, &seeded.john, &before, Duration::from_secs(10)).await;
+    }
+
+    // Node 2 loses the bus. Meanwhile, on node 1: john changes his state and alice joins; on
+    // node 2: jane's socket closes and bob joins. Neither side hears the other's changes.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut john_view =
+        ClientView::from_snapshot(&join(&mut john, 2, "/groups/lobby", json!({"v": 2})).await);
+    let mut alice_ws = socket_on(&n1, &alice).await;
+    join(&mut alice_ws, 1, "/groups/lobby", json!({})).await;
+    jane.close().await;
+    until_listed(
+        &n2,
+        &seeded.john,
+        &view(&[("john", json!({"v": 1}))]),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut bob_ws = socket_on(&n2, &bob).await;
+    let mut bob_view =
+        ClientView::from_snapshot(&join(&mut bob_ws, 1, "/groups/lobby", json!({})).await);
+    assert_eq!(
+        bob_view.users,
+        view(&[("bob", json!({})), ("john", json!({"v": 1}))]),
+        "node 2 has not heard of node 1's changes"
+    );
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(
+        listed(&n1, &seeded.john).await,
+        view(&[
+            ("alice", json!({})),
+            ("jane", json!({})),
+            ("john", json!({"v": 2}))
+        ]),
+        "node 1 has not heard of node 2's changes"
+    );
+
+    // The bus comes back well within the node TTL (no node expired the other): each node
+    // asks the other for all its entries, and both show what happened on either side, over
+    // REST and to their sockets.
+    proxy.restore();
+    let after = view(&[
+        ("alice", json!({})),
+        ("bob", json!({})),
+        ("john", json!({"v": 2})),
+    ]);
+    for n in [&n1, &n2] {
+        until_listed(n, &seeded.john, &after, Duration::from_secs(20)).await;
+    }
+    john_view
+        .until(&mut john, &after, Duration::from_secs(5))
+        .await;
+    bob_view
+        .until(&mut bob_ws, &after, Duration::from_secs(5))
+        .await;
+    // Nothing else follows: the views stay as they are.
+    for (ws, v) in [(&mut john, &mut john_view), (&mut bob_ws, &mut bob_view)] {
+        while let Some(e) = ws.try_recv(QUIET).await {
+            v.apply(&e);
+        }
+        assert_eq!(v.users, after);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_says_bye_and_its_users_leave_at_once() {
+    let Some((store, nats, subject)) = deployment("presence_bye").await else {
+        return;
+    };
+    let n1 = node(&store, &nats, &subject);
+    let mut n2 = node(&store, &nats, &subject);
+    let seeded = seed_with_lobby(&n1).await;
+    let mut john = socket_on(&n1, &seeded.john).await;
+    join(&mut john, 1, "/groups/lobby", json!({})).await;
+    let mut jane = socket_on(&n2, &seeded.jane).await;
+    join(&mut jane, 1, "/groups/lobby", json!({})).await;
+    assert_eq!(john.next_event().await["kind"], "join");
+
+    // Node 2 is asked to stop. Its bye reaches node 1 before the TTL could have dropped it:
+    // that takes 10 s at the least (its last heartbeat, every 5 s, was at most 5 s ago).
+    let stopped = Instant::now();
+    n2.terminate();
+    let at_once = Duration::from_secs(5);
+    let e = presence_event_within(&mut john, at_once)
+        .await
+        .unwrap_or_else(|| panic!("jane is still present {at_once:?} after the SIGTERM"));
+    assert_eq!(
+        (e["kind"].clone(), e["user"]["username"].clone()),
+        (json!("leave"), json!("jane")),
+        "{e}"
+    );
+    let took = stopped.elapsed();
+    assert!(took < at_once, "jane left {took:?} after the SIGTERM");
+    // Node 2 closed jane's socket with 1012 (reconnect elsewhere) and exited cleanly.
+    let (_, close) = jane.until_close().await;
+    assert_eq!(close.map(|c| u16::from(c.code)), Some(1012));
+    assert!(n2.wait().success());
+    assert_eq!(
+        listed(&n1, &seeded.john).await,
+        view(&[("john", json!({}))])
+    );
+    // Nothing more comes about jane: no second leave, no node 2 coming back.
+    assert_eq!(john.try_recv(QUIET).await, None);
 }

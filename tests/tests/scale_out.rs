@@ -6,60 +6,12 @@
 //! The gateways poll the log only once a minute here, so events that arrive in time arrived
 //! through NATS or through the resync after the bus came back, not through the poll.
 
+use gridsocket_e2e::cluster::{NatsProxy, deployment};
 use gridsocket_e2e::process::Node;
-use gridsocket_e2e::{WsClient, postgres_schema, require_nats, require_postgres, rest, seed_acme};
+use gridsocket_e2e::{WsClient, rest, seed_acme};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
-
-/// A TCP proxy in front of NATS whose connections can be cut: while cut it accepts and drops
-/// every connection, as a broken network would.
-struct Proxy {
-    addr: String,
-    cut: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(upstream: &str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
-        let addr = format!("nats://{}", listener.local_addr().expect("proxy address"));
-        let upstream = upstream.trim_start_matches("nats://").to_owned();
-        let cut = Arc::new(AtomicBool::new(false));
-        let links = Arc::new(Mutex::new(Vec::new()));
-        let (c, l) = (cut.clone(), links.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if c.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                l.lock().expect("links").push(task.abort_handle());
-            }
-        });
-        Proxy { addr, cut, links }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for link in self.links.lock().expect("links").drain(..) {
-            link.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
 
 /// A node of the cluster under test; the gateways poll the log only once a minute.
 fn node(role: &str, store: &str, bus: &str, subject: &str) -> Node {
@@ -75,20 +27,6 @@ fn node(role: &str, store: &str, bus: &str, subject: &str) -> Node {
         "--dispatch-poll-ms",
         "60000",
     ])
-}
-
-/// A fresh deployment's shared parts: a store URL on a new schema, the NATS URL and a bus
-/// subject of its own. `None` (skip) when PostgreSQL or NATS is missing, which fails on CI.
-async fn deployment(name: &str) -> Option<(String, String, String)> {
-    let (Some(_), Some(nats)) = (require_postgres().await, require_nats().await) else {
-        return None;
-    };
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let store = postgres_schema(&format!("gs_test_{name}_{nonce:x}")).await;
-    Some((store, nats, format!("gs-test-{nonce:x}")))
 }
 
 /// Posts messages `from..to` (property `n`) through the API node, one request each.
@@ -138,7 +76,7 @@ async fn two_gateways_and_an_api_node_share_one_database_and_one_bus() {
     let Some((store, nats, subject)) = deployment("cluster").await else {
         return;
     };
-    let proxy = Proxy::start(&nats).await;
+    let proxy = NatsProxy::start(&nats).await;
     let api = node("api", &store, &nats, &subject);
     let mut g1 = node("gateway", &store, &nats, &subject);
     let g2 = node("gateway", &store, &proxy.addr, &subject);

@@ -463,6 +463,8 @@ pub struct PresenceBook {
     local: BTreeMap<ConnId, BTreeSet<String>>,
     remotes: BTreeMap<NodeId, RemoteNode>,
     next_heartbeat: Instant,
+    /// [`shutdown`](Self::shutdown) was called: nothing more goes out.
+    said_bye: bool,
     transmits: VecDeque<PresenceMessage>,
     events: VecDeque<PresenceEvent>,
 }
@@ -480,6 +482,7 @@ impl PresenceBook {
             paths: BTreeMap::new(),
             local: BTreeMap::new(),
             remotes: BTreeMap::new(),
+            said_bye: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -523,9 +526,8 @@ impl PresenceBook {
                 key,
                 Some((user.clone(), state.clone())),
             )]);
-            let counter = self.next_counter();
-            self.transmits.push_back(PresenceMessage::Join {
-                node: self.node,
+            self.transmit(|node, counter| PresenceMessage::Join {
+                node,
                 counter,
                 path: path.to_owned(),
                 conn,
@@ -559,9 +561,8 @@ impl PresenceBook {
             username: c.username.clone(),
         };
         self.mutate(vec![(path.to_owned(), key, Some((user, state.clone())))]);
-        let counter = self.next_counter();
-        self.transmits.push_back(PresenceMessage::Update {
-            node: self.node,
+        self.transmit(|node, counter| PresenceMessage::Update {
+            node,
             counter,
             path: path.to_owned(),
             conn,
@@ -590,13 +591,18 @@ impl PresenceBook {
     }
 
     /// The process shuts down: every other node drops this node's entries now (one
-    /// [`PresenceMessage::Bye`]) instead of when they expire. Local entries stay in the book.
+    /// [`PresenceMessage::Bye`]) instead of when they expire. Local entries stay in the book,
+    /// but the book sends nothing after its bye: a leave, heartbeat or dump sent later would
+    /// bring this node back to the others (a dump with its entries), to expire only after
+    /// [`PresenceConfig::node_ttl`]. Calling it again does nothing.
     pub fn shutdown(&mut self, _now: Instant) {
-        let counter = self.next_counter();
-        self.transmits.push_back(PresenceMessage::Bye {
-            node: self.node,
-            counter,
-        });
+        self.transmit(|node, counter| PresenceMessage::Bye { node, counter });
+        self.said_bye = true;
+    }
+
+    /// True once [`shutdown`](Self::shutdown) was called: the book sends nothing more.
+    pub fn is_shut_down(&self) -> bool {
+        self.said_bye
     }
 
     /// A message arrived on the bus (from any node, this one included). See
@@ -692,11 +698,7 @@ impl PresenceBook {
     /// [`PresenceConfig::node_ttl`] (their entries leave, with events).
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.next_heartbeat {
-            let counter = self.next_counter();
-            self.transmits.push_back(PresenceMessage::Heartbeat {
-                node: self.node,
-                counter,
-            });
+            self.transmit(|node, counter| PresenceMessage::Heartbeat { node, counter });
             self.next_heartbeat = now + self.config.heartbeat_interval;
         }
         let ttl = self.config.node_ttl;
@@ -808,9 +810,14 @@ impl PresenceBook {
         self.remotes.len()
     }
 
-    fn next_counter(&mut self) -> u64 {
+    /// Queues the message `make` builds with this node's id and its next counter, unless the
+    /// book said bye already.
+    fn transmit(&mut self, make: impl FnOnce(NodeId, u64) -> PresenceMessage) {
+        if self.said_bye {
+            return;
+        }
         self.counter = self.counter.wrapping_add(1);
-        self.counter
+        self.transmits.push_back(make(self.node, self.counter));
     }
 
     fn check_state(&self, state: &Value) -> Result<(), PresenceError> {
@@ -841,9 +848,8 @@ impl PresenceBook {
             .collect();
         self.mutate(changes);
         for path in paths {
-            let counter = self.next_counter();
-            self.transmits.push_back(PresenceMessage::Leave {
-                node: self.node,
+            self.transmit(|node, counter| PresenceMessage::Leave {
+                node,
                 counter,
                 path,
                 conn,
@@ -857,12 +863,7 @@ impl PresenceBook {
             matches!(m, PresenceMessage::ResyncRequest { to: t, .. } if t.is_none() || *t == to)
         });
         if !queued {
-            let counter = self.next_counter();
-            self.transmits.push_back(PresenceMessage::ResyncRequest {
-                node: self.node,
-                counter,
-                to,
-            });
+            self.transmit(|node, counter| PresenceMessage::ResyncRequest { node, counter, to });
         }
     }
 
@@ -900,9 +901,8 @@ impl PresenceBook {
         }
         let n = parts.len();
         for (i, entries) in parts.into_iter().enumerate() {
-            let counter = self.next_counter();
-            self.transmits.push_back(PresenceMessage::Dump {
-                node: self.node,
+            self.transmit(|node, counter| PresenceMessage::Dump {
+                node,
                 counter,
                 first: i == 0,
                 more: i + 1 < n,

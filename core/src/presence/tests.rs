@@ -576,6 +576,53 @@ fn a_node_saying_bye_leaves_at_once() {
     assert_eq!(c.books[0].remote_node_count(), 0);
 }
 
+/// A node shutting down closes its sockets after its bye; their leaves, its heartbeats and an
+/// answer to a resync request would make the others hold it again (a dump brings its entries
+/// back until they expire), so nothing goes out after the bye.
+#[test]
+fn after_its_bye_a_node_sends_nothing() {
+    let mut c = Cluster::new(2);
+    c.deliver();
+    let now = c.now;
+    for (conn, name) in [(1, "bob"), (2, "cy")] {
+        c.books[1]
+            .join(now, LOBBY, ConnId(conn), user(name), json!({}))
+            .unwrap();
+    }
+    c.deliver();
+    c.take_events(0);
+    c.books[1].shutdown(now);
+    assert!(c.books[1].is_shut_down());
+    // Its sockets close while the bye is still on its way, and node 1 asks everyone for
+    // their entries.
+    c.books[1].leave_connection(now, ConnId(1));
+    c.books[0].handle_bus_restored(now);
+    let sent = transmits(&mut c.books[1]);
+    assert!(
+        matches!(sent.as_slice(), [PresenceMessage::Bye { .. }]),
+        "only the bye: {sent:?}"
+    );
+    for m in sent {
+        c.books[0].handle_message(now, m);
+    }
+    c.deliver();
+    assert_eq!(
+        kinds(&c.take_events(0)),
+        [
+            (PresenceKind::Leave, "bob", 0),
+            (PresenceKind::Leave, "cy", 0)
+        ]
+    );
+    // Heartbeat after heartbeat, node 2 stays silent and node 1 never holds it again.
+    c.books[1].shutdown(now);
+    c.run_for(Duration::from_secs(20));
+    assert!(transmits(&mut c.books[1]).is_empty());
+    assert_eq!(c.books[0].remote_node_count(), 0);
+    assert_eq!(c.books[0].path_count(), 0);
+    // Its own sockets still leave its own book (its watchers get the events while closing).
+    assert_eq!(c.books[1].snapshot(LOBBY).users.len(), 1);
+}
+
 #[test]
 fn a_lost_message_is_noticed_at_the_next_heartbeat_and_resynced() {
     let mut c = Cluster::new(2);

@@ -62,6 +62,11 @@ pub struct SubEntry {
     pub wire_id: Arc<str>,
     /// For queue consumers: which consumer, with the transaction timeout in ms.
     pub consumer: Option<(ConsumerKey, u64)>,
+    /// The presence name of `path` for its subscriber ([`presence_path`]): broadcasts to that
+    /// name reach the subscription's socket.
+    ///
+    /// [`presence_path`]: crate::api::presence_path
+    pub presence: Arc<str>,
 }
 
 /// One subscription a change goes to, with what deciding and encoding its event needs.
@@ -119,6 +124,35 @@ struct AppSubs {
     by_conn: FxHashMap<ConnId, SmallVec<[SubscriptionId; 1]>>,
     /// The last log position dispatched, once known.
     dispatched: Option<u64>,
+    /// The sockets subscribed to each presence name, with how many of their subscriptions
+    /// have it: whom a broadcast reaches, found without going through every subscription.
+    by_presence: FxHashMap<Arc<str>, FxHashMap<ConnId, u32>>,
+}
+
+impl AppSubs {
+    fn watch(&mut self, entry: &SubEntry, conn: ConnId) {
+        *self
+            .by_presence
+            .entry(entry.presence.clone())
+            .or_default()
+            .entry(conn)
+            .or_insert(0) += 1;
+    }
+
+    fn unwatch(&mut self, entry: &SubEntry, conn: ConnId) {
+        let Some(conns) = self.by_presence.get_mut(&entry.presence) else {
+            return;
+        };
+        if let Some(n) = conns.get_mut(&conn) {
+            *n -= 1;
+            if *n == 0 {
+                conns.remove(&conn);
+            }
+        }
+        if conns.is_empty() {
+            self.by_presence.remove(&entry.presence);
+        }
+    }
 }
 
 /// A running consumer pump.
@@ -185,8 +219,10 @@ impl Hub {
         }
         let subs = st.apps.entry(app.to_owned()).or_default();
         subs.index.insert(key, target);
-        if subs.entries.insert(key, entry).is_none() {
-            subs.by_conn.entry(key.0).or_default().push(key.1);
+        subs.watch(&entry, key.0);
+        match subs.entries.insert(key, entry) {
+            Some(replaced) => subs.unwatch(&replaced, key.0),
+            None => subs.by_conn.entry(key.0).or_default().push(key.1),
         }
     }
 
@@ -244,29 +280,17 @@ impl Hub {
         }
     }
 
-    /// The sockets with a subscription of application `app` whose path (as its subscriber
-    /// wrote it) `watches` says yes to, each once.
-    pub fn subscribers_of(
-        &self,
-        app: &str,
-        watches: impl Fn(&str, &Caller) -> bool,
-    ) -> Vec<(ConnId, Arc<dyn Sink>)> {
+    /// The sockets with a subscription of application `app` to presence name `presence`
+    /// ([`SubEntry::presence`]), each once.
+    pub fn subscribers_of(&self, app: &str, presence: &str) -> Vec<(ConnId, Arc<dyn Sink>)> {
         let st = self.state();
-        let Some(subs) = st.apps.get(app) else {
+        let Some(conns) = st.apps.get(app).and_then(|a| a.by_presence.get(presence)) else {
             return Vec::new();
         };
-        let mut out: Vec<(ConnId, Arc<dyn Sink>)> = Vec::new();
-        for ((conn, _), entry) in &subs.entries {
-            if out.iter().any(|(c, _)| c == conn) {
-                continue;
-            }
-            if let Some(handle) = st.conns.get(conn)
-                && watches(&entry.path, &handle.caller)
-            {
-                out.push((*conn, handle.socket.clone()));
-            }
-        }
-        out
+        conns
+            .keys()
+            .filter_map(|conn| Some((*conn, st.conns.get(conn)?.socket.clone())))
+            .collect()
     }
 
     /// How many subscriptions there are, over every application.
@@ -470,12 +494,13 @@ fn remove_locked(st: &mut HubState, app: &str, key: SubKey) {
     };
     subs.index.remove(&key);
     let entry = subs.entries.remove(&key);
-    if entry.is_some()
-        && let Some(own) = subs.by_conn.get_mut(&key.0)
-    {
-        own.retain(|id| *id != key.1);
-        if own.is_empty() {
-            subs.by_conn.remove(&key.0);
+    if let Some(entry) = &entry {
+        subs.unwatch(entry, key.0);
+        if let Some(own) = subs.by_conn.get_mut(&key.0) {
+            own.retain(|id| *id != key.1);
+            if own.is_empty() {
+                subs.by_conn.remove(&key.0);
+            }
         }
     }
     if let Some((consumer, _)) = entry.and_then(|e| e.consumer)

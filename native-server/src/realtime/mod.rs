@@ -29,7 +29,7 @@ use gridsocket_core::{
 };
 use hub::{ConnId, ConsumerKey, Hub, SubEntry};
 use presence::Presence;
-use push::{Push, SharedEvent, Sink};
+use push::{EphemeralQueue, Push, SharedEvent, Sink};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, Weak};
@@ -66,6 +66,8 @@ pub struct Realtime {
     config: RealtimeConfig,
     hub: Hub,
     presence: Arc<Presence>,
+    /// Presence events and broadcasts on their way to this node's sockets, in order.
+    ephemeral: Arc<EphemeralQueue>,
     /// Where this node's broadcasts go to reach the other nodes.
     broadcast_bus: OnceLock<Box<dyn Fn(Broadcast) + Send + Sync>>,
     /// This layer, for the tasks it spawns.
@@ -75,16 +77,21 @@ pub struct Realtime {
 impl Realtime {
     /// The realtime layer over an API.
     pub fn new(api: Arc<Api>, config: RealtimeConfig) -> Arc<Realtime> {
-        let presence = Arc::new(Presence::new(PresenceConfig {
-            max_state_bytes: config.max_presence_state_bytes,
-            ..PresenceConfig::default()
-        }));
+        let ephemeral = Arc::new(EphemeralQueue::default());
+        let presence = Arc::new(Presence::new(
+            PresenceConfig {
+                max_state_bytes: config.max_presence_state_bytes,
+                ..PresenceConfig::default()
+            },
+            ephemeral.clone(),
+        ));
         api.read_presence_from(presence.clone());
         Arc::new_cyclic(|me| Realtime {
             api,
             config,
             hub: Hub::default(),
             presence,
+            ephemeral,
             broadcast_bus: OnceLock::new(),
             me: me.clone(),
         })
@@ -232,11 +239,12 @@ impl Realtime {
                 frame: frame.clone(),
             });
         }
-        let now = gridsocket_core::Instant::now();
-        push::push_ephemeral(targets.values(), now, &SharedEvent::new(frame));
+        let delivered = targets.len();
+        self.ephemeral
+            .send(targets.into_values().collect(), SharedEvent::new(frame));
         ApiResponse {
             status: 200,
-            body: json!({"path": shown, "delivered": targets.len()}).to_string(),
+            body: json!({"path": shown, "delivered": delivered}).to_string(),
             retry_after: None,
         }
     }
@@ -245,8 +253,10 @@ impl Realtime {
     /// on its path.
     pub fn handle_broadcast(&self, broadcast: Broadcast) {
         let targets = self.watchers(&broadcast.app, &broadcast.path);
-        let event = SharedEvent::new(broadcast.frame);
-        push::push_ephemeral(targets.values(), gridsocket_core::Instant::now(), &event);
+        self.ephemeral.send(
+            targets.into_values().collect(),
+            SharedEvent::new(broadcast.frame),
+        );
     }
 
     /// Sends this node's broadcasts to the other nodes through `bus` (set once, when the node
@@ -263,10 +273,7 @@ impl Realtime {
             .present_sockets(&presence::book_path(app, shown))
             .into_iter()
             .collect();
-        targets.extend(
-            self.hub
-                .subscribers_of(app, |p, c| presence_path(p, c) == shown),
-        );
+        targets.extend(self.hub.subscribers_of(app, shown));
         targets
     }
 
@@ -367,6 +374,7 @@ impl Realtime {
                 access: Arc::new(access),
                 wire_id: wire_id.as_str().into(),
                 consumer: consumer.clone(),
+                presence: presence_path(path, caller).into(),
             },
         );
         let mut body = json!({"subscription": wire_id, "path": path});

@@ -2,16 +2,17 @@
 //! path, and the delivery of every change to them.
 //!
 //! Paths in the book are `{app uuid}{presence path}` (see [`presence_path`]), so that one
-//! book serves every application. Everything happens under one lock, and pushes to sockets
-//! happen under it too: a join is answered (its snapshot) before any later change of that
-//! presence reaches the joiner, and changes reach every socket in the book's order. Lock
-//! order: this lock, then the hub's, then a socket's; nothing takes this lock while holding
-//! a socket's.
+//! book serves every application. Everything happens under one lock: a join's answer (its
+//! snapshot) is pushed under it, and every change is queued for its sockets under it (on the
+//! [`EphemeralQueue`], which writes events out in the order queued), so a joiner gets its
+//! snapshot before any later change of that presence, and changes reach every socket in the
+//! book's order. Lock order: this lock, then the hub's, then a socket's; nothing takes this
+//! lock while holding a socket's.
 //!
 //! [`presence_path`]: crate::api::presence_path
 
 use super::hub::{ConnId, Hub};
-use super::push::{Push, SharedEvent, Sink, push_ephemeral};
+use super::push::{EphemeralQueue, Push, SharedEvent, Sink};
 use crate::api::PresenceSource;
 use gridsocket_core::presence::{
     ConnId as BookConn, NodeId, PresenceBook, PresenceConfig, PresenceError, PresenceEvent,
@@ -31,6 +32,8 @@ pub type PresenceBus = Box<dyn Fn(PresenceMessage) + Send + Sync>;
 pub struct Presence {
     inner: Mutex<Inner>,
     bus: OnceLock<PresenceBus>,
+    /// Where events go out to their sockets, in the book's order.
+    out: Arc<EphemeralQueue>,
 }
 
 struct Inner {
@@ -42,8 +45,9 @@ struct Inner {
 }
 
 impl Presence {
-    /// An empty presence for a node whose id is drawn at random now, never reused.
-    pub fn new(config: PresenceConfig) -> Presence {
+    /// An empty presence for a node whose id is drawn at random now, never reused; its events
+    /// go out through `out`.
+    pub fn new(config: PresenceConfig, out: Arc<EphemeralQueue>) -> Presence {
         let mut id = [0u8; 8];
         // Without the OS's randomness a node id still differs from the last start's.
         if getrandom::fill(&mut id).is_err() {
@@ -57,6 +61,7 @@ impl Presence {
                 paths: FxHashMap::default(),
             }),
             bus: OnceLock::new(),
+            out,
         }
     }
 
@@ -71,7 +76,7 @@ impl Presence {
         let now = Instant::now();
         let mut inner = self.inner();
         inner.book.handle_message(now, msg);
-        self.deliver(&mut inner, now, None);
+        self.deliver(&mut inner, None);
     }
 
     /// The bus came back after an outage: dumps are asked for and sent.
@@ -79,7 +84,7 @@ impl Presence {
         let now = Instant::now();
         let mut inner = self.inner();
         inner.book.handle_bus_restored(now);
-        self.deliver(&mut inner, now, None);
+        self.deliver(&mut inner, None);
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -124,7 +129,7 @@ impl Presence {
                 body,
             },
         );
-        self.deliver(&mut inner, now, Some(conn));
+        self.deliver(&mut inner, Some(conn));
     }
 
     /// Socket `conn` leaves `path` (a book path); request `handle` is answered
@@ -145,7 +150,17 @@ impl Presence {
                 },
             );
         }
-        self.deliver(&mut inner, now, Some(conn));
+        self.deliver(&mut inner, Some(conn));
+    }
+
+    /// The node shuts down: the book says bye on the bus, so the other nodes drop its
+    /// sockets' entries now (with leave events) instead of when they expire, and publishes
+    /// nothing after it (see [`PresenceBook::shutdown`]). Call it before the bus stops.
+    pub fn shutdown(&self) {
+        let now = Instant::now();
+        let mut inner = self.inner();
+        inner.book.shutdown(now);
+        self.deliver(&mut inner, None);
     }
 
     /// Socket `conn` closed: it leaves every path it was present on, at once.
@@ -164,7 +179,7 @@ impl Presence {
             }
         }
         inner.book.leave_connection(now, BookConn(conn));
-        self.deliver(&mut inner, now, None);
+        self.deliver(&mut inner, None);
     }
 
     /// The local sockets present on `path` (a book path).
@@ -181,7 +196,7 @@ impl Presence {
         let now = Instant::now();
         let mut inner = self.inner();
         inner.book.handle_timeout(now);
-        self.deliver(&mut inner, now, None);
+        self.deliver(&mut inner, None);
         inner.book.poll_timeout()
     }
 }
@@ -220,7 +235,7 @@ impl Presence {
     /// Publishes the book's messages and delivers its events to the sockets present on
     /// their paths, except `cause` (the socket whose own command made them, answered
     /// already).
-    fn deliver(&self, inner: &mut Inner, now: Instant, cause: Option<ConnId>) {
+    fn deliver(&self, inner: &mut Inner, cause: Option<ConnId>) {
         while let Some(msg) = inner.book.poll_transmit() {
             // Without a bus there is nobody to tell: the queue is emptied all the same.
             if let Some(bus) = self.bus.get() {
@@ -235,8 +250,10 @@ impl Presence {
             let others = present
                 .iter()
                 .filter(|(conn, _)| Some(**conn) != cause)
-                .map(|(_, sink)| sink);
-            push_ephemeral(others, now, &frame);
+                .map(|(_, sink)| sink.clone())
+                .collect();
+            // Queued under this lock: the queue's order is the book's.
+            self.out.send(others, frame);
         }
     }
 }

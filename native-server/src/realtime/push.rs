@@ -7,7 +7,8 @@
 
 use bytes::Bytes;
 use gridsocket_core::{Instant, RequestHandle, SubscriptionId};
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// An event's text, shared by every subscriber that gets the same bytes, with a slot for its
 /// encoding on the wire (filled once, by the first socket that writes it).
@@ -107,18 +108,77 @@ pub trait Sink: Send + Sync {
     fn uncork(&self);
 }
 
-/// Pushes one ephemeral event (presence, broadcast: outside any subscription) to `sinks`.
-pub fn push_ephemeral<'a>(
-    sinks: impl IntoIterator<Item = &'a Arc<dyn Sink>>,
-    now: Instant,
-    event: &Arc<SharedEvent>,
-) {
-    for sink in sinks {
-        sink.push(
-            now,
-            Push::Ephemeral {
-                event: event.clone(),
-            },
-        );
+/// Ephemeral events (presence changes, broadcasts: outside any subscription) on their way
+/// to their sockets. A sender queues an event with its receivers and goes on; one task at a
+/// time writes the queue out, every socket's share of a burst in one write, as the dispatcher
+/// does with a burst of changes. Writing each event to a thousand sockets at once took one
+/// `send()` per socket per event: a sender going flat out got a fraction of what the same
+/// receivers got from the change log. Events leave in the order they were queued: one
+/// socket's presence changes and broadcasts reach the others in the order it sent them.
+#[derive(Default)]
+pub struct EphemeralQueue {
+    state: Mutex<QueueState>,
+}
+
+/// An event and the sockets it goes to.
+type Queued = (Vec<Arc<dyn Sink>>, Arc<SharedEvent>);
+
+#[derive(Default)]
+struct QueueState {
+    events: VecDeque<Queued>,
+    /// A task is writing the queue out.
+    writing: bool,
+}
+
+impl EphemeralQueue {
+    /// Queues `event` for `sinks`; a task writes it out soon after (needs a tokio runtime).
+    pub fn send(self: &Arc<Self>, sinks: Vec<Arc<dyn Sink>>, event: Arc<SharedEvent>) {
+        if sinks.is_empty() {
+            return;
+        }
+        let mut st = self.state();
+        st.events.push_back((sinks, event));
+        if st.writing {
+            return;
+        }
+        st.writing = true;
+        drop(st);
+        let me = self.clone();
+        tokio::spawn(async move { me.write_out().await });
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes out what is queued, burst after burst, until the queue is empty.
+    async fn write_out(&self) {
+        loop {
+            let burst: Vec<_> = {
+                let mut st = self.state();
+                if st.events.is_empty() {
+                    st.writing = false;
+                    return;
+                }
+                st.events.drain(..).collect()
+            };
+            let now = Instant::now();
+            let mut corked = Vec::new();
+            for (sinks, event) in burst {
+                for sink in sinks {
+                    let push = Push::Ephemeral {
+                        event: event.clone(),
+                    };
+                    if sink.push_corked(now, push) {
+                        corked.push(sink);
+                    }
+                }
+            }
+            for sink in corked {
+                sink.uncork();
+                // Writing to ten thousand sockets takes a while: let others run meanwhile.
+                tokio::task::consume_budget().await;
+            }
+        }
     }
 }
