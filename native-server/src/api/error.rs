@@ -87,6 +87,10 @@ pub enum ApiError {
         /// Seconds until an attempt is allowed again.
         retry_after: u64,
     },
+    /// The server holds as much of this kind of work as it takes; retry shortly (503
+    /// `server_busy`, with `Retry-After`).
+    #[error("{0}")]
+    Busy(&'static str),
     /// Storage failed (500 `internal_error`); details go to the log, not the client.
     #[error("internal error")]
     Store(#[from] StoreError),
@@ -117,6 +121,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::EntityTooLarge { .. } => 413,
             ApiError::TooManyAttempts { .. } => 429,
+            ApiError::Busy(_) => 503,
             ApiError::Store(StoreError::Duplicate(_)) => 400,
             ApiError::Store(StoreError::Full | StoreError::ReadOnly) => 507,
             ApiError::Store(StoreError::Timeout) => 504,
@@ -152,6 +157,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "unsupported_service_operation",
             ApiError::EntityTooLarge { .. } => "entity_too_large",
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
+            ApiError::Busy(_) => "server_busy",
             ApiError::Store(StoreError::Full) => "storage_full",
             ApiError::Store(StoreError::ReadOnly) => "storage_read_only",
             ApiError::Store(StoreError::Timeout) => "query_timeout",
@@ -164,6 +170,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::TooManyAttempts { retry_after } => Some(*retry_after),
+            ApiError::Busy(_) => Some(1),
             _ => None,
         }
     }

@@ -240,8 +240,11 @@ impl Realtime {
             });
         }
         let delivered = targets.len();
-        self.ephemeral
-            .send(targets.into_values().collect(), SharedEvent::new(frame));
+        let event = SharedEvent::new(frame);
+        if !self.ephemeral.send(targets.into_values().collect(), event) {
+            let busy = ApiError::Busy("the server's queue of broadcasts is full: retry shortly");
+            return self.api.error_response(busy, started);
+        }
         ApiResponse {
             status: 200,
             body: json!({"path": shown, "delivered": delivered}).to_string(),
@@ -253,10 +256,11 @@ impl Realtime {
     /// on its path.
     pub fn handle_broadcast(&self, broadcast: Broadcast) {
         let targets = self.watchers(&broadcast.app, &broadcast.path);
-        self.ephemeral.send(
-            targets.into_values().collect(),
-            SharedEvent::new(broadcast.frame),
-        );
+        // A full queue drops it: a broadcast is never stored or sent again.
+        let event = SharedEvent::new(broadcast.frame);
+        if !self.ephemeral.send(targets.into_values().collect(), event) {
+            tracing::debug!("a broadcast from the bus was dropped: the queue is full");
+        }
     }
 
     /// Sends this node's broadcasts to the other nodes through `bus` (set once, when the node

@@ -252,8 +252,11 @@ impl Presence {
                 .filter(|(conn, _)| Some(**conn) != cause)
                 .map(|(_, sink)| sink.clone())
                 .collect();
-            // Queued under this lock: the queue's order is the book's.
-            self.out.send(others, frame);
+            // Queued under this lock: the queue's order is the book's. A full queue drops
+            // it: its watchers see a gap in the presence's seq and take a fresh snapshot.
+            if !self.out.send(others, frame) {
+                tracing::debug!("a presence event was dropped: the queue is full");
+            }
         }
     }
 }

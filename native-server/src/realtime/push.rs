@@ -126,25 +126,47 @@ type Queued = (Vec<Arc<dyn Sink>>, Arc<SharedEvent>);
 #[derive(Default)]
 struct QueueState {
     events: VecDeque<Queued>,
+    /// What `events` holds, as [`queued_bytes`] counts it.
+    bytes: usize,
     /// A task is writing the queue out.
     writing: bool,
 }
 
+/// Most the queue holds, in [`queued_bytes`]: senders that outrun the writing (every socket
+/// of a node broadcasting to every other at its rate limit) are refused past it, instead of
+/// growing the queue without end.
+pub const MAX_EPHEMERAL_BYTES: usize = 64 << 20;
+
+/// What an event waiting for `receivers` costs the queue: its text, and a pointer for each.
+fn queued_bytes(receivers: usize, event: &SharedEvent) -> usize {
+    receivers
+        .saturating_mul(std::mem::size_of::<Arc<dyn Sink>>())
+        .saturating_add(event.text.len())
+}
+
 impl EphemeralQueue {
     /// Queues `event` for `sinks`; a task writes it out soon after (needs a tokio runtime).
-    pub fn send(self: &Arc<Self>, sinks: Vec<Arc<dyn Sink>>, event: Arc<SharedEvent>) {
+    /// False, and nothing queued, when the queue is full ([`MAX_EPHEMERAL_BYTES`]).
+    pub fn send(self: &Arc<Self>, sinks: Vec<Arc<dyn Sink>>, event: Arc<SharedEvent>) -> bool {
         if sinks.is_empty() {
-            return;
+            return true;
         }
+        let cost = queued_bytes(sinks.len(), &event);
         let mut st = self.state();
+        // An empty queue takes any one event: its size is bounded by the sockets it goes to.
+        if !st.events.is_empty() && st.bytes.saturating_add(cost) > MAX_EPHEMERAL_BYTES {
+            return false;
+        }
+        st.bytes = st.bytes.saturating_add(cost);
         st.events.push_back((sinks, event));
         if st.writing {
-            return;
+            return true;
         }
         st.writing = true;
         drop(st);
         let me = self.clone();
         tokio::spawn(async move { me.write_out().await });
+        true
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
@@ -160,6 +182,7 @@ impl EphemeralQueue {
                     st.writing = false;
                     return;
                 }
+                st.bytes = 0;
                 st.events.drain(..).collect()
             };
             let now = Instant::now();
@@ -180,5 +203,59 @@ impl EphemeralQueue {
                 tokio::task::consume_budget().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts the events it gets.
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl Sink for Counter {
+        fn push(&self, _: Instant, _: Push) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+
+        fn push_corked(&self, now: Instant, push: Push) -> bool {
+            self.push(now, push);
+            false
+        }
+
+        fn uncork(&self) {}
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_ephemeral_queue_refuses_what_would_pass_its_bound_and_delivers_the_rest() {
+        let queue = Arc::new(EphemeralQueue::default());
+        let sink = Arc::new(Counter::default());
+        let sinks = || vec![sink.clone() as Arc<dyn Sink>];
+        // Nothing is written until this task yields: the queue fills.
+        let text = "x".repeat(8 << 10);
+        let fits = MAX_EPHEMERAL_BYTES / queued_bytes(1, &SharedEvent::new(text.clone()));
+        for i in 0..fits {
+            assert!(
+                queue.send(sinks(), SharedEvent::new(text.clone())),
+                "event {i}"
+            );
+        }
+        assert!(
+            !queue.send(sinks(), SharedEvent::new(text.clone())),
+            "the bound holds"
+        );
+        // Once written out, it takes events again.
+        tokio::task::yield_now().await;
+        while queue.state().writing {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            sink.0.load(Ordering::Relaxed),
+            fits,
+            "every queued event arrived"
+        );
+        assert!(queue.send(sinks(), SharedEvent::new(text)));
     }
 }
