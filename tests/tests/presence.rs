@@ -194,6 +194,71 @@ async fn two_tabs_are_one_presence_and_a_closed_socket_leaves_at_once() {
     assert_eq!(r["body"]["seq"], body["seq"]);
 }
 
+/// The uuids of a snapshot's users other than `but`, each with its number of connections.
+fn others(snapshot: &Value, but: &str) -> Vec<(String, usize)> {
+    snapshot["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter(|u| u["username"] != but)
+        .map(|u| {
+            let uuid = u["uuid"].as_str().expect("uuid").to_owned();
+            (uuid, u["connections"].as_array().map_or(0, Vec::len))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_is_one_presence_and_client_credentials_are_one_per_socket() {
+    let f = Fixture::new().await;
+    lobby(&f).await;
+    let mut jane = f.socket(&f.jane).await;
+    join(&mut jane, 1, "/groups/lobby", json!({})).await;
+    // The org's admin, in two tabs: one person, two connections.
+    let mut tab1 = f.socket(&f.admin_token).await;
+    let mut tab2 = f.socket(&f.admin_token).await;
+    join(&mut tab1, 1, "/groups/lobby", json!({"tab": 1})).await;
+    let snap = join(&mut tab2, 1, "/groups/lobby", json!({"tab": 2})).await;
+    let admins = others(&snap, "jane");
+    assert_eq!(admins.len(), 1, "{snap}");
+    assert_eq!(admins[0].1, 2, "{snap}");
+    assert!(!admins[0].0.is_empty(), "{snap}");
+    tab1.close().await;
+    tab2.close().await;
+    // The app's client credentials are nobody in particular: each socket is present alone,
+    // and one leaving leaves the other there (under one shared empty uuid they were one).
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/token"),
+        None,
+        Some(json!({"grant_type": "client_credentials", "client_id": f.client.0, "client_secret": f.client.1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let app_token = body["access_token"].as_str().expect("token").to_owned();
+    let mut a = f.socket(&app_token).await;
+    let mut b = f.socket(&app_token).await;
+    join(&mut a, 1, "/groups/lobby", json!({"n": 1})).await;
+    let snap = join(&mut b, 1, "/groups/lobby", json!({"n": 2})).await;
+    let anonymous = others(&snap, "jane");
+    assert_eq!(anonymous.len(), 2, "two presences: {snap}");
+    assert_ne!(anonymous[0].0, anonymous[1].0, "{snap}");
+    assert!(
+        anonymous
+            .iter()
+            .all(|(uuid, n)| !uuid.is_empty() && *n == 1),
+        "{snap}"
+    );
+    a.close().await;
+    let left = b.next_event().await;
+    assert_eq!(left["kind"], "leave", "{left}");
+    let r = b
+        .request(json!(2), "GET", "/groups/lobby/presence", None, None)
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(others(&r["body"], "jane").len(), 1, "{r}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_and_too_large_states_are_refused_and_the_socket_carries_on() {
     let f = Fixture::new().await;

@@ -140,6 +140,15 @@ impl Caller {
             _ => None,
         }
     }
+
+    /// The uuid of the person calling: an app user's or an admin's; `None` for a guest, the
+    /// superuser and client credentials, which are nobody in particular.
+    pub fn person_uuid(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::AppUser { uuid, .. } | Principal::Admin { uuid, .. } => Some(uuid),
+            _ => None,
+        }
+    }
 }
 
 /// Refuses a user who may not act now: not activated, or disabled (by an admin). Tokens of

@@ -179,8 +179,14 @@ impl Realtime {
                     );
                     return;
                 }
+                // Somebody in particular is one presence however many sockets they have;
+                // anybody else (a guest, client credentials) is one per socket: all guests
+                // under one empty uuid would be one user, joining and leaving as one.
                 let user = PresenceUser {
-                    uuid: caller.user_uuid().unwrap_or_default().to_owned(),
+                    uuid: match caller.person_uuid() {
+                        Some(uuid) => uuid.to_owned(),
+                        None => self.presence.anonymous_id(conn),
+                    },
                     username: caller.username().to_string(),
                 };
                 self.presence

@@ -65,6 +65,12 @@ impl Presence {
         }
     }
 
+    /// The presence uuid of socket `conn` of this node when its caller is nobody in
+    /// particular: unique in the cluster, the same for every path the socket joins.
+    pub fn anonymous_id(&self, conn: ConnId) -> String {
+        format!("anonymous-{:016x}-{conn}", self.inner().book.node().0)
+    }
+
     /// Publishes the book's messages through `bus` from now on (set once, when the node is
     /// put together; without it they are dropped: there is nobody to tell).
     pub fn send_to_bus(&self, bus: PresenceBus) {
