@@ -119,7 +119,7 @@ export async function app(token: string): Promise<void> {
   // @ts-expect-error: not an option of broadcast
   await client.broadcast("/groups/lobby", 1, { echoo: true });
   const offBroadcast = client.on("broadcast", (e: BroadcastEvent) => {
-    const sender: string | null = e.from.uuid;
+    const sender: string = e.from.uuid;
     console.log(sender, e.path, e.body);
   });
   offBroadcast();

@@ -196,8 +196,11 @@ export type SubscriptionEvent<T extends object = JsonObject> =
 
 /** Who sent a broadcast. */
 export interface BroadcastSender {
-  /** The sender's user uuid; `null` for an app admin or client credentials. */
-  uuid: string | null;
+  /**
+   * Who sent it, as presence names them: a user's or an admin's uuid, or for anybody else (a
+   * guest, client credentials) an `anonymous-…` id of its socket.
+   */
+  uuid: string;
   username: string;
 }
 

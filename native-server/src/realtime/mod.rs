@@ -179,19 +179,24 @@ impl Realtime {
                     );
                     return;
                 }
-                // Somebody in particular is one presence however many sockets they have;
-                // anybody else (a guest, client credentials) is one per socket: all guests
-                // under one empty uuid would be one user, joining and leaving as one.
                 let user = PresenceUser {
-                    uuid: match caller.person_uuid() {
-                        Some(uuid) => uuid.to_owned(),
-                        None => self.presence.anonymous_id(conn),
-                    },
+                    uuid: self.presence_uuid(caller, conn),
                     username: caller.username().to_string(),
                 };
                 self.presence
                     .join(&self.hub, &key, conn, user, state, handle);
             }
+        }
+    }
+
+    /// Who socket `conn`'s caller is in presence and broadcasts. Somebody in particular (a
+    /// user, an admin) is one presence however many sockets they have; anybody else (a guest,
+    /// client credentials) is one per socket: all guests under one empty uuid would be one
+    /// user, joining and leaving as one.
+    fn presence_uuid(&self, caller: &Caller, conn: ConnId) -> String {
+        match caller.person_uuid() {
+            Some(uuid) => uuid.to_owned(),
+            None => self.presence.anonymous_id(conn),
         }
     }
 
@@ -233,7 +238,8 @@ impl Realtime {
                 targets.remove(&conn);
             }
         }
-        let from = json!({"uuid": caller.user_uuid(), "username": &*caller.username()});
+        let from =
+            json!({"uuid": self.presence_uuid(caller, conn), "username": &*caller.username()});
         let frame = format!(
             r#"{{"event":"broadcast","path":{},"from":{from},"body":{body_json}}}"#,
             Value::String(shown.clone())
