@@ -561,6 +561,39 @@ async fn presence_needs_read_and_broadcast_needs_write_permission() {
         (e["event"].clone(), e["body"].clone()),
         (json!("broadcast"), json!({"x": 1}))
     );
+    // A role may grant a path without its presence: `get:/groups/*` reads the lobby, but
+    // who is on it (`/groups/lobby/presence`) needs `get:/groups/**` or the like.
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/roles/default/permissions"),
+        Some(&f.admin_token),
+        Some(json!({"permission": "get:/groups/*"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let r = john
+        .request(json!(5), "GET", "/groups/lobby", None, None)
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+    let r = john
+        .request(
+            json!(6),
+            "PRESENCE",
+            "/groups/lobby",
+            None,
+            Some(json!({"state": {}})),
+        )
+        .await;
+    assert_eq!(r["status"], 403, "{r}");
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/roles/default/permissions"),
+        Some(&f.admin_token),
+        Some(json!({"permission": "get:/groups/lobby/presence"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    join(&mut john, 7, "/groups/lobby", json!({})).await;
 }
 
 /// A node of a two-node deployment; the dispatch poll is a minute away, so what arrives in

@@ -17,6 +17,13 @@ pub trait PresenceSource: Send + Sync {
 
 /// The name a path's presence goes by, whoever writes it (see
 /// [`gridsocket_core::presence::presence_name`]: the client names them the same way).
+/// The path whose `get` permission lets a caller see and join `path`'s presence:
+/// `{path}/presence`. A role's `get:/groups/**` grants it with the groups; `get:/groups/*`
+/// grants reading the groups without who is on them.
+pub fn presence_resource(path: &str) -> String {
+    format!("{}/presence", path.trim_end_matches('/'))
+}
+
 pub fn presence_path(path: &str, caller: &Caller) -> String {
     gridsocket_core::presence::presence_name(path, caller.user_uuid())
 }
@@ -48,7 +55,8 @@ impl Api {
     }
 
     async fn presence_get(&self, app: &AppRecord, caller: &Caller, parent: &str) -> Reply {
-        let path = ResourcePath::parse(parent)?;
+        ResourcePath::parse(parent)?;
+        let path = ResourcePath::parse(&presence_resource(parent))?;
         self.check_access(app, caller, Method::Get, &path).await?;
         let key = presence_path(parent, caller);
         let body = match self.presence.get() {

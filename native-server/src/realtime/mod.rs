@@ -16,7 +16,7 @@ mod pumps;
 pub mod push;
 mod revocation;
 
-use crate::api::{Api, ApiError, ApiResponse, Caller, now_ms, presence_path};
+use crate::api::{Api, ApiError, ApiResponse, Caller, now_ms, presence_path, presence_resource};
 use crate::bus::Broadcast;
 use crate::signal::Signal;
 use crate::store::{AppRecord, ChangeView, StoreError};
@@ -167,7 +167,8 @@ impl Realtime {
             // Leaving needs no permission: a socket may always stop being somewhere.
             PresenceAction::Leave => self.presence.leave(&self.hub, &key, conn, handle),
             PresenceAction::Join { state } => {
-                if let Err(e) = self.check_path(app, caller, path, Method::Get).await {
+                let resource = presence_resource(path);
+                if let Err(e) = self.check_path(app, caller, &resource, Method::Get).await {
                     let resp = self.api.error_response(e, started);
                     self.hub.push_to(
                         conn,
