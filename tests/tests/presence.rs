@@ -828,6 +828,21 @@ fn view(entries: &[(&str, Value)]) -> BTreeMap<String, Vec<Value>> {
         .collect()
 }
 
+/// Two nodes on one database and bus: john present in the lobby on the first, jane on the
+/// second, and john told of jane. `None` (skipped) without PostgreSQL and NATS.
+async fn john_on_one_jane_on_two(name: &str) -> Option<(Node, Node, Seeded, WsClient, WsClient)> {
+    let (store, nats, subject) = deployment(name).await?;
+    let n1 = node(&store, &nats, &subject);
+    let n2 = node(&store, &nats, &subject);
+    let seeded = seed_with_lobby(&n1).await;
+    let mut john = socket_on(&n1, &seeded.john).await;
+    join(&mut john, 1, "/groups/lobby", json!({})).await;
+    let mut jane = socket_on(&n2, &seeded.jane).await;
+    join(&mut jane, 1, "/groups/lobby", json!({})).await;
+    assert_eq!(john.next_event().await["kind"], "join");
+    Some((n1, n2, seeded, john, jane))
+}
+
 /// The next frame within `within`; panics on anything but a presence event.
 async fn presence_event_within(ws: &mut WsClient, within: Duration) -> Option<Value> {
     let event = ws.try_recv(within).await?;
@@ -837,17 +852,10 @@ async fn presence_event_within(ws: &mut WsClient, within: Duration) -> Option<Va
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_users_leave_the_other_nodes_within_the_node_ttl() {
-    let Some((store, nats, subject)) = deployment("presence_kill").await else {
+    let Some((n1, mut n2, seeded, mut john, jane)) = john_on_one_jane_on_two("presence_kill").await
+    else {
         return;
     };
-    let n1 = node(&store, &nats, &subject);
-    let mut n2 = node(&store, &nats, &subject);
-    let seeded = seed_with_lobby(&n1).await;
-    let mut john = socket_on(&n1, &seeded.john).await;
-    join(&mut john, 1, "/groups/lobby", json!({})).await;
-    let mut jane = socket_on(&n2, &seeded.jane).await;
-    join(&mut jane, 1, "/groups/lobby", json!({})).await;
-    assert_eq!(john.next_event().await["kind"], "join");
 
     // Node 2 dies without a word: no leave, no bye. Node 1 drops jane once node 2 has been
     // silent for the TTL, counted from its last message, which came before the kill.
@@ -964,17 +972,11 @@ async fn presence_converges_on_both_nodes_after_the_bus_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_with_sigterm_says_bye_and_its_users_leave_at_once() {
-    let Some((store, nats, subject)) = deployment("presence_bye").await else {
+    let Some((n1, mut n2, seeded, mut john, mut jane)) =
+        john_on_one_jane_on_two("presence_bye").await
+    else {
         return;
     };
-    let n1 = node(&store, &nats, &subject);
-    let mut n2 = node(&store, &nats, &subject);
-    let seeded = seed_with_lobby(&n1).await;
-    let mut john = socket_on(&n1, &seeded.john).await;
-    join(&mut john, 1, "/groups/lobby", json!({})).await;
-    let mut jane = socket_on(&n2, &seeded.jane).await;
-    join(&mut jane, 1, "/groups/lobby", json!({})).await;
-    assert_eq!(john.next_event().await["kind"], "join");
 
     // Node 2 is asked to stop. Its bye reaches node 1 before the TTL could have dropped it:
     // that takes 10 s at the least (its last heartbeat, every 5 s, was at most 5 s ago).

@@ -213,16 +213,7 @@ impl ClientSession {
             return RequestId(id);
         };
         let p = self.presences.remove(i);
-        let waiting: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|q| {
-                matches!(q.waiting, Waiting::PresenceState { presence: of, sent: false, .. } if of == presence)
-            })
-            .map(|q| q.id)
-            .collect();
-        self.pending.retain(|q| !waiting.contains(&q.id));
-        for w in waiting {
+        for w in self.take_unsent_states(presence) {
             self.fail(w, ClientError::NotPresent);
         }
         if self.state != super::ConnectionState::Open {
@@ -296,6 +287,21 @@ impl ClientSession {
     }
 
     /// The uuid of the client's user, once greeted as one.
+    /// Takes out of the pending requests the state updates of `presence` not sent yet (they
+    /// wait for its join); answers their ids.
+    fn take_unsent_states(&mut self, presence: PresenceId) -> Vec<u64> {
+        let unsent: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|q| {
+                matches!(q.waiting, Waiting::PresenceState { presence: of, sent: false, .. } if of == presence)
+            })
+            .map(|q| q.id)
+            .collect();
+        self.pending.retain(|q| !unsent.contains(&q.id));
+        unsent
+    }
+
     fn me(&self) -> Option<&str> {
         self.user.as_ref().and_then(|u| u.as_deref())
     }
@@ -353,15 +359,7 @@ impl ClientSession {
             return;
         };
         let raw = body.unwrap_or("null");
-        let carried: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|q| {
-                matches!(q.waiting, Waiting::PresenceState { presence: of, sent: false, .. } if of == presence)
-            })
-            .map(|q| q.id)
-            .collect();
-        self.pending.retain(|q| !carried.contains(&q.id));
+        let carried = self.take_unsent_states(presence);
         let p = &mut self.presences[i];
         let fallback = p.accepted.clone().filter(|a| *a != state);
         if status == 413
