@@ -110,10 +110,15 @@ impl ClientSession {
         let id = PresenceId(self.next_presence);
         self.next_presence += 1;
         let name = presence_name(path, self.me());
+        // A join the server would refuse for its size would be sent again after every
+        // reconnect its refusal causes (the server closes a socket on a frame over its limit).
+        let size = join_frame(u64::MAX, path, state).len();
         let error = if self.state == super::ConnectionState::Closed {
             Some(ClientError::Closed)
         } else if self.presences.iter().any(|p| p.name == name) {
             Some(ClientError::AlreadyPresent)
+        } else if size > self.max_frame {
+            Some(ClientError::FrameTooLarge(size))
         } else {
             None
         };
@@ -158,10 +163,18 @@ impl ClientSession {
         timeout: Option<Duration>,
     ) -> RequestId {
         let id = self.take_id();
+        let size = self
+            .presences
+            .iter()
+            .find(|p| p.id == presence)
+            .map_or(0, |p| join_frame(id, &p.path, state).len());
         let error = if self.state == super::ConnectionState::Closed {
             Some(ClientError::Closed)
         } else if !self.presences.iter().any(|p| p.id == presence) {
             Some(ClientError::NotPresent)
+        } else if size > self.max_frame {
+            // Kept out of the presence's state: it would be sent with every rejoin.
+            Some(ClientError::FrameTooLarge(size))
         } else {
             None
         };

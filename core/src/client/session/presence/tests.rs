@@ -638,6 +638,47 @@ fn broadcasts_are_never_held_while_offline_nor_sent_again() {
 }
 
 #[test]
+fn a_state_over_the_frame_limit_is_never_sent() {
+    let mut r = Room::new(&["ann"]);
+    r.take(0);
+    let limit = ClientConfig::default().max_frame_bytes;
+    let huge = json!({"s": "x".repeat(limit)});
+    // A join over the limit ends at once: sent, the server would close the socket, and the
+    // join would go again after every reconnect.
+    let too_big = r.join(0, LOBBY, huge.clone());
+    let got = r.take(0);
+    assert!(
+        got.iter().any(|e| matches!(e, ClientEvent::PresenceEnded { presence, error: ClientError::FrameTooLarge(n) } if *presence == too_big && *n > limit)),
+        "{got:?}"
+    );
+    // An update over it fails alone; the presence keeps the state the server has.
+    let p = r.join(0, LOBBY, json!({"v": 1}));
+    r.step();
+    r.take(0);
+    let update = r.peers[0]
+        .client
+        .presence_update(r.now, p, &huge.to_string(), None);
+    r.step();
+    let got = r.take(0);
+    assert!(
+        got.iter().any(|e| matches!(e, ClientEvent::RequestFailed { id, error: ClientError::FrameTooLarge(_) } if *id == update)),
+        "{got:?}"
+    );
+    r.drop_connection(0);
+    r.reconnect(0);
+    r.take(0);
+    let joins = r.frames(0, "PRESENCE");
+    assert!(
+        joins.iter().all(|f| f["body"]["state"]["s"].is_null()),
+        "no join carried the huge state: {joins:?}"
+    );
+    assert_eq!(
+        joins.last().map(|f| f["body"]["state"].clone()),
+        Some(json!({"v": 1}))
+    );
+}
+
+#[test]
 fn refusals_timeouts_doubles_and_close_end_a_presence() {
     let mut r = Room::new(&["ann"]);
     r.take(0);
