@@ -235,6 +235,9 @@ pub struct ServerSession {
     expiry_close_at: Option<Instant>,
     rate: Option<RateLimit>,
     broadcast_rate: Option<RateLimit>,
+    /// The presence names this socket joined (and did not leave): a join of one of them is a
+    /// state change.
+    present_on: BTreeSet<String>,
 }
 
 impl ServerSession {
@@ -243,6 +246,7 @@ impl ServerSession {
         ServerSession {
             rate: config.max_requests_per_sec.map(RateLimit::new),
             broadcast_rate: config.max_broadcasts_per_sec.map(RateLimit::new),
+            present_on: BTreeSet::new(),
             config,
             next_handle: 0,
             next_subscription: 1,
@@ -336,6 +340,25 @@ impl ServerSession {
                     }
                 }
                 Command::Presence { path, action } => {
+                    // A state change reaches everyone present, as a broadcast does, and
+                    // counts against the same rate. A socket's first join of a path does not
+                    // (after a reconnect a client joins every path again at once; the paths
+                    // are bounded), nor does leaving.
+                    let name = crate::presence::presence_name(&path, None);
+                    let first = match action {
+                        // Bounded: past it (the server refuses a 33rd path anyway) every
+                        // join counts.
+                        PresenceAction::Join { .. } => {
+                            self.present_on.len() < 64 && self.present_on.insert(name)
+                        }
+                        PresenceAction::Leave => {
+                            self.present_on.remove(&name);
+                            true
+                        }
+                    };
+                    if !first && !self.take_broadcast_turn(now, &frame.id) {
+                        return;
+                    }
                     if let Some(handle) = self.start(now, Some(frame.id), None) {
                         self.events.push_back(ServerEvent::Presence {
                             handle,
@@ -807,6 +830,27 @@ impl ServerSession {
         });
     }
 
+    /// Takes one of the socket's broadcasts (and presence state changes) of this second;
+    /// false, with request `id` answered 429 `rate_limited`, past the rate.
+    fn take_broadcast_turn(&mut self, now: Instant, id: &FrameId) -> bool {
+        let Some(rate) = &mut self.broadcast_rate else {
+            return true;
+        };
+        if rate.try_take(now) {
+            return true;
+        }
+        let body = error_body_json(
+            "rate_limited",
+            &format!(
+                "more than {} broadcasts per second (presence state changes included) on this socket; slow down",
+                rate.per_second()
+            ),
+        );
+        self.transmits
+            .push_back(OutFrame::Text(encode_response(Some(id), 429, &body)));
+        false
+    }
+
     fn broadcast(
         &mut self,
         now: Instant,
@@ -829,18 +873,7 @@ impl ServerSession {
                 .push_back(OutFrame::Text(encode_response(Some(&id), 413, &body)));
             return;
         }
-        if let Some(rate) = &mut self.broadcast_rate
-            && !rate.try_take(now)
-        {
-            let body = error_body_json(
-                "rate_limited",
-                &format!(
-                    "more than {} broadcasts per second on this socket; slow down",
-                    rate.per_second()
-                ),
-            );
-            self.transmits
-                .push_back(OutFrame::Text(encode_response(Some(&id), 429, &body)));
+        if !self.take_broadcast_turn(now, &id) {
             return;
         }
         if let Some(handle) = self.start(now, Some(id), None) {

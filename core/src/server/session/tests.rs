@@ -654,6 +654,41 @@ fn broadcasts_are_bounded_in_size_and_rate() {
 }
 
 #[test]
+fn presence_state_changes_count_against_the_broadcast_rate_first_joins_and_leaves_do_not() {
+    let (mut s, now) = roomy();
+    let presence = |s: &mut ServerSession, id: u32, path: &str, body: &str| {
+        s.handle_text(
+            now,
+            &format!(r#"{{"id":{id},"method":"PRESENCE","path":"{path}","body":{body}}}"#),
+        );
+        match s.poll_event() {
+            Some(ServerEvent::Presence { .. }) => None,
+            None => Some(text(s)),
+            other => panic!("{other:?}"),
+        }
+    };
+    // First joins of three paths: none limited (a client rejoins all of them at once).
+    for (id, path) in [(1, "/a"), (2, "/b"), (3, "/c")] {
+        assert_eq!(presence(&mut s, id, path, r#"{"state":{}}"#), None);
+    }
+    // State changes of one of them (however the path is spelled): two a second.
+    assert_eq!(presence(&mut s, 4, "/A/", r#"{"state":{"v":1}}"#), None);
+    assert_eq!(presence(&mut s, 5, "/a", r#"{"state":{"v":2}}"#), None);
+    let refused = presence(&mut s, 6, "/a", r#"{"state":{"v":3}}"#).expect("refused");
+    assert_eq!(
+        (
+            refused["id"].clone(),
+            refused["status"].clone(),
+            refused["body"]["error"].clone()
+        ),
+        (json!(6), json!(429), json!("rate_limited"))
+    );
+    // Leaving is always allowed, and a join after it is a first join again.
+    assert_eq!(presence(&mut s, 7, "/a", r#"{"leave":true}"#), None);
+    assert_eq!(presence(&mut s, 8, "/a", r#"{"state":{}}"#), None);
+}
+
+#[test]
 fn ephemeral_events_go_out_as_is_until_the_socket_closes() {
     let (mut s, now) = session();
     let frame: Arc<str> = r#"{"event":"broadcast","path":"/a","body":1}"#.into();
