@@ -204,6 +204,11 @@ test("broadcasts reach subscriptions and presences of their path, with echo on r
 
   const empty = await jane.broadcast("/chats", null).catch((e) => e);
   assert.equal(empty.code, "invalid_argument");
+  // Nothing that is null in JSON (NaN) or has no JSON at all (a function) goes out.
+  for (const body of [NaN, () => 1]) {
+    const bad = await jane.broadcast("/chats", body).catch((e) => e);
+    assert.equal(bad.code, "invalid_argument", String(bad));
+  }
   const tooLarge = await jane.broadcast("/chats", "y".repeat(9000)).catch((e) => e);
   assert.equal(tooLarge.code, "broadcast_too_large");
   assert.equal(tooLarge.status, 413);

@@ -339,6 +339,8 @@ export type ServerErrorCode =
   | "state_too_large"
   | "too_many_paths"
   | "broadcast_too_large"
+  | "server_busy"
+  | "too_many_attempts"
   | "server_error";
 
 /** Every code a {@link GridsocketError} may have. */

@@ -72,11 +72,15 @@ function invalid(message) {
 
 /** JSON text of `value`, or an `invalid_argument` error thrown. */
 function json(value, what) {
+  let text;
   try {
-    return JSON.stringify(value);
+    text = JSON.stringify(value);
   } catch (e) {
     throw invalid(`${what} is not JSON-serializable: ${e.message}`);
   }
+  // A function, a symbol or undefined has no JSON at all.
+  if (typeof text !== "string") throw invalid(`${what} is not JSON-serializable: ${typeof value}`);
+  return text;
 }
 
 function take(map, key) {
@@ -430,6 +434,8 @@ export class Client {
         throw invalid("a broadcast body must be a JSON value other than null");
       }
       const text = json(body, "the body");
+      // NaN and Infinity are null in JSON.
+      if (text === "null") throw invalid("a broadcast body must be a JSON value other than null");
       return new Promise((resolve, reject) => {
         const id = this.#session.broadcast(path, text, options.echo === true, options.timeoutMs ?? 0);
         this.#requests.set(id, { resolve, reject });
