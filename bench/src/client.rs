@@ -211,6 +211,22 @@ pub fn response_id_status(text: &str) -> Option<(u64, u16)> {
     Some((id, u16::try_from(status).ok()?))
 }
 
+/// A text frame's text; `Err` with why the socket ended (its close frame, or the error);
+/// `Ok(None)` for any other frame, to be skipped.
+pub fn text_or_end(
+    msg: Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+) -> Result<Option<tokio_tungstenite::tungstenite::Utf8Bytes>, String> {
+    use tokio_tungstenite::tungstenite::Message;
+    match msg {
+        Ok(Message::Text(t)) => Ok(Some(t)),
+        Ok(Message::Close(frame)) => Err(frame.map_or("closed".into(), |f| {
+            format!("{} {}", u16::from(f.code), f.reason)
+        })),
+        Ok(_) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -344,17 +344,11 @@ async fn read_events(
     seen: Arc<Mutex<Seen>>,
 ) {
     while let Some(msg) = ws.next().await {
-        let text = match msg {
-            Ok(Message::Text(t)) => t,
-            Ok(Message::Close(frame)) => {
-                lock(&seen).closed = Some(frame.map_or("closed".into(), |f| {
-                    format!("{} {}", u16::from(f.code), f.reason)
-                }));
-                return;
-            }
-            Ok(_) => continue,
-            Err(e) => {
-                lock(&seen).closed = Some(e.to_string());
+        let text = match crate::client::text_or_end(msg) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(why) => {
+                lock(&seen).closed = Some(why);
                 return;
             }
         };

@@ -417,17 +417,11 @@ async fn watch(mut ws: Ws, shared: Arc<Shared>, seen: Arc<Mutex<Seen>>) {
     let joiner = format!("\"username\":\"{}j", shared.prefix);
     let watcher = format!("\"username\":\"{}w", shared.prefix);
     while let Some(msg) = ws.next().await {
-        let text = match msg {
-            Ok(Message::Text(t)) => t,
-            Ok(Message::Close(frame)) => {
-                lock(&seen).closed = Some(frame.map_or("closed".into(), |f| {
-                    format!("{} {}", u16::from(f.code), f.reason)
-                }));
-                return;
-            }
-            Ok(_) => continue,
-            Err(e) => {
-                lock(&seen).closed = Some(e.to_string());
+        let text = match crate::client::text_or_end(msg) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(why) => {
+                lock(&seen).closed = Some(why);
                 return;
             }
         };
