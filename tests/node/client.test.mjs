@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { Client, GridsocketError } from "gridsocket";
-import { startServer } from "./server.mjs";
+import { startServer, sleep, until } from "./server.mjs";
 
 let server;
 let john;
@@ -20,15 +20,6 @@ before(async () => {
 
 after(() => server?.stop());
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what, check, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 test("requests resolve to REST bodies and reject with GridsocketError", async () => {
   const client = await Client.connect(server.app, { accessToken: john });

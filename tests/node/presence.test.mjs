@@ -5,7 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Client, GridsocketError } from "gridsocket";
-import { startServer } from "./server.mjs";
+import { startServer, sleep, until } from "./server.mjs";
 
 let server;
 const tokens = {};
@@ -17,15 +17,6 @@ before(async () => {
 
 after(() => server?.stop());
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what, check, ms = 10_000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 const connect = (name, options = {}) =>
   Client.connect(server.app, { accessToken: tokens[name], ...options });

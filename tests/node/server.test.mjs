@@ -5,17 +5,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import WS from "ws";
 import { Client } from "gridsocket";
-import { startServer, postgresSchema } from "./server.mjs";
+import { startServer, postgresSchema, sleep, until as untilWithin } from "./server.mjs";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what, check, ms = 15_000) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
+// These waits span server restarts: 15 s.
+const until = (what, check) => untilWithin(what, check, 15_000);
 
 const transports = [["the ws package", WS]];
 if (typeof WebSocket === "function") transports.unshift(["Node's WebSocket", WebSocket]);
