@@ -185,7 +185,7 @@ impl Realtime {
                     username: caller.username().to_string(),
                 };
                 self.presence
-                    .join(&self.hub, &key, conn, user, state, handle);
+                    .join(&self.hub, (&key, path), conn, user, state, handle);
             }
         }
     }
