@@ -279,6 +279,13 @@ impl AccessPath {
         Ok(out)
     }
 
+    /// Gives back the room building the path left: for a path kept long (a subscription's).
+    pub fn shrink_to_fit(&mut self) {
+        self.segments.shrink_to_fit();
+        self.shown.shrink_to_fit();
+        self.slots.shrink_to_fit();
+    }
+
     /// The canonical path of an entity the host has in hand (no lookup needed).
     pub fn entity(collection: &str, uuid: &str, name: Option<&str>) -> AccessPath {
         AccessPath {

@@ -431,12 +431,13 @@ impl ServerSession {
         status: u16,
         body_json: &str,
     ) -> bool {
-        let Some(pending) = self.pending.remove(&handle) else {
+        let Some(pending) = self.take_pending(handle) else {
             return false;
         };
         if self.writes.remove(&handle) {
             self.release_held_reads();
         }
+        release_set(&mut self.writes);
         if let Some(sub) = pending.subscription {
             // A subscription answered with anything but its confirmation did not start.
             self.drop_subscription(sub);
@@ -465,7 +466,7 @@ impl ServerSession {
         body_json: &str,
         replay: impl IntoIterator<Item = (u64, Arc<str>)>,
     ) -> bool {
-        let Some(pending) = self.pending.remove(&handle) else {
+        let Some(pending) = self.take_pending(handle) else {
             return false;
         };
         let Some(sub_id) = pending.subscription else {
@@ -643,6 +644,8 @@ impl ServerSession {
                 )));
             }
         }
+        release_map(&mut self.pending);
+        release_set(&mut self.writes);
         if write_expired {
             self.release_held_reads();
         }
@@ -682,13 +685,21 @@ impl ServerSession {
     /// and disconnects.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() {
+            release_queue(&mut self.events);
+        }
+        event
     }
 
     /// The next frame to write. Changes after every input.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<OutFrame> {
-        self.transmits.pop_front()
+        let frame = self.transmits.pop_front();
+        if frame.is_none() {
+            release_queue(&mut self.transmits);
+        }
+        frame
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout): the earliest of the request
@@ -798,6 +809,7 @@ impl ServerSession {
                 });
             }
         }
+        release_queue(&mut self.held_reads);
     }
 
     fn subscribe(
@@ -945,6 +957,14 @@ impl ServerSession {
             .push_back(OutFrame::Text(encode_response(Some(&id), 200, &body)));
     }
 
+    /// Takes an answered request out of the table, and gives the table's memory back once it
+    /// is empty.
+    fn take_pending(&mut self, handle: RequestHandle) -> Option<Pending> {
+        let pending = self.pending.remove(&handle);
+        release_map(&mut self.pending);
+        pending
+    }
+
     fn drop_subscription(&mut self, sub: SubscriptionId) {
         if let Some(s) = self.subs.remove(&sub) {
             if let SubState::Pending { buffered } = s.state {
@@ -990,6 +1010,28 @@ fn reason_for(code: u16) -> &'static str {
         close_code::NOT_FOUND => "not found",
         close_code::TRY_AGAIN_LATER => "try again later",
         _ => "closed",
+    }
+}
+
+// An idle socket keeps nothing it does not need: a B-tree keeps its empty root node (over
+// 700 bytes for the request table) and a queue its capacity once emptied, so each is given
+// back when empty. At most one allocation is made again per burst of work.
+
+fn release_map<K, V>(map: &mut BTreeMap<K, V>) {
+    if map.is_empty() {
+        *map = BTreeMap::new();
+    }
+}
+
+fn release_set<T>(set: &mut BTreeSet<T>) {
+    if set.is_empty() {
+        *set = BTreeSet::new();
+    }
+}
+
+fn release_queue<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > 0 {
+        *queue = VecDeque::new();
     }
 }
 

@@ -382,6 +382,8 @@ impl Realtime {
             self.ensure_pump(key.clone(), *timeout);
         }
         let wire_id = subscription.to_string();
+        // Kept for the subscription's life: without the room its building left.
+        access.shrink_to_fit();
         self.hub.add(
             &app.uuid,
             (conn, subscription),

@@ -109,9 +109,9 @@ pub async fn serve_socket(
                 .await
                 .unwrap_or_else(|_| Err(crate::api::ConnectRefusal::timed_out()));
             match opened {
-                Ok(ctx) => {
+                Ok(mut ctx) => {
                     let mut session = ServerSession::accept(config, now);
-                    greet(&mut session, &ctx, &settings, now);
+                    greet(&mut session, &mut ctx, &settings, now);
                     (session, Some(ctx))
                 }
                 Err(refusal) => {
@@ -231,11 +231,12 @@ async fn handshake(
 
 /// The first thing an accepted socket hears: the subscription its URL names (an inbox, a
 /// queue), or a welcome saying who it is connected as and the socket's limits (so that a
-/// client holds back what the server would refuse).
-fn greet(session: &mut ServerSession, ctx: &SocketContext, settings: &Settings, now: Instant) {
+/// client holds back what the server would refuse). The URL's resource and parameters are
+/// handed on, not kept: the socket lives long, they are needed once.
+fn greet(session: &mut ServerSession, ctx: &mut SocketContext, settings: &Settings, now: Instant) {
     session.set_token_expiry(now, expiry_instant(ctx.expires));
-    match &ctx.resource {
-        Some(path) => session.subscribe_on_connect(now, path.clone(), ctx.params.clone()),
+    match ctx.resource.take() {
+        Some(path) => session.subscribe_on_connect(now, path, std::mem::take(&mut ctx.params)),
         None => {
             let body = serde_json::json!({
                 "connected": true,
