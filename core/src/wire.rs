@@ -487,7 +487,11 @@ pub fn decode_request(text: &str) -> Result<RequestFrame, RejectedFrame> {
     }
     // Slow path, only for bad frames: find the id and the first thing that is wrong.
     let value: Value = serde_json::from_str(text).map_err(|e| RejectedFrame {
-        id: None,
+        // serde_json refuses a frame nested past its recursion limit, or broken anywhere; its
+        // id is still read where it stands, so the client's call ends with this answer instead
+        // of waiting out its timeout.
+        id: crate::json::first_member(text, "id")
+            .and_then(|raw| serde_json::from_str::<FrameId>(raw).ok()),
         error: FrameError::NotJson(e.to_string()),
     })?;
     let Value::Object(obj) = value else {
@@ -791,6 +795,37 @@ mod tests {
         assert_eq!(r.error, FrameError::BadId);
         let r = decode_request("[1]").unwrap_err();
         assert_eq!(r.error, FrameError::NotObject);
+    }
+
+    /// A frame serde_json will not read (nested past its recursion limit, or broken after the
+    /// id) is still answered under its id, whatever its method and wherever the id stands.
+    #[test]
+    fn a_frame_too_deep_or_broken_is_rejected_under_its_id() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for method in ["GET", "POST", "SUBSCRIBE", "PRESENCE", "BROADCAST", "AUTH"] {
+            for (frame, id) in [
+                (
+                    format!(r#"{{"id":"7","method":"{method}","path":"/users","body":{deep}}}"#),
+                    FrameId::Text("7".into()),
+                ),
+                (
+                    format!(
+                        r#"{{"method":"{method}","params":{{"a":{deep}}},"id":8,"path":"/a"}}"#
+                    ),
+                    FrameId::Number(8.into()),
+                ),
+                (
+                    format!(r#"{{"id":9,"method":"{method}","path":"/a","body":{{"#),
+                    FrameId::Number(9.into()),
+                ),
+            ] {
+                let r = decode_request(&frame).unwrap_err();
+                assert_eq!(r.id, Some(id), "{method}");
+                assert!(matches!(r.error, FrameError::NotJson(_)), "{:?}", r.error);
+            }
+        }
+        let r = decode_request(&format!(r#"{{"id":{deep}}}"#)).unwrap_err();
+        assert_eq!(r.id, None, "an id that is no string or number is no id");
     }
 
     #[test]

@@ -11,9 +11,10 @@ async fn every_bad_frame_is_answered_and_the_socket_survives() {
     let mut ws = f.socket(&f.john).await;
     let cases: &[(&str, Value)] = &[
         ("not json at all", Value::Null),
+        // Cut short after its id: answered under that id.
         (
             r#"{"id": 5, "method": "GET", "path": "/users/me""#,
-            Value::Null,
+            json!(5),
         ),
         ("[1, 2, 3]", Value::Null),
         ("42", Value::Null),
@@ -98,6 +99,50 @@ async fn every_bad_frame_is_answered_and_the_socket_survives() {
         .await;
     assert_eq!(ok["status"], 200);
 }
+
+/// A frame nested past the JSON reader's recursion limit is answered under its id, whatever
+/// its method and wherever the id stands in it: a client's call ends at once instead of
+/// waiting out its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_nested_too_deep_is_answered_under_its_id() {
+    let f = Fixture::new().await;
+    let mut ws = f.socket(&f.john).await;
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let methods = [
+        "GET",
+        "POST",
+        "PUT",
+        "DELETE",
+        "SUBSCRIBE",
+        "UNSUBSCRIBE",
+        "AUTH",
+        "PRESENCE",
+        "BROADCAST",
+    ];
+    for (n, method) in methods.into_iter().enumerate() {
+        let first = format!(r#"{{"id":"{n}","method":"{method}","path":"/users","body":{deep}}}"#);
+        let last =
+            format!(r#"{{"method":"{method}","path":"/users","params":{{"a":{deep}}},"id":{n}}}"#);
+        for (frame, id) in [(first, json!(n.to_string())), (last, json!(n))] {
+            ws.send_text(&frame).await;
+            let reply = ws.recv().await;
+            assert_eq!(
+                (
+                    reply["id"].clone(),
+                    reply["status"].clone(),
+                    reply["body"]["error"].clone()
+                ),
+                (id, json!(400), json!("invalid_frame")),
+                "{method}: {reply}"
+            );
+        }
+    }
+    let ok = ws
+        .request(json!("ok"), "GET", "/users/me", None, None)
+        .await;
+    assert_eq!(ok["status"], 200, "the socket carries on");
+}
+
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_frames_close_with_1009_and_others_are_unaffected() {

@@ -2,9 +2,9 @@
 //! without building JSON trees (bodies and entities stay raw text for the host to hand on).
 //!
 //! Kept apart from [`crate::wire`] (the server's decoder) because the browser client carries
-//! this code: it reads only the fields it acts on, with [`super::json`], not `serde_json`.
+//! this code: it reads only the fields it acts on, with [`crate::json`], not `serde_json`.
 
-use super::json::{as_bool, as_str, as_u64, get, members};
+use crate::json::{as_bool, as_str, as_u64, get, members};
 use std::borrow::Cow;
 
 /// A frame from the server, as far as the client reads it. Raw values are JSON text.

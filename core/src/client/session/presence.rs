@@ -12,7 +12,7 @@
 
 use super::{ClientError, ClientEvent, ClientSession, Pending, RequestId, SubId, Waiting};
 use crate::client::frame::{BodyFields, ServerFrame, push_str, start_frame};
-use crate::client::json::{as_str, elements, get, members};
+use crate::json::{as_str, elements, get, members};
 use crate::presence::presence_name;
 use crate::time::Instant;
 use std::time::Duration;
