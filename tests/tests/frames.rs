@@ -143,6 +143,88 @@ async fn a_frame_nested_too_deep_is_answered_under_its_id() {
     assert_eq!(ok["status"], 200, "the socket carries on");
 }
 
+/// A query string in a frame's `path` is refused alike for every method (its parameters go
+/// in `params`): otherwise `?…` became part of a presence's, a broadcast's or a subscription's
+/// name. Options of the wrong kind are refused too, each naming its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_in_the_path_and_options_of_the_wrong_kind_are_refused_naming_the_field() {
+    let f = Fixture::new().await;
+    let mut ws = f.socket(&f.john).await;
+    for method in [
+        "GET",
+        "POST",
+        "PUT",
+        "DELETE",
+        "SUBSCRIBE",
+        "UNSUBSCRIBE",
+        "PRESENCE",
+        "BROADCAST",
+    ] {
+        ws.send_json(
+            &json!({"id": method, "method": method, "path": "/groups/lobby?x=1",
+                             "body": {"x": 1}}),
+        )
+        .await;
+        let r = ws.response_to(&json!(method)).await;
+        assert_eq!(
+            (
+                r["status"].clone(),
+                r["body"]["error"].clone(),
+                r["body"]["field"].clone()
+            ),
+            (json!(400), json!("invalid_frame"), json!("path")),
+            "{method}: {r}"
+        );
+        assert!(
+            r["body"]["error_description"]
+                .as_str()
+                .is_some_and(|d| d.contains("params")),
+            "{r}"
+        );
+    }
+    for (n, (frame, field)) in [
+        (
+            json!({"method": "BROADCAST", "path": "/groups/lobby", "params": {"echo": "yes"}, "body": 1}),
+            "params.echo",
+        ),
+        (
+            json!({"method": "SUBSCRIBE", "path": "/books", "params": {"snapshot": 1}}),
+            "params.snapshot",
+        ),
+        (
+            json!({"method": "SUBSCRIBE", "path": "/books", "since": -1}),
+            "since",
+        ),
+        (
+            json!({"method": "PRESENCE", "path": "/groups/lobby", "body": {"leave": "yes"}}),
+            "body",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut frame = frame;
+        frame["id"] = json!(n);
+        ws.send_json(&frame).await;
+        let r = ws.response_to(&json!(n)).await;
+        assert_eq!(
+            (r["status"].clone(), r["body"]["error"].clone(), r["body"]["field"].clone()),
+            (json!(400), json!("invalid_frame"), json!(field)),
+            "{frame}: {r}"
+        );
+    }
+    // A socket URL's `snapshot` is checked as well.
+    let mut ws =
+        WsClient::connect(&f.ws_url(&format!("/books?snapshot=yes&access_token={}", f.john)))
+            .await
+            .expect("socket opens");
+    let r = ws.recv().await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["error"].clone()),
+        (json!(400), json!("illegal_argument")),
+        "{r}"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_frames_close_with_1009_and_others_are_unaffected() {

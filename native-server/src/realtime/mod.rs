@@ -367,6 +367,10 @@ impl Realtime {
             }
             None => params,
         };
+        // A frame's `snapshot` is checked as it is read; a socket URL's (`?snapshot=…`) here.
+        let snapshot = params
+            .flag("snapshot")
+            .ok_or_else(|| ApiError::IllegalArgument("snapshot must be true or false".into()))?;
         let mut access = self.api.access_path(app, caller, &parsed)?;
         self.api
             .authorize(app, caller, Method::Get, &mut access)
@@ -395,7 +399,6 @@ impl Realtime {
             },
         );
         let mut body = json!({"subscription": wire_id, "path": path});
-        let snapshot = params.get("snapshot") == Some("true");
         let (position, replay) = if snapshot {
             let (position, page) = self.snapshot(app, caller, path, params).await?;
             body["snapshot"] = page;
