@@ -596,6 +596,107 @@ async fn presence_needs_read_and_broadcast_needs_write_permission() {
     join(&mut john, 7, "/groups/lobby", json!({})).await;
 }
 
+/// The spellings access treats as one resource are one presence and one broadcast target:
+/// a singular collection, percent-escapes, case, a relation's alias.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spelling_of_a_path_is_one_presence_and_one_broadcast_target() {
+    let f = Fixture::new().await;
+    let mut john = f.socket(&f.john).await;
+    let snap = join(&mut john, 1, "/users/jane", json!({"who": "john"})).await;
+    assert_eq!(snap["path"], "/users/jane");
+    let mut watcher = f.socket(&f.john).await;
+    watcher
+        .subscribe(json!(1), "/user/%6Aane", None, None)
+        .await;
+    let mut jane = f.socket(&f.jane).await;
+    let snap = join(&mut jane, 1, "/user/%4Aane/", json!({"who": "jane"})).await;
+    assert_eq!(snap["path"], "/users/jane", "{snap}");
+    assert_eq!(who(&snap).len(), 2, "one presence: {snap}");
+    let e = john.next_event().await;
+    assert_eq!(
+        (
+            e["kind"].clone(),
+            e["path"].clone(),
+            e["user"]["username"].clone()
+        ),
+        (json!("join"), json!("/users/jane"), json!("jane")),
+        "{e}"
+    );
+    let r = jane
+        .request(
+            json!(2),
+            "BROADCAST",
+            "/USERS/%6aane",
+            None,
+            Some(json!("hi")),
+        )
+        .await;
+    assert_eq!(
+        (
+            r["status"].clone(),
+            r["body"]["path"].clone(),
+            r["body"]["delivered"].clone()
+        ),
+        (json!(200), json!("/users/jane"), json!(2)),
+        "{r}"
+    );
+    for ws in [&mut john, &mut watcher] {
+        let e = ws.next_event().await;
+        assert_eq!(
+            (e["event"].clone(), e["path"].clone(), e["body"].clone()),
+            (json!("broadcast"), json!("/users/jane"), json!("hi")),
+            "{e}"
+        );
+    }
+    let (status, body) = rest(
+        "GET",
+        &f.app_url("/user/%6Aane/presence"),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!((status, who(&body).len()), (200, 2), "{body}");
+}
+
+/// A presence must be of something `GET {path}/presence` reads back: `/`, a presence's own
+/// listing, a query's matches or one related entity are refused, as their broadcasts are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_that_can_have_no_presence_are_refused() {
+    let f = Fixture::new().await;
+    lobby(&f).await;
+    let mut john = f.socket(&f.john).await;
+    for (n, path) in [
+        "/",
+        "/groups/lobby/presence",
+        "/groups/Presence",
+        "/users;ql=select */devices",
+        "/users/john/following/jane",
+        "/token",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for method in ["PRESENCE", "BROADCAST"] {
+            let r = john
+                .request(json!(n), method, path, None, Some(json!({"state": {}})))
+                .await;
+            assert_eq!(
+                (r["status"].clone(), r["body"]["error"].clone()),
+                (json!(400), json!("illegal_argument")),
+                "{method} {path}: {r}"
+            );
+            assert!(
+                r["body"]["error_description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("presence")),
+                "{r}"
+            );
+        }
+    }
+    // The socket carries on, and the lobby is still joined as before.
+    join(&mut john, 99, "/groups/lobby", json!({})).await;
+}
+
 /// A node of a two-node deployment; the dispatch poll is a minute away, so what arrives in
 /// time came over the bus.
 fn node(store: &str, bus: &str, subject: &str) -> Node {

@@ -211,7 +211,8 @@ export interface BroadcastSender {
  */
 export interface BroadcastEvent<B = JsonValue> {
   type: "broadcast";
-  /** The path's presence name (lower case, `/users/me` as the user's uuid). */
+  /** The path's presence name: canonical (lower case, plural collections, `/users/me` as the
+   * user's uuid), as `Presence.path` is. */
   path: string;
   from: BroadcastSender;
   body: B;
@@ -417,7 +418,11 @@ export declare class Subscription<T extends object = JsonObject> {
  */
 export declare class Presence<S extends object = JsonObject> {
   private constructor();
-  /** The presence's name: the path in lower case, `/users/me` as the user's uuid. */
+  /**
+   * The presence's name: the path in the canonical form access is decided on, so every
+   * spelling of one resource is one presence (`/user/Alice` and `/users/%61lice` are
+   * `/users/alice`, `inbox` is `feed`), `/users/me` as the user's uuid.
+   */
   readonly path: string;
   /** Who is present, by user uuid (this client's user included). A new Map on every change;
    * empty once left or ended. */
@@ -538,7 +543,8 @@ export declare class Client {
    * Joins the presence of `path` (anything the user may read: a group, an entity, a
    * collection, a feed) with `state`, a JSON object of at most 1 KiB. Resolves to a
    * {@link Presence} with who is present once the server answers; rejects with the server's
-   * refusal (`forbidden`, `state_too_large`, `too_many_paths`), `already_present` when this
+   * refusal (`forbidden`, `state_too_large`, `too_many_paths`, `illegal_argument` for a path
+   * that can have no presence: `/`, `/groups/lobby/presence`, …), `already_present` when this
    * client is present there already, `timeout` or `closed`. It survives reconnects.
    */
   presence<S extends object = JsonObject>(path: string, state?: S): Promise<Presence<S>>;
@@ -550,7 +556,7 @@ export declare class Client {
    * to. Never stored, held while offline or sent again: rejects with `disconnected` when the
    * connection is down (or dropped before the answer), `rate_limited` (429) past the server's
    * broadcasts per second (20 by default, with a burst of as many), `broadcast_too_large`
-   * (413), `forbidden`.
+   * (413), `forbidden`, `illegal_argument` (400) for a path that can have no presence.
    *
    * @example
    * ```ts

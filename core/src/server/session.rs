@@ -345,16 +345,18 @@ impl ServerSession {
                     // (after a reconnect a client joins every path again at once; the paths
                     // are bounded), nor does leaving.
                     let name = crate::presence::presence_name(&path, None);
-                    let first = match action {
+                    let first = match (&action, name) {
                         // Bounded: past it (the server refuses a 33rd path anyway) every
                         // join counts.
-                        PresenceAction::Join { .. } => {
+                        (PresenceAction::Join { .. }, Ok(name)) => {
                             self.present_on.len() < 64 && self.present_on.insert(name)
                         }
-                        PresenceAction::Leave => {
+                        (PresenceAction::Leave, Ok(name)) => {
                             self.present_on.remove(&name);
                             true
                         }
+                        // The host refuses a path that can have no presence; trying counts.
+                        (_, Err(_)) => false,
                     };
                     if !first && !self.take_broadcast_turn(now, &frame.id) {
                         return;

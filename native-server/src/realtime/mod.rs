@@ -162,23 +162,29 @@ impl Realtime {
         action: PresenceAction,
     ) {
         let started = Instant::now();
-        let key = presence::book_path(&app.uuid, &presence_path(path, caller));
+        let refuse = |e: ApiError| {
+            let resp = self.api.error_response(e, started);
+            self.hub.push_to(
+                conn,
+                Push::Complete {
+                    handle,
+                    status: resp.status,
+                    body: resp.body,
+                },
+            );
+        };
+        let name = match presence_path(path, caller) {
+            Ok(name) => name,
+            Err(e) => return refuse(e),
+        };
+        let key = presence::book_path(&app.uuid, &name);
         match action {
             // Leaving needs no permission: a socket may always stop being somewhere.
             PresenceAction::Leave => self.presence.leave(&self.hub, &key, conn, handle),
             PresenceAction::Join { state } => {
-                let resource = presence_resource(path);
+                let resource = presence_resource(&name);
                 if let Err(e) = self.check_path(app, caller, &resource, Method::Get).await {
-                    let resp = self.api.error_response(e, started);
-                    self.hub.push_to(
-                        conn,
-                        Push::Complete {
-                            handle,
-                            status: resp.status,
-                            body: resp.body,
-                        },
-                    );
-                    return;
+                    return refuse(e);
                 }
                 let user = PresenceUser {
                     uuid: self.presence_uuid(caller, conn),
@@ -219,6 +225,10 @@ impl Realtime {
         echo: bool,
     ) -> ApiResponse {
         let started = Instant::now();
+        let shown = match presence_path(path, caller) {
+            Ok(name) => name,
+            Err(e) => return self.api.error_response(e, started),
+        };
         let judged = match ResourcePath::parse(path) {
             Ok(p) if matches!(p.resource, Resource::Entity { .. }) => {
                 format!("{}/activities", path.trim_end_matches('/'))
@@ -228,7 +238,6 @@ impl Realtime {
         if let Err(e) = self.check_path(app, caller, &judged, Method::Post).await {
             return self.api.error_response(e, started);
         }
-        let shown = presence_path(path, caller);
         let mut targets = self.watchers(&app.uuid, &shown);
         // The sender asked for its own message: it gets it whether it watches the path or not.
         match self.hub.socket(conn) {
@@ -379,6 +388,8 @@ impl Realtime {
         // follows the entities subscribed to, whatever they are called later.
         self.api.resolve_access(app, &mut access).await?;
         let (target, consumer) = self.target_of(app, caller, &parsed, params).await?;
+        // Broadcasts to the path reach the subscription by this name.
+        let presence = presence_path(path, caller)?;
         // The dispatcher must know where the log stands before the subscription exists, so
         // that every later change is matched against it.
         self.ensure_dispatch_position(&app.uuid).await?;
@@ -395,7 +406,7 @@ impl Realtime {
                 access: Arc::new(access),
                 wire_id: wire_id.as_str().into(),
                 consumer: consumer.clone(),
-                presence: presence_path(path, caller).into(),
+                presence: presence.into(),
             },
         );
         let mut body = json!({"subscription": wire_id, "path": path});

@@ -109,7 +109,9 @@ impl ClientSession {
     pub fn presence(&mut self, now: Instant, path: &str, state: &str) -> PresenceId {
         let id = PresenceId(self.next_presence);
         self.next_presence += 1;
-        let name = presence_name(path, self.me());
+        // A path that can have no presence goes to the server as it is: its refusal (400,
+        // saying why) ends this presence.
+        let name = presence_name(path, self.me()).unwrap_or_else(|_| path.to_owned());
         // A join the server would refuse for its size would be sent again after every
         // reconnect its refusal causes (the server closes a socket on a frame over its limit).
         let size = join_frame(u64::MAX, path, state).len();
@@ -518,7 +520,7 @@ impl ClientSession {
         let subs: Vec<SubId> = self
             .subs
             .iter()
-            .filter(|s| presence_name(&s.path, me) == path)
+            .filter(|s| presence_name(&s.path, me).is_ok_and(|name| name == path))
             .map(|s| s.id)
             .collect();
         let presences: Vec<PresenceId> = self

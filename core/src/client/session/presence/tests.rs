@@ -160,7 +160,7 @@ impl Room {
                 path,
                 action,
             } => {
-                let name = presence_name(&path, Some(&uuid));
+                let name = presence_name(&path, Some(&uuid)).expect("a path with a presence");
                 let (status, body) = match action {
                     PresenceAction::Join { state } => {
                         let user = PresenceUser { uuid, username };
@@ -192,7 +192,7 @@ impl Room {
                 body_json,
                 echo,
             } => {
-                let name = presence_name(&path, Some(&uuid));
+                let name = presence_name(&path, Some(&uuid)).expect("a path with a presence");
                 let mut targets: BTreeSet<ConnId> = self
                     .present
                     .get(&name)
@@ -220,7 +220,7 @@ impl Room {
                 path,
                 ..
             } => {
-                let name = presence_name(&path, Some(&uuid));
+                let name = presence_name(&path, Some(&uuid)).expect("a path with a presence");
                 self.subscribed.entry(name).or_default().insert(conn);
                 let body =
                     json!({"subscription": subscription.to_string(), "path": path, "seq": 0});
