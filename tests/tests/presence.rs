@@ -697,6 +697,88 @@ async fn paths_that_can_have_no_presence_are_refused() {
     join(&mut john, 99, "/groups/lobby", json!({})).await;
 }
 
+/// Broadcasting needs `post` on `{path}/broadcast`, which a guest's `post:/users` (signing up)
+/// does not grant; the default role's `/**` does, so users talk in their groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasting_needs_a_grant_that_signing_up_does_not_give() {
+    let f = Fixture::new().await;
+    lobby(&f).await;
+    let mut watcher = f.socket(&f.john).await;
+    watcher.subscribe(json!(1), "/users", None, None).await;
+    let mut guest = WsClient::connect(&f.ws_url(""))
+        .await
+        .expect("guest socket");
+    assert_eq!(guest.recv().await["status"], 200);
+    let r = guest
+        .request(json!(1), "BROADCAST", "/users", None, Some(json!({"x": 1})))
+        .await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["error"].clone()),
+        (json!(401), json!("unauthorized")),
+        "{r}"
+    );
+    assert!(
+        r["body"]["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("/users/broadcast")),
+        "{r}"
+    );
+    // Signing up is still the guest's.
+    let r = guest
+        .request(
+            json!(2),
+            "POST",
+            "/users",
+            None,
+            Some(json!({"username": "newcomer", "password": "password1"})),
+        )
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+    while let Some(e) = watcher.try_recv(QUIET).await {
+        assert_ne!(e["event"], "broadcast", "no broadcast reached anyone: {e}");
+    }
+    // A role grants it by name.
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/roles/guest/permissions"),
+        Some(&f.admin_token),
+        Some(json!({"permission": "post:/users/broadcast"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let r = guest
+        .request(json!(3), "BROADCAST", "/users", None, Some(json!({"x": 2})))
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(watcher.next_event().await["body"], json!({"x": 2}));
+    // Users broadcast in their groups by the default role, and on their own path only.
+    let mut jane = f.socket(&f.jane).await;
+    let r = jane
+        .request(
+            json!(1),
+            "BROADCAST",
+            "/groups/lobby",
+            None,
+            Some(json!("typing")),
+        )
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+    let r = jane
+        .request(
+            json!(2),
+            "BROADCAST",
+            "/users/john",
+            None,
+            Some(json!("psst")),
+        )
+        .await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["error"].clone()),
+        (json!(403), json!("forbidden")),
+        "{r}"
+    );
+}
+
 /// A node of a two-node deployment; the dispatch poll is a minute away, so what arrives in
 /// time came over the bus.
 fn node(store: &str, bus: &str, subject: &str) -> Node {

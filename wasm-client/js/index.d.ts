@@ -552,7 +552,8 @@ export declare class Client {
   /**
    * Sends `body` (any JSON value but `null`, at most 8 KiB) to whoever watches `path` now:
    * its subscribers and those present on it (each gets a `broadcast` event), and this client
-   * with `echo`. Needs the permission to post there. Resolves with how many sockets it went
+   * with `echo`. Needs `post` permission on `{path}/broadcast` (the default role's `/**` has
+   * it; a guest's sign-up grant does not). Resolves with how many sockets it went
    * to. Never stored, held while offline or sent again: rejects with `disconnected` when the
    * connection is down (or dropped before the answer), `rate_limited` (429) past the server's
    * broadcasts per second (20 by default, with a burst of as many), `broadcast_too_large`

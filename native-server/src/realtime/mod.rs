@@ -207,13 +207,15 @@ impl Realtime {
         }
     }
 
-    /// `BROADCAST` from socket `conn`: once the caller may post to `path`, `body_json` goes to
-    /// the sockets subscribed to that path and those present on it, and the sender if `echo`.
-    /// Answered `{"path","delivered"}`.
+    /// `BROADCAST` from socket `conn`: once the caller may broadcast on `path`, `body_json`
+    /// goes to the sockets subscribed to that path and those present on it, and the sender if
+    /// `echo`. Answered `{"path","delivered"}`.
     ///
-    /// Posting to an entity is judged as posting an activity to it (`POST {path}/activities`):
-    /// a group's members may talk in it without the grant that changing the group needs, and
-    /// a user's path is theirs alone. Anything else is judged as a `POST` on the path itself.
+    /// Broadcasting needs `post` permission on `{path}/broadcast`, as presence needs `get`
+    /// on `{path}/presence`: a grant to post to a path (a guest's `post:/users`, to sign up)
+    /// is not one to talk to everyone watching it, and a role may grant either alone. A
+    /// user's path is theirs alone, and another user's feed stays theirs (see
+    /// [`gridsocket_core::access::AccessPath::beneath`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn broadcast(
         &self,
@@ -229,13 +231,7 @@ impl Realtime {
             Ok(name) => name,
             Err(e) => return self.api.error_response(e, started),
         };
-        let judged = match ResourcePath::parse(path) {
-            Ok(p) if matches!(p.resource, Resource::Entity { .. }) => {
-                format!("{}/activities", path.trim_end_matches('/'))
-            }
-            _ => path.to_owned(),
-        };
-        if let Err(e) = self.check_path(app, caller, &judged, Method::Post).await {
+        if let Err(e) = self.may_broadcast(app, caller, &shown).await {
             return self.api.error_response(e, started);
         }
         let mut targets = self.watchers(&app.uuid, &shown);
@@ -315,6 +311,24 @@ impl Realtime {
                 _ = cancel.cancelled() => return,
             }
         }
+    }
+
+    /// May `caller` broadcast on the path named `name` (a [`presence_path`])? It needs `post`
+    /// on `{name}/broadcast`.
+    async fn may_broadcast(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let parsed = ResourcePath::parse(name)?;
+        let mut access = self
+            .api
+            .access_path(app, caller, &parsed)?
+            .beneath("broadcast");
+        self.api
+            .authorize(app, caller, Method::Post, &mut access)
+            .await
     }
 
     async fn check_path(
