@@ -107,7 +107,7 @@ pub fn presence_name(path: &str, me: Option<&str>) -> Result<String, PresencePat
     }
     let entity = |entity: &EntityRef| match (entity, me) {
         (EntityRef::Me, Some(me)) => me.to_ascii_lowercase(),
-        (entity, _) => entity.to_string().to_lowercase(),
+        (entity, _) => entity.to_string().to_ascii_lowercase(),
     };
     let mut name: Vec<String> = Vec::with_capacity(parsed.segments.len() + 1);
     match &parsed.resource {
@@ -138,7 +138,7 @@ pub fn presence_name(path: &str, me: Option<&str>) -> Result<String, PresencePat
                 queue
                     .split('/')
                     .filter(|s| !s.is_empty())
-                    .map(str::to_lowercase),
+                    .map(str::to_ascii_lowercase),
             );
         }
         _ => return Err(PresencePathError::NoResource(path.to_owned())),
