@@ -77,6 +77,8 @@ pub(crate) struct BodyFields<'a> {
     pub(crate) error: Option<Cow<'a, str>>,
     pub(crate) max_in_flight: Option<u64>,
     pub(crate) max_frame_bytes: Option<u64>,
+    /// A subscription's presence name (broadcasts to its path carry it).
+    pub(crate) name: Option<Cow<'a, str>>,
     /// A presence snapshot's name, numbering and users.
     pub(crate) path: Option<Cow<'a, str>>,
     pub(crate) epoch: Option<Cow<'a, str>>,
@@ -99,6 +101,7 @@ impl<'a> BodyFields<'a> {
             error: get(&m, "error").and_then(as_str),
             max_in_flight: get(&m, "max_in_flight").and_then(as_u64),
             max_frame_bytes: get(&m, "max_frame_bytes").and_then(as_u64),
+            name: get(&m, "name").and_then(as_str),
             path: get(&m, "path").and_then(as_str),
             epoch: get(&m, "epoch").and_then(as_str),
             users: get(&m, "users"),

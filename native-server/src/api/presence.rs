@@ -24,8 +24,8 @@ pub fn presence_resource(name: &str) -> String {
 }
 
 /// The name the presence of `path`, and its broadcasts, go by for `caller` (see
-/// [`gridsocket_core::presence::presence_name`]: the client names them the same way), or
-/// why `path` can have none (400).
+/// [`gridsocket_core::presence::presence_name`]; clients take the names from the answers to
+/// their joins and subscriptions), or why `path` can have none (400).
 pub fn presence_path(path: &str, caller: &Caller) -> Result<String, ApiError> {
     Ok(gridsocket_core::presence::presence_name(
         path,

@@ -420,10 +420,11 @@ impl Realtime {
                 access: Arc::new(access),
                 wire_id: wire_id.as_str().into(),
                 consumer: consumer.clone(),
-                presence: presence.into(),
+                presence: presence.as_str().into(),
             },
         );
-        let mut body = json!({"subscription": wire_id, "path": path});
+        // `name` is what broadcasts to the path carry as theirs: clients match them by it.
+        let mut body = json!({"subscription": wire_id, "path": path, "name": presence});
         let (position, replay) = if snapshot {
             let (position, page) = self.snapshot(app, caller, path, params).await?;
             body["snapshot"] = page;
