@@ -52,6 +52,22 @@ test("requests resolve to REST bodies and reject with GridsocketError", async ()
   assert.equal(closed.code, "closed");
 });
 
+test("a request nested deeper than the server reads is answered at once under its id", async () => {
+  const client = await Client.connect(server.app, { accessToken: john, requestTimeoutMs: 20_000 });
+  let deep = [];
+  for (let i = 0; i < 200; i++) deep = [deep];
+  const started = Date.now();
+  for (const attempt of [client.post("/books", { deep }), client.broadcast("/groups/lobby", deep)]) {
+    const err = await attempt.catch((e) => e);
+    assert.equal(err.code, "invalid_frame", String(err));
+    assert.equal(err.status, 400);
+  }
+  assert.ok(Date.now() - started < 5000, "answered, not timed out");
+  assert.equal((await client.get("/users/me")).entities[0].username, "johndoe");
+  client.close();
+});
+
+
 test("connect is refused with the server's error, or at once without a WebSocket", async () => {
   const err = await Client.connect(server.app, { accessToken: "forged" }).catch((e) => e);
   assert.ok(err instanceof GridsocketError);
