@@ -67,6 +67,46 @@ test("a request nested deeper than the server reads is answered at once under it
   client.close();
 });
 
+test("options of the wrong type or out of range are refused at once with invalid_argument", async () => {
+  const client = await Client.connect(server.app, { accessToken: john });
+  const refusals = [
+    () => client.get("/users/me", undefined, { timeoutMs: -1 }),
+    () => client.get("/users/me", undefined, { timeoutMs: 0 }),
+    () => client.get("/users/me", undefined, { timeoutMs: "5000" }),
+    () => client.get("/users/me", undefined, { timeoutMs: 1e300 }),
+    () => client.get("/users/me", undefined, { timeoutMs: NaN }),
+    () => client.request({ method: "GET", path: "/users/me", timeoutMs: Infinity }),
+    () => client.delete("/books/x", "fast"),
+    () => client.broadcast("/groups/lobby", "x", { echo: "yes" }),
+    () => client.broadcast("/groups/lobby", "x", { timeoutMs: -5 }),
+    () => client.subscribe("/books", { snapshot: "yes" }, () => {}),
+    () => client.subscribe("/books", { since: -1 }, () => {}),
+    () => client.subscribe("/books", { since: 1.5 }, () => {}),
+    () => client.subscribe("/books", { limit: 0 }, () => {}),
+    () => client.subscribe("/books", { ql: 5 }, () => {}),
+    () => client.subscribe("/books", "snapshot", () => {}),
+    () => client.ready({ timeoutMs: -1 }),
+    () => Client.connect(server.app, { accessToken: john, requestTimeoutMs: -1 }),
+    () => Client.connect(server.app, { accessToken: john, connectTimeoutMs: "10" }),
+    () => Client.connect(server.app, { getToken: "token" }),
+    () => Client.connect(server.app, { WebSocket: 7 }),
+  ];
+  for (const attempt of refusals) {
+    const err = await attempt().catch((e) => e);
+    assert.ok(err instanceof GridsocketError, `${attempt}: ${err}`);
+    assert.equal(err.code, "invalid_argument", `${attempt}: ${err}`);
+    assert.match(err.message, /(timeoutMs|TimeoutMs|echo|snapshot|since|limit|ql|options|getToken|WebSocket)/);
+  }
+  const presence = await client.presence("/groups/lobby", {});
+  assert.equal((await presence.update({}, { timeoutMs: -1 }).catch((e) => e)).code, "invalid_argument");
+  assert.equal((await presence.leave({ timeoutMs: "x" }).catch((e) => e)).code, "invalid_argument");
+  assert.equal(presence.active, true, "a refused leave() leaves nothing");
+  // Absent options, and good ones, still work.
+  await client.get("/users/me", undefined, { timeoutMs: 5000 });
+  await client.broadcast("/groups/lobby", "x", { echo: false, timeoutMs: undefined });
+  await presence.leave();
+  client.close();
+});
 
 test("connect is refused with the server's error, or at once without a WebSocket", async () => {
   const err = await Client.connect(server.app, { accessToken: "forged" }).catch((e) => e);

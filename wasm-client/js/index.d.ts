@@ -88,6 +88,8 @@ export interface RequestOptions {
   /**
    * How long this request may take, including time spent waiting for the connection to come
    * back, in ms; then it rejects with `timeout`. Default: the client's `requestTimeoutMs`.
+   * From 1 to 2147483647 (a timer's longest wait): anything else rejects at once with
+   * `invalid_argument`, as every option of the wrong type or out of range does.
    */
   timeoutMs?: number;
 }
@@ -132,7 +134,11 @@ export interface ConnectOptions {
    * (default 30000). Also bounds a subscription's first confirmation, and `connect()` itself.
    */
   requestTimeoutMs?: number;
-  /** How long one connection attempt may take before it counts as failed, ms (default 10000). */
+  /**
+   * How long one connection attempt may take before it counts as failed, ms (default 10000).
+   * Each timeout is from 1 to 2147483647 ms: a bad option makes `connect()` reject with
+   * `invalid_argument`.
+   */
   connectTimeoutMs?: number;
   /**
    * The WebSocket class to use (default: the global one). Pass the `ws` package's on a Node
@@ -557,7 +563,8 @@ export declare class Client {
    * to. Never stored, held while offline or sent again: rejects with `disconnected` when the
    * connection is down (or dropped before the answer), `rate_limited` (429) past the server's
    * broadcasts per second (20 by default, with a burst of as many), `broadcast_too_large`
-   * (413), `forbidden`, `illegal_argument` (400) for a path that can have no presence.
+   * (413), `forbidden`, `illegal_argument` (400) for a path that can have no presence, and
+   * `invalid_argument` at once for a bad option (`echo: "yes"`).
    *
    * @example
    * ```ts
