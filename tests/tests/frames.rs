@@ -5,6 +5,19 @@ use gridsocket_server::Settings;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+/// Every method a frame may carry.
+const METHODS: [&str; 9] = [
+    "GET",
+    "POST",
+    "PUT",
+    "DELETE",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "AUTH",
+    "PRESENCE",
+    "BROADCAST",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_frame_is_answered_and_the_socket_survives() {
     let f = Fixture::new().await;
@@ -108,18 +121,7 @@ async fn a_frame_nested_too_deep_is_answered_under_its_id() {
     let f = Fixture::new().await;
     let mut ws = f.socket(&f.john).await;
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-    let methods = [
-        "GET",
-        "POST",
-        "PUT",
-        "DELETE",
-        "SUBSCRIBE",
-        "UNSUBSCRIBE",
-        "AUTH",
-        "PRESENCE",
-        "BROADCAST",
-    ];
-    for (n, method) in methods.into_iter().enumerate() {
+    for (n, method) in METHODS.into_iter().enumerate() {
         let first = format!(r#"{{"id":"{n}","method":"{method}","path":"/users","body":{deep}}}"#);
         let last =
             format!(r#"{{"method":"{method}","path":"/users","params":{{"a":{deep}}},"id":{n}}}"#);
@@ -150,21 +152,10 @@ async fn a_frame_nested_too_deep_is_answered_under_its_id() {
 async fn a_query_in_the_path_and_options_of_the_wrong_kind_are_refused_naming_the_field() {
     let f = Fixture::new().await;
     let mut ws = f.socket(&f.john).await;
-    for method in [
-        "GET",
-        "POST",
-        "PUT",
-        "DELETE",
-        "SUBSCRIBE",
-        "UNSUBSCRIBE",
-        "PRESENCE",
-        "BROADCAST",
-    ] {
-        ws.send_json(
-            &json!({"id": method, "method": method, "path": "/groups/lobby?x=1",
-                             "body": {"x": 1}}),
-        )
-        .await;
+    for method in METHODS {
+        let frame = json!({"id": method, "method": method, "path": "/groups/lobby?x=1",
+                           "body": {"x": 1}});
+        ws.send_json(&frame).await;
         let r = ws.response_to(&json!(method)).await;
         assert_eq!(
             (
