@@ -344,3 +344,49 @@ test("a reconnect rejoins with the last state and keeps the copy equal to the se
   assert.deepEqual(who(lobbyJohn.state).janedoe, [{ round: 2 }]);
   for (const c of [john, jane, alice, bob]) c.close();
 });
+
+test("losing read access ends a presence with forbidden, and the others see a leave", async () => {
+  const res = await fetch(`${server.http}/management/token`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ grant_type: "password", username: "demo", password: "demo-admin" }),
+  });
+  assert.equal(res.status, 200);
+  const admin = (await res.json()).access_token;
+  const permission = "get,put,post,delete:/**";
+  const watcher = await Client.connect(server.app, { accessToken: admin });
+  const john = await connect("johndoe");
+  const errors = [];
+  john.on("error", (e) => errors.push(e));
+  const lobbyAdmin = await watcher.presence("/groups/lobby", {});
+  const adminSaw = record(lobbyAdmin);
+  const lobbyJohn = await john.presence("/groups/lobby", { status: "here" });
+  const ended = new Promise((resolve) => lobbyJohn.on("ended", resolve));
+  await until("the admin sees john", () => adminSaw.includes("join:johndoe"));
+  const r = await server.rest("DELETE", `/roles/default/permissions?permission=${permission}`, admin);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  try {
+    const e = await ended;
+    assert.equal(e.type, "ended");
+    assert.equal(e.path, "/groups/lobby");
+    assert.ok(e.error instanceof GridsocketError);
+    assert.equal(e.error.code, "forbidden");
+    assert.equal(e.error.status, 403);
+    assert.equal(lobbyJohn.active, false);
+    assert.equal(lobbyJohn.state.size, 0);
+    await until("the admin sees john leave", () => adminSaw.includes("leave:johndoe"));
+    const listed = await server.rest("GET", "/groups/lobby/presence", admin);
+    assert.deepEqual(listed.body.users.map((u) => u.username), ["demo"]);
+    assert.deepEqual(errors, [], "the presence says it ended; the client has no error to add");
+    await assert.rejects(lobbyJohn.update({}), { code: "not_present" });
+    await assert.rejects(john.presence("/groups/lobby", {}), { code: "forbidden" });
+  } finally {
+    const back = await server.rest("POST", "/roles/default/permissions", admin, { permission });
+    assert.equal(back.status, 200, JSON.stringify(back.body));
+  }
+  // With the grant back, he may join again.
+  const again = await john.presence("/groups/lobby", {});
+  assert.equal(again.active, true);
+  john.close();
+  watcher.close();
+});

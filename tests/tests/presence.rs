@@ -779,6 +779,100 @@ async fn broadcasting_needs_a_grant_that_signing_up_does_not_give() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_read_access_ends_a_presence_and_the_others_see_a_leave() {
+    let f = Fixture::new().await;
+    lobby(&f).await;
+    let mut admin = f.socket(&f.admin_token).await;
+    join(&mut admin, 1, "/groups/lobby", json!({})).await;
+    let mut john = f.socket(&f.john).await;
+    join(&mut john, 1, "/Groups/Lobby", json!({"status": "here"})).await;
+    let e = admin.next_event().await;
+    assert_eq!(
+        (e["kind"].clone(), e["user"]["username"].clone()),
+        (json!("join"), json!("john"))
+    );
+    // Users lose everything but reading books.
+    let (status, body) = rest(
+        "DELETE",
+        &format!(
+            "{}?permission=get,put,post,delete:/**",
+            f.app_url("/roles/default/permissions")
+        ),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let e = john.next_event().await;
+    assert_eq!(
+        e,
+        json!({"event": "revoked", "presence": "/groups/lobby", "path": "/groups/lobby",
+               "reason": "forbidden"})
+    );
+    let e = admin.next_event().await;
+    assert_eq!(
+        (
+            e["kind"].clone(),
+            e["user"]["username"].clone(),
+            e["connections"].clone()
+        ),
+        (json!("leave"), json!("john"), json!([]))
+    );
+    // Nothing of the lobby reaches john any more: not a broadcast, not a presence change.
+    let r = admin
+        .request(
+            json!(2),
+            "BROADCAST",
+            "/groups/lobby",
+            None,
+            Some(json!({"x": 1})),
+        )
+        .await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["delivered"].clone()),
+        (json!(200), json!(0)),
+        "{r}"
+    );
+    join(&mut admin, 3, "/groups/lobby", json!({"status": "busy"})).await;
+    assert_eq!(john.try_recv(QUIET).await, None);
+    // Nor may he come back; leaving is still answered (he is not there).
+    let r = john
+        .request(
+            json!(2),
+            "PRESENCE",
+            "/groups/lobby",
+            None,
+            Some(json!({"state": {}})),
+        )
+        .await;
+    assert_eq!(r["status"], 403, "{r}");
+    let r = john
+        .request(
+            json!(3),
+            "PRESENCE",
+            "/groups/lobby",
+            None,
+            Some(json!({"leave": true})),
+        )
+        .await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["left"].clone()),
+        (json!(200), json!(false))
+    );
+    let (status, body) = rest(
+        "GET",
+        &f.app_url("/groups/lobby/presence"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let present = who(&body);
+    assert_eq!(present.len(), 1, "only the admin: {body}");
+    assert_eq!(present[0].1, [json!({"status": "busy"})]);
+}
+
 /// A node of a two-node deployment; the dispatch poll is a minute away, so what arrives in
 /// time came over the bus.
 fn node(store: &str, bus: &str, subject: &str) -> Node {

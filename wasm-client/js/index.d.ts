@@ -279,8 +279,9 @@ export interface PresenceSyncEvent<S extends object = JsonObject> {
   users: PresenceUser<S>[];
 }
 
-/** The presence is over without `leave()`: the client closed, or the server refused to rejoin
- * after a reconnect (`error.code`: `forbidden`, …). {@link Presence.state} is empty. */
+/** The presence is over without `leave()`: the client closed, the server refused to rejoin
+ * after a reconnect (`error.code`: `forbidden`, …), or the caller lost read access while
+ * present (`error.code` `forbidden`, `error.status` 403). {@link Presence.state} is empty. */
 export interface PresenceEndedEvent {
   type: "ended";
   path: string;

@@ -557,14 +557,15 @@ export class Client {
     return new Presence(INTERNAL, record, update, leave);
   }
 
-  /** A presence is over without being left: its copy is emptied and its listeners told. */
-  #presenceEnded(record, error) {
+  /** A presence is over without being left: its copy is emptied and its listeners told (and
+   * the client's `error` listeners, unless it closed or the server ended it on purpose). */
+  #presenceEnded(record, error, revoked = false) {
     this.#presences.delete(record.id);
     record.active = false;
     if (record.confirm) return record.confirm.reject(error);
     record.users = new Map();
     emit(record.listeners, "ended", { type: "ended", path: record.path, error });
-    if (error.code !== "closed") this.#emit("error", error);
+    if (error.code !== "closed" && !revoked) this.#emit("error", error);
   }
 
   ready(options) {
@@ -774,6 +775,13 @@ export class Client {
         if (!record) return;
         const error = e.t === "prefused" ? serverError(e.status, e.body) : clientError(e.code, e.ms);
         return this.#presenceEnded(record, error);
+      }
+      case "prevoked": {
+        // The caller lost read access: the server took this socket out of the presence.
+        const record = this.#presences.get(e.p);
+        if (!record) return;
+        const body = { error: e.reason, error_description: "read access to this presence was lost" };
+        return this.#presenceEnded(record, serverError(403, body), true);
       }
       case "broadcast": {
         const event = { type: "broadcast", path: e.path, from: e.from, body: e.body };

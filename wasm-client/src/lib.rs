@@ -230,6 +230,11 @@ fn encode(event: ClientEvent) -> String {
             num(&mut o, "status", status.into());
             raw(&mut o, "body", &body);
         }
+        E::PresenceRevoked { presence, reason } => {
+            o = start("prevoked");
+            num(&mut o, "p", presence.0);
+            text(&mut o, "reason", &reason);
+        }
         E::PresenceEnded { presence, error: e } => {
             o = start("pended");
             num(&mut o, "p", presence.0);

@@ -23,8 +23,10 @@ pub(crate) struct ServerFrame<'a> {
     pub(crate) seq: Option<u64>,
     /// An event's entity.
     pub(crate) entity: Option<&'a str>,
-    /// Why a subscription was revoked.
+    /// Why a subscription or a presence was revoked.
     pub(crate) reason: Option<Cow<'a, str>>,
+    /// The name of the presence a `revoked` event ends.
+    pub(crate) presence: Option<Cow<'a, str>>,
     /// The presence name of a `presence` or `broadcast` event.
     pub(crate) path: Option<Cow<'a, str>>,
     /// A `presence` event's change: `join`, `leave` or `update`.
@@ -54,6 +56,7 @@ impl<'a> ServerFrame<'a> {
             seq: get(&m, "seq").and_then(as_u64),
             entity: get(&m, "entity"),
             reason: get(&m, "reason").and_then(as_str),
+            presence: get(&m, "presence").and_then(as_str),
             path: get(&m, "path").and_then(as_str),
             kind: get(&m, "kind").and_then(as_str),
             epoch: get(&m, "epoch").and_then(as_str),

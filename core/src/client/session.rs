@@ -303,6 +303,14 @@ pub enum ClientEvent {
         /// The error body, JSON text.
         body: String,
     },
+    /// The server took this client out of a presence: its caller lost read access to it.
+    /// The presence is gone; joining it again is up to the app.
+    PresenceRevoked {
+        /// Which presence.
+        presence: PresenceId,
+        /// Why (`forbidden`).
+        reason: String,
+    },
     /// A presence ended without the server: the client closed, its first answer did not come
     /// in time, or the client is present on that path already.
     PresenceEnded {
@@ -1181,6 +1189,10 @@ impl ClientSession {
         match kind {
             "presence" => return self.presence_event(frame),
             "broadcast" => return self.broadcast_event(frame),
+            "revoked" if frame.presence.is_some() => {
+                self.presence_revoked(frame);
+                return Ok(());
+            }
             _ => {}
         }
         let server_id = frame

@@ -167,6 +167,13 @@ pub enum PresencePathError {
     Listing(String),
 }
 
+/// Encodes the `revoked` event of a presence: the socket lost read access to presence `name`
+/// and is no longer in it (a subscription's says `subscription` where this says `presence`).
+pub fn encode_revoked(name: &str, reason: &str) -> String {
+    serde_json::json!({"event": "revoked", "presence": name, "path": name, "reason": reason})
+        .to_string()
+}
+
 /// Limits and timers of a [`PresenceBook`].
 #[derive(Clone, Debug)]
 pub struct PresenceConfig {

@@ -593,6 +593,20 @@ impl ServerSession {
         self.drop_subscription(subscription);
     }
 
+    /// The socket lost read access to a presence it joined as `path`, named `name` (the
+    /// name its answers and events carry): sends `{"event":"revoked","presence",…}`. The
+    /// host has already taken the socket out of that presence; joining it again counts as a
+    /// first join.
+    pub fn revoke_presence(&mut self, _now: Instant, path: &str, name: &str, reason: &str) {
+        if let Ok(name) = crate::presence::presence_name(path, None) {
+            self.present_on.remove(&name);
+        }
+        if !self.closed {
+            let frame = crate::presence::encode_revoked(name, reason);
+            self.transmits.push_back(OutFrame::Text(frame));
+        }
+    }
+
     /// When the connection's token expires (`None`: never). Setting a later time after the
     /// expiry was announced (a successful `AUTH`) cancels the close.
     pub fn set_token_expiry(&mut self, _now: Instant, expiry: Option<Instant>) {

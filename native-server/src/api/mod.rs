@@ -520,12 +520,18 @@ impl Api {
                 _ => return Err(ApiError::BadToken),
             },
             TokenKind::Admin => {
+                // The admin's username names them in presences and broadcasts.
+                let Some(admin) = self.store.admin_by_uuid(&rec.subject).await? else {
+                    return Err(ApiError::BadToken);
+                };
                 let orgs = self.store.admin_orgs(&rec.subject).await?;
-                Principal::Admin {
-                    uuid: rec.subject.clone(),
-                    orgs: orgs.into_iter().map(|o| o.uuid).collect(),
+                Authenticated {
+                    principal: Principal::Admin {
+                        uuid: rec.subject.clone(),
+                        orgs: orgs.into_iter().map(|o| o.uuid).collect(),
+                    },
+                    username: Some(admin.username),
                 }
-                .into()
             }
             TokenKind::OrgClient => Principal::OrgClient {
                 org: rec.subject.clone(),

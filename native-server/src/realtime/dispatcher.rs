@@ -5,7 +5,7 @@
 use super::Realtime;
 use super::hub::Delivery;
 use super::push::{Push, SharedEvent, Sink};
-use crate::api::{ApiError, Caller, render_entity};
+use crate::api::{ApiError, Caller, presence_resource, render_entity};
 use crate::store::{AppRecord, ChangeRecord, ChangeView, Entity, StoreError};
 use gridsocket_core::subscription::{ChangeKind, encode_event};
 use gridsocket_core::{Instant, Method};
@@ -253,20 +253,20 @@ impl Realtime {
                 .await
     }
 
-    /// Re-checks every subscription of non-admin callers after a permission or user change;
-    /// those that lost read access are revoked.
+    /// Re-checks every subscription and presence of non-admin callers after a permission or
+    /// user change; those that lost read access are revoked. A check the store could not
+    /// answer keeps what it checks: the next pass looks again.
     pub(super) async fn revalidate(&self) {
         for sub in self.hub.subscriptions_to_check() {
             if self.api.is_app_admin(&sub.app, &sub.caller) {
                 continue;
             }
             let mut access = (*sub.access).clone();
-            let allowed = self
+            let checked = self
                 .api
                 .authorize(&sub.app, &sub.caller, Method::Get, &mut access)
-                .await
-                .is_ok();
-            if !allowed {
+                .await;
+            if is_refusal(&checked) {
                 self.hub.remove(&sub.app.uuid, sub.key);
                 self.hub.push_to(
                     sub.key.0,
@@ -277,7 +277,27 @@ impl Realtime {
                 );
             }
         }
+        for (conn, path, asked) in self.presence.joined() {
+            let Some((app, caller)) = self.hub.caller_of(conn) else {
+                continue;
+            };
+            if self.api.is_app_admin(&app, &caller) {
+                continue;
+            }
+            let checked = self
+                .check_path(&app, &caller, &presence_resource(&asked), Method::Get)
+                .await;
+            if is_refusal(&checked) {
+                self.presence.revoke(&path, conn, "forbidden");
+            }
+        }
     }
+}
+
+/// Whether an access check said no (as opposed to failing to find out: the store down, a
+/// timeout).
+fn is_refusal(checked: &Result<(), ApiError>) -> bool {
+    checked.as_ref().is_err_and(|e| e.status() < 500)
 }
 
 #[cfg(test)]

@@ -273,6 +273,14 @@ impl Hub {
         self.state().conns.get(&conn).map(|h| h.socket.clone())
     }
 
+    /// The application and caller of a connection, if it is still there.
+    pub fn caller_of(&self, conn: ConnId) -> Option<(Arc<AppRecord>, Arc<Caller>)> {
+        self.state()
+            .conns
+            .get(&conn)
+            .map(|h| (h.app.clone(), h.caller.clone()))
+    }
+
     /// Pushes to one socket, if it is still there.
     pub fn push_to(&self, conn: ConnId, push: Push) {
         if let Some(socket) = self.socket(conn) {

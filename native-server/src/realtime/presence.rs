@@ -22,7 +22,7 @@ use gridsocket_core::wire::error_body_json;
 use gridsocket_core::{Instant, RequestHandle};
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// Where the book's messages go: the bus, when there is one.
@@ -40,8 +40,9 @@ struct Inner {
     book: PresenceBook,
     /// The local sockets present on each book path.
     present: FxHashMap<String, BTreeMap<ConnId, Arc<dyn Sink>>>,
-    /// The book paths each local socket is present on (what its close leaves).
-    paths: FxHashMap<ConnId, BTreeSet<String>>,
+    /// The book paths each local socket is present on (what its close leaves), each with
+    /// the path as the socket asked for it (what its permission is checked on again).
+    paths: FxHashMap<ConnId, BTreeMap<String, String>>,
 }
 
 impl Presence {
@@ -97,14 +98,15 @@ impl Presence {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Socket `conn` of `user` joins `path` (a book path) with `state`, or changes its state
-    /// there, and request `handle` is answered with the snapshot (or why not). The others
-    /// present get the change; the joiner does not (its snapshot shows it). Nothing happens
-    /// for a socket the hub no longer has: it closed while its join was checked.
+    /// Socket `conn` of `user` joins `path` (a book path; `asked` as the socket spelled it)
+    /// with `state`, or changes its state there, and request `handle` is answered with the
+    /// snapshot (or why not). The others present get the change; the joiner does not (its
+    /// snapshot shows it). Nothing happens for a socket the hub no longer has: it closed
+    /// while its join was checked.
     pub fn join(
         &self,
         hub: &Hub,
-        path: &str,
+        (path, asked): (&str, &str),
         conn: ConnId,
         user: PresenceUser,
         state: Value,
@@ -122,7 +124,11 @@ impl Presence {
                     .entry(path.to_owned())
                     .or_default()
                     .insert(conn, sink.clone());
-                inner.paths.entry(conn).or_default().insert(path.to_owned());
+                inner
+                    .paths
+                    .entry(conn)
+                    .or_default()
+                    .insert(path.to_owned(), asked.to_owned());
                 (200, snapshot_json(path, &snapshot).to_string())
             }
             Err(e) => refusal(&e),
@@ -176,7 +182,7 @@ impl Presence {
         let Some(paths) = inner.paths.remove(&conn) else {
             return;
         };
-        for path in &paths {
+        for path in paths.keys() {
             if let Some(present) = inner.present.get_mut(path) {
                 present.remove(&conn);
                 if present.is_empty() {
@@ -186,6 +192,44 @@ impl Presence {
         }
         inner.book.leave_connection(now, BookConn(conn));
         self.deliver(&mut inner, None);
+    }
+
+    /// Every local socket's presences: its id, the book path and the path as it asked for it.
+    pub fn joined(&self) -> Vec<(ConnId, String, String)> {
+        self.inner()
+            .paths
+            .iter()
+            .flat_map(|(conn, paths)| {
+                paths
+                    .iter()
+                    .map(|(path, asked)| (*conn, path.clone(), asked.clone()))
+            })
+            .collect()
+    }
+
+    /// Socket `conn` lost read access to `path` (a book path): it leaves it (the others see
+    /// it go) and is told with a `revoked` event. Nothing happens if it left meanwhile.
+    pub fn revoke(&self, path: &str, conn: ConnId, reason: &'static str) {
+        let now = Instant::now();
+        let mut inner = self.inner();
+        let Some(asked) = inner.paths.get(&conn).and_then(|p| p.get(path)).cloned() else {
+            return;
+        };
+        let sink = inner.present.get(path).and_then(|p| p.get(&conn)).cloned();
+        inner.book.leave(now, path, BookConn(conn));
+        inner.forget(conn, path);
+        if let Some(sink) = sink {
+            let name = shown(path).to_owned();
+            sink.push(
+                now,
+                Push::RevokePresence {
+                    path: asked,
+                    name,
+                    reason,
+                },
+            );
+        }
+        self.deliver(&mut inner, Some(conn));
     }
 
     /// The local sockets present on `path` (a book path).

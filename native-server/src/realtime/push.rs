@@ -66,6 +66,15 @@ pub enum Push {
         /// Why (`forbidden`, `token_revoked`).
         reason: &'static str,
     },
+    /// The socket lost read access to a presence it joined: it is out of it now.
+    RevokePresence {
+        /// The path it joined, as it asked.
+        path: String,
+        /// The presence's name (as its answers and events show it).
+        name: String,
+        /// Why (`forbidden`).
+        reason: &'static str,
+    },
     /// An event outside every subscription's ordered stream (a presence change, a
     /// broadcast): sent as is.
     Ephemeral {

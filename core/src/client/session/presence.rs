@@ -103,11 +103,12 @@ impl ClientSession {
     /// `PresenceChanged`. It waits for the connection if it is down, up to the request timeout
     /// for its first answer ([`ClientEvent::PresenceEnded`] with
     /// [`ClientError::Timeout`]); a refusal is [`ClientEvent::PresenceRefused`]. After every
-    /// reconnect it joins again with its last state and syncs (reason `reconnect`). A second
-    /// presence on the same path ends with [`ClientError::AlreadyPresent`]: one socket has one
-    /// state per path. At once when written alike; when written otherwise (`/user/Ann`,
-    /// `/users/ann`), once the server names it, and then the first presence joins again with
-    /// its own state, which the second's join replaced on the server.
+    /// reconnect it joins again with its last state and syncs (reason `reconnect`). If the
+    /// caller later loses read access, the server ends it: [`ClientEvent::PresenceRevoked`].
+    /// A second presence on the same path ends with [`ClientError::AlreadyPresent`]: one
+    /// socket has one state per path. At once when written alike; when written otherwise
+    /// (`/user/Ann`, `/users/ann`), once the server names it, and then the first presence
+    /// joins again with its own state, which the second's join replaced on the server.
     pub fn presence(&mut self, now: Instant, path: &str, state: &str) -> PresenceId {
         let id = PresenceId(self.next_presence);
         self.next_presence += 1;
@@ -535,6 +536,28 @@ impl ClientSession {
             connections: member.connections,
         });
         Ok(())
+    }
+
+    /// A `revoked` event of a presence: the server took this socket out of it. Every
+    /// presence of that name this client holds is over (one per name, unless a join of it
+    /// is still unanswered: that one is judged by its own answer).
+    pub(super) fn presence_revoked(&mut self, frame: &ServerFrame<'_>) {
+        let Some(name) = frame.presence.as_deref() else {
+            return;
+        };
+        let reason = frame.reason.as_deref().unwrap_or("revoked");
+        let mut i = 0;
+        while i < self.presences.len() {
+            if self.presences[i].name == name && self.presences[i].joined {
+                let p = self.presences.remove(i);
+                self.events.push_back(ClientEvent::PresenceRevoked {
+                    presence: p.id,
+                    reason: reason.to_owned(),
+                });
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// A `broadcast` event: reported once, with the subscriptions and presences of its path.

@@ -689,6 +689,34 @@ fn presence_state_changes_count_against_the_broadcast_rate_first_joins_and_leave
 }
 
 #[test]
+fn a_revoked_presence_says_which_and_why_and_joining_it_again_is_a_first_join() {
+    let (mut s, now) = roomy();
+    let presence = |s: &mut ServerSession, id: u32, body: &str| {
+        s.handle_text(
+            now,
+            &format!(r#"{{"id":{id},"method":"PRESENCE","path":"/Groups/Lobby","body":{body}}}"#),
+        );
+        matches!(s.poll_event(), Some(ServerEvent::Presence { .. }))
+    };
+    assert!(presence(&mut s, 1, r#"{"state":{}}"#));
+    assert!(presence(&mut s, 2, r#"{"state":{"v":1}}"#));
+    s.revoke_presence(now, "/Groups/Lobby", "/groups/lobby", "forbidden");
+    assert_eq!(
+        text(&mut s),
+        json!({"event": "revoked", "presence": "/groups/lobby", "path": "/groups/lobby",
+               "reason": "forbidden"})
+    );
+    // Two state changes a second are allowed: a third would be refused, but this join is
+    // a first join again (the socket is no longer present there).
+    assert!(presence(&mut s, 3, r#"{"state":{}}"#));
+    assert!(presence(&mut s, 4, r#"{"state":{"v":2}}"#));
+    // A closed socket sends nothing.
+    s.handle_disconnect(now);
+    s.revoke_presence(now, "/Groups/Lobby", "/groups/lobby", "forbidden");
+    assert!(s.poll_transmit().is_none());
+}
+
+#[test]
 fn ephemeral_events_go_out_as_is_until_the_socket_closes() {
     let (mut s, now) = session();
     let frame: Arc<str> = r#"{"event":"broadcast","path":"/a","body":1}"#.into();

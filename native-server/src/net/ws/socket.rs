@@ -223,6 +223,10 @@ impl Socket {
                 st.session.revoke(now, subscription, reason);
                 None
             }
+            Push::RevokePresence { path, name, reason } => {
+                st.session.revoke_presence(now, &path, &name, reason);
+                None
+            }
             Push::Close { code, reason } => {
                 st.session.close(now, code, reason);
                 None

@@ -284,6 +284,20 @@ impl Room {
         self.step();
     }
 
+    /// Peer `i` loses read access to presence `name`, which it joined as `path`: the server
+    /// takes its socket out and says so.
+    fn revoke(&mut self, i: usize, path: &str, name: &str) {
+        let conn = self.peers[i].server.as_ref().expect("a socket").1;
+        self.book.leave(self.now, name, conn);
+        if let Some(p) = self.present.get_mut(name) {
+            p.remove(&conn);
+        }
+        let (s, _) = self.peers[i].server.as_mut().expect("a socket");
+        s.revoke_presence(self.now, path, name, "forbidden");
+        self.deliver(Some(conn));
+        self.step();
+    }
+
     /// Waits out peer `i`'s backoff and opens the socket it asks for.
     fn reconnect(&mut self, i: usize) {
         self.now = self.peers[i].client.poll_timeout().expect("a timer");
@@ -375,6 +389,7 @@ fn apply(views: &mut BTreeMap<PresenceId, View>, e: &ClientEvent) {
             views.insert(*presence, view);
         }
         ClientEvent::PresenceRefused { presence, .. }
+        | ClientEvent::PresenceRevoked { presence, .. }
         | ClientEvent::PresenceEnded { presence, .. } => {
             views.remove(presence);
         }
@@ -757,6 +772,47 @@ fn refusals_timeouts_doubles_and_close_end_a_presence() {
         5,
         "the refused one, the lobby, the twin written otherwise, the lobby's own state again, the last: none offline, none for the twin written alike"
     );
+}
+
+#[test]
+fn a_revoked_presence_ends_the_others_see_a_leave_and_a_reconnect_does_not_join_it_again() {
+    let mut r = Room::new(&["ann", "bob"]);
+    let a = r.join(0, "/Groups/Lobby", json!({"n": 1}));
+    let b = r.join(1, LOBBY, json!({}));
+    let kept = r.join(0, "/groups/other", json!({}));
+    r.take(0);
+    r.take(1);
+    r.revoke(0, "/Groups/Lobby", LOBBY);
+    assert_eq!(
+        r.take(0),
+        [ClientEvent::PresenceRevoked {
+            presence: a,
+            reason: "forbidden".into()
+        }]
+    );
+    assert_eq!(changes(&r.take(1)), ["leave:ann"]);
+    r.assert_agrees(1, b, LOBBY);
+    assert!(!r.peers[0].views.contains_key(&a), "ann's copy is gone");
+    // Bob's later changes are not ann's business: nothing reaches her.
+    r.peers[1]
+        .client
+        .presence_update(r.now, b, r#"{"v":2}"#, None);
+    r.step();
+    assert!(r.take(0).is_empty());
+    // Her presence is over: updating it fails, and a reconnect joins only the other path.
+    let id = r.peers[0].client.presence_update(r.now, a, "{}", None);
+    r.step();
+    assert!(r.take(0).contains(&ClientEvent::RequestFailed {
+        id,
+        error: ClientError::NotPresent
+    }));
+    let before = r.frames(0, "PRESENCE").len();
+    r.drop_connection(0);
+    r.reconnect(0);
+    let rejoined: Vec<Value> = r.frames(0, "PRESENCE")[before..].to_vec();
+    assert_eq!(rejoined.len(), 1, "{rejoined:?}");
+    assert_eq!(rejoined[0]["path"], "/groups/other");
+    r.assert_agrees(0, kept, "/groups/other");
 }
 
 #[test]
