@@ -304,6 +304,29 @@ impl AccessPath {
         }
     }
 
+    /// The canonical path of `{path}/{word}`, for a permission a path carries beside its own
+    /// (`broadcast`: who may send ephemeral messages on it). `word` is a literal, never read
+    /// as an entity's name, so no entity named like it changes the answer; and the path is
+    /// judged by the rules of what it is under: beneath an entity as that entity's relation
+    /// (a user's is theirs alone), beneath a relation as that relation (another user's feed
+    /// stays theirs), beneath a collection or a queue by the grants alone.
+    pub fn beneath(&self, word: &str) -> AccessPath {
+        let mut out = self.clone();
+        out.literal(word);
+        out.shape = match &self.shape {
+            Shape::Entity { collection, slot } => Shape::Related {
+                collection: collection.clone(),
+                owner: *slot,
+                relation: word.to_ascii_lowercase(),
+                inbound: false,
+                target: None,
+            },
+            Shape::Related { .. } => self.shape.clone(),
+            Shape::Collection(_) | Shape::Other => Shape::Other,
+        };
+        out
+    }
+
     fn literal(&mut self, text: &str) {
         self.segments.push(Segment::literal(text));
         self.shown.push(text.to_ascii_lowercase());

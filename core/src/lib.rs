@@ -46,6 +46,7 @@
 pub mod access;
 pub mod client;
 pub mod inflector;
+mod json;
 pub mod path;
 pub mod permission;
 pub mod presence;

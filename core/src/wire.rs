@@ -118,6 +118,18 @@ impl Params {
         self.0.retain(|(n, _)| n != name);
     }
 
+    /// A yes-or-no parameter: `Some(false)` when absent, `None` when it is anything but one
+    /// `true` or `false` (a JSON boolean, or the same word as a URL writes it).
+    pub fn flag(&self, name: &str) -> Option<bool> {
+        let mut values = self.get_all(name);
+        match (values.next(), values.next()) {
+            (None, _) => Some(false),
+            (Some("true"), None) => Some(true),
+            (Some("false"), None) => Some(false),
+            _ => None,
+        }
+    }
+
     /// True when there are no pairs.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -316,6 +328,9 @@ pub enum FrameError {
     /// `path` is missing or not a string.
     #[error("missing or invalid \"path\": it must be a string")]
     BadPath,
+    /// `path` holds a query string; a frame's parameters go in `params`.
+    #[error("\"path\" may not hold a query string (\"?…\"): send parameters in \"params\"")]
+    QueryInPath,
     /// `since` is not a non-negative whole number.
     #[error("\"since\" must be a non-negative whole number (a seq from an earlier event)")]
     BadSince,
@@ -343,6 +358,45 @@ pub enum FrameError {
     /// `write_id` is not a non-empty string of at most [`MAX_WRITE_ID_LEN`] bytes.
     #[error("\"write_id\" must be a non-empty string of at most 128 bytes")]
     BadWriteId,
+    /// An option of the method has a value of the wrong kind (`"echo": "yes"`).
+    #[error("{field:?} must be {expected}")]
+    BadOption {
+        /// Where it is in the frame: `params.echo`.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+}
+
+impl FrameError {
+    /// The field of the frame that is wrong (`path`, `params.echo`), when one is; the
+    /// rejection's body names it in `field`.
+    pub fn field(&self) -> Option<String> {
+        Some(match self {
+            FrameError::BadId => "id".into(),
+            FrameError::BadMethod => "method".into(),
+            FrameError::BadPath | FrameError::QueryInPath => "path".into(),
+            FrameError::BadSince => "since".into(),
+            FrameError::BadAuth => "body.access_token".into(),
+            FrameError::BadPresence | FrameError::BadBroadcast => "body".into(),
+            FrameError::BadParams => "params".into(),
+            FrameError::BadParam(name) => format!("params.{name}"),
+            FrameError::BadWriteId => "write_id".into(),
+            FrameError::BadOption { field, .. } => (*field).into(),
+            FrameError::NotJson(_)
+            | FrameError::NotObject
+            | FrameError::BadUnsubscribe
+            | FrameError::Binary => return None,
+        })
+    }
+}
+
+/// A yes-or-no option among `params`, or the error naming it.
+fn flag_option(params: &Params, name: &str, field: &'static str) -> Result<bool, FrameError> {
+    params.flag(name).ok_or(FrameError::BadOption {
+        field,
+        expected: "true or false",
+    })
 }
 
 /// A rejected frame: the error, and the frame's id if it could be read.
@@ -375,6 +429,11 @@ struct WellFormed {
 
 impl WellFormed {
     fn into_command(self) -> Result<Command, FrameError> {
+        // Every method alike: a `?` would otherwise become part of a name (a presence, a
+        // broadcast's target, a subscription's path) that nothing else ever calls it.
+        if self.path.as_deref().is_some_and(|p| p.contains('?')) {
+            return Err(FrameError::QueryInPath);
+        }
         let params = match &self.params {
             Some(map) => Params::from_json(map)?,
             None => Params::new(),
@@ -393,11 +452,14 @@ impl WellFormed {
             FrameMethod::Post => api(Method::Post),
             FrameMethod::Put => api(Method::Put),
             FrameMethod::Delete => api(Method::Delete),
-            FrameMethod::Subscribe => Ok(Command::Subscribe {
-                path: self.path.ok_or(FrameError::BadPath)?,
-                params,
-                since: self.since,
-            }),
+            FrameMethod::Subscribe => {
+                flag_option(&params, "snapshot", "params.snapshot")?;
+                Ok(Command::Subscribe {
+                    path: self.path.ok_or(FrameError::BadPath)?,
+                    params,
+                    since: self.since,
+                })
+            }
             FrameMethod::Unsubscribe => {
                 if self.path.is_none() && self.subscription.is_none() {
                     return Err(FrameError::BadUnsubscribe);
@@ -423,7 +485,7 @@ impl WellFormed {
                 path: self.path.ok_or(FrameError::BadPath)?,
             }),
             FrameMethod::Broadcast => Ok(Command::Broadcast {
-                echo: params.get("echo") == Some("true"),
+                echo: flag_option(&params, "echo", "params.echo")?,
                 body: self
                     .body
                     .filter(|b| !b.is_null())
@@ -487,7 +549,11 @@ pub fn decode_request(text: &str) -> Result<RequestFrame, RejectedFrame> {
     }
     // Slow path, only for bad frames: find the id and the first thing that is wrong.
     let value: Value = serde_json::from_str(text).map_err(|e| RejectedFrame {
-        id: None,
+        // serde_json refuses a frame nested past its recursion limit, or broken anywhere; its
+        // id is still read where it stands, so the client's call ends with this answer instead
+        // of waiting out its timeout.
+        id: crate::json::first_member(text, "id")
+            .and_then(|raw| serde_json::from_str::<FrameId>(raw).ok()),
         error: FrameError::NotJson(e.to_string()),
     })?;
     let Value::Object(obj) = value else {
@@ -562,9 +628,17 @@ pub fn encode_response(id: Option<&FrameId>, status: u16, body_json: &str) -> St
     out
 }
 
-/// Encodes the 400 reply to a frame that is not a valid request.
+/// Encodes the 400 reply to a frame that is not a valid request: `invalid_frame`, and the
+/// wrong field when there is one (`"field": "params.echo"`).
 pub fn encode_rejection(rejected: &RejectedFrame) -> String {
-    let body = error_body_json("invalid_frame", &rejected.error.to_string());
+    let description = rejected.error.to_string();
+    let body = match rejected.error.field() {
+        Some(field) => serde_json::json!({
+            "error": "invalid_frame", "error_description": description, "field": field
+        })
+        .to_string(),
+        None => error_body_json("invalid_frame", &description),
+    };
     let mut out = String::with_capacity(body.len() + 40);
     out.push_str("{\"id\":");
     write_id(&mut out, rejected.id.as_ref());
@@ -748,6 +822,93 @@ mod tests {
     }
 
     #[test]
+    fn a_query_string_in_the_path_is_refused_for_every_method() {
+        for method in [
+            "GET",
+            "POST",
+            "PUT",
+            "DELETE",
+            "SUBSCRIBE",
+            "UNSUBSCRIBE",
+            "PRESENCE",
+            "BROADCAST",
+        ] {
+            let frame =
+                format!(r#"{{"id":3,"method":"{method}","path":"/groups/lobby?x=1","body":{{}}}}"#);
+            let r = decode_request(&frame).unwrap_err();
+            assert_eq!(
+                (r.id, r.error),
+                (Some(FrameId::Number(3.into())), FrameError::QueryInPath),
+                "{method}"
+            );
+        }
+        // Escaped, it is a character of a name like any other (and names refuse it).
+        assert!(decode_request(r#"{"id":1,"method":"GET","path":"/books/a%3Fb"}"#).is_ok());
+    }
+
+    #[test]
+    fn options_of_the_wrong_kind_are_refused_naming_the_field() {
+        for (frame, field) in [
+            (
+                r#"{"id":1,"method":"BROADCAST","path":"/a","params":{"echo":"yes"},"body":1}"#,
+                "params.echo",
+            ),
+            (
+                r#"{"id":1,"method":"BROADCAST","path":"/a","params":{"echo":1},"body":1}"#,
+                "params.echo",
+            ),
+            (
+                r#"{"id":1,"method":"BROADCAST","path":"/a","params":{"echo":[true,true]},"body":1}"#,
+                "params.echo",
+            ),
+            (
+                r#"{"id":1,"method":"SUBSCRIBE","path":"/a","params":{"snapshot":"yes"}}"#,
+                "params.snapshot",
+            ),
+        ] {
+            let r = decode_request(frame).unwrap_err();
+            assert_eq!(r.id, Some(FrameId::Number(1.into())), "{frame}");
+            assert_eq!(r.error.field().as_deref(), Some(field), "{frame}");
+            let v: Value = serde_json::from_str(&encode_rejection(&r)).unwrap();
+            assert_eq!(
+                (
+                    v["status"].clone(),
+                    v["body"]["error"].clone(),
+                    v["body"]["field"].clone()
+                ),
+                (
+                    serde_json::json!(400),
+                    serde_json::json!("invalid_frame"),
+                    serde_json::json!(field)
+                ),
+                "{frame}"
+            );
+        }
+        // Booleans, or the same words as a URL writes them; absent is false.
+        for (echo, expected) in [
+            ("true", true),
+            ("false", false),
+            (r#""true""#, true),
+            ("null", false),
+        ] {
+            let frame = format!(
+                r#"{{"id":1,"method":"BROADCAST","path":"/a","params":{{"echo":{echo}}},"body":1}}"#
+            );
+            let f = decode_request(&frame).unwrap();
+            assert!(
+                matches!(f.command, Command::Broadcast { echo, .. } if echo == expected),
+                "{echo}"
+            );
+        }
+        assert!(
+            decode_request(
+                r#"{"id":1,"method":"SUBSCRIBE","path":"/a","params":{"snapshot":false}}"#
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn carries_a_write_id() {
         let f = decode_request(r#"{"id":1,"method":"POST","path":"/a","body":{},"write_id":"w1"}"#)
             .unwrap();
@@ -791,6 +952,37 @@ mod tests {
         assert_eq!(r.error, FrameError::BadId);
         let r = decode_request("[1]").unwrap_err();
         assert_eq!(r.error, FrameError::NotObject);
+    }
+
+    /// A frame serde_json will not read (nested past its recursion limit, or broken after the
+    /// id) is still answered under its id, whatever its method and wherever the id stands.
+    #[test]
+    fn a_frame_too_deep_or_broken_is_rejected_under_its_id() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for method in ["GET", "POST", "SUBSCRIBE", "PRESENCE", "BROADCAST", "AUTH"] {
+            for (frame, id) in [
+                (
+                    format!(r#"{{"id":"7","method":"{method}","path":"/users","body":{deep}}}"#),
+                    FrameId::Text("7".into()),
+                ),
+                (
+                    format!(
+                        r#"{{"method":"{method}","params":{{"a":{deep}}},"id":8,"path":"/a"}}"#
+                    ),
+                    FrameId::Number(8.into()),
+                ),
+                (
+                    format!(r#"{{"id":9,"method":"{method}","path":"/a","body":{{"#),
+                    FrameId::Number(9.into()),
+                ),
+            ] {
+                let r = decode_request(&frame).unwrap_err();
+                assert_eq!(r.id, Some(id), "{method}");
+                assert!(matches!(r.error, FrameError::NotJson(_)), "{:?}", r.error);
+            }
+        }
+        let r = decode_request(&format!(r#"{{"id":{deep}}}"#)).unwrap_err();
+        assert_eq!(r.id, None, "an id that is no string or number is no id");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use crate::api::{Api, ApiError};
 use gridsocket_core::{ApiRequest, Method, Params};
 use serde_json::json;
+use std::path::{Path, PathBuf};
 
 /// The demo organization.
 pub const ORG: &str = "demo";
@@ -80,4 +81,32 @@ pub async fn seed(service: &Api) -> Result<(), ApiError> {
             .await;
     }
     Ok(())
+}
+
+/// The file that shows a folder is the demo page's.
+pub const PAGE_FILE: &str = "index.html";
+/// The file that shows a folder is the built JavaScript package the page imports.
+pub const PACKAGE_FILE: &str = "index.js";
+
+/// The folder `dir` names when it holds `file`: an absolute `dir` as it is; a relative one
+/// (the defaults, `web-demo` and `wasm-client/pkg`, are relative to the repository) under
+/// the working directory, else under the source tree this binary was built from, else under
+/// the binary's folder or one of its parents (`target/release/gridsocket` in a checkout, or
+/// `bin/gridsocket` beside `web-demo/` in an unpacked release). `None` when none holds it:
+/// the server would answer every demo file 404, so it must not advertise the page.
+pub fn locate(dir: &Path, file: &str) -> Option<PathBuf> {
+    let holds = |d: &Path| d.join(file).is_file();
+    if dir.is_absolute() {
+        return holds(dir).then(|| dir.to_path_buf());
+    }
+    let mut bases = vec![PathBuf::new()];
+    bases.extend(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(Path::to_path_buf),
+    );
+    if let Ok(exe) = std::env::current_exe() {
+        bases.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    bases.into_iter().map(|b| b.join(dir)).find(|d| holds(d))
 }

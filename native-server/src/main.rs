@@ -90,8 +90,32 @@ fn load_config_file() -> Result<(), ConfigFileError> {
     Ok(())
 }
 
-async fn serve(settings: Settings) -> ExitCode {
+async fn serve(mut settings: Settings) -> ExitCode {
     let demo = settings.demo;
+    // Only a page that is there is advertised; what is missing is said once, on stderr.
+    let mut demo_page = false;
+    if demo && settings.role.serves_rest() {
+        match demo::locate(&settings.demo_dir, demo::PAGE_FILE) {
+            Some(dir) => {
+                settings.demo_dir = dir;
+                demo_page = true;
+            }
+            None => eprintln!(
+                "gridsocket: warning: the demo page is not served: no {} in {:?} (under the working directory, the source tree or the binary's folders); pass --demo-dir",
+                demo::PAGE_FILE,
+                settings.demo_dir
+            ),
+        }
+        match demo::locate(&settings.demo_pkg_dir, demo::PACKAGE_FILE) {
+            Some(dir) => settings.demo_pkg_dir = dir,
+            None if demo_page => eprintln!(
+                "gridsocket: warning: the demo page cannot start: the JavaScript package is not built (no {} in {:?}); run ./scripts/build-wasm.sh, or pass --demo-pkg-dir",
+                demo::PACKAGE_FILE,
+                settings.demo_pkg_dir
+            ),
+            None => {}
+        }
+    }
     let server = match Server::bind(settings).await {
         Ok(s) => s,
         Err(e) => {
@@ -116,7 +140,7 @@ async fn serve(settings: Settings) -> ExitCode {
         println!("  WebSocket  {w}://{ws}");
     }
     if demo {
-        if role.serves_rest() {
+        if demo_page {
             println!("  Demo       {h}://{http}/demo/");
         }
         println!();

@@ -52,6 +52,62 @@ test("requests resolve to REST bodies and reject with GridsocketError", async ()
   assert.equal(closed.code, "closed");
 });
 
+test("a request nested deeper than the server reads is answered at once under its id", async () => {
+  const client = await Client.connect(server.app, { accessToken: john, requestTimeoutMs: 20_000 });
+  let deep = [];
+  for (let i = 0; i < 200; i++) deep = [deep];
+  const started = Date.now();
+  for (const attempt of [client.post("/books", { deep }), client.broadcast("/groups/lobby", deep)]) {
+    const err = await attempt.catch((e) => e);
+    assert.equal(err.code, "invalid_frame", String(err));
+    assert.equal(err.status, 400);
+  }
+  assert.ok(Date.now() - started < 5000, "answered, not timed out");
+  assert.equal((await client.get("/users/me")).entities[0].username, "johndoe");
+  client.close();
+});
+
+test("options of the wrong type or out of range are refused at once with invalid_argument", async () => {
+  const client = await Client.connect(server.app, { accessToken: john });
+  const refusals = [
+    () => client.get("/users/me", undefined, { timeoutMs: -1 }),
+    () => client.get("/users/me", undefined, { timeoutMs: 0 }),
+    () => client.get("/users/me", undefined, { timeoutMs: "5000" }),
+    () => client.get("/users/me", undefined, { timeoutMs: 1e300 }),
+    () => client.get("/users/me", undefined, { timeoutMs: NaN }),
+    () => client.request({ method: "GET", path: "/users/me", timeoutMs: Infinity }),
+    () => client.delete("/books/x", "fast"),
+    () => client.broadcast("/groups/lobby", "x", { echo: "yes" }),
+    () => client.broadcast("/groups/lobby", "x", { timeoutMs: -5 }),
+    () => client.subscribe("/books", { snapshot: "yes" }, () => {}),
+    () => client.subscribe("/books", { since: -1 }, () => {}),
+    () => client.subscribe("/books", { since: 1.5 }, () => {}),
+    () => client.subscribe("/books", { limit: 0 }, () => {}),
+    () => client.subscribe("/books", { ql: 5 }, () => {}),
+    () => client.subscribe("/books", "snapshot", () => {}),
+    () => client.ready({ timeoutMs: -1 }),
+    () => Client.connect(server.app, { accessToken: john, requestTimeoutMs: -1 }),
+    () => Client.connect(server.app, { accessToken: john, connectTimeoutMs: "10" }),
+    () => Client.connect(server.app, { getToken: "token" }),
+    () => Client.connect(server.app, { WebSocket: 7 }),
+  ];
+  for (const attempt of refusals) {
+    const err = await attempt().catch((e) => e);
+    assert.ok(err instanceof GridsocketError, `${attempt}: ${err}`);
+    assert.equal(err.code, "invalid_argument", `${attempt}: ${err}`);
+    assert.match(err.message, /(timeoutMs|TimeoutMs|echo|snapshot|since|limit|ql|options|getToken|WebSocket)/);
+  }
+  const presence = await client.presence("/groups/lobby", {});
+  assert.equal((await presence.update({}, { timeoutMs: -1 }).catch((e) => e)).code, "invalid_argument");
+  assert.equal((await presence.leave({ timeoutMs: "x" }).catch((e) => e)).code, "invalid_argument");
+  assert.equal(presence.active, true, "a refused leave() leaves nothing");
+  // Absent options, and good ones, still work.
+  await client.get("/users/me", undefined, { timeoutMs: 5000 });
+  await client.broadcast("/groups/lobby", "x", { echo: false, timeoutMs: undefined });
+  await presence.leave();
+  client.close();
+});
+
 test("connect is refused with the server's error, or at once without a WebSocket", async () => {
   const err = await Client.connect(server.app, { accessToken: "forged" }).catch((e) => e);
   assert.ok(err instanceof GridsocketError);

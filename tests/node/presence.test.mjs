@@ -158,6 +158,52 @@ test("joins are refused with clear errors", async () => {
   assert.equal((await john.presence("/groups/lobby").catch((e) => e)).code, "closed");
 });
 
+test("every spelling of a path is one presence; paths that can have none are refused", async () => {
+  const john = await connect("johndoe");
+  const jane = await connect("janedoe");
+  const mine = await john.presence("/users/janedoe", { n: 1 });
+  assert.equal(mine.path, "/users/janedoe");
+  const hers = await jane.presence("/user/%4Aanedoe/", { n: 2 });
+  assert.equal(hers.path, "/users/janedoe");
+  await until("john sees jane", () => mine.state.size === 2);
+  const got = [];
+  mine.on("broadcast", (e) => got.push(e));
+  assert.deepEqual(await jane.broadcast("/USER/%6aanedoe", "hi"), { path: "/users/janedoe", delivered: 1 });
+  await until("the broadcast", () => got.length === 1);
+  assert.equal(got[0].path, "/users/janedoe");
+  for (const path of ["/", "/groups/lobby/presence", "/users/johndoe/following/janedoe"]) {
+    const refused = await john.presence(path, {}).catch((e) => e);
+    assert.equal(refused.code, "illegal_argument", `${path}: ${refused}`);
+    assert.equal(refused.status, 400);
+    assert.match(refused.message, /presence/);
+    const bad = await john.broadcast(path, "x").catch((e) => e);
+    assert.equal(bad.code, "illegal_argument", `${path}: ${bad}`);
+  }
+  // A query string is no part of a path, for any method.
+  for (const attempt of [
+    john.presence("/groups/lobby?x=1", {}),
+    john.broadcast("/groups/lobby?x=1", "x"),
+    john.subscribe("/groups/lobby?x=1", () => {}),
+    john.get("/groups/lobby?x=1"),
+  ]) {
+    const e = await attempt.catch((e) => e);
+    assert.equal(e.code, "invalid_frame", String(e));
+    assert.equal(e.body.field, "path");
+  }
+  for (const c of [john, jane]) c.close();
+});
+
+test("broadcasting needs its own grant: a guest's sign-up is not one, a user's group is", async () => {
+  const guest = await Client.connect(server.app);
+  const refused = await guest.broadcast("/users", { hi: 1 }).catch((e) => e);
+  assert.equal(refused.code, "unauthorized");
+  assert.equal(refused.status, 401);
+  assert.match(refused.message, /\/users\/broadcast/);
+  const john = await connect("johndoe");
+  assert.equal((await john.broadcast("/groups/lobby", { typing: true })).path, "/groups/lobby");
+  for (const c of [guest, john]) c.close();
+});
+
 test("broadcasts reach subscriptions and presences of their path, with echo on request", async () => {
   const john = await connect("johndoe");
   const jane = await connect("janedoe");

@@ -596,6 +596,189 @@ async fn presence_needs_read_and_broadcast_needs_write_permission() {
     join(&mut john, 7, "/groups/lobby", json!({})).await;
 }
 
+/// The spellings access treats as one resource are one presence and one broadcast target:
+/// a singular collection, percent-escapes, case, a relation's alias.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spelling_of_a_path_is_one_presence_and_one_broadcast_target() {
+    let f = Fixture::new().await;
+    let mut john = f.socket(&f.john).await;
+    let snap = join(&mut john, 1, "/users/jane", json!({"who": "john"})).await;
+    assert_eq!(snap["path"], "/users/jane");
+    let mut watcher = f.socket(&f.john).await;
+    watcher
+        .subscribe(json!(1), "/user/%6Aane", None, None)
+        .await;
+    let mut jane = f.socket(&f.jane).await;
+    let snap = join(&mut jane, 1, "/user/%4Aane/", json!({"who": "jane"})).await;
+    assert_eq!(snap["path"], "/users/jane", "{snap}");
+    assert_eq!(who(&snap).len(), 2, "one presence: {snap}");
+    let e = john.next_event().await;
+    assert_eq!(
+        (
+            e["kind"].clone(),
+            e["path"].clone(),
+            e["user"]["username"].clone()
+        ),
+        (json!("join"), json!("/users/jane"), json!("jane")),
+        "{e}"
+    );
+    let r = jane
+        .request(
+            json!(2),
+            "BROADCAST",
+            "/USERS/%6aane",
+            None,
+            Some(json!("hi")),
+        )
+        .await;
+    assert_eq!(
+        (
+            r["status"].clone(),
+            r["body"]["path"].clone(),
+            r["body"]["delivered"].clone()
+        ),
+        (json!(200), json!("/users/jane"), json!(2)),
+        "{r}"
+    );
+    for ws in [&mut john, &mut watcher] {
+        let e = ws.next_event().await;
+        assert_eq!(
+            (e["event"].clone(), e["path"].clone(), e["body"].clone()),
+            (json!("broadcast"), json!("/users/jane"), json!("hi")),
+            "{e}"
+        );
+    }
+    let (status, body) = rest(
+        "GET",
+        &f.app_url("/user/%6Aane/presence"),
+        Some(&f.john),
+        None,
+    )
+    .await;
+    assert_eq!((status, who(&body).len()), (200, 2), "{body}");
+}
+
+/// A presence must be of something `GET {path}/presence` reads back: `/`, a presence's own
+/// listing, a query's matches or one related entity are refused, as their broadcasts are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_that_can_have_no_presence_are_refused() {
+    let f = Fixture::new().await;
+    lobby(&f).await;
+    let mut john = f.socket(&f.john).await;
+    for (n, path) in [
+        "/",
+        "/groups/lobby/presence",
+        "/groups/Presence",
+        "/users;ql=select */devices",
+        "/users/john/following/jane",
+        "/token",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for method in ["PRESENCE", "BROADCAST"] {
+            let r = john
+                .request(json!(n), method, path, None, Some(json!({"state": {}})))
+                .await;
+            assert_eq!(
+                (r["status"].clone(), r["body"]["error"].clone()),
+                (json!(400), json!("illegal_argument")),
+                "{method} {path}: {r}"
+            );
+            assert!(
+                r["body"]["error_description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("presence")),
+                "{r}"
+            );
+        }
+    }
+    // The socket carries on, and the lobby is still joined as before.
+    join(&mut john, 99, "/groups/lobby", json!({})).await;
+}
+
+/// Broadcasting needs `post` on `{path}/broadcast`, which a guest's `post:/users` (signing up)
+/// does not grant; the default role's `/**` does, so users talk in their groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasting_needs_a_grant_that_signing_up_does_not_give() {
+    let f = Fixture::new().await;
+    lobby(&f).await;
+    let mut watcher = f.socket(&f.john).await;
+    watcher.subscribe(json!(1), "/users", None, None).await;
+    let mut guest = WsClient::connect(&f.ws_url(""))
+        .await
+        .expect("guest socket");
+    assert_eq!(guest.recv().await["status"], 200);
+    let r = guest
+        .request(json!(1), "BROADCAST", "/users", None, Some(json!({"x": 1})))
+        .await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["error"].clone()),
+        (json!(401), json!("unauthorized")),
+        "{r}"
+    );
+    assert!(
+        r["body"]["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("/users/broadcast")),
+        "{r}"
+    );
+    // Signing up is still the guest's.
+    let r = guest
+        .request(
+            json!(2),
+            "POST",
+            "/users",
+            None,
+            Some(json!({"username": "newcomer", "password": "password1"})),
+        )
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+    while let Some(e) = watcher.try_recv(QUIET).await {
+        assert_ne!(e["event"], "broadcast", "no broadcast reached anyone: {e}");
+    }
+    // A role grants it by name.
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/roles/guest/permissions"),
+        Some(&f.admin_token),
+        Some(json!({"permission": "post:/users/broadcast"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let r = guest
+        .request(json!(3), "BROADCAST", "/users", None, Some(json!({"x": 2})))
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(watcher.next_event().await["body"], json!({"x": 2}));
+    // Users broadcast in their groups by the default role, and on their own path only.
+    let mut jane = f.socket(&f.jane).await;
+    let r = jane
+        .request(
+            json!(1),
+            "BROADCAST",
+            "/groups/lobby",
+            None,
+            Some(json!("typing")),
+        )
+        .await;
+    assert_eq!(r["status"], 200, "{r}");
+    let r = jane
+        .request(
+            json!(2),
+            "BROADCAST",
+            "/users/john",
+            None,
+            Some(json!("psst")),
+        )
+        .await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["error"].clone()),
+        (json!(403), json!("forbidden")),
+        "{r}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_read_access_ends_a_presence_and_the_others_see_a_leave() {
     let f = Fixture::new().await;

@@ -177,3 +177,63 @@ async fn demo_seeding_is_idempotent() {
         server.stop().await;
     }
 }
+
+/// `serve --demo` advertises the demo page only where it serves one. Started from a folder
+/// without `web-demo/`, it finds the page of the source tree it was built from; pointed at a
+/// folder without a page, it says so on stderr and prints no demo URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_is_advertised_only_where_it_is_served() {
+    for (demo_dir, served) in [(None, true), (Some("/nonexistent/web-demo"), false)] {
+        let data = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(server_binary());
+        cmd.args(["serve", "--demo", "--http-addr", "127.0.0.1:0"])
+            .args(["--ws-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .current_dir(elsewhere.path())
+            .env("RUST_LOG", "warn")
+            .env_remove("GRIDSOCKET_DEMO_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(dir) = demo_dir {
+            cmd.args(["--demo-dir", dir]);
+        }
+        let mut child = cmd.spawn().expect("spawn gridsocket");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut banner = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("stdout line");
+            let last = line.trim_start().starts_with("Admin:");
+            banner.push(line);
+            if last {
+                break;
+            }
+        }
+        let http = banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("REST"))
+            .map(|a| a.trim().to_owned())
+            .expect("the REST address");
+        let advertised = banner
+            .iter()
+            .any(|l| l.trim_start().starts_with("Demo ") && l.trim_end().ends_with("/demo/"));
+        let page = reqwest::get(format!("{http}/demo/"))
+            .await
+            .expect("GET /demo/");
+        let status = page.status().as_u16();
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+            .expect("stderr");
+        let banner = banner.join("\n");
+        if served {
+            assert!(advertised, "{banner}");
+            assert_eq!(status, 200, "the advertised page is served");
+        } else {
+            assert!(!advertised, "{banner}");
+            assert_eq!(status, 404);
+            assert!(stderr.contains("the demo page is not served"), "{stderr}");
+        }
+    }
+}

@@ -88,6 +88,8 @@ export interface RequestOptions {
   /**
    * How long this request may take, including time spent waiting for the connection to come
    * back, in ms; then it rejects with `timeout`. Default: the client's `requestTimeoutMs`.
+   * From 1 to 2147483647 (a timer's longest wait): anything else rejects at once with
+   * `invalid_argument`, as every option of the wrong type or out of range does.
    */
   timeoutMs?: number;
 }
@@ -132,7 +134,11 @@ export interface ConnectOptions {
    * (default 30000). Also bounds a subscription's first confirmation, and `connect()` itself.
    */
   requestTimeoutMs?: number;
-  /** How long one connection attempt may take before it counts as failed, ms (default 10000). */
+  /**
+   * How long one connection attempt may take before it counts as failed, ms (default 10000).
+   * Each timeout is from 1 to 2147483647 ms: a bad option makes `connect()` reject with
+   * `invalid_argument`.
+   */
   connectTimeoutMs?: number;
   /**
    * The WebSocket class to use (default: the global one). Pass the `ws` package's on a Node
@@ -211,7 +217,8 @@ export interface BroadcastSender {
  */
 export interface BroadcastEvent<B = JsonValue> {
   type: "broadcast";
-  /** The path's presence name (lower case, `/users/me` as the user's uuid). */
+  /** The path's presence name: canonical (lower case, plural collections, `/users/me` as the
+   * user's uuid), as `Presence.path` is. */
   path: string;
   from: BroadcastSender;
   body: B;
@@ -418,7 +425,11 @@ export declare class Subscription<T extends object = JsonObject> {
  */
 export declare class Presence<S extends object = JsonObject> {
   private constructor();
-  /** The presence's name: the path in lower case, `/users/me` as the user's uuid. */
+  /**
+   * The presence's name: the path in the canonical form access is decided on, so every
+   * spelling of one resource is one presence (`/user/Alice` and `/users/%61lice` are
+   * `/users/alice`, `inbox` is `feed`), `/users/me` as the user's uuid.
+   */
   readonly path: string;
   /** Who is present, by user uuid (this client's user included). A new Map on every change;
    * empty once left or ended. */
@@ -539,7 +550,8 @@ export declare class Client {
    * Joins the presence of `path` (anything the user may read: a group, an entity, a
    * collection, a feed) with `state`, a JSON object of at most 1 KiB. Resolves to a
    * {@link Presence} with who is present once the server answers; rejects with the server's
-   * refusal (`forbidden`, `state_too_large`, `too_many_paths`), `already_present` when this
+   * refusal (`forbidden`, `state_too_large`, `too_many_paths`, `illegal_argument` for a path
+   * that can have no presence: `/`, `/groups/lobby/presence`, …), `already_present` when this
    * client is present there already, `timeout` or `closed`. It survives reconnects.
    */
   presence<S extends object = JsonObject>(path: string, state?: S): Promise<Presence<S>>;
@@ -547,11 +559,13 @@ export declare class Client {
   /**
    * Sends `body` (any JSON value but `null`, at most 8 KiB) to whoever watches `path` now:
    * its subscribers and those present on it (each gets a `broadcast` event), and this client
-   * with `echo`. Needs the permission to post there. Resolves with how many sockets it went
+   * with `echo`. Needs `post` permission on `{path}/broadcast` (the default role's `/**` has
+   * it; a guest's sign-up grant does not). Resolves with how many sockets it went
    * to. Never stored, held while offline or sent again: rejects with `disconnected` when the
    * connection is down (or dropped before the answer), `rate_limited` (429) past the server's
    * broadcasts per second (20 by default, with a burst of as many), `broadcast_too_large`
-   * (413), `forbidden`.
+   * (413), `forbidden`, `illegal_argument` (400) for a path that can have no presence, and
+   * `invalid_argument` at once for a bad option (`echo: "yes"`).
    *
    * @example
    * ```ts

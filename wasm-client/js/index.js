@@ -70,6 +70,72 @@ function invalid(message) {
   return new GridsocketError("invalid_argument", message, 0);
 }
 
+/** A value as an error message shows it. */
+function shown(value) {
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
+}
+
+/** The longest timer a platform arms (setTimeout's limit), in ms. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+/** An options argument: absent (`{}`), or an object. */
+function optionsObject(options, what) {
+  if (options == null) return {};
+  if (typeof options !== "object" || Array.isArray(options)) {
+    throw invalid(`${what} must be an object, got ${shown(options)}`);
+  }
+  return options;
+}
+
+/**
+ * A duration option, in ms: 0 when absent (the engine's default), else a positive number of
+ * ms a timer can wait. The engine adds it to the clock, so a huge one must never reach it.
+ */
+function msOption(options, name) {
+  const value = options?.[name];
+  if (value == null) return 0;
+  if (typeof value !== "number" || !(value > 0 && value <= MAX_TIMER_MS)) {
+    throw invalid(`${name} must be a number of ms from 1 to ${MAX_TIMER_MS}, got ${shown(value)}`);
+  }
+  return value;
+}
+
+/** A yes-or-no option: false when absent. */
+function flagOption(options, name) {
+  const value = options?.[name];
+  if (value == null) return false;
+  if (typeof value !== "boolean") throw invalid(`${name} must be true or false, got ${shown(value)}`);
+  return value;
+}
+
+/** A whole-number option from `min` to `max`, or undefined when absent. */
+function wholeOption(options, name, min, max) {
+  const value = options?.[name];
+  if (value == null) return undefined;
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw invalid(`${name} must be a whole number from ${min} to ${max}, got ${shown(value)}`);
+  }
+  return value;
+}
+
+/** A string option, or undefined when absent. */
+function stringOption(options, name) {
+  const value = options?.[name];
+  if (value != null && typeof value !== "string") {
+    throw invalid(`${name} must be a string, got ${shown(value)}`);
+  }
+  return value ?? undefined;
+}
+
+/** A function option, or undefined when absent. */
+function functionOption(options, name) {
+  const value = options?.[name];
+  if (value != null && typeof value !== "function") {
+    throw invalid(`${name} must be a function, got ${shown(value)}`);
+  }
+  return value ?? undefined;
+}
+
 /** JSON text of `value`, or an `invalid_argument` error thrown. */
 function json(value, what) {
   let text;
@@ -212,7 +278,7 @@ export class Presence {
   /** Changes this client's state; resolves once the server has it. */
   update(state, options) {
     try {
-      return this.#update(stateJson(state), options?.timeoutMs ?? 0);
+      return this.#update(stateJson(state), msOption(optionsObject(options, "options"), "timeoutMs"));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -220,7 +286,11 @@ export class Presence {
 
   /** Leaves: nothing more is reported, and `state` is empty. */
   leave(options) {
-    return this.#leave(options?.timeoutMs ?? 0);
+    try {
+      return this.#leave(msOption(optionsObject(options, "options"), "timeoutMs"));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 }
 
@@ -245,7 +315,12 @@ export class Client {
     if (typeof url !== "string" || !/^(wss?|https?):\/\/[^/]/i.test(url)) {
       throw invalid("the URL must be a ws:// or wss:// URL: ws://host:8088/{org}/{app}");
     }
-    const WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    // Checked before anything else happens; the engine takes them as they are.
+    options = optionsObject(options, "the options");
+    msOption(options, "requestTimeoutMs");
+    msOption(options, "connectTimeoutMs");
+    functionOption(options, "getToken");
+    const WebSocketImpl = functionOption(options, "WebSocket") ?? globalThis.WebSocket;
     if (typeof WebSocketImpl !== "function") {
       throw new GridsocketError(
         "no_websocket",
@@ -310,6 +385,9 @@ export class Client {
   }
 
   request(req) {
+    if (req === null || typeof req !== "object") {
+      return Promise.reject(invalid("the request must be an object: { method, path }"));
+    }
     const method = typeof req?.method === "string" ? req.method.toUpperCase() : "";
     if (!["GET", "POST", "PUT", "DELETE"].includes(method)) {
       return Promise.reject(invalid("method must be GET, POST, PUT or DELETE"));
@@ -325,8 +403,9 @@ export class Client {
       }
       const p = params == null ? undefined : json(params, "params");
       const b = body === undefined ? undefined : json(body, "the body");
+      const ms = msOption(optionsObject(options, "options"), "timeoutMs");
       return new Promise((resolve, reject) => {
-        const id = this.#session.request(method, path, p, b, options?.timeoutMs ?? 0);
+        const id = this.#session.request(method, path, p, b, ms);
         this.#requests.set(id, { resolve, reject });
         this.#drive();
       });
@@ -344,11 +423,17 @@ export class Client {
     try {
       if (typeof path !== "string") throw invalid("the path must be a string: /books");
       if (typeof callback !== "function") throw invalid("the callback must be a function");
-      const { since, snapshot, ...params } = options;
+      const { since, snapshot, ...params } = optionsObject(options, "options");
+      const from = wholeOption({ since }, "since", 0, Number.MAX_SAFE_INTEGER) ?? -1;
+      const withSnapshot = flagOption({ snapshot }, "snapshot");
+      stringOption(params, "ql");
+      stringOption(params, "cursor");
+      stringOption(params, "consumer");
+      wholeOption(params, "limit", 1, Number.MAX_SAFE_INTEGER);
+      wholeOption(params, "timeout", 1, 86_400_000);
       const text = Object.keys(params).length ? json(params, "options") : undefined;
-      const from = typeof since === "number" && since >= 0 ? since : -1;
       return new Promise((resolve, reject) => {
-        const sub = this.#session.subscribe(path, text, snapshot === true, from);
+        const sub = this.#session.subscribe(path, text, withSnapshot, from);
         const listeners = new Map();
         this.#subs.set(sub, { path, callback, confirm: { resolve, reject }, end, listeners });
         this.#drive();
@@ -427,9 +512,12 @@ export class Client {
     }
   }
 
-  broadcast(path, body, options = {}) {
+  broadcast(path, body, options) {
     try {
       if (typeof path !== "string") throw invalid("the path must be a string: /groups/lobby");
+      options = optionsObject(options, "options");
+      const echo = flagOption(options, "echo");
+      const ms = msOption(options, "timeoutMs");
       if (body === undefined || body === null) {
         throw invalid("a broadcast body must be a JSON value other than null");
       }
@@ -437,7 +525,7 @@ export class Client {
       // NaN and Infinity are null in JSON.
       if (text === "null") throw invalid("a broadcast body must be a JSON value other than null");
       return new Promise((resolve, reject) => {
-        const id = this.#session.broadcast(path, text, options.echo === true, options.timeoutMs ?? 0);
+        const id = this.#session.broadcast(path, text, echo, ms);
         this.#requests.set(id, { resolve, reject });
         this.#drive();
       });
@@ -480,7 +568,13 @@ export class Client {
     if (error.code !== "closed" && !revoked) this.#emit("error", error);
   }
 
-  ready(options = {}) {
+  ready(options) {
+    let ms;
+    try {
+      ms = msOption(optionsObject(options, "options"), "timeoutMs");
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const state = this.state;
     if (state === "open") return Promise.resolve();
     if (state === "closed") return Promise.reject(clientError("closed"));
@@ -495,7 +589,6 @@ export class Client {
         if (s === "open") finish(null);
         else if (s === "closed") finish(clientError("closed"));
       });
-      const ms = options.timeoutMs;
       if (ms > 0) timer = setTimeout(() => finish(clientError("timeout", ms)), ms);
     });
   }

@@ -141,7 +141,7 @@ fn presence_changes_syncs_and_broadcasts_cross_as_the_host_expects() {
     assert_eq!(sent[1]["method"], "PRESENCE");
     assert_eq!(sent[1]["body"], json!({"state": {"status": "here"}}));
     let confirm = format!(
-        r#"{{"id":{},"status":200,"body":{{"subscription":"s1","seq":0}}}}"#,
+        r#"{{"id":{},"status":200,"body":{{"subscription":"s1","path":"/Groups/Lobby","name":"/groups/lobby","seq":0}}}}"#,
         sent[0]["id"]
     );
     assert!(s.frame(&confirm));

@@ -64,10 +64,20 @@ fn run(
     grants: &[Permission],
 ) -> (Decision, usize) {
     let parsed = ResourcePath::parse(path).unwrap();
-    let mut access = match AccessPath::new(&parsed, who) {
-        Ok(a) => a,
-        Err(d) => return (Decision::Deny(d), 0),
-    };
+    match AccessPath::new(&parsed, who) {
+        Ok(access) => run_on(access, method, who, grants),
+        Err(d) => (Decision::Deny(d), 0),
+    }
+}
+
+/// [`run`] on a canonical path in hand.
+fn run_on(
+    mut access: AccessPath,
+    method: Method,
+    who: Option<Identity<'_>>,
+    grants: &[Permission],
+) -> (Decision, usize) {
+    let path = access.shown();
     match decide(&access, method, who, grants) {
         Decision::Lookup => {
             let lookups = access.lookups();
@@ -436,4 +446,70 @@ fn groups_change_only_by_admins_or_explicit_grants() {
         run("/groups/staff", Method::Delete, Some(me(JOHN)), &keeper).0,
         Decision::Allow
     );
+}
+
+/// `{path}/broadcast`: a literal beneath the path, judged by the rules of what it is under,
+/// never by an entity that happens to be named `broadcast`.
+#[test]
+fn broadcasting_is_a_permission_beneath_the_path() {
+    let broadcast = |path: &str, who: Option<Identity<'static>>, g: &[Permission]| {
+        let parsed = ResourcePath::parse(path).unwrap();
+        let access = AccessPath::new(&parsed, who).unwrap().beneath("broadcast");
+        run_on(access, Method::Post, who, g).0
+    };
+    // Signing up (`post:/users`) is not broadcasting on /users.
+    let guest = grants(&["post:/users", "get:/groups/**"]);
+    assert!(matches!(
+        broadcast("/users", None, &guest),
+        Decision::Deny(Denial::NoGrant { ref path, .. }) if path == "/users/broadcast"
+    ));
+    assert_eq!(
+        broadcast("/users", None, &grants(&["post:/users/broadcast"])),
+        Decision::Allow
+    );
+    let g = grants(DEFAULT);
+    for path in [
+        "/groups/staff",
+        "/users",
+        "/groups",
+        "/books/sf-dune",
+        "/queues/q",
+    ] {
+        assert_eq!(
+            broadcast(path, Some(me(JOHN)), &g),
+            Decision::Allow,
+            "{path}"
+        );
+    }
+    // A user's path is theirs alone, however it is written; and another's feed stays theirs.
+    for path in [
+        "/users/janedoe",
+        "/user/JANE@example.com",
+        "/users/janedoe/inbox",
+    ] {
+        let d = broadcast(path, Some(me(JOHN)), &g);
+        assert!(
+            matches!(
+                d,
+                Decision::Deny(Denial::OtherUsersData { .. } | Denial::PrivateFeed { .. })
+            ),
+            "{path}: {d:?}"
+        );
+    }
+    assert_eq!(broadcast("/users/me", Some(me(JOHN)), &g), Decision::Allow);
+    assert_eq!(
+        broadcast("/users/john/feed", Some(me(JOHN)), &g),
+        Decision::Allow
+    );
+    // A role may grant talking in groups without changing them, or the other way round.
+    let talk = grants(&["post:/groups/*/broadcast"]);
+    assert_eq!(
+        broadcast("/groups/staff", Some(me(JOHN)), &talk),
+        Decision::Allow
+    );
+    let edit = grants(&["post:/groups/*"]);
+    assert!(matches!(
+        broadcast("/groups/staff", Some(me(JOHN)), &edit),
+        Decision::Deny(_)
+    ));
 }

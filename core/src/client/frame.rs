@@ -2,9 +2,9 @@
 //! without building JSON trees (bodies and entities stay raw text for the host to hand on).
 //!
 //! Kept apart from [`crate::wire`] (the server's decoder) because the browser client carries
-//! this code: it reads only the fields it acts on, with [`super::json`], not `serde_json`.
+//! this code: it reads only the fields it acts on, with [`crate::json`], not `serde_json`.
 
-use super::json::{as_bool, as_str, as_u64, get, members};
+use crate::json::{as_bool, as_str, as_u64, get, members};
 use std::borrow::Cow;
 
 /// A frame from the server, as far as the client reads it. Raw values are JSON text.
@@ -80,6 +80,8 @@ pub(crate) struct BodyFields<'a> {
     pub(crate) error: Option<Cow<'a, str>>,
     pub(crate) max_in_flight: Option<u64>,
     pub(crate) max_frame_bytes: Option<u64>,
+    /// A subscription's presence name (broadcasts to its path carry it).
+    pub(crate) name: Option<Cow<'a, str>>,
     /// A presence snapshot's name, numbering and users.
     pub(crate) path: Option<Cow<'a, str>>,
     pub(crate) epoch: Option<Cow<'a, str>>,
@@ -102,6 +104,7 @@ impl<'a> BodyFields<'a> {
             error: get(&m, "error").and_then(as_str),
             max_in_flight: get(&m, "max_in_flight").and_then(as_u64),
             max_frame_bytes: get(&m, "max_frame_bytes").and_then(as_u64),
+            name: get(&m, "name").and_then(as_str),
             path: get(&m, "path").and_then(as_str),
             epoch: get(&m, "epoch").and_then(as_str),
             users: get(&m, "users"),

@@ -4,7 +4,6 @@
 
 mod backoff;
 mod frame;
-mod json;
 mod session;
 
 pub use backoff::Backoff;

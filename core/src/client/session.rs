@@ -403,6 +403,9 @@ struct Sub {
     params: Option<String>,
     snapshot: bool,
     server_id: Option<String>,
+    /// The path's presence name, as the server's confirmation gives it: broadcasts to the
+    /// path carry it.
+    name: Option<String>,
     last_seq: Option<u64>,
     confirmed_once: bool,
     /// Until the first confirmation: when the subscription gives up.
@@ -692,6 +695,7 @@ impl ClientSession {
             params: params.and_then(object_members).map(str::to_owned),
             snapshot,
             server_id: None,
+            name: None,
             last_seq: since,
             confirmed_once: false,
             confirm_deadline: Some(now + self.config.request_timeout),
@@ -1253,6 +1257,7 @@ impl ClientSession {
         let s = &mut self.subs[i];
         let seq = fields.seq.unwrap_or(0);
         s.server_id = fields.subscription.as_deref().map(str::to_owned);
+        s.name = fields.name.as_deref().map(str::to_owned);
         let resumed = s.confirmed_once;
         s.confirmed_once = true;
         s.confirm_deadline = None;

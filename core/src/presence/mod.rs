@@ -64,6 +64,7 @@
 //! carry messages from gridsocket nodes only, but nothing a remote message says can panic the
 //! book or leave it inconsistent: an unknown entry, node or counter is a no-op or a resync.
 
+use crate::path::{EntityRef, PathError, QueuePart, Resource, ResourcePath, join_segments};
 use crate::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -74,25 +75,96 @@ use std::time::Duration;
 #[cfg(test)]
 mod tests;
 
-/// The name a path's presence goes by, whoever writes it: segments in lower case, no empty
-/// ones, `/users/me` as the caller's own uuid `me` (each user's `me` is somebody else).
-/// Entities named by uuid and by name are two presences: a client picks one form and keeps to
-/// it. The server names presences and broadcasts this way, and a client matches the paths it
-/// subscribed to with the broadcasts it gets this way too.
-pub fn presence_name(path: &str, me: Option<&str>) -> String {
-    let mut out = String::with_capacity(path.len() + 1);
-    for (i, segment) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
-        out.push('/');
-        let segment = segment.to_ascii_lowercase();
-        match (i, me) {
-            (1, Some(me)) if segment == "me" && out == "/users/" => out.push_str(me),
-            _ => out.push_str(&segment),
+/// The name a path's presence goes by, whoever writes it, or why the path can have none.
+/// Broadcasts go by the same name, and so do the subscriptions they reach.
+///
+/// The path is read as every request, subscription and access check reads it
+/// ([`ResourcePath::parse`]), and named in the canonical form access is decided on: segments
+/// percent-decoded and in lower case, collections by their plural (`/user/Alice` is
+/// `/users/alice`), each relation by one name (`inbox` is `feed`, `followers` is
+/// `connecting/following`), `/users/me` as the caller's own uuid `me` (each user's `me` is
+/// somebody else; `me` stays `me` when the caller is unknown). A collection's query in the
+/// path (`/books;ql=…`) is a parameter, and presence takes none: it names the collection.
+/// An entity named by name and by uuid is two presences (telling them apart would need a
+/// lookup): a client picks one form and keeps to it.
+///
+/// A presence is of a collection, an entity, an entity's relation (a feed, who it follows)
+/// or a queue: something `GET {name}/presence` reads back. Not of `/`, `/token`,
+/// `/credentials`, a query's matches (`/users;ql=…/devices`), one related entity
+/// (`/users/a/following/b`: join `/users/b`), a queue's transactions, subscribers or
+/// properties, nor a presence's own listing (`/groups/lobby/presence`).
+pub fn presence_name(path: &str, me: Option<&str>) -> Result<String, PresencePathError> {
+    let parsed = ResourcePath::parse(path).map_err(|e| match e {
+        PathError::Empty => PresencePathError::NoResource(path.to_owned()),
+        other => PresencePathError::Path(other),
+    })?;
+    if parsed
+        .segments
+        .last()
+        .is_some_and(|s| s.eq_ignore_ascii_case("presence"))
+    {
+        return Err(PresencePathError::Listing(path.to_owned()));
+    }
+    let entity = |entity: &EntityRef| match (entity, me) {
+        (EntityRef::Me, Some(me)) => me.to_ascii_lowercase(),
+        (entity, _) => entity.to_string().to_ascii_lowercase(),
+    };
+    let mut name: Vec<String> = Vec::with_capacity(parsed.segments.len() + 1);
+    match &parsed.resource {
+        Resource::Collection { collection } => name.push(collection.clone()),
+        Resource::Entity {
+            collection,
+            entity: e,
+        } => name.extend([collection.clone(), entity(e)]),
+        Resource::Related {
+            collection,
+            entity: e,
+            relation,
+            inbound,
+            target: None,
+        } => {
+            name.extend([collection.clone(), entity(e)]);
+            if *inbound {
+                name.push("connecting".into());
+            }
+            name.push(relation.clone());
         }
+        Resource::Queue {
+            queue,
+            part: QueuePart::Messages,
+        } => {
+            name.push("queues".into());
+            name.extend(
+                queue
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_ascii_lowercase),
+            );
+        }
+        _ => return Err(PresencePathError::NoResource(path.to_owned())),
     }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
+    Ok(join_segments(&name))
+}
+
+/// Why a path can have no presence, nor broadcasts ([`presence_name`]). The client's mistake:
+/// answer it 400.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PresencePathError {
+    /// The path cannot be read at all (a `..`, an encoded `/`, too deep, …).
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The path names nothing a presence can be of: `/`, `/token`, a query's matches, one
+    /// related entity, a part of a queue.
+    #[error(
+        "{0:?} can have no presence or broadcasts: use a collection, an entity, an entity's relation (/users/{{u}}/feed) or a queue"
+    )]
+    NoResource(String),
+    /// The path is a presence's listing (`GET {path}`), not something present on.
+    #[error(
+        "{0:?} is the listing of a presence, which can have none of its own: use the path before /presence"
+    )]
+    Listing(String),
 }
 
 /// Encodes the `revoked` event of a presence: the socket lost read access to presence `name`

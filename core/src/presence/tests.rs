@@ -1072,15 +1072,78 @@ fn random_histories_with_losses_converge_after_a_resync() {
 
 #[test]
 fn a_path_has_one_presence_name_however_it_is_written() {
-    assert_eq!(presence_name("/Groups/Lobby/", None), "/groups/lobby");
-    assert_eq!(presence_name("groups//lobby", None), "/groups/lobby");
-    assert_eq!(presence_name("", None), "/");
-    // `me` is the caller's uuid, only as the user of `/users/me`.
+    let name = |path: &str, me: Option<&str>| presence_name(path, me).unwrap();
+    assert_eq!(name("/Groups/Lobby/", None), "/groups/lobby");
+    assert_eq!(name("groups//lobby", None), "/groups/lobby");
+    // The canonical form access is decided on: singular collections, escapes and relation
+    // aliases name one presence.
+    for alias in [
+        "/user/alice",
+        "/users/%61lice",
+        "/USER/Alice",
+        "/users/alice/",
+    ] {
+        assert_eq!(name(alias, Some("u1")), "/users/alice", "{alias}");
+    }
+    assert_eq!(name("/group/lobby/inbox", None), "/groups/lobby/feed");
     assert_eq!(
-        presence_name("/users/ME/feed", Some("u1")),
-        "/users/u1/feed"
+        name("/users/a/followers", None),
+        "/users/a/connecting/following"
     );
-    assert_eq!(presence_name("/users/me", None), "/users/me");
-    assert_eq!(presence_name("/groups/me", Some("u1")), "/groups/me");
-    assert_eq!(presence_name("/users/x/me", Some("u1")), "/users/x/me");
+    assert_eq!(name("/users/a/Group", None), "/users/a/groups");
+    assert_eq!(name("/Book", None), "/books");
+    assert_eq!(name("/books;ql=select * where a=1", None), "/books");
+    assert_eq!(name("/queues/Jobs/", None), "/queues/jobs");
+    // A name reads back as itself.
+    assert_eq!(name("/people/John%20Doe", None), "/people/john%20doe");
+    assert_eq!(name("/people/john doe", None), "/people/john%20doe");
+    assert_eq!(name("/people/john%20doe", None), "/people/john%20doe");
+    // `me` is the caller's uuid, only as the user of `/users/me`.
+    assert_eq!(name("/Users/me/Inbox", Some("U1")), "/users/u1/feed");
+    assert_eq!(name("/users/me", None), "/users/me");
+    assert_eq!(name("/groups/me", Some("u1")), "/groups/me");
+    assert_eq!(name("/users/x/me", Some("u1")), "/users/x/me");
+}
+
+#[test]
+fn paths_no_presence_can_be_of_are_refused() {
+    for path in [
+        "",
+        "/",
+        "//",
+        "/token",
+        "/credentials",
+        "/users;ql=select */devices",
+        "/users/a/following/b",
+        "/users/a/following/users/b",
+        "/queues/q/transactions/t1",
+        "/queues/q/subscribers",
+        "/queues/q/properties",
+    ] {
+        assert!(
+            matches!(
+                presence_name(path, None),
+                Err(PresencePathError::NoResource(_))
+            ),
+            "{path}: {:?}",
+            presence_name(path, None)
+        );
+    }
+    for path in [
+        "/groups/lobby/presence",
+        "/groups/Presence",
+        "/groups/lobby/PRESENCE/",
+    ] {
+        assert!(
+            matches!(
+                presence_name(path, None),
+                Err(PresencePathError::Listing(_))
+            ),
+            "{path}"
+        );
+    }
+    assert!(matches!(
+        presence_name("/users/../x", None),
+        Err(PresencePathError::Path(_))
+    ));
 }

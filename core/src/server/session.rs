@@ -345,16 +345,18 @@ impl ServerSession {
                     // (after a reconnect a client joins every path again at once; the paths
                     // are bounded), nor does leaving.
                     let name = crate::presence::presence_name(&path, None);
-                    let first = match action {
+                    let first = match (&action, name) {
                         // Bounded: past it (the server refuses a 33rd path anyway) every
                         // join counts.
-                        PresenceAction::Join { .. } => {
+                        (PresenceAction::Join { .. }, Ok(name)) => {
                             self.present_on.len() < 64 && self.present_on.insert(name)
                         }
-                        PresenceAction::Leave => {
+                        (PresenceAction::Leave, Ok(name)) => {
                             self.present_on.remove(&name);
                             true
                         }
+                        // The host refuses a path that can have no presence; trying counts.
+                        (_, Err(_)) => false,
                     };
                     if !first && !self.take_broadcast_turn(now, &frame.id) {
                         return;
@@ -597,8 +599,9 @@ impl ServerSession {
     /// host has already taken the socket out of that presence; joining it again counts as a
     /// first join.
     pub fn revoke_presence(&mut self, _now: Instant, path: &str, name: &str, reason: &str) {
-        self.present_on
-            .remove(&crate::presence::presence_name(path, None));
+        if let Ok(name) = crate::presence::presence_name(path, None) {
+            self.present_on.remove(&name);
+        }
         if !self.closed {
             let frame = crate::presence::encode_revoked(name, reason);
             self.transmits.push_back(OutFrame::Text(frame));

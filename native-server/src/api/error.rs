@@ -1,6 +1,7 @@
 //! Every way a request can fail, with its HTTP status and Usergrid error code.
 
 use crate::store::StoreError;
+use gridsocket_core::presence::PresencePathError;
 use gridsocket_core::{PathError, QueryError};
 
 /// A failed request. Its [`status`](ApiError::status) and [`code`](ApiError::code) become the
@@ -41,6 +42,9 @@ pub enum ApiError {
     /// The path cannot be parsed (400 `illegal_argument`).
     #[error("bad path: {0}")]
     Path(#[from] PathError),
+    /// The path can have no presence or broadcasts (400 `illegal_argument`).
+    #[error("{0}")]
+    PresencePath(#[from] PresencePathError),
     /// The `ql` cannot be parsed (400 `query_parse`).
     #[error("bad query: {0}")]
     Query(#[from] QueryError),
@@ -109,6 +113,7 @@ impl ApiError {
             ApiError::Forbidden(_) => 403,
             ApiError::AppNotFound(_) | ApiError::NotFound(_) | ApiError::NoSuchResource(_) => 404,
             ApiError::Path(_)
+            | ApiError::PresencePath(_)
             | ApiError::Query(_)
             | ApiError::IllegalArgument(_)
             | ApiError::BadBody(_)
@@ -143,7 +148,9 @@ impl ApiError {
             ApiError::AppNotFound(_) => "organization_application_not_found",
             ApiError::NotFound(_) => "entity_not_found",
             ApiError::NoSuchResource(_) => "service_resource_not_found",
-            ApiError::Path(_) | ApiError::IllegalArgument(_) => "illegal_argument",
+            ApiError::Path(_) | ApiError::PresencePath(_) | ApiError::IllegalArgument(_) => {
+                "illegal_argument"
+            }
             ApiError::Query(_) => "query_parse",
             ApiError::BadBody(_) => "json_parse",
             ApiError::RequiredProperty(_) => "required_property_not_found",

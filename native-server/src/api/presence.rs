@@ -3,7 +3,7 @@
 //! [`PresenceSource`]), and the one name each path's presence goes by.
 
 use super::envelope::{Body, Reply};
-use super::{Api, Caller};
+use super::{Api, ApiError, Caller};
 use crate::store::AppRecord;
 use gridsocket_core::{ApiRequest, Method, ResourcePath};
 use serde_json::Value;
@@ -15,17 +15,22 @@ pub trait PresenceSource: Send + Sync {
     fn presence_of(&self, app: &str, path: &str) -> Value;
 }
 
-/// The name a path's presence goes by, whoever writes it (see
-/// [`gridsocket_core::presence::presence_name`]: the client names them the same way).
-/// The path whose `get` permission lets a caller see and join `path`'s presence:
-/// `{path}/presence`. A role's `get:/groups/**` grants it with the groups; `get:/groups/*`
-/// grants reading the groups without who is on them.
-pub fn presence_resource(path: &str) -> String {
-    format!("{}/presence", path.trim_end_matches('/'))
+/// The path whose `get` permission lets a caller see and join the presence named `name` (a
+/// [`presence_path`]): `{name}/presence`. A role's `get:/groups/**` grants it with the
+/// groups; `get:/groups/*` grants reading the groups without who is on them. Judged on the
+/// name, so that every spelling of a path (`/user/Alice`, `/books;ql=…`) is judged as one.
+pub fn presence_resource(name: &str) -> String {
+    format!("{}/presence", name.trim_end_matches('/'))
 }
 
-pub fn presence_path(path: &str, caller: &Caller) -> String {
-    gridsocket_core::presence::presence_name(path, caller.user_uuid())
+/// The name the presence of `path`, and its broadcasts, go by for `caller` (see
+/// [`gridsocket_core::presence::presence_name`]; clients take the names from the answers to
+/// their joins and subscriptions), or why `path` can have none (400).
+pub fn presence_path(path: &str, caller: &Caller) -> Result<String, ApiError> {
+    Ok(gridsocket_core::presence::presence_name(
+        path,
+        caller.user_uuid(),
+    )?)
 }
 
 impl Api {
@@ -55,10 +60,9 @@ impl Api {
     }
 
     async fn presence_get(&self, app: &AppRecord, caller: &Caller, parent: &str) -> Reply {
-        ResourcePath::parse(parent)?;
-        let path = ResourcePath::parse(&presence_resource(parent))?;
+        let key = presence_path(parent, caller)?;
+        let path = ResourcePath::parse(&presence_resource(&key))?;
         self.check_access(app, caller, Method::Get, &path).await?;
-        let key = presence_path(parent, caller);
         let body = match self.presence.get() {
             Some(source) => source.presence_of(&app.uuid, &key),
             // A node without sockets holds nobody's presence.

@@ -162,30 +162,37 @@ impl Realtime {
         action: PresenceAction,
     ) {
         let started = Instant::now();
-        let key = presence::book_path(&app.uuid, &presence_path(path, caller));
+        let refuse = |e: ApiError| {
+            let resp = self.api.error_response(e, started);
+            self.hub.push_to(
+                conn,
+                Push::Complete {
+                    handle,
+                    status: resp.status,
+                    body: resp.body,
+                },
+            );
+        };
+        let name = match presence_path(path, caller) {
+            Ok(name) => name,
+            Err(e) => return refuse(e),
+        };
+        let key = presence::book_path(&app.uuid, &name);
         match action {
             // Leaving needs no permission: a socket may always stop being somewhere.
             PresenceAction::Leave => self.presence.leave(&self.hub, &key, conn, handle),
             PresenceAction::Join { state } => {
-                let resource = presence_resource(path);
+                let resource = presence_resource(&name);
                 if let Err(e) = self.check_path(app, caller, &resource, Method::Get).await {
-                    let resp = self.api.error_response(e, started);
-                    self.hub.push_to(
-                        conn,
-                        Push::Complete {
-                            handle,
-                            status: resp.status,
-                            body: resp.body,
-                        },
-                    );
-                    return;
+                    return refuse(e);
                 }
                 let user = PresenceUser {
                     uuid: self.presence_uuid(caller, conn),
                     username: caller.username().to_string(),
                 };
+                // Asked as its name: losing access is checked on what the join was judged on.
                 self.presence
-                    .join(&self.hub, (&key, path), conn, user, state, handle);
+                    .join(&self.hub, (&key, &name), conn, user, state, handle);
             }
         }
     }
@@ -201,13 +208,15 @@ impl Realtime {
         }
     }
 
-    /// `BROADCAST` from socket `conn`: once the caller may post to `path`, `body_json` goes to
-    /// the sockets subscribed to that path and those present on it, and the sender if `echo`.
-    /// Answered `{"path","delivered"}`.
+    /// `BROADCAST` from socket `conn`: once the caller may broadcast on `path`, `body_json`
+    /// goes to the sockets subscribed to that path and those present on it, and the sender if
+    /// `echo`. Answered `{"path","delivered"}`.
     ///
-    /// Posting to an entity is judged as posting an activity to it (`POST {path}/activities`):
-    /// a group's members may talk in it without the grant that changing the group needs, and
-    /// a user's path is theirs alone. Anything else is judged as a `POST` on the path itself.
+    /// Broadcasting needs `post` permission on `{path}/broadcast`, as presence needs `get`
+    /// on `{path}/presence`: a grant to post to a path (a guest's `post:/users`, to sign up)
+    /// is not one to talk to everyone watching it, and a role may grant either alone. A
+    /// user's path is theirs alone, and another user's feed stays theirs (see
+    /// [`gridsocket_core::access::AccessPath::beneath`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn broadcast(
         &self,
@@ -219,16 +228,13 @@ impl Realtime {
         echo: bool,
     ) -> ApiResponse {
         let started = Instant::now();
-        let judged = match ResourcePath::parse(path) {
-            Ok(p) if matches!(p.resource, Resource::Entity { .. }) => {
-                format!("{}/activities", path.trim_end_matches('/'))
-            }
-            _ => path.to_owned(),
+        let shown = match presence_path(path, caller) {
+            Ok(name) => name,
+            Err(e) => return self.api.error_response(e, started),
         };
-        if let Err(e) = self.check_path(app, caller, &judged, Method::Post).await {
+        if let Err(e) = self.may_broadcast(app, caller, &shown).await {
             return self.api.error_response(e, started);
         }
-        let shown = presence_path(path, caller);
         let mut targets = self.watchers(&app.uuid, &shown);
         // The sender asked for its own message: it gets it whether it watches the path or not.
         match self.hub.socket(conn) {
@@ -308,6 +314,24 @@ impl Realtime {
         }
     }
 
+    /// May `caller` broadcast on the path named `name` (a [`presence_path`])? It needs `post`
+    /// on `{name}/broadcast`.
+    async fn may_broadcast(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let parsed = ResourcePath::parse(name)?;
+        let mut access = self
+            .api
+            .access_path(app, caller, &parsed)?
+            .beneath("broadcast");
+        self.api
+            .authorize(app, caller, Method::Post, &mut access)
+            .await
+    }
+
     async fn check_path(
         &self,
         app: &AppRecord,
@@ -367,6 +391,10 @@ impl Realtime {
             }
             None => params,
         };
+        // A frame's `snapshot` is checked as it is read; a socket URL's (`?snapshot=…`) here.
+        let snapshot = params
+            .flag("snapshot")
+            .ok_or_else(|| ApiError::IllegalArgument("snapshot must be true or false".into()))?;
         let mut access = self.api.access_path(app, caller, &parsed)?;
         self.api
             .authorize(app, caller, Method::Get, &mut access)
@@ -375,6 +403,8 @@ impl Realtime {
         // follows the entities subscribed to, whatever they are called later.
         self.api.resolve_access(app, &mut access).await?;
         let (target, consumer) = self.target_of(app, caller, &parsed, params).await?;
+        // Broadcasts to the path reach the subscription by this name.
+        let presence = presence_path(path, caller)?;
         // The dispatcher must know where the log stands before the subscription exists, so
         // that every later change is matched against it.
         self.ensure_dispatch_position(&app.uuid).await?;
@@ -393,11 +423,11 @@ impl Realtime {
                 access: Arc::new(access),
                 wire_id: wire_id.as_str().into(),
                 consumer: consumer.clone(),
-                presence: presence_path(path, caller).into(),
+                presence: presence.as_str().into(),
             },
         );
-        let mut body = json!({"subscription": wire_id, "path": path});
-        let snapshot = params.get("snapshot") == Some("true");
+        // `name` is what broadcasts to the path carry as theirs: clients match them by it.
+        let mut body = json!({"subscription": wire_id, "path": path, "name": presence});
         let (position, replay) = if snapshot {
             let (position, page) = self.snapshot(app, caller, path, params).await?;
             body["snapshot"] = page;

@@ -12,8 +12,7 @@
 
 use super::{ClientError, ClientEvent, ClientSession, Pending, RequestId, SubId, Waiting};
 use crate::client::frame::{BodyFields, ServerFrame, push_str, start_frame};
-use crate::client::json::{as_str, elements, get, members};
-use crate::presence::presence_name;
+use crate::json::{as_str, elements, get, members};
 use crate::time::Instant;
 use std::time::Duration;
 
@@ -77,7 +76,8 @@ pub(super) struct Presence {
     pub(super) id: PresenceId,
     /// The path as the app gave it.
     path: String,
-    /// The presence's name (from the server's answer once there is one).
+    /// The presence's name: the server's, from its first answer on; until then the path as
+    /// given (the server names paths, so the browser package carries no path parser).
     name: String,
     /// The state to join with, JSON object text: the app's last.
     state: String,
@@ -105,19 +105,23 @@ impl ClientSession {
     /// [`ClientError::Timeout`]); a refusal is [`ClientEvent::PresenceRefused`]. After every
     /// reconnect it joins again with its last state and syncs (reason `reconnect`). If the
     /// caller later loses read access, the server ends it: [`ClientEvent::PresenceRevoked`].
-    /// A second
-    /// presence on the same presence name ends at once with [`ClientError::AlreadyPresent`]:
-    /// one socket has one state per path.
+    /// A second presence on the same path ends with [`ClientError::AlreadyPresent`]: one
+    /// socket has one state per path. At once when written alike; when written otherwise
+    /// (`/user/Ann`, `/users/ann`), once the server names it, and then the first presence
+    /// joins again with its own state, which the second's join replaced on the server.
     pub fn presence(&mut self, now: Instant, path: &str, state: &str) -> PresenceId {
         let id = PresenceId(self.next_presence);
         self.next_presence += 1;
-        let name = presence_name(path, self.me());
         // A join the server would refuse for its size would be sent again after every
         // reconnect its refusal causes (the server closes a socket on a frame over its limit).
         let size = join_frame(u64::MAX, path, state).len();
         let error = if self.state == super::ConnectionState::Closed {
             Some(ClientError::Closed)
-        } else if self.presences.iter().any(|p| p.name == name) {
+        } else if self
+            .presences
+            .iter()
+            .any(|p| p.path == path || p.name == path)
+        {
             Some(ClientError::AlreadyPresent)
         } else if size > self.max_frame {
             Some(ClientError::FrameTooLarge(size))
@@ -134,7 +138,7 @@ impl ClientSession {
         self.presences.push(Presence {
             id,
             path: path.to_owned(),
-            name,
+            name: path.to_owned(),
             state: state.to_owned(),
             accepted: None,
             joined: false,
@@ -317,8 +321,18 @@ impl ClientSession {
         unsent
     }
 
-    fn me(&self) -> Option<&str> {
-        self.user.as_ref().and_then(|u| u.as_deref())
+    /// Another presence of this client by the name the server's first answer `body` gives
+    /// presence `i` (written otherwise than it, so not refused at once).
+    fn twin_of(&self, i: usize, body: Option<&str>) -> Option<PresenceId> {
+        let p = &self.presences[i];
+        if p.confirmed_once {
+            return None;
+        }
+        let name = BodyFields::of(body).path?;
+        self.presences
+            .iter()
+            .find(|q| q.id != p.id && q.confirmed_once && q.name == name)
+            .map(|q| q.id)
     }
 
     /// Sends a presence's join (its first, again on a new socket, or to resync).
@@ -375,6 +389,7 @@ impl ClientSession {
         };
         let raw = body.unwrap_or("null");
         let carried = self.take_unsent_states(presence);
+        let twin = (status == 200).then(|| self.twin_of(i, body)).flatten();
         let p = &mut self.presences[i];
         let fallback = p.accepted.clone().filter(|a| *a != state);
         if status == 413
@@ -389,6 +404,18 @@ impl ClientSession {
                 status,
                 body: raw.to_owned(),
             });
+        } else if let Some(twin) = twin {
+            // The server names this path as a presence the client has already: its join
+            // replaced that presence's state there, so the first one joins again with its own.
+            self.presences.remove(i);
+            self.events.push_back(ClientEvent::PresenceEnded {
+                presence,
+                error: ClientError::AlreadyPresent,
+            });
+            if let Some(first) = self.presences.iter_mut().find(|p| p.id == twin) {
+                first.resyncing = true;
+            }
+            self.send_join(twin);
         } else {
             p.accepted = Some(state);
             p.confirmed_once = true;
@@ -538,11 +565,10 @@ impl ClientSession {
         let path = frame.path.as_deref().ok_or_else(|| {
             ClientError::BadServerFrame("a broadcast event without a path".into())
         })?;
-        let me = self.me();
         let subs: Vec<SubId> = self
             .subs
             .iter()
-            .filter(|s| presence_name(&s.path, me) == path)
+            .filter(|s| s.name.as_deref() == Some(path))
             .map(|s| s.id)
             .collect();
         let presences: Vec<PresenceId> = self

@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::client::{ClientConfig, ConnectionState};
-use crate::presence::{ConnId, NodeId, PresenceBook, PresenceConfig, PresenceUser};
+use crate::presence::{ConnId, NodeId, PresenceBook, PresenceConfig, PresenceUser, presence_name};
 use crate::server::{ServerConfig, ServerEvent, ServerSession};
 use crate::wire::PresenceAction;
 use serde_json::{Value, json};
@@ -160,7 +160,7 @@ impl Room {
                 path,
                 action,
             } => {
-                let name = presence_name(&path, Some(&uuid));
+                let name = presence_name(&path, Some(&uuid)).expect("a path with a presence");
                 let (status, body) = match action {
                     PresenceAction::Join { state } => {
                         let user = PresenceUser { uuid, username };
@@ -192,7 +192,7 @@ impl Room {
                 body_json,
                 echo,
             } => {
-                let name = presence_name(&path, Some(&uuid));
+                let name = presence_name(&path, Some(&uuid)).expect("a path with a presence");
                 let mut targets: BTreeSet<ConnId> = self
                     .present
                     .get(&name)
@@ -220,10 +220,13 @@ impl Room {
                 path,
                 ..
             } => {
-                let name = presence_name(&path, Some(&uuid));
-                self.subscribed.entry(name).or_default().insert(conn);
-                let body =
-                    json!({"subscription": subscription.to_string(), "path": path, "seq": 0});
+                let name = presence_name(&path, Some(&uuid)).expect("a path with a presence");
+                self.subscribed
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(conn);
+                let body = json!({"subscription": subscription.to_string(), "path": path,
+                    "name": name, "seq": 0});
                 let (s, _) = self.peers[i].server.as_mut().expect("a socket");
                 let _ = s.confirm_subscription(now, handle, 0, &body.to_string(), Vec::new());
             }
@@ -705,13 +708,31 @@ fn refusals_timeouts_doubles_and_close_end_a_presence() {
         matches!(got[..], [ClientEvent::PresenceRefused { presence, status: 413, .. }] if presence == refused),
         "{got:?}"
     );
-    // One state per socket and path: a second presence on the same name ends at once.
+    // One state per socket and path: a second presence on the same path ends, at once when
+    // written alike, else once the server names it; then the first joins again with its own
+    // state, which the second's join replaced on the server.
     let a = r.join(0, LOBBY, json!({}));
-    let twin = r.join(0, "/GROUPS/lobby", json!({}));
+    let twin = r.join(0, LOBBY, json!({}));
     assert!(r.take(0).contains(&ClientEvent::PresenceEnded {
         presence: twin,
         error: ClientError::AlreadyPresent
     }));
+    let twin = r.join(0, "/GROUPS/lobby", json!({"twin": true}));
+    assert!(r.take(0).contains(&ClientEvent::PresenceEnded {
+        presence: twin,
+        error: ClientError::AlreadyPresent
+    }));
+    let sent = r.frames(0, "PRESENCE");
+    assert_eq!(
+        sent[sent.len() - 2..]
+            .iter()
+            .map(|f| (f["path"].clone(), f["body"]["state"].clone()))
+            .collect::<Vec<_>>(),
+        [
+            (json!("/GROUPS/lobby"), json!({"twin": true})),
+            (json!(LOBBY), json!({}))
+        ]
+    );
     // Leaving while offline needs no server: answered at once, and a change still waiting
     // for the connection fails.
     r.drop_connection(0);
@@ -748,8 +769,8 @@ fn refusals_timeouts_doubles_and_close_end_a_presence() {
     }));
     assert_eq!(
         r.frames(0, "PRESENCE").len(),
-        3,
-        "the refused one, the lobby, the last: none offline, none for the twin"
+        5,
+        "the refused one, the lobby, the twin written otherwise, the lobby's own state again, the last: none offline, none for the twin written alike"
     );
 }
 

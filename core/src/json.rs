@@ -1,10 +1,13 @@
-//! A small JSON reader for the client: the members of an object as raw text, and the few
-//! scalars the client acts on.
+//! A small JSON reader: the members of an object as raw text, and the few scalars the client
+//! acts on.
 //!
 //! The browser client carries this instead of `serde_json`: it builds no trees and formats
 //! no errors, which keeps the `.wasm` small (serde's error messages alone pull in float
 //! formatting). Raw values are checked to be well-formed JSON, so the host can hand them to
 //! `JSON.parse` as they are. The tests compare it with `serde_json`.
+//!
+//! The server's frame decoder uses [`first_member`] to find the `id` of a frame `serde_json`
+//! refuses, so that even that frame is answered under its id.
 
 use std::borrow::Cow;
 
@@ -65,6 +68,32 @@ pub(crate) fn elements(text: &str) -> Option<Vec<&str>> {
     }
     r.ws();
     (r.i == text.len()).then_some(out)
+}
+
+/// The raw value of the first member named `key` of the object `text` starts with, read
+/// member by member up to it. Found even when the text breaks, or nests deeper than any
+/// reader takes, after that member or inside the members before it: those are skipped by
+/// their brackets and strings alone, in one pass without recursion, so no input can exhaust
+/// the stack. The value found is well-formed JSON.
+pub(crate) fn first_member<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let mut r = Reader { s: text, i: 0 };
+    r.ws();
+    r.eat(b'{')?;
+    loop {
+        r.ws();
+        let name = r.string()?;
+        r.ws();
+        r.eat(b':')?;
+        r.ws();
+        let start = r.i;
+        if name == key {
+            r.value(0)?;
+            return Some(&text[start..r.i]);
+        }
+        r.skip()?;
+        r.ws();
+        r.eat(b',')?;
+    }
 }
 
 /// The value of `key` among `members`, if present.
@@ -161,6 +190,31 @@ impl<'a> Reader<'a> {
             b'f' => self.word("false"),
             b'n' => self.word("null"),
             _ => self.number(),
+        }
+    }
+
+    /// Passes over one value however deep it nests, without recursion, reading only its
+    /// strings and brackets: what is inside is not checked (someone else reads it, or
+    /// refuses it).
+    fn skip(&mut self) -> Option<()> {
+        if !matches!(self.peek()?, b'{' | b'[') {
+            return self.value(0);
+        }
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.string()?;
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => depth = depth.checked_sub(1)?,
+                _ => {}
+            }
+            self.i += 1;
+            if depth == 0 {
+                return Some(());
+            }
         }
     }
 
@@ -380,6 +434,34 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn finds_a_member_before_and_past_what_breaks_the_object() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        for (text, id) in [
+            (format!(r#"{{"id":"7","body":{deep}}}"#), Some(r#""7""#)),
+            (format!(r#"{{"body":{deep},"id":7}}"#), Some("7")),
+            (
+                format!(r#"{{"a":{{"id":1}},"id":-2.5e3,"b":{deep}"#),
+                Some("-2.5e3"),
+            ),
+            (
+                r#"{"s":"}]\"[{","id":{"x":[1]}}"#.to_owned(),
+                Some(r#"{"x":[1]}"#),
+            ),
+            (r#"{"id":7 nope"#.to_owned(), Some("7")),
+            // Broken before the id, or the id itself: not found.
+            (r#"{"a":1 "id":7}"#.to_owned(), None),
+            (format!(r#"{{"a":{}}}"#, "[".repeat(50)), None),
+            (r#"{"id":tru}"#.to_owned(), None),
+            (format!(r#"{{"id":{deep}}}"#), None),
+            (r#"[{"id":7}]"#.to_owned(), None),
+            (r#"{"a":{"id":7}}"#.to_owned(), None),
+        ] {
+            let shown = &text[..text.len().min(60)];
+            assert_eq!(first_member(&text, "id"), id, "{shown}");
         }
     }
 
