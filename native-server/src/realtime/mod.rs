@@ -190,9 +190,8 @@ impl Realtime {
                     uuid: self.presence_uuid(caller, conn),
                     username: caller.username().to_string(),
                 };
-                // Asked as its name: losing access is checked on what the join was judged on.
                 self.presence
-                    .join(&self.hub, (&key, &name), conn, user, state, handle);
+                    .join(&self.hub, (&key, path), conn, user, state, handle);
             }
         }
     }
