@@ -8,7 +8,7 @@
 use crate::client::{self, ClientError, Target};
 use crate::measure::CpuWindow;
 use crate::report::{Goal, Row};
-use crate::{Run, latency_rows, micros_since_start};
+use crate::{Run, clock_micros, latency_rows};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -138,7 +138,7 @@ pub async fn run(
     let collection = format!(
         "bench{}x{}{}",
         std::process::id(),
-        micros_since_start(),
+        clock_micros(),
         match source {
             Source::Store => "messages",
             Source::Broadcast => "broadcasts",
@@ -179,7 +179,7 @@ pub async fn run(
     let window = (warm_end, warm_end + run.duration);
     let shared = Arc::new(Shared {
         distinct: AtomicU64::new(0),
-        measure_from_us: micros_since_start() + run.warmup.as_micros() as u64,
+        measure_from_us: clock_micros() + run.warmup.as_micros() as u64,
         window,
     });
     let readers: Vec<_> = sockets
@@ -203,7 +203,7 @@ pub async fn run(
             cpu.finish()
         }
     });
-    let posted = write(writer, &collection, source, case.rate, window.1).await?;
+    let posted = write(writer, &collection, source, case.rate, window.1, 0).await?;
     let cpu = cpu_start
         .await
         .map_err(|e| ClientError::Unexpected(e.to_string()))?;
@@ -353,7 +353,7 @@ async fn read_events(
             }
         };
         let now = Instant::now();
-        let now_us = micros_since_start();
+        let now_us = clock_micros();
         let (Some(n), Some(t)) = (
             client::field_u64(&text, "\"bench_n\":"),
             client::field_u64(&text, "\"bench_t\":"),
@@ -381,13 +381,15 @@ fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
     seen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Posts (or broadcasts) until `until`; returns how many the server acknowledged with 200.
-async fn write(
+/// Posts (or broadcasts) until `until`, numbering the events' `bench_n` from `first`; returns
+/// how many the server acknowledged with 200 (an error if it refused any).
+pub async fn write(
     ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     collection: &str,
     source: Source,
     rate: Rate,
     until: Instant,
+    first: u64,
 ) -> Result<u64, ClientError> {
     let (mut sink, mut stream) = ws.split();
     // The welcome frame.
@@ -396,7 +398,7 @@ async fn write(
     let frame = |n: u64| {
         format!(
             r#"{{"id":{n},"method":"{method}","path":"/{collection}","body":{{"bench_n":{n},"bench_t":{}}}}}"#,
-            micros_since_start()
+            clock_micros()
         )
     };
     let acked = Arc::new(AtomicU64::new(0));
@@ -422,7 +424,7 @@ async fn write(
             }
         }
     });
-    let mut n = 0u64;
+    let mut n = first;
     let mut tick = match rate {
         Rate::PerSecond(r) => Some(tokio::time::interval(Duration::from_secs_f64(1.0 / r))),
         Rate::Max => None,
@@ -443,7 +445,7 @@ async fn write(
     }
     // Wait for the answers to every post.
     let answered_by = Instant::now() + Duration::from_secs(10);
-    while acked.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n
+    while acked.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < n - first
         && Instant::now() < answered_by
     {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -453,7 +455,8 @@ async fn write(
     let failed = failed.load(Ordering::Relaxed);
     if failed > 0 {
         return Err(ClientError::Unexpected(format!(
-            "{failed} of {n} {method}s failed"
+            "{failed} of {} {method}s failed",
+            n - first
         )));
     }
     Ok(acked.load(Ordering::Relaxed))
