@@ -677,6 +677,9 @@ struct Varz {
     out_msgs: u64,
     in_bytes: u64,
     out_bytes: u64,
+    /// Messages delivered on the nodes' `{subject}.signals` subscriptions: what events
+    /// cause, without the presence heartbeats beside them.
+    signals: u64,
 }
 
 impl Varz {
@@ -686,6 +689,7 @@ impl Varz {
             out_msgs: self.out_msgs.saturating_sub(before.out_msgs),
             in_bytes: self.in_bytes.saturating_sub(before.in_bytes),
             out_bytes: self.out_bytes.saturating_sub(before.out_bytes),
+            signals: self.signals.saturating_sub(before.signals),
         }
     }
 }
@@ -696,11 +700,26 @@ async fn varz(target: &Target, monitor: Option<SocketAddr>) -> Result<Option<Var
     };
     let v = client::get_json(target, addr, "/varz").await?;
     let field = |name: &str| v.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    // The server is the cluster's own (bench.sh): every `.signals` subscription is a node's.
+    let subs = client::get_json(target, addr, "/subsz?subs=1&limit=100000").await?;
+    let signals = subs
+        .get("subscriptions_list")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|sub| {
+            sub.get("subject")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|s| s.ends_with(".signals"))
+        })
+        .filter_map(|sub| sub.get("msgs").and_then(serde_json::Value::as_u64))
+        .sum();
     Ok(Some(Varz {
         in_msgs: field("in_msgs"),
         out_msgs: field("out_msgs"),
         in_bytes: field("in_bytes"),
         out_bytes: field("out_bytes"),
+        signals,
     }))
 }
 
@@ -1124,14 +1143,22 @@ pub async fn run(run: &Run, token: &str, case: &ClusterCase) -> Result<Vec<Row>,
             let deliveries = posted as f64 * case.sockets as f64;
             let heartbeats = idle_out_rate * phase_started.elapsed().as_secs_f64();
             // O(events): a signal per event (or per batch of them) reaching each node, so at
-            // most one message out per node and event, however many sockets get it.
+            // most one message per node and event, however many sockets get it.
             let nodes = all_nodes.len().max(1) as f64;
+            rows.push(Row::new(
+                "cluster",
+                &setup,
+                "NATS signals delivered per event",
+                d.signals as f64 / (posted.max(1) as f64),
+                Some(Goal::AtMost(nodes)),
+                &format!("{} signals to {nodes} nodes", d.signals),
+            ));
             rows.push(Row::new(
                 "cluster",
                 &setup,
                 "NATS messages out per event, beyond the idle rate",
                 (d.out_msgs as f64 - heartbeats).max(0.0) / (posted.max(1) as f64),
-                Some(Goal::AtMost(nodes)),
+                None,
                 &format!(
                     "in {} / out {} msgs ({heartbeats:.0} at the idle rate), {} / {} bytes; \
                      {} deliveries",
