@@ -20,6 +20,7 @@
 //! stdout. Latency crosses processes because event timestamps are on the machine's monotonic
 //! clock ([`crate::clock_micros`]).
 
+use crate::bits::EventBits;
 use crate::client::{self, ClientError, Target};
 use crate::fanout::{self, Rate, Source};
 use crate::measure::{self, CpuWindow};
@@ -151,31 +152,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// What one logical subscriber saw, across all the sockets it reconnected with.
 #[derive(Default)]
 struct Seen {
-    bits: Vec<u64>,
+    bits: EventBits,
     /// `bench_n` of every event that came again.
     repeated: Vec<u64>,
     /// The `seq` to resume from: the last event's, or the subscription's own at first.
     last_seq: u64,
     /// Why its socket ended for good, if it did.
     ended: Option<String>,
-}
-
-impl Seen {
-    fn mark(&mut self, n: u64) -> bool {
-        let (word, bit) = ((n / 64) as usize, n % 64);
-        if self.bits.len() <= word {
-            self.bits.resize(word + 1, 0);
-        }
-        let fresh = self.bits[word] & (1 << bit) == 0;
-        self.bits[word] |= 1 << bit;
-        fresh
-    }
-
-    fn has(&self, n: u64) -> bool {
-        self.bits
-            .get((n / 64) as usize)
-            .is_some_and(|w| w & (1 << (n % 64)) != 0)
-    }
 }
 
 /// One subscriber: its tally, and the bell that tells its task to reconnect.
@@ -233,7 +216,7 @@ impl ShardCtx {
             if let Some(seq) = client::field_u64(text, "\"seq\":") {
                 seen.last_seq = seen.last_seq.max(seq);
             }
-            if !seen.mark(n) {
+            if !seen.bits.mark(n) {
                 seen.repeated.push(n);
                 return;
             }
@@ -415,7 +398,7 @@ impl Shard {
             .iter()
             .map(|sub| {
                 let seen = lock(&sub.seen);
-                (from..to).filter(|n| !seen.has(*n)).count() as u64
+                (from..to).filter(|n| !seen.bits.has(*n)).count() as u64
             })
             .sum()
     }
@@ -1077,17 +1060,13 @@ pub async fn run(run: &Run, token: &str, case: &ClusterCase) -> Result<Vec<Row>,
                 None,
                 "",
             ));
-            rows.push(
-                Row::new(
-                    "cluster",
-                    &setup,
-                    "resumes not recovered, or given up",
-                    (not_recovered + given_up) as f64,
-                    Some(Goal::AtMost(0.0)),
-                    "",
-                )
-                .must_hold(),
-            );
+            rows.push(Row::must_be_zero(
+                "cluster",
+                &setup,
+                "resumes not recovered, or given up",
+                not_recovered + given_up,
+                "",
+            ));
         }
         let (mut lost, mut duplicated) = (0u64, 0u64);
         let mut latency = crate::latency_histogram();
@@ -1126,17 +1105,7 @@ pub async fn run(run: &Run, token: &str, case: &ClusterCase) -> Result<Vec<Row>,
             Some(&|p| (p == 99.0 && !churn).then_some(Goal::AtMost(P99_GOAL_MS))),
         ));
         for (metric, value) in [("lost events", lost), ("duplicated events", duplicated)] {
-            rows.push(
-                Row::new(
-                    "cluster",
-                    &setup,
-                    metric,
-                    value as f64,
-                    Some(Goal::AtMost(0.0)),
-                    "",
-                )
-                .must_hold(),
-            );
+            rows.push(Row::must_be_zero("cluster", &setup, metric, value, ""));
         }
         if let (Some(before), Some(after)) = (varz0, varz(target, case.nats_monitor).await?) {
             let d = after.since(before);

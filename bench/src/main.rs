@@ -4,6 +4,7 @@
 //! the project's goals. Every run is bounded in time and
 //! count. `scripts/bench.sh` starts a server pinned to one core and runs this on the other.
 
+mod bits;
 mod client;
 mod cluster;
 mod fanout;

@@ -296,17 +296,7 @@ pub async fn run(run: &Run, admin: &str, case: PresenceCase) -> Result<Vec<Row>,
         ("duplicated events", repeated),
         ("unexpected events", unexpected),
     ] {
-        rows.push(
-            Row::new(
-                "presence",
-                &setup,
-                metric,
-                value as f64,
-                Some(Goal::AtMost(0.0)),
-                "",
-            )
-            .must_hold(),
-        );
+        rows.push(Row::must_be_zero("presence", &setup, metric, value, ""));
     }
     if closed > 0 {
         let reasons: Vec<_> = close_reasons.into_iter().collect();
