@@ -12,6 +12,15 @@
 #                                          local PostgreSQL (a fresh schema) and NATS; the
 #                                          fan-out subscribers and the writers of `write` are
 #                                          spread over both gateways
+#   ./scripts/bench.sh --cluster --gateways 5 cluster
+#                                          N gateways (or GATEWAYS=N; 2 by default) and the
+#                                          `cluster` scenario: 95k subscribed sockets held by
+#                                          one client process per gateway, idle, fan-out and
+#                                          churn (issue 20)
+# A cluster gets a NATS server of its own (nats-server on a free port, with its monitoring
+# port, whose counters the `cluster` scenario reads) when nats-server is installed, else the
+# local one on 4222 (GRIDSOCKET_BENCH_NATS picks another), whose counters are not checked.
+# BENCH_PIN=0 leaves every process free to run on any CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,9 +28,14 @@ profile=release
 extra=()
 cluster=""
 postgres=""
+gateways=${GATEWAYS:-2}
 if [ "${1:-}" = "--cluster" ]; then
   shift
   cluster=1
+  if [ "${1:-}" = "--gateways" ]; then
+    gateways=${2:?--gateways needs a count}
+    shift 2
+  fi
 elif [ "${1:-}" = "--postgres" ]; then
   shift
   postgres=1
@@ -32,7 +46,8 @@ if [ "${1:-}" = "--smoke" ]; then
   extra=(--duration 1 --warmup 0.2 --rr-connections 1,4 --rr-depths 1,8
          --fanout 10@10,20@max --broadcast 10@10,20@max --presence-users 10
          --presence-watchers 10 --idle 200 --query-sizes 2000
-         --json target/gridsocket-bench/smoke.json)
+         --cluster-sockets 300 --cluster-idle-secs 1 --cluster-rate 5 --churn-rate 100
+         --json "target/gridsocket-bench/smoke${cluster:+-cluster}.json")
 fi
 if [ "$profile" = release ]; then
   cargo build --release -p gridsocket-server -p gridsocket-bench
@@ -44,7 +59,7 @@ fi
 bin=${CARGO_TARGET_DIR:-target}/$profile
 
 pin_server=() pin_client=()
-if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
   pin_server=(taskset -c 0) pin_client=(taskset -c 1)
 fi
 
@@ -80,8 +95,44 @@ start_node() {
   fi
 }
 
+# A TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+  local port
+  for _ in $(seq 100); do
+    port=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
+  echo "no free port found" >&2
+  exit 1
+}
+
 pg=${GRIDSOCKET_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}
 nats=${GRIDSOCKET_BENCH_NATS:-nats://127.0.0.1:4222}
+nats_args=()
+nats_server=$(command -v nats-server || { [ -x /usr/sbin/nats-server ] && echo /usr/sbin/nats-server; } || true)
+if [ -n "$cluster" ] && [ -z "${GRIDSOCKET_BENCH_NATS:-}" ] && [ -n "$nats_server" ]; then
+  # Its own server, so that its counters count this cluster's messages only.
+  nats_port=$(free_port)
+  monitor_port=$(free_port)
+  "$nats_server" -a 127.0.0.1 -p "$nats_port" -m "$monitor_port" >"$data/nats.log" 2>&1 &
+  pids+=("$!")
+  nats_args=(--nats-monitor "http://127.0.0.1:$monitor_port" --nats-pid "$!")
+  nats=nats://127.0.0.1:$nats_port
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$monitor_port/varz" >/dev/null && break
+    sleep 0.05
+  done
+  if ! curl -sf "http://127.0.0.1:$monitor_port/varz" >/dev/null; then
+    echo "nats-server did not start:" >&2
+    cat "$data/nats.log" >&2
+    exit 1
+  fi
+elif [ -n "$cluster" ]; then
+  echo "the cluster uses $nats; its message counters are not checked (no nats-server of its own)" >&2
+fi
 store="$pg?options=-csearch_path%3Dbench_$$"
 if [ -n "$cluster$postgres" ]; then
   schema="bench_$$"
@@ -103,9 +154,16 @@ fi
 shared=(--store "$store" --bus "$nats" --bus-subject "bench-$$")
 start_node api REST --role api --demo "${shared[@]}"
 api_http=$http
-start_node gw1 WebSocket --role gateway "${shared[@]}"
-ws1=$ws
-start_node gw2 WebSocket --role gateway "${shared[@]}"
-ws2=$ws
-"${pin_client[@]}" "$bin/gridsocket-bench" --server-pid "${pids[1]}" \
-  --other-pids "${pids[2]},${pids[0]}" --http "$api_http" --ws "$ws1,$ws2" "${extra[@]}" "$@"
+api_pid=${pids[-1]}
+ws_list=() gateway_pids=()
+for g in $(seq "$gateways"); do
+  start_node "gw$g" WebSocket --role gateway "${shared[@]}"
+  ws_list+=("$ws")
+  gateway_pids+=("${pids[-1]}")
+done
+join() { local IFS=,; echo "$*"; }
+# The first gateway is "the server" (its memory); the other nodes' CPU counts with it.
+"${pin_client[@]}" "$bin/gridsocket-bench" --server-pid "${gateway_pids[0]}" \
+  --other-pids "$(join "${gateway_pids[@]:1}" "$api_pid")" --http "$api_http" \
+  --ws "$(join "${ws_list[@]}")" --gateway-pids "$(join "${gateway_pids[@]}")" \
+  --pg-url "$pg" --pg-schema "$schema" "${nats_args[@]}" "${extra[@]}" "$@"

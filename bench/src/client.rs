@@ -34,6 +34,23 @@ pub enum ClientError {
     /// The server answered something unexpected.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
+    /// A shard process of the cluster run could not be started, failed, or answered out of
+    /// its protocol.
+    #[error("client process {shard}: {detail}")]
+    Shard {
+        /// Which shard.
+        shard: usize,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A local tool or pipe the run needs (`psql`, a shard's stdin) failed.
+    #[error("{what}: {source}")]
+    Local {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
 }
 
 /// The server under test and the account the bench uses.
@@ -105,7 +122,15 @@ pub async fn websocket_via(
 
 /// One keep-alive HTTP/1.1 connection to the REST port.
 pub async fn http(target: &Target) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-    let stream = tcp(target, target.http).await?;
+    http_to(target, target.http).await
+}
+
+/// One keep-alive HTTP/1.1 connection to `addr` (the REST port, or a monitoring port).
+pub async fn http_to(
+    target: &Target,
+    addr: SocketAddr,
+) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    let stream = tcp(target, addr).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -195,6 +220,27 @@ pub async fn json_request(
     let value = serde_json::from_slice(&body)
         .map_err(|_| ClientError::Unexpected(String::from_utf8_lossy(&body).into_owned()))?;
     Ok((status, value))
+}
+
+/// `GET path` on `addr` over a fresh connection, answered with JSON (NATS's `/varz`).
+pub async fn get_json(
+    target: &Target,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<serde_json::Value, ClientError> {
+    let mut sender = http_to(target, addr).await?;
+    let req = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+    let (status, body) = exchange(&mut sender, req).await?;
+    match serde_json::from_slice(&body) {
+        Ok(value) if status == 200 => Ok(value),
+        _ => Err(ClientError::Unexpected(format!(
+            "GET {addr}{path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        ))),
+    }
 }
 
 /// The unsigned integer right after `key` (a quoted key with its colon, `"id":`) in `text`.

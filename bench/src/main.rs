@@ -4,7 +4,9 @@
 //! the project's goals. Every run is bounded in time and
 //! count. `scripts/bench.sh` starts a server pinned to one core and runs this on the other.
 
+mod bits;
 mod client;
+mod cluster;
 mod fanout;
 mod idle;
 mod measure;
@@ -21,15 +23,15 @@ use report::{Goal, Row};
 use rr::{RrCase, Transport};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Load generator for a running gridsocket server.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
     /// Scenarios to run, in order: idle, rr, fanout, broadcast, presence, write, query (all,
-    /// in that order, when none is named).
+    /// in that order, when none is named), and cluster (only when named: it needs a cluster
+    /// of gateways, `scripts/bench.sh --cluster`).
     scenarios: Vec<String>,
     /// The server's REST address.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -118,6 +120,42 @@ struct Cli {
     /// Also report the CPU of the local PostgreSQL (every `postgres` process) in `write`.
     #[arg(long)]
     database_cpu: bool,
+    /// cluster: subscribed sockets in all, spread over the gateways.
+    #[arg(long, default_value_t = 95_000)]
+    cluster_sockets: usize,
+    /// cluster: client processes holding them (0: one per gateway). One process holds at
+    /// most its open-file limit of sockets (~19.5k here).
+    #[arg(long, default_value_t = 0)]
+    cluster_clients: usize,
+    /// cluster: events per second in the fanout and churn phases.
+    #[arg(long, default_value_t = 1.0)]
+    cluster_rate: f64,
+    /// cluster: reconnects per second in the churn phase, over all client processes.
+    #[arg(long, default_value_t = 1_000.0)]
+    churn_rate: f64,
+    /// cluster: seconds the idle phase watches PostgreSQL and NATS.
+    #[arg(long, default_value_t = 30.0)]
+    cluster_idle_secs: f64,
+    /// cluster: every gateway's process id, in the order of `--ws`, for its memory.
+    #[arg(long, value_delimiter = ',')]
+    gateway_pids: Vec<u32>,
+    /// cluster: NATS's monitoring address (`http://127.0.0.1:8222`), read for its counters.
+    #[arg(long)]
+    nats_monitor: Option<String>,
+    /// cluster: that NATS server's process id, for its CPU.
+    #[arg(long)]
+    nats_pid: Option<u32>,
+    /// cluster: PostgreSQL's URL (for `psql`) and, with `--pg-schema`, the cluster's schema,
+    /// whose table counters show what the nodes read while idle.
+    #[arg(long, requires = "pg_schema")]
+    pg_url: Option<String>,
+    /// cluster: the cluster's PostgreSQL schema.
+    #[arg(long, requires = "pg_url")]
+    pg_schema: Option<String>,
+    /// Runs as client process N of a `cluster` run, driven over stdin by the run's own
+    /// process (which starts it).
+    #[arg(long, hide = true)]
+    shard: Option<usize>,
     /// Where to write the results as JSON.
     #[arg(long, default_value = "target/gridsocket-bench/results.json")]
     json: PathBuf,
@@ -158,11 +196,17 @@ impl Run {
     }
 }
 
-/// Microseconds since this process started measuring: the clock that event timestamps use,
-/// shared by the writer and the subscribers of one process.
-pub fn micros_since_start() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_micros() as u64
+/// Microseconds on the machine's monotonic clock: the clock that event timestamps use. It is
+/// the same clock in every process of the machine, so a writer in one process and the
+/// subscribers of the cluster's shard processes measure one latency.
+pub fn clock_micros() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the struct we pass; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000 + (ts.tv_nsec as u64) / 1_000
 }
 
 /// A latency histogram in microseconds, up to a minute.
@@ -216,6 +260,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(index) = cli.shard {
+        measure::raise_open_file_limit();
+        let shard = target(&cli).map(|t| runtime.block_on(cluster::shard(t, index)));
+        return match shard.and_then(|r| r) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gridsocket-bench client process {index}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run_all(&cli)) {
         Ok(rows) => {
             print!("{}", report::table(&rows));
@@ -268,10 +323,9 @@ fn write_json(cli: &Cli, rows: &[Row]) -> std::io::Result<()> {
     std::fs::write(&cli.json, text)
 }
 
-async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
-    micros_since_start();
-    let open_files = measure::raise_open_file_limit();
-    let target = Target {
+/// The server (or cluster) the command line names.
+fn target(cli: &Cli) -> Result<Target, ClientError> {
+    Ok(Target {
         http: client::parse_addr(&cli.http)?,
         ws: cli
             .ws
@@ -281,9 +335,13 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
         org: cli.org.clone(),
         app: cli.app.clone(),
         sources: cli.sources.min(250),
-    };
+    })
+}
+
+async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
+    let open_files = measure::raise_open_file_limit();
     let run = Run {
-        target,
+        target: target(cli)?,
         server_pid: cli.server_pid,
         other_pids: cli.other_pids.clone(),
         warmup: Duration::from_secs_f64(cli.warmup.max(0.0)),
@@ -349,6 +407,24 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
                 rows.extend(presence::run(&run, &admin, case).await?);
             }
             "idle" => rows.extend(idle::run(&run, &token, &cli.username, cli.idle).await?),
+            "cluster" => {
+                let case = cluster::ClusterCase {
+                    sockets: cli.cluster_sockets,
+                    shards: cli.cluster_clients,
+                    event_rate: cli.cluster_rate.max(0.01),
+                    churn_rate: cli.churn_rate.max(0.0),
+                    idle: Duration::from_secs_f64(cli.cluster_idle_secs.max(0.0)),
+                    gateway_pids: cli.gateway_pids.clone(),
+                    nats_monitor: cli
+                        .nats_monitor
+                        .as_deref()
+                        .map(client::parse_addr)
+                        .transpose()?,
+                    nats_pid: cli.nats_pid,
+                    postgres: cli.pg_url.clone().zip(cli.pg_schema.clone()),
+                };
+                rows.extend(cluster::run(&run, &token, &case).await?);
+            }
             "query" => rows.extend(query::run(&run, &token, &cli.query_sizes).await?),
             "write" => {
                 // POSTs over the socket, each a new entity: the store's write path.
@@ -371,7 +447,7 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
             other => {
                 return Err(ClientError::Unexpected(format!(
                     "unknown scenario {other:?}: use idle, rr, fanout, broadcast, presence, \
-                     write or query"
+                     write, query or cluster"
                 )));
             }
         }

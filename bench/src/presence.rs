@@ -11,7 +11,7 @@
 use crate::client::{self, ClientError, Target};
 use crate::measure::CpuWindow;
 use crate::report::{Goal, Row};
-use crate::{Run, latency_rows, micros_since_start};
+use crate::{Run, clock_micros, latency_rows};
 use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
@@ -107,7 +107,7 @@ pub async fn run(run: &Run, admin: &str, case: PresenceCase) -> Result<Vec<Row>,
         case.watchers,
         crate::report::human(rate)
     );
-    let prefix = format!("bench{}t{}", std::process::id(), micros_since_start());
+    let prefix = format!("bench{}t{}", std::process::id(), clock_micros());
     let group = format!("{prefix}group");
     let changes = 2 * case.joiners;
     // The first seconds' changes warm up, but never more than half of them.
@@ -296,17 +296,7 @@ pub async fn run(run: &Run, admin: &str, case: PresenceCase) -> Result<Vec<Row>,
         ("duplicated events", repeated),
         ("unexpected events", unexpected),
     ] {
-        rows.push(
-            Row::new(
-                "presence",
-                &setup,
-                metric,
-                value as f64,
-                Some(Goal::AtMost(0.0)),
-                "",
-            )
-            .must_hold(),
-        );
+        rows.push(Row::must_be_zero("presence", &setup, metric, value, ""));
     }
     if closed > 0 {
         let reasons: Vec<_> = close_reasons.into_iter().collect();
@@ -386,7 +376,7 @@ async fn send_change(
         json!({"leave": true})
     };
     let frame = json!({"id": n, "method": "PRESENCE", "path": path, "body": body});
-    shared.sent_us[n].store(micros_since_start().max(1), Ordering::Relaxed);
+    shared.sent_us[n].store(clock_micros().max(1), Ordering::Relaxed);
     sink.send(Message::text(frame.to_string())).await?;
     Ok(())
 }
@@ -425,7 +415,7 @@ async fn watch(mut ws: Ws, shared: Arc<Shared>, seen: Arc<Mutex<Seen>>) {
                 return;
             }
         };
-        let now_us = micros_since_start();
+        let now_us = clock_micros();
         if !text.starts_with("{\"event\":\"presence\"") || text.contains(&watcher) {
             // Another watcher joining while the run is set up.
             continue;

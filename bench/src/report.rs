@@ -72,6 +72,26 @@ impl Row {
         }
     }
 
+    /// A correctness count that must be zero (lost or duplicated events): the run fails
+    /// otherwise.
+    pub fn must_be_zero(
+        scenario: &str,
+        setup: impl Into<String>,
+        metric: &str,
+        count: u64,
+        limited_by: &str,
+    ) -> Row {
+        Row::new(
+            scenario,
+            setup,
+            metric,
+            count as f64,
+            Some(Goal::AtMost(0.0)),
+            limited_by,
+        )
+        .must_hold()
+    }
+
     /// Marks the row as a correctness figure: the run fails when it misses its goal.
     pub fn must_hold(mut self) -> Row {
         self.must_hold = true;
