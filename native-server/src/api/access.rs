@@ -8,9 +8,10 @@ use super::{Api, ApiError};
 use crate::store::{AppRecord, Direction, Entity, EntityKey};
 use gridsocket_core::access::{self, AccessPath, Decision, Denial, Found, Identity};
 use gridsocket_core::{EntityRef, Method, Permission, ResourcePath};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Whom a request speaks for, once its credentials are checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,9 +65,41 @@ impl From<Principal> for Authenticated {
     }
 }
 
-struct Grants {
+pub(crate) struct Grants {
     generation: u64,
     permissions: Vec<Permission>,
+}
+
+/// The grants of each user (and of guests) of each application, shared by every socket and
+/// request that holds them: a user with many sockets holds one copy, not one per socket. Held
+/// weakly, so grants nobody holds any more go with their last holder.
+#[derive(Default)]
+pub(crate) struct SharedGrants {
+    /// By application uuid and user uuid (empty for guests).
+    by_user: Mutex<HashMap<(String, String), Weak<Grants>>>,
+}
+
+impl SharedGrants {
+    /// The grants of `key` of `generation`, if somebody holds them.
+    fn get(&self, key: &(String, String), generation: u64) -> Option<Arc<Grants>> {
+        let by_user = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        by_user
+            .get(key)
+            .and_then(Weak::upgrade)
+            .filter(|g| g.generation == generation)
+    }
+
+    /// Shares `grants` as those of `key`.
+    fn put(&self, key: (String, String), grants: &Arc<Grants>) {
+        let mut by_user = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
+        // Entries of grants nobody holds are swept when a new user's take the table past a
+        // power of two: each sweep's cost spreads over the insertions since the last one.
+        let len = by_user.len();
+        if len >= 64 && len.is_power_of_two() && !by_user.contains_key(&key) {
+            by_user.retain(|_, g| g.strong_count() > 0);
+        }
+        by_user.insert(key, Arc::downgrade(grants));
+    }
 }
 
 /// A principal with its permissions, loaded on first use and reloaded only when permissions
@@ -410,6 +443,14 @@ impl Api {
         {
             return Ok(g.clone());
         }
+        let key = (
+            app.uuid.clone(),
+            caller.user_uuid().unwrap_or_default().to_owned(),
+        );
+        if let Some(g) = self.shared_grants.get(&key, generation) {
+            *caller.grants.lock().unwrap_or_else(|p| p.into_inner()) = Some(g.clone());
+            return Ok(g);
+        }
         let mut owners = Vec::new();
         let role_name = if caller.user_uuid().is_some() {
             "default"
@@ -451,6 +492,7 @@ impl Api {
             generation,
             permissions,
         });
+        self.shared_grants.put(key, &grants);
         *caller.grants.lock().unwrap_or_else(|p| p.into_inner()) = Some(grants.clone());
         Ok(grants)
     }
@@ -468,5 +510,47 @@ fn denied(denial: Denial, guest: bool, method: Method, shown: &str) -> ApiError 
             method.as_str()
         )),
         (d, false) => ApiError::Forbidden(d.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Grants, SharedGrants};
+    use std::sync::Arc;
+
+    fn key(user: &str) -> (String, String) {
+        ("app".to_owned(), user.to_owned())
+    }
+
+    #[test]
+    fn shared_grants_are_one_copy_per_user_while_held_and_of_the_current_generation() {
+        let shared = SharedGrants::default();
+        let held = Arc::new(Grants {
+            generation: 1,
+            permissions: Vec::new(),
+        });
+        shared.put(key("ann"), &held);
+        let got = shared.get(&key("ann"), 1).expect("held");
+        assert!(Arc::ptr_eq(&got, &held), "the same copy");
+        assert!(
+            shared.get(&key("bob"), 1).is_none(),
+            "another user's are not ann's"
+        );
+        assert!(shared.get(&key("ann"), 2).is_none(), "grants changed since");
+        drop((got, held));
+        assert!(
+            shared.get(&key("ann"), 1).is_none(),
+            "nobody holds them any more"
+        );
+        // Entries nobody holds are swept as new users come.
+        for i in 0..200 {
+            let g = Arc::new(Grants {
+                generation: 1,
+                permissions: Vec::new(),
+            });
+            shared.put(key(&i.to_string()), &g);
+        }
+        let len = shared.by_user.lock().unwrap().len();
+        assert!(len < 100, "{len} entries kept for 200 users nobody holds");
     }
 }

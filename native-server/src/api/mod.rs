@@ -150,6 +150,8 @@ pub struct Api {
     /// Bumped whenever a permission, role or group membership changes anywhere, so cached
     /// grants know to reload.
     grants_generation: AtomicU64,
+    /// Each user's grants, one copy for all its sockets.
+    shared_grants: access::SharedGrants,
     /// The server's metrics.
     metrics: Arc<Metrics>,
     /// Password checks and login throttling.
@@ -194,6 +196,7 @@ impl Api {
             tokens: TokenCache::new(100_000),
             apps: Mutex::new(HashMap::new()),
             grants_generation: AtomicU64::new(0),
+            shared_grants: access::SharedGrants::default(),
             metrics: Arc::new(Metrics::default()),
             signals: OnceLock::new(),
             presence: OnceLock::new(),
