@@ -173,6 +173,22 @@ impl Fixture {
             .ws_url(&format!("/{}/{}{path_and_query}", self.org, self.app))
     }
 
+    /// Takes the default role's catch-all grant (`get,put,post,delete:/**`) away, as the
+    /// admin: users keep only what other grants give them.
+    pub async fn remove_default_grant(&self) {
+        let (status, body) = rest(
+            "DELETE",
+            &format!(
+                "{}?permission=get,put,post,delete:/**",
+                self.app_url("/roles/default/permissions")
+            ),
+            Some(&self.admin_token),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// Creates a user (as admin) and returns a fresh token for them.
     pub async fn create_user(&self, username: &str, password: &str) -> String {
         create_user(&self.app_url(""), &self.admin_token, username, password).await

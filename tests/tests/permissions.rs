@@ -59,17 +59,7 @@ async fn narrowed_roles_apply_at_once_even_to_open_sockets() {
     .await;
     assert_eq!((status, body["error"].clone()), (403, json!("forbidden")));
     // The admin narrows the default role to reading books.
-    let (status, body) = rest(
-        "DELETE",
-        &format!(
-            "{}?permission=get,put,post,delete:/**",
-            f.app_url("/roles/default/permissions")
-        ),
-        Some(&f.admin_token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    f.remove_default_grant().await;
     let (status, body) = rest(
         "POST",
         &f.app_url("/roles/default/permissions"),

@@ -482,17 +482,7 @@ async fn presence_needs_read_and_broadcast_needs_write_permission() {
     .await;
     assert_eq!(status, 200, "{body}");
     // Users may only read books.
-    let (status, body) = rest(
-        "DELETE",
-        &format!(
-            "{}?permission=get,put,post,delete:/**",
-            f.app_url("/roles/default/permissions")
-        ),
-        Some(&f.admin_token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    f.remove_default_grant().await;
     let (status, body) = rest(
         "POST",
         &f.app_url("/roles/default/permissions"),
@@ -793,17 +783,7 @@ async fn losing_read_access_ends_a_presence_and_the_others_see_a_leave() {
         (json!("join"), json!("john"))
     );
     // Users lose everything but reading books.
-    let (status, body) = rest(
-        "DELETE",
-        &format!(
-            "{}?permission=get,put,post,delete:/**",
-            f.app_url("/roles/default/permissions")
-        ),
-        Some(&f.admin_token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    f.remove_default_grant().await;
     let e = john.next_event().await;
     assert_eq!(
         e,

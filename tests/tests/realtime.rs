@@ -406,17 +406,7 @@ async fn losing_access_revokes_the_subscription() {
     let mut ws = f.socket(&f.john).await;
     ws.subscribe(json!(1), "/books", None, None).await;
     ws.subscribe(json!(2), "/users/me", None, None).await;
-    let (status, _) = rest(
-        "DELETE",
-        &format!(
-            "{}?permission=get,put,post,delete:/**",
-            f.app_url("/roles/default/permissions")
-        ),
-        Some(&f.admin_token),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
+    f.remove_default_grant().await;
     let e = ws.next_event().await;
     assert_eq!(
         e,
