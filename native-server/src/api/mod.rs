@@ -29,7 +29,7 @@ pub use access::{Authenticated, Caller, Principal, user_may_log_in};
 pub use assets::{AssetReply, Upload};
 pub use envelope::render_entity;
 pub use error::ApiError;
-pub use presence::{PresenceSource, presence_path, presence_resource};
+pub use presence::{PresenceSource, presence_path};
 pub use queues::queue_timeout;
 
 use crate::api::auth::{Credentials, TokenCache, token_hash};

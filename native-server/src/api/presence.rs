@@ -19,7 +19,7 @@ pub trait PresenceSource: Send + Sync {
 /// [`presence_path`]): `{name}/presence`. A role's `get:/groups/**` grants it with the
 /// groups; `get:/groups/*` grants reading the groups without who is on them. Judged on the
 /// name, so that every spelling of a path (`/user/Alice`, `/books;ql=…`) is judged as one.
-pub fn presence_resource(name: &str) -> String {
+fn presence_resource(name: &str) -> String {
     format!("{}/presence", name.trim_end_matches('/'))
 }
 
@@ -59,10 +59,21 @@ impl Api {
         Some(self.presence_get(app, caller, parent).await)
     }
 
+    /// May `caller` see, and join, the presence named `name` (a [`presence_path`])? It needs
+    /// `get` on [`presence_resource`]: listing, joining and every later re-check ask this.
+    pub async fn check_presence_access(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let path = ResourcePath::parse(&presence_resource(name))?;
+        self.check_access(app, caller, Method::Get, &path).await
+    }
+
     async fn presence_get(&self, app: &AppRecord, caller: &Caller, parent: &str) -> Reply {
         let key = presence_path(parent, caller)?;
-        let path = ResourcePath::parse(&presence_resource(&key))?;
-        self.check_access(app, caller, Method::Get, &path).await?;
+        self.check_presence_access(app, caller, &key).await?;
         let body = match self.presence.get() {
             Some(source) => source.presence_of(&app.uuid, &key),
             // A node without sockets holds nobody's presence.

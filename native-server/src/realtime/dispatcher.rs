@@ -5,7 +5,7 @@
 use super::Realtime;
 use super::hub::Delivery;
 use super::push::{Push, SharedEvent, Sink};
-use crate::api::{ApiError, Caller, presence_path, presence_resource, render_entity};
+use crate::api::{ApiError, Caller, presence_path, render_entity};
 use crate::store::{AppRecord, ChangeRecord, ChangeView, Entity, StoreError};
 use gridsocket_core::subscription::{ChangeKind, encode_event};
 use gridsocket_core::{Instant, Method};
@@ -288,9 +288,7 @@ impl Realtime {
             let Ok(name) = presence_path(&asked, &caller) else {
                 continue;
             };
-            let checked = self
-                .check_path(&app, &caller, &presence_resource(&name), Method::Get)
-                .await;
+            let checked = self.api.check_presence_access(&app, &caller, &name).await;
             if is_refusal(&checked) {
                 self.presence.revoke(&path, conn, "forbidden");
             }

@@ -16,7 +16,7 @@ mod pumps;
 pub mod push;
 mod revocation;
 
-use crate::api::{Api, ApiError, ApiResponse, Caller, now_ms, presence_path, presence_resource};
+use crate::api::{Api, ApiError, ApiResponse, Caller, now_ms, presence_path};
 use crate::bus::Broadcast;
 use crate::signal::Signal;
 use crate::store::{AppRecord, ChangeView, StoreError};
@@ -182,8 +182,7 @@ impl Realtime {
             // Leaving needs no permission: a socket may always stop being somewhere.
             PresenceAction::Leave => self.presence.leave(&self.hub, &key, conn, handle),
             PresenceAction::Join { state } => {
-                let resource = presence_resource(&name);
-                if let Err(e) = self.check_path(app, caller, &resource, Method::Get).await {
+                if let Err(e) = self.api.check_presence_access(app, caller, &name).await {
                     return refuse(e);
                 }
                 let user = PresenceUser {
@@ -329,17 +328,6 @@ impl Realtime {
         self.api
             .authorize(app, caller, Method::Post, &mut access)
             .await
-    }
-
-    async fn check_path(
-        &self,
-        app: &AppRecord,
-        caller: &Caller,
-        path: &str,
-        method: Method,
-    ) -> Result<(), ApiError> {
-        let parsed = ResourcePath::parse(path)?;
-        self.api.check_access(app, caller, method, &parsed).await
     }
 
     /// Starts a subscription for socket `conn`.
