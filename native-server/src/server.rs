@@ -8,6 +8,7 @@ use crate::net::ws::Admission;
 use crate::net::{http as rest, ws};
 use crate::realtime::Realtime;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
+use gridsocket_core::close_code;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -290,6 +291,9 @@ impl Server {
         // publishes it before it stops.
         self.realtime.presence().shutdown();
         cancel.cancel();
+        self.realtime
+            .hub()
+            .close_all(close_code::SERVICE_RESTART, "server restarting");
         for task in [dispatcher, ws_task, bus, Some(presence)]
             .into_iter()
             .flatten()
@@ -480,6 +484,7 @@ async fn accept_ws(
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let per_address = Arc::new(AddressSlots::default());
     let explaining = Arc::new(Semaphore::new(REFUSALS_EXPLAINED_AT_ONCE));
+    let session_config = Arc::new(settings.session_config());
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -518,18 +523,19 @@ async fn accept_ws(
                 }
             },
         };
-        let (service, settings, cancel) = (service.clone(), settings.clone(), cancel.clone());
-        let tls = tls.clone();
+        let (service, settings) = (service.clone(), settings.clone());
+        let (tls, config) = (tls.clone(), session_config.clone());
         tracker.spawn(async move {
             let deadline = tokio::time::Instant::now() + handshake;
             let conn = crate::net::tls::wrap(stream, tls.as_ref(), handshake);
             let conn = tokio::time::timeout_at(deadline, conn);
             if let Ok(Some(conn)) = conn.await {
-                let serve = ws::serve_socket(conn, peer.ip(), service, settings, cancel, admission);
+                let serve = ws::serve_socket(conn, peer.ip(), service, settings, config, admission);
                 match explained {
                     // A refusal is a handshake and one frame: it has until the deadline.
+                    // (Boxed: this task's size is every socket's, refused or not.)
                     Some(_) => {
-                        let _ = tokio::time::timeout_at(deadline, serve).await;
+                        let _ = tokio::time::timeout_at(deadline, Box::pin(serve)).await;
                     }
                     None => serve.await,
                 }

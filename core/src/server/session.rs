@@ -7,8 +7,7 @@ use crate::wire::{
     ApiRequest, Command, FrameError, FrameId, Params, PresenceAction, RejectedFrame,
     decode_request, encode_rejection, encode_response, error_body_json,
 };
-use rustc_hash::FxBuildHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,6 +202,57 @@ struct Sub {
     state: SubState,
 }
 
+/// A socket's subscriptions, in the order they were made (their ids grow), found by binary
+/// search. A socket holds one or a few: a vector of exactly that many costs a fraction of a
+/// hash table's smallest size, which an idle socket would carry for its whole life.
+#[derive(Default)]
+struct SubTable(Vec<(SubscriptionId, Sub)>);
+
+impl SubTable {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn position(&self, id: &SubscriptionId) -> Option<usize> {
+        self.0.binary_search_by_key(id, |(i, _)| *i).ok()
+    }
+
+    fn get(&self, id: &SubscriptionId) -> Option<&Sub> {
+        self.position(id).map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, id: &SubscriptionId) -> Option<&mut Sub> {
+        self.position(id).map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, id: &SubscriptionId) -> bool {
+        self.position(id).is_some()
+    }
+
+    /// Adds a subscription whose id is greater than every id held.
+    fn push(&mut self, id: SubscriptionId, sub: Sub) {
+        debug_assert!(self.0.last().is_none_or(|(last, _)| *last < id));
+        if self.0.capacity() == 0 {
+            // The first: room for it alone (a vector's first growth would make room for four).
+            self.0.reserve_exact(1);
+        }
+        self.0.push((id, sub));
+    }
+
+    fn remove(&mut self, id: &SubscriptionId) -> Option<Sub> {
+        let sub = self.position(id).map(|i| self.0.remove(i).1);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        sub
+    }
+
+    /// Oldest first.
+    fn iter(&self) -> impl Iterator<Item = (&SubscriptionId, &Sub)> {
+        self.0.iter().map(|(id, sub)| (id, sub))
+    }
+}
+
 /// The protocol state of one socket on the server.
 ///
 /// Drive it like this: feed every frame the socket reads to [`handle_text`](Self::handle_text),
@@ -214,7 +264,8 @@ struct Sub {
 /// [`poll_timeout`](Self::poll_timeout) and call [`handle_timeout`](Self::handle_timeout) when it
 /// fires. Once [`is_closed`](Self::is_closed), write what is queued and drop the socket.
 pub struct ServerSession {
-    config: ServerConfig,
+    /// Shared: every socket of a server has the same.
+    config: Arc<ServerConfig>,
     next_handle: u64,
     next_subscription: u64,
     // Handles grow and the timeout is fixed, so the first entry always has the earliest deadline.
@@ -223,8 +274,7 @@ pub struct ServerSession {
     // before them are answered (so a socket reads its own writes).
     writes: BTreeSet<RequestHandle>,
     held_reads: VecDeque<(RequestHandle, ApiRequest)>,
-    /// By id: numbers the session assigns, so hashed with a fast, unkeyed hash.
-    subs: HashMap<SubscriptionId, Sub, FxBuildHasher>,
+    subs: SubTable,
     buffered_events: usize,
     transmits: VecDeque<OutFrame>,
     events: VecDeque<ServerEvent>,
@@ -242,7 +292,8 @@ pub struct ServerSession {
 
 impl ServerSession {
     /// A session for a connection whose handshake (URL and credentials) succeeded.
-    pub fn accept(config: ServerConfig, now: Instant) -> Self {
+    pub fn accept(config: impl Into<Arc<ServerConfig>>, now: Instant) -> Self {
+        let config = config.into();
         ServerSession {
             rate: config.max_requests_per_sec.map(RateLimit::new),
             broadcast_rate: config.max_broadcasts_per_sec.map(RateLimit::new),
@@ -253,7 +304,7 @@ impl ServerSession {
             pending: BTreeMap::new(),
             writes: BTreeSet::new(),
             held_reads: VecDeque::new(),
-            subs: HashMap::default(),
+            subs: SubTable::default(),
             buffered_events: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -268,7 +319,7 @@ impl ServerSession {
     /// A session for a connection refused at the handshake: it sends one error frame
     /// (`{"id":null,"status":…,"body":…}`) and closes with `close_code` (4401, 4404, …).
     pub fn reject(
-        config: ServerConfig,
+        config: impl Into<Arc<ServerConfig>>,
         now: Instant,
         status: u16,
         body_json: &str,
@@ -840,7 +891,7 @@ impl ServerSession {
             return;
         };
         self.next_subscription += 1;
-        self.subs.insert(
+        self.subs.push(
             sub_id,
             Sub {
                 path: path.clone(),
@@ -922,14 +973,11 @@ impl ServerSession {
                 .collect(),
             (None, Some(p)) => {
                 let wanted = normalize_path(p);
-                let mut ids: Vec<_> = self
-                    .subs
+                self.subs
                     .iter()
                     .filter(|(_, s)| normalize_path(&s.path) == wanted)
                     .map(|(id, _)| *id)
-                    .collect();
-                ids.sort();
-                ids
+                    .collect()
             }
             (None, None) => Vec::new(),
         };
@@ -979,8 +1027,7 @@ impl ServerSession {
     }
 
     fn end_all_subscriptions(&mut self) {
-        let mut ids: Vec<_> = self.subs.keys().copied().collect();
-        ids.sort();
+        let ids: Vec<_> = self.subs.iter().map(|(id, _)| *id).collect();
         for id in ids {
             self.drop_subscription(id);
         }

@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -179,6 +179,8 @@ struct HubState {
 #[derive(Default)]
 pub struct Hub {
     state: Mutex<HubState>,
+    /// Set by [`Hub::close_all`]: a socket registered later is closed at once.
+    closing: OnceLock<(u16, &'static str)>,
     dirty: Mutex<HashSet<String>>,
     revalidate: AtomicBool,
     wake: Notify,
@@ -193,8 +195,29 @@ impl Hub {
     /// Registers a socket; returns its id.
     pub fn register(&self, handle: ConnHandle) -> ConnId {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
+        let socket = handle.socket.clone();
         self.state().conns.insert(id, handle);
+        // After the insert: a close_all that ran before it is seen here, one after it sees
+        // the socket.
+        if let Some(&(code, reason)) = self.closing.get() {
+            socket.push(Instant::now(), Push::Close { code, reason });
+        }
         id
+    }
+
+    /// Closes every socket, now and registered from now on (the server is shutting down).
+    pub fn close_all(&self, code: u16, reason: &'static str) {
+        let _ = self.closing.set((code, reason));
+        let sockets: Vec<Arc<dyn Sink>> = self
+            .state()
+            .conns
+            .values()
+            .map(|c| c.socket.clone())
+            .collect();
+        let now = Instant::now();
+        for socket in sockets {
+            socket.push(now, Push::Close { code, reason });
+        }
     }
 
     /// Forgets a socket and every subscription it had.

@@ -5,7 +5,7 @@
 pub mod socket;
 pub mod stream;
 
-use crate::api::{ApiResponse, SocketContext, now_ms};
+use crate::api::{ApiResponse, Caller, SocketContext, now_ms};
 use crate::config::Settings;
 use crate::metrics::Via;
 use crate::net::tls::Conn;
@@ -13,10 +13,13 @@ use crate::net::ws::socket::Socket;
 use crate::net::ws::stream::{ConnWriter, Wire};
 use crate::realtime::hub::{ConnHandle, ConnId};
 use crate::realtime::{Realtime, SubscribeOk};
+use crate::store::AppRecord;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use gridsocket_core::{Instant, RequestHandle, ServerEvent, ServerSession, close_code};
+use gridsocket_core::{
+    Instant, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
+};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +29,6 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_util::sync::CancellationToken;
 
 /// What a spawned task hands back to the socket's loop.
 enum Done {
@@ -74,28 +76,74 @@ impl Admission {
 
 /// Serves one WebSocket connection: the handshake, authentication, then the socket's loop
 /// until either side ends it. One that does not fit the limits is closed with 1013 right
-/// after the handshake, with an error frame saying which limit.
+/// after the handshake, with an error frame saying which limit. A server shutting down closes
+/// its sockets through the hub ([`crate::realtime::hub::Hub::close_all`]).
+///
+/// This future is the socket's task for as long as the socket lives, so it keeps only what
+/// the loop needs: opening and finishing run boxed, their state freed once they are done.
 pub async fn serve_socket(
     stream: Conn,
     peer: std::net::IpAddr,
     realtime: Arc<Realtime>,
     settings: Arc<Settings>,
-    cancel: CancellationToken,
+    config: Arc<ServerConfig>,
     admission: Admission,
 ) {
+    let opened = Box::pin(open(stream, peer, &realtime, &settings, config, admission)).await;
+    let Some(Opened {
+        mut ws,
+        mut writer,
+        socket,
+        link,
+    }) = opened
+    else {
+        return;
+    };
+    let ending = drive(&mut ws, &mut writer, &socket, &realtime, link.as_ref()).await;
+    if let Some(link) = &link {
+        realtime.hub().unregister(link.conn);
+        // After the hub forgets it: a join still being checked then finds it gone.
+        realtime.presence().leave_connection(link.conn);
+    }
+    Box::pin(finish(&mut ws, &mut writer, &socket, ending)).await;
+}
+
+/// An accepted socket, ready for its loop.
+struct Opened {
+    ws: WebSocketStream<Wire>,
+    writer: ConnWriter,
+    socket: Arc<Socket>,
+    /// Who it is and its place in the hub; `None` for a refused connection, which only says
+    /// why and closes.
+    link: Option<Link>,
+}
+
+/// An authenticated socket's identity and its place in the hub.
+struct Link {
+    app: Arc<AppRecord>,
+    caller: Arc<Caller>,
+    conn: ConnId,
+}
+
+/// The handshake and authentication, until the handshake deadline; then the greeting, the
+/// shared [`Socket`] and the hub's registration. `None`: the handshake failed.
+async fn open(
+    stream: Conn,
+    peer: std::net::IpAddr,
+    realtime: &Realtime,
+    settings: &Settings,
+    config: Arc<ServerConfig>,
+    admission: Admission,
+) -> Option<Opened> {
     // A connection that never finishes its handshake and authentication gives its places back.
     let deadline = tokio::time::Instant::now() + settings.handshake_timeout();
-    let Some(Handshake {
+    let Handshake {
         mut ws,
         direct,
         target,
         authorization,
-    }) = handshake(stream, &settings, deadline).await
-    else {
-        return;
-    };
+    } = handshake(stream, settings, deadline).await?;
     let now = Instant::now();
-    let config = settings.session_config();
     let (session, context) = match admission.refusal() {
         Some((error, description)) => {
             let body = gridsocket_core::wire::error_body_json(error, description);
@@ -105,13 +153,13 @@ pub async fn serve_socket(
         None => {
             let api = realtime.api();
             let open = api.open_socket(&target, authorization.as_deref(), Some(peer));
-            let opened = tokio::time::timeout_at(deadline, Box::pin(open))
+            let opened = tokio::time::timeout_at(deadline, open)
                 .await
                 .unwrap_or_else(|_| Err(crate::api::ConnectRefusal::timed_out()));
             match opened {
                 Ok(mut ctx) => {
                     let mut session = ServerSession::accept(config, now);
-                    greet(&mut session, &mut ctx, &settings, now);
+                    greet(&mut session, &mut ctx, settings, now);
                     (session, Some(ctx))
                 }
                 Err(refusal) => {
@@ -128,33 +176,23 @@ pub async fn serve_socket(
         settings.backlog_limits(),
         realtime.api().metrics().clone(),
     ));
-    let Some(mut writer) = ws.get_mut().attach(socket.clone()) else {
-        return;
-    };
-    let conn = context.as_ref().map(|ctx| {
-        realtime.hub().register(ConnHandle {
+    let writer = ws.get_mut().attach(socket.clone())?;
+    let link = context.map(|ctx| Link {
+        conn: realtime.hub().register(ConnHandle {
             socket: socket.clone(),
             admin: realtime.api().is_app_admin(&ctx.app, &ctx.caller),
             caller: ctx.caller.clone(),
             app: ctx.app.clone(),
-        })
+        }),
+        app: ctx.app,
+        caller: ctx.caller,
     });
-    let ending = drive(
-        &mut ws,
-        &mut writer,
-        &socket,
-        &realtime,
-        context.as_ref(),
-        conn,
-        &cancel,
-    )
-    .await;
-    if let Some(conn) = conn {
-        realtime.hub().unregister(conn);
-        // After the hub forgets it: a join still being checked then finds it gone.
-        realtime.presence().leave_connection(conn);
-    }
-    finish(&mut ws, &mut writer, &socket, ending).await;
+    Some(Opened {
+        ws,
+        writer,
+        socket,
+        link,
+    })
 }
 
 /// A connection whose WebSocket handshake succeeded, and what it asked for.
@@ -288,25 +326,21 @@ enum Ending {
     Done,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn drive(
     ws: &mut WebSocketStream<Wire>,
     writer: &mut ConnWriter,
     socket: &Socket,
     realtime: &Arc<Realtime>,
-    context: Option<&SocketContext>,
-    conn: Option<ConnId>,
-    cancel: &CancellationToken,
+    link: Option<&Link>,
 ) -> Ending {
     // Requests in flight: reads run right here, other work in spawned tasks that answer
     // through a one-shot channel. Nothing is allocated while nothing is in flight; the
     // session caps how many there are (max_in_flight).
     let mut in_flight = InFlight::default();
-    // Futures that live as long as the socket are made once: re-registering a timer and a
-    // waker on every event costs more than the event itself at ten thousand sockets.
-    let cancelled = cancel.cancelled().fuse();
+    // The timer lives as long as the socket and is made once: re-registering a timer on
+    // every event costs more than the event itself at ten thousand sockets.
     let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(cancelled, timer);
+    tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     let mut turns: u32 = 0;
     loop {
@@ -325,7 +359,7 @@ async fn drive(
             (st.session.poll_timeout(), st.has_backlog())
         };
         for event in events {
-            handle_event(event, realtime, context, conn, &mut in_flight);
+            handle_event(event, realtime, link, &mut in_flight);
         }
         // Writes never wait on the connection, so a busy socket would otherwise run on
         // without giving other sockets and the runtime's IO polling a turn: yield now and then
@@ -368,9 +402,6 @@ async fn drive(
             _ = &mut timer, if armed.is_some() => {
                 armed = None;
                 socket.lock().session.handle_timeout(Instant::now());
-            }
-            _ = &mut cancelled => {
-                socket.lock().session.close(Instant::now(), close_code::SERVICE_RESTART, "server restarting");
             }
         }
     }
@@ -450,7 +481,9 @@ const READS_AT_ONCE: usize = 2;
 /// A socket's requests in flight: spawned work, and reads run in the socket's task.
 #[derive(Default)]
 struct InFlight {
-    running: FuturesUnordered<Answer>,
+    /// `None` while nothing runs: an empty `FuturesUnordered` still holds two allocations,
+    /// which an idle socket would carry for its whole life.
+    running: Option<FuturesUnordered<Answer>>,
     reads: usize,
     waiting_reads: std::collections::VecDeque<Answer>,
     /// Ends when the socket's last presence or broadcast command is done.
@@ -467,47 +500,67 @@ impl InFlight {
         (self.last_ephemeral.replace(next), done)
     }
 
-    fn push(&self, answer: Answer) {
-        self.running.push(answer);
+    /// A channel for spawned work to answer through.
+    fn answer(&mut self) -> oneshot::Sender<Done> {
+        let (tx, rx) = oneshot::channel();
+        self.push(Box::pin(rx.map(Result::ok)));
+        tx
+    }
+
+    fn push(&mut self, answer: Answer) {
+        self.running
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(answer);
     }
 
     fn push_read(&mut self, read: BoxFuture<'static, Done>) {
         let counted: Answer = Box::pin(read.map(|d| Some(Done::Read(Box::new(d)))));
         if self.reads < READS_AT_ONCE {
             self.reads += 1;
-            self.running.push(counted);
+            self.push(counted);
         } else {
             self.waiting_reads.push_back(counted);
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.running.is_empty()
+        self.running.is_none()
     }
 
     /// The next answer; a finished read lets the next waiting one start.
     async fn next(&mut self) -> Option<Option<Done>> {
-        let done = self.running.next().await;
+        let done = self.running.as_mut()?.next().await;
         Some(self.finished(done?))
     }
 
     /// An answer ready now, if any.
     fn ready(&mut self) -> Option<Option<Done>> {
-        let done = self.running.next().now_or_never()??;
+        let done = self.running.as_mut()?.next().now_or_never()??;
         Some(self.finished(done))
     }
 
     fn finished(&mut self, done: Option<Done>) -> Option<Done> {
-        match done {
+        let done = match done {
             Some(Done::Read(d)) => {
                 match self.waiting_reads.pop_front() {
-                    Some(next) => self.running.push(next),
+                    Some(next) => self.push(next),
                     None => self.reads -= 1,
                 }
                 Some(*d)
             }
             other => other,
+        };
+        if self
+            .running
+            .as_ref()
+            .is_some_and(FuturesUnordered::is_empty)
+        {
+            self.running = None;
         }
+        if self.waiting_reads.is_empty() && self.waiting_reads.capacity() > 0 {
+            self.waiting_reads = std::collections::VecDeque::new();
+        }
+        done
     }
 }
 
@@ -515,19 +568,18 @@ impl InFlight {
 fn handle_event(
     event: ServerEvent,
     realtime: &Arc<Realtime>,
-    context: Option<&SocketContext>,
-    conn: Option<ConnId>,
+    link: Option<&Link>,
     in_flight: &mut InFlight,
 ) {
-    let (Some(ctx), Some(conn)) = (context, conn) else {
+    let Some(link) = link else {
         return;
     };
-    let (realtime, app, caller) = (realtime.clone(), ctx.app.clone(), ctx.caller.clone());
-    let answer = || {
-        let (tx, rx) = oneshot::channel();
-        in_flight.push(Box::pin(rx.map(Result::ok)));
-        tx
-    };
+    let (realtime, app, caller, conn) = (
+        realtime.clone(),
+        link.app.clone(),
+        link.caller.clone(),
+        link.conn,
+    );
     match event {
         ServerEvent::Request {
             handle,
@@ -558,7 +610,7 @@ fn handle_event(
                 // (The session hands it over only once the writes sent before it are answered.)
                 in_flight.push_read(Box::pin(work));
             } else {
-                let done = answer();
+                let done = in_flight.answer();
                 // The socket may be gone; the request's effects stand either way.
                 tokio::spawn(async move {
                     let _ = done.send(work.await);
@@ -572,7 +624,7 @@ fn handle_event(
             params,
             since,
         } => {
-            let done = answer();
+            let done = in_flight.answer();
             tokio::spawn(async move {
                 let result = realtime
                     .subscribe(&app, &caller, conn, subscription, &path, &params, since)
@@ -593,7 +645,7 @@ fn handle_event(
             handle,
             access_token,
         } => {
-            let done = answer();
+            let done = in_flight.answer();
             tokio::spawn(async move {
                 let msg = match realtime.reauthenticate(&caller, &access_token).await {
                     Ok(expires) => Done::Authenticated(handle, expires),
@@ -625,7 +677,7 @@ fn handle_event(
             body_json,
             echo,
         } => {
-            let answered = answer();
+            let answered = in_flight.answer();
             let (before, done) = in_flight.in_line();
             tokio::spawn(async move {
                 if let Some(before) = before {

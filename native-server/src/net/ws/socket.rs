@@ -15,15 +15,16 @@ use crate::config::BacklogLimits;
 use crate::metrics::Metrics;
 use crate::realtime::push::{Push, SharedEvent, Sink};
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use gridsocket_core::{Instant, OutFrame, ServerSession, close_code};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
@@ -65,8 +66,10 @@ fn encode(frame: OutFrame) -> Bytes {
 pub struct Socket {
     state: Mutex<State>,
     /// Wakes the socket's task: something only it can do is waiting (a backlog to write, a
-    /// close, a broken connection).
-    wake: Notify,
+    /// close, a broken connection). A flag and a waker, not a `Notify`: the task then waits on
+    /// it without a future of its own, which every idle socket would carry.
+    woken: AtomicBool,
+    waker: AtomicWaker,
     /// The connection, for writes from outside the task; `None` with TLS.
     direct: Option<Arc<TcpStream>>,
     limits: BacklogLimits,
@@ -124,7 +127,8 @@ impl Socket {
                 broken: false,
                 corked: false,
             }),
-            wake: Notify::new(),
+            woken: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             direct,
             limits: BacklogLimits {
                 events: limits.events.max(1),
@@ -142,7 +146,26 @@ impl Socket {
 
     /// Waits until a pusher left the task something to do (a backlog, a close).
     pub async fn woken(&self) {
-        self.wake.notified().await
+        std::future::poll_fn(|cx| self.poll_woken(cx)).await
+    }
+
+    /// Ready once a pusher left the task something to do (a backlog, a close) since the last
+    /// time it was.
+    fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Wakes the socket's task (see [`Socket::poll_woken`]).
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// Applies a push to the session and writes what it sends at once.
@@ -156,7 +179,7 @@ impl Socket {
         self.transmit(&mut st, now, known.as_ref(), false);
         if wake_always || st.has_backlog() || st.is_finished() {
             drop(st);
-            self.wake.notify_one();
+            self.wake();
         }
     }
 
@@ -180,7 +203,7 @@ impl Socket {
         self.check_backlog(&mut st, Instant::now());
         if st.has_backlog() || st.is_finished() {
             drop(st);
-            self.wake.notify_one();
+            self.wake();
         }
     }
 
@@ -274,7 +297,7 @@ impl Socket {
         self.send(&mut st, now, bytes, false);
         if st.has_backlog() {
             drop(st);
-            self.wake.notify_one();
+            self.wake();
         }
     }
 
