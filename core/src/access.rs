@@ -21,6 +21,7 @@ use crate::inflector::collection_name;
 use crate::path::{EntityRef, QueuePart, Resource, ResourcePath};
 use crate::permission::{self, Permission, Segment};
 use crate::wire::Method;
+use serde::{Deserialize, Serialize};
 
 /// Who is asking: an application user (`None` is a guest). Admins are not asked about: they
 /// may do everything in their applications.
@@ -131,7 +132,7 @@ pub struct Found {
     pub name: Option<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Slot {
     /// Index of the entity's segment in the path; the collection's is the one before.
     index: usize,
@@ -140,7 +141,7 @@ struct Slot {
     state: SlotState,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum SlotState {
     Unresolved,
     /// Looked up and found: its uuid.
@@ -150,7 +151,7 @@ enum SlotState {
 }
 
 /// What the path names, for the rules that depend on ownership.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 enum Shape {
     Collection(String),
     Entity {
@@ -169,13 +170,37 @@ enum Shape {
 }
 
 /// A path in canonical form, with what access depends on; see the module documentation.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AccessPath {
     segments: Vec<Segment>,
     /// Each segment as error messages show it: entities as the path named them.
     shown: Vec<String>,
     slots: Vec<Slot>,
     shape: Shape,
+}
+
+/// An [`AccessPath`] kept for a long time (a subscription's, re-checked whenever grants
+/// change), encoded in one allocation of about a hundred bytes: as a tree of segments, names
+/// and slots it takes a dozen allocations and several times the memory, which every
+/// subscription of an idle socket would carry.
+#[derive(Clone, Debug)]
+pub struct KeptAccessPath(Box<[u8]>);
+
+impl KeptAccessPath {
+    /// The path, decoded; `None` only if these bytes did not come from [`AccessPath::keep`].
+    pub fn path(&self) -> Option<AccessPath> {
+        postcard::from_bytes(&self.0).ok()
+    }
+
+    /// The bytes it takes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true for a kept path.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// The collection a relation's targets live in when the path names only the target.
@@ -279,11 +304,11 @@ impl AccessPath {
         Ok(out)
     }
 
-    /// Gives back the room building the path left: for a path kept long (a subscription's).
-    pub fn shrink_to_fit(&mut self) {
-        self.segments.shrink_to_fit();
-        self.shown.shrink_to_fit();
-        self.slots.shrink_to_fit();
+    /// The path encoded, for keeping long (a subscription's): see [`KeptAccessPath`].
+    pub fn keep(&self) -> KeptAccessPath {
+        // Every field has a known length: encoding cannot fail.
+        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        KeptAccessPath(bytes.into_boxed_slice())
     }
 
     /// The canonical path of an entity the host has in hand (no lookup needed).

@@ -93,7 +93,7 @@ pub fn join_segments<S: AsRef<str>>(segments: &[S]) -> String {
 }
 
 /// How one entity is named in a path.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum EntityRef {
     /// By UUID (canonical lower-case form).
     Uuid(String),

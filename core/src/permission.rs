@@ -39,7 +39,7 @@ pub enum PermissionError {
 pub const MAX_PATTERN_SEGMENTS: usize = 40;
 
 /// One segment of a canonical path, as permissions see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Segment {
     /// A fixed segment: a collection, a relation, a queue path segment (lower-case).
     Literal(String),

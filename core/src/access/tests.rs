@@ -513,3 +513,46 @@ fn broadcasting_is_a_permission_beneath_the_path() {
         Decision::Deny(_)
     ));
 }
+
+#[test]
+fn a_kept_path_decides_as_the_path_did_without_lookups_in_a_fraction_of_its_memory() {
+    let paths = [
+        "/users/JaneDoe/feed",
+        "/users/jane@example.com/inbox",
+        &format!("/users/{JOHN}/following/janedoe"),
+        "/groups/staff/users/john",
+        "/books/sf-dune",
+        "/books",
+        "/queues/jobs/mine/subscribers/other",
+        "/users/me/devices",
+    ];
+    let grant_sets = [
+        grants(DEFAULT),
+        grants(&["get:/users/janedoe/**", "get:/books/*"]),
+        grants(&[&format!("get:/groups/{STAFF}/**"), "get:/queues/**"]),
+        Vec::new(),
+    ];
+    for path in paths {
+        let who = Some(me(JOHN));
+        let mut access = AccessPath::new(&ResourcePath::parse(path).unwrap(), who).unwrap();
+        for l in access.lookups() {
+            access.resolve(l.slot, lookup(&l));
+        }
+        let kept = access.keep();
+        let back = kept.path().expect("decodes");
+        assert!(back.lookups().is_empty(), "{path}: asks for lookups again");
+        assert_eq!(back.segments(), access.segments(), "{path}");
+        assert_eq!(back.shown(), access.shown(), "{path}");
+        for method in [Method::Get, Method::Post, Method::Put, Method::Delete] {
+            for (g, grants) in grant_sets.iter().enumerate() {
+                assert_eq!(
+                    decide(&back, method, who, grants),
+                    decide(&access, method, who, grants),
+                    "{path} {method:?} grants #{g}"
+                );
+            }
+        }
+        assert!(kept.len() < 400, "{path}: {} bytes kept", kept.len());
+    }
+    assert!(KeptAccessPath(Box::new([0xff, 0xff])).path().is_none());
+}

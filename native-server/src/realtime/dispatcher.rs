@@ -261,7 +261,9 @@ impl Realtime {
             if self.api.is_app_admin(&sub.app, &sub.caller) {
                 continue;
             }
-            let mut access = (*sub.access).clone();
+            let Some(mut access) = sub.access.path() else {
+                continue;
+            };
             let checked = self
                 .api
                 .authorize(&sub.app, &sub.caller, Method::Get, &mut access)

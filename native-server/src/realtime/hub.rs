@@ -5,7 +5,7 @@ use super::push::{Push, Sink};
 use crate::api::Caller;
 use crate::store::AppRecord;
 use gridsocket_core::Instant;
-use gridsocket_core::access::AccessPath;
+use gridsocket_core::access::KeptAccessPath;
 use gridsocket_core::subscription::Change;
 use gridsocket_core::{EventKind, SubscriptionId, SubscriptionIndex, Target, close_code};
 use rustc_hash::FxHashMap;
@@ -57,11 +57,12 @@ pub struct SubEntry {
     /// The path as the client wrote it (echoed in events).
     pub path: Arc<str>,
     /// The path in canonical form, resolved when subscribing: what access is re-checked on.
-    pub access: Arc<AccessPath>,
+    pub access: KeptAccessPath,
     /// The wire id (`s1`).
     pub wire_id: Arc<str>,
-    /// For queue consumers: which consumer, with the transaction timeout in ms.
-    pub consumer: Option<(ConsumerKey, u64)>,
+    /// For queue consumers: which consumer, with the transaction timeout in ms. (Boxed: most
+    /// subscriptions are not, and the entry would be twice its size.)
+    pub consumer: Option<Box<(ConsumerKey, u64)>>,
     /// The presence name of `path` for its subscriber ([`presence_path`]): broadcasts to that
     /// name reach the subscription's socket.
     ///
@@ -100,7 +101,7 @@ pub struct Subscribed {
     /// Who subscribed.
     pub caller: Arc<Caller>,
     /// What it watches, in canonical form.
-    pub access: Arc<AccessPath>,
+    pub access: KeptAccessPath,
 }
 
 /// The next socket a queue consumer's message goes to.
@@ -235,7 +236,7 @@ impl Hub {
     /// Adds a subscription to the index.
     pub fn add(&self, app: &str, key: SubKey, target: Target, entry: SubEntry) {
         let mut st = self.state();
-        if let Some((consumer, _)) = &entry.consumer
+        if let Some((consumer, _)) = entry.consumer.as_deref()
             && let Some(pump) = st.pumps.get_mut(consumer)
         {
             pump.members.push(key);
@@ -377,7 +378,7 @@ impl Hub {
                     kind,
                     path: entry.path.clone(),
                     wire_id: entry.wire_id.clone(),
-                    consumer: entry.consumer.as_ref().map(|(c, _)| c.clone()),
+                    consumer: entry.consumer.as_deref().map(|(c, _)| c.clone()),
                     admin: handle.admin,
                     caller: handle.caller.clone(),
                     app: handle.app.clone(),
@@ -534,7 +535,7 @@ fn remove_locked(st: &mut HubState, app: &str, key: SubKey) {
             }
         }
     }
-    if let Some((consumer, _)) = entry.and_then(|e| e.consumer)
+    if let Some((consumer, _)) = entry.and_then(|e| e.consumer).map(|c| *c)
         && let Some(pump) = st.pumps.get_mut(&consumer)
     {
         pump.members.retain(|k| *k != key);

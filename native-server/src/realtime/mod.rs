@@ -399,17 +399,15 @@ impl Realtime {
             self.ensure_pump(key.clone(), *timeout);
         }
         let wire_id = subscription.to_string();
-        // Kept for the subscription's life: without the room its building left.
-        access.shrink_to_fit();
         self.hub.add(
             &app.uuid,
             (conn, subscription),
             target.clone(),
             SubEntry {
                 path: path.into(),
-                access: Arc::new(access),
+                access: access.keep(),
                 wire_id: wire_id.as_str().into(),
-                consumer: consumer.clone(),
+                consumer: consumer.clone().map(Box::new),
                 presence: presence.as_str().into(),
             },
         );
