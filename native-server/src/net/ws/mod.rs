@@ -89,13 +89,13 @@ pub async fn serve_socket(
     config: Arc<ServerConfig>,
     admission: Admission,
 ) {
-    let opened = Box::pin(open(stream, peer, &realtime, &settings, config, admission)).await;
+    // Unpacked where it is awaited: a named `Option<Opened>` would keep room of its own.
     let Some(Opened {
         mut ws,
         mut writer,
         socket,
         link,
-    }) = opened
+    }) = Box::pin(open(stream, peer, &realtime, &settings, config, admission)).await
     else {
         return;
     };
