@@ -4,8 +4,8 @@ use crate::api::Api;
 use crate::bus::{BusError, NatsBus};
 use crate::config::{Role, Settings};
 use crate::demo;
-use crate::net::ws::Admission;
-use crate::net::{self, http as rest, ws};
+use crate::net::ws::{Accepted, Admission};
+use crate::net::{http as rest, ws};
 use crate::realtime::Realtime;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use gridsocket_core::close_code;
@@ -523,28 +523,16 @@ async fn accept_ws(
                 }
             },
         };
-        let (service, settings) = (service.clone(), settings.clone());
-        let (tls, config) = (tls.clone(), session_config.clone());
-        // This task lives as long as its socket, and its size is every socket's: no future is
-        // bound to a name here (a named future and the one awaited each take room, for as long
-        // as the task lives), and a refusal's serving is boxed.
-        tracker.spawn(async move {
-            let deadline = tokio::time::Instant::now() + handshake;
-            let tls = tls.as_ref();
-            let wrapped = tokio::time::timeout_at(deadline, net::tls::wrap(stream, tls, handshake));
-            if let Ok(Some(conn)) = wrapped.await {
-                let ip = peer.ip();
-                if explained.is_some() {
-                    // A refusal is a handshake and one frame: it has until the deadline.
-                    let serve = Box::pin(ws::serve_socket(
-                        conn, ip, service, settings, config, admission,
-                    ));
-                    let _ = tokio::time::timeout_at(deadline, serve).await;
-                } else {
-                    ws::serve_socket(conn, ip, service, settings, config, admission).await;
-                }
-            }
-            drop((places, explained));
-        });
+        tracker.spawn(ws::serve_socket(Box::new(Accepted {
+            stream,
+            peer: peer.ip(),
+            tls: tls.clone(),
+            handshake,
+            realtime: service.clone(),
+            settings: settings.clone(),
+            config: session_config.clone(),
+            admission,
+            held: (places, explained),
+        })));
     }
 }

@@ -8,7 +8,7 @@ pub mod stream;
 use crate::api::{ApiResponse, Caller, SocketContext, now_ms};
 use crate::config::Settings;
 use crate::metrics::Via;
-use crate::net::tls::Conn;
+use crate::net::tls::{self, Conn};
 use crate::net::ws::socket::Socket;
 use crate::net::ws::stream::{ConnWriter, Wire};
 use crate::realtime::hub::{ConnHandle, ConnId};
@@ -21,10 +21,13 @@ use gridsocket_core::{
     Instant, RequestHandle, ServerConfig, ServerEvent, ServerSession, close_code,
 };
 use std::future::poll_fn;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -74,28 +77,63 @@ impl Admission {
     }
 }
 
-/// Serves one WebSocket connection: the handshake, authentication, then the socket's loop
-/// until either side ends it. One that does not fit the limits is closed with 1013 right
-/// after the handshake, with an error frame saying which limit. A server shutting down closes
-/// its sockets through the hub ([`crate::realtime::hub::Hub::close_all`]).
+/// A connection the listener took, and all its task needs. One box: the task's future keeps
+/// its arguments for as long as it lives, and this future's size is every socket's.
+pub struct Accepted<H> {
+    /// The connection.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub peer: IpAddr,
+    /// Set when the listener speaks TLS.
+    pub tls: Option<TlsAcceptor>,
+    /// How long the TLS and WebSocket handshakes and authentication may take; for a refused
+    /// connection, the time it has to be told why.
+    pub handshake: Duration,
+    /// The node's realtime layer.
+    pub realtime: Arc<Realtime>,
+    /// The node's settings.
+    pub settings: Arc<Settings>,
+    /// The sessions' configuration, one for every socket.
+    pub config: Arc<ServerConfig>,
+    /// Whether it fits the connection limits.
+    pub admission: Admission,
+    /// What it holds until it ends: its places in the connection limits, or its turn at being
+    /// told it is refused.
+    pub held: H,
+}
+
+/// Serves one WebSocket connection: the TLS and WebSocket handshakes, authentication, then
+/// the socket's loop until either side ends it. One that does not fit the limits is closed
+/// with 1013 right after the handshake, with an error frame saying which limit, all within
+/// its handshake time. A server shutting down closes its sockets through the hub
+/// ([`crate::realtime::hub::Hub::close_all`]).
 ///
 /// This future is the socket's task for as long as the socket lives, so it keeps only what
 /// the loop needs: opening and finishing run boxed, their state freed once they are done.
-pub async fn serve_socket(
-    stream: Conn,
-    peer: std::net::IpAddr,
-    realtime: Arc<Realtime>,
-    settings: Arc<Settings>,
-    config: Arc<ServerConfig>,
-    admission: Admission,
-) {
+pub async fn serve_socket<H: Send + 'static>(accepted: Box<Accepted<H>>) {
+    let Accepted {
+        stream,
+        peer,
+        tls,
+        handshake,
+        realtime,
+        settings,
+        config,
+        admission,
+        held,
+    } = *accepted;
+    let deadline = tokio::time::Instant::now() + handshake;
+    let refused = admission.refusal().is_some();
     // Unpacked where it is awaited: a named `Option<Opened>` would keep room of its own.
     let Some(Opened {
         mut ws,
         mut writer,
         socket,
         link,
-    }) = Box::pin(open(stream, peer, &realtime, &settings, config, admission)).await
+    }) = Box::pin(open(
+        stream, peer, tls, deadline, &realtime, &settings, config, admission,
+    ))
+    .await
     else {
         return;
     };
@@ -105,7 +143,13 @@ pub async fn serve_socket(
         // After the hub forgets it: a join still being checked then finds it gone.
         realtime.presence().leave_connection(link.conn);
     }
-    Box::pin(finish(&mut ws, &mut writer, &socket, ending)).await;
+    let finishing = Box::pin(finish(&mut ws, &mut writer, &socket, ending));
+    if refused {
+        let _ = tokio::time::timeout_at(deadline, finishing).await;
+    } else {
+        finishing.await;
+    }
+    drop(held);
 }
 
 /// An accepted socket, ready for its loop.
@@ -125,18 +169,23 @@ struct Link {
     conn: ConnId,
 }
 
-/// The handshake and authentication, until the handshake deadline; then the greeting, the
-/// shared [`Socket`] and the hub's registration. `None`: the handshake failed.
+/// The handshakes and authentication, until `deadline`; then the greeting, the shared
+/// [`Socket`] and the hub's registration. `None`: a handshake failed or took too long (a
+/// connection that never finishes them gives its places back).
+#[allow(clippy::too_many_arguments)]
 async fn open(
-    stream: Conn,
-    peer: std::net::IpAddr,
+    stream: TcpStream,
+    peer: IpAddr,
+    tls: Option<TlsAcceptor>,
+    deadline: tokio::time::Instant,
     realtime: &Realtime,
     settings: &Settings,
     config: Arc<ServerConfig>,
     admission: Admission,
 ) -> Option<Opened> {
-    // A connection that never finishes its handshake and authentication gives its places back.
-    let deadline = tokio::time::Instant::now() + settings.handshake_timeout();
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let wrapped = tokio::time::timeout_at(deadline, tls::wrap(stream, tls.as_ref(), left));
+    let stream = wrapped.await.ok().flatten()?;
     let Handshake {
         mut ws,
         direct,
