@@ -121,7 +121,7 @@ pub async fn serve_socket<H: Send + 'static>(accepted: Box<Accepted<H>>) {
         config,
         admission,
         held,
-    } = *accepted;
+    } = unbox(accepted);
     let deadline = tokio::time::Instant::now() + handshake;
     let refused = admission.refusal().is_some();
     // Unpacked where it is awaited: a named `Option<Opened>` would keep room of its own.
@@ -150,6 +150,13 @@ pub async fn serve_socket<H: Send + 'static>(accepted: Box<Accepted<H>>) {
         finishing.await;
     }
     drop(held);
+}
+
+/// Moves a value out of its box and frees the box now (moving out of `*boxed` in place would
+/// free it only where `boxed` goes out of scope: for a socket's task, when the socket ends).
+#[allow(clippy::boxed_local)] // The box is what this is for.
+fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
 }
 
 /// An accepted socket, ready for its loop.
