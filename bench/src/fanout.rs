@@ -7,7 +7,7 @@
 
 use crate::bits::EventBits;
 use crate::client::{self, ClientError, Target};
-use crate::measure::CpuWindow;
+use crate::measure::{self, CpuWindow};
 use crate::report::{Goal, Row};
 use crate::{Run, clock_micros, latency_rows};
 use futures_util::stream::FuturesUnordered;
@@ -154,6 +154,10 @@ pub async fn run(
         "/{}/{}/{collection}?access_token={token}",
         target.org, target.app
     );
+    // Memory per subscriber, idle and under this run's traffic (one node: a cluster spreads
+    // the subscribers, and `cluster` reports each gateway's).
+    let rss_pid = run.server_pid.filter(|_| target.ws.len() == 1);
+    let rss_before = rss_pid.and_then(measure::rss_bytes);
     let mut pending = FuturesUnordered::new();
     let mut sockets = Vec::with_capacity(case.subscribers);
     for i in 0..case.subscribers {
@@ -164,6 +168,7 @@ pub async fn run(
             }
         }
     }
+    let rss_idle = rss_pid.and_then(measure::rss_bytes);
     let warm_end = Instant::now() + run.warmup;
     let window = (warm_end, warm_end + run.duration);
     let shared = Arc::new(Shared {
@@ -193,6 +198,7 @@ pub async fn run(
         }
     });
     let posted = write(writer, &collection, source, case.rate, window.1, 0).await?;
+    let rss_traffic = rss_pid.and_then(measure::rss_bytes);
     let cpu = cpu_start
         .await
         .map_err(|e| ClientError::Unexpected(e.to_string()))?;
@@ -284,6 +290,22 @@ pub async fn run(
         repeated,
         &limited,
     ));
+    let per_subscriber = |after: Option<u64>| {
+        let grown = after?.saturating_sub(rss_before?);
+        Some(grown as f64 / case.subscribers.max(1) as f64)
+    };
+    for (when, after) in [("idle", rss_idle), ("at the end of the run", rss_traffic)] {
+        if let Some(bytes) = per_subscriber(after) {
+            rows.push(Row::new(
+                scenario,
+                &setup,
+                &format!("server RSS bytes per subscriber, {when}"),
+                bytes,
+                None,
+                "memory",
+            ));
+        }
+    }
     if closed > 0 {
         let reasons: Vec<_> = close_reasons.into_iter().collect();
         rows.push(Row::new(
