@@ -406,12 +406,15 @@ pub async fn write(
     };
     let acked = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    // The first refusal's answer, to say why.
+    let first_refusal = Arc::new(Mutex::new(None::<String>));
     let in_flight = Arc::new(tokio::sync::Semaphore::new(match rate {
         Rate::Max => MAX_RATE_WINDOW,
         Rate::PerSecond(_) => 10_000,
     }));
     let reader = tokio::spawn({
         let (acked, failed, in_flight) = (acked.clone(), failed.clone(), in_flight.clone());
+        let first_refusal = first_refusal.clone();
         async move {
             while let Some(Ok(msg)) = stream.next().await {
                 if let Message::Text(t) = msg
@@ -421,6 +424,10 @@ pub async fn write(
                         acked.fetch_add(1, Ordering::Relaxed);
                     } else {
                         failed.fetch_add(1, Ordering::Relaxed);
+                        let mut first = first_refusal.lock().unwrap_or_else(|p| p.into_inner());
+                        if first.is_none() {
+                            *first = Some(t.chars().take(300).collect());
+                        }
                     }
                     in_flight.add_permits(1);
                 }
@@ -457,8 +464,13 @@ pub async fn write(
     reader.abort();
     let failed = failed.load(Ordering::Relaxed);
     if failed > 0 {
+        let why = first_refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
         return Err(ClientError::Unexpected(format!(
-            "{failed} of {} {method}s failed",
+            "{failed} of {} {method}s failed; the first answer: {why}",
             n - first
         )));
     }
