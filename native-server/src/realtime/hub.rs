@@ -546,3 +546,58 @@ fn remove_locked(st: &mut HubState, app: &str, key: SubKey) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Principal;
+    use std::sync::Mutex;
+
+    /// Keeps the close codes it is told.
+    #[derive(Default)]
+    struct Closes(Mutex<Vec<u16>>);
+
+    impl Sink for Closes {
+        fn push(&self, _: Instant, push: Push) {
+            if let Push::Close { code, .. } = push {
+                self.0.lock().unwrap().push(code);
+            }
+        }
+
+        fn push_corked(&self, now: Instant, push: Push) -> bool {
+            self.push(now, push);
+            false
+        }
+
+        fn uncork(&self) {}
+    }
+
+    fn handle(socket: &Arc<Closes>) -> ConnHandle {
+        ConnHandle {
+            socket: socket.clone(),
+            admin: false,
+            caller: Arc::new(Caller::new(Principal::Superuser.into())),
+            app: Arc::new(AppRecord {
+                uuid: "app".into(),
+                org_uuid: "org".into(),
+                org_name: "org".into(),
+                name: "app".into(),
+                client_id: String::new(),
+                client_secret: String::new(),
+                created: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn close_all_closes_every_socket_and_each_one_registered_after_it() {
+        let hub = Hub::default();
+        let (before, after) = (Arc::new(Closes::default()), Arc::new(Closes::default()));
+        hub.register(handle(&before));
+        hub.close_all(close_code::SERVICE_RESTART, "server restarting");
+        assert_eq!(*before.0.lock().unwrap(), [close_code::SERVICE_RESTART]);
+        // A socket whose opening finished while the server was shutting down.
+        hub.register(handle(&after));
+        assert_eq!(*after.0.lock().unwrap(), [close_code::SERVICE_RESTART]);
+    }
+}
