@@ -261,14 +261,19 @@ impl Realtime {
             if self.api.is_app_admin(&sub.app, &sub.caller) {
                 continue;
             }
-            let Some(mut access) = sub.access.path() else {
-                continue;
+            let refused = match sub.access.path() {
+                Some(mut access) => is_refusal(
+                    &self
+                        .api
+                        .authorize(&sub.app, &sub.caller, Method::Get, &mut access)
+                        .await,
+                ),
+                // Only `AccessPath::keep` makes these bytes, so this does not happen; if it
+                // did, the subscription could never be re-checked: it ends rather than
+                // outliving its grants.
+                None => true,
             };
-            let checked = self
-                .api
-                .authorize(&sub.app, &sub.caller, Method::Get, &mut access)
-                .await;
-            if is_refusal(&checked) {
+            if refused {
                 self.hub.remove(&sub.app.uuid, sub.key);
                 self.hub.push_to(
                     sub.key.0,
