@@ -20,7 +20,9 @@
 # A cluster gets a NATS server of its own (nats-server on a free port, with its monitoring
 # port, whose counters the `cluster` scenario reads) when nats-server is installed, else the
 # local one on 4222 (GRIDSOCKET_BENCH_NATS picks another), whose counters are not checked.
-# BENCH_PIN=0 leaves every process free to run on any CPU.
+# BENCH_PIN=0 leaves every process free to run on any CPU. GRIDSOCKET_BENCH_BIN=DIR runs the
+# gridsocket and gridsocket-bench binaries in DIR instead of building (A/B against a build of
+# another commit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,14 +51,17 @@ if [ "${1:-}" = "--smoke" ]; then
          --cluster-sockets 300 --cluster-idle-secs 1 --cluster-rate 5 --churn-rate 100
          --json "target/gridsocket-bench/smoke${cluster:+-cluster}.json")
 fi
-if [ "$profile" = release ]; then
+if [ -n "${GRIDSOCKET_BENCH_BIN:-}" ]; then
+  # A/B runs: a folder holding gridsocket and gridsocket-bench built from another commit.
+  :
+elif [ "$profile" = release ]; then
   cargo build --release -p gridsocket-server -p gridsocket-bench
 else
   # The same selection as scripts/test.sh's build, so the smoke run reuses its artifacts
   # (building two packages alone unifies features differently and recompiles dependencies).
   cargo build --workspace --bins
 fi
-bin=${CARGO_TARGET_DIR:-target}/$profile
+bin=${GRIDSOCKET_BENCH_BIN:-${CARGO_TARGET_DIR:-target}/$profile}
 
 pin_server=() pin_client=()
 if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then

@@ -67,7 +67,7 @@ fn uuid_v7() -> String {
     format!("{t:012x}-0000-7000-8000-{n:012x}")
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_on_two_nodes_get_a_gap_free_log_in_order() {
     for (kind, a, b, _temp) in stores("log").await {
         let mut tasks = Vec::new();
@@ -82,9 +82,30 @@ async fn concurrent_writers_on_two_nodes_get_a_gap_free_log_in_order() {
                 }
             }));
         }
+        // A reader while they write: each read goes on from the last position it saw with
+        // the next one, never past a gap (a later batch must not become visible before an
+        // earlier one commits).
+        let reader = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let mut after = 0;
+                while after < 200 {
+                    let batch = b.changes_since(APP, after, 64).await.expect("changes");
+                    for c in &batch.changes {
+                        assert_eq!(c.seq, after + 1, "{kind}: read while written, in order");
+                        after = c.seq;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
         for t in tasks {
             t.await.expect("writer");
         }
+        tokio::time::timeout(std::time::Duration::from_secs(30), reader)
+            .await
+            .expect("the reader sees all 200")
+            .expect("reader");
         assert_eq!(a.log_position(APP).await.expect("position"), 200, "{kind}");
         let mut seqs = Vec::new();
         let mut after = 0;
@@ -171,6 +192,33 @@ async fn a_refused_write_among_many_at_once_undoes_only_itself() {
                 let want = if ql.contains("taken") { 1 } else { landed };
                 assert_eq!(found.entities.len() as u64, want, "{kind} {app}: {ql}");
             }
+        }
+    }
+}
+
+/// A new entity's index rows go in without a check for existing ones: values the databases
+/// hold as one (`0` and `-0.0`) must make one row, or the entity would be refused.
+#[tokio::test]
+async fn a_new_entity_with_zero_and_minus_zero_goes_in_and_is_found() {
+    for (kind, a, b, _temp) in stores("zeros").await {
+        let mut e = entity("things", None);
+        let zeros: Value = serde_json::from_str("[0, 0.0, -0.0]").expect("json");
+        e.data.insert("zs".into(), zeros);
+        e.data.insert("z".into(), json!(-0.0));
+        a.insert_entity(APP, &e, None).await.expect("insert");
+        for ql in ["select * where zs = 0", "select * where z = 0"] {
+            let q = gridsocket_core::Query::parse(ql).expect("ql");
+            let page = PageQuery {
+                query: Some(&q),
+                limit: 10,
+                offset: 0,
+                after: None,
+                max_rows: None,
+                deadline: None,
+                max_bytes: None,
+            };
+            let found = b.query(APP, "things", &page).await.expect("query");
+            assert_eq!(found.entities.len(), 1, "{kind}: {ql}");
         }
     }
 }

@@ -415,7 +415,7 @@ impl Api {
         for props in items {
             created.push(self.create_entity(app, caller, collection, props).await?);
         }
-        self.with_entities(app, env, created).await
+        Ok(with_created(env, created))
     }
 
     /// Creates one entity in a collection from the properties `caller` sent, by whatever path:
@@ -532,7 +532,7 @@ impl Api {
                         let (name_prop, _) = name_property(collection);
                         props.insert(name_prop.into(), Value::String(n.clone()));
                         let e = self.create_entity(app, caller, collection, props).await?;
-                        return self.with_entities(app, env, vec![e]).await;
+                        return Ok(with_created(env, vec![e]));
                     }
                     Err(e) => return Err(e),
                 }
@@ -834,4 +834,18 @@ impl Api {
         env.entities = Some(rendered);
         Ok(env)
     }
+}
+
+/// The envelope carrying entities the request has just created, as [`Api::with_entities`]
+/// shows them: none is connected to anything yet, so there are no verbs to read (a read per
+/// POST: on PostgreSQL a round trip, and a sixth of what the database spent on a new entity).
+pub(super) fn with_created(mut env: Envelope, entities: Vec<Entity>) -> Envelope {
+    let base = env.path.clone().unwrap_or_default();
+    env.entities = Some(
+        entities
+            .into_iter()
+            .map(|e| render_entity_with(e, &base, &[]))
+            .collect(),
+    );
+    env
 }

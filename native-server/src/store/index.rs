@@ -140,7 +140,11 @@ fn walk(name: &str, value: &Value, out: &mut Rows) {
     }
 }
 
-fn push(out: &mut Rows, name: &str, key: SortKey, direct: bool) {
+fn push(out: &mut Rows, name: &str, mut key: SortKey, direct: bool) {
+    // -0 and 0 are one value to the databases' keys (a second row of it would be refused).
+    if key.num == 0.0 {
+        key.num = 0.0;
+    }
     let id = (
         name.to_owned(),
         key.kind,
@@ -806,6 +810,17 @@ mod tests {
 
     fn rows(v: Value) -> Vec<IndexRow> {
         index_rows(v.as_object().expect("object"))
+    }
+
+    #[test]
+    fn zero_and_minus_zero_are_one_row() {
+        let v: Value = serde_json::from_str(r#"{"zs": [0.0, -0.0, 0], "z": -0.0}"#).expect("json");
+        let r = rows(v);
+        let zs: Vec<_> = r.iter().filter(|x| x.name == "zs" && !x.direct).collect();
+        assert_eq!(zs.len(), 1, "{zs:?}");
+        assert!(zs[0].key.num.is_sign_positive());
+        let z: Vec<_> = r.iter().filter(|x| x.name == "z").collect();
+        assert!(z[0].key.num.is_sign_positive());
     }
 
     #[test]

@@ -22,18 +22,29 @@
 //! one round trip, its commit included, with no savepoint; only if an insert is refused does
 //! it run again the long way.
 
-use super::{NewEntity, PostgresStore, backend, insert_in, insert_sql};
+use super::{
+    LOG_INSERTS_SQL, NewColumns, NewEntity, PostgresStore, backend, insert_in, insert_rows,
+    insert_rows_sql, insert_sql, log_inserts,
+};
 use crate::store::{StoreError, StoreResult};
 use deadpool_postgres::{Client, Object, Pool};
 use futures_util::future::BoxFuture;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
 
 /// Most writes one transaction takes.
 const BATCH_MAX: usize = 256;
 /// Writes waiting for a batch; more wait to be queued.
 const QUEUE: usize = 4096;
+/// Batches of one node running at once, each on a connection of its own. The next batch
+/// begins once the one before it has inserted its new entities: while that one takes the
+/// application's `app_seq` row, logs them and commits, the next inserts its own (both
+/// databases' cores at work, the commit's flush hidden), and the writes that came meanwhile
+/// make it as large as they can.
+const RUNNING: usize = 4;
 
 /// Runs a write inside its batch's transaction and keeps its outcome; true if it succeeded.
 type Run = Box<dyn for<'t> Fn(&'t BatchTx<'t>) -> BoxFuture<'t, bool> + Send + Sync>;
@@ -204,12 +215,41 @@ fn stopped() -> StoreError {
 }
 
 async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(BATCH_MAX);
-    // A connection of its own, kept between batches: a batch never waits behind the pool's
-    // other users for one. One batch at a time, so a node's writes run in the order they
-    // came, batch after batch.
-    let mut conn: Option<Object> = None;
-    while let Some(first) = queue.recv().await {
+    // Connections of the batcher's own, kept between batches: a batch never waits behind the
+    // pool's other users for one.
+    let mut idle: Vec<Object> = Vec::with_capacity(RUNNING);
+    let mut running: JoinSet<Option<Object>> = JoinSet::new();
+    // The last batch begun of each application, whose turn the next one waits for.
+    let mut turns: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
+    // Held by the batch inserting; the next begins when it is given back.
+    let inserting = Arc::new(Semaphore::new(1));
+    loop {
+        while running.len() >= RUNNING {
+            if let Some(done) = running.join_next().await {
+                idle.extend(done.ok().flatten());
+            }
+        }
+        let next = tokio::select! {
+            permit = inserting.clone().acquire_owned() => permit,
+            Some(done) = running.join_next() => {
+                idle.extend(done.ok().flatten());
+                continue;
+            }
+        };
+        let Ok(permit) = next else { break };
+        let permit = Arc::new(permit);
+        let first = tokio::select! {
+            job = queue.recv() => job,
+            Some(done) = running.join_next() => {
+                idle.extend(done.ok().flatten());
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
+        if running.is_empty() {
+            turns.clear();
+        }
+        let mut batch = Vec::with_capacity(BATCH_MAX);
         batch.push(first);
         while batch.len() < BATCH_MAX {
             match queue.try_recv() {
@@ -217,12 +257,12 @@ async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        // One transaction per application, in the order the first of each came.
+        // One transaction per application, begun in the order the first of each came.
         while !batch.is_empty() {
             let app = batch[0].app.clone();
             let (mine, rest): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|j| j.app == app);
             batch = rest;
-            let c = match conn.take() {
+            let conn = match idle.pop() {
                 Some(c) => c,
                 None => match pool.get().await {
                     Ok(c) => c,
@@ -232,26 +272,64 @@ async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
                     }
                 },
             };
+            let (mine_taken, taken) = oneshot::channel();
+            let turn = Turn {
+                before: turns.insert(app.clone(), taken),
+                mine: Some(mine_taken),
+            };
             // A failed connection is dropped; the next batch takes a fresh one.
-            conn = commit_one_app(c, app, mine).await;
+            running.spawn(commit_one_app(conn, app, mine, turn, permit.clone()));
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// A batch's place among its application's batches on this node. A batch asks for the
+/// application's `app_seq` row only once the batch begun before it holds it, so a node's
+/// batches of one application take the row, and commit, in the order they were begun (a
+/// socket's writes are logged in the order it sent them), while their inserts run side by
+/// side.
+struct Turn {
+    before: Option<oneshot::Receiver<()>>,
+    mine: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// Waits until the batch before this one holds the row, or has ended.
+    async fn wait(&mut self) {
+        if let Some(before) = self.before.take() {
+            let _ = before.await;
+        }
+    }
+
+    /// Lets the next batch ask for the row: this one holds it. Ending does too.
+    fn pass(&mut self) {
+        if let Some(mine) = self.mine.take() {
+            let _ = mine.send(());
         }
     }
 }
 
 /// Runs one application's writes in a transaction and commits it; gives back the connection
 /// unless it failed.
-async fn commit_one_app(conn: Object, app: String, jobs: Vec<Job>) -> Option<Object> {
+/// `inserting` lets the next batch begin once dropped: as soon as this one's new entities are
+/// in when it only inserts, else when it ends.
+async fn commit_one_app(
+    conn: Object,
+    app: String,
+    jobs: Vec<Job>,
+    mut turn: Turn,
+    inserting: Arc<OwnedSemaphorePermit>,
+) -> Option<Object> {
     let client: &Client = &conn;
     let tx = BatchTx {
         client,
         taken: AtomicU64::new(0),
     };
-    // The transaction, the application's row (made if this is its first write) and its lock
-    // go out with the first writes' statements: the database runs them in order, so they wait
-    // for the lock there, and the batch costs no round trip of its own before its writes.
     // Statements go out when first polled, but one not yet prepared goes out as its Parse
     // alone and the rest of it after the answer: these are prepared (once per connection)
-    // before anything is sent, so that the lock is taken before the writes run.
+    // before anything is sent, so that each batch's statements reach the database in the
+    // order they are written here.
     let statements = futures_util::try_join!(
         client.prepare_cached(
             "INSERT INTO app_seq(app, seq) VALUES ($1, 0) ON CONFLICT (app) DO NOTHING"
@@ -259,8 +337,10 @@ async fn commit_one_app(conn: Object, app: String, jobs: Vec<Job>) -> Option<Obj
         client.prepare_cached("SELECT 1 FROM app_seq WHERE app = $1 FOR UPDATE"),
         client.prepare_cached("UPDATE app_seq SET seq = seq + $2 WHERE app = $1"),
         client.prepare_cached(insert_sql()),
+        client.prepare_cached(insert_rows_sql()),
+        client.prepare_cached(LOG_INSERTS_SQL),
     );
-    let (make, lock, advance, _) = match statements {
+    let (make, lock, advance, _, rows, log) = match statements {
         Ok(s) => s,
         Err(e) => {
             fail_all(jobs, &backend(e));
@@ -269,7 +349,18 @@ async fn commit_one_app(conn: Object, app: String, jobs: Vec<Job>) -> Option<Obj
     };
     let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&app];
     if jobs.iter().all(|j| j.insert.is_some()) {
-        match one_trip(&tx, &app, [&make, &lock, &advance], &jobs).await {
+        let new: Vec<&NewEntity> = jobs
+            .iter()
+            .filter_map(|j| j.insert.as_ref().map(|i| &*i.new))
+            .collect();
+        let cols = NewColumns::of(&new);
+        let trip = if cols.named() {
+            turn.wait().await;
+            one_trip(&tx, &app, [&make, &lock, &advance], &new, &mut turn).await
+        } else {
+            inserts_then_log(&tx, &app, [&rows, &log], &cols, &mut turn, inserting).await
+        };
+        match trip {
             Trip::Committed => {
                 for job in jobs {
                     if let Some(insert) = &job.insert {
@@ -288,10 +379,20 @@ async fn commit_one_app(conn: Object, app: String, jobs: Vec<Job>) -> Option<Obj
             }
         }
     }
+    // The long way holds the row from the start: its writes read what they change, and a
+    // queue's message ids must grow in the log's order.
+    turn.wait().await;
+    // The transaction, the application's row (made if this is its first write) and its lock
+    // go out with the first writes' statements: the database runs them in order, so they wait
+    // for the lock there, and the batch costs no round trip of its own before its writes.
     let lock = async {
         let begin = client.batch_execute("BEGIN");
         let made = client.execute(&make, &key);
-        let locked = client.execute(&lock, &key);
+        let locked = async {
+            let locked = client.execute(&lock, &key).await;
+            turn.pass();
+            locked
+        };
         futures_util::try_join!(begin, made, locked)
     };
     let writes = async {
@@ -337,26 +438,30 @@ enum Trip {
 /// database runs them in order, and a batch costs one round trip instead of two (at depth 1,
 /// 16 writers waiting make batches of a few writes, where the round trips are most of the
 /// time). A refused insert aborts the transaction, and its COMMIT then rolls back: the
-/// caller runs the batch again the long way.
+/// caller runs the batch again the long way. This holds the row from the start: for new
+/// entities with names, which another node's batch may be inserting too (the two must not
+/// each wait for the other's name while holding their own).
 async fn one_trip(
     tx: &BatchTx<'_>,
     app: &str,
     [make, lock, advance]: [&tokio_postgres::Statement; 3],
-    jobs: &[Job],
+    new: &[&NewEntity],
+    turn: &mut Turn,
 ) -> Trip {
-    let new: Vec<&NewEntity> = jobs
-        .iter()
-        .filter_map(|j| j.insert.as_ref().map(|i| &*i.new))
-        .collect();
     let n = new.len() as i64;
     let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&app];
     let moves: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&app, &n];
+    let locked = async {
+        let locked = tx.execute(lock, &key).await;
+        turn.pass();
+        locked
+    };
     // Polled in this order, so sent in it: every statement is prepared already.
     let (begun, made, locked, inserted, moved, committed) = futures_util::join!(
         tx.batch_execute("BEGIN"),
         tx.execute(make, &key),
-        tx.execute(lock, &key),
-        insert_in(tx, app, &new),
+        locked,
+        insert_in(tx, app, new),
         tx.execute(advance, &moves),
         tx.batch_execute("COMMIT"),
     );
@@ -366,6 +471,47 @@ async fn one_trip(
         (Ok(_), Err(_), _) if alive => Trip::Refused,
         (Err(e), _, _) | (_, _, Err(e)) => Trip::Failed(backend(e), alive),
         (_, Err(e), _) => Trip::Failed(e, alive),
+    }
+}
+
+/// Sends a batch of new entities without names: their rows first, then, once the batch
+/// before it holds the application's `app_seq` row, the row's update with the log's appends,
+/// and the commit. The row is held for the appends and the commit alone, so the inserts of
+/// this node's next batch, and of other nodes' batches, run beside it. Fresh uuids and no
+/// names: nothing these inserts write can be another batch's, so none waits for another.
+async fn inserts_then_log(
+    tx: &BatchTx<'_>,
+    app: &str,
+    [rows, log]: [&tokio_postgres::Statement; 2],
+    cols: &NewColumns<'_>,
+    turn: &mut Turn,
+    inserting: Arc<OwnedSemaphorePermit>,
+) -> Trip {
+    let inserted = async {
+        let inserted = insert_rows(tx, rows, app, cols).await;
+        drop(inserting);
+        inserted
+    };
+    let logged = async {
+        turn.wait().await;
+        let logged = async {
+            let logged = log_inserts(tx, log, app, cols).await;
+            if logged.is_ok() {
+                turn.pass();
+            }
+            logged
+        };
+        futures_util::join!(logged, tx.batch_execute("COMMIT"))
+    };
+    // Polled in this order, so sent in it.
+    let (begun, inserted, (logged, committed)) =
+        futures_util::join!(tx.batch_execute("BEGIN"), inserted, logged,);
+    let alive = committed.is_ok();
+    match (begun, inserted, logged, committed) {
+        (Ok(()), Ok(()), Ok(()), Ok(())) => Trip::Committed,
+        (Ok(()), Err(_), _, _) if alive => Trip::Refused,
+        (Err(e), ..) | (_, _, _, Err(e)) => Trip::Failed(backend(e), alive),
+        (_, Err(e), ..) | (_, _, Err(e), _) => Trip::Failed(e, alive),
     }
 }
 

@@ -20,7 +20,7 @@ use super::{
 };
 use async_trait::async_trait;
 use batch::BatchTx;
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{Client, Transaction};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use gridsocket_core::subscription::ChangeKind;
 use serde_json::{Map, Value};
@@ -319,39 +319,124 @@ pub(super) struct NewEntity {
     secret: Option<String>,
 }
 
+/// New entities as the columns their statements take, each an array of one value per entity.
+pub(super) struct NewColumns<'a> {
+    uuids: Vec<&'a str>,
+    collections: Vec<&'a str>,
+    names: Vec<Option<&'a str>>,
+    data: Vec<String>,
+    secrets: Vec<Option<&'a str>>,
+    index: search::IndexArrays<'a>,
+    created: i64,
+    kind: &'static str,
+}
+
+impl<'a> NewColumns<'a> {
+    pub(super) fn of(new: &[&'a NewEntity]) -> NewColumns<'a> {
+        let entities = || new.iter().map(|n| &n.entity);
+        NewColumns {
+            uuids: entities().map(|e| e.uuid.as_str()).collect(),
+            collections: entities().map(|e| e.collection.as_str()).collect(),
+            names: entities().map(|e| e.name.as_deref()).collect(),
+            data: entities()
+                .map(|e| Value::Object(e.data.clone()).to_string())
+                .collect(),
+            secrets: new.iter().map(|n| n.secret.as_deref()).collect(),
+            index: search::IndexArrays::of(entities()),
+            created: super::rows::wall_ms(),
+            kind: kind_name(ChangeKind::Create),
+        }
+    }
+
+    /// How many entities.
+    pub(super) fn len(&self) -> usize {
+        self.uuids.len()
+    }
+
+    /// Whether any of them has a name: only a name can collide with another node's insert.
+    pub(super) fn named(&self) -> bool {
+        self.names.iter().any(Option::is_some)
+    }
+
+    /// The parameters of [`insert_sql`] and [`insert_rows_sql`] (`$1` to `$17`).
+    fn row_params<'p>(&'p self, app: &'p &str) -> Vec<&'p (dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![app];
+        params.extend(self.index.params());
+        params.extend([
+            &self.uuids as &(dyn ToSql + Sync),
+            &self.collections,
+            &self.names,
+            &self.data,
+            &self.secrets,
+        ]);
+        params
+    }
+
+    /// The parameters of [`log_inserts_sql`].
+    fn log_params<'p>(&'p self, app: &'p &str, n: &'p i64) -> [&'p (dyn ToSql + Sync); 8] {
+        [
+            app,
+            n,
+            &self.uuids,
+            &self.collections,
+            &self.names,
+            &self.data,
+            &self.created,
+            &self.kind,
+        ]
+    }
+
+    fn failed(&self, err: tokio_postgres::Error) -> StoreError {
+        let named: Vec<&str> = self.names.iter().flatten().copied().collect();
+        sql_err(err, &format!("an entity named {:?}", named.join(", ")))
+    }
+}
+
 /// Inserts new entities inside `tx`, with their index rows, and logs their creation, in one
 /// statement: a statement costs the database a round of its protocol and the opening of
 /// every table and index it writes, more than a row does (and each entity's JSON is written
-/// once for both the row and the log). Any refused fails them all.
+/// once for both the row and the log). Any refused fails them all. The batch holds the
+/// application's `app_seq` row already.
 async fn insert_in(tx: &BatchTx<'_>, app: &str, new: &[&NewEntity]) -> StoreResult<()> {
-    let entities = || new.iter().map(|n| &n.entity);
-    let uuids: Vec<&str> = entities().map(|e| e.uuid.as_str()).collect();
-    let collections: Vec<&str> = entities().map(|e| e.collection.as_str()).collect();
-    let names: Vec<Option<&str>> = entities().map(|e| e.name.as_deref()).collect();
-    let data: Vec<String> = entities()
-        .map(|e| Value::Object(e.data.clone()).to_string())
-        .collect();
-    let secrets: Vec<Option<&str>> = new.iter().map(|n| n.secret.as_deref()).collect();
-    let arrays = search::IndexArrays::of(entities());
+    let cols = NewColumns::of(new);
     let first = tx.take_seqs(new.len());
-    let (created, kind) = (super::rows::wall_ms(), kind_name(ChangeKind::Create));
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&app];
-    params.extend(arrays.params());
-    params.extend([
-        &uuids as &(dyn ToSql + Sync),
-        &collections,
-        &names,
-        &data,
-        &secrets,
-        &first,
-        &created,
-        &kind,
-    ]);
+    let mut params = cols.row_params(&app);
+    params.extend([&first as &(dyn ToSql + Sync), &cols.created, &cols.kind]);
     let st = tx.prepare_cached(insert_sql()).await.map_err(backend)?;
-    tx.execute(&st, &params).await.map_err(|err| {
-        let named: Vec<&str> = names.iter().flatten().copied().collect();
-        sql_err(err, &format!("an entity named {:?}", named.join(", ")))
-    })?;
+    tx.execute(&st, &params).await.map_err(|e| cols.failed(e))?;
+    Ok(())
+}
+
+/// Inserts new entities with their index rows but not their log entries, which
+/// [`log_inserts`] appends: this part needs no lock, so two batches of one application do it
+/// side by side. `st` is [`insert_rows_sql`], prepared.
+pub(super) async fn insert_rows(
+    client: &Client,
+    st: &tokio_postgres::Statement,
+    app: &str,
+    cols: &NewColumns<'_>,
+) -> StoreResult<()> {
+    client
+        .execute(st, &cols.row_params(&app))
+        .await
+        .map_err(|e| cols.failed(e))?;
+    Ok(())
+}
+
+/// Takes the application's next positions in its log, making its `app_seq` row if this is its
+/// first write and holding the row's lock until the commit, and logs the creation of the new
+/// entities [`insert_rows`] inserted. `st` is [`log_inserts_sql`], prepared.
+pub(super) async fn log_inserts(
+    client: &Client,
+    st: &tokio_postgres::Statement,
+    app: &str,
+    cols: &NewColumns<'_>,
+) -> StoreResult<()> {
+    let n = cols.len() as i64;
+    client
+        .execute(st, &cols.log_params(&app, &n))
+        .await
+        .map_err(backend)?;
     Ok(())
 }
 
@@ -360,20 +445,46 @@ fn insert_sql() -> &'static str {
     static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     STATEMENT.get_or_init(|| {
         format!(
-            "WITH e AS (INSERT INTO entities SELECT $1, u, c, n, d, s
-                        FROM unnest($13::text[], $14::text[], $15::text[], $16::text[],
-                                    $17::text[]) AS t(u, c, n, d, s)),
-             {}
+            "WITH {INSERT_ENTITIES}, {}
              INSERT INTO changes
              SELECT $1, s.seq + $18 + o - 1, $19, $20, c, u, n, d, NULL, NULL, NULL
              FROM app_seq s,
                   unnest($13::text[], $14::text[], $15::text[], $16::text[])
                   WITH ORDINALITY AS t(u, c, n, d, o)
              WHERE s.app = $1",
-            search::INSERT_INDEX_ROWS
+            search::INSERT_NEW_INDEX_ROWS
         )
     })
 }
+
+/// The statement of [`insert_rows`].
+pub(super) fn insert_rows_sql() -> &'static str {
+    static STATEMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    STATEMENT.get_or_init(|| {
+        format!(
+            "WITH {INSERT_ENTITIES}, {} SELECT 1",
+            search::INSERT_NEW_INDEX_ROWS
+        )
+    })
+}
+
+/// The statement of [`log_inserts`]: the row's update takes its lock (the insert its first
+/// value), and the log's positions are the ones it moved past.
+pub(super) const LOG_INSERTS_SQL: &str = "
+    WITH s AS (INSERT INTO app_seq(app, seq) VALUES ($1, $2)
+               ON CONFLICT (app) DO UPDATE SET seq = app_seq.seq + $2
+               RETURNING seq - $2 AS base)
+    INSERT INTO changes
+    SELECT $1, s.base + o, $7, $8, c, u, n, d, NULL, NULL, NULL
+    FROM s, unnest($3::text[], $4::text[], $5::text[], $6::text[])
+            WITH ORDINALITY AS t(u, c, n, d, o)";
+
+/// The entities' rows, as a part of a `WITH`: `$1` the application, `$13` to `$17` the
+/// columns of [`NewColumns`].
+const INSERT_ENTITIES: &str = "
+    e AS (INSERT INTO entities SELECT $1, u, c, n, d, s
+          FROM unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
+               AS t(u, c, n, d, s))";
 
 /// Deletes an entity inside `tx` with what hangs on it, and logs it; false if there is none.
 async fn delete_in(tx: &BatchTx<'_>, app: String, uuid: String) -> StoreResult<bool> {

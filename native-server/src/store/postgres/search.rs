@@ -73,14 +73,29 @@ impl<'e> IndexArrays<'e> {
 
 /// The two inserts of index rows, as parts of a `WITH`: `$1` the application, `$2` to `$12`
 /// [`IndexArrays::params`]. One statement per table, whatever the number of rows.
-pub(super) const INSERT_INDEX_ROWS: &str = "
-    p AS (INSERT INTO props SELECT $1, c, n, k, v, s, u, d
-          FROM unnest($2::text[], $3::text[], $4::int[], $5::float8[], $6::text[], $7::text[],
-                      $8::int[]) AS t(c, n, k, v, s, u, d)
-          ON CONFLICT DO NOTHING),
-    w AS (INSERT INTO words SELECT $1, c, n, w, u
-          FROM unnest($9::text[], $10::text[], $11::text[], $12::text[]) AS t(c, n, w, u)
-          ON CONFLICT DO NOTHING)";
+macro_rules! insert_index_rows {
+    ($conflict:literal) => {
+        concat!(
+            "p AS (INSERT INTO props SELECT $1, c, n, k, v, s, u, d
+                   FROM unnest($2::text[], $3::text[], $4::int[], $5::float8[], $6::text[],
+                               $7::text[], $8::int[]) AS t(c, n, k, v, s, u, d) ",
+            $conflict,
+            "), w AS (INSERT INTO words SELECT $1, c, n, w, u
+                      FROM unnest($9::text[], $10::text[], $11::text[], $12::text[])
+                           AS t(c, n, w, u) ",
+            $conflict,
+            ")"
+        )
+    };
+}
+
+/// [`insert_index_rows`] for an entity that may have rows already, which stay.
+pub(super) const INSERT_INDEX_ROWS: &str = insert_index_rows!("ON CONFLICT DO NOTHING");
+
+/// [`insert_index_rows`] for new entities: a fresh uuid has no rows yet, and an entity's rows
+/// are distinct ([`index::index_rows`]), so no row needs the check for an existing one, which
+/// cost the database a second walk of each primary key (15 % of its time on a new entity).
+pub(super) const INSERT_NEW_INDEX_ROWS: &str = insert_index_rows!("");
 
 /// Writes an entity's index rows inside `tx`, replacing any it had, in one statement.
 pub(super) async fn index_entity(
