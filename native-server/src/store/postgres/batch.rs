@@ -1,26 +1,33 @@
 //! Group commit: the writes that append to an application's change log wait here and go
-//! into one transaction per application, so that one failing write undoes only itself. The
-//! transaction takes the application's `app_seq` row first: every node's batches of one
-//! application queue on that row before touching anything else (so two nodes' batches never
-//! deadlock), and the row is held once per batch instead of once per write, with one commit,
-//! and one WAL flush, for the lot. That is what the SQLite writer does with its groups.
+//! into one transaction per application, so that one failing write undoes only itself. Each
+//! transaction takes the application's `app_seq` row, which numbers the log, and holds it
+//! until its commit: batches of one application, from every node, take turns on that row, so
+//! the log becomes visible in its order, without gaps. The row is held once per batch instead
+//! of once per write, with one commit, and one WAL flush, for the lot. That is what the
+//! SQLite writer does with its groups.
 //!
-//! The batch counts the log's positions itself, from the row's value when it took it, and
-//! writes the row back once, before its commit: a row updated once per write keeps a chain
-//! of versions as long as the batch, which every later update walks (256 appends took
-//! longer than all their writes together).
+//! When the row is taken depends on the batch:
+//! - A batch of new entities without names, the commonest (a chat's messages), inserts them
+//!   first and takes the row only to log them and commit, all in one round trip. Their rows
+//!   are nobody else's (fresh uuids, no names), so the inserts of several batches, of this
+//!   node and of others, run side by side and none waits for another; only the log's appends
+//!   and the commits take turns. This node's next batch begins as soon as the last has
+//!   inserted, and asks for the row only once the last holds it (`Turn`): one node's batches
+//!   log in the order they began.
+//! - A batch of new entities with names takes the row first, then inserts them, also in one
+//!   round trip: two nodes' batches inserting the same name would otherwise each wait for
+//!   the other's, while holding their own.
+//! - Any other batch takes the row first and runs its writes after it, each in a savepoint of
+//!   its own: they read what they change, and a queue's message ids must grow in the log's
+//!   order. The batch counts the log's positions itself, from the row's value when it took
+//!   it, and writes the row back once, before its commit: a row updated once per write keeps
+//!   a chain of versions as long as the batch, which every later update walks (256 appends
+//!   took longer than all their writes together). New entities that come one after another
+//!   in it go in together, as one statement in one savepoint; if that fails, it is rolled
+//!   back to its savepoint and its entities go in again one at a time, each in a savepoint of
+//!   its own, so the refused one undoes only itself.
 //!
-//! Within a batch, new entities that come one after another (each with a fresh uuid, its own
-//! index rows and one log append: nothing another write of the batch reads) go in together,
-//! as one statement in one savepoint: the batch then costs a round trip and a statement per
-//! run of them, not per write, and the row is held for the database's work alone. When the
-//! statement fails, it is rolled back to its savepoint and its entities go in again one at a
-//! time, each in a savepoint of its own, so the refused one undoes only itself. Every other
-//! write runs by itself in its own savepoint.
-//!
-//! A batch of new entities alone, the commonest (a chat's messages), is first sent whole in
-//! one round trip, its commit included, with no savepoint; only if an insert is refused does
-//! it run again the long way.
+//! A batch of new entities refused on its first try (a name taken) runs again the long way.
 
 use super::{
     LOG_INSERTS_SQL, NewColumns, NewEntity, PostgresStore, backend, insert_in, insert_rows,

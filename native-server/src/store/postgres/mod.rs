@@ -3,8 +3,8 @@
 //! It keeps the embedded store's behaviour, table for table: the same change log with a
 //! gap-free `seq` per application, the same queue pointers and transactions. What SQLite gets
 //! from having one writer, this store gets from row locks: an application's `app_seq` row
-//! serializes its writers until they commit, so the log becomes visible in `seq` order on
-//! every node, and each node commits the writes waiting for that row together (`batch`); a
+//! serializes its writers' log appends and commits, so the log becomes visible in `seq` order
+//! on every node, and each node commits the writes waiting for that row together (`batch`); a
 //! queue consumer's row serializes the reads of that consumer id, whichever node they come
 //! from, so no message goes to two readers of one consumer at once.
 
