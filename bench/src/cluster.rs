@@ -46,8 +46,12 @@ type Ws = WebSocketStream<TcpStream>;
 
 /// The goal for one event to every socket of the cluster, p99.
 const P99_GOAL_MS: f64 = 1_000.0;
-/// How long a shard waits for the last events of a phase before counting what is missing.
-const DRAIN: Duration = Duration::from_secs(15);
+/// How long a shard waits for the last events of a phase before counting what is missing as
+/// lost: long enough for an overloaded cluster's late events to arrive.
+const DRAIN: Duration = Duration::from_secs(90);
+/// How long after the last event every event should have arrived; what arrives later is
+/// counted as late (not lost).
+const LATE: Duration = Duration::from_secs(15);
 /// Connects (handshake, auth, subscribe) under way at once in one shard.
 const CONNECTS_IN_FLIGHT: usize = 256;
 /// Tries of one reconnect (each to the next gateway) before its socket is given up.
@@ -120,6 +124,10 @@ enum Reply {
     },
     Tallied {
         lost: u64,
+        /// Deliveries missing [`LATE`] after the tally began (lost ones included).
+        late: u64,
+        /// How long the tally waited for the last of them, ms.
+        waited_ms: u64,
         duplicated: u64,
         /// Delivery latencies in µs, as (value, count) pairs of a histogram.
         latency: Vec<(u64, u64)>,
@@ -404,12 +412,17 @@ impl Shard {
     }
 
     async fn tally(&self, from: u64, to: u64, measure_from: u64) -> Reply {
-        let deadline = Instant::now() + DRAIN;
+        let started = Instant::now();
         let mut lost = self.missing(from, to);
-        while lost > 0 && Instant::now() < deadline {
+        let mut late = None;
+        while lost > 0 && started.elapsed() < DRAIN {
             tokio::time::sleep(Duration::from_millis(100)).await;
             lost = self.missing(from, to);
+            if late.is_none() && started.elapsed() >= LATE {
+                late = Some(lost);
+            }
         }
+        let waited_ms = started.elapsed().as_millis() as u64;
         let duplicated = self
             .subscribers
             .iter()
@@ -429,6 +442,8 @@ impl Shard {
         }
         Reply::Tallied {
             lost,
+            late: late.unwrap_or(0),
+            waited_ms,
             duplicated,
             latency: histogram_pairs(&latency),
         }
@@ -1068,7 +1083,7 @@ pub async fn run(run: &Run, token: &str, case: &ClusterCase) -> Result<Vec<Row>,
                 "",
             ));
         }
-        let (mut lost, mut duplicated) = (0u64, 0u64);
+        let (mut lost, mut duplicated, mut late, mut waited_ms) = (0u64, 0u64, 0u64, 0u64);
         let mut latency = crate::latency_histogram();
         for reply in ask_all(&mut shards, |_| Command::Tally {
             from: first,
@@ -1079,6 +1094,8 @@ pub async fn run(run: &Run, token: &str, case: &ClusterCase) -> Result<Vec<Row>,
         {
             let Reply::Tallied {
                 lost: l,
+                late: t,
+                waited_ms: w,
                 duplicated: d,
                 latency: pairs,
             } = reply
@@ -1086,6 +1103,8 @@ pub async fn run(run: &Run, token: &str, case: &ClusterCase) -> Result<Vec<Row>,
                 return Err(unexpected(&reply));
             };
             lost += l;
+            late += t;
+            waited_ms = waited_ms.max(w);
             duplicated += d;
             add_pairs(&mut latency, &pairs);
         }
@@ -1103,6 +1122,21 @@ pub async fn run(run: &Run, token: &str, case: &ClusterCase) -> Result<Vec<Row>,
             &latency,
             &[50.0, 99.0],
             Some(&|p| (p == 99.0 && !churn).then_some(Goal::AtMost(P99_GOAL_MS))),
+        ));
+        rows.push(Row::new(
+            "cluster",
+            &setup,
+            &format!(
+                "deliveries not arrived {} s after the last event",
+                LATE.as_secs()
+            ),
+            late as f64,
+            None,
+            &format!(
+                "lost unless they arrive within {} s; the last came after {:.1} s",
+                DRAIN.as_secs(),
+                waited_ms as f64 / 1000.0
+            ),
         ));
         for (metric, value) in [("lost events", lost), ("duplicated events", duplicated)] {
             rows.push(Row::must_be_zero("cluster", &setup, metric, value, ""));
