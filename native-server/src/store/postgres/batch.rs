@@ -213,7 +213,7 @@ fn insert_one<'t>(
     app: String,
     new: Arc<NewEntity>,
 ) -> BoxFuture<'t, StoreResult<()>> {
-    Box::pin(async move { insert_in(tx, &app, &[&new]).await })
+    Box::pin(async move { insert_in(tx, &app, &NewColumns::of(&[&new])).await })
 }
 
 fn stopped() -> StoreError {
@@ -362,7 +362,7 @@ async fn commit_one_app(
         let cols = NewColumns::of(&new);
         let trip = if cols.named() {
             turn.wait().await;
-            one_trip(&tx, &app, [&make, &lock, &advance], &new, &mut turn).await
+            one_trip(&tx, &app, [&make, &lock, &advance], &cols, &mut turn).await
         } else {
             inserts_then_log(&tx, &app, [&rows, &log], &cols, &mut turn, next_waits).await
         };
@@ -451,10 +451,10 @@ async fn one_trip(
     tx: &BatchTx<'_>,
     app: &str,
     [make, lock, advance]: [&tokio_postgres::Statement; 3],
-    new: &[&NewEntity],
+    cols: &NewColumns<'_>,
     turn: &mut Turn,
 ) -> Trip {
-    let n = new.len() as i64;
+    let n = cols.len() as i64;
     let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&app];
     let moves: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&app, &n];
     let locked = async {
@@ -467,7 +467,7 @@ async fn one_trip(
         tx.batch_execute("BEGIN"),
         tx.execute(make, &key),
         locked,
-        insert_in(tx, app, new),
+        insert_in(tx, app, cols),
         tx.execute(advance, &moves),
         tx.batch_execute("COMMIT"),
     );
@@ -582,8 +582,9 @@ impl Savepoint {
         let position = tx.position();
         let inserts: Vec<&Insert> = group.iter().filter_map(|j| j.insert.as_ref()).collect();
         let new: Vec<&NewEntity> = inserts.iter().map(|i| &*i.new).collect();
+        let cols = NewColumns::of(&new);
         let (_, done) =
-            futures_util::join!(tx.batch_execute(self.next()), insert_in(tx, app, &new));
+            futures_util::join!(tx.batch_execute(self.next()), insert_in(tx, app, &cols));
         if done.is_ok() {
             for insert in inserts {
                 keep(&insert.outcome, Ok(()));

@@ -397,9 +397,8 @@ impl<'a> NewColumns<'a> {
 /// every table and index it writes, more than a row does (and each entity's JSON is written
 /// once for both the row and the log). Any refused fails them all. The batch holds the
 /// application's `app_seq` row already.
-async fn insert_in(tx: &BatchTx<'_>, app: &str, new: &[&NewEntity]) -> StoreResult<()> {
-    let cols = NewColumns::of(new);
-    let first = tx.take_seqs(new.len());
+async fn insert_in(tx: &BatchTx<'_>, app: &str, cols: &NewColumns<'_>) -> StoreResult<()> {
+    let first = tx.take_seqs(cols.len());
     let mut params = cols.row_params(&app);
     params.extend([&first as &(dyn ToSql + Sync), &cols.created, &cols.kind]);
     let st = tx.prepare_cached(insert_sql()).await.map_err(backend)?;
