@@ -179,15 +179,7 @@ async fn a_refused_write_among_many_at_once_undoes_only_itself() {
                 "select * where type = 'things'".to_owned(),
             ] {
                 let q = gridsocket_core::Query::parse(&ql).expect("ql");
-                let page = PageQuery {
-                    query: Some(&q),
-                    limit: 1000,
-                    offset: 0,
-                    after: None,
-                    max_rows: None,
-                    deadline: None,
-                    max_bytes: None,
-                };
+                let page = PageQuery::first(Some(&q), 1000);
                 let found = b.query(app, "things", &page).await.expect("query");
                 let want = if ql.contains("taken") { 1 } else { landed };
                 assert_eq!(found.entities.len() as u64, want, "{kind} {app}: {ql}");
@@ -208,15 +200,7 @@ async fn a_new_entity_with_zero_and_minus_zero_goes_in_and_is_found() {
         a.insert_entity(APP, &e, None).await.expect("insert");
         for ql in ["select * where zs = 0", "select * where z = 0"] {
             let q = gridsocket_core::Query::parse(ql).expect("ql");
-            let page = PageQuery {
-                query: Some(&q),
-                limit: 10,
-                offset: 0,
-                after: None,
-                max_rows: None,
-                deadline: None,
-                max_bytes: None,
-            };
+            let page = PageQuery::first(Some(&q), 10);
             let found = b.query(APP, "things", &page).await.expect("query");
             assert_eq!(found.entities.len(), 1, "{kind}: {ql}");
         }

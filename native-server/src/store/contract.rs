@@ -70,13 +70,8 @@ pub fn entity(collection: &str, name: Option<&str>, props: Value) -> Entity {
 
 fn page(query: Option<&Query>, limit: usize, offset: usize) -> PageQuery<'_> {
     PageQuery {
-        query,
-        limit,
         offset,
-        after: None,
-        deadline: None,
-        max_bytes: None,
-        max_rows: None,
+        ..PageQuery::first(query, limit)
     }
 }
 

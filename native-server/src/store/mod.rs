@@ -217,6 +217,22 @@ pub struct PageQuery<'a> {
     pub max_bytes: Option<usize>,
 }
 
+impl<'a> PageQuery<'a> {
+    /// The first `limit` entities `query` selects, with no cursor and no bound on the rows
+    /// read, the time taken or the answer's size.
+    pub fn first(query: Option<&'a Query>, limit: usize) -> PageQuery<'a> {
+        PageQuery {
+            query,
+            limit,
+            offset: 0,
+            after: None,
+            max_rows: None,
+            deadline: None,
+            max_bytes: None,
+        }
+    }
+}
+
 /// One page of entities.
 #[derive(Clone, Debug, Default)]
 pub struct Page {

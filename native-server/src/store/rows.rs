@@ -226,16 +226,8 @@ mod tests {
             .collect()
     }
 
-    fn page<'a>(query: &'a Query) -> PageQuery<'a> {
-        PageQuery {
-            query: Some(query),
-            limit: 10,
-            offset: 0,
-            after: None,
-            deadline: None,
-            max_bytes: None,
-            max_rows: None,
-        }
+    fn page(query: &Query) -> PageQuery<'_> {
+        PageQuery::first(Some(query), 10)
     }
 
     #[test]

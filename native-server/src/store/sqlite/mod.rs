@@ -1395,13 +1395,8 @@ mod tests {
         ] {
             let q = gridsocket_core::Query::parse(ql).expect("ql");
             let page = PageQuery {
-                query: Some(&q),
-                limit: 10,
-                offset: 0,
-                after: None,
-                deadline: None,
-                max_bytes: None,
                 max_rows: Some(0),
+                ..PageQuery::first(Some(&q), 10)
             };
             let got = store.query("app", "books", &page).await.expect(ql);
             assert_eq!(got.entities.len(), count, "{ql}");
