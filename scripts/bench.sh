@@ -22,7 +22,9 @@
 # local one on 4222 (GRIDSOCKET_BENCH_NATS picks another), whose counters are not checked.
 # BENCH_PIN=0 leaves every process free to run on any CPU. GRIDSOCKET_BENCH_BIN=DIR runs the
 # gridsocket and gridsocket-bench binaries in DIR instead of building (A/B against a build of
-# another commit).
+# another commit). BENCH_NODE_CPU=F gives each node a CPU quota of F of one core (a cgroup of its
+# own, as root): nodes as small machines of their own, so that what one more node adds is seen
+# on a machine whose cores PostgreSQL and the client share.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,12 +73,34 @@ fi
 data=$(mktemp -d)
 pids=()
 schema=""
+cgroups=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+  for cg in "${cgroups[@]}"; do rmdir "$cg" 2>/dev/null || true; done
   [ -n "$schema" ] && psql -q "$pg" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
   rm -rf "$data"
 }
 trap cleanup EXIT
+
+# A cgroup with a CPU quota of BENCH_NODE_CPU cores (cgroup v2, else v1's cpu controller);
+# sets $cg, empty when no quota is asked for.
+quota_cgroup() {
+  cg=""
+  [ -z "${BENCH_NODE_CPU:-}" ] && return
+  local quota
+  quota=$(awk -v f="$BENCH_NODE_CPU" 'BEGIN { printf "%d", f * 100000 }')
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    cg=/sys/fs/cgroup/gridsocket-bench-$$-$1
+    mkdir "$cg"
+    echo "$quota 100000" >"$cg/cpu.max"
+  else
+    cg=/sys/fs/cgroup/cpu/gridsocket-bench-$$-$1
+    mkdir "$cg"
+    echo 100000 >"$cg/cpu.cfs_period_us"
+    echo "$quota" >"$cg/cpu.cfs_quota_us"
+  fi
+  cgroups+=("$cg")
+}
 
 # Starts one node and waits for its banner's LAST line (WebSocket, or REST for an API node);
 # its output goes to $data/NAME.{stdout,stderr}. Sets $http and $ws.
@@ -84,8 +108,12 @@ start_node() {
   local name=$1 last=$2
   shift 2
   mkdir -p "$data/$name"
+  quota_cgroup "$name"
+  local in_cgroup=()
+  # The node joins its cgroup before it starts, so that every thread it makes is in it.
+  [ -n "$cg" ] && in_cgroup=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg")
   # Capacity is what is measured: the per-socket rate and per-address limits are off.
-  RUST_LOG=warn "${pin_server[@]}" "$bin/gridsocket" serve --http-addr 127.0.0.1:0 \
+  RUST_LOG=warn "${pin_server[@]}" "${in_cgroup[@]}" "$bin/gridsocket" serve --http-addr 127.0.0.1:0 \
     --ws-addr 127.0.0.1:0 --data-dir "$data/$name" --max-requests-per-sec 0 \
     --max-broadcasts-per-sec 0 --max-connections-per-ip 0 "$@" \
     >"$data/$name.stdout" 2>"$data/$name.stderr" &

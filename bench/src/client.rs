@@ -222,6 +222,77 @@ pub async fn json_request(
     Ok((status, value))
 }
 
+/// Users created per request (the server takes at most 1,000).
+const USERS_PER_REQUEST: usize = 100;
+/// Connections taking users' tokens at once.
+const TOKEN_CONNECTIONS: usize = 8;
+
+/// Creates users named `names` as an admin (`admin` is an organization admin's token), without
+/// passwords, and takes a token for each through `GET /users/{u}/token`; their tokens in the
+/// order of `names`. No password is hashed on either side, so thousands take seconds where
+/// logging each in would take minutes.
+pub async fn users_with_tokens(
+    target: &Target,
+    admin: &str,
+    names: &[String],
+) -> Result<Vec<String>, ClientError> {
+    let app = format!("/{}/{}", target.org, target.app);
+    let mut sender = http(target).await?;
+    for chunk in names.chunks(USERS_PER_REQUEST) {
+        let users: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|n| serde_json::json!({"username": n}))
+            .collect();
+        let (status, body) = json_request(
+            &mut sender,
+            target,
+            "POST",
+            &format!("{app}/users"),
+            Some(admin),
+            &serde_json::Value::Array(users),
+        )
+        .await?;
+        if status != 200 {
+            return Err(ClientError::Unexpected(format!(
+                "creating users: {status} {body}"
+            )));
+        }
+    }
+    let per = names.len().div_ceil(TOKEN_CONNECTIONS).max(1);
+    let takers = names.chunks(per).map(|chunk| {
+        let app = app.clone();
+        async move {
+            let mut sender = http(target).await?;
+            let mut tokens = Vec::with_capacity(chunk.len());
+            for name in chunk {
+                let req = hyper::Request::get(format!("{app}/users/{name}/token"))
+                    .header("host", target.http.to_string())
+                    .header("authorization", format!("Bearer {admin}"))
+                    .body(Full::new(Bytes::new()))
+                    .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+                let (status, body) = exchange(&mut sender, req).await?;
+                let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+                    ClientError::Unexpected(String::from_utf8_lossy(&body).into_owned())
+                })?;
+                match value.get("access_token").and_then(|t| t.as_str()) {
+                    Some(token) if status == 200 => tokens.push(token.to_owned()),
+                    _ => {
+                        return Err(ClientError::Unexpected(format!(
+                            "{name}'s token: {status} {value}"
+                        )));
+                    }
+                }
+            }
+            Ok::<_, ClientError>(tokens)
+        }
+    });
+    let mut tokens = Vec::with_capacity(names.len());
+    for part in futures_util::future::try_join_all(takers).await? {
+        tokens.extend(part);
+    }
+    Ok(tokens)
+}
+
 /// `GET path` on `addr` over a fresh connection, answered with JSON (NATS's `/varz`).
 pub async fn get_json(
     target: &Target,

@@ -1,5 +1,7 @@
 //! `idle`: N authenticated sockets, each subscribed to its user's inbox, then left alone.
-//! Measures the server's resident memory per connection, read from `/proc`.
+//! Measures the server's resident memory per connection, read from `/proc`. The sockets are
+//! all one user's, or each a user of its own (`--idle-distinct`): a user's grants and caller
+//! are shared between its sockets, so the second is what an app of many users pays.
 
 use crate::Run;
 use crate::client::{self, ClientError, Target};
@@ -11,15 +13,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Runs with `connections` sockets; returns its rows.
+/// Runs with `connections` sockets, socket `i` as user `users[i % users.len()]` (a username
+/// and its token); returns its rows.
 pub async fn run(
     run: &Run,
-    token: &str,
-    username: &str,
+    users: &[(String, String)],
     connections: usize,
 ) -> Result<Vec<Row>, ClientError> {
     let target = &run.target;
-    let setup = format!("{connections} subscribed sockets");
+    let setup = match users.len() {
+        1 => format!("{connections} subscribed sockets"),
+        n => format!("{connections} subscribed sockets of {n} users"),
+    };
     let Some(pid) = run.server_pid else {
         return Err(ClientError::Unexpected(
             "idle needs --server-pid to read the server's memory".into(),
@@ -28,17 +33,22 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = measure::rss_bytes(pid).unwrap_or(0);
     let client_before = measure::rss_bytes(std::process::id()).unwrap_or(0);
-    let url = format!(
-        "/{}/{}/users/{username}/inbox?access_token={token}",
-        target.org, target.app
-    );
+    let urls: Vec<String> = users
+        .iter()
+        .map(|(username, token)| {
+            format!(
+                "/{}/{}/users/{username}/inbox?access_token={token}",
+                target.org, target.app
+            )
+        })
+        .collect();
     let cpu = CpuWindow::start(vec![pid]);
     let started = std::time::Instant::now();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut holders = Vec::with_capacity(connections);
     let mut pending = FuturesUnordered::new();
     for i in 0..connections {
-        pending.push(open(target, &url));
+        pending.push(open(target, &urls[i % urls.len()]));
         if pending.len() >= 256 || i + 1 == connections {
             while let Some(ws) = pending.next().await {
                 holders.push(tokio::spawn(hold(ws?, stop_rx.clone())));

@@ -117,6 +117,10 @@ struct Cli {
     /// idle: how many sockets to hold open.
     #[arg(long, default_value_t = 19_000)]
     idle: usize,
+    /// idle: each socket a user of its own (made by the admin, each token taken through
+    /// `/users/{u}/token`) instead of all the bench user's.
+    #[arg(long)]
+    idle_distinct: bool,
     /// Also report the CPU of the local PostgreSQL (every `postgres` process) in `write`.
     #[arg(long)]
     database_cpu: bool,
@@ -406,7 +410,22 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
                         .await?;
                 rows.extend(presence::run(&run, &admin, case).await?);
             }
-            "idle" => rows.extend(idle::run(&run, &token, &cli.username, cli.idle).await?),
+            "idle" => {
+                let users = if cli.idle_distinct {
+                    let admin =
+                        client::admin_login(&run.target, &cli.admin_username, &cli.admin_password)
+                            .await?;
+                    let prefix = format!("idle{}t{}", std::process::id(), clock_micros());
+                    let names: Vec<String> =
+                        (0..cli.idle).map(|i| format!("{prefix}u{i}")).collect();
+                    eprintln!("  idle: creating {} users, a token for each", names.len());
+                    let tokens = client::users_with_tokens(&run.target, &admin, &names).await?;
+                    names.into_iter().zip(tokens).collect()
+                } else {
+                    vec![(cli.username.clone(), token.clone())]
+                };
+                rows.extend(idle::run(&run, &users, cli.idle).await?);
+            }
             "cluster" => {
                 let case = cluster::ClusterCase {
                     sockets: cli.cluster_sockets,

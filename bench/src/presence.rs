@@ -15,7 +15,7 @@ use crate::{Run, clock_micros, latency_rows};
 use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,12 +36,8 @@ pub struct PresenceCase {
 
 /// The p99 goal, join (or leave) to event, with a thousand watchers at 100 changes/s.
 const P99_GOAL_MS: f64 = 50.0;
-/// Users created per request (the server takes at most 1,000).
-const USERS_PER_REQUEST: usize = 100;
-/// Logins and socket setups under way at once.
+/// Socket setups under way at once.
 const SETUP_CONCURRENCY: usize = 8;
-/// Password of every user the run creates.
-const PASSWORD: &str = "bench-password";
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -131,34 +127,14 @@ pub async fn run(run: &Run, admin: &str, case: PresenceCase) -> Result<Vec<Row>,
         )));
     }
     eprintln!(
-        "    creating and logging in {} users",
+        "    creating {} users, a token for each",
         case.joiners + case.watchers
     );
     let names: Vec<String> = (0..case.watchers)
         .map(|i| format!("{prefix}w{i}"))
         .chain((0..case.joiners).map(|i| format!("{prefix}j{i}")))
         .collect();
-    for chunk in names.chunks(USERS_PER_REQUEST) {
-        let users: Vec<Value> = chunk
-            .iter()
-            .map(|n| json!({"username": n, "password": PASSWORD}))
-            .collect();
-        let (status, body) = client::json_request(
-            &mut http,
-            target,
-            "POST",
-            &format!("{app}/users"),
-            Some(admin),
-            &Value::Array(users),
-        )
-        .await?;
-        if status != 200 {
-            return Err(ClientError::Unexpected(format!(
-                "creating users: {status} {body}"
-            )));
-        }
-    }
-    let tokens = log_in_all(target, &names).await?;
+    let tokens = client::users_with_tokens(target, admin, &names).await?;
     let (watcher_tokens, joiner_tokens) = tokens.split_at(case.watchers);
 
     // 2. The watchers: present on the group and reading from the moment they join (the
@@ -310,24 +286,6 @@ pub async fn run(run: &Run, admin: &str, case: PresenceCase) -> Result<Vec<Row>,
         ));
     }
     Ok(rows)
-}
-
-/// Logs every user in, a few at a time; their tokens in the same order.
-async fn log_in_all(target: &Target, names: &[String]) -> Result<Vec<String>, ClientError> {
-    let mut tokens = vec![String::new(); names.len()];
-    let mut pending = FuturesUnordered::new();
-    let mut next = 0;
-    while next < names.len() || !pending.is_empty() {
-        while next < names.len() && pending.len() < SETUP_CONCURRENCY {
-            let i = next;
-            pending.push(async move { (i, client::login(target, &names[i], PASSWORD).await) });
-            next += 1;
-        }
-        if let Some((i, token)) = pending.next().await {
-            tokens[i] = token?;
-        }
-    }
-    Ok(tokens)
 }
 
 /// A socket of the app (not subscribed to anything) through gateway `n`, past its welcome.

@@ -156,6 +156,12 @@ pub enum AppRoute {
         /// The user.
         user: Owner,
     },
+    /// `GET /users/{u}/token`: an application admin takes a token for a user, without the
+    /// user's password (Usergrid's `UserResource.getAccessToken`).
+    UserToken {
+        /// The user.
+        user: Owner,
+    },
     /// `/{users|groups|roles}/{id}/permissions`.
     Permissions {
         /// Whose permissions.
@@ -302,6 +308,7 @@ impl AppRoute {
                     ("revoketoken", None, Put | Post) if users => {
                         AppRoute::RevokeToken { user: owner }
                     }
+                    ("token", None, Get) if users => AppRoute::UserToken { user: owner },
                     (r, _, _) if users && USER_ENDPOINTS.contains(&r) => return Err(not_allowed()),
                     ("feed" | "activities", None, _)
                         if !inbound && matches!(collection.as_str(), "users" | "groups") =>
@@ -487,11 +494,19 @@ mod tests {
                 })
             );
         }
+        assert_eq!(
+            route(Get, "/users/john/token"),
+            Ok(AppRoute::UserToken {
+                user: owner("users", "john")
+            })
+        );
         for (m, p) in [
             (Get, "/users/john/password"),
             (Get, "/users/john/revoketoken"),
             (Post, "/users/john/credentials"),
             (Get, "/users/john/token/x"),
+            (Post, "/users/john/token"),
+            (Delete, "/users/john/token"),
         ] {
             assert_eq!(
                 route(m, p),

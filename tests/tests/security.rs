@@ -1406,10 +1406,19 @@ async fn a_users_endpoints_never_store_their_bodies() {
         "/users/me/password",
         "/users/me/revoketoken",
         "/users/me/credentials",
-        "/users/me/token",
     ] {
         let (status, body) = rest("GET", &f.app_url(path), Some(&token), None).await;
         assert!(status == 405 || status == 404, "{path}: {status} {body}");
+    }
+    for method in ["POST", "PUT", "DELETE"] {
+        let (status, body) = rest(
+            method,
+            &f.app_url("/users/john/token"),
+            Some(&f.admin_token),
+            Some(json!({"ttl": 1})),
+        )
+        .await;
+        assert_eq!(status, 405, "{method}: {body}");
     }
     let (status, body) = rest("GET", &f.app_url("/passwords"), Some(&f.admin_token), None).await;
     assert_eq!((status, body["count"].clone()), (200, json!(0)), "{body}");
@@ -2527,4 +2536,110 @@ async fn request_bodies_held_at_once_are_bounded() {
     .expect("read");
     assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 413"));
     drop(stalled);
+}
+
+/// `GET /users/{u}/token` hands out a user's token without the password (Usergrid's
+/// `UserResource.getAccessToken`): only to the application's admins, never to a user (not even
+/// for themself: a token is not traded for a longer one) nor a guest, over REST or a socket,
+/// and a guest learns nothing about which users exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_application_admin_takes_a_users_token() {
+    let f = Fixture::new().await;
+    let me = f.app_url("/users/me");
+    let whoami = |token: String| {
+        let me = me.clone();
+        async move {
+            let (status, body) = rest("GET", &me, Some(&token), None).await;
+            assert_eq!(status, 200, "{body}");
+            body["entities"][0]["username"].clone()
+        }
+    };
+
+    // The admin, and the app's client by its credentials, get a token that is the user's.
+    let (status, body) = rest(
+        "GET",
+        &f.app_url("/users/jane/token?ttl=60000"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["expires_in"], json!(60), "{body}");
+    assert_eq!(body["user"]["username"], json!("jane"), "{body}");
+    let by_admin = body["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(whoami(by_admin).await, json!("jane"));
+    let (id, secret) = &f.client;
+    let (status, body) = rest(
+        "GET",
+        &f.app_url(&format!(
+            "/users/jane/token?client_id={id}&client_secret={secret}"
+        )),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let by_client = body["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(whoami(by_client).await, json!("jane"));
+    let (status, body) = outcome(
+        "GET",
+        &f.app_url("/users/ghost/token"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = outcome(
+        "GET",
+        &f.app_url("/users/jane/token?ttl=soon"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!((status, body), (400, json!("illegal_argument")));
+
+    // A user may not, for another or for themself; a guest may not, and is told nothing of
+    // whether the user exists.
+    for path in ["/users/jane/token", "/users/john/token", "/users/me/token"] {
+        let (status, body) = rest("GET", &f.app_url(path), Some(&f.john), None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(body["access_token"], Value::Null, "{path}: {body}");
+    }
+    for path in ["/users/jane/token", "/users/ghost/token"] {
+        let (status, body) = rest("GET", &f.app_url(path), None, None).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert_eq!(body["access_token"], Value::Null, "{path}: {body}");
+    }
+
+    // Over a socket, the same: the socket's caller is asked, not the frame.
+    let mut ws = f.socket(&f.john).await;
+    let answer = ask(&mut ws, "1", "GET", "/users/jane/token", None).await;
+    assert_eq!(answer["status"], json!(403), "{answer}");
+    assert_eq!(answer["body"]["access_token"], Value::Null, "{answer}");
+    let mut ws = f.socket(&f.admin_token).await;
+    let answer = ask(&mut ws, "2", "GET", "/users/jane/token", None).await;
+    assert_eq!(answer["status"], json!(200), "{answer}");
+    let by_socket = answer["body"]["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(whoami(by_socket).await, json!("jane"));
+
+    // A disabled user gets no token this way either.
+    let (status, body) = rest(
+        "PUT",
+        &f.app_url("/users/jane"),
+        Some(&f.admin_token),
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = outcome(
+        "GET",
+        &f.app_url("/users/jane/token"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!((status, body), (400, json!("invalid_grant")));
 }

@@ -355,23 +355,7 @@ impl Api {
                     }
                 };
                 attempt.succeeded();
-                match user_may_log_in(&user) {
-                    Err(ApiError::UserNotActivated) => {
-                        return Err(ApiError::InvalidGrant("user not activated".into()));
-                    }
-                    Err(_) => return Err(ApiError::InvalidGrant("user disabled".into())),
-                    Ok(()) => {}
-                }
-                let (token, expires_in) = self
-                    .issue_token(TokenKind::AppUser, &user.uuid, &app.uuid, ttl)
-                    .await?;
-                Ok((
-                    200,
-                    Body::Json(json!({
-                        "access_token": token, "expires_in": expires_in,
-                        "user": render_entity(user, "/users"),
-                    })),
-                ))
+                self.user_access(app, user, ttl).await
             }
             "client_credentials" => {
                 let (id, secret) = client_pair(&args, &Credentials::None)?;
@@ -398,6 +382,42 @@ impl Api {
             }
             other => Err(ApiError::UnsupportedGrant(other.to_owned())),
         }
+    }
+
+    /// `GET /{org}/{app}/users/{u}/token`: an application admin (an org admin, the org's or
+    /// the app's client) takes a token for one of its users without the user's password, as
+    /// Usergrid's `UserResource.getAccessToken` does; `?ttl=` in milliseconds. The router has
+    /// checked the caller is one, before it looked the user up. A user may not trade a token
+    /// for another (a longer one), not even for themself.
+    pub(super) async fn user_token(
+        &self,
+        app: &AppRecord,
+        request: &ApiRequest,
+        user: Entity,
+    ) -> Reply {
+        let ttl = grant_args(None, &request.params)?.ttl_ms()?;
+        self.user_access(app, user, ttl).await
+    }
+
+    /// A new token for a user who may log in, answered as a login is.
+    async fn user_access(&self, app: &AppRecord, user: Entity, ttl: Option<u64>) -> Reply {
+        match user_may_log_in(&user) {
+            Err(ApiError::UserNotActivated) => {
+                return Err(ApiError::InvalidGrant("user not activated".into()));
+            }
+            Err(_) => return Err(ApiError::InvalidGrant("user disabled".into())),
+            Ok(()) => {}
+        }
+        let (token, expires_in) = self
+            .issue_token(TokenKind::AppUser, &user.uuid, &app.uuid, ttl)
+            .await?;
+        Ok((
+            200,
+            Body::Json(json!({
+                "access_token": token, "expires_in": expires_in,
+                "user": render_entity(user, "/users"),
+            })),
+        ))
     }
 
     pub(super) fn app_credentials_envelope(

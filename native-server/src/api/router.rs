@@ -184,6 +184,12 @@ impl Api {
                 );
                 self.revoke_token(app, request, &user, env).await
             }
+            AppRoute::UserToken { user } => {
+                // Before the lookup: only an admin learns whether the user exists.
+                self.require_app_admin(app, caller)?;
+                let user = self.owner(app, caller, &user).await?;
+                return self.user_token(app, request, user).await;
+            }
             AppRoute::RevokeTokens { user } => {
                 let user = self.owner(app, caller, &user).await?;
                 let env = env(
