@@ -83,20 +83,22 @@ cleanup() {
 trap cleanup EXIT
 
 # A cgroup with a CPU quota of BENCH_NODE_CPU cores (cgroup v2, else v1's cpu controller);
-# sets $cg, empty when no quota is asked for.
+# sets $cg, empty when no quota is asked for. The period is 10 ms, not the default 100 ms: a
+# node that used its quota waits out the rest of the period, and 85 ms pauses would measure
+# the throttle, not a slower machine.
 quota_cgroup() {
   cg=""
   [ -z "${BENCH_NODE_CPU:-}" ] && return
-  local quota
-  quota=$(awk -v f="$BENCH_NODE_CPU" 'BEGIN { printf "%d", f * 100000 }')
+  local period=10000 quota
+  quota=$(awk -v f="$BENCH_NODE_CPU" -v p="$period" 'BEGIN { printf "%d", f * p }')
   if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
     cg=/sys/fs/cgroup/gridsocket-bench-$$-$1
     mkdir "$cg"
-    echo "$quota 100000" >"$cg/cpu.max"
+    echo "$quota $period" >"$cg/cpu.max"
   else
     cg=/sys/fs/cgroup/cpu/gridsocket-bench-$$-$1
     mkdir "$cg"
-    echo 100000 >"$cg/cpu.cfs_period_us"
+    echo "$period" >"$cg/cpu.cfs_period_us"
     echo "$quota" >"$cg/cpu.cfs_quota_us"
   fi
   cgroups+=("$cg")

@@ -54,6 +54,9 @@ pub struct Authenticated {
     pub principal: Principal,
     /// An application user's current username.
     pub username: Option<String>,
+    /// When the credentials stop working (ms since the epoch): a token's expiry. None for
+    /// client credentials and guests.
+    pub expires: Option<i64>,
 }
 
 impl From<Principal> for Authenticated {
@@ -61,6 +64,7 @@ impl From<Principal> for Authenticated {
         Authenticated {
             principal,
             username: None,
+            expires: None,
         }
     }
 }

@@ -136,9 +136,20 @@ impl ConnectRefusal {
 
 #[derive(Clone)]
 struct CachedToken {
+    /// What it resolved to, its expiry with it.
     who: Authenticated,
     subject: String,
-    expires: i64,
+}
+
+/// Who presents a token: a socket's is not kept in the token cache. The socket keeps its
+/// caller for its life, and a node's many sockets' tokens would crowd out those of REST calls
+/// (and, filling the cache, empty it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Presenter {
+    /// A REST request (or a management call).
+    Request,
+    /// A socket, at connect or with `AUTH`.
+    Socket,
 }
 
 /// The Usergrid API over a [`Store`].
@@ -304,7 +315,10 @@ impl Api {
         peer: Option<IpAddr>,
     ) -> Result<(Arc<AppRecord>, Caller, String), ApiError> {
         let (app, rest) = self.resolve_app_path(segments).await?;
-        let caller = Caller::new(self.authenticate(creds, Some(&app), peer).await?).at(peer);
+        let who = self
+            .authenticate(creds, Some(&app), peer, Presenter::Request)
+            .await?;
+        let caller = Caller::new(who).at(peer);
         if let Credentials::Token(t) = creds {
             caller.set_token(token_hash(t));
         }
@@ -361,13 +375,10 @@ impl Api {
         };
         let creds = Credentials::from_request(&connect.params, authorization);
         let who = self
-            .authenticate(&creds, Some(&app), peer)
+            .authenticate(&creds, Some(&app), peer, Presenter::Socket)
             .await
             .map_err(|e| refuse(e, close_code::UNAUTHORIZED))?;
-        let expires = match &creds {
-            Credentials::Token(t) => self.token_expiry(t),
-            _ => None,
-        };
+        let expires = who.expires;
         let caller = Arc::new(Caller::new(who).at(peer));
         if !self.may_act_in(&app, &caller) {
             return Err(refuse(
@@ -475,10 +486,11 @@ impl Api {
         creds: &Credentials,
         app: Option<&AppRecord>,
         peer: Option<IpAddr>,
+        presenter: Presenter,
     ) -> Result<Authenticated, ApiError> {
         match creds {
             Credentials::None => Ok(Principal::Guest.into()),
-            Credentials::Token(token) => self.principal_of_token(token).await,
+            Credentials::Token(token) => self.principal_of_token(token, presenter).await,
             Credentials::Client { id, secret } => {
                 let attempt = self.login_attempt(peer, None)?;
                 if let Some(found) = self.store.app_by_client_id(id).await?
@@ -499,11 +511,16 @@ impl Api {
         }
     }
 
-    pub(crate) async fn principal_of_token(&self, token: &str) -> Result<Authenticated, ApiError> {
+    /// Resolves a token (from the cache, else the store). Its expiry comes with it.
+    pub(crate) async fn principal_of_token(
+        &self,
+        token: &str,
+        presenter: Presenter,
+    ) -> Result<Authenticated, ApiError> {
         let hash = token_hash(token);
         let now = now_ms();
         if let Some(hit) = self.tokens.get(&hash) {
-            if hit.expires <= now {
+            if hit.who.expires.is_some_and(|e| e <= now) {
                 return Err(ApiError::ExpiredToken);
             }
             return Ok(hit.who);
@@ -534,6 +551,7 @@ impl Api {
                         orgs: orgs.into_iter().map(|o| o.uuid).collect(),
                     },
                     username: Some(admin.username),
+                    expires: None,
                 }
             }
             TokenKind::OrgClient => Principal::OrgClient {
@@ -564,17 +582,24 @@ impl Api {
                         uuid: user.uuid,
                     },
                     username: user.name,
+                    expires: None,
                 }
             }
         };
-        self.tokens.insert(
-            hash,
-            CachedToken {
-                who: who.clone(),
-                subject: rec.subject,
-                expires: rec.expires,
-            },
-        );
+        // Whatever the kind, the token's own expiry.
+        let who = Authenticated {
+            expires: Some(rec.expires),
+            ..who
+        };
+        if presenter == Presenter::Request {
+            self.tokens.insert(
+                hash,
+                CachedToken {
+                    who: who.clone(),
+                    subject: rec.subject,
+                },
+            );
+        }
         Ok(who)
     }
 
@@ -619,11 +644,6 @@ impl Api {
             except: except.as_ref().map(crate::api::auth::hash_text),
         });
         Ok(n)
-    }
-
-    /// When a token expires (ms since the epoch), if it is known.
-    pub(crate) fn token_expiry(&self, token: &str) -> Option<i64> {
-        self.tokens.get(&token_hash(token)).map(|t| t.expires)
     }
 
     fn bump_grants(&self) {

@@ -138,7 +138,7 @@ async fn rest_and_socket_requests_get_the_same_answer() {
     let rest = f.call(Method::Get, "/books/dune", None, &token).await;
     let caller = Caller::new(
         f.api
-            .principal_of_token(&token)
+            .principal_of_token(&token, crate::api::Presenter::Request)
             .await
             .expect("the token is known"),
     );
@@ -162,6 +162,41 @@ async fn rest_and_socket_requests_get_the_same_answer() {
         v
     };
     assert_eq!(strip(rest.body), strip(socket.body));
+}
+
+/// A token's expiry comes with what it resolved to, so a socket knows when its token ends
+/// whatever the cache holds; and a socket's token is not cached (the socket keeps its caller),
+/// so a node's many sockets neither crowd REST calls' tokens out nor, filling the cache, empty
+/// it between a connect and its reading of the expiry.
+#[tokio::test]
+async fn a_sockets_token_brings_its_expiry_and_stays_out_of_the_cache() {
+    let f = Fixture::new().await;
+    let (token, _) = f.user("ann").await;
+    let hash = crate::api::auth::token_hash(&token);
+    f.api.tokens.remove_where(|_, _| true);
+    let socket = f
+        .api
+        .principal_of_token(&token, crate::api::Presenter::Socket)
+        .await
+        .expect("the token is known");
+    let expires = socket.expires.expect("a token has an expiry");
+    assert!(expires > super::now_ms(), "{expires}");
+    assert!(
+        f.api.tokens.get(&hash).is_none(),
+        "a socket's token is not cached"
+    );
+    let request = f
+        .api
+        .principal_of_token(&token, crate::api::Presenter::Request)
+        .await
+        .expect("the token is known");
+    assert_eq!(request.expires, Some(expires));
+    let cached = f
+        .api
+        .tokens
+        .get(&hash)
+        .expect("a request's token is cached");
+    assert_eq!(cached.who.expires, Some(expires));
 }
 
 #[tokio::test]
