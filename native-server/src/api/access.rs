@@ -75,12 +75,27 @@ pub(crate) struct Grants {
 }
 
 /// The grants of each user (and of guests) of each application, shared by every socket and
-/// request that holds them: a user with many sockets holds one copy, not one per socket. Held
-/// weakly, so grants nobody holds any more go with their last holder.
+/// request that holds them: a user with many sockets holds one copy, not one per socket, and
+/// users whose roles grant the same permissions (most of an app's users: the `default` role)
+/// hold one copy between them. Held weakly, so grants nobody holds any more go with their last
+/// holder.
 #[derive(Default)]
 pub(crate) struct SharedGrants {
     /// By application uuid and user uuid (empty for guests).
     by_user: Mutex<HashMap<(String, String), Weak<Grants>>>,
+    /// By the permissions' text, one per line, in the order they were loaded.
+    by_text: Mutex<HashMap<String, Weak<Grants>>>,
+}
+
+/// Keeps `key`'s entry in a table of weakly held values, first sweeping the entries nobody
+/// holds when the new key takes the table past a power of two: each sweep's cost spreads over
+/// the insertions since the last one.
+fn put_weak<K: std::hash::Hash + Eq, V>(table: &mut HashMap<K, Weak<V>>, key: K, value: &Arc<V>) {
+    let len = table.len();
+    if len >= 64 && len.is_power_of_two() && !table.contains_key(&key) {
+        table.retain(|_, v| v.strong_count() > 0);
+    }
+    table.insert(key, Arc::downgrade(value));
 }
 
 impl SharedGrants {
@@ -96,13 +111,43 @@ impl SharedGrants {
     /// Shares `grants` as those of `key`.
     fn put(&self, key: (String, String), grants: &Arc<Grants>) {
         let mut by_user = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
-        // Entries of grants nobody holds are swept when a new user's take the table past a
-        // power of two: each sweep's cost spreads over the insertions since the last one.
-        let len = by_user.len();
-        if len >= 64 && len.is_power_of_two() && !by_user.contains_key(&key) {
-            by_user.retain(|_, g| g.strong_count() > 0);
+        put_weak(&mut by_user, key, grants);
+    }
+
+    /// The grants of `generation` whose permissions are `texts`: a copy somebody holds if there
+    /// is one, else parsed from them (a permission that does not parse is left out, and said).
+    fn of_texts(&self, generation: u64, texts: &[String]) -> Arc<Grants> {
+        let key = texts.join("\n");
+        let held = |by_text: &HashMap<String, Weak<Grants>>| {
+            by_text
+                .get(&key)
+                .and_then(Weak::upgrade)
+                .filter(|g| g.generation == generation)
+        };
+        if let Some(g) = held(&self.by_text.lock().unwrap_or_else(|p| p.into_inner())) {
+            return g;
         }
-        by_user.insert(key, Arc::downgrade(grants));
+        let permissions = texts
+            .iter()
+            .filter_map(|text| match Permission::parse(text) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(permission = %text, error = %e, "ignoring stored permission");
+                    None
+                }
+            })
+            .collect();
+        let grants = Arc::new(Grants {
+            generation,
+            permissions,
+        });
+        let mut by_text = self.by_text.lock().unwrap_or_else(|p| p.into_inner());
+        // Another request may have parsed the same meanwhile: one copy is kept.
+        if let Some(g) = held(&by_text) {
+            return g;
+        }
+        put_weak(&mut by_text, key, &grants);
+        grants
     }
 }
 
@@ -481,21 +526,11 @@ impl Api {
                     .await?,
             );
         }
-        let mut permissions = Vec::new();
+        let mut texts = Vec::new();
         for owner in owners {
-            for text in self.store.permissions(&app.uuid, &owner).await? {
-                match Permission::parse(&text) {
-                    Ok(p) => permissions.push(p),
-                    Err(e) => {
-                        tracing::warn!(permission = %text, error = %e, "ignoring stored permission")
-                    }
-                }
-            }
+            texts.extend(self.store.permissions(&app.uuid, &owner).await?);
         }
-        let grants = Arc::new(Grants {
-            generation,
-            permissions,
-        });
+        let grants = self.shared_grants.of_texts(generation, &texts);
         self.shared_grants.put(key, &grants);
         *caller.grants.lock().unwrap_or_else(|p| p.into_inner()) = Some(grants.clone());
         Ok(grants)
@@ -556,5 +591,28 @@ mod tests {
         }
         let len = shared.by_user.lock().unwrap().len();
         assert!(len < 100, "{len} entries kept for 200 users nobody holds");
+    }
+
+    #[test]
+    fn users_granted_the_same_permissions_share_one_copy() {
+        let shared = SharedGrants::default();
+        let texts = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let default = texts(&["get,put,post,delete:/**", "get:/users/me"]);
+        let ann = shared.of_texts(1, &default);
+        let bob = shared.of_texts(1, &default);
+        assert!(Arc::ptr_eq(&ann, &bob), "one copy for both");
+        assert_eq!(ann.permissions.len(), 2);
+        let more = shared.of_texts(1, &texts(&["get,put,post,delete:/**", "get:/books/**"]));
+        assert!(!Arc::ptr_eq(&ann, &more), "other permissions, another copy");
+        let later = shared.of_texts(2, &default);
+        assert!(!Arc::ptr_eq(&ann, &later), "grants changed since: parsed again");
+        assert_eq!(later.generation, 2);
+        // A permission that does not parse is left out; the rest still count.
+        let bad = shared.of_texts(2, &texts(&["get:/**", "nonsense"]));
+        assert_eq!(bad.permissions.len(), 1);
+        // Nobody holds them: the next user parses them again.
+        let weak = Arc::downgrade(&ann);
+        drop((ann, bob));
+        assert!(weak.upgrade().is_none());
     }
 }
