@@ -155,7 +155,8 @@ impl SharedGrants {
 /// change somewhere. A socket keeps one for its whole life; when its user changes (renamed,
 /// disabled, deleted) the service updates or ends it on every node.
 pub struct Caller {
-    principal: Principal,
+    /// Who it is, as the credentials resolved: one copy shared with the token cache.
+    who: Arc<Authenticated>,
     /// The client's address, for throttling failed logins.
     address: Option<IpAddr>,
     username: Mutex<Arc<str>>,
@@ -166,11 +167,12 @@ pub struct Caller {
 
 impl Caller {
     /// A caller whose grants are not loaded yet.
-    pub fn new(who: Authenticated) -> Caller {
+    pub fn new(who: impl Into<Arc<Authenticated>>) -> Caller {
+        let who = who.into();
         Caller {
-            principal: who.principal,
             address: None,
-            username: Mutex::new(who.username.unwrap_or_default().into()),
+            username: Mutex::new(who.username.as_deref().unwrap_or_default().into()),
+            who,
             grants: Mutex::new(None),
             token: Mutex::new(None),
         }
@@ -184,7 +186,7 @@ impl Caller {
 
     /// Who it is.
     pub fn principal(&self) -> &Principal {
-        &self.principal
+        &self.who.principal
     }
 
     /// The client's address, when known.
@@ -217,7 +219,7 @@ impl Caller {
 
     /// The app user's uuid, if the caller is one.
     pub fn user_uuid(&self) -> Option<&str> {
-        match &self.principal {
+        match &self.who.principal {
             Principal::AppUser { uuid, .. } => Some(uuid),
             _ => None,
         }
@@ -226,7 +228,7 @@ impl Caller {
     /// The uuid of the person calling: an app user's or an admin's; `None` for a guest, the
     /// superuser and client credentials, which are nobody in particular.
     pub fn person_uuid(&self) -> Option<&str> {
-        match &self.principal {
+        match &self.who.principal {
             Principal::AppUser { uuid, .. } | Principal::Admin { uuid, .. } => Some(uuid),
             _ => None,
         }
@@ -265,7 +267,7 @@ impl Api {
     /// True for principals that administer the app (superuser, its org's admins and client,
     /// its own client).
     pub fn is_app_admin(&self, app: &AppRecord, caller: &Caller) -> bool {
-        match &caller.principal {
+        match &caller.who.principal {
             Principal::Superuser => true,
             Principal::Admin { orgs, .. } => orgs.contains(&app.org_uuid),
             Principal::OrgClient { org } => *org == app.org_uuid,
@@ -277,7 +279,7 @@ impl Api {
     /// True if the caller may act in this application at all: its admins, its own users, and
     /// guests (whose grants are the `guest` role's). A user of another application may not.
     pub(super) fn may_act_in(&self, app: &AppRecord, caller: &Caller) -> bool {
-        match &caller.principal {
+        match &caller.who.principal {
             Principal::AppUser { app: a, .. } => *a == app.uuid,
             Principal::Guest => true,
             _ => self.is_app_admin(app, caller),
@@ -289,7 +291,7 @@ impl Api {
         app: &AppRecord,
         caller: &Caller,
     ) -> Result<(), ApiError> {
-        match &caller.principal {
+        match &caller.who.principal {
             _ if self.is_app_admin(app, caller) => Ok(()),
             Principal::AppUser { app: a, .. } if *a == app.uuid => Err(ApiError::Forbidden(
                 "only the application's admins may do this".into(),
@@ -320,7 +322,7 @@ impl Api {
         caller: &'a Caller,
         username: &'a str,
     ) -> Result<Option<Identity<'a>>, ApiError> {
-        match &caller.principal {
+        match &caller.who.principal {
             Principal::AppUser { app: a, uuid } if *a == app.uuid => {
                 Ok(Some(Identity { uuid, username }))
             }
@@ -605,7 +607,10 @@ mod tests {
         let more = shared.of_texts(1, &texts(&["get,put,post,delete:/**", "get:/books/**"]));
         assert!(!Arc::ptr_eq(&ann, &more), "other permissions, another copy");
         let later = shared.of_texts(2, &default);
-        assert!(!Arc::ptr_eq(&ann, &later), "grants changed since: parsed again");
+        assert!(
+            !Arc::ptr_eq(&ann, &later),
+            "grants changed since: parsed again"
+        );
         assert_eq!(later.generation, 2);
         // A permission that does not parse is left out; the rest still count.
         let bad = shared.of_texts(2, &texts(&["get:/**", "nonsense"]));

@@ -136,20 +136,10 @@ impl ConnectRefusal {
 
 #[derive(Clone)]
 struct CachedToken {
-    /// What it resolved to, its expiry with it.
-    who: Authenticated,
+    /// What it resolved to, its expiry with it: the copy the callers of the token share (a
+    /// socket's caller holds it for the socket's life, so the cache adds only its entry).
+    who: Arc<Authenticated>,
     subject: String,
-}
-
-/// Who presents a token: a socket's is not kept in the token cache. The socket keeps its
-/// caller for its life, and a node's many sockets' tokens would crowd out those of REST calls
-/// (and, filling the cache, empty it).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Presenter {
-    /// A REST request (or a management call).
-    Request,
-    /// A socket, at connect or with `AUTH`.
-    Socket,
 }
 
 /// The Usergrid API over a [`Store`].
@@ -315,9 +305,7 @@ impl Api {
         peer: Option<IpAddr>,
     ) -> Result<(Arc<AppRecord>, Caller, String), ApiError> {
         let (app, rest) = self.resolve_app_path(segments).await?;
-        let who = self
-            .authenticate(creds, Some(&app), peer, Presenter::Request)
-            .await?;
+        let who = self.authenticate(creds, Some(&app), peer).await?;
         let caller = Caller::new(who).at(peer);
         if let Credentials::Token(t) = creds {
             caller.set_token(token_hash(t));
@@ -375,7 +363,7 @@ impl Api {
         };
         let creds = Credentials::from_request(&connect.params, authorization);
         let who = self
-            .authenticate(&creds, Some(&app), peer, Presenter::Socket)
+            .authenticate(&creds, Some(&app), peer)
             .await
             .map_err(|e| refuse(e, close_code::UNAUTHORIZED))?;
         let expires = who.expires;
@@ -486,25 +474,27 @@ impl Api {
         creds: &Credentials,
         app: Option<&AppRecord>,
         peer: Option<IpAddr>,
-        presenter: Presenter,
-    ) -> Result<Authenticated, ApiError> {
+    ) -> Result<Arc<Authenticated>, ApiError> {
+        let found = |p: Principal| Ok(Arc::new(Authenticated::from(p)));
         match creds {
-            Credentials::None => Ok(Principal::Guest.into()),
-            Credentials::Token(token) => self.principal_of_token(token, presenter).await,
+            Credentials::None => found(Principal::Guest),
+            Credentials::Token(token) => self.principal_of_token(token).await,
             Credentials::Client { id, secret } => {
                 let attempt = self.login_attempt(peer, None)?;
-                if let Some(found) = self.store.app_by_client_id(id).await?
-                    && crate::api::auth::secrets_equal(&found.client_secret, secret)
-                    && app.is_none_or(|a| a.uuid == found.uuid)
+                if let Some(found_app) = self.store.app_by_client_id(id).await?
+                    && crate::api::auth::secrets_equal(&found_app.client_secret, secret)
+                    && app.is_none_or(|a| a.uuid == found_app.uuid)
                 {
                     attempt.succeeded();
-                    return Ok(Principal::AppClient { app: found.uuid }.into());
+                    return found(Principal::AppClient {
+                        app: found_app.uuid,
+                    });
                 }
                 if let Some(org) = self.store.org_by_client_id(id).await?
                     && crate::api::auth::secrets_equal(&org.client_secret, secret)
                 {
                     attempt.succeeded();
-                    return Ok(Principal::OrgClient { org: org.uuid }.into());
+                    return found(Principal::OrgClient { org: org.uuid });
                 }
                 Err(ApiError::InvalidClient)
             }
@@ -515,8 +505,7 @@ impl Api {
     pub(crate) async fn principal_of_token(
         &self,
         token: &str,
-        presenter: Presenter,
-    ) -> Result<Authenticated, ApiError> {
+    ) -> Result<Arc<Authenticated>, ApiError> {
         let hash = token_hash(token);
         let now = now_ms();
         if let Some(hit) = self.tokens.get(&hash) {
@@ -587,19 +576,17 @@ impl Api {
             }
         };
         // Whatever the kind, the token's own expiry.
-        let who = Authenticated {
+        let who = Arc::new(Authenticated {
             expires: Some(rec.expires),
             ..who
-        };
-        if presenter == Presenter::Request {
-            self.tokens.insert(
-                hash,
-                CachedToken {
-                    who: who.clone(),
-                    subject: rec.subject,
-                },
-            );
-        }
+        });
+        self.tokens.insert(
+            hash,
+            CachedToken {
+                who: who.clone(),
+                subject: rec.subject,
+            },
+        );
         Ok(who)
     }
 

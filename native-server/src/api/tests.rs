@@ -3,7 +3,7 @@
 //! The same rules are checked over real sockets in `tests/tests/`; these pin down the API
 //! layer's part of each, and run in milliseconds.
 
-use super::{Api, ApiResponse, Caller, Principal};
+use super::{Api, ApiResponse, Authenticated, Caller, Principal};
 use crate::config::Settings;
 use crate::store::{AppRecord, SqliteStore};
 use gridsocket_core::{ApiRequest, Method, Params};
@@ -138,7 +138,7 @@ async fn rest_and_socket_requests_get_the_same_answer() {
     let rest = f.call(Method::Get, "/books/dune", None, &token).await;
     let caller = Caller::new(
         f.api
-            .principal_of_token(&token, crate::api::Presenter::Request)
+            .principal_of_token(&token)
             .await
             .expect("the token is known"),
     );
@@ -165,38 +165,32 @@ async fn rest_and_socket_requests_get_the_same_answer() {
 }
 
 /// A token's expiry comes with what it resolved to, so a socket knows when its token ends
-/// whatever the cache holds; and a socket's token is not cached (the socket keeps its caller),
-/// so a node's many sockets neither crowd REST calls' tokens out nor, filling the cache, empty
-/// it between a connect and its reading of the expiry.
+/// whatever the cache holds afterwards (a full cache empties itself); and the cache and the
+/// callers share one copy of it.
 #[tokio::test]
-async fn a_sockets_token_brings_its_expiry_and_stays_out_of_the_cache() {
+async fn a_tokens_expiry_comes_with_it_and_its_callers_share_one_copy() {
     let f = Fixture::new().await;
     let (token, _) = f.user("ann").await;
     let hash = crate::api::auth::token_hash(&token);
     f.api.tokens.remove_where(|_, _| true);
-    let socket = f
+    let first = f
         .api
-        .principal_of_token(&token, crate::api::Presenter::Socket)
+        .principal_of_token(&token)
         .await
         .expect("the token is known");
-    let expires = socket.expires.expect("a token has an expiry");
+    let expires = first.expires.expect("a token has an expiry");
     assert!(expires > super::now_ms(), "{expires}");
-    assert!(
-        f.api.tokens.get(&hash).is_none(),
-        "a socket's token is not cached"
-    );
-    let request = f
+    let cached = f.api.tokens.get(&hash).expect("cached");
+    assert!(Arc::ptr_eq(&cached.who, &first), "one copy");
+    // Emptied (as when it fills): what was resolved keeps its expiry.
+    f.api.tokens.remove_where(|_, _| true);
+    assert_eq!(first.expires, Some(expires));
+    let again = f
         .api
-        .principal_of_token(&token, crate::api::Presenter::Request)
+        .principal_of_token(&token)
         .await
         .expect("the token is known");
-    assert_eq!(request.expires, Some(expires));
-    let cached = f
-        .api
-        .tokens
-        .get(&hash)
-        .expect("a request's token is cached");
-    assert_eq!(cached.who.expires, Some(expires));
+    assert_eq!(again.expires, Some(expires));
 }
 
 #[tokio::test]
@@ -342,7 +336,7 @@ async fn a_password_change_ends_the_users_other_tokens() {
 #[tokio::test]
 async fn a_write_sent_again_is_applied_once() {
     let f = Fixture::new().await;
-    let caller = Caller::new(Principal::Superuser.into());
+    let caller = Caller::new(Authenticated::from(Principal::Superuser));
     let post = || ApiRequest {
         method: Method::Post,
         path: "/messages".into(),

@@ -550,7 +550,7 @@ fn remove_locked(st: &mut HubState, app: &str, key: SubKey) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::Principal;
+    use crate::api::{Authenticated, Principal};
     use std::sync::Mutex;
 
     /// Keeps the close codes it is told.
@@ -576,7 +576,7 @@ mod tests {
         ConnHandle {
             socket: socket.clone(),
             admin: false,
-            caller: Arc::new(Caller::new(Principal::Superuser.into())),
+            caller: Arc::new(Caller::new(Authenticated::from(Principal::Superuser))),
             app: Arc::new(AppRecord {
                 uuid: "app".into(),
                 org_uuid: "org".into(),
