@@ -47,6 +47,9 @@ GRIDSOCKET_TEST_STORE=postgres cargo test -p gridsocket-e2e --no-fail-fast 2>&1 
 step "benchmarks, once each as a smoke test (correctness, no speed assertion)"
 cargo test -p gridsocket-core --bench matcher 2>&1 | tee -a "$log" || status=1
 ./scripts/bench.sh --smoke 2>&1 | tee -a "$log" || status=1
+# Idle sockets each of a user of its own (users made by the admin, tokens through
+# /users/{u}/token): the figure issue 20's density goal is judged by for many-user apps.
+./scripts/bench.sh --smoke idle --idle-distinct 2>&1 | tee -a "$log" || status=1
 # The cluster path of issue 20 at a few hundred sockets: five gateways, five client
 # processes, idle, fan-out and churn with since across gateways.
 ./scripts/bench.sh --cluster --gateways 5 --smoke cluster 2>&1 | tee -a "$log" || status=1

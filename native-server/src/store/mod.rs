@@ -41,6 +41,10 @@ pub enum StoreError {
     /// changed.
     #[error("the query read more than {0} entities that do not match for one page")]
     TooExpensive(usize),
+    /// No connection to the database came free in time: the node has more work for it than
+    /// it can take. Nothing was done; retry shortly.
+    #[error("no connection to the database came free in time")]
+    Busy,
     /// The backend failed; the request can be retried.
     #[error("storage failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -55,6 +59,7 @@ impl StoreError {
             StoreError::ReadOnly => StoreError::ReadOnly,
             StoreError::Timeout => StoreError::Timeout,
             StoreError::TooExpensive(n) => StoreError::TooExpensive(*n),
+            StoreError::Busy => StoreError::Busy,
             StoreError::Backend(e) => StoreError::Backend(e.to_string().into()),
         }
     }

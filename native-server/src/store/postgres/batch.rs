@@ -30,7 +30,7 @@
 
 use super::{
     LOG_INSERTS_SQL, NewColumns, NewEntity, PostgresStore, backend, insert_in, insert_rows,
-    insert_rows_sql, insert_sql, log_inserts,
+    insert_rows_sql, insert_sql, log_inserts, pool_error,
 };
 use crate::store::{StoreError, StoreResult};
 use deadpool_postgres::{Client, Object, Pool};
@@ -273,7 +273,7 @@ async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
                 None => match pool.get().await {
                     Ok(c) => c,
                     Err(e) => {
-                        fail_all(mine, &backend(e));
+                        fail_all(mine, &pool_error(e));
                         continue;
                     }
                 },

@@ -54,6 +54,15 @@ pub struct PostgresStore {
     batcher: batch::Batcher,
 }
 
+/// A connection from the pool, or why there is none: one that did not come free in time is
+/// the node being busy (nothing was done), not a failure.
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Timeout(_) => StoreError::Busy,
+        other => backend(other),
+    }
+}
+
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     let code = (&e as &dyn std::any::Any)
         .downcast_ref::<tokio_postgres::Error>()
@@ -104,7 +113,7 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
-        self.pool.get().await.map_err(backend)
+        self.pool.get().await.map_err(pool_error)
     }
 
     /// Applies every migration not yet recorded, under a lock so that nodes starting together
@@ -1423,5 +1432,30 @@ impl Store for PostgresStore {
             )
             .await?;
         Ok(old + over)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pool_error;
+    use crate::api::ApiError;
+    use crate::store::StoreError;
+    use deadpool_postgres::{PoolError, TimeoutType};
+
+    /// A node whose connections are all taken for the pool's wait answers `503 server_busy`
+    /// with `Retry-After`, not `500 internal_error`: nothing was done, and a retry may pass.
+    #[test]
+    fn no_connection_in_time_is_busy_not_a_failure() {
+        let err = pool_error(PoolError::Timeout(TimeoutType::Wait));
+        assert!(matches!(err, StoreError::Busy), "{err}");
+        let api = ApiError::from(err);
+        assert_eq!(
+            (api.status(), api.code(), api.retry_after()),
+            (503, "server_busy", Some(1))
+        );
+        assert!(matches!(
+            pool_error(PoolError::Closed),
+            StoreError::Backend(_)
+        ));
     }
 }
