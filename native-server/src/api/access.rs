@@ -155,8 +155,7 @@ impl SharedGrants {
 /// change somewhere. A socket keeps one for its whole life; when its user changes (renamed,
 /// disabled, deleted) the service updates or ends it on every node.
 pub struct Caller {
-    /// Who it is, as the credentials resolved: one copy shared with the token cache.
-    who: Arc<Authenticated>,
+    principal: Principal,
     /// The client's address, for throttling failed logins.
     address: Option<IpAddr>,
     username: Mutex<Arc<str>>,
@@ -167,12 +166,11 @@ pub struct Caller {
 
 impl Caller {
     /// A caller whose grants are not loaded yet.
-    pub fn new(who: impl Into<Arc<Authenticated>>) -> Caller {
-        let who = who.into();
+    pub fn new(who: Authenticated) -> Caller {
         Caller {
+            principal: who.principal,
             address: None,
-            username: Mutex::new(who.username.as_deref().unwrap_or_default().into()),
-            who,
+            username: Mutex::new(who.username.unwrap_or_default().into()),
             grants: Mutex::new(None),
             token: Mutex::new(None),
         }
@@ -186,7 +184,7 @@ impl Caller {
 
     /// Who it is.
     pub fn principal(&self) -> &Principal {
-        &self.who.principal
+        &self.principal
     }
 
     /// The client's address, when known.
@@ -219,7 +217,7 @@ impl Caller {
 
     /// The app user's uuid, if the caller is one.
     pub fn user_uuid(&self) -> Option<&str> {
-        match &self.who.principal {
+        match &self.principal {
             Principal::AppUser { uuid, .. } => Some(uuid),
             _ => None,
         }
@@ -228,7 +226,7 @@ impl Caller {
     /// The uuid of the person calling: an app user's or an admin's; `None` for a guest, the
     /// superuser and client credentials, which are nobody in particular.
     pub fn person_uuid(&self) -> Option<&str> {
-        match &self.who.principal {
+        match &self.principal {
             Principal::AppUser { uuid, .. } | Principal::Admin { uuid, .. } => Some(uuid),
             _ => None,
         }
@@ -267,7 +265,7 @@ impl Api {
     /// True for principals that administer the app (superuser, its org's admins and client,
     /// its own client).
     pub fn is_app_admin(&self, app: &AppRecord, caller: &Caller) -> bool {
-        match &caller.who.principal {
+        match &caller.principal {
             Principal::Superuser => true,
             Principal::Admin { orgs, .. } => orgs.contains(&app.org_uuid),
             Principal::OrgClient { org } => *org == app.org_uuid,
@@ -279,7 +277,7 @@ impl Api {
     /// True if the caller may act in this application at all: its admins, its own users, and
     /// guests (whose grants are the `guest` role's). A user of another application may not.
     pub(super) fn may_act_in(&self, app: &AppRecord, caller: &Caller) -> bool {
-        match &caller.who.principal {
+        match &caller.principal {
             Principal::AppUser { app: a, .. } => *a == app.uuid,
             Principal::Guest => true,
             _ => self.is_app_admin(app, caller),
@@ -291,7 +289,7 @@ impl Api {
         app: &AppRecord,
         caller: &Caller,
     ) -> Result<(), ApiError> {
-        match &caller.who.principal {
+        match &caller.principal {
             _ if self.is_app_admin(app, caller) => Ok(()),
             Principal::AppUser { app: a, .. } if *a == app.uuid => Err(ApiError::Forbidden(
                 "only the application's admins may do this".into(),
@@ -322,7 +320,7 @@ impl Api {
         caller: &'a Caller,
         username: &'a str,
     ) -> Result<Option<Identity<'a>>, ApiError> {
-        match &caller.who.principal {
+        match &caller.principal {
             Principal::AppUser { app: a, uuid } if *a == app.uuid => {
                 Ok(Some(Identity { uuid, username }))
             }

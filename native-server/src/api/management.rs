@@ -3,7 +3,7 @@
 use super::access::user_may_log_in;
 use super::entities::{validate_email, validate_name};
 use super::envelope::{Body, Envelope, Reply, render_entity};
-use super::{Api, ApiError, Authenticated, Caller, Principal, now_ms};
+use super::{Api, ApiError, Authenticated, Caller, Presenter, Principal, now_ms};
 use crate::api::auth::{Credentials, random_secret, secrets_equal};
 use crate::store::{AdminRecord, AppRecord, Entity, OrgRecord, TokenKind};
 use gridsocket_core::{ApiRequest, EntityRef, Method, Params};
@@ -119,7 +119,9 @@ impl Api {
                 self.management_token(&args, creds, peer).await
             }
             (Method::Post, ["orgs" | "organizations"]) => {
-                let caller = self.authenticate(creds, None, peer).await?;
+                let caller = self
+                    .authenticate(creds, None, peer, Presenter::Request)
+                    .await?;
                 if caller.principal != Principal::Superuser {
                     return Err(ApiError::Unauthorized(
                         "creating an organization needs the superuser's token".into(),
@@ -209,7 +211,9 @@ impl Api {
         creds: &Credentials,
         peer: Option<IpAddr>,
     ) -> Result<OrgRecord, ApiError> {
-        let caller = self.authenticate(creds, None, peer).await?;
+        let caller = self
+            .authenticate(creds, None, peer, Presenter::Request)
+            .await?;
         if caller.principal == Principal::Guest {
             return Err(ApiError::Unauthorized(
                 "organization management needs an admin token".into(),

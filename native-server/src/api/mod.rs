@@ -136,17 +136,34 @@ impl ConnectRefusal {
 
 #[derive(Clone)]
 struct CachedToken {
-    /// What it resolved to, its expiry with it: the copy the callers of the token share (a
-    /// socket's caller holds it for the socket's life, so the cache adds only its entry).
-    who: Arc<Authenticated>,
+    /// What it resolved to, its expiry with it.
+    who: Authenticated,
     subject: String,
 }
+
+/// Who presents a token. Sockets' tokens go to a small cache of their own: a socket keeps its
+/// caller for its life, so caching its token only helps other sockets with the same token
+/// (one user's tabs, a reconnect), and a node's many sockets of distinct users would
+/// otherwise hold an entry each (~300 B a socket) and crowd REST calls' tokens out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Presenter {
+    /// A REST request (or a management call).
+    Request,
+    /// A socket, at connect or with `AUTH`.
+    Socket,
+}
+
+/// Tokens the sockets' cache holds at most (it empties itself when full, like the other).
+const SOCKET_TOKENS: usize = 1_024;
 
 /// The Usergrid API over a [`Store`].
 pub struct Api {
     store: Arc<dyn Store>,
     config: ApiConfig,
+    /// REST calls' tokens.
     tokens: TokenCache<CachedToken>,
+    /// Sockets' tokens, a few (see [`Presenter`]).
+    socket_tokens: TokenCache<CachedToken>,
     apps: Mutex<HashMap<(String, String), Arc<AppRecord>>>,
     /// Bumped whenever a permission, role or group membership changes anywhere, so cached
     /// grants know to reload.
@@ -195,6 +212,7 @@ impl Api {
             store,
             config,
             tokens: TokenCache::new(100_000),
+            socket_tokens: TokenCache::new(SOCKET_TOKENS),
             apps: Mutex::new(HashMap::new()),
             grants_generation: AtomicU64::new(0),
             shared_grants: access::SharedGrants::default(),
@@ -305,7 +323,9 @@ impl Api {
         peer: Option<IpAddr>,
     ) -> Result<(Arc<AppRecord>, Caller, String), ApiError> {
         let (app, rest) = self.resolve_app_path(segments).await?;
-        let who = self.authenticate(creds, Some(&app), peer).await?;
+        let who = self
+            .authenticate(creds, Some(&app), peer, Presenter::Request)
+            .await?;
         let caller = Caller::new(who).at(peer);
         if let Credentials::Token(t) = creds {
             caller.set_token(token_hash(t));
@@ -363,7 +383,7 @@ impl Api {
         };
         let creds = Credentials::from_request(&connect.params, authorization);
         let who = self
-            .authenticate(&creds, Some(&app), peer)
+            .authenticate(&creds, Some(&app), peer, Presenter::Socket)
             .await
             .map_err(|e| refuse(e, close_code::UNAUTHORIZED))?;
         let expires = who.expires;
@@ -474,11 +494,12 @@ impl Api {
         creds: &Credentials,
         app: Option<&AppRecord>,
         peer: Option<IpAddr>,
-    ) -> Result<Arc<Authenticated>, ApiError> {
-        let found = |p: Principal| Ok(Arc::new(Authenticated::from(p)));
+        presenter: Presenter,
+    ) -> Result<Authenticated, ApiError> {
+        let found = |p: Principal| Ok(Authenticated::from(p));
         match creds {
             Credentials::None => found(Principal::Guest),
-            Credentials::Token(token) => self.principal_of_token(token).await,
+            Credentials::Token(token) => self.principal_of_token(token, presenter).await,
             Credentials::Client { id, secret } => {
                 let attempt = self.login_attempt(peer, None)?;
                 if let Some(found_app) = self.store.app_by_client_id(id).await?
@@ -505,10 +526,20 @@ impl Api {
     pub(crate) async fn principal_of_token(
         &self,
         token: &str,
-    ) -> Result<Arc<Authenticated>, ApiError> {
+        presenter: Presenter,
+    ) -> Result<Authenticated, ApiError> {
         let hash = token_hash(token);
         let now = now_ms();
-        if let Some(hit) = self.tokens.get(&hash) {
+        let cache = match presenter {
+            Presenter::Request => &self.tokens,
+            Presenter::Socket => &self.socket_tokens,
+        };
+        let hit = cache.get(&hash).or_else(|| {
+            self.tokens
+                .get(&hash)
+                .filter(|_| presenter == Presenter::Socket)
+        });
+        if let Some(hit) = hit {
             if hit.who.expires.is_some_and(|e| e <= now) {
                 return Err(ApiError::ExpiredToken);
             }
@@ -576,11 +607,11 @@ impl Api {
             }
         };
         // Whatever the kind, the token's own expiry.
-        let who = Arc::new(Authenticated {
+        let who = Authenticated {
             expires: Some(rec.expires),
             ..who
-        });
-        self.tokens.insert(
+        };
+        cache.insert(
             hash,
             CachedToken {
                 who: who.clone(),
@@ -661,22 +692,27 @@ impl Api {
             }
             Signal::TokensRevoked { subject, except } => {
                 let keep = except.as_deref().and_then(crate::api::auth::hash_from_text);
-                self.tokens
-                    .remove_where(|hash, t| &t.subject == subject && Some(*hash) != keep);
+                self.forget_tokens(|hash, t| &t.subject == subject && Some(*hash) != keep);
             }
             Signal::TokenRevoked { hash } => {
                 let gone = crate::api::auth::hash_from_text(hash);
-                self.tokens.remove_where(|h, _| Some(*h) == gone);
+                self.forget_tokens(|h, _| Some(*h) == gone);
             }
             Signal::UserChanged { user, .. } => {
-                self.tokens.remove_where(|_, t| &t.subject == user);
+                self.forget_tokens(|_, t| &t.subject == user);
             }
             Signal::Resync => {
                 self.metrics.bus_resyncs.inc();
                 self.grants_generation.fetch_add(1, Ordering::Relaxed);
-                self.tokens.remove_where(|_, _| true);
+                self.forget_tokens(|_, _| true);
             }
         }
+    }
+
+    /// Drops the cached tokens `which` picks, from both caches.
+    fn forget_tokens(&self, which: impl Fn(&[u8; 32], &CachedToken) -> bool) {
+        self.tokens.remove_where(&which);
+        self.socket_tokens.remove_where(&which);
     }
 
     /// The server's metrics.

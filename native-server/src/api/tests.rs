@@ -138,7 +138,7 @@ async fn rest_and_socket_requests_get_the_same_answer() {
     let rest = f.call(Method::Get, "/books/dune", None, &token).await;
     let caller = Caller::new(
         f.api
-            .principal_of_token(&token)
+            .principal_of_token(&token, crate::api::Presenter::Request)
             .await
             .expect("the token is known"),
     );
@@ -165,32 +165,52 @@ async fn rest_and_socket_requests_get_the_same_answer() {
 }
 
 /// A token's expiry comes with what it resolved to, so a socket knows when its token ends
-/// whatever the cache holds afterwards (a full cache empties itself); and the cache and the
-/// callers share one copy of it.
+/// whatever the caches hold afterwards (a full cache empties itself). Sockets' tokens go to a
+/// small cache of their own, not to REST calls'.
 #[tokio::test]
-async fn a_tokens_expiry_comes_with_it_and_its_callers_share_one_copy() {
+async fn a_tokens_expiry_comes_with_it_and_sockets_tokens_have_their_own_cache() {
+    use crate::api::Presenter;
     let f = Fixture::new().await;
     let (token, _) = f.user("ann").await;
     let hash = crate::api::auth::token_hash(&token);
-    f.api.tokens.remove_where(|_, _| true);
-    let first = f
+    f.api.forget_tokens(|_, _| true);
+    let socket = f
         .api
-        .principal_of_token(&token)
+        .principal_of_token(&token, Presenter::Socket)
         .await
         .expect("the token is known");
-    let expires = first.expires.expect("a token has an expiry");
+    let expires = socket.expires.expect("a token has an expiry");
     assert!(expires > super::now_ms(), "{expires}");
-    let cached = f.api.tokens.get(&hash).expect("cached");
-    assert!(Arc::ptr_eq(&cached.who, &first), "one copy");
+    assert!(
+        f.api.tokens.get(&hash).is_none(),
+        "not in REST calls' cache"
+    );
+    let cached = f
+        .api
+        .socket_tokens
+        .get(&hash)
+        .expect("in the sockets' cache");
+    assert_eq!(cached.who, socket);
     // Emptied (as when it fills): what was resolved keeps its expiry.
-    f.api.tokens.remove_where(|_, _| true);
-    assert_eq!(first.expires, Some(expires));
+    f.api.forget_tokens(|_, _| true);
+    assert_eq!(socket.expires, Some(expires));
+    let request = f
+        .api
+        .principal_of_token(&token, Presenter::Request)
+        .await
+        .expect("the token is known");
+    assert_eq!(request.expires, Some(expires));
+    assert!(
+        f.api.tokens.get(&hash).is_some(),
+        "a REST call's token is cached"
+    );
+    // A socket finds a token REST calls cached.
     let again = f
         .api
-        .principal_of_token(&token)
+        .principal_of_token(&token, Presenter::Socket)
         .await
         .expect("the token is known");
-    assert_eq!(again.expires, Some(expires));
+    assert_eq!(again, request);
 }
 
 #[tokio::test]

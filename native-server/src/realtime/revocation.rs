@@ -3,7 +3,7 @@
 
 use super::Realtime;
 use super::hub::ConnHandle;
-use crate::api::{ApiError, ApiResponse, Caller, user_may_log_in};
+use crate::api::{ApiError, ApiResponse, Caller, Presenter, user_may_log_in};
 use crate::store::EntityKey;
 use std::time::Instant;
 
@@ -69,7 +69,7 @@ impl Realtime {
         token: &str,
     ) -> Result<Option<i64>, ApiResponse> {
         let started = Instant::now();
-        let who = match self.api.principal_of_token(token).await {
+        let who = match self.api.principal_of_token(token, Presenter::Socket).await {
             Ok(who) => who,
             Err(e) => return Err(self.api.error_response(e, started)),
         };
