@@ -496,26 +496,23 @@ impl Api {
         peer: Option<IpAddr>,
         presenter: Presenter,
     ) -> Result<Authenticated, ApiError> {
-        let found = |p: Principal| Ok(Authenticated::from(p));
         match creds {
-            Credentials::None => found(Principal::Guest),
+            Credentials::None => Ok(Principal::Guest.into()),
             Credentials::Token(token) => self.principal_of_token(token, presenter).await,
             Credentials::Client { id, secret } => {
                 let attempt = self.login_attempt(peer, None)?;
-                if let Some(found_app) = self.store.app_by_client_id(id).await?
-                    && crate::api::auth::secrets_equal(&found_app.client_secret, secret)
-                    && app.is_none_or(|a| a.uuid == found_app.uuid)
+                if let Some(found) = self.store.app_by_client_id(id).await?
+                    && crate::api::auth::secrets_equal(&found.client_secret, secret)
+                    && app.is_none_or(|a| a.uuid == found.uuid)
                 {
                     attempt.succeeded();
-                    return found(Principal::AppClient {
-                        app: found_app.uuid,
-                    });
+                    return Ok(Principal::AppClient { app: found.uuid }.into());
                 }
                 if let Some(org) = self.store.org_by_client_id(id).await?
                     && crate::api::auth::secrets_equal(&org.client_secret, secret)
                 {
                     attempt.succeeded();
-                    return found(Principal::OrgClient { org: org.uuid });
+                    return Ok(Principal::OrgClient { org: org.uuid }.into());
                 }
                 Err(ApiError::InvalidClient)
             }
@@ -534,10 +531,10 @@ impl Api {
             Presenter::Request => &self.tokens,
             Presenter::Socket => &self.socket_tokens,
         };
-        let hit = cache.get(&hash).or_else(|| {
-            self.tokens
-                .get(&hash)
-                .filter(|_| presenter == Presenter::Socket)
+        // A socket also finds a token REST calls cached; a REST call looks in its own only.
+        let hit = cache.get(&hash).or_else(|| match presenter {
+            Presenter::Socket => self.tokens.get(&hash),
+            Presenter::Request => None,
         });
         if let Some(hit) = hit {
             if hit.who.expires.is_some_and(|e| e <= now) {
