@@ -173,7 +173,7 @@ if [ -n "$cluster$postgres" ]; then
   schema="bench_$$"
   psql -q "$pg" -c "CREATE SCHEMA $schema" >/dev/null
   # What each write costs the database, whichever node sent it.
-  extra+=(--database-cpu)
+  extra+=(--database-cpu --pg-url "$pg" --pg-schema "$schema")
 fi
 
 if [ -z "$cluster" ]; then
@@ -201,4 +201,4 @@ join() { local IFS=,; echo "$*"; }
 "${pin_client[@]}" "$bin/gridsocket-bench" --server-pid "${gateway_pids[0]}" \
   --other-pids "$(join "${gateway_pids[@]:1}" "$api_pid")" --http "$api_http" \
   --ws "$(join "${ws_list[@]}")" --gateway-pids "$(join "${gateway_pids[@]}")" \
-  --pg-url "$pg" --pg-schema "$schema" "${nats_args[@]}" "${extra[@]}" "$@"
+  "${nats_args[@]}" "${extra[@]}" "$@"

@@ -741,23 +741,9 @@ async fn table_counters(
          coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) \
          FROM pg_stat_user_tables WHERE schemaname = '{schema}'"
     );
-    let out = tokio::process::Command::new("psql")
-        .args(["-Atq", url, "-c", &sql])
-        .output()
-        .await
-        .map_err(|source| ClientError::Local {
-            what: "psql".into(),
-            source,
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.trim().split('|').map(|p| p.parse::<u64>());
-    match (out.status.success(), parts.next(), parts.next()) {
-        (true, Some(Ok(scans)), Some(Ok(writes))) => Ok(Some((scans, writes))),
-        _ => Err(ClientError::Unexpected(format!(
-            "psql: {} {}",
-            text.trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))),
+    match crate::measure::psql_numbers(url, &sql).await?[..] {
+        [scans, writes] => Ok(Some((scans, writes))),
+        ref other => Err(ClientError::Unexpected(format!("psql answered {other:?}"))),
     }
 }
 

@@ -149,8 +149,9 @@ struct Cli {
     /// cluster: that NATS server's process id, for its CPU.
     #[arg(long)]
     nats_pid: Option<u32>,
-    /// cluster: PostgreSQL's URL (for `psql`) and, with `--pg-schema`, the cluster's schema,
-    /// whose table counters show what the nodes read while idle.
+    /// PostgreSQL's URL (for `psql`): `write` reads its transaction count; `cluster`, with
+    /// `--pg-schema`, the cluster's schema's table counters, which show what the nodes read
+    /// while idle.
     #[arg(long, requires = "pg_schema")]
     pg_url: Option<String>,
     /// cluster: the cluster's PostgreSQL schema.
@@ -183,6 +184,8 @@ pub struct Run {
     pub client_cores: f64,
     /// Whether to read the local PostgreSQL's CPU use too.
     pub database_cpu: bool,
+    /// The PostgreSQL the server uses, for its statistics (`--pg-url`).
+    pub database_url: Option<String>,
 }
 
 impl Run {
@@ -354,6 +357,7 @@ async fn run_all(cli: &Cli) -> Result<Vec<Row>, ClientError> {
         client_cores: (cli.threads.max(1) as f64)
             .min(cores(measure::allowed_cpus(std::process::id())).unwrap_or(f64::MAX)),
         database_cpu: cli.database_cpu,
+        database_url: cli.pg_url.clone(),
     };
     eprintln!(
         "server pid {:?} on CPUs {:?}; client on CPUs {:?} with {} thread(s); open-file limit {open_files}",

@@ -1,6 +1,7 @@
 //! What the operating system says about a process: CPU time, resident memory, allowed CPUs.
 //! Read from `/proc`, so it works for the server without its cooperation.
 
+use crate::client::ClientError;
 use std::time::Instant;
 
 /// CPU seconds (user + system) a process has used so far, or `None` when it cannot be read.
@@ -151,4 +152,39 @@ pub fn raise_open_file_limit() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+/// The numbers of the one row `sql` answers, read through `psql` from the database at `url`
+/// (the bench's own queries of PostgreSQL's statistics, never the server's data).
+pub async fn psql_numbers(url: &str, sql: &str) -> Result<Vec<u64>, ClientError> {
+    let out = tokio::process::Command::new("psql")
+        .args(["-Atq", url, "-c", sql])
+        .output()
+        .await
+        .map_err(|source| ClientError::Local {
+            what: "psql".into(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let numbers: Result<Vec<u64>, _> = text.trim().split('|').map(str::parse).collect();
+    match numbers {
+        Ok(numbers) if out.status.success() => Ok(numbers),
+        _ => Err(ClientError::Unexpected(format!(
+            "psql: {} {}",
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
+/// The transactions the database at `url` has ended so far (committed or rolled back), as
+/// its statistics say: what a window's writes cost it in transactions. (PostgreSQL passes a
+/// backend's counts on at most once a second, so a window of several seconds is needed.)
+pub async fn transactions(url: &str) -> Result<u64, ClientError> {
+    let sql = "SELECT xact_commit + xact_rollback FROM pg_stat_database \
+               WHERE datname = current_database()";
+    match psql_numbers(url, sql).await?[..] {
+        [n] => Ok(n),
+        ref other => Err(ClientError::Unexpected(format!("psql answered {other:?}"))),
+    }
 }

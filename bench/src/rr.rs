@@ -76,9 +76,17 @@ pub async fn run(
     let db = run
         .database_cpu
         .then(|| CpuWindow::start(measure::processes_named("postgres")));
+    let transactions_before = match (&run.database_url, case.post) {
+        (Some(url), true) => Some(measure::transactions(url).await?),
+        _ => None,
+    };
     tokio::time::sleep_until(until.into()).await;
     let cpu = cpu.finish();
     let db = db.map(|w| w.finish());
+    let transactions = match (&run.database_url, transactions_before) {
+        (Some(url), Some(before)) => Some(measure::transactions(url).await?.saturating_sub(before)),
+        _ => None,
+    };
     let mut total = Tally {
         done: 0,
         errors: 0,
@@ -130,6 +138,20 @@ pub async fn run(
             let per_k = cores * run.duration.as_secs_f64() * 1e6 / total.done as f64;
             rows.push(Row::new(scenario, &setup, "PG CPU ms/1k", per_k, None, ""));
         }
+    }
+    if let Some(transactions) = transactions.filter(|_| total.done > 0) {
+        // Transactions per write: how well group commit batches them. Each transaction takes
+        // the application's sequence row, commits and flushes the WAL once, so fewer per
+        // write is less for the database to do per write.
+        let per_k = transactions as f64 * 1000.0 / total.done as f64;
+        rows.push(Row::new(
+            scenario,
+            &setup,
+            "PG transactions/1k",
+            per_k,
+            None,
+            "",
+        ));
     }
     if total.errors > 0 {
         rows.push(Row::new(

@@ -4,15 +4,58 @@
 use crate::query::Query;
 use rustc_hash::FxBuildHasher;
 use serde_json::Value;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::Hash;
 use std::sync::Arc;
 
-/// The subscriptions of one entity, collection, feed or queue. Keys are the host's own
-/// numbers (never chosen by a client), so they are hashed with a fast, unkeyed hash; names
-/// from clients stay behind the standard keyed one.
-type KeySet<K> = HashSet<K, FxBuildHasher>;
+/// The subscriptions of one entity, collection, feed or queue. Most have one (a user's
+/// inbox, an entity one socket watches), held inline: a set of one costs an allocation of
+/// ~100 bytes, a socket's worth at a million sockets. Keys are the host's own numbers (never
+/// chosen by a client), so a set hashes them with a fast, unkeyed hash; names from clients
+/// stay behind the standard keyed one.
+#[derive(Debug)]
+enum KeySet<K> {
+    One(K),
+    Many(HashSet<K, FxBuildHasher>),
+}
+
+impl<K: Hash + Eq> KeySet<K> {
+    fn insert(&mut self, key: K) {
+        match self {
+            KeySet::One(one) if *one == key => {}
+            KeySet::Many(set) => {
+                set.insert(key);
+            }
+            KeySet::One(_) => {
+                let one = std::mem::replace(self, KeySet::Many(HashSet::default()));
+                if let (KeySet::One(one), KeySet::Many(set)) = (one, self) {
+                    set.extend([one, key]);
+                }
+            }
+        }
+    }
+
+    /// Removes `key`; true when none is left.
+    fn remove(&mut self, key: &K) -> bool {
+        match self {
+            KeySet::One(one) => one == key,
+            KeySet::Many(set) => {
+                set.remove(key);
+                set.is_empty()
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &K> {
+        let (one, many) = match self {
+            KeySet::One(one) => (Some(one), None),
+            KeySet::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
 
 /// What a subscription watches. Names are resolved by the host where it needs uuids (feed
 /// owners); entities may be watched by name before they exist.
@@ -204,15 +247,17 @@ impl<K> Default for SubscriptionIndex<K> {
 }
 
 fn add<Q: Hash + Eq, K: Hash + Eq>(map: &mut HashMap<Q, KeySet<K>>, q: Q, k: K) {
-    map.entry(q).or_default().insert(k);
+    match map.entry(q) {
+        Entry::Occupied(set) => set.into_mut().insert(k),
+        Entry::Vacant(place) => {
+            place.insert(KeySet::One(k));
+        }
+    }
 }
 
 fn del<Q: Hash + Eq, K: Hash + Eq>(map: &mut HashMap<Q, KeySet<K>>, q: &Q, k: &K) {
-    if let Some(set) = map.get_mut(q) {
-        set.remove(k);
-        if set.is_empty() {
-            map.remove(q);
-        }
+    if map.get_mut(q).is_some_and(|set| set.remove(k)) {
+        map.remove(q);
     }
 }
 
@@ -300,7 +345,7 @@ impl<K: Clone + Eq + Hash> SubscriptionIndex<K> {
     /// Appends to `out` every subscription the change concerns, with its event.
     pub fn matches(&self, change: &Change<'_>, out: &mut Vec<(K, EventKind)>) {
         let check = |set: Option<&KeySet<K>>, out: &mut Vec<(K, EventKind)>| {
-            for key in set.into_iter().flatten() {
+            for key in set.into_iter().flat_map(KeySet::iter) {
                 if let Some(kind) = self.targets.get(key).and_then(|t| t.event_for(change)) {
                     out.push((key.clone(), kind));
                 }
@@ -319,7 +364,7 @@ impl<K: Clone + Eq + Hash> SubscriptionIndex<K> {
                         .entity_name
                         .get(&(change.collection.to_owned(), name.to_ascii_lowercase()));
                     // A subscription by uuid and name of the same entity is reported once.
-                    for key in by_name.into_iter().flatten() {
+                    for key in by_name.into_iter().flat_map(KeySet::iter) {
                         if out[start..].iter().any(|(k, _)| k == key) {
                             continue;
                         }
@@ -525,6 +570,38 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn one_path_goes_from_one_subscriber_to_many_and_back() {
+        let mut idx = SubscriptionIndex::new();
+        let feed = || Target::Feed {
+            owner: "john".into(),
+        };
+        let activity = json!({"content": "hi"});
+        let mut item = change(ChangeKind::FeedItem, "activities", "a1", &activity, None);
+        item.feed_owner = Some("john");
+        let subscribers = |idx: &SubscriptionIndex<u32>| {
+            let mut out = Vec::new();
+            idx.matches(&item, &mut out);
+            let mut keys: Vec<u32> = out.into_iter().map(|(k, _)| k).collect();
+            keys.sort();
+            keys
+        };
+        idx.insert(1, feed());
+        idx.insert(1, feed());
+        assert_eq!(subscribers(&idx), [1]);
+        idx.insert(2, feed());
+        idx.insert(3, feed());
+        assert_eq!(subscribers(&idx), [1, 2, 3]);
+        idx.remove(&1);
+        idx.remove(&3);
+        assert_eq!(subscribers(&idx), [2]);
+        idx.remove(&2);
+        assert!(subscribers(&idx).is_empty());
+        assert!(idx.feeds.is_empty(), "an empty path leaves no entry");
+        idx.insert(4, feed());
+        assert_eq!(subscribers(&idx), [4]);
     }
 
     #[test]
