@@ -125,6 +125,50 @@ async fn concurrent_writers_on_two_nodes_get_a_gap_free_log_in_order() {
     }
 }
 
+/// Writers on two nodes, each writing as soon as its last write is answered, as sockets do:
+/// PostgreSQL's batches take in the writes that came while they waited for the log's row,
+/// and stop at one that cannot join them (an entity with a name). Every write lands and is
+/// logged once, in a gap-free log, and each writer's in the order it wrote them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_that_come_while_a_batch_waits_are_each_logged_once_in_order() {
+    for (kind, a, b, _temp) in stores("late").await {
+        let mut writers = Vec::new();
+        for w in 0..16 {
+            let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+            writers.push(tokio::spawn(async move {
+                for n in 0..25 {
+                    let name = (n % 10 == 9).then(|| format!("w{w}-{n}"));
+                    let mut e = entity("things", name.as_deref());
+                    e.data.insert("writer".into(), json!(w));
+                    e.data.insert("n".into(), json!(n));
+                    store.insert_entity(APP, &e, None).await.expect("insert");
+                }
+            }));
+        }
+        for w in writers {
+            w.await.expect("writer");
+        }
+        let batch = a.changes_since(APP, 0, 1000).await.expect("changes");
+        let seqs: Vec<u64> = batch.changes.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, (1..=400).collect::<Vec<u64>>(), "{kind}: gap-free");
+        for w in 0..16 {
+            let logged: Vec<u64> = batch
+                .changes
+                .iter()
+                .filter(|c| c.entity.get("writer") == Some(&json!(w)))
+                .filter_map(|c| c.entity.get("n").and_then(Value::as_u64))
+                .collect();
+            assert_eq!(
+                logged,
+                (0..25).collect::<Vec<u64>>(),
+                "{kind}: writer {w}'s"
+            );
+        }
+        let named = batch.changes.iter().filter(|c| c.name.is_some()).count();
+        assert_eq!(named, 16 * 2, "{kind}: the named ones");
+    }
+}
+
 /// Writes committed together (PostgreSQL's group commit, SQLite's writer groups) stay each
 /// its own: among many at once on two nodes, the ones refused (a taken name) change nothing
 /// and take no `seq`, and every other lands, with the log gap-free, on two apps at once.

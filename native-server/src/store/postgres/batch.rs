@@ -13,6 +13,12 @@
 //!   node and of others, run side by side and none waits for another; only the log's appends
 //!   and the commits take turns. This node's next batch begins as soon as the last holds the
 //!   row, and asks for it only then (`Turn`): one node's batches log in the order they began.
+//!   Once it holds the row, the batch takes in the new entities without names of its
+//!   application that came while it waited for it ([`take_in`]), and logs them with its own.
+//!   The longer the row is contended (another node's batches, a busy database), the more
+//!   writes a batch gathers, so the fewer transactions there are per write: with two nodes
+//!   and 16 writes in flight, each node's batches would otherwise hold half as many, and the
+//!   database does a transaction's work twice as often.
 //! - A batch of new entities with names takes the row first, then inserts them, also in one
 //!   round trip: two nodes' batches inserting the same name would otherwise each wait for
 //!   the other's, while holding their own.
@@ -40,6 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
+use tokio_postgres::Statement;
 
 /// Most writes one transaction takes.
 const BATCH_MAX: usize = 256;
@@ -115,6 +122,51 @@ type Outcome<T> = Arc<Mutex<Option<StoreResult<T>>>>;
 
 fn keep<T>(outcome: &Outcome<T>, result: StoreResult<T>) {
     *outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+}
+
+/// The writes waiting for a batch. The batcher's loop takes them to begin a batch, and a batch
+/// of new entities without names that holds its application's row takes in those of its
+/// application that came meanwhile ([`take_in`]). Only the holder of the loop's turn to begin
+/// a batch reads them, so the lock is never waited for long.
+struct Waiting {
+    queue: mpsc::Receiver<Job>,
+    /// A write taken out by [`take_in`] that was not its batch's: the next to be taken.
+    held: Option<Job>,
+}
+
+impl Waiting {
+    /// The next waiting write, if one is there now.
+    fn try_next(&mut self) -> Option<Job> {
+        self.held.take().or_else(|| self.queue.try_recv().ok())
+    }
+
+    /// The next write, once there is one; `None` once the store is dropped.
+    async fn next(&mut self) -> Option<Job> {
+        match self.held.take() {
+            Some(job) => Some(job),
+            None => self.queue.recv().await,
+        }
+    }
+}
+
+type Shared = Arc<tokio::sync::Mutex<Waiting>>;
+
+/// Takes the new entities without names of `app` from the head of the waiting writes, at
+/// most `room`; stops at the first write that is anything else (writes are logged in the
+/// order they came, so none may pass another of its application).
+async fn take_in(waiting: &Shared, app: &str, room: usize) -> Vec<Job> {
+    let mut waiting = waiting.lock().await;
+    let mut late = Vec::new();
+    while late.len() < room {
+        let Some(job) = waiting.try_next() else { break };
+        let unnamed = job.insert.as_ref().is_some_and(|i| !i.new.is_named());
+        if job.app != app || !unnamed {
+            waiting.held = Some(job);
+            break;
+        }
+        late.push(job);
+    }
+    late
 }
 
 /// The queue of one store's log writes, and the task that commits them.
@@ -220,7 +272,8 @@ fn stopped() -> StoreError {
     StoreError::Backend("the PostgreSQL writer stopped".into())
 }
 
-async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
+async fn commit_batches(pool: Pool, queue: mpsc::Receiver<Job>) {
+    let waiting: Shared = Arc::new(tokio::sync::Mutex::new(Waiting { queue, held: None }));
     // Connections of the batcher's own, kept between batches: a batch never waits behind the
     // pool's other users for one.
     let mut idle: Vec<Object> = Vec::with_capacity(RUNNING);
@@ -245,7 +298,7 @@ async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
         let Ok(permit) = next else { break };
         let permit = Arc::new(permit);
         let first = tokio::select! {
-            job = queue.recv() => job,
+            job = async { waiting.lock().await.next().await } => job,
             Some(done) = running.join_next() => {
                 idle.extend(done.ok().flatten());
                 continue;
@@ -257,10 +310,13 @@ async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
         }
         let mut batch = Vec::with_capacity(BATCH_MAX);
         batch.push(first);
-        while batch.len() < BATCH_MAX {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        {
+            let mut waiting = waiting.lock().await;
+            while batch.len() < BATCH_MAX {
+                match waiting.try_next() {
+                    Some(job) => batch.push(job),
+                    None => break,
+                }
             }
         }
         // One transaction per application, begun in the order the first of each came.
@@ -284,7 +340,11 @@ async fn commit_batches(pool: Pool, mut queue: mpsc::Receiver<Job>) {
                 mine: Some(mine_taken),
             };
             // A failed connection is dropped; the next batch takes a fresh one.
-            running.spawn(commit_one_app(conn, app, mine, turn, permit.clone()));
+            let late_writes = LateWrites {
+                waiting: waiting.clone(),
+                next_waits: permit.clone(),
+            };
+            running.spawn(commit_one_app(conn, app, mine, turn, late_writes));
         }
     }
     while running.join_next().await.is_some() {}
@@ -316,16 +376,23 @@ impl Turn {
     }
 }
 
+/// What a batch of new entities without names takes the writes that came meanwhile with.
+struct LateWrites {
+    waiting: Shared,
+    /// Lets the next batch begin once dropped: as soon as this one holds the row and has taken
+    /// in what came meanwhile, when it only inserts new entities without names, else when it
+    /// ends.
+    next_waits: Arc<OwnedSemaphorePermit>,
+}
+
 /// Runs one application's writes in a transaction and commits it; gives back the connection
 /// unless it failed.
-/// `next_waits` lets the next batch begin once dropped: as soon as this one holds the row when
-/// it only inserts new entities without names, else when it ends.
 async fn commit_one_app(
     conn: Object,
     app: String,
-    jobs: Vec<Job>,
+    mut jobs: Vec<Job>,
     mut turn: Turn,
-    next_waits: Arc<OwnedSemaphorePermit>,
+    late_writes: LateWrites,
 ) -> Option<Object> {
     let client: &Client = &conn;
     let tx = BatchTx {
@@ -360,12 +427,17 @@ async fn commit_one_app(
             .filter_map(|j| j.insert.as_ref().map(|i| &*i.new))
             .collect();
         let cols = NewColumns::of(&new);
-        let trip = if cols.named() {
+        let (trip, late) = if cols.named() {
             turn.wait().await;
-            one_trip(&tx, &app, [&make, &lock, &advance], &cols, &mut turn).await
+            let trip = one_trip(&tx, &app, [&make, &lock, &advance], &cols, &mut turn).await;
+            (trip, Vec::new())
         } else {
-            inserts_then_log(&tx, &app, [&rows, &log], &cols, &mut turn, next_waits).await
+            let room = BATCH_MAX.saturating_sub(jobs.len());
+            let statements = [&lock, &rows, &log];
+            inserts_then_log(&tx, &app, statements, &cols, &mut turn, late_writes, room).await
         };
+        drop(cols);
+        jobs.extend(late);
         match trip {
             Trip::Committed => {
                 for job in jobs {
@@ -481,41 +553,78 @@ async fn one_trip(
 }
 
 /// Sends a batch of new entities without names: their rows first, then, once the batch
-/// before it holds the application's `app_seq` row, the row's update with the log's appends,
-/// and the commit. The row is held for the appends and the commit alone, so the inserts of
-/// this node's next batch, and of other nodes' batches, run beside it. Fresh uuids and no
-/// names: nothing these inserts write can be another batch's, so none waits for another.
+/// before it holds the application's `app_seq` row, asks for the row itself. Holding it, the
+/// batch takes in the new entities without names of its application that came meanwhile
+/// (at most `room`; answered with the trip's outcome), and sends their rows, the log's
+/// appends for all and the commit at once. The row is held for that round trip alone, so
+/// the inserts of this node's next batch, and of other nodes' batches, run beside it. Fresh
+/// uuids and no names: nothing these inserts write can be another batch's, so none waits
+/// for another.
 async fn inserts_then_log(
     tx: &BatchTx<'_>,
     app: &str,
-    [rows, log]: [&tokio_postgres::Statement; 2],
+    [lock, rows, log]: [&Statement; 3],
     cols: &NewColumns<'_>,
     turn: &mut Turn,
-    next_waits: Arc<OwnedSemaphorePermit>,
-) -> Trip {
+    late_writes: LateWrites,
+    room: usize,
+) -> (Trip, Vec<Job>) {
+    let LateWrites {
+        waiting,
+        next_waits,
+    } = late_writes;
     let inserted = insert_rows(tx, rows, app, cols);
     let logged = async {
         turn.wait().await;
-        let logged = async {
-            let logged = log_inserts(tx, log, app, cols).await;
-            drop(next_waits);
-            if logged.is_ok() {
-                turn.pass();
-            }
-            logged
+        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&app];
+        let locked = tx.execute(lock, &key).await.map_err(backend);
+        // A failed lock leaves the transaction aborted: nothing more joins it.
+        let late = match locked {
+            Ok(_) => take_in(&waiting, app, room).await,
+            Err(_) => Vec::new(),
         };
-        futures_util::join!(logged, tx.batch_execute("COMMIT"))
+        drop(next_waits);
+        turn.pass();
+        let late_new: Vec<&NewEntity> = late
+            .iter()
+            .filter_map(|j| j.insert.as_ref().map(|i| &*i.new))
+            .collect();
+        let late_cols = (!late_new.is_empty()).then(|| NewColumns::of(&late_new));
+        let late_rows = async {
+            match &late_cols {
+                Some(late_cols) => insert_rows(tx, rows, app, late_cols).await,
+                None => Ok(()),
+            }
+        };
+        let late_logged = async {
+            match &late_cols {
+                Some(late_cols) => log_inserts(tx, log, app, late_cols).await,
+                None => Ok(()),
+            }
+        };
+        // Polled in this order, so sent in it: the log holds the batch's own first.
+        let (late_rows, logged, late_logged, committed) = futures_util::join!(
+            late_rows,
+            log_inserts(tx, log, app, cols),
+            late_logged,
+            tx.batch_execute("COMMIT")
+        );
+        let logged = locked.map(drop).and(logged).and(late_logged);
+        drop(late_cols);
+        (late_rows, logged, committed, late)
     };
     // Polled in this order, so sent in it.
-    let (begun, inserted, (logged, committed)) =
-        futures_util::join!(tx.batch_execute("BEGIN"), inserted, logged,);
+    let (begun, inserted, (late_rows, logged, committed, late)) =
+        futures_util::join!(tx.batch_execute("BEGIN"), inserted, logged);
     let alive = committed.is_ok();
-    match (begun, inserted, logged, committed) {
+    let inserted = inserted.and(late_rows);
+    let trip = match (begun, inserted, logged, committed) {
         (Ok(()), Ok(()), Ok(()), Ok(())) => Trip::Committed,
         (Ok(()), Err(_), _, _) if alive => Trip::Refused,
         (Err(e), ..) | (_, _, _, Err(e)) => Trip::Failed(backend(e), alive),
         (_, Err(e), ..) | (_, _, Err(e), _) => Trip::Failed(e, alive),
-    }
+    };
+    (trip, late)
 }
 
 /// Commits a batch's transaction and answers its writes; gives back the connection unless it

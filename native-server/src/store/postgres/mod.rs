@@ -328,6 +328,13 @@ pub(super) struct NewEntity {
     secret: Option<String>,
 }
 
+impl NewEntity {
+    /// Whether it has a name, which another node's insert may take too.
+    pub(super) fn is_named(&self) -> bool {
+        self.entity.name.is_some()
+    }
+}
+
 /// New entities as the columns their statements take, each an array of one value per entity.
 pub(super) struct NewColumns<'a> {
     uuids: Vec<&'a str>,
