@@ -10,6 +10,7 @@ use gridsocket_core::subscription::Change;
 use gridsocket_core::{EventKind, SubscriptionId, SubscriptionIndex, Target, close_code};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -127,30 +128,74 @@ struct AppSubs {
     dispatched: Option<u64>,
     /// The sockets subscribed to each presence name, with how many of their subscriptions
     /// have it: whom a broadcast reaches, found without going through every subscription.
-    by_presence: FxHashMap<Arc<str>, FxHashMap<ConnId, u32>>,
+    by_presence: FxHashMap<Arc<str>, Watchers>,
+}
+
+/// The sockets subscribed to one presence name, with how many of their subscriptions have
+/// it. Most names have one socket (a user's inbox, an entity one socket watches), held
+/// inline: a map of one costs an allocation of ~100 bytes, a socket's worth at a million.
+enum Watchers {
+    One(ConnId, u32),
+    Many(FxHashMap<ConnId, u32>),
+}
+
+impl Watchers {
+    fn add(&mut self, conn: ConnId) {
+        match self {
+            Watchers::One(one, n) if *one == conn => *n += 1,
+            Watchers::One(one, n) => {
+                *self = Watchers::Many([(*one, *n), (conn, 1)].into_iter().collect())
+            }
+            Watchers::Many(conns) => *conns.entry(conn).or_insert(0) += 1,
+        }
+    }
+
+    /// Takes away one of `conn`'s subscriptions; true when no socket is left.
+    fn remove(&mut self, conn: ConnId) -> bool {
+        match self {
+            Watchers::One(one, n) => {
+                if *one == conn {
+                    *n = n.saturating_sub(1);
+                }
+                *n == 0
+            }
+            Watchers::Many(conns) => {
+                if let Some(n) = conns.get_mut(&conn) {
+                    *n -= 1;
+                    if *n == 0 {
+                        conns.remove(&conn);
+                    }
+                }
+                conns.is_empty()
+            }
+        }
+    }
+
+    fn conns(&self) -> impl Iterator<Item = ConnId> + '_ {
+        let (one, many) = match self {
+            Watchers::One(one, _) => (Some(*one), None),
+            Watchers::Many(conns) => (None, Some(conns.keys().copied())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 impl AppSubs {
     fn watch(&mut self, entry: &SubEntry, conn: ConnId) {
-        *self
-            .by_presence
-            .entry(entry.presence.clone())
-            .or_default()
-            .entry(conn)
-            .or_insert(0) += 1;
+        match self.by_presence.entry(entry.presence.clone()) {
+            Entry::Occupied(watchers) => watchers.into_mut().add(conn),
+            Entry::Vacant(place) => {
+                place.insert(Watchers::One(conn, 1));
+            }
+        }
     }
 
     fn unwatch(&mut self, entry: &SubEntry, conn: ConnId) {
-        let Some(conns) = self.by_presence.get_mut(&entry.presence) else {
-            return;
-        };
-        if let Some(n) = conns.get_mut(&conn) {
-            *n -= 1;
-            if *n == 0 {
-                conns.remove(&conn);
-            }
-        }
-        if conns.is_empty() {
+        let gone = self
+            .by_presence
+            .get_mut(&entry.presence)
+            .is_some_and(|watchers| watchers.remove(conn));
+        if gone {
             self.by_presence.remove(&entry.presence);
         }
     }
@@ -320,8 +365,8 @@ impl Hub {
             return Vec::new();
         };
         conns
-            .keys()
-            .filter_map(|conn| Some((*conn, st.conns.get(conn)?.socket.clone())))
+            .conns()
+            .filter_map(|conn| Some((conn, st.conns.get(&conn)?.socket.clone())))
             .collect()
     }
 
@@ -599,5 +644,54 @@ mod tests {
         // A socket whose opening finished while the server was shutting down.
         hub.register(handle(&after));
         assert_eq!(*after.0.lock().unwrap(), [close_code::SERVICE_RESTART]);
+    }
+
+    #[test]
+    fn a_presence_name_goes_from_one_socket_to_many_and_back() {
+        let hub = Hub::default();
+        let sockets: Vec<Arc<Closes>> = (0..3).map(|_| Arc::default()).collect();
+        let conns: Vec<ConnId> = sockets.iter().map(|s| hub.register(handle(s))).collect();
+        let entry = |n: u64| SubEntry {
+            path: "/rooms/lobby".into(),
+            access: gridsocket_core::access::AccessPath::new(
+                &gridsocket_core::ResourcePath::parse("/rooms/lobby").expect("path"),
+                None,
+            )
+            .expect("canonical")
+            .keep(),
+            wire_id: format!("s{n}").into(),
+            consumer: None,
+            presence: "/rooms/lobby".into(),
+        };
+        let lobby = || Target::Entity {
+            collection: "rooms".into(),
+            uuid: None,
+            name: Some("lobby".into()),
+        };
+        let watching = |hub: &Hub| {
+            let mut found: Vec<ConnId> = hub
+                .subscribers_of("app", "/rooms/lobby")
+                .into_iter()
+                .map(|(conn, _)| conn)
+                .collect();
+            found.sort_unstable();
+            found
+        };
+        // One socket with two subscriptions to the name: it stays until both go.
+        hub.add("app", (conns[0], SubscriptionId(1)), lobby(), entry(1));
+        hub.add("app", (conns[0], SubscriptionId(2)), lobby(), entry(2));
+        assert_eq!(watching(&hub), [conns[0]]);
+        hub.add("app", (conns[1], SubscriptionId(1)), lobby(), entry(1));
+        hub.add("app", (conns[2], SubscriptionId(1)), lobby(), entry(1));
+        assert_eq!(watching(&hub), conns);
+        hub.remove("app", (conns[0], SubscriptionId(1)));
+        assert_eq!(watching(&hub), conns);
+        hub.remove("app", (conns[0], SubscriptionId(2)));
+        hub.remove("app", (conns[2], SubscriptionId(1)));
+        assert_eq!(watching(&hub), [conns[1]]);
+        hub.remove("app", (conns[1], SubscriptionId(1)));
+        assert!(watching(&hub).is_empty());
+        hub.add("app", (conns[2], SubscriptionId(3)), lobby(), entry(3));
+        assert_eq!(watching(&hub), [conns[2]]);
     }
 }
