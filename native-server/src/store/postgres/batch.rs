@@ -433,7 +433,7 @@ async fn commit_one_app(
             (trip, Vec::new())
         } else {
             let room = BATCH_MAX.saturating_sub(jobs.len());
-            let statements = [&lock, &rows, &log];
+            let statements = [&make, &lock, &rows, &log];
             inserts_then_log(&tx, &app, statements, &cols, &mut turn, late_writes, room).await
         };
         drop(cols);
@@ -563,7 +563,7 @@ async fn one_trip(
 async fn inserts_then_log(
     tx: &BatchTx<'_>,
     app: &str,
-    [lock, rows, log]: [&Statement; 3],
+    [make, lock, rows, log]: [&Statement; 4],
     cols: &NewColumns<'_>,
     turn: &mut Turn,
     late_writes: LateWrites,
@@ -577,7 +577,10 @@ async fn inserts_then_log(
     let logged = async {
         turn.wait().await;
         let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&app];
-        let locked = tx.execute(lock, &key).await.map_err(backend);
+        // The row is made first if this is the application's first write: a lock on no row
+        // would hold nothing, and this node's next batch could log before this one.
+        let (made, locked) = futures_util::join!(tx.execute(make, &key), tx.execute(lock, &key));
+        let locked = made.and(locked).map_err(backend);
         // A failed lock leaves the transaction aborted: nothing more joins it.
         let late = match locked {
             Ok(_) => take_in(&waiting, app, room).await,
