@@ -140,12 +140,23 @@ impl Waiting {
         self.held.take().or_else(|| self.queue.try_recv().ok())
     }
 
-    /// The next write, once there is one; `None` once the store is dropped.
-    async fn next(&mut self) -> Option<Job> {
-        match self.held.take() {
-            Some(job) => Some(job),
-            None => self.queue.recv().await,
+    /// The next batch: once there is a write, it and every other waiting now, at most
+    /// [`BATCH_MAX`]; `None` once the store is dropped. (Nothing waits after the first is
+    /// taken, so a caller that drops this loses no write.)
+    async fn next_batch(&mut self) -> Option<Vec<Job>> {
+        let first = match self.held.take() {
+            Some(job) => job,
+            None => self.queue.recv().await?,
+        };
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        batch.push(first);
+        while batch.len() < BATCH_MAX {
+            match self.try_next() {
+                Some(job) => batch.push(job),
+                None => break,
+            }
         }
+        Some(batch)
     }
 }
 
@@ -297,27 +308,16 @@ async fn commit_batches(pool: Pool, queue: mpsc::Receiver<Job>) {
         };
         let Ok(permit) = next else { break };
         let permit = Arc::new(permit);
-        let first = tokio::select! {
-            job = async { waiting.lock().await.next().await } => job,
+        let batch = tokio::select! {
+            batch = async { waiting.lock().await.next_batch().await } => batch,
             Some(done) = running.join_next() => {
                 idle.extend(done.ok().flatten());
                 continue;
             }
         };
-        let Some(first) = first else { break };
+        let Some(mut batch) = batch else { break };
         if running.is_empty() {
             turns.clear();
-        }
-        let mut batch = Vec::with_capacity(BATCH_MAX);
-        batch.push(first);
-        {
-            let mut waiting = waiting.lock().await;
-            while batch.len() < BATCH_MAX {
-                match waiting.try_next() {
-                    Some(job) => batch.push(job),
-                    None => break,
-                }
-            }
         }
         // One transaction per application, begun in the order the first of each came.
         while !batch.is_empty() {
