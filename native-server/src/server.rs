@@ -485,6 +485,8 @@ async fn accept_ws(
     let per_address = Arc::new(AddressSlots::default());
     let explaining = Arc::new(Semaphore::new(REFUSALS_EXPLAINED_AT_ONCE));
     let session_config = Arc::new(settings.session_config());
+    let alarms = Arc::new(ws::alarms::Alarms::default());
+    tracker.spawn(alarms.clone().ring(cancel.clone()));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -530,6 +532,7 @@ async fn accept_ws(
             handshake,
             realtime: service.clone(),
             settings: settings.clone(),
+            alarms: alarms.clone(),
             config: session_config.clone(),
             admission,
             held: (places, explained),

@@ -2,6 +2,7 @@
 //! time, and writes what it says; pushed events reach the session through its shared
 //! [`Socket`], mostly without this task.
 
+pub mod alarms;
 pub mod socket;
 pub mod stream;
 
@@ -9,6 +10,7 @@ use crate::api::{ApiResponse, Caller, SocketContext, now_ms};
 use crate::config::Settings;
 use crate::metrics::Via;
 use crate::net::tls::{self, Conn};
+use crate::net::ws::alarms::{Alarm, Alarms};
 use crate::net::ws::socket::Socket;
 use crate::net::ws::stream::{ConnWriter, Wire};
 use crate::realtime::hub::{ConnHandle, ConnId};
@@ -93,6 +95,8 @@ pub struct Accepted<H> {
     pub realtime: Arc<Realtime>,
     /// The node's settings.
     pub settings: Arc<Settings>,
+    /// The node's one timer for its sockets.
+    pub alarms: Arc<Alarms>,
     /// The sessions' configuration, one for every socket.
     pub config: Arc<ServerConfig>,
     /// Whether it fits the connection limits.
@@ -118,36 +122,33 @@ pub async fn serve_socket<H: Send + 'static>(accepted: Box<Accepted<H>>) {
         handshake,
         realtime,
         settings,
+        alarms,
         config,
         admission,
         held,
     } = unbox(accepted);
     let deadline = tokio::time::Instant::now() + handshake;
     let refused = admission.refusal().is_some();
-    // Unpacked where it is awaited: a named `Option<Opened>` would keep room of its own.
-    let Some(Opened {
-        mut ws,
-        mut writer,
-        socket,
-        link,
-    }) = Box::pin(open(
-        stream, peer, tls, deadline, &realtime, &settings, config, admission,
-    ))
-    .await
-    else {
+    let opening = open(
+        stream, peer, tls, deadline, &realtime, settings, config, admission,
+    );
+    let Some((ws, writer, socket, link)) = Box::pin(opening).await else {
         return;
     };
-    let ending = drive(&mut ws, &mut writer, &socket, &realtime, link.as_ref()).await;
-    if let Some(link) = &link {
-        realtime.hub().unregister(link.conn);
-        // After the hub forgets it: a join still being checked then finds it gone.
-        realtime.presence().leave_connection(link.conn);
-    }
-    let finishing = Box::pin(finish(&mut ws, &mut writer, &socket, ending));
+    let mut opened = Opened {
+        ws,
+        writer,
+        alarm: Alarm::new(alarms, &socket),
+        socket,
+        link,
+        realtime,
+    };
     if refused {
-        let _ = tokio::time::timeout_at(deadline, finishing).await;
+        // Only told why, within its handshake time; the deadline is kept for this case only,
+        // outside the loop every admitted socket's task holds.
+        let _ = tokio::time::timeout_at(deadline, Box::pin(opened.serve())).await;
     } else {
-        finishing.await;
+        opened.serve().await;
     }
     drop(held);
 }
@@ -159,14 +160,37 @@ fn unbox<T>(boxed: Box<T>) -> T {
     *boxed
 }
 
-/// An accepted socket, ready for its loop.
+/// An accepted socket's connection, shared state, and place in the hub (`None` for a refused
+/// connection, which only says why and closes).
+type Accepting = (WebSocketStream<Wire>, ConnWriter, Arc<Socket>, Option<Link>);
+
+/// An accepted socket, ready for its loop: everything its task holds for the socket's life,
+/// in one place that its loop borrows (an `async fn` keeps each argument twice, once as
+/// passed and once as bound).
 struct Opened {
     ws: WebSocketStream<Wire>,
     writer: ConnWriter,
     socket: Arc<Socket>,
-    /// Who it is and its place in the hub; `None` for a refused connection, which only says
-    /// why and closes.
+    /// When the session next wants waking.
+    alarm: Alarm,
+    /// Who it is and its place in the hub; `None` for a refused connection.
     link: Option<Link>,
+    realtime: Arc<Realtime>,
+}
+
+impl Opened {
+    /// Runs the socket's loop, takes it out of the hub, and sends its last frames.
+    async fn serve(&mut self) {
+        let ending = self.drive().await;
+        self.alarm.unset();
+        if let Some(link) = &self.link {
+            let realtime = &self.realtime;
+            realtime.hub().unregister(link.conn);
+            // After the hub forgets it: a join still being checked then finds it gone.
+            realtime.presence().leave_connection(link.conn);
+        }
+        Box::pin(finish(&mut self.ws, &mut self.writer, &self.socket, ending)).await;
+    }
 }
 
 /// An authenticated socket's identity and its place in the hub.
@@ -186,10 +210,10 @@ async fn open(
     tls: Option<TlsAcceptor>,
     deadline: tokio::time::Instant,
     realtime: &Realtime,
-    settings: &Settings,
+    settings: Arc<Settings>,
     config: Arc<ServerConfig>,
     admission: Admission,
-) -> Option<Opened> {
+) -> Option<Accepting> {
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let wrapped = tokio::time::timeout_at(deadline, tls::wrap(stream, tls.as_ref(), left));
     let stream = wrapped.await.ok().flatten()?;
@@ -198,7 +222,7 @@ async fn open(
         direct,
         target,
         authorization,
-    } = handshake(stream, settings, deadline).await?;
+    } = handshake(stream, &settings, deadline).await?;
     let now = Instant::now();
     let (session, context) = match admission.refusal() {
         Some((error, description)) => {
@@ -215,7 +239,7 @@ async fn open(
             match opened {
                 Ok(mut ctx) => {
                     let mut session = ServerSession::accept(config, now);
-                    greet(&mut session, &mut ctx, settings, now);
+                    greet(&mut session, &mut ctx, &settings, now);
                     (session, Some(ctx))
                 }
                 Err(refusal) => {
@@ -243,12 +267,7 @@ async fn open(
         app: ctx.app,
         caller: ctx.caller,
     });
-    Some(Opened {
-        ws,
-        writer,
-        socket,
-        link,
-    })
+    Some((ws, writer, socket, link))
 }
 
 /// A connection whose WebSocket handshake succeeded, and what it asked for.
@@ -382,82 +401,75 @@ enum Ending {
     Done,
 }
 
-async fn drive(
-    ws: &mut WebSocketStream<Wire>,
-    writer: &mut ConnWriter,
-    socket: &Socket,
-    realtime: &Arc<Realtime>,
-    link: Option<&Link>,
-) -> Ending {
-    // Requests in flight: reads run right here, other work in spawned tasks that answer
-    // through a one-shot channel. Nothing is allocated while nothing is in flight; the
-    // session caps how many there are (max_in_flight).
-    let mut in_flight = InFlight::default();
-    // The timer lives as long as the socket and is made once: re-registering a timer on
-    // every event costs more than the event itself at ten thousand sockets.
-    let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(timer);
-    let mut armed: Option<Instant> = None;
-    let mut turns: u32 = 0;
-    loop {
-        // What the session asks for and sends; written at once where the connection takes it.
-        // (A new Vec each time: an idle socket keeps no capacity.)
-        let mut events = Vec::new();
-        let (deadline, backlog) = {
-            let mut st = socket.lock();
-            while let Some(event) = st.session.poll_event() {
-                events.push(event);
-            }
-            socket.flush(&mut st, Instant::now());
-            if st.is_finished() {
-                return Ending::Done;
-            }
-            (st.session.poll_timeout(), st.has_backlog())
-        };
-        for event in events {
-            handle_event(event, realtime, link, &mut in_flight);
-        }
-        // Writes never wait on the connection, so a busy socket would otherwise run on
-        // without giving other sockets and the runtime's IO polling a turn: yield now and then
-        // (tokio resumes a yielded task only after it has polled for IO).
-        turns += 1;
-        if turns.is_multiple_of(TURNS_BEFORE_YIELD) {
-            tokio::task::yield_now().await;
-        }
-        if deadline != armed {
-            if let Some(d) = deadline {
-                timer.as_mut().reset(d.into());
-            }
-            armed = deadline;
-        }
-        tokio::select! {
-            // A peer that does not read leaves frames waiting: the socket goes on reading and
-            // answering meanwhile, and closes as a slow consumer once too many wait.
-            written = poll_fn(|cx| socket.poll_write_backlog(cx, writer)), if backlog => {
-                if written.is_err() {
-                    return Ending::Done;
+impl Opened {
+    /// The socket's loop, until either side ends it.
+    async fn drive(&mut self) -> Ending {
+        // Requests in flight: reads run right here, other work in spawned tasks that answer
+        // through a one-shot channel. Nothing is allocated while nothing is in flight; the
+        // session caps how many there are (max_in_flight).
+        let mut in_flight = InFlight::default();
+        let mut turns: u32 = 0;
+        loop {
+            // What the session asks for and sends; written at once where the connection takes it.
+            // (A new Vec each time: an idle socket keeps no capacity. In a block of its own:
+            // the task would otherwise keep room for it while it waits.)
+            let (deadline, backlog) = {
+                let mut events = Vec::new();
+                let waits = {
+                    let mut st = self.socket.lock();
+                    while let Some(event) = st.session.poll_event() {
+                        events.push(event);
+                    }
+                    self.socket.flush(&mut st, Instant::now());
+                    if st.is_finished() {
+                        return Ending::Done;
+                    }
+                    (st.session.poll_timeout(), st.has_backlog())
+                };
+                for event in events {
+                    handle_event(event, &self.realtime, self.link.as_ref(), &mut in_flight);
                 }
+                waits
+            };
+            self.alarm.want(&self.socket, deadline);
+            // Writes never wait on the connection, so a busy socket would otherwise run on
+            // without giving other sockets and the runtime's IO polling a turn: yield now and then
+            // (tokio resumes a yielded task only after it has polled for IO).
+            turns += 1;
+            if turns.is_multiple_of(TURNS_BEFORE_YIELD) {
+                tokio::task::yield_now().await;
             }
-            msg = ws.next() => {
-                let mut st = socket.lock();
-                if let Some(ending) = read_message(&mut st.session, Instant::now(), msg) {
-                    return ending;
+            tokio::select! {
+                // A peer that does not read leaves frames waiting: the socket goes on reading and
+                // answering meanwhile, and closes as a slow consumer once too many wait.
+                written = poll_fn(|cx| self.socket.poll_write_backlog(cx, &mut self.writer)), if backlog => {
+                    if written.is_err() {
+                        return Ending::Done;
+                    }
                 }
-            }
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                let now = Instant::now();
-                let mut st = socket.lock();
-                complete(&mut st.session, now, done);
-                // Take every other answer that is ready too: one write for many responses.
-                while let Some(done) = in_flight.ready() {
+                msg = self.ws.next() => {
+                    let mut st = self.socket.lock();
+                    if let Some(ending) = read_message(&mut st.session, Instant::now(), msg) {
+                        return ending;
+                    }
+                }
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    let now = Instant::now();
+                    let mut st = self.socket.lock();
                     complete(&mut st.session, now, done);
+                    // Take every other answer that is ready too: one write for many responses.
+                    while let Some(done) = in_flight.ready() {
+                        complete(&mut st.session, now, done);
+                    }
                 }
-            }
-            // A pusher left something only this task can do (a backlog, a close).
-            _ = socket.woken() => {}
-            _ = &mut timer, if armed.is_some() => {
-                armed = None;
-                socket.lock().session.handle_timeout(Instant::now());
+                // A pusher left something only this task can do (a backlog, a close), or the
+                // alarm rang.
+                _ = self.socket.woken() => {
+                    let now = Instant::now();
+                    if self.alarm.rang(now) {
+                        self.socket.lock().session.handle_timeout(now);
+                    }
+                }
             }
         }
     }

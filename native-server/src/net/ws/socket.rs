@@ -163,9 +163,16 @@ impl Socket {
     }
 
     /// Wakes the socket's task (see [`Socket::poll_woken`]).
-    fn wake(&self) {
+    pub(super) fn wake(&self) {
         self.woken.store(true, Ordering::Release);
         self.waker.wake();
+    }
+
+    /// Whether the socket was woken since this was last asked (its task asks through
+    /// [`Socket::woken`]).
+    #[cfg(test)]
+    pub(super) fn take_wake(&self) -> bool {
+        self.woken.swap(false, Ordering::AcqRel)
     }
 
     /// Applies a push to the session and writes what it sends at once.
