@@ -47,35 +47,21 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut holders = Vec::with_capacity(connections);
     let mut pending = FuturesUnordered::new();
-    // RSS halfway too: the growth over the second half is what one more socket costs, without
-    // the costs that fill once, early, and then stay (SQLite's bounded page caches, tables
-    // made at the first socket).
-    let half = connections / 2;
-    let mut at_half = None;
-    let mut paused = Duration::ZERO;
     for i in 0..connections {
         pending.push(open(target, &urls[i % urls.len()]));
-        if pending.len() >= 256 || i + 1 == connections || i + 1 == half {
+        if pending.len() >= 256 || i + 1 == connections {
             while let Some(ws) = pending.next().await {
                 holders.push(tokio::spawn(hold(ws?, stop_rx.clone())));
             }
         }
-        if i + 1 == half {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            paused += Duration::from_secs(2);
-            at_half = measure::rss_bytes(pid);
-        }
     }
-    let connect_secs = started.elapsed().saturating_sub(paused).as_secs_f64();
+    let connect_secs = started.elapsed().as_secs_f64();
     let limited = cpu.finish().limiter(run.server_cores, run.client_cores);
     // Let the server settle (tasks finish their first poll, buffers shrink), then read.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = measure::rss_bytes(pid).unwrap_or(0);
     let client_after = measure::rss_bytes(std::process::id()).unwrap_or(0);
     let per_conn = after.saturating_sub(before) as f64 / connections.max(1) as f64;
-    let per_conn_second_half = at_half
-        .map(|h| after.saturating_sub(h) as f64 / (connections - half).max(1) as f64)
-        .unwrap_or(0.0);
     let _ = stop_tx.send(true);
     let mut alive = 0u64;
     for h in holders {
@@ -93,14 +79,6 @@ pub async fn run(
             "server RSS bytes per connection",
             per_conn,
             goal,
-            "memory",
-        ),
-        Row::new(
-            "idle",
-            &setup,
-            "server RSS bytes per connection, second half",
-            per_conn_second_half,
-            None,
             "memory",
         ),
         Row::new(
