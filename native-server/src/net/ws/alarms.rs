@@ -107,8 +107,8 @@ impl Alarms {
 /// One socket's alarm: at most one set at a time, taken off when dropped.
 pub struct Alarm {
     alarms: Arc<Alarms>,
-    /// The socket's address, its key among the alarms.
-    id: usize,
+    /// The socket it wakes; its address is its key among the alarms.
+    socket: Weak<Socket>,
     at: Option<Instant>,
 }
 
@@ -117,41 +117,40 @@ impl Alarm {
     pub fn new(alarms: Arc<Alarms>, socket: &Arc<Socket>) -> Self {
         Alarm {
             alarms,
-            id: Arc::as_ptr(socket) as usize,
+            socket: Arc::downgrade(socket),
             at: None,
         }
     }
 
-    /// Asks to wake `socket` (this alarm's) by `at`: sets the alarm unless it is set already
-    /// at or before `at`. A later time leaves it as it is, to ring early.
-    pub fn want(&mut self, socket: &Arc<Socket>, at: Option<Instant>) {
+    fn id(&self) -> usize {
+        self.socket.as_ptr() as usize
+    }
+
+    /// Asks to wake the socket by `at`: sets the alarm unless it is set already at or before
+    /// `at`. A later time leaves it as it is, to ring early.
+    pub fn want(&mut self, at: Option<Instant>) {
         let Some(at) = at else { return };
         if self.at.is_some_and(|set| set <= at) {
             return;
         }
-        debug_assert_eq!(self.id, Arc::as_ptr(socket) as usize);
-        self.alarms
-            .set(self.id, Arc::downgrade(socket), at, self.at);
+        self.alarms.set(self.id(), self.socket.clone(), at, self.at);
         self.at = Some(at);
     }
 
     /// True once the alarm's time has passed at `now`; it is then no longer set.
     pub fn rang(&mut self, now: Instant) -> bool {
-        match self.at {
-            Some(at) if at <= now => {
-                // Rung already, unless a pusher's wake came first.
-                self.alarms.unset(self.id, at);
-                self.at = None;
-                true
-            }
-            _ => false,
+        let due = self.at.is_some_and(|at| at <= now);
+        if due {
+            // Rung already, unless a pusher's wake came first.
+            self.unset();
         }
+        due
     }
 
     /// Takes the alarm off, if it is set.
     pub fn unset(&mut self) {
         if let Some(at) = self.at.take() {
-            self.alarms.unset(self.id, at);
+            self.alarms.unset(self.id(), at);
         }
     }
 }
@@ -191,21 +190,21 @@ mod tests {
         let s = socket();
         let t0 = Instant::now();
         let mut alarm = Alarm::new(alarms.clone(), &s);
-        alarm.want(&s, Some(t0 + Duration::from_secs(10)));
-        alarm.want(&s, Some(t0 + Duration::from_secs(20)));
+        alarm.want(Some(t0 + Duration::from_secs(10)));
+        alarm.want(Some(t0 + Duration::from_secs(20)));
         assert_eq!(alarms.len(), 1);
         assert_eq!(
             alarms.ring_due(t0),
             Some(t0 + Duration::from_secs(10)),
             "a later time leaves the alarm where it was"
         );
-        alarm.want(&s, Some(t0 + Duration::from_secs(5)));
+        alarm.want(Some(t0 + Duration::from_secs(5)));
         assert_eq!(alarms.len(), 1);
         assert_eq!(alarms.ring_due(t0), Some(t0 + Duration::from_secs(5)));
         assert!(!alarm.rang(t0 + Duration::from_secs(4)));
         assert!(alarm.rang(t0 + Duration::from_secs(5)));
         assert_eq!(alarms.len(), 0, "a rung alarm is no longer set");
-        alarm.want(&s, Some(t0 + Duration::from_secs(30)));
+        alarm.want(Some(t0 + Duration::from_secs(30)));
         drop(alarm);
         assert_eq!(alarms.len(), 0, "a dropped alarm is taken off");
     }
@@ -219,8 +218,8 @@ mod tests {
             .iter()
             .map(|s| Alarm::new(alarms.clone(), s))
             .collect();
-        for (i, (alarm, s)) in set.iter_mut().zip(&sockets).enumerate() {
-            alarm.want(s, Some(t0 + Duration::from_millis(i as u64 % 3)));
+        for (i, alarm) in set.iter_mut().enumerate() {
+            alarm.want(Some(t0 + Duration::from_millis(i as u64 % 3)));
         }
         // Past RUNG_AT_ONCE: the first two times' 2,000 ring in more than one hold of the lock.
         let next = alarms.ring_due(t0 + Duration::from_millis(1));

@@ -431,7 +431,7 @@ impl Opened {
                 }
                 waits
             };
-            self.alarm.want(&self.socket, deadline);
+            self.alarm.want(deadline);
             // Writes never wait on the connection, so a busy socket would otherwise run on
             // without giving other sockets and the runtime's IO polling a turn: yield now and then
             // (tokio resumes a yielded task only after it has polled for IO).
