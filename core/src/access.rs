@@ -446,6 +446,17 @@ impl AccessPath {
         }
     }
 
+    /// The first entity of the path that was looked up and does not exist, shown as the path
+    /// up to it (`/users/newguy`). The access rules let a missing entity through to what a
+    /// handler does with it (a PUT to a free name creates it); what has no handler to answer
+    /// 404, such as a presence, asks this.
+    pub fn missing(&self) -> Option<String> {
+        self.slots
+            .iter()
+            .find(|s| s.state == SlotState::Missing)
+            .map(|s| self.text_of(0..s.index + 1))
+    }
+
     fn resolved(&self, slot: usize) -> bool {
         self.slots
             .get(slot)

@@ -853,6 +853,115 @@ async fn losing_read_access_ends_a_presence_and_the_others_see_a_leave() {
     assert_eq!(present[0].1, [json!({"status": "busy"})]);
 }
 
+/// A presence is of something that exists. Before, anyone could join the feed of a user who
+/// had not signed up yet (nobody's feed is nobody's private feed), stay on it once that user
+/// signed up, and hear what was broadcast there; `SUBSCRIBE` and `GET` of the same path
+/// answered 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_may_be_present_on_what_does_not_exist_and_a_later_owner_is_alone() {
+    let f = Fixture::new().await;
+    let mut jane = f.socket(&f.jane).await;
+    for (n, path) in [
+        "/users/newguy/inbox",
+        "/user/NewGuy/feed",
+        "/users/newguy",
+        "/books/nosuch",
+        "/users/00000000-0000-7000-8000-0000000000ff/feed",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = jane
+            .request(json!(n), "PRESENCE", path, None, Some(json!({"state": {}})))
+            .await;
+        assert_eq!(
+            (r["status"].clone(), r["body"]["error"].clone()),
+            (json!(404), json!("entity_not_found")),
+            "PRESENCE {path}: {r}"
+        );
+        let r = jane
+            .request(
+                json!(n + 100),
+                "GET",
+                &format!("{path}/presence"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r["status"], 404, "GET {path}/presence: {r}");
+        let (status, body) = rest(
+            "GET",
+            &f.app_url(&format!("{path}/presence")),
+            Some(&f.jane),
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "REST GET {path}/presence: {body}");
+    }
+    // What needs no entity is still there to join.
+    join(&mut jane, 10, "/books", json!({})).await;
+    join(&mut jane, 11, "/queues/jobs", json!({})).await;
+
+    // newguy signs up: his feed is his own, and jane, who tried, is not on it.
+    let newguy = f.create_user("newguy", "secret-1").await;
+    let r = jane
+        .request(
+            json!(12),
+            "PRESENCE",
+            "/users/newguy/inbox",
+            None,
+            Some(json!({"state": {}})),
+        )
+        .await;
+    assert_eq!(r["status"], 403, "another user's feed: {r}");
+    let mut him = f.socket(&newguy).await;
+    let snap = join(&mut him, 1, "/users/newguy/inbox", json!({})).await;
+    assert_eq!(snap["path"], "/users/newguy/feed");
+    assert_eq!(who(&snap).len(), 1, "newguy alone: {snap}");
+    let r = him
+        .request(
+            json!(2),
+            "BROADCAST",
+            "/users/newguy/feed",
+            None,
+            Some(json!("mine")),
+        )
+        .await;
+    assert_eq!(
+        (r["status"].clone(), r["body"]["delivered"].clone()),
+        (json!(200), json!(0)),
+        "{r}"
+    );
+    assert_eq!(jane.try_recv(QUIET).await, None);
+
+    // A group deleted under those present on it: the next re-check (any change of grants)
+    // takes them off, saying why.
+    lobby(&f).await;
+    join(&mut jane, 13, "/groups/lobby", json!({})).await;
+    let (status, body) = rest(
+        "DELETE",
+        &f.app_url("/groups/lobby"),
+        Some(&f.admin_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/roles/default/permissions"),
+        Some(&f.admin_token),
+        Some(json!({"permission": "get:/books/**"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let e = jane.next_event().await;
+    assert_eq!(
+        e,
+        json!({"event": "revoked", "presence": "/groups/lobby", "path": "/groups/lobby",
+               "reason": "not_found"})
+    );
+}
+
 /// A node of a two-node deployment; the dispatch poll is a minute away, so what arrives in
 /// time came over the bus.
 fn node(store: &str, bus: &str, subject: &str) -> Node {

@@ -556,3 +556,35 @@ fn a_kept_path_decides_as_the_path_did_without_lookups_in_a_fraction_of_its_memo
     }
     assert!(KeptAccessPath(Box::new([0xff, 0xff])).path().is_none());
 }
+
+#[test]
+fn a_missing_entity_is_let_through_by_the_rules_and_named_by_missing() {
+    // Another user's feed is private, but the feed of nobody is left to whoever answers for
+    // it: the access rules allow it, and `missing` names what is not there.
+    let john = Some(me(JOHN));
+    let (decision, lookups) = run("/users/newguy/feed", Method::Get, john, &grants(DEFAULT));
+    assert_eq!((decision, lookups), (Decision::Allow, 1));
+    let resolved = |path: &str| {
+        let mut access = AccessPath::new(&ResourcePath::parse(path).unwrap(), john).unwrap();
+        for l in access.lookups() {
+            access.resolve(l.slot, lookup(&l));
+        }
+        access.missing()
+    };
+    assert_eq!(
+        resolved("/user/NewGuy/inbox").as_deref(),
+        Some("/users/NewGuy")
+    );
+    assert_eq!(
+        resolved("/groups/staff/users/nobody").as_deref(),
+        Some("/groups/staff/users/users/nobody"),
+        "a target with its collection, as the canonical form has it"
+    );
+    assert_eq!(resolved("/users/janedoe/feed"), None);
+    assert_eq!(resolved("/users/me/feed"), None);
+    assert_eq!(resolved("/books"), None);
+    assert_eq!(resolved("/queues/jobs"), None);
+    // Before any lookup nothing is known to be missing.
+    let unlooked = AccessPath::new(&ResourcePath::parse("/users/newguy").unwrap(), john).unwrap();
+    assert_eq!(unlooked.missing(), None);
+}

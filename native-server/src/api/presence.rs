@@ -60,7 +60,13 @@ impl Api {
     }
 
     /// May `caller` see, and join, the presence named `name` (a [`presence_path`])? It needs
-    /// `get` on [`presence_resource`]: listing, joining and every later re-check ask this.
+    /// `get` on [`presence_resource`], and every entity `name` names must exist (404):
+    /// listing, joining and every later re-check ask this.
+    ///
+    /// The access rules let a missing entity through, for its handler to answer 404 (or, for
+    /// a PUT, to create it), and a presence has no such handler. Without this, anyone could
+    /// join the feed of a user who has not signed up yet (nobody's, so nobody's private
+    /// feed), stay there once that user exists, and hear what is said on it.
     pub async fn check_presence_access(
         &self,
         app: &AppRecord,
@@ -68,7 +74,13 @@ impl Api {
         name: &str,
     ) -> Result<(), ApiError> {
         let path = ResourcePath::parse(&presence_resource(name))?;
-        self.check_access(app, caller, Method::Get, &path).await
+        self.check_access(app, caller, Method::Get, &path).await?;
+        let mut named = self.access_path(app, caller, &ResourcePath::parse(name)?)?;
+        self.resolve_access(app, &mut named).await?;
+        match named.missing() {
+            Some(shown) => Err(ApiError::NotFound(format!("{shown} not found"))),
+            None => Ok(()),
+        }
     }
 
     async fn presence_get(&self, app: &AppRecord, caller: &Caller, parent: &str) -> Reply {

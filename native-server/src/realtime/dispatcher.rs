@@ -297,7 +297,11 @@ impl Realtime {
             };
             let checked = self.api.check_presence_access(&app, &caller, &name).await;
             if is_refusal(&checked) {
-                self.presence.revoke(&path, conn, "forbidden");
+                let reason = match checked {
+                    Err(e) if e.status() == 404 => "not_found",
+                    _ => "forbidden",
+                };
+                self.presence.revoke(&path, conn, reason);
             }
         }
     }
