@@ -410,3 +410,90 @@ fn a_read_only_data_dir_stops_the_start_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// A REST write that outlives its request timeout, or whose caller hangs up, still runs to
+/// its end, as the socket's do. A stranger found a POST of 500 entities answered 504 with 475
+/// of them stored: the handler was dropped partway. The database is held by another writer
+/// here for longer than the timeout, so the write cannot finish in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_write_past_its_timeout_or_its_caller_still_runs_to_its_end() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = gridsocket_server::Settings::ephemeral(temp.path().to_path_buf());
+    settings.request_timeout_secs = 1;
+    let f =
+        gridsocket_e2e::Fixture::on(gridsocket_e2e::TestServer::start_with(settings).await).await;
+    let batch = |prefix: &str| -> Value {
+        (0..200)
+            .map(|i| json!({"name": format!("{prefix}{i}"), "i": i}))
+            .collect()
+    };
+    // Another writer holds SQLite's write lock for 2.5 s; the server waits for it (its busy
+    // timeout is 5 s).
+    let db = f.server.data_dir.join("gridsocket.db");
+    let (locked, held) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).expect("open the database");
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .expect("take the write lock");
+        locked.send(()).expect("say so");
+        std::thread::sleep(Duration::from_millis(2500));
+        conn.execute_batch("COMMIT").expect("let go");
+    });
+    held.recv().expect("the lock is held");
+    // One caller waits and is told it took too long ...
+    let started = std::time::Instant::now();
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/late"),
+        Some(&f.admin_token),
+        Some(batch("a")),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (504, json!("request_timeout")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2400),
+        "answered at the timeout"
+    );
+    // ... another hangs up as soon as its request is sent.
+    let body = batch("b").to_string();
+    let mut gone = tokio::net::TcpStream::connect(f.server.http)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /acme/shop/late HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        body.len(),
+        f.admin_token
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut gone, format!("{head}{body}").as_bytes())
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(gone);
+    holder.join().expect("the other writer");
+    // Both writes stand whole once the database is free again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = rest(
+            "GET",
+            &format!("{}?limit=1000", f.app_url("/late")),
+            Some(&f.admin_token),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let n = body["entities"].as_array().map_or(0, Vec::len);
+        if n == 400 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} of 400 entities stored: a write was cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -139,20 +139,21 @@ async fn expiry(phase: &PhaseCell, header: Duration, idle: Duration) {
 
 /// Request bodies the REST port holds at once, all connections together, in KiB: each body
 /// reserves its `Content-Length` (or, without one, the most it may be) before it is read, so
-/// thousands of connections each sending a large body cannot exhaust memory.
-pub struct BodyBudget(tokio::sync::Semaphore);
+/// thousands of connections each sending a large body cannot exhaust memory. A write keeps its
+/// body's room until it ends, also when its caller stopped waiting (see [`handle`]).
+pub struct BodyBudget(Arc<tokio::sync::Semaphore>);
 
 impl BodyBudget {
     /// A budget of `bytes` (`--max-body-bytes-total`).
     pub fn new(bytes: usize) -> BodyBudget {
-        BodyBudget(tokio::sync::Semaphore::new((bytes / 1024).max(1)))
+        BodyBudget(Arc::new(tokio::sync::Semaphore::new((bytes / 1024).max(1))))
     }
 
     /// Reserves room for a body of at most `bytes`; `None`: the server is holding too many
     /// bodies now (the client is told to retry rather than kept waiting with its connection).
-    fn reserve(&self, bytes: usize) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let kib = u32::try_from(bytes.div_ceil(1024).max(1)).ok()?;
-        self.0.try_acquire_many(kib).ok()
+        self.0.clone().try_acquire_many_owned(kib).ok()
     }
 }
 
@@ -360,7 +361,7 @@ async fn handle(
     // A body that never finishes arriving must not hold the connection: it has as long as
     // a request has to run.
     let deadline = tokio::time::Instant::now() + settings.request_timeout();
-    let _room = if declared == 0 {
+    let room = if declared == 0 {
         None
     } else {
         let Some(room) = bodies.reserve(declared) else {
@@ -396,44 +397,82 @@ async fn handle(
             );
         }
     };
+    // What changes something: any method but GET, and a GET of a queue (it moves the
+    // consumer's position), as the socket counts them.
+    let changes =
+        method != Method::Get || path.split('/').any(|s| s.eq_ignore_ascii_case("queues"));
     let started = std::time::Instant::now();
-    let call: Pin<Box<dyn Future<Output = ApiResponse> + Send + '_>> = match boundary {
+    let call: Pin<Box<dyn Future<Output = ApiResponse> + Send + 'static>> = match boundary {
         Some(boundary) => match assets::read_form(bytes, boundary).await {
-            Ok((fields, file)) => Box::pin(api.handle_upload(
-                method,
-                &path,
-                params,
-                fields,
-                file,
-                authorization.as_deref(),
-                Some(peer),
-            )),
+            Ok((fields, file)) => {
+                let api = api.clone();
+                Box::pin(async move {
+                    api.handle_upload(
+                        method,
+                        &path,
+                        params,
+                        fields,
+                        file,
+                        authorization.as_deref(),
+                        Some(peer),
+                    )
+                    .await
+                })
+            }
             Err(why) => return error(400, "illegal_argument", &why),
         },
-        None => Box::pin(api.handle_rest(
-            method,
-            &path,
-            params,
-            parse_body(&bytes, is_form),
-            authorization.as_deref(),
-            Some(peer),
-        )),
+        None => {
+            let api = api.clone();
+            let body = parse_body(&bytes, is_form);
+            Box::pin(async move {
+                api.handle_rest(
+                    method,
+                    &path,
+                    params,
+                    body,
+                    authorization.as_deref(),
+                    Some(peer),
+                )
+                .await
+            })
+        }
+    };
+    // A write runs to its end on a task of its own, whether or not its caller is still
+    // waiting (past the timeout below, or gone): dropped partway, a POST of many entities
+    // would stand half done. The socket runs its writes the same way; reads are simply
+    // dropped. The write keeps its body's room in the budget until it ends, so writes whose
+    // callers stopped waiting are bounded in bytes with every body being read.
+    let call = if changes {
+        let task = tokio::spawn(async move {
+            let _room = room;
+            call.await
+        });
+        Box::pin(async move { task.await.ok() })
+            as Pin<Box<dyn Future<Output = Option<ApiResponse>> + Send>>
+    } else {
+        Box::pin(async move {
+            let _room = room;
+            Some(call.await)
+        })
     };
     // A request waits at most as long over REST as over the socket.
-    let Ok(ApiResponse {
-        status,
-        body,
-        retry_after,
-    }) = tokio::time::timeout(settings.request_timeout(), call).await
-    else {
+    let Ok(answered) = tokio::time::timeout(settings.request_timeout(), call).await else {
         return error(
             504,
             "request_timeout",
             &format!(
-                "the request did not finish within {} s",
+                "the request did not finish within {} s; a write goes on to its end",
                 settings.request_timeout_secs
             ),
         );
+    };
+    let Some(ApiResponse {
+        status,
+        body,
+        retry_after,
+    }) = answered
+    else {
+        return error(500, "internal_error", "the request failed");
     };
     api.metrics().observe_request(Via::Rest, started);
     let mut resp = json_response(status, body);
