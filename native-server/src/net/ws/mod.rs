@@ -365,8 +365,12 @@ fn greet(session: &mut ServerSession, ctx: &mut SocketContext, settings: &Settin
     }
 }
 
-/// Sends a finished socket's last frames (a close) if the peer takes them soon; a slow
-/// consumer gets only what fits at once.
+/// Sends a finished socket's last frames (a close) if the peer takes them soon.
+///
+/// A slow consumer waits as long as any other: its backlog is down to the frame in progress
+/// and the close, and the close can only follow what its connection already holds. A client
+/// that reads again within [`FINAL_WRITE`] then finds 4008 ("resume with since") after its
+/// last events, not a connection cut without a close.
 async fn finish(
     ws: &mut WebSocketStream<Wire>,
     writer: &mut ConnWriter,
@@ -378,11 +382,7 @@ async fn finish(
         let _ = ws.flush().await;
     }
     let rest = poll_fn(|cx| socket.poll_write_backlog(cx, writer));
-    if socket.lock().is_slow() {
-        let _ = rest.now_or_never();
-    } else {
-        let _ = tokio::time::timeout(FINAL_WRITE, rest).await;
-    }
+    let _ = tokio::time::timeout(FINAL_WRITE, rest).await;
     let _ = writer.shutdown().await;
 }
 
