@@ -461,8 +461,14 @@ async fn handle(
             504,
             "request_timeout",
             &format!(
-                "the request did not finish within {} s; a write goes on to its end",
-                settings.request_timeout_secs
+                // In the socket's words (ms), so one timeout reads alike on both.
+                "the request did not finish within {} ms{}",
+                settings.request_timeout().as_millis(),
+                if changes {
+                    "; the write goes on to its end"
+                } else {
+                    ""
+                }
             ),
         );
     };
