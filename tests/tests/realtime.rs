@@ -160,6 +160,23 @@ async fn subscriptions_are_checked_like_reads() {
     let (frames, close) = ws.until_close().await;
     assert_eq!(frames[0]["status"], 403);
     assert_eq!(u16::from(close.unwrap().code), 4401);
+    // So is connecting to the inbox of nobody: before, the 404 came and the socket stayed
+    // open, with neither a greeting nor a close.
+    let mut ws =
+        WsClient::connect(&f.ws_url(&format!("/users/nobody/inbox?access_token={}", f.jane)))
+            .await
+            .unwrap();
+    let (frames, close) = ws.until_close().await;
+    assert_eq!(
+        (
+            frames.len(),
+            frames[0]["status"].clone(),
+            frames[0]["body"]["error"].clone()
+        ),
+        (1, json!(404), json!("entity_not_found")),
+        "{frames:?}"
+    );
+    assert_eq!(u16::from(close.unwrap().code), 4404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,8 +23,10 @@ pub mod close_code {
     pub const SERVICE_RESTART: u16 = 1012;
     /// The token is missing, bad, expired or revoked; get a new one before reconnecting.
     pub const UNAUTHORIZED: u16 = 4401;
-    /// The organization or application in the URL does not exist.
+    /// The organization or application in the URL does not exist, or the resource it names.
     pub const NOT_FOUND: u16 = 4404;
+    /// The resource URL, or its parameters, cannot be subscribed to as written; fix the URL.
+    pub const BAD_REQUEST: u16 = 4400;
     /// The socket did not read its events fast enough; reconnect and resume with `since`.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The server is at its connection limit; retry with backoff.

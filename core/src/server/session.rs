@@ -491,6 +491,9 @@ impl ServerSession {
             self.release_held_reads();
         }
         release_set(&mut self.writes);
+        // The subscription a resource URL asked for is what the connection is for: if it
+        // cannot start, the connection is refused, as one the access check refused at connect.
+        let on_connect = pending.id.is_none() && pending.subscription.is_some();
         if let Some(sub) = pending.subscription {
             // A subscription answered with anything but its confirmation did not start.
             self.drop_subscription(sub);
@@ -503,6 +506,15 @@ impl ServerSession {
             status,
             body_json,
         )));
+        if on_connect {
+            let code = match status {
+                401 | 403 => close_code::UNAUTHORIZED,
+                404 => close_code::NOT_FOUND,
+                500.. => close_code::TRY_AGAIN_LATER,
+                _ => close_code::BAD_REQUEST,
+            };
+            self.close_with(code, reason_for(code));
+        }
         true
     }
 
@@ -1058,6 +1070,7 @@ fn reason_for(code: u16) -> &'static str {
     match code {
         close_code::UNAUTHORIZED => "unauthorized",
         close_code::NOT_FOUND => "not found",
+        close_code::BAD_REQUEST => "bad request",
         close_code::TRY_AGAIN_LATER => "try again later",
         _ => "closed",
     }

@@ -349,6 +349,41 @@ fn connecting_to_a_resource_subscribes_with_a_null_id() {
 }
 
 #[test]
+fn a_resource_url_whose_subscription_cannot_start_refuses_the_connection() {
+    for (status, code) in [(404, 4404), (403, 4401), (400, 4400), (503, 1013)] {
+        let (mut s, now) = session();
+        s.subscribe_on_connect(now, "/users/nobody/inbox".into(), Params::new());
+        let Some(ServerEvent::Subscribe { handle, .. }) = s.poll_event() else {
+            panic!("a subscribe")
+        };
+        assert!(s.complete(now, handle, status, r#"{"error":"x"}"#));
+        let v = text(&mut s);
+        assert_eq!(
+            (v["id"].clone(), v["status"].clone()),
+            (Value::Null, json!(status))
+        );
+        match s.poll_transmit() {
+            Some(OutFrame::Close { code: c, .. }) => assert_eq!(c, code, "after {status}"),
+            other => panic!("a close after {status}, not {other:?}"),
+        }
+        assert!(s.is_closed());
+    }
+    // A SUBSCRIBE sent later that fails leaves the socket open.
+    let (mut s, now) = session();
+    s.handle_text(
+        now,
+        r#"{"id":1,"method":"SUBSCRIBE","path":"/users/nobody/inbox"}"#,
+    );
+    let Some(ServerEvent::Subscribe { handle, .. }) = s.poll_event() else {
+        panic!("a subscribe")
+    };
+    assert!(s.complete(now, handle, 404, r#"{"error":"x"}"#));
+    assert_eq!(text(&mut s)["status"], 404);
+    assert!(s.poll_transmit().is_none());
+    assert!(!s.is_closed());
+}
+
+#[test]
 fn expired_tokens_get_a_grace_period_and_auth_renews() {
     let (mut s, now) = session();
     let expiry = now + Duration::from_secs(60);
