@@ -496,7 +496,9 @@ impl WellFormed {
     }
 }
 
-/// Reads a `PRESENCE` body: `{"leave":true}`, `{"state":{…}}`, or none (an empty state).
+/// Reads a `PRESENCE` body: `{"leave":true}`, `{"state":{…}}`, or none (an empty state). A
+/// `null` is as good as absent (`{"state":null}` is `{}`, `{"leave":false}` joins), but a key
+/// of neither name is refused: a misspelt `"stat"` would otherwise join with an empty state.
 fn presence_action(body: Option<Value>) -> Result<PresenceAction, FrameError> {
     let mut body = match body {
         None | Some(Value::Null) => {
@@ -507,6 +509,9 @@ fn presence_action(body: Option<Value>) -> Result<PresenceAction, FrameError> {
         Some(Value::Object(map)) => map,
         Some(_) => return Err(FrameError::BadPresence),
     };
+    if body.keys().any(|k| k != "leave" && k != "state") {
+        return Err(FrameError::BadPresence);
+    }
     match body.get("leave") {
         Some(Value::Bool(true)) => return Ok(PresenceAction::Leave),
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
@@ -802,6 +807,10 @@ mod tests {
             ),
             (
                 r#"{"id":1,"method":"PRESENCE","path":"/a","body":{"leave":"yes"}}"#,
+                FrameError::BadPresence,
+            ),
+            (
+                r#"{"id":1,"method":"PRESENCE","path":"/a","body":{"stat":{"x":1}}}"#,
                 FrameError::BadPresence,
             ),
             (
