@@ -691,16 +691,23 @@ impl ServerSession {
             }
             let handle = *entry.key();
             let pending = entry.remove();
-            write_expired |= self.writes.remove(&handle);
+            let write = self.writes.remove(&handle);
+            write_expired |= write;
             if let Some(sub) = pending.subscription {
                 self.drop_subscription(sub);
             }
             if !self.closed {
+                // As REST words it: one timeout reads alike on both.
                 let body = error_body_json(
                     "request_timeout",
                     &format!(
-                        "the request did not finish within {} ms",
-                        self.config.request_timeout.as_millis()
+                        "the request did not finish within {} ms{}",
+                        self.config.request_timeout.as_millis(),
+                        if write {
+                            "; the write goes on to its end"
+                        } else {
+                            ""
+                        }
                     ),
                 );
                 self.transmits.push_back(OutFrame::Text(encode_response(
