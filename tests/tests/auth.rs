@@ -245,6 +245,22 @@ async fn unknown_org_or_app_closes_with_4404() {
     );
     let (_, code) = refused(&f.server.ws_url("/")).await;
     assert_eq!(code, 4404);
+    // A URL that cannot be read at all says so: 400, then 4400 (it was 4404, kept for what
+    // does not exist).
+    let (frame, code) = refused(
+        &f.server
+            .ws_url(&format!("/acme/shop/../shop?access_token={}", f.john)),
+    )
+    .await;
+    assert_eq!(
+        (
+            code,
+            frame["status"].clone(),
+            frame["body"]["error"].clone()
+        ),
+        (4400, json!(400), json!("illegal_argument")),
+        "{frame}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -362,8 +362,10 @@ impl Api {
             body: error_json(&err, now_ms(), elapsed_ms(started)),
             close_code: code,
         };
-        let connect =
-            ConnectPath::parse(target).map_err(|e| refuse(e.into(), close_code::NOT_FOUND))?;
+        let connect = ConnectPath::parse(target).map_err(|e| {
+            let code = unreadable_url_close(&e);
+            refuse(e.into(), code)
+        })?;
         let mut found = None;
         for cand in connect.candidates() {
             match self.find_app(cand.org.as_deref(), &cand.app).await {
@@ -401,8 +403,10 @@ impl Api {
             None
         } else {
             let path = format!("/{}", rest.join("/"));
-            let parsed =
-                ResourcePath::parse(&path).map_err(|e| refuse(e.into(), close_code::NOT_FOUND))?;
+            let parsed = ResourcePath::parse(&path).map_err(|e| {
+                let code = unreadable_url_close(&e);
+                refuse(e.into(), code)
+            })?;
             // A socket opened on a resource must be allowed to read it.
             self.check_access(&app, &caller, Method::Get, &parsed)
                 .await
@@ -715,5 +719,14 @@ impl Api {
     /// The server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+}
+
+/// How a socket whose URL cannot be read closes: 4404 if it names no application, as an
+/// unknown one does; 4400 if it is malformed (a `..`, an encoded `/`).
+fn unreadable_url_close(err: &gridsocket_core::path::PathError) -> u16 {
+    match err {
+        gridsocket_core::path::PathError::NoApplication => close_code::NOT_FOUND,
+        _ => close_code::BAD_REQUEST,
     }
 }
