@@ -206,8 +206,12 @@ pub async fn serve_connection(
             Ok(resp)
         }
     });
+    // A client may close its side once its request is sent: the request still runs (a write
+    // to its end), and its answer goes nowhere. Without half-close, reading that end dropped
+    // the request wherever it stood, so a complete write was run or not by a race.
     let conn = http1::Builder::new()
         .keep_alive(true)
+        .half_close(true)
         .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
