@@ -356,3 +356,69 @@ async fn app_only_urls_use_the_default_org() {
         200
     );
 }
+
+/// The app-only form is not tried for an organization's name. A stranger found that an admin
+/// of the default organization could make an app named like another organization, and then
+/// took in that organization's requests for apps it does not have: a guest's sign-up at
+/// `/rival/newapp/users` landed in the default organization.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organizations_name_is_never_read_as_an_app_of_the_default_org() {
+    let temp = tempfile::tempdir().unwrap();
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.default_org = Some("acme".into());
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let (status, body) = rest(
+        "POST",
+        &f.server.url("/management/token"),
+        None,
+        Some(
+            json!({"grant_type": "password", "username": gridsocket_e2e::SUPERUSER.0,
+                    "password": gridsocket_e2e::SUPERUSER.1}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let su = body["access_token"].as_str().expect("token").to_owned();
+    let (status, body) = rest(
+        "POST",
+        &f.server.url("/management/orgs"),
+        Some(&su),
+        Some(json!({"organization": "rival", "username": "rivalboss",
+                    "email": "boss@rival.test", "password": "rival-password"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // acme (the default organization) makes an app named like the other organization.
+    let (status, body) = rest(
+        "POST",
+        &f.server.url("/management/orgs/acme/apps"),
+        Some(&f.admin_token),
+        Some(json!({"name": "rival"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest(
+        "POST",
+        &f.server.url("/rival/newapp/users"),
+        None,
+        Some(json!({"username": "victim", "password": "victim-password"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (404, json!("organization_application_not_found")),
+        "{body}"
+    );
+    let mut ws = WsClient::connect(&f.server.ws_url("/rival/newapp"))
+        .await
+        .unwrap();
+    let (frames, close) = ws.until_close().await;
+    assert_eq!(
+        frames[0]["body"]["error"],
+        "organization_application_not_found"
+    );
+    assert_eq!(u16::from(close.unwrap().code), 4404);
+    // The app-only form still reaches the default organization's other apps.
+    let (status, body) = rest("GET", &f.server.url("/shop/users/me"), Some(&f.john), None).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -368,6 +368,14 @@ impl Api {
         })?;
         let mut found = None;
         for cand in connect.candidates() {
+            // See `is_org_name`: the app-only form is not tried for an organization's name.
+            if cand.org.is_none() {
+                match self.is_org_name(&cand.app).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => return Err(refuse(e, close_code::TRY_AGAIN_LATER)),
+                }
+            }
             match self.find_app(cand.org.as_deref(), &cand.app).await {
                 Ok(Some(app)) => {
                     found = Some((app, cand.rest));
@@ -445,7 +453,9 @@ impl Api {
         {
             return Ok((app, segments[2..].to_vec()));
         }
-        if let Some(app) = self.find_app(None, &segments[0]).await? {
+        if !self.is_org_name(&segments[0]).await?
+            && let Some(app) = self.find_app(None, &segments[0]).await?
+        {
             return Ok((app, segments[1..].to_vec()));
         }
         Err(ApiError::AppNotFound(format!(
@@ -457,6 +467,14 @@ impl Api {
                 .collect::<Vec<_>>()
                 .join("/")
         )))
+    }
+
+    /// Whether `name` is an organization's. A URL that starts with one is that organization's:
+    /// an app it does not have is not looked for in the default organization, where an app
+    /// named like the organization (anyone there may make one) would take in requests and
+    /// sign-ups meant for it.
+    async fn is_org_name(&self, name: &str) -> Result<bool, ApiError> {
+        Ok(self.store.org_by_name(name).await?.is_some())
     }
 
     /// Looks an app up by org name (or the default org) and app name, through a cache.
