@@ -449,6 +449,11 @@ async fn a_rest_write_past_its_timeout_or_its_caller_still_runs_to_its_end() {
         started.elapsed() < Duration::from_millis(2400),
         "answered at the timeout"
     );
+    assert!(
+        body["timestamp"].as_i64().is_some_and(|t| t > 0)
+            && body["duration"].as_u64().is_some_and(|d| d >= 1000),
+        "an error in Usergrid's shape, with when and how long: {body}"
+    );
     // ... another hangs up as soon as its request is sent. (Before half-close, reading its end
     // could drop the request before it started, by a race.)
     let body = batch("b").to_string();

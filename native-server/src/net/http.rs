@@ -248,10 +248,24 @@ fn json_response(status: u16, body: String) -> Response<Full<Bytes>> {
 }
 
 fn error(status: u16, code: &str, description: &str) -> Response<Full<Bytes>> {
-    json_response(
-        status,
-        gridsocket_core::wire::error_body_json(code, description),
-    )
+    error_after(status, code, description, Duration::ZERO)
+}
+
+/// An error answered after `took`, in Usergrid's shape, as the API's errors are: with when
+/// (`timestamp`, ms since the epoch) and how long it took (`duration`, ms).
+fn error_after(
+    status: u16,
+    code: &str,
+    description: &str,
+    took: Duration,
+) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "error": code,
+        "error_description": description,
+        "timestamp": crate::api::now_ms(),
+        "duration": u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+    });
+    json_response(status, body.to_string())
 }
 
 async fn handle(
@@ -461,7 +475,7 @@ async fn handle(
     };
     // A request waits at most as long over REST as over the socket.
     let Ok(answered) = tokio::time::timeout(settings.request_timeout(), call).await else {
-        return error(
+        return error_after(
             504,
             "request_timeout",
             &format!(
@@ -474,6 +488,7 @@ async fn handle(
                     ""
                 }
             ),
+            started.elapsed(),
         );
     };
     let Some(ApiResponse {
