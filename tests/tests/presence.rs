@@ -962,6 +962,44 @@ async fn nobody_may_be_present_on_what_does_not_exist_and_a_later_owner_is_alone
     );
 }
 
+/// A presence named by a username stays with that name: a user who takes another name is
+/// taken off the presence of their feed by its old name at once (the rename re-checks every
+/// presence), so whoever signs up with the old name later is alone on theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_user_leaves_the_presence_their_old_name_named() {
+    let f = Fixture::new().await;
+    let mut john = f.socket(&f.john).await;
+    let snap = join(&mut john, 1, "/users/john/feed", json!({})).await;
+    assert_eq!(snap["path"], "/users/john/feed");
+    let (status, body) = rest(
+        "PUT",
+        &f.app_url("/users/me"),
+        Some(&f.john),
+        Some(json!({"username": "jd"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let e = john.next_event().await;
+    assert_eq!(
+        e,
+        json!({"event": "revoked", "presence": "/users/john/feed", "path": "/users/john/feed",
+               "reason": "not_found"})
+    );
+    let (status, body) = rest(
+        "POST",
+        &f.app_url("/users"),
+        Some(&f.admin_token),
+        Some(json!({"username": "john", "password": "another-password",
+                    "email": "the-new-john@acme.test"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let newjohn = f.login("john", "another-password").await;
+    let mut him = f.socket(&newjohn).await;
+    let snap = join(&mut him, 1, "/users/john/feed", json!({})).await;
+    assert_eq!(who(&snap).len(), 1, "the new john alone: {snap}");
+}
+
 /// A node of a two-node deployment; the dispatch poll is a minute away, so what arrives in
 /// time came over the bus.
 fn node(store: &str, bus: &str, subject: &str) -> Node {
