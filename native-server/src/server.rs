@@ -8,7 +8,6 @@ use crate::net::ws::{Accepted, Admission};
 use crate::net::{http as rest, ws};
 use crate::realtime::Realtime;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
-use gridsocket_core::close_code;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -291,9 +290,8 @@ impl Server {
         // publishes it before it stops.
         self.realtime.presence().shutdown();
         cancel.cancel();
-        self.realtime
-            .hub()
-            .close_all(close_code::SERVICE_RESTART, "server restarting");
+        // Each socket answers what it has in flight, then closes with 1012.
+        self.realtime.hub().drain_all();
         for task in [dispatcher, ws_task, bus, Some(presence)]
             .into_iter()
             .flatten()
@@ -308,6 +306,15 @@ impl Server {
             .is_err()
         {
             tracing::warn!("some connections did not finish within 5 s");
+        }
+        // Writes whose callers stopped waiting, and writes' answers on their way to the store.
+        if !self
+            .realtime
+            .api()
+            .finish_lasting(Duration::from_secs(5))
+            .await
+        {
+            tracing::warn!("some writes did not finish within 5 s more");
         }
     }
 }

@@ -237,3 +237,79 @@ async fn the_demo_page_is_advertised_only_where_it_is_served() {
         }
     }
 }
+
+/// SIGTERM drains each socket: the writes it has in flight are answered before its 1012, and
+/// their answers are remembered, so a client that sends them again to the restarted server
+/// gets the same answers. An operator found the process gone 5 ms after SIGTERM, with 136 of
+/// 200 pipelined writes unanswered, 56 of them applied, and every repeat `409
+/// write_in_progress` for an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_the_writes_in_flight_before_1012_and_remembers_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = spawn_server(dir.path(), true);
+    let token = demo_login(&p.http).await;
+    let app = format!("{}/demo/chatapp?access_token={token}", p.ws);
+    let mut ws = WsClient::connect(&app).await.unwrap();
+    let _ = ws.request(json!(0), "GET", "/users/me", None, None).await;
+    // Another writer holds the database for 1.5 s: the writes below are in flight when the
+    // server is told to stop.
+    let db = dir.path().join("gridsocket.db");
+    let (locked, held) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).expect("open the database");
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .expect("the write lock");
+        locked.send(()).expect("say so");
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        conn.execute_batch("COMMIT").expect("let go");
+    });
+    held.recv().expect("held");
+    const N: u64 = 20;
+    let frame = |i: u64| {
+        json!({"id": i + 1, "method": "POST", "path": "/drained",
+               "body": {"name": format!("d{i}")}, "write_id": format!("w{i}")})
+    };
+    for i in 0..N {
+        ws.send_json(&frame(i)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let sent = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let (frames, close) = ws.until_close().await;
+    holder.join().expect("the other writer");
+    let answers: Vec<_> = frames.iter().filter(|f| f["id"] != json!(null)).collect();
+    assert_eq!(answers.len() as u64, N, "every write answered: {frames:?}");
+    assert!(answers.iter().all(|a| a["status"] == 200), "{answers:?}");
+    assert_eq!(u16::from(close.expect("a close frame").code), 1012);
+    assert!(p.child.wait().unwrap().success());
+
+    // The restarted server answers each repeat with its first answer.
+    let mut p = spawn_server(dir.path(), true);
+    let token = demo_login(&p.http).await;
+    let mut ws = WsClient::connect(&format!("{}/demo/chatapp?access_token={token}", p.ws))
+        .await
+        .unwrap();
+    for i in 0..N {
+        ws.send_json(&frame(i)).await;
+        let again = ws.response_to(&json!(i + 1)).await;
+        let first = answers
+            .iter()
+            .find(|a| a["id"] == json!(i + 1))
+            .expect("first");
+        assert_eq!(again["body"], first["body"], "w{i}: {again}");
+    }
+    let (status, body) = rest(
+        "GET",
+        &format!("{}/demo/chatapp/drained?limit=100", p.http),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entities"].as_array().map(Vec::len), Some(N as usize));
+    p.child.kill().expect("SIGKILL");
+    p.child.wait().expect("reaped");
+}

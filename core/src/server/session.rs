@@ -279,6 +279,8 @@ pub struct ServerSession {
     transmits: VecDeque<OutFrame>,
     events: VecDeque<ServerEvent>,
     closed: bool,
+    /// Closing once nothing is in flight ([`ServerSession::drain`]).
+    draining: bool,
     last_seen: Instant,
     ping_sent: bool,
     token_expiry: Option<Instant>,
@@ -309,6 +311,7 @@ impl ServerSession {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             closed: false,
+            draining: false,
             last_seen: now,
             ping_sent: false,
             token_expiry: None,
@@ -348,6 +351,10 @@ impl ServerSession {
             return;
         }
         self.seen(now);
+        if self.draining {
+            // Not taken: the client sends it again on its next connection (see `drain`).
+            return;
+        }
         if text.len() > self.config.max_frame_len {
             self.close_with(close_code::MESSAGE_TOO_BIG, "frame too large");
             return;
@@ -472,6 +479,25 @@ impl ServerSession {
         }
     }
 
+    /// The server is going down: the socket takes no new request (a frame read from now on
+    /// is dropped unanswered), answers what it has in flight, each by its answer or its
+    /// deadline's 504, then closes with 1012. A client sends what it had not been answered
+    /// again on its next connection; a write it had sent is answered here, not left to a
+    /// repeat that finds it neither answered nor known to have failed.
+    pub fn drain(&mut self, _now: Instant) {
+        if self.closed {
+            return;
+        }
+        self.draining = true;
+        self.close_if_drained();
+    }
+
+    fn close_if_drained(&mut self) {
+        if self.draining && !self.closed && self.pending.is_empty() {
+            self.close_with(close_code::SERVICE_RESTART, "server restarting");
+        }
+    }
+
     /// The host finished a request (or refused a subscription or an `AUTH`): queues its
     /// response frame.
     ///
@@ -515,6 +541,7 @@ impl ServerSession {
             };
             self.close_with(code, reason_for(code));
         }
+        self.close_if_drained();
         true
     }
 
@@ -524,6 +551,19 @@ impl ServerSession {
     ///
     /// Returns false when the subscription is no longer awaited; the host then drops it.
     pub fn confirm_subscription(
+        &mut self,
+        now: Instant,
+        handle: RequestHandle,
+        position: u64,
+        body_json: &str,
+        replay: impl IntoIterator<Item = (u64, Arc<str>)>,
+    ) -> bool {
+        let confirmed = self.start_subscription(now, handle, position, body_json, replay);
+        self.close_if_drained();
+        confirmed
+    }
+
+    fn start_subscription(
         &mut self,
         _now: Instant,
         handle: RequestHandle,
@@ -722,6 +762,7 @@ impl ServerSession {
         if write_expired {
             self.release_held_reads();
         }
+        self.close_if_drained();
         if self.closed {
             return;
         }

@@ -97,9 +97,10 @@ pub async fn execute(
         }
     }
     let response = api.handle_app(app, caller, request, started).await;
-    // The answer goes out now; a repeat arriving before it is stored waits for it.
+    // The answer goes out now; a repeat arriving before it is stored waits for it. Shutdown
+    // waits for it to be stored.
     let (app, status, body) = (app.uuid.clone(), response.status, response.body.clone());
-    tokio::spawn(async move {
+    api.spawn_lasting(async move {
         let stored = if status >= 500 {
             store.release_write(&app, &write_id).await
         } else {

@@ -177,6 +177,9 @@ pub struct Api {
     /// Where signals go besides this API: the realtime layer and the bus.
     signals: OnceLock<SignalSink>,
     presence: OnceLock<Arc<dyn PresenceSource>>,
+    /// Work that runs to its end whoever waits for it, and that shutdown waits for: writes
+    /// whose callers stopped waiting, writes' answers on their way to the store.
+    lasting: tokio_util::task::TaskTracker,
 }
 
 /// Where the API's signals go once it has applied them itself.
@@ -219,6 +222,7 @@ impl Api {
             metrics: Arc::new(Metrics::default()),
             signals: OnceLock::new(),
             presence: OnceLock::new(),
+            lasting: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -440,6 +444,26 @@ impl Api {
     ) -> ApiResponse {
         let result = self.app_call(app, caller, &request).await;
         self.respond(result, started)
+    }
+
+    /// Runs `work` to its end on a task of its own that shutdown waits for
+    /// ([`Api::finish_lasting`]): a write goes on when its caller stops waiting (a timeout, a
+    /// closed connection), and the server going down does not cut it short.
+    pub fn spawn_lasting<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.lasting.spawn(work)
+    }
+
+    /// Waits, up to `within`, for the work [`Api::spawn_lasting`] started (also what starts
+    /// meanwhile); true if it all ended.
+    pub async fn finish_lasting(&self, within: Duration) -> bool {
+        self.lasting.close();
+        tokio::time::timeout(within, self.lasting.wait())
+            .await
+            .is_ok()
     }
 
     /// Finds the app a REST URL names: `/{org}/{app}/…` first, then `/{app}/…` of the default

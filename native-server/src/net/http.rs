@@ -461,7 +461,7 @@ async fn handle(
     // dropped. The write keeps its body's room in the budget until it ends, so writes whose
     // callers stopped waiting are bounded in bytes with every body being read.
     let call = if changes {
-        let task = tokio::spawn(async move {
+        let task = api.spawn_lasting(async move {
             let _room = room;
             call.await
         });

@@ -225,8 +225,8 @@ struct HubState {
 #[derive(Default)]
 pub struct Hub {
     state: Mutex<HubState>,
-    /// Set by [`Hub::close_all`]: a socket registered later is closed at once.
-    closing: OnceLock<(u16, &'static str)>,
+    /// Set by [`Hub::drain_all`]: a socket registered later is drained (closed) at once.
+    draining: OnceLock<()>,
     dirty: Mutex<HashSet<String>>,
     revalidate: AtomicBool,
     wake: Notify,
@@ -243,17 +243,18 @@ impl Hub {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let socket = handle.socket.clone();
         self.state().conns.insert(id, handle);
-        // After the insert: a close_all that ran before it is seen here, one after it sees
+        // After the insert: a drain_all that ran before it is seen here, one after it sees
         // the socket.
-        if let Some(&(code, reason)) = self.closing.get() {
-            socket.push(Instant::now(), Push::Close { code, reason });
+        if self.draining.get().is_some() {
+            socket.push(Instant::now(), Push::Drain);
         }
         id
     }
 
-    /// Closes every socket, now and registered from now on (the server is shutting down).
-    pub fn close_all(&self, code: u16, reason: &'static str) {
-        let _ = self.closing.set((code, reason));
+    /// Drains every socket, now and registered from now on (the server is shutting down):
+    /// each answers what it has in flight, then closes with 1012.
+    pub fn drain_all(&self) {
+        let _ = self.draining.set(());
         let sockets: Vec<Arc<dyn Sink>> = self
             .state()
             .conns
@@ -262,7 +263,7 @@ impl Hub {
             .collect();
         let now = Instant::now();
         for socket in sockets {
-            socket.push(now, Push::Close { code, reason });
+            socket.push(now, Push::Drain);
         }
     }
 
@@ -598,14 +599,16 @@ mod tests {
     use crate::api::{Authenticated, Principal};
     use std::sync::Mutex;
 
-    /// Keeps the close codes it is told.
+    /// Keeps the close codes it is told (a drain's as 1012, the code it ends with).
     #[derive(Default)]
     struct Closes(Mutex<Vec<u16>>);
 
     impl Sink for Closes {
         fn push(&self, _: Instant, push: Push) {
-            if let Push::Close { code, .. } = push {
-                self.0.lock().unwrap().push(code);
+            match push {
+                Push::Close { code, .. } => self.0.lock().unwrap().push(code),
+                Push::Drain => self.0.lock().unwrap().push(close_code::SERVICE_RESTART),
+                _ => {}
             }
         }
 
@@ -635,11 +638,11 @@ mod tests {
     }
 
     #[test]
-    fn close_all_closes_every_socket_and_each_one_registered_after_it() {
+    fn drain_all_drains_every_socket_and_each_one_registered_after_it() {
         let hub = Hub::default();
         let (before, after) = (Arc::new(Closes::default()), Arc::new(Closes::default()));
         hub.register(handle(&before));
-        hub.close_all(close_code::SERVICE_RESTART, "server restarting");
+        hub.drain_all();
         assert_eq!(*before.0.lock().unwrap(), [close_code::SERVICE_RESTART]);
         // A socket whose opening finished while the server was shutting down.
         hub.register(handle(&after));

@@ -99,6 +99,8 @@ pub enum Push {
         /// Reason.
         reason: &'static str,
     },
+    /// The server is going down: answer what is in flight, then close with 1012.
+    Drain,
 }
 
 /// A socket, as the hub pushes to it. Pushes never wait: a socket that cannot take more

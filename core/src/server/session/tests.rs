@@ -761,3 +761,51 @@ fn ephemeral_events_go_out_as_is_until_the_socket_closes() {
     assert!(!s.handle_ephemeral(now, frame));
     assert!(s.poll_transmit().is_none());
 }
+
+#[test]
+fn a_draining_socket_answers_what_it_has_in_flight_then_closes_with_1012() {
+    let close_code = |s: &mut ServerSession| match s.poll_transmit() {
+        Some(OutFrame::Close { code, .. }) => code,
+        other => panic!("a close, not {other:?}"),
+    };
+    // Nothing in flight: it closes at once.
+    let (mut s, now) = session();
+    drain(&mut s);
+    s.drain(now);
+    assert_eq!(close_code(&mut s), 1012);
+    assert!(s.is_closed());
+
+    // A subscription in flight: confirmed, then the close.
+    let (mut s, now) = session();
+    drain(&mut s);
+    let (sub, _) = subscribe(&mut s, now, 3, "/books");
+    s.drain(now);
+    assert!(
+        s.poll_transmit().is_none(),
+        "no close while answers are owed"
+    );
+    // A frame read now is not taken: the client sends it again on its next connection.
+    s.handle_text(now, r#"{"id":9,"method":"GET","path":"/books"}"#);
+    assert!(s.poll_event().is_none() && s.poll_transmit().is_none());
+    assert!(s.confirm_subscription(now, sub, 0, r#"{"subscription":"s1"}"#, vec![]));
+    assert_eq!(text(&mut s)["status"], 200);
+    assert_eq!(close_code(&mut s), 1012);
+
+    // Two writes in flight: the first answered, the last past its deadline (its 504), then
+    // the close.
+    let (mut s, now) = session();
+    drain(&mut s);
+    s.handle_text(now, r#"{"id":1,"method":"POST","path":"/notes","body":{}}"#);
+    s.handle_text(now, r#"{"id":2,"method":"POST","path":"/notes","body":{}}"#);
+    let (first, _) = request(&mut s);
+    let (second, _) = request(&mut s);
+    s.drain(now);
+    assert!(s.complete(now, first, 200, "{}"));
+    assert_eq!(text(&mut s)["status"], 200);
+    assert!(s.poll_transmit().is_none() && !s.is_closed());
+    let late = now + Duration::from_secs(6);
+    s.handle_timeout(late);
+    assert_eq!(text(&mut s)["status"], 504);
+    assert_eq!(close_code(&mut s), 1012);
+    assert!(!s.complete(late, second, 200, "{}"), "too late: dropped");
+}

@@ -110,7 +110,7 @@ pub struct Accepted<H> {
 /// the socket's loop until either side ends it. One that does not fit the limits is closed
 /// with 1013 right after the handshake, with an error frame saying which limit, all within
 /// its handshake time. A server shutting down closes its sockets through the hub
-/// ([`crate::realtime::hub::Hub::close_all`]).
+/// ([`crate::realtime::hub::Hub::drain_all`]).
 ///
 /// This future is the socket's task for as long as the socket lives, so it keeps only what
 /// the loop needs: opening and finishing run boxed, their state freed once they are done.
@@ -667,6 +667,7 @@ fn handle_event(
             write_id,
         } => {
             let read_only = request.is_read_only();
+            let lasting = (!read_only).then(|| realtime.api().clone());
             let work = async move {
                 let started = std::time::Instant::now();
                 let resp = crate::api::dedup::execute(
@@ -684,17 +685,18 @@ fn handle_event(
                     .observe_request(Via::Socket, started);
                 Done::Response(handle, resp)
             };
-            if read_only {
+            if let Some(lasting) = lasting {
+                let done = in_flight.answer();
+                // The socket may be gone; the request's effects stand either way, and shutdown
+                // waits for them.
+                lasting.spawn_lasting(async move {
+                    let _ = done.send(work.await);
+                });
+            } else {
                 // A read changes nothing: it runs inside the socket's task, without a task of
                 // its own and a channel back, and is simply dropped if the socket goes away.
                 // (The session hands it over only once the writes sent before it are answered.)
                 in_flight.push_read(Box::pin(work));
-            } else {
-                let done = in_flight.answer();
-                // The socket may be gone; the request's effects stand either way.
-                tokio::spawn(async move {
-                    let _ = done.send(work.await);
-                });
             }
         }
         ServerEvent::Subscribe {

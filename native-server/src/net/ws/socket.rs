@@ -261,6 +261,10 @@ impl Socket {
                 st.session.close(now, code, reason);
                 None
             }
+            Push::Drain => {
+                st.session.drain(now);
+                None
+            }
         }
     }
 
