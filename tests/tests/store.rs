@@ -427,3 +427,48 @@ async fn both_stores_keep_the_whole_contract() {
     })
     .await;
 }
+
+/// The first write after PostgreSQL's link came back is not refused. An operator found it
+/// answered `500 internal_error` ("connection closed"): the writer kept its connections
+/// between batches and took a closed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_write_after_the_database_link_came_back_works() {
+    let Some(pg) = gridsocket_e2e::require_postgres().await else {
+        return;
+    };
+    let proxy = gridsocket_e2e::cluster::NatsProxy::start(&pg_host_port(&pg)).await;
+    let through =
+        gridsocket_e2e::postgres_schema(&format!("gs_test_relink_{}", std::process::id()))
+            .await
+            .replace(&pg_host_port(&pg), proxy.addr.trim_start_matches("nats://"));
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = gridsocket_server::Settings::ephemeral(temp.path().to_path_buf());
+    settings.store = Some(through);
+    let f =
+        gridsocket_e2e::Fixture::on(gridsocket_e2e::TestServer::start_with(settings).await).await;
+    let url = f.app_url("/relinks");
+    let post = |n: u32| {
+        gridsocket_e2e::rest(
+            "POST",
+            &url,
+            Some(&f.admin_token),
+            Some(serde_json::json!({"n": n})),
+        )
+    };
+    assert_eq!(post(1).await.0, 200);
+    proxy.cut();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    proxy.restore();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = post(2).await;
+    assert_eq!(
+        status, 200,
+        "the first write after the link came back: {body}"
+    );
+}
+
+/// `host:port` of a PostgreSQL URL.
+fn pg_host_port(url: &str) -> String {
+    let rest = url.split('@').next_back().unwrap_or(url);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}

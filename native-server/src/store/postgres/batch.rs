@@ -324,6 +324,9 @@ async fn commit_batches(pool: Pool, queue: mpsc::Receiver<Job>) {
             let app = batch[0].app.clone();
             let (mine, rest): (Vec<Job>, Vec<Job>) = batch.drain(..).partition(|j| j.app == app);
             batch = rest;
+            // A kept connection the database or the network closed meanwhile (an outage)
+            // is dropped here, not found closed by the next batch's writes.
+            idle.retain(|c| !c.is_closed());
             let conn = match idle.pop() {
                 Some(c) => c,
                 None => match pool.get().await {
