@@ -472,3 +472,48 @@ fn pg_host_port(url: &str) -> String {
     let rest = url.split('@').next_back().unwrap_or(url);
     rest.split('/').next().unwrap_or(rest).to_owned()
 }
+
+/// While the database cannot be reached, a request is told so, with when to retry: `503
+/// store_unavailable`, `Retry-After: 1`, nothing done (it was `500 internal_error`, which a
+/// client cannot tell from a bug).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_out_of_reach_is_503_with_retry_after() {
+    let Some(pg) = gridsocket_e2e::require_postgres().await else {
+        return;
+    };
+    let proxy = gridsocket_e2e::cluster::NatsProxy::start(&pg_host_port(&pg)).await;
+    let through =
+        gridsocket_e2e::postgres_schema(&format!("gs_test_unreachable_{}", std::process::id()))
+            .await
+            .replace(&pg_host_port(&pg), proxy.addr.trim_start_matches("nats://"));
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = gridsocket_server::Settings::ephemeral(temp.path().to_path_buf());
+    settings.store = Some(through);
+    let f =
+        gridsocket_e2e::Fixture::on(gridsocket_e2e::TestServer::start_with(settings).await).await;
+    proxy.cut();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let client = reqwest::Client::new();
+    let mut seen = Vec::new();
+    // The first may find a connection that broke under it (500); those after it cannot make
+    // one.
+    for n in 0..3 {
+        let resp = client
+            .post(f.app_url("/unreachables"))
+            .bearer_auth(&f.admin_token)
+            .json(&serde_json::json!({"n": n}))
+            .send()
+            .await
+            .expect("an answer");
+        let retry = resp.headers().get("retry-after").cloned();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.expect("JSON");
+        seen.push((status, body["error"].clone(), retry.is_some()));
+    }
+    assert_eq!(
+        seen.last(),
+        Some(&(503, json!("store_unavailable"), true)),
+        "{seen:?}"
+    );
+    proxy.restore();
+}

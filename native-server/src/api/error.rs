@@ -126,7 +126,9 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::EntityTooLarge { .. } => 413,
             ApiError::TooManyAttempts { .. } => 429,
-            ApiError::Busy(_) | ApiError::Store(StoreError::Busy) => 503,
+            ApiError::Busy(_)
+            | ApiError::Store(StoreError::Busy)
+            | ApiError::Store(StoreError::Unavailable(_)) => 503,
             ApiError::Store(StoreError::Duplicate(_)) => 400,
             ApiError::Store(StoreError::Full | StoreError::ReadOnly) => 507,
             ApiError::Store(StoreError::Timeout) => 504,
@@ -165,6 +167,7 @@ impl ApiError {
             ApiError::EntityTooLarge { .. } => "entity_too_large",
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::Busy(_) | ApiError::Store(StoreError::Busy) => "server_busy",
+            ApiError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             ApiError::Store(StoreError::Full) => "storage_full",
             ApiError::Store(StoreError::ReadOnly) => "storage_read_only",
             ApiError::Store(StoreError::Timeout) => "query_timeout",
@@ -177,7 +180,9 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::TooManyAttempts { retry_after } => Some(*retry_after),
-            ApiError::Busy(_) | ApiError::Store(StoreError::Busy) => Some(1),
+            ApiError::Busy(_)
+            | ApiError::Store(StoreError::Busy)
+            | ApiError::Store(StoreError::Unavailable(_)) => Some(1),
             _ => None,
         }
     }
@@ -197,6 +202,9 @@ impl ApiError {
             }
             ApiError::Store(StoreError::Busy) => {
                 "the server's database is busy: nothing was done; retry shortly".into()
+            }
+            ApiError::Store(StoreError::Unavailable(_)) => {
+                "the server cannot reach its database: nothing was done; retry shortly".into()
             }
             ApiError::Store(StoreError::TooExpensive(n)) => format!(
                 "the query read {n} entities that do not match without filling its page: the \

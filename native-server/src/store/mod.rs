@@ -45,6 +45,10 @@ pub enum StoreError {
     /// it can take. Nothing was done; retry shortly.
     #[error("no connection to the database came free in time")]
     Busy,
+    /// The database cannot be reached (a new connection to it failed): nothing was done;
+    /// retry shortly.
+    #[error("the database cannot be reached: {0}")]
+    Unavailable(String),
     /// The backend failed; the request can be retried.
     #[error("storage failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -60,6 +64,7 @@ impl StoreError {
             StoreError::Timeout => StoreError::Timeout,
             StoreError::TooExpensive(n) => StoreError::TooExpensive(*n),
             StoreError::Busy => StoreError::Busy,
+            StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
             StoreError::Backend(e) => StoreError::Backend(e.to_string().into()),
         }
     }

@@ -55,10 +55,12 @@ pub struct PostgresStore {
 }
 
 /// A connection from the pool, or why there is none: one that did not come free in time is
-/// the node being busy (nothing was done), not a failure.
+/// the node being busy, and one that could not be made is the database out of reach (in
+/// both, nothing was done), not a failure.
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Timeout(_) => StoreError::Busy,
+        deadpool_postgres::PoolError::Backend(e) => StoreError::Unavailable(e.to_string()),
         other => backend(other),
     }
 }
