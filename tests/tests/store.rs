@@ -515,5 +515,26 @@ async fn a_database_out_of_reach_is_503_with_retry_after() {
         Some(&(503, json!("store_unavailable"), true)),
         "{seen:?}"
     );
+    // The balancer's health check takes the node out meanwhile; /status says it runs.
+    let (status, body) = gridsocket_e2e::rest("GET", &f.server.url("/healthz"), None, None).await;
+    assert_eq!(
+        (status, body["status"].clone()),
+        (503, json!("unavailable")),
+        "{body}"
+    );
+    let (status, _) = gridsocket_e2e::rest("GET", &f.server.url("/status"), None, None).await;
+    assert_eq!(status, 200);
     proxy.restore();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, _) = gridsocket_e2e::rest("GET", &f.server.url("/healthz"), None, None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "healthy again once the link is back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

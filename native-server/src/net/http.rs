@@ -232,6 +232,9 @@ pub async fn serve_connection(
     }
 }
 
+/// How long `/healthz` waits for the database.
+const HEALTH_WAIT: Duration = Duration::from_secs(1);
+
 fn json_response(status: u16, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -307,11 +310,36 @@ async fn handle(
     {
         return resp;
     }
-    if method == Method::Get && (path == "/status" || path == "/healthz") {
+    if method == Method::Get && path == "/status" {
         return json_response(
             200,
             serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}).to_string(),
         );
+    }
+    // Readiness: a node that cannot reach its database within a second is taken out by the
+    // balancer's health check (its requests would only fail); `/status` says it runs.
+    if method == Method::Get && path == "/healthz" {
+        let store = realtime.api().store().ping();
+        // What failed stays in the log: the body is public.
+        let (status, state, store) = match tokio::time::timeout(HEALTH_WAIT, store).await {
+            Ok(Ok(())) => (200, "ok", "ok"),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "health check: the database failed");
+                (503, "unavailable", "failed")
+            }
+            Err(_) => (503, "unavailable", "no answer"),
+        };
+        let mut resp = json_response(
+            status,
+            serde_json::json!({"status": state, "version": env!("CARGO_PKG_VERSION"),
+                               "store": store})
+            .to_string(),
+        );
+        if status == 503 {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        return resp;
     }
     if method == Method::Get && path == "/metrics" {
         let metrics = realtime.api().metrics();

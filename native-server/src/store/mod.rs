@@ -387,6 +387,10 @@ pub struct WriteRecord {
 /// The storage interface the service layer runs on.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether the database answers: a small read through it (a node's readiness).
+    async fn ping(&self) -> StoreResult<()> {
+        self.org_by_name("").await.map(|_| ())
+    }
     /// Creates an organization with its first admin; `Duplicate` if either name is taken.
     async fn create_org(&self, org: &OrgRecord, admin: &AdminRecord) -> StoreResult<()>;
     /// Looks an organization up by name (case-insensitive).
