@@ -24,6 +24,15 @@ pub struct RequestLabels {
     pub via: Via,
 }
 
+/// The labels of the answer counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    /// Which API.
+    pub via: Via,
+    /// The answer's HTTP status (a few dozen at most).
+    pub status: u16,
+}
+
 /// Seconds, from 100 µs to about 6.5 s.
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -56,6 +65,8 @@ pub struct Metrics {
     pub queue_depth: Histogram,
     /// Request durations, by API.
     pub request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// Answers, by API and status: failures (5xx) show here as they happen.
+    pub responses: Family<ResponseLabels, Counter>,
     /// 1 while the bus is connected, 0 while it is not (always 1 without a bus).
     pub bus_connected: Gauge,
     /// Times the bus connection was lost.
@@ -83,6 +94,7 @@ impl Default for Metrics {
             queued_bytes: Gauge::default(),
             queue_depth: depth_histogram(),
             request_duration: Family::new_with_constructor(duration_histogram),
+            responses: Family::default(),
             bus_connected: Gauge::default(),
             bus_disconnects: Counter::default(),
             bus_published: Counter::default(),
@@ -129,6 +141,11 @@ impl Default for Metrics {
             m.request_duration.clone(),
         );
         registry.register(
+            "responses",
+            "Answers to API requests, by API and HTTP status",
+            m.responses.clone(),
+        );
+        registry.register(
             "bus_connected",
             "1 while the bus between nodes is connected",
             m.bus_connected.clone(),
@@ -163,11 +180,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Records how long a request took.
-    pub fn observe_request(&self, via: Via, started: std::time::Instant) {
+    /// Records a request's answer and how long it took.
+    pub fn observe_request(&self, via: Via, status: u16, started: std::time::Instant) {
         self.request_duration
             .get_or_create(&RequestLabels { via })
             .observe(started.elapsed().as_secs_f64());
+        self.responses
+            .get_or_create(&ResponseLabels { via, status })
+            .inc();
     }
 
     /// The metrics in Prometheus' text format.

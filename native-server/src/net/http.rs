@@ -503,6 +503,7 @@ async fn handle(
     };
     // A request waits at most as long over REST as over the socket.
     let Ok(answered) = tokio::time::timeout(settings.request_timeout(), call).await else {
+        api.metrics().observe_request(Via::Rest, 504, started);
         return error_after(
             504,
             "request_timeout",
@@ -527,7 +528,7 @@ async fn handle(
     else {
         return error(500, "internal_error", "the request failed");
     };
-    api.metrics().observe_request(Via::Rest, started);
+    api.metrics().observe_request(Via::Rest, status, started);
     let mut resp = json_response(status, body);
     if let Some(secs) = retry_after {
         resp.headers_mut()

@@ -682,7 +682,7 @@ fn handle_event(
                 realtime
                     .api()
                     .metrics()
-                    .observe_request(Via::Socket, started);
+                    .observe_request(Via::Socket, resp.status, started);
                 Done::Response(handle, resp)
             };
             if let Some(lasting) = lasting {
