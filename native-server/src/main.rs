@@ -38,8 +38,10 @@ fn main() -> ExitCode {
     // the `log` crate it logs through is built without its trace level (Cargo.toml), so no
     // RUST_LOG can bring those lines back.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: a file or a log collector gets plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match settings.log_format {
         LogFormat::Text => logs.init(),

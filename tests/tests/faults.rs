@@ -367,6 +367,8 @@ async fn tokens_and_passwords_never_reach_the_logs_even_at_debug_level() {
     drop(node);
     let text = std::fs::read_to_string(&log).expect("log");
     assert!(text.len() > 100, "the server logged at debug level: {text}");
+    // Written to a file, the log is plain text, without a terminal's colour codes.
+    assert!(!text.contains('\u{1b}'), "colour codes in a log file");
     for secret in [
         seeded.john.as_str(),
         seeded.jane.as_str(),
