@@ -157,28 +157,33 @@ async fn serve(mut settings: Settings) -> ExitCode {
                 .join(", "),
             demo::USER_PASSWORD
         );
-        println!(
-            "  Log in:   curl -s 'http://{http}/{}/{}/token' -H 'content-type: application/json' \\",
-            demo::ORG,
-            demo::APP
-        );
-        println!(
-            "              -d '{{\"grant_type\":\"password\",\"username\":\"johndoe\",\"password\":\"{}\"}}'",
-            demo::USER_PASSWORD
-        );
+        // Logging in is REST's: a gateway's HTTP port does not serve it.
+        if role.serves_rest() {
+            println!(
+                "  Log in:   curl -s '{h}://{http}/{}/{}/token' -H 'content-type: application/json' \\",
+                demo::ORG,
+                demo::APP
+            );
+            println!(
+                "              -d '{{\"grant_type\":\"password\",\"username\":\"johndoe\",\"password\":\"{}\"}}'",
+                demo::USER_PASSWORD
+            );
+        }
         if role.serves_sockets() {
             println!(
-                "  Connect:  ws://{ws}/{}/{}?access_token=TOKEN",
+                "  Connect:  {w}://{ws}/{}/{}?access_token=TOKEN",
                 demo::ORG,
                 demo::APP
             );
             println!("  Send:     {{\"id\":1,\"method\":\"GET\",\"path\":\"/users/me\"}}");
         }
-        println!(
-            "  Admin:    {} / {} at POST http://{http}/management/token",
-            demo::ADMIN.0,
-            demo::ADMIN.1
-        );
+        if role.serves_rest() {
+            println!(
+                "  Admin:    {} / {} at POST {h}://{http}/management/token",
+                demo::ADMIN.0,
+                demo::ADMIN.1
+            );
+        }
     }
     server.run(shutdown_signal()).await;
     ExitCode::SUCCESS
