@@ -458,42 +458,10 @@ async fn a_rest_write_past_its_timeout_or_its_caller_still_runs_to_its_end() {
     );
     // ... another hangs up as soon as its request is sent. (Before half-close, reading its end
     // could drop the request before it started, by a race.)
-    let body = batch("b").to_string();
-    let mut gone = tokio::net::TcpStream::connect(f.server.http)
-        .await
-        .expect("connect");
-    let head = format!(
-        "POST /acme/shop/late HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nAuthorization: Bearer {}\r\n\r\n",
-        body.len(),
-        f.admin_token
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut gone, format!("{head}{body}").as_bytes())
-        .await
-        .expect("send");
-    drop(gone);
+    post_and_hang_up(&f, "/late", &batch("b").to_string()).await;
     holder.await.expect("the other writer");
     // Both writes stand whole once the database is free again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, body) = rest(
-            "GET",
-            &format!("{}?limit=1000", f.app_url("/late")),
-            Some(&f.admin_token),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let n = body["entities"].as_array().map_or(0, Vec::len);
-        if n == 400 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} of 400 entities stored: a write was cut off"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_stored(&f, "/late", 400).await;
 }
 
 /// A client that sends a whole write and closes its side at once, while the server is busy
@@ -518,41 +486,11 @@ async fn a_whole_rest_write_whose_caller_closes_at_once_still_runs() {
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let body = entities("h", 200, 1000);
-        let mut gone = tokio::net::TcpStream::connect(f.server.http)
-            .await
-            .expect("connect");
-        let head = format!(
-            "POST /acme/shop/gone{round} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nAuthorization: Bearer {}\r\n\r\n",
-            body.len(),
-            f.admin_token
-        );
-        tokio::io::AsyncWriteExt::write_all(&mut gone, format!("{head}{body}").as_bytes())
-            .await
-            .expect("send");
-        drop(gone);
+        let gone = format!("/gone{round}");
+        post_and_hang_up(&f, &gone, &entities("h", 200, 1000)).await;
         let (status, _) = busy.await.expect("the busy write");
         assert_eq!(status, 200);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, body) = rest(
-                "GET",
-                &format!("{}?limit=1000", f.app_url(&format!("/gone{round}"))),
-                Some(&f.admin_token),
-                None,
-            )
-            .await;
-            let n = body["entities"].as_array().map_or(0, Vec::len);
-            if status == 200 && n == 200 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "round {round}: {n} of 200 entities of a write whose caller closed at once"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_stored(&f, &gone, 200).await;
     }
 }
 
@@ -586,4 +524,44 @@ async fn hold_writes(data_dir: &std::path::Path, long: Duration) -> tokio::task:
     });
     held.recv().expect("the lock is held");
     tokio::task::spawn_blocking(move || holder.join().expect("the holder"))
+}
+
+/// Sends a whole `POST {path}` of `body` (JSON) as the admin, and closes the connection at once.
+async fn post_and_hang_up(f: &gridsocket_e2e::Fixture, path: &str, body: &str) {
+    let mut gone = tokio::net::TcpStream::connect(f.server.http)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /acme/shop{path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        body.len(),
+        f.admin_token
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut gone, format!("{head}{body}").as_bytes())
+        .await
+        .expect("send");
+}
+
+/// Waits, up to 10 s, until the collection at `path` holds `n` entities; fails saying how many
+/// it holds if it does not (a write was cut off, or never ran).
+async fn until_stored(f: &gridsocket_e2e::Fixture, path: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = rest(
+            "GET",
+            &format!("{}?limit=1000", f.app_url(path)),
+            Some(&f.admin_token),
+            None,
+        )
+        .await;
+        let stored = body["entities"].as_array().map_or(0, Vec::len);
+        if status == 200 && stored == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path}: {stored} of {n} entities stored: a write was cut off, or never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

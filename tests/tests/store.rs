@@ -433,19 +433,9 @@ async fn both_stores_keep_the_whole_contract() {
 /// between batches and took a closed one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_write_after_the_database_link_came_back_works() {
-    let Some(pg) = gridsocket_e2e::require_postgres().await else {
+    let Some((proxy, f, _data)) = behind_a_proxy("relink").await else {
         return;
     };
-    let proxy = gridsocket_e2e::cluster::NatsProxy::start(&pg_host_port(&pg)).await;
-    let through =
-        gridsocket_e2e::postgres_schema(&format!("gs_test_relink_{}", std::process::id()))
-            .await
-            .replace(&pg_host_port(&pg), proxy.addr.trim_start_matches("nats://"));
-    let temp = tempfile::tempdir().expect("temp dir");
-    let mut settings = gridsocket_server::Settings::ephemeral(temp.path().to_path_buf());
-    settings.store = Some(through);
-    let f =
-        gridsocket_e2e::Fixture::on(gridsocket_e2e::TestServer::start_with(settings).await).await;
     let url = f.app_url("/relinks");
     let post = |n: u32| {
         gridsocket_e2e::rest(
@@ -467,10 +457,30 @@ async fn the_first_write_after_the_database_link_came_back_works() {
     );
 }
 
-/// `host:port` of a PostgreSQL URL.
-fn pg_host_port(url: &str) -> String {
-    let rest = url.split('@').next_back().unwrap_or(url);
-    rest.split('/').next().unwrap_or(rest).to_owned()
+/// A server whose PostgreSQL (a schema of its own, `gs_test_{name}_…`) is reached through a
+/// proxy that can cut it off; its data dir goes with the last value. `None` (skip) without
+/// PostgreSQL, which fails on CI.
+async fn behind_a_proxy(
+    name: &str,
+) -> Option<(
+    gridsocket_e2e::cluster::NatsProxy,
+    gridsocket_e2e::Fixture,
+    tempfile::TempDir,
+)> {
+    let pg = gridsocket_e2e::require_postgres().await?;
+    // `host:port` of the URL.
+    let rest = pg.split('@').next_back().unwrap_or(&pg);
+    let host_port = rest.split('/').next().unwrap_or(rest).to_owned();
+    let proxy = gridsocket_e2e::cluster::NatsProxy::start(&host_port).await;
+    let through = postgres_schema(&format!("gs_test_{name}_{}", std::process::id()))
+        .await
+        .replace(&host_port, proxy.addr.trim_start_matches("nats://"));
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = gridsocket_server::Settings::ephemeral(temp.path().to_path_buf());
+    settings.store = Some(through);
+    let f =
+        gridsocket_e2e::Fixture::on(gridsocket_e2e::TestServer::start_with(settings).await).await;
+    Some((proxy, f, temp))
 }
 
 /// While the database cannot be reached, a request is told so, with when to retry: `503
@@ -478,19 +488,9 @@ fn pg_host_port(url: &str) -> String {
 /// client cannot tell from a bug).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_out_of_reach_is_503_with_retry_after() {
-    let Some(pg) = gridsocket_e2e::require_postgres().await else {
+    let Some((proxy, f, _data)) = behind_a_proxy("unreachable").await else {
         return;
     };
-    let proxy = gridsocket_e2e::cluster::NatsProxy::start(&pg_host_port(&pg)).await;
-    let through =
-        gridsocket_e2e::postgres_schema(&format!("gs_test_unreachable_{}", std::process::id()))
-            .await
-            .replace(&pg_host_port(&pg), proxy.addr.trim_start_matches("nats://"));
-    let temp = tempfile::tempdir().expect("temp dir");
-    let mut settings = gridsocket_server::Settings::ephemeral(temp.path().to_path_buf());
-    settings.store = Some(through);
-    let f =
-        gridsocket_e2e::Fixture::on(gridsocket_e2e::TestServer::start_with(settings).await).await;
     proxy.cut();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let client = reqwest::Client::new();
