@@ -141,6 +141,9 @@ pub struct NatsBus {
     metrics: Arc<Metrics>,
 }
 
+/// How often the bus pings NATS.
+const BUS_PING_INTERVAL: Duration = Duration::from_secs(3);
+
 impl NatsBus {
     /// Connects to NATS at `url` (comma-separated servers), listens on `{prefix}.signals`,
     /// `{prefix}.presence` and `{prefix}.broadcast`, and returns the bus with the outbox the service sends through.
@@ -163,6 +166,9 @@ impl NatsBus {
         let options = async_nats::ConnectOptions::new()
             .name(format!("gridsocket-{node}"))
             .connection_timeout(Duration::from_secs(5))
+            // A link that hangs (no end, no error) is noticed by its unanswered pings: two
+            // missed, and the client reconnects. The default (a minute) took minutes.
+            .ping_interval(BUS_PING_INTERVAL)
             .event_callback(move |event| {
                 let metrics = events_metrics.clone();
                 let connects = connects_tx.clone();

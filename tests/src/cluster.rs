@@ -27,7 +27,31 @@ pub struct NatsProxy {
     /// `nats://127.0.0.1:port`: give it to the node to cut off as its `--bus`.
     pub addr: String,
     cut: Arc<AtomicBool>,
+    /// While set, connections stay open and nothing passes: a link that hangs.
+    frozen: Arc<AtomicBool>,
     links: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+/// Copies `from` to `to` until either ends, holding what it read while `frozen` is set.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl NatsProxy {
@@ -37,23 +61,47 @@ impl NatsProxy {
         let addr = format!("nats://{}", listener.local_addr().expect("proxy address"));
         let upstream = upstream.trim_start_matches("nats://").to_owned();
         let cut = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
         let links = Arc::new(Mutex::new(Vec::new()));
-        let (c, l) = (cut.clone(), links.clone());
+        let (c, f, l) = (cut.clone(), frozen.clone(), links.clone());
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if c.load(Ordering::SeqCst) {
                     continue;
                 }
-                let upstream = upstream.clone();
+                let (upstream, frozen) = (upstream.clone(), f.clone());
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(&upstream).await {
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
+                        tokio::select! {
+                            () = forward(in_read, out_write, frozen.clone()) => {}
+                            () = forward(out_read, in_write, frozen) => {}
+                        }
                     }
                 });
                 l.lock().expect("links").push(task.abort_handle());
             }
         });
-        NatsProxy { addr, cut, links }
+        NatsProxy {
+            addr,
+            cut,
+            frozen,
+            links,
+        }
+    }
+
+    /// Holds every connection open while nothing passes, as a network that hangs: no end, no
+    /// error, until [`thaw`].
+    ///
+    /// [`thaw`]: NatsProxy::thaw
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets what was held, and everything after it, through again.
+    pub fn thaw(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
     }
 
     /// Drops every connection through the proxy and refuses new ones until [`restore`].

@@ -223,3 +223,32 @@ async fn consumers_of_one_queue_on_two_gateways_never_share_a_message() {
         .await;
     assert_eq!(r["status"], 200, "{r}");
 }
+
+/// A bus link that hangs (open, silent) is noticed within seconds, by its unanswered pings, as
+/// one that breaks is: `gridsocket_bus_connected` goes to 0, the node reconnects once the link
+/// passes again, and resyncs. An operator found a hang of 25 s left it at 1 with no log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_link_that_hangs_is_noticed_and_the_node_comes_back() {
+    let Some((store, nats, subject)) = deployment("hang").await else {
+        return;
+    };
+    let proxy = NatsProxy::start(&nats).await;
+    let gateway = node("gateway", &store, &proxy.addr, &subject);
+    let connected = || gateway.metric("gridsocket_bus_connected");
+    assert_eq!(connected().await, 1.0);
+    let until = |want: f64, within: Duration| async move {
+        let deadline = std::time::Instant::now() + within;
+        while connected().await != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bus_connected still not {want} after {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    proxy.freeze();
+    until(0.0, Duration::from_secs(30)).await;
+    proxy.thaw();
+    until(1.0, Duration::from_secs(30)).await;
+    assert!(gateway.metric("gridsocket_bus_resyncs_total").await >= 1.0);
+}
