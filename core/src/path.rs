@@ -440,23 +440,31 @@ impl ConnectPath {
         })
     }
 
-    /// The readings to try, in order: `{org}/{app}` first, then `{app}` of the default org.
+    /// The readings to try, in order (see [`app_candidates`]).
     pub fn candidates(&self) -> Vec<AppCandidate> {
-        let mut out = Vec::with_capacity(2);
-        if self.segments.len() >= 2 {
-            out.push(AppCandidate {
-                org: Some(self.segments[0].clone()),
-                app: self.segments[1].clone(),
-                rest: self.segments[2..].to_vec(),
-            });
-        }
+        app_candidates(&self.segments)
+    }
+}
+
+/// The applications a URL's `segments` (REST's or a socket's) may name, in the order to try:
+/// `{org}/{app}` first, then `{app}` of the default org. None for no segments.
+pub fn app_candidates(segments: &[String]) -> Vec<AppCandidate> {
+    let mut out = Vec::with_capacity(2);
+    if segments.len() >= 2 {
+        out.push(AppCandidate {
+            org: Some(segments[0].clone()),
+            app: segments[1].clone(),
+            rest: segments[2..].to_vec(),
+        });
+    }
+    if let Some(first) = segments.first() {
         out.push(AppCandidate {
             org: None,
-            app: self.segments[0].clone(),
-            rest: self.segments[1..].to_vec(),
+            app: first.clone(),
+            rest: segments[1..].to_vec(),
         });
-        out
     }
+    out
 }
 
 #[cfg(test)]
@@ -665,5 +673,7 @@ mod tests {
         assert_eq!(cands[1].app, "chatapp");
         assert_eq!(cands[1].rest, ["users", "johndoe", "inbox"]);
         assert_eq!(ConnectPath::parse("/?x=1"), Err(PathError::NoApplication));
+        assert_eq!(app_candidates(&["shop".to_owned()]).len(), 1);
+        assert!(app_candidates(&[]).is_empty());
     }
 }

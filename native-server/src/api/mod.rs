@@ -370,25 +370,10 @@ impl Api {
             let code = unreadable_url_close(&e);
             refuse(e.into(), code)
         })?;
-        let mut found = None;
-        for cand in connect.candidates() {
-            // See `is_org_name`: the app-only form is not tried for an organization's name.
-            if cand.org.is_none() {
-                match self.is_org_name(&cand.app).await {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => return Err(refuse(e, close_code::TRY_AGAIN_LATER)),
-                }
-            }
-            match self.find_app(cand.org.as_deref(), &cand.app).await {
-                Ok(Some(app)) => {
-                    found = Some((app, cand.rest));
-                    break;
-                }
-                Ok(None) => {}
-                Err(e) => return Err(refuse(e, close_code::TRY_AGAIN_LATER)),
-            }
-        }
+        let found = self
+            .settle_app(connect.candidates())
+            .await
+            .map_err(|e| refuse(e, close_code::TRY_AGAIN_LATER))?;
         let Some((app, rest)) = found else {
             return Err(refuse(
                 ApiError::AppNotFound(target.split('?').next().unwrap_or("").to_owned()),
@@ -466,21 +451,17 @@ impl Api {
             .is_ok()
     }
 
-    /// Finds the app a REST URL names: `/{org}/{app}/…` first, then `/{app}/…` of the default
-    /// organization. Returns it with the rest of the path.
+    /// Finds the app a REST URL names (see [`Api::settle_app`]). Returns it with the rest of
+    /// the path.
     async fn resolve_app_path(
         &self,
         segments: &[String],
     ) -> Result<(Arc<AppRecord>, Vec<String>), ApiError> {
-        if segments.len() >= 2
-            && let Some(app) = self.find_app(Some(&segments[0]), &segments[1]).await?
+        if let Some(found) = self
+            .settle_app(gridsocket_core::path::app_candidates(segments))
+            .await?
         {
-            return Ok((app, segments[2..].to_vec()));
-        }
-        if !self.is_org_name(&segments[0]).await?
-            && let Some(app) = self.find_app(None, &segments[0]).await?
-        {
-            return Ok((app, segments[1..].to_vec()));
+            return Ok(found);
         }
         Err(ApiError::AppNotFound(format!(
             "/{}",
@@ -493,12 +474,35 @@ impl Api {
         )))
     }
 
-    /// Whether `name` is an organization's. A URL that starts with one is that organization's:
-    /// an app it does not have is not looked for in the default organization, where an app
-    /// named like the organization (anyone there may make one) would take in requests and
-    /// sign-ups meant for it.
-    async fn is_org_name(&self, name: &str) -> Result<bool, ApiError> {
-        Ok(self.store.org_by_name(name).await?.is_some())
+    /// The app the first of `candidates` (REST's or a socket's URL, read both ways) that
+    /// names one names, with the rest of the path.
+    ///
+    /// A URL that starts with an organization's name is that organization's: an app it does
+    /// not have is not looked for in the default organization, where an app named like the
+    /// organization (anyone there may make one) would take in requests and sign-ups meant for
+    /// it.
+    async fn settle_app(
+        &self,
+        candidates: Vec<gridsocket_core::path::AppCandidate>,
+    ) -> Result<Option<(Arc<AppRecord>, Vec<String>)>, ApiError> {
+        // Whether the name an app-only reading starts with is known to be no organization's:
+        // the `{org}/{app}` reading, tried first, looked it up.
+        let mut no_such_org = false;
+        for cand in candidates {
+            if cand.org.is_none()
+                && !no_such_org
+                && self.store.org_by_name(&cand.app).await?.is_some()
+            {
+                return Ok(None);
+            }
+            match self.app_of(cand.org.as_deref(), &cand.app).await? {
+                AppLookup::Found(app) => return Ok(Some((app, cand.rest))),
+                AppLookup::NotInOrg if cand.org.is_some() => return Ok(None),
+                AppLookup::NoOrg if cand.org.is_some() => no_such_org = true,
+                AppLookup::NotInOrg | AppLookup::NoOrg => {}
+            }
+        }
+        Ok(None)
     }
 
     /// Looks an app up by org name (or the default org) and app name, through a cache.
@@ -507,8 +511,16 @@ impl Api {
         org: Option<&str>,
         app: &str,
     ) -> Result<Option<Arc<AppRecord>>, ApiError> {
+        Ok(match self.app_of(org, app).await? {
+            AppLookup::Found(app) => Some(app),
+            AppLookup::NotInOrg | AppLookup::NoOrg => None,
+        })
+    }
+
+    /// [`Api::find_app`], saying which part was missing when nothing is found.
+    async fn app_of(&self, org: Option<&str>, app: &str) -> Result<AppLookup, ApiError> {
         let Some(org) = org.or(self.config.default_org.as_deref()) else {
-            return Ok(None);
+            return Ok(AppLookup::NoOrg);
         };
         let key = (org.to_lowercase(), app.to_lowercase());
         if let Some(hit) = self
@@ -517,20 +529,20 @@ impl Api {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
         {
-            return Ok(Some(hit.clone()));
+            return Ok(AppLookup::Found(hit.clone()));
         }
         let Some(org_rec) = self.store.org_by_name(org).await? else {
-            return Ok(None);
+            return Ok(AppLookup::NoOrg);
         };
         let Some(found) = self.store.app_by_name(&org_rec.uuid, app).await? else {
-            return Ok(None);
+            return Ok(AppLookup::NotInOrg);
         };
         let found = Arc::new(found);
         self.apps
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, found.clone());
-        Ok(Some(found))
+        Ok(AppLookup::Found(found))
     }
 
     /// Resolves credentials to a principal. `app` is the application being called, if any:
@@ -762,6 +774,15 @@ impl Api {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
+}
+
+/// What looking an app up by org and app name found.
+enum AppLookup {
+    Found(Arc<AppRecord>),
+    /// The organization exists and has no such app.
+    NotInOrg,
+    /// No such organization (or none named, and no default one).
+    NoOrg,
 }
 
 /// How a socket whose URL cannot be read closes: 4404 if it names no application, as an
