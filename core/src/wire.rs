@@ -653,6 +653,20 @@ pub fn encode_rejection(rejected: &RejectedFrame) -> String {
     out
 }
 
+/// What a `504 request_timeout` says, over REST and the socket alike: how long the request
+/// had, and, for a write, that it goes on to its end.
+pub fn request_timeout_description(timeout: std::time::Duration, write: bool) -> String {
+    format!(
+        "the request did not finish within {} ms{}",
+        timeout.as_millis(),
+        if write {
+            "; the write goes on to its end"
+        } else {
+            ""
+        }
+    )
+}
+
 /// A Usergrid error body `{"error", "error_description"}` as JSON text.
 pub fn error_body_json(error: &str, description: &str) -> String {
     serde_json::json!({ "error": error, "error_description": description }).to_string()

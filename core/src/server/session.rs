@@ -737,18 +737,9 @@ impl ServerSession {
                 self.drop_subscription(sub);
             }
             if !self.closed {
-                // As REST words it: one timeout reads alike on both.
                 let body = error_body_json(
                     "request_timeout",
-                    &format!(
-                        "the request did not finish within {} ms{}",
-                        self.config.request_timeout.as_millis(),
-                        if write {
-                            "; the write goes on to its end"
-                        } else {
-                            ""
-                        }
-                    ),
+                    &crate::wire::request_timeout_description(self.config.request_timeout, write),
                 );
                 self.transmits.push_back(OutFrame::Text(encode_response(
                     pending.id.as_ref(),

@@ -507,15 +507,9 @@ async fn handle(
         return error_after(
             504,
             "request_timeout",
-            &format!(
-                // In the socket's words (ms), so one timeout reads alike on both.
-                "the request did not finish within {} ms{}",
-                settings.request_timeout().as_millis(),
-                if changes {
-                    "; the write goes on to its end"
-                } else {
-                    ""
-                }
+            &gridsocket_core::wire::request_timeout_description(
+                settings.request_timeout(),
+                changes,
             ),
             started.elapsed(),
         );
