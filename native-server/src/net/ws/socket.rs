@@ -104,6 +104,7 @@ impl State {
     }
 
     /// True once the backlog overflowed.
+    #[cfg(test)]
     pub fn is_slow(&self) -> bool {
         self.slow
     }
