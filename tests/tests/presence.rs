@@ -861,6 +861,10 @@ async fn losing_read_access_ends_a_presence_and_the_others_see_a_leave() {
 async fn nobody_may_be_present_on_what_does_not_exist_and_a_later_owner_is_alone() {
     let f = Fixture::new().await;
     let mut jane = f.socket(&f.jane).await;
+    // john may wait for newguy to be made (an entity's subscription may), but not hear anyone
+    // broadcast to newguy's path before then.
+    let mut john = f.socket(&f.john).await;
+    john.subscribe(json!(1), "/users/newguy", None, None).await;
     for (n, path) in [
         "/users/newguy/inbox",
         "/user/NewGuy/feed",
@@ -897,7 +901,21 @@ async fn nobody_may_be_present_on_what_does_not_exist_and_a_later_owner_is_alone
         )
         .await;
         assert_eq!(status, 404, "REST GET {path}/presence: {body}");
+        // A broadcast is of what a presence is of: found by a stranger answered 200 here.
+        let r = jane
+            .request(json!(n + 200), "BROADCAST", path, None, Some(json!("hi")))
+            .await;
+        assert_eq!(
+            (r["status"].clone(), r["body"]["error"].clone()),
+            (json!(404), json!("entity_not_found")),
+            "BROADCAST {path}: {r}"
+        );
     }
+    assert_eq!(
+        john.try_recv(QUIET).await,
+        None,
+        "no broadcast reached john"
+    );
     // What needs no entity is still there to join.
     join(&mut jane, 10, "/books", json!({})).await;
     join(&mut jane, 11, "/queues/jobs", json!({})).await;

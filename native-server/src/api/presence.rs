@@ -5,6 +5,7 @@
 use super::envelope::{Body, Reply};
 use super::{Api, ApiError, Caller};
 use crate::store::AppRecord;
+use gridsocket_core::access::AccessPath;
 use gridsocket_core::{ApiRequest, Method, ResourcePath};
 use serde_json::Value;
 
@@ -76,8 +77,18 @@ impl Api {
         let path = ResourcePath::parse(&presence_resource(name))?;
         self.check_access(app, caller, Method::Get, &path).await?;
         let mut named = self.access_path(app, caller, &ResourcePath::parse(name)?)?;
-        self.resolve_access(app, &mut named).await?;
-        match named.missing() {
+        self.require_found(app, &mut named).await
+    }
+
+    /// Every entity `access` names exists, or 404 (looking up those not looked up yet): what
+    /// a presence or a broadcast is of must be there (see [`Api::check_presence_access`]).
+    pub async fn require_found(
+        &self,
+        app: &AppRecord,
+        access: &mut AccessPath,
+    ) -> Result<(), ApiError> {
+        self.resolve_access(app, access).await?;
+        match access.missing() {
             Some(shown) => Err(ApiError::NotFound(format!("{shown} not found"))),
             None => Ok(()),
         }

@@ -327,7 +327,11 @@ impl Realtime {
             .beneath("broadcast");
         self.api
             .authorize(app, caller, Method::Post, &mut access)
-            .await
+            .await?;
+        // As a presence: what a broadcast is on must exist (a subscription may wait for an
+        // entity to be made; a broadcast to its watchers before then is refused). `broadcast`
+        // is a literal here: the entities are the name's.
+        self.api.require_found(app, &mut access).await
     }
 
     /// Starts a subscription for socket `conn`.
