@@ -237,7 +237,11 @@ impl Api {
     }
 
     pub(crate) fn error_response(&self, err: ApiError, started: Instant) -> ApiResponse {
-        if let ApiError::Store(e) = &err {
+        // A client's own mistake that the store found (a taken name: 400) is no failure of
+        // the server's, and logging it would let any client fill the log with errors.
+        if let ApiError::Store(e) = &err
+            && err.status() >= 500
+        {
             tracing::error!(error = %e, "store failure");
         }
         ApiResponse {
