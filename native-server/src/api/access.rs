@@ -81,10 +81,24 @@ pub(crate) struct Grants {
 /// holder.
 #[derive(Default)]
 pub(crate) struct SharedGrants {
-    /// By application uuid and user uuid (empty for guests).
-    by_user: Mutex<HashMap<(String, String), Weak<Grants>>>,
+    /// By application uuid and user uuid (none for guests).
+    by_user: Mutex<HashMap<UserKey, Weak<Grants>>>,
     /// By the permissions' text, one per line, in the order they were loaded.
     by_text: Mutex<HashMap<String, Weak<Grants>>>,
+}
+
+/// Whose grants: an application's uuid and a user's (`None` for guests), parsed. Every app of
+/// many users holds one per user, so the key is 33 bytes with no allocation, not two strings.
+type UserKey = (uuid::Uuid, Option<uuid::Uuid>);
+
+/// The key of `user`'s grants in `app`; `None` if either is not a uuid (their grants are then
+/// not shared, only read again).
+fn user_key(app: &str, user: Option<&str>) -> Option<UserKey> {
+    let app = uuid::Uuid::parse_str(app).ok()?;
+    match user {
+        Some(user) => Some((app, Some(uuid::Uuid::parse_str(user).ok()?))),
+        None => Some((app, None)),
+    }
 }
 
 /// Keeps `key`'s entry in a table of weakly held values, first sweeping the entries nobody
@@ -100,7 +114,7 @@ fn put_weak<K: std::hash::Hash + Eq, V>(table: &mut HashMap<K, Weak<V>>, key: K,
 
 impl SharedGrants {
     /// The grants of `key` of `generation`, if somebody holds them.
-    fn get(&self, key: &(String, String), generation: u64) -> Option<Arc<Grants>> {
+    fn get(&self, key: &UserKey, generation: u64) -> Option<Arc<Grants>> {
         let by_user = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
         by_user
             .get(key)
@@ -109,7 +123,7 @@ impl SharedGrants {
     }
 
     /// Shares `grants` as those of `key`.
-    fn put(&self, key: (String, String), grants: &Arc<Grants>) {
+    fn put(&self, key: UserKey, grants: &Arc<Grants>) {
         let mut by_user = self.by_user.lock().unwrap_or_else(|p| p.into_inner());
         put_weak(&mut by_user, key, grants);
     }
@@ -492,11 +506,8 @@ impl Api {
         {
             return Ok(g.clone());
         }
-        let key = (
-            app.uuid.clone(),
-            caller.user_uuid().unwrap_or_default().to_owned(),
-        );
-        if let Some(g) = self.shared_grants.get(&key, generation) {
+        let key = user_key(&app.uuid, caller.user_uuid());
+        if let Some(g) = key.and_then(|key| self.shared_grants.get(&key, generation)) {
             *caller.grants.lock().unwrap_or_else(|p| p.into_inner()) = Some(g.clone());
             return Ok(g);
         }
@@ -531,7 +542,9 @@ impl Api {
             texts.extend(self.store.permissions(&app.uuid, &owner).await?);
         }
         let grants = self.shared_grants.of_texts(generation, &texts);
-        self.shared_grants.put(key, &grants);
+        if let Some(key) = key {
+            self.shared_grants.put(key, &grants);
+        }
         *caller.grants.lock().unwrap_or_else(|p| p.into_inner()) = Some(grants.clone());
         Ok(grants)
     }
@@ -554,11 +567,33 @@ fn denied(denial: Denial, guest: bool, method: Method, shown: &str) -> ApiError 
 
 #[cfg(test)]
 mod tests {
-    use super::{Grants, SharedGrants};
+    use super::{Grants, SharedGrants, UserKey, user_key};
     use std::sync::Arc;
 
-    fn key(user: &str) -> (String, String) {
-        ("app".to_owned(), user.to_owned())
+    const APP: &str = "0190c2a0-0000-7000-8000-000000000001";
+
+    fn key(user: &str) -> UserKey {
+        // A user's uuid made from their name (tests name users `ann`, `bob`, `17`).
+        let n = user.bytes().fold(0u128, |n, b| n * 256 + u128::from(b));
+        user_key(APP, Some(&uuid::Uuid::from_u128(n).to_string())).expect("uuids")
+    }
+
+    #[test]
+    fn grants_are_shared_by_uuids_only() {
+        let app = APP;
+        let user = "0190c2a0-0000-7000-8000-0000000000ff";
+        assert_eq!(
+            user_key(app, Some(user)),
+            user_key(&app.to_uppercase(), Some(&user.to_uppercase())),
+            "one user, however the uuids are spelled"
+        );
+        assert_ne!(
+            user_key(app, Some(user)),
+            user_key(app, None),
+            "a user is not a guest"
+        );
+        assert_eq!(user_key("not-a-uuid", Some(user)), None);
+        assert_eq!(user_key(app, Some("nobody")), None);
     }
 
     #[test]
