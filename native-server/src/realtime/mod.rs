@@ -403,16 +403,23 @@ impl Realtime {
             self.ensure_pump(key.clone(), *timeout);
         }
         let wire_id = subscription.to_string();
+        let kept_path: Arc<str> = path.into();
+        // Most paths are their presence name already (`/users/me/inbox` is not): one copy.
+        let kept_presence = if path == presence {
+            kept_path.clone()
+        } else {
+            presence.as_str().into()
+        };
         self.hub.add(
             &app.uuid,
             (conn, subscription),
             target.clone(),
             SubEntry {
-                path: path.into(),
+                path: kept_path,
                 access: access.keep(),
                 wire_id: wire_id.as_str().into(),
                 consumer: consumer.clone().map(Box::new),
-                presence: presence.as_str().into(),
+                presence: kept_presence,
             },
         );
         // `name` is what broadcasts to the path carry as theirs: clients match them by it.
