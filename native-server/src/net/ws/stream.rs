@@ -116,7 +116,7 @@ pub type ConnWriter = Either<SharedTcp, WriteHalf<Box<TlsStream<TcpStream>>>>;
 /// handshake tungstenite writes only pongs and its reply to the peer's close).
 ///
 /// A plain TCP connection is read into a buffer of the thread's, not of the socket's:
-/// tungstenite reads a few hundred bytes at a time ([`crate::config`]'s read buffer), and what
+/// tungstenite reads 64 bytes at a time ([`crate::config`]'s read buffer), and what
 /// one read brings beyond that waits in `unread`, which is allocated only while it holds
 /// something. An idle socket holds no read buffer but tungstenite's small one, and a burst
 /// of pipelined frames still costs one `recv()`.
@@ -301,15 +301,16 @@ mod tests {
         let client =
             WebSocketStream::from_raw_socket(client.expect("connect"), Role::Client, None).await;
         let (wire, _) = Wire::new(Either::Left(accepted.expect("accept").0));
-        let config = WebSocketConfig::default().read_buffer_size(256);
+        let config = WebSocketConfig::default().read_buffer_size(crate::config::READ_BUFFER);
         let mut server = WebSocketStream::from_raw_socket(wire, Role::Server, Some(config)).await;
-        // Sizes around tungstenite's reads (256), the thread's buffer (16 KiB) and beyond,
-        // sent back to back so that one `recv()` holds many frames and ends inside one.
+        // Sizes around tungstenite's reads, the thread's buffer (16 KiB) and beyond, sent back
+        // to back so that one `recv()` holds many frames and ends inside one.
         fn frame(i: usize) -> String {
+            use crate::config::READ_BUFFER;
             let size = match i % 7 {
                 0 => 1,
-                1 => 255,
-                2 => 257,
+                1 => READ_BUFFER - 1,
+                2 => READ_BUFFER + 1,
                 3 => 3_000,
                 4 => SCRATCH - 3,
                 5 => SCRATCH * 3 + 11,
