@@ -598,6 +598,18 @@ fn remove_locked(st: &mut HubState, app: &str, key: SubKey) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_presence_name_watched_by_one_socket_costs_no_map() {
+        // Every presence name's entry is this size, whatever its form (see `Watchers`).
+        assert!(std::mem::size_of::<Watchers>() <= 24);
+        let mut one = Watchers::One(7, 1);
+        one.add(7);
+        assert!(matches!(one, Watchers::One(7, 2)));
+        one.add(8);
+        assert_eq!(one.conns().count(), 2, "a second socket makes the map");
+        assert!(!one.remove(7) && !one.remove(7) && one.remove(8));
+    }
     use crate::api::{Authenticated, Principal};
     use std::sync::Mutex;
 
