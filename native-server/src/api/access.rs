@@ -91,12 +91,18 @@ pub(crate) struct SharedGrants {
 /// many users holds one per user, so the key is 33 bytes with no allocation, not two strings.
 type UserKey = (uuid::Uuid, Option<uuid::Uuid>);
 
-/// The key of `user`'s grants in `app`; `None` if either is not a uuid (their grants are then
-/// not shared, only read again).
+/// The key of `user`'s grants in `app`; `None` if either is not a uuid in its canonical form
+/// (their grants are then not shared, only read again). Canonical only: two strings the store
+/// keeps apart (`A…` and `a…`) must never share one user's grants.
 fn user_key(app: &str, user: Option<&str>) -> Option<UserKey> {
-    let app = uuid::Uuid::parse_str(app).ok()?;
+    fn canonical(text: &str) -> Option<uuid::Uuid> {
+        let parsed = uuid::Uuid::parse_str(text).ok()?;
+        let mut buf = uuid::Uuid::encode_buffer();
+        (parsed.hyphenated().encode_lower(&mut buf) == text).then_some(parsed)
+    }
+    let app = canonical(app)?;
     match user {
-        Some(user) => Some((app, Some(uuid::Uuid::parse_str(user).ok()?))),
+        Some(user) => Some((app, Some(canonical(user)?))),
         None => Some((app, None)),
     }
 }
@@ -582,11 +588,16 @@ mod tests {
     fn grants_are_shared_by_uuids_only() {
         let app = APP;
         let user = "0190c2a0-0000-7000-8000-0000000000ff";
-        assert_eq!(
-            user_key(app, Some(user)),
-            user_key(&app.to_uppercase(), Some(&user.to_uppercase())),
-            "one user, however the uuids are spelled"
-        );
+        assert!(user_key(app, Some(user)).is_some());
+        // Other spellings of a uuid name other rows of the store: never the same key.
+        for other in [
+            user.to_uppercase(),
+            user.replace('-', ""),
+            format!("{{{user}}}"),
+            format!("urn:uuid:{user}"),
+        ] {
+            assert_eq!(user_key(app, Some(&other)), None, "{other}");
+        }
         assert_ne!(
             user_key(app, Some(user)),
             user_key(app, None),
