@@ -424,6 +424,7 @@ fn json_string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_set_of_one_key_is_no_larger_than_the_key_and_a_tag() {
@@ -432,7 +433,6 @@ mod tests {
         type Key = (u64, u64);
         assert!(std::mem::size_of::<KeySet<Key>>() <= std::mem::size_of::<Key>() + 8);
     }
-    use serde_json::json;
 
     fn change<'a>(
         kind: ChangeKind,

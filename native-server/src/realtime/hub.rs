@@ -598,6 +598,8 @@ fn remove_locked(st: &mut HubState, app: &str, key: SubKey) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{Authenticated, Principal};
+    use std::sync::Mutex;
 
     #[test]
     fn a_presence_name_watched_by_one_socket_costs_no_map() {
@@ -610,8 +612,6 @@ mod tests {
         assert_eq!(one.conns().count(), 2, "a second socket makes the map");
         assert!(!one.remove(7) && !one.remove(7) && one.remove(8));
     }
-    use crate::api::{Authenticated, Principal};
-    use std::sync::Mutex;
 
     /// Keeps the close codes it is told (a drain's as 1012, the code it ends with).
     #[derive(Default)]
