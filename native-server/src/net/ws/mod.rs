@@ -136,8 +136,7 @@ pub async fn serve_socket<H: Send + 'static>(accepted: Box<Accepted<H>>) {
         return;
     };
     let mut opened = Opened {
-        ws,
-        writer,
+        conn: Box::new(Connection { ws, writer }),
         alarm: Alarm::new(alarms, &socket),
         socket,
         link,
@@ -168,8 +167,8 @@ type Accepting = (WebSocketStream<Wire>, ConnWriter, Arc<Socket>, Option<Link>);
 /// in one place that its loop borrows (an `async fn` keeps each argument twice, once as
 /// passed and once as bound).
 struct Opened {
-    ws: WebSocketStream<Wire>,
-    writer: ConnWriter,
+    /// Boxed, so that the task's cell fits 512 bytes (see [`TASK_FUTURE_BUDGET`]).
+    conn: Box<Connection>,
     socket: Arc<Socket>,
     /// When the session next wants waking.
     alarm: Alarm,
@@ -177,6 +176,25 @@ struct Opened {
     link: Option<Link>,
     realtime: Arc<Realtime>,
 }
+
+/// A socket's connection: tungstenite's stream, which reads frames (and writes pongs and
+/// the reply to a close), and the half the task writes the backlog with.
+struct Connection {
+    ws: WebSocketStream<Wire>,
+    writer: ConnWriter,
+}
+
+/// The most a socket's task future ([`serve_socket`]'s) may take, in bytes.
+///
+/// tokio aligns a task's cell to 128 bytes on x86-64, and the cell holds the future and 112
+/// bytes of its own (header, scheduler, id, the tracker's token, the stage's tag, trailer;
+/// measured on tokio 1.54: a 400-byte future gets a 512-byte cell, a 408-byte one 640).
+/// mimalloc 3 serves such an aligned block without slack only where its size is a power of
+/// two: a 512-byte cell takes 512 bytes, while a 640–896-byte one takes the size class
+/// after its size plus 127 bytes of room to align in. Kept within this budget, a socket's
+/// task and its boxed [`Connection`] take 512 + 384 bytes; with tungstenite's stream inline
+/// (a 736-byte future) the task alone took 1,024.
+pub(crate) const TASK_FUTURE_BUDGET: usize = 512 - 112;
 
 impl Opened {
     /// Runs the socket's loop, takes it out of the hub, and sends its last frames.
@@ -189,7 +207,8 @@ impl Opened {
             // After the hub forgets it: a join still being checked then finds it gone.
             realtime.presence().leave_connection(link.conn);
         }
-        Box::pin(finish(&mut self.ws, &mut self.writer, &self.socket, ending)).await;
+        let conn = &mut *self.conn;
+        Box::pin(finish(&mut conn.ws, &mut conn.writer, &self.socket, ending)).await;
     }
 }
 
@@ -442,12 +461,12 @@ impl Opened {
             tokio::select! {
                 // A peer that does not read leaves frames waiting: the socket goes on reading and
                 // answering meanwhile, and closes as a slow consumer once too many wait.
-                written = poll_fn(|cx| self.socket.poll_write_backlog(cx, &mut self.writer)), if backlog => {
+                written = poll_fn(|cx| self.socket.poll_write_backlog(cx, &mut self.conn.writer)), if backlog => {
                     if written.is_err() {
                         return Ending::Done;
                     }
                 }
-                msg = self.ws.next() => {
+                msg = self.conn.ws.next() => {
                     let mut st = self.socket.lock();
                     if let Some(ending) = read_message(&mut st.session, Instant::now(), msg) {
                         return ending;
