@@ -166,6 +166,7 @@ mod tests {
     use super::*;
     use crate::config::BacklogLimits;
     use crate::metrics::Metrics;
+    use crate::net::ws::socket::Outbound;
     use gridsocket_core::{ServerConfig, ServerSession};
     use std::time::Duration;
 
@@ -176,12 +177,8 @@ mod tests {
             bytes: 1 << 16,
             total_bytes: 1 << 20,
         };
-        Arc::new(Socket::new(
-            session,
-            None,
-            limits,
-            Arc::new(Metrics::default()),
-        ))
+        let outbound = Outbound::new(limits, Arc::new(Metrics::default()));
+        Arc::new(Socket::new(session, None, outbound))
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::metrics::Via;
 use crate::net::tls::{self, Conn};
 use crate::net::ws::alarms::{Alarm, Alarms};
-use crate::net::ws::socket::Socket;
+use crate::net::ws::socket::{Outbound, Socket};
 use crate::net::ws::stream::{ConnWriter, Wire};
 use crate::realtime::hub::{ConnHandle, ConnId};
 use crate::realtime::{Realtime, SubscribeOk};
@@ -99,6 +99,8 @@ pub struct Accepted<H> {
     pub alarms: Arc<Alarms>,
     /// The sessions' configuration, one for every socket.
     pub config: Arc<ServerConfig>,
+    /// The backlog bounds and metrics of every socket.
+    pub outbound: Arc<Outbound>,
     /// Whether it fits the connection limits.
     pub admission: Admission,
     /// What it holds until it ends: its places in the connection limits, or its turn at being
@@ -124,13 +126,14 @@ pub async fn serve_socket<H: Send + 'static>(accepted: Box<Accepted<H>>) {
         settings,
         alarms,
         config,
+        outbound,
         admission,
         held,
     } = unbox(accepted);
     let deadline = tokio::time::Instant::now() + handshake;
     let refused = admission.refusal().is_some();
     let opening = open(
-        stream, peer, tls, deadline, &realtime, settings, config, admission,
+        stream, peer, tls, deadline, &realtime, settings, config, outbound, admission,
     );
     let Some((ws, writer, socket, link)) = Box::pin(opening).await else {
         return;
@@ -231,6 +234,7 @@ async fn open(
     realtime: &Realtime,
     settings: Arc<Settings>,
     config: Arc<ServerConfig>,
+    outbound: Arc<Outbound>,
     admission: Admission,
 ) -> Option<Accepting> {
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -269,12 +273,7 @@ async fn open(
             }
         }
     };
-    let socket = Arc::new(Socket::new(
-        session,
-        direct,
-        settings.backlog_limits(),
-        realtime.api().metrics().clone(),
-    ));
+    let socket = Arc::new(Socket::new(session, direct, outbound));
     let writer = ws.get_mut().attach(socket.clone())?;
     let link = context.map(|ctx| Link {
         conn: realtime.hub().register(ConnHandle {
