@@ -184,9 +184,10 @@ impl Realtime {
                 if !self.may_deliver(d, &view.record, &mut readers).await {
                     continue;
                 }
-                let frame = (d.kind, d.wire_id.clone(), d.path.clone());
+                let frame = (d.kind, d.subscription, d.path.clone());
                 let event = events.get_or_insert_with(frame, || {
-                    SharedEvent::new(encode_event(d.kind, &d.wire_id, &d.path, seq, &entity_json))
+                    let wire_id = d.subscription.to_string();
+                    SharedEvent::new(encode_event(d.kind, &wire_id, &d.path, seq, &entity_json))
                 });
                 let push = Push::Event {
                     subscription: d.subscription,

@@ -58,9 +58,8 @@ pub struct SubEntry {
     /// The path as the client wrote it (echoed in events).
     pub path: Arc<str>,
     /// The path in canonical form, resolved when subscribing: what access is re-checked on.
+    /// (Its wire id, `s1`, is its key's [`SubscriptionId`], written out where an event is.)
     pub access: KeptAccessPath,
-    /// The wire id (`s1`).
-    pub wire_id: Arc<str>,
     /// For queue consumers: which consumer, with the transaction timeout in ms. (Boxed: most
     /// subscriptions are not, and the entry would be twice its size.)
     pub consumer: Option<Box<(ConsumerKey, u64)>>,
@@ -81,8 +80,6 @@ pub struct Delivery {
     pub kind: EventKind,
     /// The path as the client wrote it.
     pub path: Arc<str>,
-    /// The wire id (`s1`).
-    pub wire_id: Arc<str>,
     /// For a queue consumer: which one (its pump hands out the messages).
     pub consumer: Option<ConsumerKey>,
     /// True for the application's admins.
@@ -111,8 +108,6 @@ pub struct Consumer {
     pub key: SubKey,
     /// Its path as the client wrote it.
     pub path: Arc<str>,
-    /// Its wire id.
-    pub wire_id: Arc<str>,
 }
 
 /// The subscriptions of one application.
@@ -425,7 +420,6 @@ impl Hub {
                     subscription,
                     kind,
                     path: entry.path.clone(),
-                    wire_id: entry.wire_id.clone(),
                     consumer: entry.consumer.as_deref().map(|(c, _)| c.clone()),
                     admin: handle.admin,
                     caller: handle.caller.clone(),
@@ -554,7 +548,6 @@ impl Hub {
             .map(|e| Consumer {
                 key: k,
                 path: e.path.clone(),
-                wire_id: e.wire_id.clone(),
             }))
     }
 }
@@ -668,7 +661,7 @@ mod tests {
         let hub = Hub::default();
         let sockets: Vec<Arc<Closes>> = (0..3).map(|_| Arc::default()).collect();
         let conns: Vec<ConnId> = sockets.iter().map(|s| hub.register(handle(s))).collect();
-        let entry = |n: u64| SubEntry {
+        let entry = || SubEntry {
             path: "/rooms/lobby".into(),
             access: gridsocket_core::access::AccessPath::new(
                 &gridsocket_core::ResourcePath::parse("/rooms/lobby").expect("path"),
@@ -676,7 +669,6 @@ mod tests {
             )
             .expect("canonical")
             .keep(),
-            wire_id: format!("s{n}").into(),
             consumer: None,
             presence: "/rooms/lobby".into(),
         };
@@ -695,11 +687,11 @@ mod tests {
             found
         };
         // One socket with two subscriptions to the name: it stays until both go.
-        hub.add("app", (conns[0], SubscriptionId(1)), lobby(), entry(1));
-        hub.add("app", (conns[0], SubscriptionId(2)), lobby(), entry(2));
+        hub.add("app", (conns[0], SubscriptionId(1)), lobby(), entry());
+        hub.add("app", (conns[0], SubscriptionId(2)), lobby(), entry());
         assert_eq!(watching(&hub), [conns[0]]);
-        hub.add("app", (conns[1], SubscriptionId(1)), lobby(), entry(1));
-        hub.add("app", (conns[2], SubscriptionId(1)), lobby(), entry(1));
+        hub.add("app", (conns[1], SubscriptionId(1)), lobby(), entry());
+        hub.add("app", (conns[2], SubscriptionId(1)), lobby(), entry());
         assert_eq!(watching(&hub), conns);
         hub.remove("app", (conns[0], SubscriptionId(1)));
         assert_eq!(watching(&hub), conns);
@@ -708,7 +700,7 @@ mod tests {
         assert_eq!(watching(&hub), [conns[1]]);
         hub.remove("app", (conns[1], SubscriptionId(1)));
         assert!(watching(&hub).is_empty());
-        hub.add("app", (conns[2], SubscriptionId(3)), lobby(), entry(3));
+        hub.add("app", (conns[2], SubscriptionId(3)), lobby(), entry());
         assert_eq!(watching(&hub), [conns[2]]);
     }
 }

@@ -417,7 +417,6 @@ impl Realtime {
             SubEntry {
                 path: kept_path,
                 access: access.keep(),
-                wire_id: wire_id.as_str().into(),
                 consumer: consumer.clone().map(Box::new),
                 presence: kept_presence,
             },

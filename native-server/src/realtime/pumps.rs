@@ -64,17 +64,12 @@ impl Realtime {
                     return;
                 };
                 // Nobody to hand it to: its transaction times out and it comes again later.
-                let Some(Consumer {
-                    key: k,
-                    path,
-                    wire_id,
-                }) = next
-                else {
+                let Some(Consumer { key: k, path }) = next else {
                     continue;
                 };
                 let frame = encode_event(
                     EventKind::Create,
-                    &wire_id,
+                    &k.1.to_string(),
                     &path,
                     m.seq,
                     &m.message.to_string(),
