@@ -37,14 +37,58 @@ pub enum Principal {
     },
     /// An application user: what the app's roles and permissions grant. Their username is
     /// not part of who they are: it can change, and the [`Caller`] keeps it current.
+    ///
+    /// Both uuids are held inline, with no allocation: every socket of a user keeps one, and
+    /// the token cache another.
     AppUser {
         /// Application uuid.
-        app: String,
+        app: uuid::Uuid,
         /// User uuid.
-        uuid: String,
+        uuid: UuidText,
     },
     /// No credentials: what the `guest` role grants.
     Guest,
+}
+
+/// A uuid in its 36-character text form, held inline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UuidText([u8; 36]);
+
+impl UuidText {
+    /// `text` if it is 36 bytes long, as every uuid the store makes is.
+    pub fn new(text: &str) -> Option<UuidText> {
+        text.as_bytes().try_into().ok().map(UuidText)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Always whole: the bytes are all of a `str`'s.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for UuidText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for UuidText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for UuidText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// True if `app` is the application whose uuid is `uuid`.
+fn is_app(uuid: &uuid::Uuid, app: &AppRecord) -> bool {
+    uuid::Uuid::parse_str(&app.uuid).is_ok_and(|u| u == *uuid)
 }
 
 /// A principal as credentials resolved it, with the username an application user has now.
@@ -238,7 +282,7 @@ impl Caller {
     /// The app user's uuid, if the caller is one.
     pub fn user_uuid(&self) -> Option<&str> {
         match &self.principal {
-            Principal::AppUser { uuid, .. } => Some(uuid),
+            Principal::AppUser { uuid, .. } => Some(uuid.as_str()),
             _ => None,
         }
     }
@@ -247,7 +291,8 @@ impl Caller {
     /// superuser and client credentials, which are nobody in particular.
     pub fn person_uuid(&self) -> Option<&str> {
         match &self.principal {
-            Principal::AppUser { uuid, .. } | Principal::Admin { uuid, .. } => Some(uuid),
+            Principal::AppUser { uuid, .. } => Some(uuid.as_str()),
+            Principal::Admin { uuid, .. } => Some(uuid),
             _ => None,
         }
     }
@@ -298,7 +343,7 @@ impl Api {
     /// guests (whose grants are the `guest` role's). A user of another application may not.
     pub(super) fn may_act_in(&self, app: &AppRecord, caller: &Caller) -> bool {
         match &caller.principal {
-            Principal::AppUser { app: a, .. } => *a == app.uuid,
+            Principal::AppUser { app: a, .. } => is_app(a, app),
             Principal::Guest => true,
             _ => self.is_app_admin(app, caller),
         }
@@ -311,7 +356,7 @@ impl Api {
     ) -> Result<(), ApiError> {
         match &caller.principal {
             _ if self.is_app_admin(app, caller) => Ok(()),
-            Principal::AppUser { app: a, .. } if *a == app.uuid => Err(ApiError::Forbidden(
+            Principal::AppUser { app: a, .. } if is_app(a, app) => Err(ApiError::Forbidden(
                 "only the application's admins may do this".into(),
             )),
             _ => Err(ApiError::Unauthorized(
@@ -341,9 +386,10 @@ impl Api {
         username: &'a str,
     ) -> Result<Option<Identity<'a>>, ApiError> {
         match &caller.principal {
-            Principal::AppUser { app: a, uuid } if *a == app.uuid => {
-                Ok(Some(Identity { uuid, username }))
-            }
+            Principal::AppUser { app: a, uuid } if is_app(a, app) => Ok(Some(Identity {
+                uuid: uuid.as_str(),
+                username,
+            })),
             Principal::Guest => Ok(None),
             _ if self.is_app_admin(app, caller) => Ok(None),
             _ => Err(ApiError::Unauthorized(

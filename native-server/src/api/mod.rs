@@ -655,11 +655,14 @@ impl Api {
                 };
                 // A disabled or deactivated user's tokens stop working at once.
                 user_may_log_in(&user)?;
+                let (Ok(app), Some(uuid)) = (
+                    uuid::Uuid::parse_str(&rec.scope),
+                    access::UuidText::new(&user.uuid),
+                ) else {
+                    return Err(ApiError::BadToken);
+                };
                 Authenticated {
-                    principal: Principal::AppUser {
-                        app: rec.scope.clone(),
-                        uuid: user.uuid,
-                    },
+                    principal: Principal::AppUser { app, uuid },
                     username: user.name,
                     expires: None,
                 }
