@@ -74,7 +74,7 @@ fn index(total: u64) -> SubscriptionIndex<u64> {
                 name: Some(format!("user{i}")),
             },
             2 => Target::Feed {
-                owner: format!("user-{i}"),
+                owner: format!("user-{i}").into(),
             },
             _ => Target::Queue {
                 queue: format!("/jobs/{i}"),

@@ -82,8 +82,8 @@ pub enum Target {
     },
     /// The activity feed (inbox) of a user or group.
     Feed {
-        /// The owner's uuid.
-        owner: String,
+        /// The owner's uuid. Shared: the index keys the feed's subscribers by the same text.
+        owner: Arc<str>,
     },
     /// A message queue.
     Queue {
@@ -212,7 +212,7 @@ impl Target {
                 }
             }
             Target::Feed { owner } => (change.kind == ChangeKind::FeedItem
-                && change.feed_owner == Some(owner.as_str()))
+                && change.feed_owner == Some(&**owner))
             .then_some(EventKind::Create),
             Target::Queue { queue } => (change.kind == ChangeKind::QueueMessage
                 && change.queue == Some(queue.as_str()))
@@ -232,7 +232,7 @@ pub struct SubscriptionIndex<K> {
     entity_uuid: HashMap<(String, String), KeySet<K>>,
     entity_name: HashMap<(String, String), KeySet<K>>,
     collections: HashMap<String, KeySet<K>>,
-    feeds: HashMap<String, KeySet<K>>,
+    feeds: HashMap<Arc<str>, KeySet<K>>,
     queues: HashMap<String, KeySet<K>>,
 }
 

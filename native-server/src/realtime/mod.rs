@@ -609,7 +609,12 @@ impl Realtime {
                     .ok_or_else(|| {
                         ApiError::NotFound(format!("/{} not found", path.segments[..2].join("/")))
                     })?;
-                Ok((Target::Feed { owner: owner.uuid }, None))
+                Ok((
+                    Target::Feed {
+                        owner: owner.uuid.into(),
+                    },
+                    None,
+                ))
             }
             Resource::Queue {
                 queue,
