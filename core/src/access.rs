@@ -189,7 +189,21 @@ pub struct KeptAccessPath(Box<[u8]>);
 impl KeptAccessPath {
     /// The path, decoded; `None` only if these bytes did not come from [`AccessPath::keep`].
     pub fn path(&self) -> Option<AccessPath> {
-        postcard::from_bytes(&self.0).ok()
+        let mut path: AccessPath = postcard::from_bytes(&self.0).ok()?;
+        for slot in &mut path.slots {
+            if let SlotState::Found(uuid) = &mut slot.state
+                && uuid.is_empty()
+                && let Some(Segment::Entity { uuid: same, .. }) = path.segments.get(slot.index)
+            {
+                uuid.clone_from(same);
+            }
+        }
+        for (shown, segment) in path.shown.iter_mut().zip(&path.segments) {
+            if shown.is_empty() {
+                shown.push_str(canonical_text(segment)?);
+            }
+        }
+        Some(path)
     }
 
     /// The bytes it takes.
@@ -200,6 +214,16 @@ impl KeptAccessPath {
     /// Never true for a kept path.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// The text a segment is shown as when the path wrote it in canonical form: a literal's, or
+/// an entity's name.
+fn canonical_text(segment: &Segment) -> Option<&str> {
+    match segment {
+        Segment::Literal(text) => Some(text),
+        Segment::Entity { name, .. } => name.as_deref(),
+        Segment::Unresolved => None,
     }
 }
 
@@ -305,9 +329,28 @@ impl AccessPath {
     }
 
     /// The path encoded, for keeping long (a subscription's): see [`KeptAccessPath`].
+    ///
+    /// Text the path holds twice is kept once: a found entity's uuid (its slot's and its
+    /// segment's), and a segment shown as its canonical form (a literal, an entity's name).
+    /// The second copy is kept empty, and [`KeptAccessPath::path`] restores it; neither is
+    /// ever empty in a path.
     pub fn keep(&self) -> KeptAccessPath {
+        let mut compact = self.clone();
+        for slot in &mut compact.slots {
+            if let SlotState::Found(uuid) = &mut slot.state
+                && let Some(Segment::Entity { uuid: same, .. }) = compact.segments.get(slot.index)
+                && same == uuid
+            {
+                uuid.clear();
+            }
+        }
+        for (shown, segment) in compact.shown.iter_mut().zip(&compact.segments) {
+            if canonical_text(segment) == Some(shown.as_str()) {
+                shown.clear();
+            }
+        }
         // Every field has a known length: encoding cannot fail.
-        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        let bytes = postcard::to_allocvec(&compact).unwrap_or_default();
         // A copy of exactly its length, not `into_boxed_slice`: shrinking in place leaves an
         // allocator's block of the vector's capacity (mimalloc keeps any block at least twice
         // the new size), ~90 bytes more for every subscription kept.

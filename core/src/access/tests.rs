@@ -543,6 +543,26 @@ fn a_kept_path_decides_as_the_path_did_without_lookups_in_a_fraction_of_its_memo
         assert!(back.lookups().is_empty(), "{path}: asks for lookups again");
         assert_eq!(back.segments(), access.segments(), "{path}");
         assert_eq!(back.shown(), access.shown(), "{path}");
+        assert_eq!(format!("{back:?}"), format!("{access:?}"), "{path}");
+        // Text held twice is kept once: shorter than the path's own encoding, and a uuid
+        // found for a name kept once, not as both its slot's and its segment's.
+        let whole = postcard::to_allocvec(&access).expect("encodes");
+        assert!(
+            kept.len() < whole.len(),
+            "{path}: {} of {}",
+            kept.len(),
+            whole.len()
+        );
+        for slot in &access.slots {
+            if let (SlotState::Found(uuid), EntityRef::Name(_)) = (&slot.state, &slot.entity) {
+                let kept_bytes: &[u8] = &kept.0;
+                let copies = kept_bytes
+                    .windows(uuid.len())
+                    .filter(|w| *w == uuid.as_bytes())
+                    .count();
+                assert_eq!(copies, 1, "{path}: {uuid} kept {copies} times");
+            }
+        }
         for method in [Method::Get, Method::Post, Method::Put, Method::Delete] {
             for (g, grants) in grant_sets.iter().enumerate() {
                 assert_eq!(
