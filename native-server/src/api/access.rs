@@ -41,7 +41,7 @@ pub enum Principal {
     /// Both uuids are held inline, with no allocation: every socket of a user keeps one, and
     /// the token cache another.
     AppUser {
-        /// Application uuid.
+        /// Application uuid, parsed from its canonical form ([`canonical_uuid`]).
         app: uuid::Uuid,
         /// User uuid.
         uuid: UuidText,
@@ -86,9 +86,10 @@ impl std::fmt::Debug for UuidText {
     }
 }
 
-/// True if `app` is the application whose uuid is `uuid`.
+/// True if `app` is the application whose uuid is `uuid` (as the text comparison it
+/// replaces: only the canonical spelling matches).
 fn is_app(uuid: &uuid::Uuid, app: &AppRecord) -> bool {
-    uuid::Uuid::parse_str(&app.uuid).is_ok_and(|u| u == *uuid)
+    canonical_uuid(&app.uuid) == Some(*uuid)
 }
 
 /// A principal as credentials resolved it, with the username an application user has now.
@@ -139,16 +140,19 @@ type UserKey = (uuid::Uuid, Option<uuid::Uuid>);
 /// (their grants are then not shared, only read again). Canonical only: two strings the store
 /// keeps apart (`A…` and `a…`) must never share one user's grants.
 fn user_key(app: &str, user: Option<&str>) -> Option<UserKey> {
-    fn canonical(text: &str) -> Option<uuid::Uuid> {
-        let parsed = uuid::Uuid::parse_str(text).ok()?;
-        let mut buf = uuid::Uuid::encode_buffer();
-        (parsed.hyphenated().encode_lower(&mut buf) == text).then_some(parsed)
-    }
-    let app = canonical(app)?;
+    let app = canonical_uuid(app)?;
     match user {
-        Some(user) => Some((app, Some(canonical(user)?))),
+        Some(user) => Some((app, Some(canonical_uuid(user)?))),
         None => Some((app, None)),
     }
+}
+
+/// `text` parsed, if it is a uuid in its canonical form (lower case, hyphenated): what the
+/// store writes. Any other spelling is not the same uuid to the store, so it is `None`.
+pub(crate) fn canonical_uuid(text: &str) -> Option<uuid::Uuid> {
+    let parsed = uuid::Uuid::parse_str(text).ok()?;
+    let mut buf = uuid::Uuid::encode_buffer();
+    (parsed.hyphenated().encode_lower(&mut buf) == text).then_some(parsed)
 }
 
 /// Keeps `key`'s entry in a table of weakly held values, first sweeping the entries nobody

@@ -655,8 +655,8 @@ impl Api {
                 };
                 // A disabled or deactivated user's tokens stop working at once.
                 user_may_log_in(&user)?;
-                let (Ok(app), Some(uuid)) = (
-                    uuid::Uuid::parse_str(&rec.scope),
+                let (Some(app), Some(uuid)) = (
+                    access::canonical_uuid(&rec.scope),
                     access::UuidText::new(&user.uuid),
                 ) else {
                     return Err(ApiError::BadToken);
