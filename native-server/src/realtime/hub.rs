@@ -53,12 +53,12 @@ pub struct ConsumerKey {
     pub consumer: String,
 }
 
-/// One subscription's details.
+/// One subscription's details. (Its wire id, `s1`, is its key's [`SubscriptionId`], written out
+/// where an event is encoded.)
 pub struct SubEntry {
     /// The path as the client wrote it (echoed in events).
     pub path: Arc<str>,
     /// The path in canonical form, resolved when subscribing: what access is re-checked on.
-    /// (Its wire id, `s1`, is its key's [`SubscriptionId`], written out where an event is.)
     pub access: KeptAccessPath,
     /// For queue consumers: which consumer, with the transaction timeout in ms. (Boxed: most
     /// subscriptions are not, and the entry would be twice its size.)

@@ -432,8 +432,9 @@ impl Socket {
             // Cut off: only what fits at once goes out on the way to the close.
             return;
         }
-        self.account(bytes.len(), 0);
+        let before = st.backlog.bytes();
         st.backlog.push(bytes);
+        self.account(before, st.backlog.bytes());
         // Gathered frames are judged once the write they wait for has been tried.
         if !corked && !st.corked {
             self.check_backlog(st, now);
@@ -467,16 +468,17 @@ impl Socket {
                 st.backlog.push(encode(frame));
             }
         }
-        self.account(st.backlog.bytes(), before);
+        self.account(before, st.backlog.bytes());
     }
 
-    /// Counts bytes that joined and left a socket's backlog in the server-wide total.
-    fn account(&self, joined: usize, left: usize) {
+    /// Moves the server-wide count of waiting bytes with a socket's backlog, which went from
+    /// `before` bytes to `after`.
+    fn account(&self, before: usize, after: usize) {
         let gauge = &self.outbound.metrics.queued_bytes;
-        if joined >= left {
-            gauge.inc_by(i64::try_from(joined - left).unwrap_or(i64::MAX));
+        if after >= before {
+            gauge.inc_by(i64::try_from(after - before).unwrap_or(i64::MAX));
         } else {
-            gauge.dec_by(i64::try_from(left - joined).unwrap_or(i64::MAX));
+            gauge.dec_by(i64::try_from(before - after).unwrap_or(i64::MAX));
         }
     }
 
@@ -562,7 +564,7 @@ impl Socket {
     fn consume(&self, st: &mut State, n: usize) {
         let before = st.backlog.bytes();
         st.backlog.consume(n);
-        self.account(0, before - st.backlog.bytes());
+        self.account(before, st.backlog.bytes());
     }
 }
 
