@@ -100,6 +100,11 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The bytes of every name and value: what holding the parameters costs, at least.
+    pub fn text_len(&self) -> usize {
+        self.0.iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
+
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0

@@ -60,6 +60,10 @@ pub struct Metrics {
     /// Bytes waiting, on all sockets together, for connections that could not take them at
     /// once (bounded by `--max-queued-bytes-total`).
     pub queued_bytes: Gauge,
+    /// Bytes of requests sockets hold, all together: the frames of reads running or held
+    /// behind a write, and of writes running, also those whose socket is gone (bounded by
+    /// `--max-body-bytes-total`).
+    pub request_bytes: Gauge,
     /// How many frames waited for a socket that could not take them at once, each time its
     /// task wrote them (an idle socket is written directly and never counts here).
     pub queue_depth: Histogram,
@@ -92,6 +96,7 @@ impl Default for Metrics {
             events_delivered: Counter::default(),
             slow_consumer_closes: Counter::default(),
             queued_bytes: Gauge::default(),
+            request_bytes: Gauge::default(),
             queue_depth: depth_histogram(),
             request_duration: Family::new_with_constructor(duration_histogram),
             responses: Family::default(),
@@ -129,6 +134,11 @@ impl Default for Metrics {
             "queued_bytes",
             "Bytes waiting, on all sockets together, for connections that could not take them at once",
             m.queued_bytes.clone(),
+        );
+        registry.register(
+            "socket_request_bytes",
+            "Bytes of requests sockets hold, all together: reads running or held, writes running",
+            m.request_bytes.clone(),
         );
         registry.register(
             "queue_depth",

@@ -511,8 +511,11 @@ async fn accept_ws(
     let per_address = Arc::new(AddressSlots::default());
     let explaining = Arc::new(Semaphore::new(REFUSALS_EXPLAINED_AT_ONCE));
     let session_config = Arc::new(settings.session_config());
-    let outbound =
-        ws::socket::Outbound::new(settings.backlog_limits(), service.api().metrics().clone());
+    let bounds = ws::socket::Bounds::new(
+        settings.backlog_limits(),
+        settings.max_body_bytes_total,
+        service.api().metrics().clone(),
+    );
     let alarms = Arc::new(ws::alarms::Alarms::default());
     tracker.spawn(alarms.clone().ring(cancel.clone()));
     loop {
@@ -563,7 +566,7 @@ async fn accept_ws(
             settings: settings.clone(),
             alarms: alarms.clone(),
             config: session_config.clone(),
-            outbound: outbound.clone(),
+            bounds: bounds.clone(),
             admission,
             held,
         })));

@@ -2538,6 +2538,82 @@ async fn request_bodies_held_at_once_are_bounded() {
     drop(stalled);
 }
 
+/// The same bound for sockets: the requests every socket holds (reads running or held behind
+/// a write, writes running, also those whose socket is gone) count in one budget of
+/// `--max-body-bytes-total` bytes. One socket pipelining large writes gets `503 server_busy`
+/// for what would pass it, at once, and loses nothing: every request is answered once, and
+/// exactly the answered 200s are stored. Writes left running by a socket that closed are
+/// counted until they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bytes_sockets_hold_at_once_are_bounded() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.max_body_bytes_total = 64 << 10;
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let note = |id: usize| json!({"id": id, "method": "POST", "path": "/notes", "body": {"text": "n".repeat(20_000)}});
+    let mut ws = f.socket(&f.john).await;
+    let sent = 100;
+    for id in 1..=sent {
+        ws.send_json(&note(id)).await;
+    }
+    let (mut stored, mut busy) = (0, 0);
+    for _ in 1..=sent {
+        let answer = ws.recv().await;
+        match answer["status"].as_u64() {
+            Some(200) => stored += 1,
+            Some(503) => {
+                assert_eq!(answer["body"]["error"], json!("server_busy"), "{answer}");
+                busy += 1;
+            }
+            _ => panic!("unexpected answer {answer}"),
+        }
+    }
+    assert_eq!(stored + busy, sent);
+    assert!(
+        busy > 0,
+        "100 writes of 20 KB never passed a budget of 64 KiB"
+    );
+    let (status, body) = rest("GET", &f.app_url("/notes?limit=1000"), Some(&f.john), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["entities"].as_array().map(Vec::len), Some(stored));
+
+    // Writes whose socket closes before their answers are counted until they end.
+    let mut gone = f.socket(&f.john).await;
+    for id in 1..=10 {
+        gone.send_json(&note(id)).await;
+    }
+    gone.close().await;
+    let metrics = f.server.url("/metrics");
+    let held = || async {
+        let text = reqwest::get(&metrics)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("gridsocket_socket_request_bytes "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .expect("the gauge")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held().await != 0 {
+        assert!(Instant::now() < deadline, "request bytes still held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing is held now: a write goes through.
+    let answer = ws
+        .request(
+            json!(1),
+            "POST",
+            "/notes",
+            None,
+            Some(json!({"text": "again"})),
+        )
+        .await;
+    assert_eq!(answer["status"], json!(200), "{answer}");
+}
+
 /// `GET /users/{u}/token` hands out a user's token without the password (Usergrid's
 /// `UserResource.getAccessToken`): only to the application's admins, never to a user (not even
 /// for themself: a token is not traded for a longer one) nor a guest, over REST or a socket,

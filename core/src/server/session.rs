@@ -25,6 +25,10 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Most subscriptions one socket may hold; one more is answered 429.
     pub max_subscriptions: usize,
+    /// Most bytes of paths and parameters (a `ql`, …) one socket's subscriptions may hold
+    /// together; a subscription past it is answered 429. The host keeps a subscription's
+    /// filter for as long as it lasts, so its text is what the socket holds of the server.
+    pub max_subscription_bytes: usize,
     /// Most events held for subscriptions awaiting confirmation; more closes with 4008.
     pub max_queued_events: usize,
     /// Ping a socket idle this long; close it when idle twice as long. `None`: never.
@@ -50,6 +54,7 @@ impl Default for ServerConfig {
             max_in_flight: 256,
             request_timeout: Duration::from_secs(30),
             max_subscriptions: 1000,
+            max_subscription_bytes: 256 * 1024,
             max_queued_events: 10_000,
             ping_interval: Some(Duration::from_secs(25)),
             auth_grace: Duration::from_secs(30),
@@ -96,6 +101,10 @@ pub enum ServerEvent {
         /// already applied write id (in the same application) by answering it the first
         /// answer, not by applying it again. Always `None` for reads.
         write_id: Option<String>,
+        /// The length of the frame that carried it. A write's bytes are the host's to count
+        /// while it runs (it may outlive the socket); a read's are counted by the session
+        /// until it is answered ([`ServerSession::read_bytes`]).
+        bytes: usize,
     },
     /// Check access, start delivering changes of `path` for `subscription`, then call
     /// [`ServerSession::confirm_subscription`] (or `complete` with an error).
@@ -186,6 +195,8 @@ struct Pending {
     id: Option<FrameId>,
     deadline: Instant,
     subscription: Option<SubscriptionId>,
+    /// A read's frame length, counted in [`ServerSession::read_bytes`] until it is answered.
+    read_bytes: usize,
 }
 
 enum SubState {
@@ -199,6 +210,8 @@ enum SubState {
 
 struct Sub {
     path: String,
+    /// Its path's and parameters' bytes, counted in the session's `subscription_bytes`.
+    bytes: u32,
     state: SubState,
 }
 
@@ -274,6 +287,10 @@ pub struct ServerSession {
     // before them are answered (so a socket reads its own writes).
     writes: BTreeSet<RequestHandle>,
     held_reads: VecDeque<(RequestHandle, ApiRequest)>,
+    /// The frame bytes of the reads in flight or held.
+    read_bytes: usize,
+    /// The bytes of the subscriptions' paths and parameters.
+    subscription_bytes: usize,
     subs: SubTable,
     buffered_events: usize,
     transmits: VecDeque<OutFrame>,
@@ -306,6 +323,8 @@ impl ServerSession {
             pending: BTreeMap::new(),
             writes: BTreeSet::new(),
             held_reads: VecDeque::new(),
+            read_bytes: 0,
+            subscription_bytes: 0,
             subs: SubTable::default(),
             buffered_events: 0,
             transmits: VecDeque::new(),
@@ -347,6 +366,18 @@ impl ServerSession {
 
     /// A text frame arrived.
     pub fn handle_text(&mut self, now: Instant, text: &str) {
+        self.take_text(now, text, false);
+    }
+
+    /// A text frame arrived while the server holds all the request bytes it may: a request
+    /// of the API is answered 503 `server_busy` instead of started, so that it holds nothing
+    /// (the client retries it); every other frame is taken as [`handle_text`](Self::handle_text)
+    /// takes it.
+    pub fn handle_text_when_busy(&mut self, now: Instant, text: &str) {
+        self.take_text(now, text, true);
+    }
+
+    fn take_text(&mut self, now: Instant, text: &str, busy: bool) {
         if self.closed {
             return;
         }
@@ -364,20 +395,36 @@ impl ServerSession {
                 .transmits
                 .push_back(OutFrame::Text(encode_rejection(&rejected))),
             Ok(frame) => match frame.command {
+                Command::Api(_) if busy => {
+                    let body = error_body_json(
+                        "server_busy",
+                        "the server holds as many requests as it may now; retry in a second",
+                    );
+                    self.transmits.push_back(OutFrame::Text(encode_response(
+                        Some(&frame.id),
+                        503,
+                        &body,
+                    )));
+                }
                 Command::Api(request) => {
                     if let Some(handle) = self.start(now, Some(frame.id), None) {
+                        let bytes = text.len();
                         let mut write_id = None;
                         if !request.is_read_only() {
                             self.writes.insert(handle);
                             write_id = frame.write_id;
-                        } else if !self.writes.is_empty() {
-                            self.held_reads.push_back((handle, request));
-                            return;
+                        } else {
+                            self.count_read(handle, bytes);
+                            if !self.writes.is_empty() {
+                                self.held_reads.push_back((handle, request));
+                                return;
+                            }
                         }
                         self.events.push_back(ServerEvent::Request {
                             handle,
                             request,
                             write_id,
+                            bytes,
                         });
                     }
                 }
@@ -466,7 +513,7 @@ impl ServerSession {
     /// The peer closed the socket, or it broke: nothing more is sent, answers are dropped.
     pub fn handle_disconnect(&mut self, _now: Instant) {
         self.closed = true;
-        self.pending.clear();
+        self.clear_pending();
         self.writes.clear();
         self.held_reads.clear();
         self.end_all_subscriptions();
@@ -731,6 +778,7 @@ impl ServerSession {
             }
             let handle = *entry.key();
             let pending = entry.remove();
+            self.read_bytes -= pending.read_bytes;
             let write = self.writes.remove(&handle);
             write_expired |= write;
             if let Some(sub) = pending.subscription {
@@ -837,6 +885,12 @@ impl ServerSession {
         self.pending.len()
     }
 
+    /// The frame bytes of the reads this session holds: running, or held back behind a write.
+    /// The host counts them against its budget of request bytes, with the writes it runs.
+    pub fn read_bytes(&self) -> usize {
+        self.read_bytes
+    }
+
     /// How many subscriptions the socket holds (confirmed or not).
     pub fn subscriptions(&self) -> usize {
         self.subs.len()
@@ -887,9 +941,24 @@ impl ServerSession {
                 id,
                 deadline: now + self.config.request_timeout,
                 subscription,
+                read_bytes: 0,
             },
         );
         Some(handle)
+    }
+
+    /// Counts a read's frame in [`ServerSession::read_bytes`] until it is answered.
+    fn count_read(&mut self, handle: RequestHandle, bytes: usize) {
+        if let Some(p) = self.pending.get_mut(&handle) {
+            p.read_bytes = bytes;
+            self.read_bytes += bytes;
+        }
+    }
+
+    /// Forgets every request in flight (the socket is closing).
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.read_bytes = 0;
     }
 
     /// Hands the host the held reads that no unanswered write precedes, in order.
@@ -906,11 +975,12 @@ impl ServerSession {
                 break;
             };
             // A held read that timed out was answered 504 already.
-            if self.pending.contains_key(&handle) {
+            if let Some(p) = self.pending.get(&handle) {
                 self.events.push_back(ServerEvent::Request {
                     handle,
                     request,
                     write_id: None,
+                    bytes: p.read_bytes,
                 });
             }
         }
@@ -937,15 +1007,34 @@ impl ServerSession {
                 .push_back(OutFrame::Text(encode_response(id.as_ref(), 429, &body)));
             return;
         }
+        let bytes = path.len() + params.text_len();
+        let held = self.subscription_bytes.saturating_add(bytes);
+        let fits = u32::try_from(bytes)
+            .ok()
+            .filter(|_| held <= self.config.max_subscription_bytes);
+        let Some(bytes) = fits else {
+            let body = error_body_json(
+                "too_many_subscriptions",
+                &format!(
+                    "this socket's subscriptions may hold {} bytes of paths and parameters, and this one would take them to {held}; unsubscribe first",
+                    self.config.max_subscription_bytes
+                ),
+            );
+            self.transmits
+                .push_back(OutFrame::Text(encode_response(id.as_ref(), 429, &body)));
+            return;
+        };
         let sub_id = SubscriptionId(self.next_subscription);
         let Some(handle) = self.start(now, id, Some(sub_id)) else {
             return;
         };
         self.next_subscription += 1;
+        self.subscription_bytes += bytes as usize;
         self.subs.push(
             sub_id,
             Sub {
                 path: path.clone(),
+                bytes,
                 state: SubState::Pending {
                     buffered: Vec::new(),
                 },
@@ -1064,11 +1153,15 @@ impl ServerSession {
     fn take_pending(&mut self, handle: RequestHandle) -> Option<Pending> {
         let pending = self.pending.remove(&handle);
         release_map(&mut self.pending);
+        if let Some(p) = &pending {
+            self.read_bytes -= p.read_bytes;
+        }
         pending
     }
 
     fn drop_subscription(&mut self, sub: SubscriptionId) {
         if let Some(s) = self.subs.remove(&sub) {
+            self.subscription_bytes -= s.bytes as usize;
             if let SubState::Pending { buffered } = s.state {
                 self.buffered_events -= buffered.len();
             }
@@ -1086,7 +1179,7 @@ impl ServerSession {
 
     fn close_with(&mut self, code: u16, reason: &str) {
         self.closed = true;
-        self.pending.clear();
+        self.clear_pending();
         self.events.clear();
         self.end_all_subscriptions();
         self.transmits.push_back(OutFrame::Close {

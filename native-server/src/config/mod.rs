@@ -174,7 +174,8 @@ pub struct Settings {
     pub max_asset_bytes: usize,
     /// Request bodies the REST port holds at once, all connections together, in bytes: each
     /// reserves its Content-Length (or, chunked, its most) before it is read; past it, 503
-    /// `server_busy` with `Retry-After`.
+    /// `server_busy` with `Retry-After`. The socket port has a budget of its own of this size,
+    /// for the requests its sockets hold (each counts its frame's length), answered the same.
     #[arg(long, env = "GRIDSOCKET_MAX_BODY_BYTES_TOTAL", default_value_t = 128 << 20)]
     pub max_body_bytes_total: usize,
     /// Deepest nesting of parentheses and `not` in a `ql`; deeper is 400 `query_parse`.
@@ -247,6 +248,10 @@ pub struct Settings {
     /// Most subscriptions per socket; more are answered 429.
     #[arg(long, env = "GRIDSOCKET_MAX_SUBSCRIPTIONS", default_value_t = 1_000)]
     pub max_subscriptions: usize,
+    /// Bytes of paths and parameters (a `ql`, …) one socket's subscriptions may hold
+    /// together; a subscription past it is answered 429.
+    #[arg(long, env = "GRIDSOCKET_MAX_SUBSCRIPTION_BYTES", default_value_t = 256 << 10)]
+    pub max_subscription_bytes: usize,
     /// Events queued for one socket before it counts as a slow consumer (closed with 4008).
     #[arg(long, env = "GRIDSOCKET_MAX_QUEUED_EVENTS", default_value_t = 4_096)]
     pub max_queued_events: usize,
@@ -380,6 +385,7 @@ impl Settings {
             max_in_flight: self.max_in_flight,
             request_timeout: self.request_timeout(),
             max_subscriptions: self.max_subscriptions,
+            max_subscription_bytes: self.max_subscription_bytes,
             max_queued_events: self.max_queued_events,
             ping_interval: (self.ping_interval_secs > 0)
                 .then(|| Duration::from_secs(self.ping_interval_secs)),

@@ -91,6 +91,7 @@ impl Pair {
                             handle,
                             request,
                             write_id,
+                            ..
                         } => {
                             if self.answer {
                                 let repeat =

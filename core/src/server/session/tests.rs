@@ -16,6 +16,7 @@ fn config() -> ServerConfig {
         max_in_flight: 2,
         request_timeout: Duration::from_secs(5),
         max_subscriptions: 3,
+        max_subscription_bytes: 100,
         max_queued_events: 4,
         ping_interval: Some(Duration::from_secs(20)),
         auth_grace: Duration::from_secs(10),
@@ -277,6 +278,64 @@ fn unsubscribe_by_id_or_path_and_limits() {
         (v["status"].clone(), v["body"]["error"].clone()),
         (json!(429), json!("too_many_subscriptions"))
     );
+}
+
+/// The filters a socket's subscriptions keep are bounded in bytes, not only in number: what
+/// one subscription holds is its path and parameters, and past the socket's budget (100
+/// bytes here) a subscription is refused until others end.
+#[test]
+fn subscriptions_hold_at_most_their_budget_of_path_and_parameter_bytes() {
+    let (mut s, now) = session();
+    let ql = format!("select * where a = '{}'", "x".repeat(40));
+    let with_ql = |id: u32, path: &str| {
+        format!(r#"{{"id":{id},"method":"SUBSCRIBE","path":"{path}","params":{{"ql":"{ql}"}}}}"#)
+    };
+    // "/a", and "ql" with its 61 bytes: 65 of the 100.
+    s.handle_text(now, &with_ql(1, "/a"));
+    let Some(ServerEvent::Subscribe {
+        handle,
+        subscription: first,
+        ..
+    }) = s.poll_event()
+    else {
+        panic!("the first subscription did not start");
+    };
+    assert!(s.confirm_subscription(now, handle, 0, "{}", vec![]));
+    drain(&mut s);
+    // As much again would pass it, and is refused; nothing reaches the host.
+    s.handle_text(now, &with_ql(2, "/b"));
+    let v = text(&mut s);
+    assert_eq!(
+        (
+            v["id"].clone(),
+            v["status"].clone(),
+            v["body"]["error"].clone()
+        ),
+        (json!(2), json!(429), json!("too_many_subscriptions"))
+    );
+    assert!(s.poll_event().is_none());
+    assert_eq!(s.subscriptions(), 1);
+    // A small one still fits beside it.
+    let (h, _) = subscribe(&mut s, now, 3, "/users/jane/feed");
+    assert!(s.confirm_subscription(now, h, 0, "{}", vec![]));
+    drain(&mut s);
+    // Once the first ends, its bytes are free again.
+    s.handle_text(
+        now,
+        &format!(r#"{{"id":4,"method":"UNSUBSCRIBE","subscription":"{first}"}}"#),
+    );
+    assert_eq!(
+        s.poll_event(),
+        Some(ServerEvent::Unsubscribed {
+            subscription: first
+        })
+    );
+    drain(&mut s);
+    s.handle_text(now, &with_ql(5, "/b"));
+    assert!(matches!(
+        s.poll_event(),
+        Some(ServerEvent::Subscribe { .. })
+    ));
 }
 
 #[test]
@@ -543,6 +602,64 @@ fn a_write_and_the_read_held_behind_it_timing_out_together_hand_the_host_nothing
     assert!(s.poll_event().is_none());
     assert!(!s.complete(now, post, 200, "{}"));
     assert!(s.poll_event().is_none());
+}
+
+#[test]
+fn a_read_counts_its_frame_until_it_is_answered_and_a_write_hands_its_to_the_host() {
+    let (mut s, now) = roomy();
+    let post = r#"{"id":1,"method":"POST","path":"/books","body":{"title":"Dune"}}"#;
+    let get = r#"{"id":2,"method":"GET","path":"/books"}"#;
+    let get_too = r#"{"id":3,"method":"GET","path":"/books/dune"}"#;
+    s.handle_text(now, post);
+    s.handle_text(now, get);
+    s.handle_text(now, get_too);
+    // The write's bytes go to the host with it; the reads' stay counted here, held or not.
+    let Some(ServerEvent::Request { handle, bytes, .. }) = s.poll_event() else {
+        panic!("expected the write");
+    };
+    assert_eq!(bytes, post.len());
+    assert_eq!(s.read_bytes(), get.len() + get_too.len());
+    assert!(s.complete(now, handle, 200, "{}"));
+    let Some(ServerEvent::Request {
+        handle: read,
+        bytes,
+        ..
+    }) = s.poll_event()
+    else {
+        panic!("expected the first read, released");
+    };
+    assert_eq!(bytes, get.len());
+    assert!(s.complete(now, read, 200, "{}"));
+    assert_eq!(s.read_bytes(), get_too.len());
+    // A read that times out is no longer counted; nor is anything once the peer is gone.
+    s.handle_timeout(now + Duration::from_secs(6));
+    assert_eq!(s.read_bytes(), 0);
+    s.handle_text(now + Duration::from_secs(6), get);
+    assert_eq!(s.read_bytes(), get.len());
+    s.handle_disconnect(now + Duration::from_secs(6));
+    assert_eq!(s.read_bytes(), 0);
+}
+
+#[test]
+fn a_request_that_comes_while_the_server_is_busy_is_answered_503_and_not_started() {
+    let (mut s, now) = roomy();
+    s.handle_text_when_busy(now, r#"{"id":1,"method":"POST","path":"/books","body":{}}"#);
+    s.handle_text_when_busy(now, r#"{"id":2,"method":"GET","path":"/books"}"#);
+    for id in [1, 2] {
+        let answer = text(&mut s);
+        assert_eq!(
+            (&answer["id"], &answer["status"], &answer["body"]["error"]),
+            (&json!(id), &json!(503), &json!("server_busy"))
+        );
+    }
+    assert!(s.poll_event().is_none());
+    assert_eq!((s.in_flight(), s.read_bytes()), (0, 0));
+    // Other frames hold no request's body, and are taken as usual.
+    s.handle_text_when_busy(now, r#"{"id":3,"method":"SUBSCRIBE","path":"/books"}"#);
+    assert!(matches!(
+        s.poll_event(),
+        Some(ServerEvent::Subscribe { .. })
+    ));
 }
 
 #[test]

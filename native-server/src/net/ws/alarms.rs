@@ -166,7 +166,7 @@ mod tests {
     use super::*;
     use crate::config::BacklogLimits;
     use crate::metrics::Metrics;
-    use crate::net::ws::socket::Outbound;
+    use crate::net::ws::socket::Bounds;
     use gridsocket_core::{ServerConfig, ServerSession};
     use std::time::Duration;
 
@@ -177,8 +177,8 @@ mod tests {
             bytes: 1 << 16,
             total_bytes: 1 << 20,
         };
-        let outbound = Outbound::new(limits, Arc::new(Metrics::default()));
-        Arc::new(Socket::new(session, None, outbound))
+        let bounds = Bounds::new(limits, usize::MAX, Arc::new(Metrics::default()));
+        Arc::new(Socket::new(session, None, bounds))
     }
 
     #[test]

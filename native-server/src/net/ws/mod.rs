@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::metrics::Via;
 use crate::net::tls::{self, Conn};
 use crate::net::ws::alarms::{Alarm, Alarms};
-use crate::net::ws::socket::{Outbound, Socket};
+use crate::net::ws::socket::{Bounds, Socket, State};
 use crate::net::ws::stream::{ConnWriter, Wire};
 use crate::realtime::hub::{ConnHandle, ConnId};
 use crate::realtime::{Realtime, SubscribeOk};
@@ -100,7 +100,7 @@ pub struct Accepted<H> {
     /// The sessions' configuration, one for every socket.
     pub config: Arc<ServerConfig>,
     /// The backlog bounds and metrics of every socket.
-    pub outbound: Arc<Outbound>,
+    pub bounds: Arc<Bounds>,
     /// Whether it fits the connection limits.
     pub admission: Admission,
     /// What it holds until it ends: its places in the connection limits, or its turn at being
@@ -126,14 +126,14 @@ pub async fn serve_socket<H: Send + 'static>(accepted: Box<Accepted<H>>) {
         settings,
         alarms,
         config,
-        outbound,
+        bounds,
         admission,
         held,
     } = unbox(accepted);
     let deadline = tokio::time::Instant::now() + handshake;
     let refused = admission.refusal().is_some();
     let opening = open(
-        stream, peer, tls, deadline, &realtime, settings, config, outbound, admission,
+        stream, peer, tls, deadline, &realtime, settings, config, bounds, admission,
     );
     let Some((ws, writer, socket, link)) = Box::pin(opening).await else {
         return;
@@ -234,7 +234,7 @@ async fn open(
     realtime: &Realtime,
     settings: Arc<Settings>,
     config: Arc<ServerConfig>,
-    outbound: Arc<Outbound>,
+    bounds: Arc<Bounds>,
     admission: Admission,
 ) -> Option<Accepting> {
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -273,7 +273,7 @@ async fn open(
             }
         }
     };
-    let socket = Arc::new(Socket::new(session, direct, outbound));
+    let socket = Arc::new(Socket::new(session, direct, bounds));
     let writer = ws.get_mut().attach(socket.clone())?;
     let link = context.map(|ctx| Link {
         conn: realtime.hub().register(ConnHandle {
@@ -445,7 +445,13 @@ impl Opened {
                     (st.session.poll_timeout(), st.has_backlog())
                 };
                 for event in events {
-                    handle_event(event, &self.realtime, self.link.as_ref(), &mut in_flight);
+                    handle_event(
+                        event,
+                        &self.realtime,
+                        self.link.as_ref(),
+                        &self.socket,
+                        &mut in_flight,
+                    );
                 }
                 waits
             };
@@ -467,7 +473,7 @@ impl Opened {
                 }
                 msg = self.conn.ws.next() => {
                     let mut st = self.socket.lock();
-                    if let Some(ending) = read_message(&mut st.session, Instant::now(), msg) {
+                    if let Some(ending) = read_message(&self.socket, &mut st, Instant::now(), msg) {
                         return ending;
                     }
                 }
@@ -495,12 +501,14 @@ impl Opened {
 
 /// Hands what the connection read to the session. `Some`: the connection is over.
 fn read_message(
-    session: &mut ServerSession,
+    socket: &Socket,
+    st: &mut State,
     now: Instant,
     msg: Option<Result<Message, WsError>>,
 ) -> Option<Ending> {
+    let session = &mut st.session;
     match msg {
-        Some(Ok(Message::Text(text))) => session.handle_text(now, text.as_str()),
+        Some(Ok(Message::Text(text))) => socket.take_text(st, now, text.as_str()),
         Some(Ok(Message::Binary(bytes))) => session.handle_binary(now, bytes.len()),
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => session.handle_pong(now),
         Some(Ok(Message::Frame(_))) => {}
@@ -667,6 +675,7 @@ fn handle_event(
     event: ServerEvent,
     realtime: &Arc<Realtime>,
     link: Option<&Link>,
+    socket: &Socket,
     in_flight: &mut InFlight,
 ) {
     let Some(link) = link else {
@@ -683,9 +692,11 @@ fn handle_event(
             handle,
             request,
             write_id,
+            bytes,
         } => {
             let read_only = request.is_read_only();
-            let lasting = (!read_only).then(|| realtime.api().clone());
+            // A read's bytes are the session's to count; a write's are counted while it runs.
+            let lasting = (!read_only).then(|| (realtime.api().clone(), socket.hold_write(bytes)));
             let work = async move {
                 let started = std::time::Instant::now();
                 let resp = crate::api::dedup::execute(
@@ -703,12 +714,13 @@ fn handle_event(
                     .observe_request(Via::Socket, resp.status, started);
                 Done::Response(handle, resp)
             };
-            if let Some(lasting) = lasting {
+            if let Some((api, held)) = lasting {
                 let done = in_flight.answer();
                 // The socket may be gone; the request's effects stand either way, and shutdown
                 // waits for them.
-                lasting.spawn_lasting(async move {
+                api.spawn_lasting(async move {
                     let _ = done.send(work.await);
+                    drop(held);
                 });
             } else {
                 // A read changes nothing: it runs inside the socket's task, without a task of

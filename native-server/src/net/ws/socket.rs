@@ -72,27 +72,66 @@ pub struct Socket {
     waker: AtomicWaker,
     /// The connection, for writes from outside the task; `None` with TLS.
     direct: Option<Arc<TcpStream>>,
-    outbound: Arc<Outbound>,
+    bounds: Arc<Bounds>,
 }
 
-/// What every socket of a server shares: the bounds of a backlog, and the metrics its writes
-/// count in. One pointer in each socket, not four words.
-pub struct Outbound {
+/// What every socket of a server shares: the bounds of what a socket holds (its backlog, the
+/// requests it runs), and the metrics these count in. One pointer in each socket, not five
+/// words.
+pub struct Bounds {
     limits: BacklogLimits,
+    /// Most bytes of requests all sockets hold at once (`--max-body-bytes-total`), counted in
+    /// `metrics.request_bytes`.
+    request_bytes: usize,
     metrics: Arc<Metrics>,
 }
 
-impl Outbound {
+impl Bounds {
     /// A server's, with every bound at least 1.
-    pub fn new(limits: BacklogLimits, metrics: Arc<Metrics>) -> Arc<Outbound> {
-        Arc::new(Outbound {
+    pub fn new(limits: BacklogLimits, request_bytes: usize, metrics: Arc<Metrics>) -> Arc<Bounds> {
+        Arc::new(Bounds {
             limits: BacklogLimits {
                 events: limits.events.max(1),
                 bytes: limits.bytes.max(1),
                 total_bytes: limits.total_bytes.max(1),
             },
+            request_bytes: request_bytes.max(1),
             metrics,
         })
+    }
+
+    /// Whether a request of `bytes` fits beside the requests every socket holds now. A frame
+    /// larger than the whole budget fits when nothing else is held, so that a budget set below
+    /// the frame limit still lets requests through one at a time.
+    fn has_room_for(&self, bytes: usize) -> bool {
+        let held = usize::try_from(self.metrics.request_bytes.get()).unwrap_or(0);
+        held == 0 || held.saturating_add(bytes) <= self.request_bytes
+    }
+
+    /// Moves the count of requests' bytes held from `before` to `after`.
+    fn count_requests(&self, before: usize, after: usize) {
+        move_gauge(&self.metrics.request_bytes, before, after);
+    }
+}
+
+/// A write's bytes, counted among the requests held until it ends: it may outlive its socket.
+pub struct HeldWrite {
+    bounds: Arc<Bounds>,
+    bytes: usize,
+}
+
+impl Drop for HeldWrite {
+    fn drop(&mut self) {
+        self.bounds.count_requests(self.bytes, 0);
+    }
+}
+
+/// Moves a gauge by the change from `before` to `after`.
+fn move_gauge(gauge: &prometheus_client::metrics::gauge::Gauge, before: usize, after: usize) {
+    if after >= before {
+        gauge.inc_by(i64::try_from(after - before).unwrap_or(i64::MAX));
+    } else {
+        gauge.dec_by(i64::try_from(before - after).unwrap_or(i64::MAX));
     }
 }
 
@@ -108,6 +147,8 @@ pub struct State {
     broken: bool,
     /// Frames are being gathered for one write ([`Socket::push_corked`]).
     corked: bool,
+    /// The session's read bytes as last counted in the server's request bytes.
+    reads_counted: usize,
 }
 
 /// Frames, or what is left of them, not yet written; oldest first. Held in a box only while
@@ -215,7 +256,7 @@ impl Socket {
     pub fn new(
         session: ServerSession,
         direct: Option<Arc<TcpStream>>,
-        outbound: Arc<Outbound>,
+        bounds: Arc<Bounds>,
     ) -> Socket {
         Socket {
             state: Mutex::new(State {
@@ -224,11 +265,12 @@ impl Socket {
                 slow: false,
                 broken: false,
                 corked: false,
+                reads_counted: 0,
             }),
             woken: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             direct,
-            outbound,
+            bounds,
         }
     }
 
@@ -372,7 +414,7 @@ impl Socket {
     ) {
         while let Some(frame) = st.session.poll_transmit() {
             if matches!(frame, OutFrame::Event(_)) {
-                self.outbound.metrics.events_delivered.inc();
+                self.bounds.metrics.events_delivered.inc();
             }
             let bytes = match (frame, known) {
                 (OutFrame::Event(text), Some(event)) if Arc::ptr_eq(&text, event.text()) => {
@@ -387,6 +429,7 @@ impl Socket {
     /// Writes everything the session has to send, in as few writes as the connection allows
     /// (the socket's task: many answers at once go out together).
     pub fn flush(&self, st: &mut State, now: Instant) {
+        self.count_reads(st);
         self.transmit(st, now, None, true);
         if let Some(tcp) = &self.direct {
             self.write_now(st, tcp);
@@ -443,7 +486,9 @@ impl Socket {
 
     /// Closes the socket as a slow consumer once its backlog is past a limit.
     fn check_backlog(&self, st: &mut State, now: Instant) {
-        let Outbound { limits, metrics } = &*self.outbound;
+        let Bounds {
+            limits, metrics, ..
+        } = &*self.bounds;
         let waiting_bytes = st.backlog.bytes() - st.backlog.front().map_or(0, Bytes::len);
         let all_sockets = usize::try_from(metrics.queued_bytes.get()).unwrap_or(0);
         let over = st.backlog.len() > limits.events
@@ -474,12 +519,34 @@ impl Socket {
     /// Moves the server-wide count of waiting bytes with a socket's backlog, which went from
     /// `before` bytes to `after`.
     fn account(&self, before: usize, after: usize) {
-        let gauge = &self.outbound.metrics.queued_bytes;
-        if after >= before {
-            gauge.inc_by(i64::try_from(after - before).unwrap_or(i64::MAX));
+        move_gauge(&self.bounds.metrics.queued_bytes, before, after);
+    }
+
+    /// Hands a text frame to the session: as a request only if the server has room for its
+    /// bytes among the requests every socket holds, else the session answers it 503.
+    pub fn take_text(&self, st: &mut State, now: Instant, text: &str) {
+        if self.bounds.has_room_for(text.len()) {
+            st.session.handle_text(now, text);
         } else {
-            gauge.dec_by(i64::try_from(before - after).unwrap_or(i64::MAX));
+            st.session.handle_text_when_busy(now, text);
         }
+        self.count_reads(st);
+    }
+
+    /// Counts a write's bytes among the requests held, until the returned guard is dropped.
+    pub fn hold_write(&self, bytes: usize) -> HeldWrite {
+        self.bounds.count_requests(0, bytes);
+        HeldWrite {
+            bounds: self.bounds.clone(),
+            bytes,
+        }
+    }
+
+    /// Brings the server's count of request bytes up to date with the session's reads.
+    fn count_reads(&self, st: &mut State) {
+        let now_held = st.session.read_bytes();
+        self.bounds.count_requests(st.reads_counted, now_held);
+        st.reads_counted = now_held;
     }
 
     /// Writes the backlog to `out` (the task's writer) until it is empty or `out` is full.
@@ -492,7 +559,7 @@ impl Socket {
     ) -> Poll<io::Result<()>> {
         let mut st = self.lock();
         if st.has_backlog() {
-            self.outbound
+            self.bounds
                 .metrics
                 .queue_depth
                 .observe(st.backlog.len() as f64);
@@ -573,7 +640,8 @@ impl Drop for Socket {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         let left = i64::try_from(st.backlog.bytes()).unwrap_or(i64::MAX);
-        self.outbound.metrics.queued_bytes.dec_by(left);
+        self.bounds.metrics.queued_bytes.dec_by(left);
+        self.bounds.count_requests(st.reads_counted, 0);
     }
 }
 
@@ -602,6 +670,77 @@ mod tests {
         // Every socket's shared state is this plus an `Arc`'s two counts, in mimalloc's
         // 448-byte size class; at 449 it takes 512.
         assert!(std::mem::size_of::<Socket>() + 16 <= 448);
+    }
+
+    /// Every socket's requests count in one budget of bytes: a read's frame until it is
+    /// answered, a write's while its guard lives (its task may outlive the socket). A request
+    /// that would pass the budget is answered 503 and counts nothing.
+    #[test]
+    fn requests_past_the_servers_budget_of_request_bytes_are_answered_503() {
+        let metrics = Arc::new(Metrics::default());
+        let limits = BacklogLimits {
+            events: 16,
+            bytes: usize::MAX,
+            total_bytes: usize::MAX,
+        };
+        let now = Instant::now();
+        let session = ServerSession::accept(ServerConfig::default(), now);
+        let socket = Socket::new(session, None, Bounds::new(limits, 100, metrics.clone()));
+        let get = |id: u32| format!(r#"{{"id":{id},"method":"GET","path":"/books/dune"}}"#);
+        let held = || metrics.request_bytes.get() as usize;
+        let mut st = socket.lock();
+
+        socket.take_text(&mut st, now, &get(1));
+        let Some(ServerEvent::Request { handle, .. }) = st.session.poll_event() else {
+            panic!("the first read did not start");
+        };
+        assert_eq!(held(), get(1).len());
+        let write = socket.hold_write(40);
+        assert_eq!(held(), get(1).len() + 40);
+
+        // 42 + 40 held, and 42 more would pass 100.
+        socket.take_text(&mut st, now, &get(2));
+        assert!(
+            st.session.poll_event().is_none(),
+            "a request past the budget ran"
+        );
+        let answer: serde_json::Value = match st.session.poll_transmit() {
+            Some(OutFrame::Text(text)) => serde_json::from_str(&text).expect("JSON"),
+            other => panic!("expected an answer, got {other:?}"),
+        };
+        assert_eq!(
+            (&answer["id"], &answer["status"], &answer["body"]["error"]),
+            (
+                &serde_json::json!(2),
+                &serde_json::json!(503),
+                &serde_json::json!("server_busy")
+            )
+        );
+        assert_eq!(held(), get(1).len() + 40);
+
+        // Answered, the read counts no more once the socket's loop comes round; the write's
+        // bytes go when its guard does.
+        assert!(st.session.complete(now, handle, 200, "{}"));
+        socket.flush(&mut st, now);
+        assert_eq!(held(), 40);
+        drop(write);
+        assert_eq!(held(), 0);
+
+        // A frame larger than the whole budget runs when nothing else is held.
+        let large = format!(
+            r#"{{"id":3,"method":"GET","path":"/books/{}"}}"#,
+            "d".repeat(100)
+        );
+        socket.take_text(&mut st, now, &large);
+        assert!(matches!(
+            st.session.poll_event(),
+            Some(ServerEvent::Request { .. })
+        ));
+        assert_eq!(held(), large.len());
+        // A socket that goes away takes its reads' bytes with it.
+        drop(st);
+        drop(socket);
+        assert_eq!(held(), 0);
     }
 
     /// A connected pair: the server's end (shared) and the client's.
@@ -646,7 +785,7 @@ mod tests {
         session.confirm_subscription(now, handle, 0, "{}", Vec::new());
         while session.poll_transmit().is_some() {}
         let (server, client) = pair().await;
-        let socket = Socket::new(session, Some(server), Outbound::new(limits, metrics));
+        let socket = Socket::new(session, Some(server), Bounds::new(limits, 1 << 20, metrics));
         (Arc::new(socket), subscription, client)
     }
 
@@ -756,7 +895,7 @@ mod tests {
         let st = socket.lock();
         assert!(st.is_slow() && st.is_finished());
         assert!(st.backlog.len() <= 8);
-        assert_eq!(socket.outbound.metrics.slow_consumer_closes.get(), 1);
+        assert_eq!(socket.bounds.metrics.slow_consumer_closes.get(), 1);
     }
 
     #[tokio::test]
@@ -801,7 +940,7 @@ mod tests {
         };
         let (first, sub, _a) = socket_with(limits).await;
         // A second socket counting into the same server-wide total.
-        let (second, sub2, _b) = socket_counted_in(limits, first.outbound.metrics.clone()).await;
+        let (second, sub2, _b) = socket_counted_in(limits, first.bounds.metrics.clone()).await;
         let body = format!(r#"{{"blob":"{}"}}"#, "x".repeat(64 * 1024));
         for seq in 1..=2_000 {
             for (socket, sub) in [(&*first, sub), (&*second, sub2)] {
@@ -814,12 +953,12 @@ mod tests {
         }
         assert!(first.lock().is_slow() && second.lock().is_slow());
         // Neither passed its own bound (there is none); together they passed the server's.
-        let total = first.outbound.metrics.queued_bytes.get();
+        let total = first.bounds.metrics.queued_bytes.get();
         assert!(total < 1 << 20, "what is left after the cut: {total} bytes");
         drop(second);
         let left = first.lock().backlog.bytes() as i64;
         assert_eq!(
-            first.outbound.metrics.queued_bytes.get(),
+            first.bounds.metrics.queued_bytes.get(),
             left,
             "a dropped socket holds nothing"
         );
