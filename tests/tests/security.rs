@@ -1242,30 +1242,38 @@ async fn timing_does_not_reveal_which_users_exist() {
     };
     // Each pair is measured back to back, in alternating order, so that whatever else the
     // machine does weighs on both sides alike; the median of the pairs' ratios says how far
-    // apart the two costs are.
-    let mut ratios = Vec::new();
-    let (mut known, mut unknown) = (Vec::new(), Vec::new());
-    for i in 0..31 {
-        let (k, u) = if i % 2 == 0 {
-            let k = timed("jane".into()).await;
-            (k, timed(format!("nobody-{i}")).await)
-        } else {
-            let u = timed(format!("nobody-{i}")).await;
-            (timed("jane".into()).await, u)
-        };
-        ratios.push(k.as_secs_f64() / u.as_secs_f64());
-        known.push(k);
-        unknown.push(u);
+    // apart the two costs are. A real difference shows in every round; a machine busy with
+    // other work (a build beside the tests) can tip one round, rarely three in a row.
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let mut ratios = Vec::new();
+        let (mut known, mut unknown) = (Vec::new(), Vec::new());
+        for i in 0..31 {
+            let (k, u) = if i % 2 == 0 {
+                let k = timed("jane".into()).await;
+                (k, timed(format!("nobody-{i}")).await)
+            } else {
+                let u = timed(format!("nobody-{i}")).await;
+                (timed("jane".into()).await, u)
+            };
+            ratios.push(k.as_secs_f64() / u.as_secs_f64());
+            known.push(k);
+            unknown.push(u);
+        }
+        ratios.sort_by(f64::total_cmp);
+        known.sort();
+        unknown.sort();
+        let ratio = ratios[15];
+        let (k, u) = (known[15].as_secs_f64(), unknown[15].as_secs_f64());
+        eprintln!("median wrong password {k:.4} s, unknown user {u:.4} s, median ratio {ratio:.3}");
+        if (0.8..1.25).contains(&ratio) {
+            return;
+        }
+        rounds.push(format!("{ratio:.2} (medians {k:.4} s and {u:.4} s)"));
     }
-    ratios.sort_by(f64::total_cmp);
-    known.sort();
-    unknown.sort();
-    let ratio = ratios[15];
-    let (k, u) = (known[15].as_secs_f64(), unknown[15].as_secs_f64());
-    eprintln!("median wrong password {k:.4} s, unknown user {u:.4} s, median ratio {ratio:.3}");
-    assert!(
-        (0.8..1.25).contains(&ratio),
-        "a wrong password costs {ratio:.2} times an unknown user (medians {k:.4} s and {u:.4} s)"
+    panic!(
+        "a wrong password costs this many times an unknown user, in every round: {}",
+        rounds.join(", ")
     );
 }
 

@@ -545,8 +545,10 @@ impl Socket {
     /// Brings the server's count of request bytes up to date with the session's reads.
     fn count_reads(&self, st: &mut State) {
         let now_held = st.session.read_bytes();
-        self.bounds.count_requests(st.reads_counted, now_held);
-        st.reads_counted = now_held;
+        if now_held != st.reads_counted {
+            self.bounds.count_requests(st.reads_counted, now_held);
+            st.reads_counted = now_held;
+        }
     }
 
     /// Writes the backlog to `out` (the task's writer) until it is empty or `out` is full.
