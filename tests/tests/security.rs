@@ -2622,6 +2622,77 @@ async fn request_bytes_sockets_hold_at_once_are_bounded() {
     assert_eq!(answer["status"], json!(200), "{answer}");
 }
 
+/// A message a socket is still receiving counts in the same budget: a client that starts
+/// large messages and never ends them (answering pings meanwhile) cannot make the server hold
+/// a frame's limit on every socket. Past 64 KiB of an unfinished message, while the budget is
+/// spent, the socket closes with 1013; a large message that fits goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_messages_count_in_the_budget_of_request_bytes() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.max_body_bytes_total = 256 << 10;
+    let f = Fixture::on(TestServer::start_with(settings).await).await;
+
+    // 200 KB in one frame, under the budget: stored.
+    let mut ws = f.socket(&f.john).await;
+    let answer = ws
+        .request(
+            json!(1),
+            "POST",
+            "/notes",
+            None,
+            Some(json!({"text": "n".repeat(200_000)})),
+        )
+        .await;
+    assert_eq!(answer["status"], json!(200), "{}", answer["body"]);
+
+    // A frame that says 600,000 bytes, of which 300,000 come and the rest never do.
+    let (mut raw, _) =
+        tokio_tungstenite::connect_async(f.ws_url(&format!("?access_token={}", f.john)))
+            .await
+            .expect("handshake");
+    assert!(matches!(raw.next().await, Some(Ok(Message::Text(_)))));
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = raw.get_mut() else {
+        panic!("plain TCP expected");
+    };
+    let mut head = vec![0x81, 0x80 | 127];
+    head.extend_from_slice(&600_000u64.to_be_bytes());
+    head.extend_from_slice(&[0, 0, 0, 0]);
+    tcp.write_all(&head).await.expect("frame head");
+    tcp.write_all(&vec![b'x'; 300_000])
+        .await
+        .expect("half its payload");
+    let close = tokio::time::timeout(Duration::from_secs(10), raw.next())
+        .await
+        .expect("the server answers");
+    match close {
+        Some(Ok(Message::Close(Some(c)))) => assert_eq!(u16::from(c.code), 1013),
+        other => panic!("expected a close with 1013, got {other:?}"),
+    }
+
+    // Its bytes are given back, and the other socket goes on.
+    let metrics = f.server.url("/metrics");
+    let held = || async {
+        let text = reqwest::get(&metrics)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix("gridsocket_socket_request_bytes "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .expect("the gauge")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held().await != 0 {
+        assert!(Instant::now() < deadline, "request bytes still held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = ws.request(json!(2), "GET", "/notes", None, None).await;
+    assert_eq!(answer["status"], json!(200), "{}", answer["body"]);
+}
+
 /// `GET /users/{u}/token` hands out a user's token without the password (Usergrid's
 /// `UserResource.getAccessToken`): only to the application's admins, never to a user (not even
 /// for themself: a token is not traded for a longer one) nor a guest, over REST or a socket,

@@ -210,7 +210,7 @@ enum SubState {
 
 struct Sub {
     path: String,
-    /// Its path's and parameters' bytes, counted in the session's `subscription_bytes`.
+    /// Its path's and parameters' bytes, which count in `max_subscription_bytes`.
     bytes: u32,
     state: SubState,
 }
@@ -289,8 +289,6 @@ pub struct ServerSession {
     held_reads: VecDeque<(RequestHandle, ApiRequest)>,
     /// The frame bytes of the reads in flight or held.
     read_bytes: usize,
-    /// The bytes of the subscriptions' paths and parameters.
-    subscription_bytes: usize,
     subs: SubTable,
     buffered_events: usize,
     transmits: VecDeque<OutFrame>,
@@ -324,7 +322,6 @@ impl ServerSession {
             writes: BTreeSet::new(),
             held_reads: VecDeque::new(),
             read_bytes: 0,
-            subscription_bytes: 0,
             subs: SubTable::default(),
             buffered_events: 0,
             transmits: VecDeque::new(),
@@ -1008,7 +1005,14 @@ impl ServerSession {
             return;
         }
         let bytes = path.len() + params.text_len();
-        let held = self.subscription_bytes.saturating_add(bytes);
+        // Summed when a subscription comes (a socket has a few, at most a thousand), not kept:
+        // every idle socket would carry the field.
+        let held = self
+            .subs
+            .iter()
+            .map(|(_, s)| s.bytes as usize)
+            .sum::<usize>()
+            .saturating_add(bytes);
         let fits = u32::try_from(bytes)
             .ok()
             .filter(|_| held <= self.config.max_subscription_bytes);
@@ -1029,7 +1033,6 @@ impl ServerSession {
             return;
         };
         self.next_subscription += 1;
-        self.subscription_bytes += bytes as usize;
         self.subs.push(
             sub_id,
             Sub {
@@ -1161,7 +1164,6 @@ impl ServerSession {
 
     fn drop_subscription(&mut self, sub: SubscriptionId) {
         if let Some(s) = self.subs.remove(&sub) {
-            self.subscription_bytes -= s.bytes as usize;
             if let SubState::Pending { buffered } = s.state {
                 self.buffered_events -= buffered.len();
             }

@@ -472,6 +472,7 @@ impl Opened {
                     }
                 }
                 msg = self.conn.ws.next() => {
+                    self.conn.ws.get_mut().message_done();
                     let mut st = self.socket.lock();
                     if let Some(ending) = read_message(&self.socket, &mut st, Instant::now(), msg) {
                         return ending;

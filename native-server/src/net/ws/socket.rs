@@ -112,7 +112,20 @@ impl Bounds {
     fn count_requests(&self, before: usize, after: usize) {
         move_gauge(&self.metrics.request_bytes, before, after);
     }
+
+    /// Whether the requests every socket holds are past the budget.
+    fn over_budget(&self) -> bool {
+        usize::try_from(self.metrics.request_bytes.get()).unwrap_or(0) > self.request_bytes
+    }
 }
+
+/// How much of a message one socket may have received without finishing it, whatever the
+/// budget: only a large message in progress is ever refused.
+const UNFINISHED_ALONE: usize = 64 * 1024;
+
+/// An unfinished message is counted among the requests held once it is past this: the
+/// common small frame, read in one go, touches the shared count only as its request.
+const UNFINISHED_COUNTED_FROM: usize = 4 * 1024;
 
 /// A write's bytes, counted among the requests held until it ends: it may outlive its socket.
 pub struct HeldWrite {
@@ -128,7 +141,9 @@ impl Drop for HeldWrite {
 
 /// Moves a gauge by the change from `before` to `after`.
 fn move_gauge(gauge: &prometheus_client::metrics::gauge::Gauge, before: usize, after: usize) {
-    if after >= before {
+    if after == before {
+        // Nothing to write to a line every thread shares.
+    } else if after > before {
         gauge.inc_by(i64::try_from(after - before).unwrap_or(i64::MAX));
     } else {
         gauge.dec_by(i64::try_from(before - after).unwrap_or(i64::MAX));
@@ -147,8 +162,9 @@ pub struct State {
     broken: bool,
     /// Frames are being gathered for one write ([`Socket::push_corked`]).
     corked: bool,
-    /// The session's read bytes as last counted in the server's request bytes.
-    reads_counted: usize,
+    /// The session's read bytes as last counted in the server's request bytes (at most
+    /// `u32::MAX`: 32 bits beside the flags fit the socket in its size class).
+    reads_counted: u32,
 }
 
 /// Frames, or what is left of them, not yet written; oldest first. Held in a box only while
@@ -542,11 +558,35 @@ impl Socket {
         }
     }
 
+    /// The message the connection is receiving went from `before` bytes so far to `after`
+    /// (0: it is finished, or the connection gone), counted among the requests held: a client
+    /// that starts messages and never ends them would otherwise hold up to a frame's limit
+    /// on every socket. Past [`UNFINISHED_ALONE`], while the server holds more than its
+    /// budget, the socket closes with 1013 (try again later).
+    pub fn unfinished_moved(&self, before: usize, after: usize) {
+        let counted = |n: usize| if n > UNFINISHED_COUNTED_FROM { n } else { 0 };
+        self.bounds.count_requests(counted(before), counted(after));
+        if after > before && self.refuses_unfinished(after) {
+            self.lock().session.close(
+                Instant::now(),
+                close_code::TRY_AGAIN_LATER,
+                "the server holds too many bytes of requests; send it again later",
+            );
+            self.wake();
+        }
+    }
+
+    /// Whether a message of which `unfinished` bytes arrived may not grow now.
+    pub fn refuses_unfinished(&self, unfinished: usize) -> bool {
+        unfinished > UNFINISHED_ALONE && self.bounds.over_budget()
+    }
+
     /// Brings the server's count of request bytes up to date with the session's reads.
     fn count_reads(&self, st: &mut State) {
-        let now_held = st.session.read_bytes();
+        let now_held = u32::try_from(st.session.read_bytes()).unwrap_or(u32::MAX);
         if now_held != st.reads_counted {
-            self.bounds.count_requests(st.reads_counted, now_held);
+            self.bounds
+                .count_requests(st.reads_counted as usize, now_held as usize);
             st.reads_counted = now_held;
         }
     }
@@ -643,7 +683,7 @@ impl Drop for Socket {
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
         let left = i64::try_from(st.backlog.bytes()).unwrap_or(i64::MAX);
         self.bounds.metrics.queued_bytes.dec_by(left);
-        self.bounds.count_requests(st.reads_counted, 0);
+        self.bounds.count_requests(st.reads_counted as usize, 0);
     }
 }
 

@@ -127,6 +127,9 @@ pub struct Wire {
     taken: usize,
     handshake_writer: Option<ConnWriter>,
     socket: Option<Arc<Socket>>,
+    /// Bytes handed to tungstenite since its last whole message, counted among the requests
+    /// the server holds once the socket exists.
+    unfinished: usize,
 }
 
 /// The size of a thread's read buffer: a `recv()` takes up to this much.
@@ -157,6 +160,7 @@ impl Wire {
             taken: 0,
             handshake_writer: Some(write),
             socket: None,
+            unfinished: 0,
         };
         (wire, direct)
     }
@@ -165,6 +169,22 @@ impl Wire {
     pub fn attach(&mut self, socket: Arc<Socket>) -> Option<ConnWriter> {
         self.socket = Some(socket);
         self.handshake_writer.take()
+    }
+
+    /// tungstenite handed over a whole message: what it read of it is no longer unfinished.
+    /// (What it read past the message's end, at most one read's worth, goes uncounted.)
+    pub fn message_done(&mut self) {
+        if let Some(socket) = &self.socket
+            && self.unfinished > 0
+        {
+            socket.unfinished_moved(std::mem::take(&mut self.unfinished), 0);
+        }
+    }
+}
+
+impl Drop for Wire {
+    fn drop(&mut self) {
+        self.message_done();
     }
 }
 
@@ -189,6 +209,31 @@ impl AsyncRead for Wire {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if let Some(socket) = &this.socket
+            && socket.refuses_unfinished(this.unfinished)
+        {
+            // The socket is closing (`unfinished_moved`), and its task was woken for it.
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        let read = this.read_into(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0
+            && let Some(socket) = &this.socket
+        {
+            let before = this.unfinished;
+            this.unfinished += n;
+            socket.unfinished_moved(before, this.unfinished);
+        }
+        read
+    }
+}
+
+impl Wire {
+    /// Reads from the connection: what waits in `unread` first, then a large frame straight
+    /// into tungstenite's buffer, else through the thread's buffer.
+    fn read_into(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self;
         let tcp = match &mut this.read {
             Either::Left(tcp) => tcp,
             Either::Right(tls) => return Pin::new(tls).poll_read(cx, buf),
