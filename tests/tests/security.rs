@@ -2546,6 +2546,43 @@ async fn request_bodies_held_at_once_are_bounded() {
     drop(stalled);
 }
 
+/// The fixture on a server whose budget of request bytes (each port's) is `bytes`, and the
+/// server's data folder (keep it while the server runs).
+async fn fixture_with_body_budget(bytes: usize) -> (Fixture, tempfile::TempDir) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
+    settings.max_body_bytes_total = bytes;
+    (
+        Fixture::on(TestServer::start_with(settings).await).await,
+        temp,
+    )
+}
+
+/// Waits (up to 10 s) until the server's sockets hold no request bytes
+/// (`gridsocket_socket_request_bytes` on `/metrics`).
+async fn no_request_bytes_held(server: &TestServer) {
+    let metrics = server.url("/metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = reqwest::get(&metrics)
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let held = text
+            .lines()
+            .find_map(|l| l.strip_prefix("gridsocket_socket_request_bytes "))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .expect("the gauge");
+        if held == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{held} request bytes still held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The same bound for sockets: the requests every socket holds (reads running or held behind
 /// a write, writes running, also those whose socket is gone) count in one budget of
 /// `--max-body-bytes-total` bytes. One socket pipelining large writes gets `503 server_busy`
@@ -2554,10 +2591,7 @@ async fn request_bodies_held_at_once_are_bounded() {
 /// counted until they end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bytes_sockets_hold_at_once_are_bounded() {
-    let temp = tempfile::tempdir().expect("temp dir");
-    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
-    settings.max_body_bytes_total = 64 << 10;
-    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let (f, _data) = fixture_with_body_budget(64 << 10).await;
     let note = |id: usize| json!({"id": id, "method": "POST", "path": "/notes", "body": {"text": "n".repeat(20_000)}});
     let mut ws = f.socket(&f.john).await;
     let sent = 100;
@@ -2591,24 +2625,7 @@ async fn request_bytes_sockets_hold_at_once_are_bounded() {
         gone.send_json(&note(id)).await;
     }
     gone.close().await;
-    let metrics = f.server.url("/metrics");
-    let held = || async {
-        let text = reqwest::get(&metrics)
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .find_map(|l| l.strip_prefix("gridsocket_socket_request_bytes "))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .expect("the gauge")
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while held().await != 0 {
-        assert!(Instant::now() < deadline, "request bytes still held");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    no_request_bytes_held(&f.server).await;
     // Nothing is held now: a write goes through.
     let answer = ws
         .request(
@@ -2628,10 +2645,7 @@ async fn request_bytes_sockets_hold_at_once_are_bounded() {
 /// spent, the socket closes with 1013; a large message that fits goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unfinished_messages_count_in_the_budget_of_request_bytes() {
-    let temp = tempfile::tempdir().expect("temp dir");
-    let mut settings = Settings::ephemeral(temp.path().to_path_buf());
-    settings.max_body_bytes_total = 256 << 10;
-    let f = Fixture::on(TestServer::start_with(settings).await).await;
+    let (f, _data) = fixture_with_body_budget(256 << 10).await;
 
     // 200 KB in one frame, under the budget: stored.
     let mut ws = f.socket(&f.john).await;
@@ -2671,24 +2685,7 @@ async fn unfinished_messages_count_in_the_budget_of_request_bytes() {
     }
 
     // Its bytes are given back, and the other socket goes on.
-    let metrics = f.server.url("/metrics");
-    let held = || async {
-        let text = reqwest::get(&metrics)
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        text.lines()
-            .find_map(|l| l.strip_prefix("gridsocket_socket_request_bytes "))
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .expect("the gauge")
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while held().await != 0 {
-        assert!(Instant::now() < deadline, "request bytes still held");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    no_request_bytes_held(&f.server).await;
     let answer = ws.request(json!(2), "GET", "/notes", None, None).await;
     assert_eq!(answer["status"], json!(200), "{}", answer["body"]);
 }
