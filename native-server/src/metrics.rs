@@ -64,6 +64,9 @@ pub struct Metrics {
     /// behind a write, and of writes running, also those whose socket is gone (bounded by
     /// `--max-body-bytes-total`).
     pub request_bytes: Gauge,
+    /// Bytes of messages sockets are still receiving, past their first 4 KiB, all together
+    /// (bounded by `--max-body-bytes-total` of their own).
+    pub unfinished_bytes: Gauge,
     /// How many frames waited for a socket that could not take them at once, each time its
     /// task wrote them (an idle socket is written directly and never counts here).
     pub queue_depth: Histogram,
@@ -97,6 +100,7 @@ impl Default for Metrics {
             slow_consumer_closes: Counter::default(),
             queued_bytes: Gauge::default(),
             request_bytes: Gauge::default(),
+            unfinished_bytes: Gauge::default(),
             queue_depth: depth_histogram(),
             request_duration: Family::new_with_constructor(duration_histogram),
             responses: Family::default(),
@@ -139,6 +143,11 @@ impl Default for Metrics {
             "socket_request_bytes",
             "Bytes of requests sockets hold, all together: reads running or held, writes running",
             m.request_bytes.clone(),
+        );
+        registry.register(
+            "socket_unfinished_bytes",
+            "Bytes of messages sockets are still receiving, past their first 4 KiB, all together",
+            m.unfinished_bytes.clone(),
         );
         registry.register(
             "queue_depth",

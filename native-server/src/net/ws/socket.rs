@@ -113,9 +113,11 @@ impl Bounds {
         move_gauge(&self.metrics.request_bytes, before, after);
     }
 
-    /// Whether the requests every socket holds are past the budget.
-    fn over_budget(&self) -> bool {
-        usize::try_from(self.metrics.request_bytes.get()).unwrap_or(0) > self.request_bytes
+    /// Whether the unfinished messages every socket holds are past their budget, which is
+    /// as large as the requests' and apart from it: messages that never end take the room of
+    /// other large messages still arriving, never that of the requests.
+    fn unfinished_over_budget(&self) -> bool {
+        usize::try_from(self.metrics.unfinished_bytes.get()).unwrap_or(0) > self.request_bytes
     }
 }
 
@@ -123,8 +125,8 @@ impl Bounds {
 /// budget: only a large message in progress is ever refused.
 const UNFINISHED_ALONE: usize = 64 * 1024;
 
-/// An unfinished message is counted among the requests held once it is past this: the
-/// common small frame, read in one go, touches the shared count only as its request.
+/// An unfinished message is counted once it is past this: the common small frame, read in
+/// one go, touches no shared count until it is a request.
 const UNFINISHED_COUNTED_FROM: usize = 4 * 1024;
 
 /// A write's bytes, counted among the requests held until it ends: it may outlive its socket.
@@ -559,13 +561,17 @@ impl Socket {
     }
 
     /// The message the connection is receiving went from `before` bytes so far to `after`
-    /// (0: it is finished, or the connection gone), counted among the requests held: a client
-    /// that starts messages and never ends them would otherwise hold up to a frame's limit
-    /// on every socket. Past [`UNFINISHED_ALONE`], while the server holds more than its
-    /// budget, the socket closes with 1013 (try again later).
+    /// (0: it is finished, or the connection gone), counted among the unfinished messages: a
+    /// client that starts messages and never ends them would otherwise hold up to a frame's
+    /// limit on every socket. Past [`UNFINISHED_ALONE`], while all sockets' unfinished
+    /// messages are past their budget, the socket closes with 1013 (try again later).
     pub fn unfinished_moved(&self, before: usize, after: usize) {
         let counted = |n: usize| if n > UNFINISHED_COUNTED_FROM { n } else { 0 };
-        self.bounds.count_requests(counted(before), counted(after));
+        move_gauge(
+            &self.bounds.metrics.unfinished_bytes,
+            counted(before),
+            counted(after),
+        );
         if after > before && self.refuses_unfinished(after) {
             self.lock().session.close(
                 Instant::now(),
@@ -578,7 +584,7 @@ impl Socket {
 
     /// Whether a message of which `unfinished` bytes arrived may not grow now.
     pub fn refuses_unfinished(&self, unfinished: usize) -> bool {
-        unfinished > UNFINISHED_ALONE && self.bounds.over_budget()
+        unfinished > UNFINISHED_ALONE && self.bounds.unfinished_over_budget()
     }
 
     /// Brings the server's count of request bytes up to date with the session's reads.
