@@ -99,7 +99,7 @@ pub struct Accepted<H> {
     pub alarms: Arc<Alarms>,
     /// The sessions' configuration, one for every socket.
     pub config: Arc<ServerConfig>,
-    /// The backlog bounds and metrics of every socket.
+    /// What every socket shares: the bounds of what it holds, and the metrics.
     pub bounds: Arc<Bounds>,
     /// Whether it fits the connection limits.
     pub admission: Admission,

@@ -572,19 +572,24 @@ impl Socket {
             counted(before),
             counted(after),
         );
-        if after > before && self.refuses_unfinished(after) {
-            self.lock().session.close(
-                Instant::now(),
-                close_code::TRY_AGAIN_LATER,
-                "the server holds too many bytes of requests; send it again later",
-            );
-            self.wake();
+        if after > before {
+            self.refuses_unfinished(after);
         }
     }
 
-    /// Whether a message of which `unfinished` bytes arrived may not grow now.
+    /// Whether a message of which `unfinished` bytes arrived may not grow now: if so, the
+    /// socket closes with 1013 (its task is woken for it), and nothing more is read.
     pub fn refuses_unfinished(&self, unfinished: usize) -> bool {
-        unfinished > UNFINISHED_ALONE && self.bounds.unfinished_over_budget()
+        let refused = unfinished > UNFINISHED_ALONE && self.bounds.unfinished_over_budget();
+        if refused {
+            self.lock().session.close(
+                Instant::now(),
+                close_code::TRY_AGAIN_LATER,
+                "the server holds too many messages still arriving; send it again later",
+            );
+            self.wake();
+        }
+        refused
     }
 
     /// Brings the server's count of request bytes up to date with the session's reads.

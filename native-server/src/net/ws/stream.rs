@@ -127,8 +127,8 @@ pub struct Wire {
     taken: usize,
     handshake_writer: Option<ConnWriter>,
     socket: Option<Arc<Socket>>,
-    /// Bytes handed to tungstenite since its last whole message, counted among the requests
-    /// the server holds once the socket exists.
+    /// Bytes handed to tungstenite since its last whole message, counted among the messages
+    /// still arriving once the socket exists.
     unfinished: usize,
 }
 
@@ -212,7 +212,7 @@ impl AsyncRead for Wire {
         if let Some(socket) = &this.socket
             && socket.refuses_unfinished(this.unfinished)
         {
-            // The socket is closing (`unfinished_moved`), and its task was woken for it.
+            // The socket is closing, and its task was woken for it.
             return Poll::Pending;
         }
         let before = buf.filled().len();
