@@ -623,7 +623,8 @@ fn denied(denial: Denial, guest: bool, method: Method, shown: &str) -> ApiError 
 
 #[cfg(test)]
 mod tests {
-    use super::{Grants, SharedGrants, UserKey, user_key};
+    use super::{Grants, SharedGrants, UserKey, canonical_uuid, is_app, user_key};
+    use crate::store::AppRecord;
     use std::sync::Arc;
 
     const APP: &str = "0190c2a0-0000-7000-8000-000000000001";
@@ -655,6 +656,34 @@ mod tests {
         );
         assert_eq!(user_key("not-a-uuid", Some(user)), None);
         assert_eq!(user_key(app, Some("nobody")), None);
+    }
+
+    /// A token's application is the app whose record has that uuid in the store's spelling:
+    /// an app record spelled otherwise (which the store would keep apart) is another app.
+    #[test]
+    fn an_app_user_belongs_only_to_the_app_of_the_canonical_uuid() {
+        let token_app = canonical_uuid(APP).expect("canonical");
+        let record = |uuid: String| AppRecord {
+            uuid,
+            org_uuid: String::new(),
+            org_name: "acme".into(),
+            name: "shop".into(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            created: 0,
+        };
+        assert!(is_app(&token_app, &record(APP.into())));
+        for other in [
+            APP.to_uppercase(),
+            APP.replace('-', ""),
+            format!("{{{APP}}}"),
+            format!("urn:uuid:{APP}"),
+        ] {
+            assert!(!is_app(&token_app, &record(other.clone())), "{other}");
+            assert_eq!(canonical_uuid(&other), None, "{other}");
+        }
+        let another = canonical_uuid("0190c2a0-0000-7000-8000-000000000002").expect("canonical");
+        assert!(!is_app(&another, &record(APP.into())));
     }
 
     #[test]
