@@ -287,8 +287,6 @@ pub struct ServerSession {
     // before them are answered (so a socket reads its own writes).
     writes: BTreeSet<RequestHandle>,
     held_reads: VecDeque<(RequestHandle, ApiRequest)>,
-    /// The frame bytes of the reads in flight or held.
-    read_bytes: usize,
     subs: SubTable,
     buffered_events: usize,
     transmits: VecDeque<OutFrame>,
@@ -321,7 +319,6 @@ impl ServerSession {
             pending: BTreeMap::new(),
             writes: BTreeSet::new(),
             held_reads: VecDeque::new(),
-            read_bytes: 0,
             subs: SubTable::default(),
             buffered_events: 0,
             transmits: VecDeque::new(),
@@ -510,7 +507,7 @@ impl ServerSession {
     /// The peer closed the socket, or it broke: nothing more is sent, answers are dropped.
     pub fn handle_disconnect(&mut self, _now: Instant) {
         self.closed = true;
-        self.clear_pending();
+        self.pending.clear();
         self.writes.clear();
         self.held_reads.clear();
         self.end_all_subscriptions();
@@ -775,7 +772,6 @@ impl ServerSession {
             }
             let handle = *entry.key();
             let pending = entry.remove();
-            self.read_bytes -= pending.read_bytes;
             let write = self.writes.remove(&handle);
             write_expired |= write;
             if let Some(sub) = pending.subscription {
@@ -885,7 +881,9 @@ impl ServerSession {
     /// The frame bytes of the reads this session holds: running, or held back behind a write.
     /// The host counts them against its budget of request bytes, with the writes it runs.
     pub fn read_bytes(&self) -> usize {
-        self.read_bytes
+        // Summed, not kept: at most `max_in_flight` requests, and every idle socket would carry
+        // the field.
+        self.pending.values().map(|p| p.read_bytes).sum()
     }
 
     /// How many subscriptions the socket holds (confirmed or not).
@@ -948,14 +946,7 @@ impl ServerSession {
     fn count_read(&mut self, handle: RequestHandle, bytes: usize) {
         if let Some(p) = self.pending.get_mut(&handle) {
             p.read_bytes = bytes;
-            self.read_bytes += bytes;
         }
-    }
-
-    /// Forgets every request in flight (the socket is closing).
-    fn clear_pending(&mut self) {
-        self.pending.clear();
-        self.read_bytes = 0;
     }
 
     /// Hands the host the held reads that no unanswered write precedes, in order.
@@ -1156,9 +1147,6 @@ impl ServerSession {
     fn take_pending(&mut self, handle: RequestHandle) -> Option<Pending> {
         let pending = self.pending.remove(&handle);
         release_map(&mut self.pending);
-        if let Some(p) = &pending {
-            self.read_bytes -= p.read_bytes;
-        }
         pending
     }
 
@@ -1181,7 +1169,7 @@ impl ServerSession {
 
     fn close_with(&mut self, code: u16, reason: &str) {
         self.closed = true;
-        self.clear_pending();
+        self.pending.clear();
         self.events.clear();
         self.end_all_subscriptions();
         self.transmits.push_back(OutFrame::Close {
