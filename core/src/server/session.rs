@@ -389,17 +389,12 @@ impl ServerSession {
                 .transmits
                 .push_back(OutFrame::Text(encode_rejection(&rejected))),
             Ok(frame) => match frame.command {
-                Command::Api(_) if busy => {
-                    let body = error_body_json(
-                        "server_busy",
-                        "the server holds as many requests as it may now; retry in a second",
-                    );
-                    self.transmits.push_back(OutFrame::Text(encode_response(
-                        Some(&frame.id),
-                        503,
-                        &body,
-                    )));
-                }
+                Command::Api(_) if busy => self.refuse(
+                    Some(&frame.id),
+                    503,
+                    "server_busy",
+                    "the server holds as many requests as it may now; retry in a second",
+                ),
                 Command::Api(request) => {
                     if let Some(handle) = self.start(now, Some(frame.id), None) {
                         let bytes = text.len();
@@ -778,15 +773,9 @@ impl ServerSession {
                 self.drop_subscription(sub);
             }
             if !self.closed {
-                let body = error_body_json(
-                    "request_timeout",
-                    &crate::wire::request_timeout_description(self.config.request_timeout, write),
-                );
-                self.transmits.push_back(OutFrame::Text(encode_response(
-                    pending.id.as_ref(),
-                    504,
-                    &body,
-                )));
+                let description =
+                    crate::wire::request_timeout_description(self.config.request_timeout, write);
+                self.refuse(pending.id.as_ref(), 504, "request_timeout", &description);
             }
         }
         release_map(&mut self.pending);
@@ -806,15 +795,11 @@ impl ServerSession {
         } else if let Some(expiry) = self.token_expiry
             && now >= expiry
         {
-            let body = error_body_json(
-                "expired_token",
-                &format!(
-                    "the access token has expired; send AUTH with a new one within {} s or the socket closes",
-                    self.config.auth_grace.as_secs()
-                ),
+            let description = format!(
+                "the access token has expired; send AUTH with a new one within {} s or the socket closes",
+                self.config.auth_grace.as_secs()
             );
-            self.transmits
-                .push_back(OutFrame::Text(encode_response(None, 401, &body)));
+            self.refuse(None, 401, "expired_token", &description);
             self.expiry_close_at = Some(now + self.config.auth_grace);
         }
         if let Some(interval) = self.config.ping_interval {
@@ -905,27 +890,19 @@ impl ServerSession {
         if let Some(rate) = &mut self.rate
             && !rate.try_take(now)
         {
-            let body = error_body_json(
-                "rate_limited",
-                &format!(
-                    "more than {} requests per second on this socket; slow down",
-                    rate.per_second()
-                ),
+            let description = format!(
+                "more than {} requests per second on this socket; slow down",
+                rate.per_second()
             );
-            self.transmits
-                .push_back(OutFrame::Text(encode_response(id.as_ref(), 429, &body)));
+            self.refuse(id.as_ref(), 429, "rate_limited", &description);
             return None;
         }
         if self.pending.len() >= self.config.max_in_flight {
-            let body = error_body_json(
-                "too_many_requests",
-                &format!(
-                    "more than {} requests in flight on this socket; wait for responses",
-                    self.config.max_in_flight
-                ),
+            let description = format!(
+                "more than {} requests in flight on this socket; wait for responses",
+                self.config.max_in_flight
             );
-            self.transmits
-                .push_back(OutFrame::Text(encode_response(id.as_ref(), 429, &body)));
+            self.refuse(id.as_ref(), 429, "too_many_requests", &description);
             return None;
         }
         let handle = RequestHandle(self.next_handle);
@@ -984,15 +961,11 @@ impl ServerSession {
         since: Option<u64>,
     ) {
         if self.subs.len() >= self.config.max_subscriptions {
-            let body = error_body_json(
-                "too_many_subscriptions",
-                &format!(
-                    "at most {} subscriptions per socket; unsubscribe first",
-                    self.config.max_subscriptions
-                ),
+            let description = format!(
+                "at most {} subscriptions per socket; unsubscribe first",
+                self.config.max_subscriptions
             );
-            self.transmits
-                .push_back(OutFrame::Text(encode_response(id.as_ref(), 429, &body)));
+            self.refuse(id.as_ref(), 429, "too_many_subscriptions", &description);
             return;
         }
         let bytes = path.len() + params.text_len();
@@ -1008,15 +981,11 @@ impl ServerSession {
             .ok()
             .filter(|_| held <= self.config.max_subscription_bytes);
         let Some(bytes) = fits else {
-            let body = error_body_json(
-                "too_many_subscriptions",
-                &format!(
-                    "this socket's subscriptions may hold {} bytes of paths and parameters, and this one would take them to {held}; unsubscribe first",
-                    self.config.max_subscription_bytes
-                ),
+            let description = format!(
+                "this socket's subscriptions may hold {} bytes of paths and parameters, and this one would take them to {held}; unsubscribe first",
+                self.config.max_subscription_bytes
             );
-            self.transmits
-                .push_back(OutFrame::Text(encode_response(id.as_ref(), 429, &body)));
+            self.refuse(id.as_ref(), 429, "too_many_subscriptions", &description);
             return;
         };
         let sub_id = SubscriptionId(self.next_subscription);
@@ -1052,15 +1021,11 @@ impl ServerSession {
         if rate.try_take(now) {
             return true;
         }
-        let body = error_body_json(
-            "rate_limited",
-            &format!(
-                "more than {} broadcasts per second (presence state changes included) on this socket; slow down",
-                rate.per_second()
-            ),
+        let description = format!(
+            "more than {} broadcasts per second (presence state changes included) on this socket; slow down",
+            rate.per_second()
         );
-        self.transmits
-            .push_back(OutFrame::Text(encode_response(Some(id), 429, &body)));
+        self.refuse(Some(id), 429, "rate_limited", &description);
         false
     }
 
@@ -1074,16 +1039,12 @@ impl ServerSession {
     ) {
         let body_json = body.to_string();
         if body_json.len() > self.config.max_broadcast_bytes {
-            let body = error_body_json(
-                "broadcast_too_large",
-                &format!(
-                    "a broadcast body is at most {} bytes of JSON; this one is {}",
-                    self.config.max_broadcast_bytes,
-                    body_json.len()
-                ),
+            let description = format!(
+                "a broadcast body is at most {} bytes of JSON; this one is {}",
+                self.config.max_broadcast_bytes,
+                body_json.len()
             );
-            self.transmits
-                .push_back(OutFrame::Text(encode_response(Some(&id), 413, &body)));
+            self.refuse(Some(&id), 413, "broadcast_too_large", &description);
             return;
         }
         if !self.take_broadcast_turn(now, &id) {
@@ -1120,12 +1081,12 @@ impl ServerSession {
                 .map(|s| format!("subscription {s:?}"))
                 .or(path.map(|p| format!("a subscription of {p:?}")))
                 .unwrap_or_default();
-            let body = error_body_json(
+            self.refuse(
+                Some(&id),
+                404,
                 "subscription_not_found",
                 &format!("no {what} on this socket"),
             );
-            self.transmits
-                .push_back(OutFrame::Text(encode_response(Some(&id), 404, &body)));
             return;
         }
         let ended: Vec<String> = targets.iter().map(ToString::to_string).collect();
@@ -1140,6 +1101,14 @@ impl ServerSession {
         let body = serde_json::json!({"unsubscribed": ended, "path": paths.first()}).to_string();
         self.transmits
             .push_back(OutFrame::Text(encode_response(Some(&id), 200, &body)));
+    }
+
+    /// Answers the frame `id` (`None`: the socket itself) with an error, as the API's errors
+    /// look.
+    fn refuse(&mut self, id: Option<&FrameId>, status: u16, error: &str, description: &str) {
+        let body = error_body_json(error, description);
+        self.transmits
+            .push_back(OutFrame::Text(encode_response(id, status, &body)));
     }
 
     /// Takes an answered request out of the table, and gives the table's memory back once it
