@@ -17,6 +17,7 @@ use crate::realtime::push::{Push, SharedEvent, Sink};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use gridsocket_core::{Instant, OutFrame, ServerSession, close_code};
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -104,7 +105,7 @@ impl Bounds {
     /// larger than the whole budget fits when nothing else is held, so that a budget set below
     /// the frame limit still lets requests through one at a time.
     fn has_room_for(&self, bytes: usize) -> bool {
-        let held = usize::try_from(self.metrics.request_bytes.get()).unwrap_or(0);
+        let held = gauge_bytes(&self.metrics.request_bytes);
         held == 0 || held.saturating_add(bytes) <= self.request_bytes
     }
 
@@ -117,7 +118,7 @@ impl Bounds {
     /// as large as the requests' and apart from it: messages that never end take the room of
     /// other large messages still arriving, never that of the requests.
     fn unfinished_over_budget(&self) -> bool {
-        usize::try_from(self.metrics.unfinished_bytes.get()).unwrap_or(0) > self.request_bytes
+        gauge_bytes(&self.metrics.unfinished_bytes) > self.request_bytes
     }
 }
 
@@ -141,8 +142,13 @@ impl Drop for HeldWrite {
     }
 }
 
+/// The bytes a gauge of bytes counts now.
+fn gauge_bytes(gauge: &Gauge) -> usize {
+    usize::try_from(gauge.get()).unwrap_or(0)
+}
+
 /// Moves a gauge by the change from `before` to `after`.
-fn move_gauge(gauge: &prometheus_client::metrics::gauge::Gauge, before: usize, after: usize) {
+fn move_gauge(gauge: &Gauge, before: usize, after: usize) {
     if after == before {
         // Nothing to write to a line every thread shares.
     } else if after > before {
@@ -508,7 +514,7 @@ impl Socket {
             limits, metrics, ..
         } = &*self.bounds;
         let waiting_bytes = st.backlog.bytes() - st.backlog.front().map_or(0, Bytes::len);
-        let all_sockets = usize::try_from(metrics.queued_bytes.get()).unwrap_or(0);
+        let all_sockets = gauge_bytes(&metrics.queued_bytes);
         let over = st.backlog.len() > limits.events
             || (st.backlog.len() > 1
                 && (waiting_bytes > limits.bytes || all_sockets > limits.total_bytes));
@@ -692,9 +698,9 @@ impl Drop for Socket {
     /// What it still held is no longer waiting.
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
-        let left = i64::try_from(st.backlog.bytes()).unwrap_or(i64::MAX);
-        self.bounds.metrics.queued_bytes.dec_by(left);
-        self.bounds.count_requests(st.reads_counted as usize, 0);
+        let (waiting, reads) = (st.backlog.bytes(), st.reads_counted as usize);
+        self.account(waiting, 0);
+        self.bounds.count_requests(reads, 0);
     }
 }
 
