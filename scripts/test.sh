@@ -21,6 +21,23 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+step "disk space"
+# A run from a clean checkout writes about 5 GB (the debug build and its test binaries, the fuzz
+# build, the JavaScript packages, Chromium). A disk that fills part way fails tests far from the
+# cause ("database or disk is full", ENOSPC in a temporary folder), so say it here instead.
+need_kb=$((8 * 1024 * 1024))
+held_kb=$(du -sk target 2>/dev/null | cut -f1 || echo 0)
+need_kb=$((need_kb > held_kb + 2 * 1024 * 1024 ? need_kb - held_kb : 2 * 1024 * 1024))
+for dir in "$root" "${TMPDIR:-/tmp}"; do
+  free_kb=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+  if [ "$free_kb" -lt "$need_kb" ]; then
+    echo "not enough disk space: $dir has $((free_kb / 1024)) MB free, a run needs $((need_kb / 1024)) MB" >&2
+    exit 1
+  fi
+done
+# Incremental compilation's caches would add 4.7 GB to a build that runs once.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -37,7 +37,7 @@ const cleanups = [];
 before(async () => {
   assert.ok(existsSync(join(pkg, "package.json")), "install the package first: tests/node/install-package.sh tests/bundlers");
   server = await startServer();
-  browser = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "pw-")), {
+  browser = await chromium.launchPersistentContext(join(work, "browser-profile"), {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
     args: ARGS,

@@ -5,7 +5,7 @@
 // others see that user leave at once (a closed socket leaves every presence at once).
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -15,15 +15,20 @@ const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 const contexts = [];
+// Browser profiles, removed with their contexts: every run would otherwise leave them in /tmp.
+const profiles = [];
 const pageErrors = [];
 let server;
 after(async () => {
   for (const c of contexts) await c.close().catch(() => {});
+  for (const p of profiles) rmSync(p, { recursive: true, force: true });
   server?.stop();
 });
 
 async function browserAs(username, query = "") {
-  const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "pw-")), {
+  const profile = mkdtempSync(join(tmpdir(), "pw-"));
+  profiles.push(profile);
+  const ctx = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
     args: ARGS,

@@ -4,7 +4,7 @@
 // login, a sticky header, follow state kept across a reload, logout.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, statSync, copyFileSync, mkdirSync } from "node:fs";
+import { mkdtempSync, statSync, copyFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { chromium } from "playwright-core";
@@ -14,14 +14,20 @@ const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
 const contexts = [];
+// Browser profiles and the screenshot's folder, removed at the end: every run would otherwise
+// leave them in /tmp.
+const temporary = [];
 let server;
 after(async () => {
   for (const c of contexts) await c.close();
+  for (const t of temporary) rmSync(t, { recursive: true, force: true });
   server?.stop();
 });
 
 async function browserAs(username) {
-  const ctx = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), "pw-")), {
+  const profile = mkdtempSync(join(tmpdir(), "pw-"));
+  temporary.push(profile);
+  const ctx = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
     args: ARGS,
@@ -101,7 +107,9 @@ test("two people chat, the server restarts, a message typed meanwhile waits and 
   assert.deepEqual(await roomTexts(john), order, "in the server's order");
 
   await john.click("details.frames summary");
-  const shot = join(mkdtempSync(join(tmpdir(), "shot-")), "demo.png");
+  const shots = mkdtempSync(join(tmpdir(), "shot-"));
+  temporary.push(shots);
+  const shot = join(shots, "demo.png");
   await john.screenshot({ path: shot });
   assert.ok(statSync(shot).size > 20_000, "the screenshot shows a page");
   if (process.env.GRIDSOCKET_SCREENSHOT) {
