@@ -247,6 +247,15 @@ pub const USER_ENDPOINTS: &[&str] = &[
 ];
 
 impl AppRoute {
+    /// True for the operations whose answer carries credentials (a token, an application's
+    /// secret): nothing may keep such an answer, such as the record of a write sent again.
+    pub fn answers_with_credentials(&self) -> bool {
+        matches!(
+            self,
+            AppRoute::Token | AppRoute::Credentials | AppRoute::UserToken { .. }
+        )
+    }
+
     /// The operation `method` asks for on `path`.
     pub fn parse(path: &ResourcePath, method: Method) -> Result<AppRoute, RouteError> {
         use Method::{Delete, Get, Post, Put};

@@ -15,7 +15,8 @@
 
 use super::{Api, ApiResponse, Caller, Principal, now_ms};
 use crate::store::{AppRecord, WriteRecord};
-use gridsocket_core::ApiRequest;
+use gridsocket_core::route::AppRoute;
+use gridsocket_core::{ApiRequest, ResourcePath};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,7 @@ pub async fn execute(
     write_id: Option<String>,
     started: Instant,
 ) -> ApiResponse {
-    let Some(write_id) = write_id.filter(|_| !request.is_read_only()) else {
+    let Some(write_id) = write_id.filter(|_| remembered(caller, &request)) else {
         return api.handle_app(app, caller, request, started).await;
     };
     prune_now_and_then(api);
@@ -111,6 +112,21 @@ pub async fn execute(
         }
     });
     response
+}
+
+/// Whether a request's answer is remembered under its `write_id`. A read's is not, nor:
+/// - a guest's: guests are not one caller, so another guest's write with the same id would
+///   be taken for a repeat and get the first guest's answer (a token, from a login);
+/// - an answer that carries credentials (a token, an application's secret), which the record
+///   would keep in the store in the clear. A repeat of a login logs in again.
+fn remembered(caller: &Caller, request: &ApiRequest) -> bool {
+    let credentials = || {
+        ResourcePath::parse(&request.path)
+            .ok()
+            .and_then(|path| AppRoute::parse(&path, request.method).ok())
+            .is_some_and(|route| route.answers_with_credentials())
+    };
+    !request.is_read_only() && !matches!(caller.principal(), Principal::Guest) && !credentials()
 }
 
 /// The caller's identity as recorded with a write: a repeat must come from the same one.

@@ -390,6 +390,75 @@ async fn a_write_sent_again_is_applied_once() {
 }
 
 #[tokio::test]
+async fn guests_and_answers_with_credentials_are_not_remembered() {
+    let f = Fixture::new().await;
+    f.user("ann").await;
+    let send = |principal: Principal, path: &str, body: Value| {
+        let caller = Caller::new(Authenticated::from(principal));
+        let request = ApiRequest {
+            method: Method::Post,
+            path: path.into(),
+            params: Params::new(),
+            body: Some(body),
+        };
+        let api = f.api.clone();
+        let app = f.app.clone();
+        async move {
+            let id = Some("login-1".to_owned());
+            Answer::from(
+                super::dedup::execute(&api, &app, &caller, request, id, Instant::now()).await,
+            )
+        }
+    };
+    let login =
+        |password: &str| json!({"grant_type": "password", "username": "ann", "password": password});
+    // Two guests with one write_id: the second's wrong password is refused, not answered with
+    // the first's token.
+    let first = send(Principal::Guest, "/token", login("ann-pw")).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let second = send(Principal::Guest, "/token", login("wrong")).await;
+    assert_ne!(second.status, 200, "{}", second.body);
+    assert!(second.body["access_token"].is_null(), "{}", second.body);
+    // Nor does one guest's sign-up stand for another's.
+    let made = send(
+        Principal::Guest,
+        "/users",
+        json!({"username": "gus", "password": "gus-pw"}),
+    )
+    .await;
+    let other = send(
+        Principal::Guest,
+        "/users",
+        json!({"username": "gia", "password": "gia-pw"}),
+    )
+    .await;
+    assert_eq!(
+        (made.status, other.status),
+        (200, 200),
+        "{} {}",
+        made.body,
+        other.body
+    );
+    assert_eq!(
+        other.body["entities"][0]["username"], "gia",
+        "{}",
+        other.body
+    );
+    // A token is never kept as a write's answer, even for one caller: a repeat logs in again.
+    let superuser = || Principal::Superuser;
+    let once = send(superuser(), "/token", login("ann-pw")).await;
+    let again = send(superuser(), "/token", login("ann-pw")).await;
+    assert_eq!(
+        (once.status, again.status),
+        (200, 200),
+        "{} {}",
+        once.body,
+        again.body
+    );
+    assert_ne!(once.body["access_token"], again.body["access_token"]);
+}
+
+#[tokio::test]
 async fn a_queue_timeout_past_its_maximum_is_refused() {
     let f = Fixture::new().await;
     let mut params = Params::new();
