@@ -566,6 +566,61 @@ fn multipart(file: &[u8], content_type: &str, field: Option<(&str, &str)>) -> (S
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// A file uploaded as a page (HTML, SVG) is served so that no browser runs it on the API's
+/// origin: sandboxed by its CSP, its type not sniffed, and downloaded rather than shown. An
+/// image keeps being shown, with the same sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_page_runs_no_script_on_the_apis_origin() {
+    let f = Fixture::new().await;
+    let client = reqwest::Client::new();
+    let page = b"<script>alert(JSON.stringify(sessionStorage))</script>".to_vec();
+    let svg = b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>".to_vec();
+    let jpeg: Vec<u8> = (0..2_000u32).map(|i| (i % 251) as u8).collect();
+    for (bytes, kind, name, attachment) in [
+        (&page, "text/html", "page", true),
+        (&svg, "image/svg+xml", "drawing", true),
+        (&jpeg, "image/jpeg", "photo", false),
+    ] {
+        let (ct, body) = multipart(bytes, kind, Some(("name", name)));
+        let resp = client
+            .post(f.app_url("/pages"))
+            .bearer_auth(&f.john)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(resp.status(), 200, "{kind}");
+        let resp = client
+            .get(f.app_url(&format!("/pages/{name}")))
+            .bearer_auth(&f.john)
+            .header("accept", kind)
+            .send()
+            .await
+            .expect("download");
+        assert_eq!(resp.status(), 200, "{kind}");
+        let headers = resp.headers();
+        assert_eq!(headers["content-type"], kind);
+        assert_eq!(
+            headers["content-security-policy"], "default-src 'none'; sandbox",
+            "{kind}"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{kind}");
+        assert_eq!(
+            headers
+                .get("content-disposition")
+                .map(|v| v.to_str().expect("ascii")),
+            attachment.then_some("attachment"),
+            "{kind}"
+        );
+        assert_eq!(
+            resp.bytes().await.expect("bytes").to_vec(),
+            *bytes,
+            "{kind}"
+        );
+    }
+}
+
 /// Assets: a multipart upload stores the bytes with the entity and sets its `file-metadata`;
 /// a `GET` preferring the bytes' type gets them (ranges, conditional requests); a `PUT`
 /// replaces them; deleting the entity deletes them; access is the entity's; the socket sees

@@ -98,6 +98,22 @@ pub fn wants_bytes(accept: Option<&str>) -> bool {
     }
 }
 
+/// True for the types a browser opens as a document that can run script: HTML, XHTML, SVG
+/// and XML.
+fn renders_as_page(content_type: &str) -> bool {
+    let kind = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        kind.as_str(),
+        "text/html" | "application/xhtml+xml" | "text/xml"
+    ) || kind.ends_with("+xml")
+        || kind == "application/xml"
+}
+
 /// The answer carrying an asset: all of it, the range asked for (206, or 416), or 304 when
 /// the client's copy is current.
 pub fn response(asset: AssetReply, request: &HeaderMap) -> Response<Full<Bytes>> {
@@ -115,7 +131,20 @@ pub fn response(asset: AssetReply, request: &HeaderMap) -> Response<Full<Bytes>>
     let mut builder = Response::builder()
         .header(header::ETAG, &etag)
         .header(header::LAST_MODIFIED, httpdate::fmt_http_date(modified))
-        .header(header::ACCEPT_RANGES, "bytes");
+        .header(header::ACCEPT_RANGES, "bytes")
+        // Any user may upload a file of any type, and it is served from the API's origin, which
+        // is the demo's and may be an app's: a page uploaded as HTML or SVG must not run there
+        // with the origin's storage (its tokens). Sandboxed, a document is of no origin and runs
+        // no script; `nosniff` keeps the type the uploader declared from being guessed at.
+        .header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox",
+        )
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    if renders_as_page(&asset.content_type) {
+        // Browsers without CSP's sandbox would still run it: these download instead.
+        builder = builder.header(header::CONTENT_DISPOSITION, "attachment");
+    }
     if fresh {
         return builder
             .status(StatusCode::NOT_MODIFIED)
