@@ -179,6 +179,60 @@ async fn subscriptions_are_checked_like_reads() {
     assert_eq!(u16::from(close.unwrap().code), 4404);
 }
 
+/// A resource URL's `since` resumes as a `SUBSCRIBE` frame's does: a client that reconnects
+/// to its inbox URL gets what it missed. One that cannot be read refuses the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_url_with_since_resumes() {
+    let f = Fixture::new().await;
+    let url = |query: &str| f.ws_url(&format!("/users/john/feed?access_token={}{query}", f.john));
+    let activities = f.app_url("/users/john/activities");
+    let post = |content: &'static str| {
+        rest(
+            "POST",
+            &activities,
+            Some(&f.john),
+            Some(json!({ "content": content })),
+        )
+    };
+    let mut feed = WsClient::connect(&url("")).await.unwrap();
+    assert_eq!(feed.recv().await["status"], 200);
+    assert_eq!(post("first").await.0, 200);
+    let first = feed.next_event().await;
+    assert_eq!(first["entity"]["content"], "first");
+    let seen = first["seq"].as_u64().expect("seq");
+    drop(feed);
+    assert_eq!(post("missed").await.0, 200);
+    let mut again = WsClient::connect(&url(&format!("&since={seen}")))
+        .await
+        .unwrap();
+    let confirmed = again.recv().await;
+    assert_eq!(
+        (
+            confirmed["status"].clone(),
+            confirmed["body"]["recovered"].clone()
+        ),
+        (json!(200), json!(true)),
+        "{confirmed}"
+    );
+    assert_eq!(again.next_event().await["entity"]["content"], "missed");
+    for bad in ["-1", "abc", "1e400"] {
+        let mut ws = WsClient::connect(&url(&format!("&since={bad}")))
+            .await
+            .unwrap();
+        let (frames, close) = ws.until_close().await;
+        assert_eq!(
+            (
+                frames.len(),
+                frames[0]["status"].clone(),
+                frames[0]["body"]["error"].clone()
+            ),
+            (1, json!(400), json!("illegal_argument")),
+            "{bad}: {frames:?}"
+        );
+        assert_eq!(u16::from(close.unwrap().code), 4400, "{bad}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inboxes_get_activities_of_followed_users_and_groups() {
     let f = Fixture::new().await;

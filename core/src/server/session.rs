@@ -495,8 +495,29 @@ impl ServerSession {
 
     /// Subscribes as if the client had sent `SUBSCRIBE` for `path` (a socket opened on a
     /// resource URL). The confirmation goes out with `"id": null`.
-    pub fn subscribe_on_connect(&mut self, now: Instant, path: String, params: Params) {
-        self.subscribe(now, None, path, params, None);
+    /// A `since` among the URL's parameters resumes, as a frame's does. One that is not a
+    /// single whole number refuses the connection (400, then 4400), as a frame's would be
+    /// refused: starting from now instead would lose the events the client asked for.
+    pub fn subscribe_on_connect(&mut self, now: Instant, path: String, mut params: Params) {
+        let since = {
+            let mut values = params.get_all("since");
+            match (values.next(), values.next()) {
+                (None, _) => Ok(None),
+                (Some(v), None) => crate::json::as_u64(v).map(Some).ok_or(()),
+                _ => Err(()),
+            }
+        };
+        params.remove("since");
+        match since {
+            Ok(since) => self.subscribe(now, None, path, params, since),
+            Err(()) if !self.closed => {
+                let description =
+                    "since must be one whole number: the seq of an event received before";
+                self.refuse(None, 400, "illegal_argument", description);
+                self.close_with(close_code::BAD_REQUEST, reason_for(close_code::BAD_REQUEST));
+            }
+            Err(()) => {}
+        }
     }
 
     /// The peer closed the socket, or it broke: nothing more is sent, answers are dropped.

@@ -408,6 +408,51 @@ fn connecting_to_a_resource_subscribes_with_a_null_id() {
 }
 
 #[test]
+fn a_resource_urls_since_resumes_and_one_that_cannot_be_read_refuses_the_connection() {
+    let (mut s, now) = session();
+    let mut params = Params::new();
+    params.push("since", "41");
+    params.push("ql", "select *");
+    s.subscribe_on_connect(now, "/users/john/inbox".into(), params);
+    let Some(ServerEvent::Subscribe { since, params, .. }) = s.poll_event() else {
+        panic!("a subscribe")
+    };
+    assert_eq!(since, Some(41));
+    assert_eq!(params.get("since"), None, "taken out of the parameters");
+    assert_eq!(params.get("ql"), Some("select *"));
+    for bad in [
+        &["-1"][..],
+        &["abc"],
+        &["1e400"],
+        &[""],
+        &["99999999999999999999"],
+        &["1", "2"],
+    ] {
+        let (mut s, now) = session();
+        let mut params = Params::new();
+        for v in bad {
+            params.push("since", *v);
+        }
+        s.subscribe_on_connect(now, "/users/john/inbox".into(), params);
+        assert!(s.poll_event().is_none(), "nothing starts for {bad:?}");
+        let v = text(&mut s);
+        assert_eq!(
+            (
+                v["id"].clone(),
+                v["status"].clone(),
+                v["body"]["error"].clone()
+            ),
+            (Value::Null, json!(400), json!("illegal_argument")),
+            "{bad:?}"
+        );
+        match s.poll_transmit() {
+            Some(OutFrame::Close { code, .. }) => assert_eq!(code, 4400, "{bad:?}"),
+            other => panic!("a close for {bad:?}, not {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_resource_url_whose_subscription_cannot_start_refuses_the_connection() {
     for (status, code) in [(404, 4404), (403, 4401), (400, 4400), (503, 1013)] {
         let (mut s, now) = session();
