@@ -469,6 +469,38 @@ async fn snapshot_and_subscribe_in_one_step() {
         (json!("update"), json!("b"))
     );
     assert!(e["seq"].as_u64().unwrap() > seq);
+    // A snapshot that cannot be read is refused as its GET is, and nothing is subscribed:
+    // before, it came back inside a 200 with the subscription live.
+    for (id, params) in [
+        (2, json!({"snapshot": true, "limit": 0})),
+        (3, json!({"snapshot": true, "cursor": "garbage"})),
+    ] {
+        ws.send_json(&json!({"id": id, "method": "SUBSCRIBE", "path": "/books", "params": params}))
+            .await;
+        let r = ws.response_to(&json!(id)).await;
+        assert_eq!(
+            (r["status"].clone(), r["body"]["error"].clone()),
+            (json!(400), json!("illegal_argument")),
+            "{r}"
+        );
+    }
+    rest(
+        "PUT",
+        &f.app_url("/books/c"),
+        Some(&f.jane),
+        Some(json!({"price": 3})),
+    )
+    .await;
+    let e = ws.next_event().await;
+    assert_eq!(
+        (e["subscription"].clone(), e["entity"]["name"].clone()),
+        (json!("s1"), json!("c")),
+        "only the first subscription gets it"
+    );
+    assert!(
+        ws.try_recv(Duration::from_millis(300)).await.is_none(),
+        "and only once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -435,6 +435,19 @@ impl Api {
         self.respond(result, started)
     }
 
+    /// As [`Api::handle_app`], but a refusal comes back as the error it is, for a caller that
+    /// answers with it as its own (a subscription's snapshot is refused as its `GET` is).
+    pub async fn try_app(
+        &self,
+        app: &AppRecord,
+        caller: &Caller,
+        request: ApiRequest,
+        started: Instant,
+    ) -> Result<ApiResponse, ApiError> {
+        let answer = self.app_call(app, caller, &request).await?;
+        Ok(self.respond(Ok(answer), started))
+    }
+
     /// Runs `work` to its end on a task of its own that shutdown waits for
     /// ([`Api::finish_lasting`]): a write goes on when its caller stops waiting (a timeout, a
     /// closed connection), and the server going down does not cut it short.

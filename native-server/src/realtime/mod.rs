@@ -510,10 +510,11 @@ impl Realtime {
                 params: get_params.clone(),
                 body: None,
             };
+            // A page that cannot be read (a bad `cursor` or `limit`) refuses the subscription.
             let resp = self
                 .api
-                .handle_app(app, caller, request, Instant::now())
-                .await;
+                .try_app(app, caller, request, Instant::now())
+                .await?;
             let after = self.api.store().log_position(&app.uuid).await?;
             // No change committed between the two reads: the page is exactly the state at it.
             if before == after {
