@@ -179,6 +179,33 @@ async fn subscriptions_are_checked_like_reads() {
     assert_eq!(u16::from(close.unwrap().code), 4404);
 }
 
+/// A resume that replays nothing still brings the subscription up to the log's position:
+/// before, it answered with the `since` it was given (0 for a first resume), so a client
+/// read the whole log again on its next resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_with_nothing_to_replay_is_current() {
+    let f = Fixture::new().await;
+    for name in ["a", "b"] {
+        rest(
+            "POST",
+            &f.app_url("/books"),
+            Some(&f.jane),
+            Some(json!({ "name": name })),
+        )
+        .await;
+    }
+    let mut ws = f.socket(&f.john).await;
+    let fresh = ws.subscribe(json!(1), "/books", None, None).await;
+    let position = fresh["seq"].as_u64().expect("seq");
+    assert!(position > 0, "{fresh}");
+    let resumed = ws.subscribe(json!(2), "/quiet", None, Some(0)).await;
+    assert_eq!(
+        (resumed["recovered"].clone(), resumed["seq"].clone()),
+        (json!(true), json!(position)),
+        "{resumed}"
+    );
+}
+
 /// A resource URL's `since` resumes as a `SUBSCRIBE` frame's does: a client that reconnects
 /// to its inbox URL gets what it missed. One that cannot be read refuses the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -423,10 +423,12 @@ impl Realtime {
         );
         // `name` is what broadcasts to the path carry as theirs: clients match them by it.
         let mut body = json!({"subscription": wire_id, "path": path, "name": presence});
-        let (position, replay) = if snapshot {
+        // `covered`: the log position up to which every change was looked at for this
+        // subscription, which the confirmation's `seq` tells the client it holds.
+        let (position, replay, covered) = if snapshot {
             let (position, page) = self.snapshot(app, caller, path, params).await?;
             body["snapshot"] = page;
-            (position, Vec::new())
+            (position, Vec::new(), position)
         } else if let (Some(since), None) = (since, &consumer) {
             let batch = self
                 .api
@@ -467,18 +469,22 @@ impl Realtime {
             }
             body["recovered"] = Value::Bool(recovered);
             if recovered {
-                (since, replay)
+                // Every change up to the batch's position was looked at, not only those
+                // replayed: a replay of nothing still brings the client up to it, where before
+                // it was told `since` again (0 for a first resume), to read it all next time.
+                (since, replay, batch.position)
             } else {
-                (batch.position, Vec::new())
+                (batch.position, Vec::new(), batch.position)
             }
         } else {
-            (self.api.store().log_position(&app.uuid).await?, Vec::new())
+            let position = self.api.store().log_position(&app.uuid).await?;
+            (position, Vec::new(), position)
         };
         let current = replay
             .last()
             .map(|(s, _)| *s)
             .unwrap_or(position)
-            .max(position);
+            .max(covered);
         body["seq"] = json!(current);
         if let Some((key, _)) = &consumer {
             body["consumer"] = Value::String(key.consumer.clone());
