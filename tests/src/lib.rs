@@ -405,6 +405,18 @@ impl WsClient {
     }
 }
 
+/// Connects to `url` and expects the connection refused: exactly one error frame, then a
+/// close. Answers the frame and the close code.
+pub async fn refused(url: &str) -> (Value, u16) {
+    let mut ws = WsClient::connect(url)
+        .await
+        .expect("the handshake itself succeeds");
+    let (frames, close) = ws.until_close().await;
+    assert_eq!(frames.len(), 1, "exactly one error frame: {frames:?}");
+    let code = u16::from(close.expect("a close frame").code);
+    (frames[0].clone(), code)
+}
+
 /// A response body without the fields that differ between two identical requests.
 pub fn stable(mut body: Value) -> Value {
     if let Some(obj) = body.as_object_mut() {

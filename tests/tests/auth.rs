@@ -1,6 +1,6 @@
 //! Authentication over REST and at socket connect: grants, bad tokens, unknown apps.
 
-use gridsocket_e2e::{Fixture, TestServer, WsClient, rest};
+use gridsocket_e2e::{Fixture, TestServer, WsClient, refused, rest};
 use gridsocket_server::Settings;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -132,16 +132,6 @@ async fn wrong_credentials_are_refused() {
     )
     .await;
     assert_eq!(status, 401);
-}
-
-async fn refused(url: &str) -> (Value, u16) {
-    let mut ws = WsClient::connect(url)
-        .await
-        .expect("the handshake itself succeeds");
-    let (frames, close) = ws.until_close().await;
-    assert_eq!(frames.len(), 1, "exactly one error frame: {frames:?}");
-    let code = u16::from(close.expect("a close frame").code);
-    (frames[0].clone(), code)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 //! Subscriptions over real sockets: entities, collections, filters, feeds, ordering, resume,
 //! snapshots, revocation, token refresh and expiry, slow consumers.
 
-use gridsocket_e2e::{Fixture, TestServer, WsClient, rest};
+use gridsocket_e2e::{Fixture, TestServer, WsClient, refused, rest};
 use gridsocket_server::Settings;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -162,21 +162,17 @@ async fn subscriptions_are_checked_like_reads() {
     assert_eq!(u16::from(close.unwrap().code), 4401);
     // So is connecting to the inbox of nobody: before, the 404 came and the socket stayed
     // open, with neither a greeting nor a close.
-    let mut ws =
-        WsClient::connect(&f.ws_url(&format!("/users/nobody/inbox?access_token={}", f.jane)))
-            .await
-            .unwrap();
-    let (frames, close) = ws.until_close().await;
+    let (frame, code) =
+        refused(&f.ws_url(&format!("/users/nobody/inbox?access_token={}", f.jane))).await;
     assert_eq!(
         (
-            frames.len(),
-            frames[0]["status"].clone(),
-            frames[0]["body"]["error"].clone()
+            frame["status"].clone(),
+            frame["body"]["error"].clone(),
+            code
         ),
-        (1, json!(404), json!("entity_not_found")),
-        "{frames:?}"
+        (json!(404), json!("entity_not_found"), 4404),
+        "{frame}"
     );
-    assert_eq!(u16::from(close.unwrap().code), 4404);
 }
 
 /// A resume that replays nothing still brings the subscription up to the log's position:
@@ -243,20 +239,16 @@ async fn an_inbox_url_with_since_resumes() {
     );
     assert_eq!(again.next_event().await["entity"]["content"], "missed");
     for bad in ["-1", "abc", "1e400"] {
-        let mut ws = WsClient::connect(&url(&format!("&since={bad}")))
-            .await
-            .unwrap();
-        let (frames, close) = ws.until_close().await;
+        let (frame, code) = refused(&url(&format!("&since={bad}"))).await;
         assert_eq!(
             (
-                frames.len(),
-                frames[0]["status"].clone(),
-                frames[0]["body"]["error"].clone()
+                frame["status"].clone(),
+                frame["body"]["error"].clone(),
+                code
             ),
-            (1, json!(400), json!("illegal_argument")),
-            "{bad}: {frames:?}"
+            (json!(400), json!("illegal_argument"), 4400),
+            "{bad}: {frame}"
         );
-        assert_eq!(u16::from(close.unwrap().code), 4400, "{bad}");
     }
 }
 
