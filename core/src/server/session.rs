@@ -511,9 +511,8 @@ impl ServerSession {
         match since {
             Ok(since) => self.subscribe(now, None, path, params, since),
             Err(()) if !self.closed => {
-                let description =
-                    "since must be one whole number: the seq of an event received before";
-                self.refuse(None, 400, "illegal_argument", description);
+                let description = crate::wire::FrameError::BadSince.to_string();
+                self.refuse(None, 400, "illegal_argument", &description);
                 self.close_with(close_code::BAD_REQUEST, reason_for(close_code::BAD_REQUEST));
             }
             Err(()) => {}

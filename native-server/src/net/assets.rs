@@ -98,8 +98,8 @@ pub fn wants_bytes(accept: Option<&str>) -> bool {
     }
 }
 
-/// True for the types a browser opens as a document that can run script: HTML, XHTML, SVG
-/// and XML.
+/// True for the types a browser opens as a document that can run script: HTML, and XML of
+/// any kind (XHTML and SVG are `+xml`).
 fn renders_as_page(content_type: &str) -> bool {
     let kind = content_type
         .split(';')
@@ -107,11 +107,7 @@ fn renders_as_page(content_type: &str) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    matches!(
-        kind.as_str(),
-        "text/html" | "application/xhtml+xml" | "text/xml"
-    ) || kind.ends_with("+xml")
-        || kind == "application/xml"
+    matches!(kind.as_str(), "text/html" | "text/xml" | "application/xml") || kind.ends_with("+xml")
 }
 
 /// The answer carrying an asset: all of it, the range asked for (206, or 416), or 304 when
